@@ -1,0 +1,16 @@
+//! ferry's formats, synchronous and free of networking.
+//!
+//! - [`digest`]: sha256 digests and hashing readers/writers;
+//! - [`reference`]: image references normalised the way docker does;
+//! - [`manifest`]: reading OCI / Docker schema2 manifests and indexes (never rewriting them);
+//! - [`spec`]: the `bundle.yaml` spec; [`lock`]: the `ferry.lock` file;
+//! - [`meta`]: `ferry/bundle.json`, the bundle's signed table of contents;
+//! - [`writer`] and [`reader`]: the bundle tarball, written reproducibly and
+//!   read as one verifying stream.
+
+pub mod digest;
+pub mod manifest;
+pub mod reference;
+
+pub use digest::Digest;
+pub use reference::Reference;

@@ -1,0 +1,255 @@
+//! Just enough of OCI / Docker schema2 manifests and indexes to walk the graph.
+//!
+//! ferry never re-serialises these documents: the bytes the registry served
+//! are the bytes stored and pushed. This module only *reads* them to find the
+//! children (config, layers, child manifests, subject).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker schema2 manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker schema2 manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The OCI empty descriptor's media type.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// Every manifest media type ferry asks for, in the `Accept` header of every
+/// manifest request (a registry that gets no Accept may rewrite to schema1).
+pub const MANIFEST_ACCEPT: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+/// Whether a media type names an index / manifest list.
+pub fn is_index(media_type: &str) -> bool {
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
+}
+
+/// Whether a media type names a single-image manifest.
+pub fn is_manifest(media_type: &str) -> bool {
+    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+}
+
+/// Whether a media type is any kind of manifest ferry can carry.
+pub fn is_any_manifest(media_type: &str) -> bool {
+    is_index(media_type) || is_manifest(media_type)
+}
+
+/// A platform as found in an index entry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct Platform {
+    /// e.g. `linux`
+    pub os: String,
+    /// e.g. `amd64`
+    pub architecture: String,
+    /// e.g. `v8`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// e.g. `10.0.17763.1234`
+    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+}
+
+impl Platform {
+    /// `os/arch[/variant]`.
+    pub fn to_short(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{}", self.os, self.architecture, v),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+
+    /// Whether this platform is selected by a filter such as `linux/arm64`
+    /// (a filter without variant matches every variant).
+    pub fn matches(&self, filter: &str) -> bool {
+        let mut parts = filter.split('/');
+        let os = parts.next().unwrap_or_default();
+        let arch = parts.next().unwrap_or_default();
+        let variant = parts.next();
+        self.os == os
+            && self.architecture == arch
+            && match variant {
+                None => true,
+                Some(v) => self.variant.as_deref() == Some(v),
+            }
+    }
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// Media type of the referenced content.
+    #[serde(rename = "mediaType", default)]
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Platform, for index entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// Artifact type, when set.
+    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// External URLs (non-distributable layers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawDoc {
+    #[serde(rename = "schemaVersion", default)]
+    schema_version: Option<u32>,
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
+}
+
+/// What a manifest or index points at.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// The media type (from the document, else the one it was served with).
+    pub media_type: String,
+    /// Config descriptor (manifests only).
+    pub config: Option<Descriptor>,
+    /// Layer descriptors (manifests only).
+    pub layers: Vec<Descriptor>,
+    /// Child manifests (indexes only).
+    pub manifests: Vec<Descriptor>,
+    /// The `subject`, for referrers.
+    pub subject: Option<Descriptor>,
+    /// `artifactType`, when set.
+    pub artifact_type: Option<String>,
+}
+
+impl Parsed {
+    /// Whether this is an index / manifest list.
+    pub fn is_index(&self) -> bool {
+        is_index(&self.media_type)
+    }
+
+    /// Every blob (config and layers) a manifest references.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        self.config.iter().chain(self.layers.iter())
+    }
+}
+
+/// A manifest that ferry cannot read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not JSON, or not the expected shape.
+    #[error("manifest is not valid JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Neither OCI nor Docker schema2 (e.g. schema1).
+    #[error("unsupported manifest media type `{0}` (ferry carries OCI and Docker schema2 manifests and indexes)")]
+    UnsupportedMediaType(String),
+    /// The document's own mediaType disagrees with what it was served as.
+    #[error("manifest says mediaType `{inner}` but was served as `{outer}`")]
+    MediaTypeMismatch {
+        /// In the JSON.
+        inner: String,
+        /// In Content-Type or the parent descriptor.
+        outer: String,
+    },
+    /// schemaVersion is not 2.
+    #[error("unsupported schemaVersion {0:?} (expected 2)")]
+    SchemaVersion(Option<u32>),
+}
+
+/// Parses a manifest or index. `served_as` is the Content-Type or the parent
+/// descriptor's media type (used when the document has no `mediaType`).
+pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestError> {
+    let raw: RawDoc = serde_json::from_slice(bytes)?;
+    if raw.schema_version != Some(2) {
+        return Err(ManifestError::SchemaVersion(raw.schema_version));
+    }
+    let media_type = match (&raw.media_type, served_as) {
+        (Some(inner), Some(outer)) if is_any_manifest(outer) && inner != outer => {
+            return Err(ManifestError::MediaTypeMismatch {
+                inner: inner.clone(),
+                outer: outer.to_string(),
+            })
+        }
+        (Some(inner), _) => inner.clone(),
+        (None, Some(outer)) if is_any_manifest(outer) => outer.to_string(),
+        // No mediaType anywhere: guess from the shape (OCI allows omitting it).
+        (None, _) => {
+            if raw.manifests.is_some() {
+                OCI_INDEX.to_string()
+            } else {
+                OCI_MANIFEST.to_string()
+            }
+        }
+    };
+    if !is_any_manifest(&media_type) {
+        return Err(ManifestError::UnsupportedMediaType(media_type));
+    }
+    Ok(Parsed {
+        config: if is_manifest(&media_type) { raw.config } else { None },
+        layers: if is_manifest(&media_type) {
+            raw.layers.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        manifests: if is_index(&media_type) {
+            raw.manifests.unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        subject: raw.subject,
+        artifact_type: raw.artifact_type,
+        media_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_oci_index_and_keeps_platforms() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{d}","size":7,"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
+        );
+        let p = parse(doc.as_bytes(), None).unwrap();
+        assert!(p.is_index());
+        assert_eq!(p.manifests.len(), 1);
+        let plat = p.manifests[0].platform.as_ref().unwrap();
+        assert_eq!(plat.to_short(), "linux/arm64/v8");
+        assert!(plat.matches("linux/arm64"));
+        assert!(plat.matches("linux/arm64/v8"));
+        assert!(!plat.matches("linux/arm64/v7"));
+        assert!(!plat.matches("linux/amd64"));
+    }
+
+    #[test]
+    fn refuses_schema1_and_mismatched_media_types() {
+        assert!(matches!(
+            parse(br#"{"schemaVersion":1,"name":"x"}"#, None),
+            Err(ManifestError::SchemaVersion(Some(1)))
+        ));
+        let doc = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
+        assert!(matches!(
+            parse(doc.as_bytes(), Some(OCI_MANIFEST)),
+            Err(ManifestError::MediaTypeMismatch { .. })
+        ));
+    }
+}
