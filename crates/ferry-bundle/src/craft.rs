@@ -1,0 +1,218 @@
+//! Building bundles by hand, valid or deliberately broken, for tests and
+//! fuzzing. Nothing here checks anything: that is its purpose.
+
+use std::io::Write;
+
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor};
+use crate::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Kind, Role, FORMAT_VERSION};
+
+/// One raw tar entry.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    /// Name as written in the header (may be hostile).
+    pub name: String,
+    /// Entry type.
+    pub kind: tar::EntryType,
+    /// Content.
+    pub data: Vec<u8>,
+    /// Link target for links.
+    pub link: Option<String>,
+    /// Size written in the header (defaults to `data.len()`).
+    pub header_size: Option<u64>,
+}
+
+impl RawEntry {
+    /// A regular file.
+    pub fn file(name: &str, data: &[u8]) -> RawEntry {
+        RawEntry {
+            name: name.into(),
+            kind: tar::EntryType::Regular,
+            data: data.to_vec(),
+            link: None,
+            header_size: None,
+        }
+    }
+}
+
+/// Writes entries as a plain tar, with no validation at all. Names longer
+/// than 100 bytes use GNU long-name records.
+pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(e.kind);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        let size = e.header_size.unwrap_or(e.data.len() as u64);
+        h.set_size(size);
+        let name = e.name.as_bytes();
+        if name.len() > 100 {
+            let mut l = tar::Header::new_gnu();
+            l.set_entry_type(tar::EntryType::GNULongName);
+            l.set_size(name.len() as u64 + 1);
+            l.as_gnu_mut().map(|g| g.name[..13].copy_from_slice(b"././@LongLink"));
+            l.set_cksum();
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(name);
+            out.push(0);
+            pad(&mut out);
+        }
+        {
+            let n = name.len().min(100);
+            let raw = &mut h.as_old_mut().name;
+            raw[..n].copy_from_slice(&name[..n]);
+        }
+        if let Some(link) = &e.link {
+            let lb = link.as_bytes();
+            let n = lb.len().min(100);
+            h.as_old_mut().linkname[..n].copy_from_slice(&lb[..n]);
+        }
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&e.data);
+        pad(&mut out);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+fn pad(out: &mut Vec<u8>) {
+    let rem = out.len() % 512;
+    if rem != 0 {
+        out.resize(out.len() + 512 - rem, 0);
+    }
+}
+
+/// zstd-compresses bytes.
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    let mut e = match zstd::stream::write::Encoder::new(Vec::new(), 3) {
+        Ok(e) => e,
+        Err(_) => return Vec::new(),
+    };
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+/// A small valid single-image bundle, as entries, for tests to break.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The bundle.json.
+    pub meta: BundleMeta,
+    /// index.json bytes.
+    pub index: Vec<u8>,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// Config bytes.
+    pub config: Vec<u8>,
+    /// Layer bytes.
+    pub layer: Vec<u8>,
+    /// The reference.
+    pub reference: String,
+}
+
+impl Sample {
+    /// A sample image `reference` with a layer of `layer` bytes.
+    pub fn new(reference: &str, layer: &[u8]) -> Sample {
+        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let cd = Digest::of(&config);
+        let ld = Digest::of(layer);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{}}}]}}"#,
+            manifest::OCI_MANIFEST,
+            config.len(),
+            layer.len()
+        )
+        .into_bytes();
+        let md = Digest::of(&manifest);
+        let items = vec![Item {
+            kind: Kind::Image,
+            reference: reference.into(),
+            digest: md.clone(),
+            media_type: manifest::OCI_MANIFEST.into(),
+            size: manifest.len() as u64,
+            platforms: vec![],
+            path: None,
+        }];
+        let index = meta::index_json(&items);
+        let meta = BundleMeta {
+            format_version: FORMAT_VERSION,
+            tool: "ferry test".into(),
+            name: "sample".into(),
+            index: IndexPin {
+                digest: Digest::of(&index),
+                size: index.len() as u64,
+            },
+            items,
+            blobs: vec![
+                BlobMeta {
+                    digest: md,
+                    size: manifest.len() as u64,
+                    role: Role::Manifest,
+                    media_type: Some(manifest::OCI_MANIFEST.into()),
+                },
+                BlobMeta {
+                    digest: cd,
+                    size: config.len() as u64,
+                    role: Role::Config,
+                    media_type: Some("application/vnd.oci.image.config.v1+json".into()),
+                },
+                BlobMeta {
+                    digest: ld,
+                    size: layer.len() as u64,
+                    role: Role::Layer,
+                    media_type: Some("application/vnd.oci.image.layer.v1.tar+gzip".into()),
+                },
+            ],
+            absent: vec![],
+            base: vec![],
+        };
+        Sample {
+            meta,
+            index,
+            manifest,
+            config,
+            layer: layer.to_vec(),
+            reference: reference.into(),
+        }
+    }
+
+    /// Recomputes the index pin after `meta.items` or `index` changed.
+    pub fn repin(&mut self) {
+        self.meta.index = IndexPin {
+            digest: Digest::of(&self.index),
+            size: self.index.len() as u64,
+        };
+    }
+
+    /// The manifest's digest.
+    pub fn manifest_digest(&self) -> Digest {
+        Digest::of(&self.manifest)
+    }
+
+    /// The entries of the valid bundle, in streaming order.
+    pub fn entries(&self) -> Vec<RawEntry> {
+        let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+        vec![
+            RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            RawEntry::file(meta::META_PATH, &self.meta.to_json()),
+            RawEntry::file("index.json", &self.index),
+            blob(&self.manifest),
+            blob(&self.config),
+            blob(&self.layer),
+        ]
+    }
+
+    /// A descriptor of the manifest.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: manifest::OCI_MANIFEST.into(),
+            digest: self.manifest_digest(),
+            size: self.manifest.len() as u64,
+            platform: None,
+            artifact_type: None,
+            annotations: Default::default(),
+            urls: vec![],
+        }
+    }
+}

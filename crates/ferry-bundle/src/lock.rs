@@ -1,0 +1,187 @@
+//! The lock file, `ferry.lock`: every tag resolved to its digest.
+//!
+//! Deterministic (sorted, no timestamps) so it diffs well in Git.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The lock format version.
+pub const LOCK_VERSION: u32 = 1;
+
+/// A resolved image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LockedImage {
+    /// The reference as in the spec, normalised.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The digest the tag pointed at.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// The platform filter applied (empty = all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<String>,
+    /// For indexes: the per-platform manifests selected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<LockedPlatform>,
+}
+
+/// One platform child of an index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LockedPlatform {
+    /// `os/arch[/variant]`, or `unknown/unknown` for attestation entries.
+    pub platform: String,
+    /// The child manifest's digest.
+    pub digest: Digest,
+}
+
+/// `ferry.lock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Lock {
+    /// [`LOCK_VERSION`].
+    pub lock_version: u32,
+    /// Images, sorted by reference.
+    #[serde(default)]
+    pub images: Vec<LockedImage>,
+}
+
+/// A lock file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Unreadable.
+    #[error("failed to read lock file `{path}`")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a lock file of this version.
+    #[error("invalid lock file `{path}`: {message}")]
+    Invalid {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Lock {
+    /// A lock from resolved images (sorted here).
+    pub fn new(mut images: Vec<LockedImage>) -> Lock {
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        for i in &mut images {
+            i.platforms.sort();
+            i.filter.sort();
+        }
+        Lock {
+            lock_version: LOCK_VERSION,
+            images,
+        }
+    }
+
+    /// Reads a lock file.
+    pub fn load(path: &Path) -> Result<Lock, LockError> {
+        let bytes = std::fs::read(path).map_err(|source| LockError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock: Lock = serde_json::from_slice(&bytes).map_err(|e| LockError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        if lock.lock_version != LOCK_VERSION {
+            return Err(LockError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("lockVersion {} is not supported (expected {LOCK_VERSION})", lock.lock_version),
+            });
+        }
+        Ok(lock)
+    }
+
+    /// Deterministic bytes (pretty JSON, trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Finds an entry by reference.
+    pub fn get(&self, reference: &str) -> Option<&LockedImage> {
+        self.images.iter().find(|i| i.reference == reference)
+    }
+
+    /// What differs between `self` (the lock on disk) and `fresh` (a new
+    /// resolution): one line per moved, added or removed reference.
+    pub fn drift(&self, fresh: &Lock) -> Vec<String> {
+        let mut out = Vec::new();
+        for new in &fresh.images {
+            match self.get(&new.reference) {
+                None => out.push(format!("{}: not in the lock file (resolves to {})", new.reference, new.digest)),
+                Some(old) if old.digest != new.digest => out.push(format!(
+                    "{}: locked at {}, now resolves to {}",
+                    new.reference, old.digest, new.digest
+                )),
+                Some(old) if old.platforms != new.platforms || old.filter != new.filter => out.push(format!(
+                    "{}: platform selection changed (locked {:?}, now {:?})",
+                    new.reference,
+                    old.platforms.iter().map(|p| &p.platform).collect::<Vec<_>>(),
+                    new.platforms.iter().map(|p| &p.platform).collect::<Vec<_>>()
+                )),
+                Some(_) => {}
+            }
+        }
+        for old in &self.images {
+            if fresh.get(&old.reference).is_none() {
+                out.push(format!("{}: in the lock file but no longer in the spec", old.reference));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(r: &str, d: char) -> LockedImage {
+        LockedImage {
+            reference: r.into(),
+            digest: format!("sha256:{}", d.to_string().repeat(64)).parse().unwrap(),
+            media_type: crate::manifest::OCI_MANIFEST.into(),
+            size: 10,
+            filter: vec![],
+            platforms: vec![],
+        }
+    }
+
+    #[test]
+    fn lock_is_sorted_and_round_trips() {
+        let l = Lock::new(vec![img("z.io/b:1", 'a'), img("a.io/a:1", 'b')]);
+        assert_eq!(l.images[0].reference, "a.io/a:1");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ferry.lock");
+        std::fs::write(&p, l.to_json()).unwrap();
+        assert_eq!(Lock::load(&p).unwrap(), l);
+        assert_eq!(Lock::new(vec![img("a.io/a:1", 'b'), img("z.io/b:1", 'a')]).to_json(), l.to_json());
+    }
+
+    #[test]
+    fn drift_names_what_moved() {
+        let old = Lock::new(vec![img("a.io/a:1", 'a'), img("b.io/b:1", 'b')]);
+        let new = Lock::new(vec![img("a.io/a:1", 'c'), img("c.io/c:1", 'd')]);
+        let d = old.drift(&new);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d[0].contains("a.io/a:1") && d[0].contains("now resolves to sha256:ccc"));
+        assert!(d.iter().any(|l| l.contains("b.io/b:1") && l.contains("no longer")));
+    }
+}

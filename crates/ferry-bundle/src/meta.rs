@@ -1,0 +1,227 @@
+//! `ferry/bundle.json`: the bundle's table of contents.
+//!
+//! It pins `index.json` by digest and lists every blob in the tar (digest,
+//! size, role), every item, the children a platform filter left out on
+//! purpose, and (for differential bundles) the base blobs expected at the
+//! target. Signing this one file therefore covers every byte of the bundle.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// The bundle format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Path of the metadata file inside the tar.
+pub const META_PATH: &str = "ferry/bundle.json";
+/// Path of the detached signature over [`META_PATH`].
+pub const SIG_PATH: &str = "ferry/bundle.json.sig";
+/// Annotation: the full source reference (containerd's convention).
+pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+/// Annotation: the OCI ref name (ferry writes the full source reference).
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotation: the ferry content kind.
+pub const ANN_KIND: &str = "dev.ferry.kind";
+/// Annotation: a file kind's path on the file server.
+pub const ANN_PATH: &str = "dev.ferry.path";
+
+/// What an item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A container image (manifest or index).
+    Image,
+    /// A Helm chart.
+    Chart,
+    /// A Falco kernel module.
+    FalcoDriver,
+    /// A falcoctl rules / plugin artifact.
+    FalcoArtifact,
+    /// The falcoctl index.yaml.
+    FalcoctlIndex,
+    /// An OpenSearch plugin zip.
+    OpensearchPlugin,
+    /// A Trivy database / checks artifact.
+    TrivyDb,
+    /// A plain file.
+    File,
+}
+
+impl Kind {
+    /// The annotation value (`image`, `chart`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Image => "image",
+            Kind::Chart => "chart",
+            Kind::FalcoDriver => "falco-driver",
+            Kind::FalcoArtifact => "falco-artifact",
+            Kind::FalcoctlIndex => "falcoctl-index",
+            Kind::OpensearchPlugin => "opensearch-plugin",
+            Kind::TrivyDb => "trivy-db",
+            Kind::File => "file",
+        }
+    }
+}
+
+/// What a blob is in the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// An image index or manifest list.
+    Index,
+    /// An image manifest (or artifact manifest).
+    Manifest,
+    /// A config blob.
+    Config,
+    /// A layer (or a file's bytes).
+    Layer,
+}
+
+impl Role {
+    /// Whether blobs of this role are manifests the reader parses.
+    pub fn is_manifest(&self) -> bool {
+        matches!(self, Role::Index | Role::Manifest)
+    }
+}
+
+/// One item the bundle carries (one index.json descriptor).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    /// Content kind.
+    pub kind: Kind,
+    /// Full source reference, e.g. `docker.io/library/nginx:1.27`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Digest of the top manifest or index.
+    pub digest: Digest,
+    /// Its media type.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// Platforms carried (for indexes; empty for single manifests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// File-server path for file kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// One blob in the tar, in tar order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobMeta {
+    /// Digest (the tar entry is `blobs/sha256/<hex>`).
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Role in the graph.
+    pub role: Role,
+    /// Media type (always set for manifests and indexes).
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
+/// A child manifest left out on purpose by a platform filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Absent {
+    /// The child's digest.
+    pub digest: Digest,
+    /// The index that lists it.
+    pub parent: Digest,
+    /// Its platform, when the index said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// A blob left out because the target already holds it (differential bundles).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseBlob {
+    /// Digest.
+    pub digest: Digest,
+    /// Size.
+    pub size: u64,
+}
+
+/// The index.json pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexPin {
+    /// sha256 of index.json.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+/// `ferry/bundle.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleMeta {
+    /// Bundle format version ([`FORMAT_VERSION`]).
+    #[serde(rename = "formatVersion")]
+    pub format_version: u32,
+    /// `ferry <version>` that wrote it.
+    pub tool: String,
+    /// The spec's `name`.
+    pub name: String,
+    /// index.json's digest and size.
+    pub index: IndexPin,
+    /// Items, sorted by reference.
+    pub items: Vec<Item>,
+    /// Every blob in the tar, in tar order.
+    pub blobs: Vec<BlobMeta>,
+    /// Index children intentionally left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<Absent>,
+    /// Blobs expected at the target already (differential bundles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base: Vec<BaseBlob>,
+}
+
+impl BundleMeta {
+    /// Serialises deterministically (pretty JSON, trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Sum of the sizes of the blobs in the tar.
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+}
+
+/// Builds the `index.json` bytes for a list of items (deterministic).
+pub fn index_json(items: &[Item]) -> Vec<u8> {
+    use serde_json::{json, Map, Value};
+    let manifests: Vec<Value> = items
+        .iter()
+        .map(|it| {
+            let mut ann = Map::new();
+            ann.insert(ANN_KIND.into(), Value::String(it.kind.as_str().into()));
+            ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
+            if let Some(p) = &it.path {
+                ann.insert(ANN_PATH.into(), Value::String(p.clone()));
+            }
+            ann.insert(ANN_REF_NAME.into(), Value::String(it.reference.clone()));
+            json!({
+                "mediaType": it.media_type,
+                "digest": it.digest.to_string(),
+                "size": it.size,
+                "annotations": Value::Object(ann),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::manifest::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut v = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    v.push(b'\n');
+    v
+}

@@ -1,0 +1,327 @@
+//! Writing a bundle tarball, reproducibly and atomically.
+//!
+//! Entries go out in streaming order (`oci-layout`, `ferry/bundle.json`,
+//! optional signature, `index.json`, then blobs in the order the caller
+//! gives, which should put manifests and configs before layers). Every header
+//! is fixed (ustar, mode 0644/0755, uid/gid 0, mtime 0, no user names), the
+//! compressor parameters are fixed, so the same content gives the same bytes.
+//! The file is written under a temporary name in the destination directory
+//! and renamed into place by [`BundleWriter::finish`], next to a
+//! `<name>.sha256` file in `sha256sum` format.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::meta::{META_PATH, SIG_PATH};
+
+/// zstd worker threads (fixed so that output bytes never depend on the machine).
+const ZSTD_WORKERS: u32 = 4;
+
+/// Compression of the outer stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// zstd at the given level (multi-threaded, deterministic output).
+    Zstd {
+        /// Level (1..=19). 3 is the default.
+        level: i32,
+    },
+    /// gzip at the given level.
+    Gzip {
+        /// Level (0..=9).
+        level: u32,
+    },
+    /// A plain tar.
+    None,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 3 }
+    }
+}
+
+impl Compression {
+    /// The conventional file suffix.
+    pub fn suffix(&self) -> &'static str {
+        match self {
+            Compression::Zstd { .. } => ".tar.zst",
+            Compression::Gzip { .. } => ".tar.gz",
+            Compression::None => ".tar",
+        }
+    }
+}
+
+/// Errors while writing a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// An I/O failure on the output.
+    #[error("failed to write bundle `{path}`")]
+    Io {
+        /// The output path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A blob source gave other bytes than announced.
+    #[error("blob {expected} gave bytes with digest {actual} ({len} bytes, expected {size})")]
+    BlobMismatch {
+        /// Announced digest.
+        expected: Digest,
+        /// What the bytes hashed to.
+        actual: Digest,
+        /// Bytes read.
+        len: u64,
+        /// Announced size.
+        size: u64,
+    },
+    /// Reading a blob source failed.
+    #[error("failed to read blob {digest} from its source")]
+    Source {
+        /// The blob.
+        digest: Digest,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A bundle being written.
+pub struct BundleWriter {
+    path: PathBuf,
+    tmp: Option<tempfile::TempPath>,
+    builder: Option<tar::Builder<Encoder>>,
+}
+
+/// What [`BundleWriter::finish`] produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The bundle file.
+    pub path: PathBuf,
+    /// The `.sha256` file beside it.
+    pub checksum_path: PathBuf,
+    /// Bundle size on disk.
+    pub size: u64,
+    /// sha256 of the bundle file.
+    pub sha256: Digest,
+}
+
+type Sink = HashingWriter<BufWriter<File>>;
+
+enum Encoder {
+    Zstd(zstd::stream::write::Encoder<'static, Sink>),
+    Gzip(flate2::write::GzEncoder<Sink>),
+    Plain(Sink),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Plain(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Plain(e) => e.flush(),
+        }
+    }
+}
+
+impl Encoder {
+    fn finish(self) -> io::Result<Sink> {
+        match self {
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Plain(e) => Ok(e),
+        }
+    }
+}
+
+fn header(path: &str, size: u64, dir: bool) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    // Paths are ASCII and short (`blobs/sha256/<64 hex>` is 77 bytes).
+    let _ = h.set_path(path);
+    h.set_cksum();
+    h
+}
+
+impl BundleWriter {
+    /// Starts writing `path` (under a temporary name beside it).
+    pub fn create(path: &Path, compression: Compression) -> Result<BundleWriter, WriteError> {
+        let io_err = |source| WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "bundle".into());
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(io_err)?;
+        let (file, tmp_path) = tmp.into_parts();
+        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let enc = match compression {
+            Compression::Zstd { level } => {
+                let mut e = zstd::stream::write::Encoder::new(sink, level).map_err(io_err)?;
+                e.include_checksum(true).map_err(io_err)?;
+                // A fixed worker count keeps the output identical on every machine.
+                e.multithread(ZSTD_WORKERS).map_err(io_err)?;
+                Encoder::Zstd(e)
+            }
+            Compression::Gzip { level } => Encoder::Gzip(
+                flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(sink, flate2::Compression::new(level)),
+            ),
+            Compression::None => Encoder::Plain(sink),
+        };
+        let mut builder = tar::Builder::new(enc);
+        builder.mode(tar::HeaderMode::Deterministic);
+        Ok(BundleWriter {
+            path: path.to_path_buf(),
+            tmp: Some(tmp_path),
+            builder: Some(builder),
+        })
+    }
+
+    fn io_err(&self, source: io::Error) -> WriteError {
+        WriteError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn builder(&mut self) -> Result<&mut tar::Builder<Encoder>, WriteError> {
+        let path = self.path.clone();
+        self.builder.as_mut().ok_or_else(|| WriteError::Io {
+            path,
+            source: io::Error::other("bundle writer already finished"),
+        })
+    }
+
+    fn append_bytes(&mut self, path: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let mut h = header(path, bytes.len() as u64, false);
+        let r = self.builder()?.append(&mut h, bytes);
+        r.map_err(|e| self.io_err(e))
+    }
+
+    fn append_dir(&mut self, path: &str) -> Result<(), WriteError> {
+        let mut h = header(path, 0, true);
+        let r = self.builder()?.append(&mut h, io::empty());
+        r.map_err(|e| self.io_err(e))
+    }
+
+    /// Writes the head: `oci-layout`, `ferry/bundle.json`, the optional
+    /// signature, and `index.json`.
+    pub fn write_head(
+        &mut self,
+        meta_json: &[u8],
+        signature: Option<&[u8]>,
+        index_json: &[u8],
+    ) -> Result<(), WriteError> {
+        self.append_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        self.append_dir("ferry/")?;
+        self.append_bytes(META_PATH, meta_json)?;
+        if let Some(sig) = signature {
+            self.append_bytes(SIG_PATH, sig)?;
+        }
+        self.append_bytes("index.json", index_json)?;
+        self.append_dir("blobs/")?;
+        self.append_dir("blobs/sha256/")
+    }
+
+    /// Appends one blob, hashing it on the way; refuses bytes that do not
+    /// match `digest` and `size` (the bundle is then abandoned).
+    pub fn write_blob(&mut self, digest: &Digest, size: u64, source: impl Read) -> Result<(), WriteError> {
+        let mut h = header(&digest.layout_path(), size, false);
+        let mut src = crate::digest::HashingReader::new(source.take(size));
+        let r = self.builder()?.append(&mut h, &mut src);
+        if let Err(e) = r {
+            return Err(if e.kind() == io::ErrorKind::Other || src.len() < size {
+                WriteError::Source {
+                    digest: digest.clone(),
+                    source: e,
+                }
+            } else {
+                self.io_err(e)
+            });
+        }
+        let (actual, len, _) = src.finish();
+        if &actual != digest || len != size {
+            return Err(WriteError::BlobMismatch {
+                expected: digest.clone(),
+                actual,
+                len,
+                size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Finishes the archive, fsyncs, renames into place and writes the
+    /// `.sha256` file.
+    pub fn finish(mut self) -> Result<Written, WriteError> {
+        let builder = self.builder.take().ok_or_else(|| self.io_err(io::Error::other("finished twice")))?;
+        let enc = builder.into_inner().map_err(|e| self.io_err(e))?;
+        let sink = enc.finish().map_err(|e| self.io_err(e))?;
+        let (sha256, size, buf) = sink.finish();
+        let file = buf.into_inner().map_err(|e| self.io_err(e.into_error()))?;
+        file.sync_all().map_err(|e| self.io_err(e))?;
+        drop(file);
+        let tmp = self.tmp.take().ok_or_else(|| self.io_err(io::Error::other("no temp file")))?;
+        tmp.persist(&self.path).map_err(|e| self.io_err(e.error))?;
+        let checksum_path = PathBuf::from(format!("{}.sha256", self.path.display()));
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let line = format!("{}  {}\n", sha256.hex(), name);
+        write_atomic(&checksum_path, line.as_bytes()).map_err(|source| WriteError::Io {
+            path: checksum_path.clone(),
+            source,
+        })?;
+        Ok(Written {
+            path: self.path.clone(),
+            checksum_path,
+            size,
+            sha256,
+        })
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new().prefix(".ferry-").suffix(".tmp").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
