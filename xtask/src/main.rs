@@ -1,1 +1,169 @@
-fn main() {}
+//! Project tasks: `cargo xtask test`, `cargo xtask demo`.
+//!
+//! - `test`: installs what the tests need (Debian's docker-registry and
+//!   skopeo, with apt-get when running as root), then runs the format check,
+//!   clippy, every test (one dev build shared by all), and the demo.
+//! - `demo`: the main job end to end on generated content: two local
+//!   registries (upstream and target), export → verify → inspect → import,
+//!   then checks every digest at the target.
+
+mod demo;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// fmt check, clippy, all tests, the demo.
+    Test {
+        /// Skip the fmt and clippy checks.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for the test runner (e.g. a filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the main job end to end on generated content.
+    Demo {
+        /// Keep the registries running until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.task {
+        Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Demo { keep } => demo::run(keep),
+    }
+}
+
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into())
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Makes sure Debian's packages providing `tools` are installed.
+pub fn ensure_tools(tools: &[(&str, &str)], required: bool) -> Result<()> {
+    let missing: Vec<&(&str, &str)> = tools.iter().filter(|(bin, _)| !on_path(bin)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    if is_root() && on_path("apt-get") {
+        eprintln!("xtask: installing {} with apt-get", pkgs.join(" "));
+        let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
+        if !update.success() {
+            bail!("`apt-get update` failed");
+        }
+        let st = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()?;
+        if !st.success() {
+            bail!("`apt-get install -y {}` failed", pkgs.join(" "));
+        }
+        return Ok(());
+    }
+    let msg = format!(
+        "missing {}: install with `sudo apt-get install -y {}`",
+        missing
+            .iter()
+            .map(|(b, _)| *b)
+            .collect::<Vec<_>>()
+            .join(", "),
+        pkgs.join(" ")
+    );
+    if required {
+        bail!(msg)
+    }
+    eprintln!("xtask: warning: {msg} (tests that need them are skipped)");
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut c: Command, what: &str) -> Result<()> {
+    eprintln!("xtask: {what}");
+    let st = c
+        .status()
+        .with_context(|| format!("failed to start {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn test(no_lint: bool, args: &[String]) -> Result<()> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    ensure_tools(
+        &[("docker-registry", "docker-registry"), ("skopeo", "skopeo")],
+        ci,
+    )?;
+    if !no_lint {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        run(fmt, "cargo fmt --check")?;
+        let mut clippy = cargo();
+        clippy.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run(clippy, "cargo clippy")?;
+    }
+    // The demo is the README's main command: it must not rot. It runs before
+    // the tests so that the test runner's summary is the last thing printed.
+    if args.is_empty() {
+        demo::run(false)?;
+    }
+    let nextest = cargo()
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let mut t = cargo();
+    if nextest {
+        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        t.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    t.args(args);
+    run(t, "tests")
+}

@@ -51,7 +51,9 @@ pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
             let mut l = tar::Header::new_gnu();
             l.set_entry_type(tar::EntryType::GNULongName);
             l.set_size(name.len() as u64 + 1);
-            l.as_gnu_mut().map(|g| g.name[..13].copy_from_slice(b"././@LongLink"));
+            if let Some(g) = l.as_gnu_mut() {
+                g.name[..13].copy_from_slice(b"././@LongLink");
+            }
             l.set_cksum();
             out.extend_from_slice(l.as_bytes());
             out.extend_from_slice(name);
@@ -114,7 +116,9 @@ pub struct Sample {
 impl Sample {
     /// A sample image `reference` with a layer of `layer` bytes.
     pub fn new(reference: &str, layer: &[u8]) -> Sample {
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
         let cd = Digest::of(&config);
         let ld = Digest::of(layer);
         let manifest = format!(

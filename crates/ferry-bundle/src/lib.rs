@@ -14,9 +14,9 @@ pub mod reference;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub mod craft;
 pub mod lock;
 pub mod meta;
 pub mod reader;
 pub mod spec;
 pub mod writer;
-pub mod craft;

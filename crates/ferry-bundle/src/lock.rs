@@ -102,7 +102,10 @@ impl Lock {
         if lock.lock_version != LOCK_VERSION {
             return Err(LockError::Invalid {
                 path: path.to_path_buf(),
-                message: format!("lockVersion {} is not supported (expected {LOCK_VERSION})", lock.lock_version),
+                message: format!(
+                    "lockVersion {} is not supported (expected {LOCK_VERSION})",
+                    lock.lock_version
+                ),
             });
         }
         Ok(lock)
@@ -126,23 +129,36 @@ impl Lock {
         let mut out = Vec::new();
         for new in &fresh.images {
             match self.get(&new.reference) {
-                None => out.push(format!("{}: not in the lock file (resolves to {})", new.reference, new.digest)),
+                None => out.push(format!(
+                    "{}: not in the lock file (resolves to {})",
+                    new.reference, new.digest
+                )),
                 Some(old) if old.digest != new.digest => out.push(format!(
                     "{}: locked at {}, now resolves to {}",
                     new.reference, old.digest, new.digest
                 )),
-                Some(old) if old.platforms != new.platforms || old.filter != new.filter => out.push(format!(
-                    "{}: platform selection changed (locked {:?}, now {:?})",
-                    new.reference,
-                    old.platforms.iter().map(|p| &p.platform).collect::<Vec<_>>(),
-                    new.platforms.iter().map(|p| &p.platform).collect::<Vec<_>>()
-                )),
+                Some(old) if old.platforms != new.platforms || old.filter != new.filter => out
+                    .push(format!(
+                        "{}: platform selection changed (locked {:?}, now {:?})",
+                        new.reference,
+                        old.platforms
+                            .iter()
+                            .map(|p| &p.platform)
+                            .collect::<Vec<_>>(),
+                        new.platforms
+                            .iter()
+                            .map(|p| &p.platform)
+                            .collect::<Vec<_>>()
+                    )),
                 Some(_) => {}
             }
         }
         for old in &self.images {
             if fresh.get(&old.reference).is_none() {
-                out.push(format!("{}: in the lock file but no longer in the spec", old.reference));
+                out.push(format!(
+                    "{}: in the lock file but no longer in the spec",
+                    old.reference
+                ));
             }
         }
         out
@@ -156,7 +172,9 @@ mod tests {
     fn img(r: &str, d: char) -> LockedImage {
         LockedImage {
             reference: r.into(),
-            digest: format!("sha256:{}", d.to_string().repeat(64)).parse().unwrap(),
+            digest: format!("sha256:{}", d.to_string().repeat(64))
+                .parse()
+                .unwrap(),
             media_type: crate::manifest::OCI_MANIFEST.into(),
             size: 10,
             filter: vec![],
@@ -172,7 +190,10 @@ mod tests {
         let p = dir.path().join("ferry.lock");
         std::fs::write(&p, l.to_json()).unwrap();
         assert_eq!(Lock::load(&p).unwrap(), l);
-        assert_eq!(Lock::new(vec![img("a.io/a:1", 'b'), img("z.io/b:1", 'a')]).to_json(), l.to_json());
+        assert_eq!(
+            Lock::new(vec![img("a.io/a:1", 'b'), img("z.io/b:1", 'a')]).to_json(),
+            l.to_json()
+        );
     }
 
     #[test]
@@ -182,6 +203,8 @@ mod tests {
         let d = old.drift(&new);
         assert_eq!(d.len(), 3, "{d:?}");
         assert!(d[0].contains("a.io/a:1") && d[0].contains("now resolves to sha256:ccc"));
-        assert!(d.iter().any(|l| l.contains("b.io/b:1") && l.contains("no longer")));
+        assert!(d
+            .iter()
+            .any(|l| l.contains("b.io/b:1") && l.contains("no longer")));
     }
 }

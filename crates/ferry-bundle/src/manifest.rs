@@ -51,7 +51,11 @@ pub struct Platform {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// e.g. `10.0.17763.1234`
-    #[serde(rename = "os.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
 }
 
@@ -94,7 +98,11 @@ pub struct Descriptor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
     /// Artifact type, when set.
-    #[serde(rename = "artifactType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "artifactType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub artifact_type: Option<String>,
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -202,7 +210,11 @@ pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestEr
         return Err(ManifestError::UnsupportedMediaType(media_type));
     }
     Ok(Parsed {
-        config: if is_manifest(&media_type) { raw.config } else { None },
+        config: if is_manifest(&media_type) {
+            raw.config
+        } else {
+            None
+        },
         layers: if is_manifest(&media_type) {
             raw.layers.unwrap_or_default()
         } else {

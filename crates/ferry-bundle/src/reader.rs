@@ -105,10 +105,14 @@ pub enum BundleError {
         reason: String,
     },
     /// A format version this build cannot read.
-    #[error("bundle format version {0} is not supported (this ferry reads version {FORMAT_VERSION})")]
+    #[error(
+        "bundle format version {0} is not supported (this ferry reads version {FORMAT_VERSION})"
+    )]
     Version(u32),
     /// index.json differs from what bundle.json pins.
-    #[error("index.json digest mismatch: bundle.json pins {expected}, the entry hashes to {actual}")]
+    #[error(
+        "index.json digest mismatch: bundle.json pins {expected}, the entry hashes to {actual}"
+    )]
     IndexMismatch {
         /// Pinned.
         expected: Digest,
@@ -275,6 +279,7 @@ struct State {
     verified: HashSet<Digest>,
     bad: HashMap<Digest, String>,
     parsed: HashMap<Digest, Parsed>,
+    streamed_any: bool,
     report: Report,
 }
 
@@ -287,7 +292,12 @@ enum Stage {
     Index,
 }
 
-fn read_small(entry: &mut dyn Read, name: &str, size: u64, limit: u64) -> Result<Vec<u8>, BundleError> {
+fn read_small(
+    entry: &mut dyn Read,
+    name: &str,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>, BundleError> {
     if size > limit {
         return Err(BundleError::TooLarge {
             entry: name.into(),
@@ -306,7 +316,10 @@ fn read_small(entry: &mut dyn Read, name: &str, size: u64, limit: u64) -> Result
     if buf.len() as u64 != size {
         return Err(BundleError::Read {
             at: format!("`{name}`"),
-            source: io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry ended after {} of {size} bytes", buf.len())),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("entry ended after {} of {size} bytes", buf.len()),
+            ),
         });
     }
     Ok(buf)
@@ -366,11 +379,15 @@ impl State {
                     }
                     return Ok(());
                 }
-                return Err(forbidden("the only directories allowed are `ferry/`, `blobs/` and `blobs/sha256/`"));
+                return Err(forbidden(
+                    "the only directories allowed are `ferry/`, `blobs/` and `blobs/sha256/`",
+                ));
             }
             tar::EntryType::Symlink => return Err(forbidden("symbolic links are not allowed")),
             tar::EntryType::Link => return Err(forbidden("hard links are not allowed")),
-            tar::EntryType::Char | tar::EntryType::Block => return Err(forbidden("device files are not allowed")),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(forbidden("device files are not allowed"))
+            }
             tar::EntryType::Fifo => return Err(forbidden("FIFOs are not allowed")),
             other => return Err(forbidden(&format!("entry type {other:?} is not allowed"))),
         }
@@ -380,10 +397,11 @@ impl State {
         match (self.stage, name) {
             (Stage::Start, "oci-layout") => {
                 let bytes = read_small(entry, name, size, MAX_LAYOUT)?;
-                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
-                    entry: name.into(),
-                    reason: e.to_string(),
-                })?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+                        entry: name.into(),
+                        reason: e.to_string(),
+                    })?;
                 if v.get("imageLayoutVersion").and_then(|x| x.as_str()) != Some("1.0.0") {
                     return Err(BundleError::Malformed {
                         entry: name.into(),
@@ -422,10 +440,17 @@ impl State {
                             reason: format!("blob {} is declared twice", b.digest),
                         });
                     }
-                    if b.role.is_manifest() && b.media_type.as_deref().is_none_or(|m| !manifest::is_any_manifest(m)) {
+                    if b.role.is_manifest()
+                        && b.media_type
+                            .as_deref()
+                            .is_none_or(|m| !manifest::is_any_manifest(m))
+                    {
                         return Err(BundleError::Malformed {
                             entry: name.into(),
-                            reason: format!("manifest blob {} has no manifest media type", b.digest),
+                            reason: format!(
+                                "manifest blob {} has no manifest media type",
+                                b.digest
+                            ),
                         });
                     }
                 }
@@ -479,7 +504,8 @@ impl State {
                 actual,
             });
         }
-        let parsed = manifest::parse(&bytes, Some(manifest::OCI_INDEX)).map_err(|e| malformed(e.to_string()))?;
+        let parsed = manifest::parse(&bytes, Some(manifest::OCI_INDEX))
+            .map_err(|e| malformed(e.to_string()))?;
         if !parsed.is_index() {
             return Err(malformed("index.json must be an image index".into()));
         }
@@ -506,7 +532,9 @@ impl State {
                 .next()
                 .map(|(r, d)| format!("{r}@{d}"))
                 .unwrap_or_else(|| "a duplicate entry".into());
-            return Err(malformed(format!("index.json and ferry/bundle.json list different items ({diff})")));
+            return Err(malformed(format!(
+                "index.json and ferry/bundle.json list different items ({diff})"
+            )));
         }
         head.index = parsed.manifests;
         head.meta_bytes = self.meta_bytes.take().unwrap_or_default();
@@ -545,6 +573,12 @@ impl State {
             });
         }
         if meta.role.is_manifest() {
+            if self.streamed_any {
+                return Err(BundleError::Malformed {
+                    entry: name.into(),
+                    reason: "a manifest after config or layer blobs: the bundle is not in streaming order (manifests first)".into(),
+                });
+            }
             let bytes = read_small(entry, name, size, MAX_MANIFEST)?;
             let actual = Digest::of(&bytes);
             if actual != digest {
@@ -578,9 +612,12 @@ impl State {
             self.verified.insert(digest);
             self.report.blobs += 1;
             self.report.blob_bytes += size;
-            return visitor.manifest(&meta, &bytes).map_err(BundleError::Visitor);
+            return visitor
+                .manifest(&meta, &bytes)
+                .map_err(BundleError::Visitor);
         }
         // A streamed blob: the visitor reads, we hash and drain.
+        self.streamed_any = true;
         let mut hashing = HashingReader::new(&mut *entry);
         let mut watch = Watch {
             inner: &mut hashing,
@@ -603,7 +640,10 @@ impl State {
         if len != size {
             return Err(BundleError::Read {
                 at: format!("`{name}`"),
-                source: io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry ended after {len} of {size} bytes")),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("entry ended after {len} of {size} bytes"),
+                ),
             });
         }
         if actual != digest {
@@ -617,7 +657,9 @@ impl State {
         self.verified.insert(digest);
         self.report.blobs += 1;
         self.report.blob_bytes += size;
-        visitor.blob_end(&meta, Ok(())).map_err(BundleError::Visitor)
+        visitor
+            .blob_end(&meta, Ok(()))
+            .map_err(BundleError::Visitor)
     }
 
     fn fault(
@@ -638,7 +680,9 @@ impl State {
         self.bad.insert(meta.digest.clone(), fault.reason.clone());
         self.report.bad_blobs.push(fault.clone());
         if streamed {
-            visitor.blob_end(meta, Err(&fault)).map_err(BundleError::Visitor)?;
+            visitor
+                .blob_end(meta, Err(&fault))
+                .map_err(BundleError::Visitor)?;
         }
         Ok(())
     }
@@ -679,8 +723,18 @@ impl State {
             verified: &self.verified,
             bad: &self.bad,
             parsed: &self.parsed,
-            absent: head.meta.absent.iter().map(|a| (a.parent.clone(), a.digest.clone())).collect(),
-            base: head.meta.base.iter().map(|b| (b.digest.clone(), b.size)).collect(),
+            absent: head
+                .meta
+                .absent
+                .iter()
+                .map(|a| (a.parent.clone(), a.digest.clone()))
+                .collect(),
+            base: head
+                .meta
+                .base
+                .iter()
+                .map(|b| (b.digest.clone(), b.size))
+                .collect(),
         };
         for (item, desc) in head.meta.items.iter().zip(sorted_index(&head)) {
             match graph.check_item(item, desc) {
@@ -692,7 +746,9 @@ impl State {
                             reason,
                         });
                     }
-                    self.report.failed_items.push((item.reference.clone(), reason));
+                    self.report
+                        .failed_items
+                        .push((item.reference.clone(), reason));
                 }
             }
         }
@@ -707,7 +763,10 @@ fn sorted_index(head: &Head) -> Vec<&Descriptor> {
         .iter()
         .map(|d| {
             (
-                (d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default(), d.digest.clone()),
+                (
+                    d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default(),
+                    d.digest.clone(),
+                ),
                 d,
             )
         })
@@ -715,7 +774,11 @@ fn sorted_index(head: &Head) -> Vec<&Descriptor> {
     head.meta
         .items
         .iter()
-        .filter_map(|i| by_key.get(&(i.reference.clone(), i.digest.clone())).copied())
+        .filter_map(|i| {
+            by_key
+                .get(&(i.reference.clone(), i.digest.clone()))
+                .copied()
+        })
         .collect()
 }
 
@@ -742,23 +805,35 @@ impl Graph<'_> {
         self.check(desc, true, &mut path)
     }
 
-    fn check(&self, desc: &Descriptor, want_manifest: bool, path: &mut Vec<Digest>) -> Result<(), String> {
+    fn check(
+        &self,
+        desc: &Descriptor,
+        want_manifest: bool,
+        path: &mut Vec<Digest>,
+    ) -> Result<(), String> {
         let d = &desc.digest;
         if path.contains(d) {
             return Err(format!("manifest cycle through {d}"));
         }
         if path.len() > MAX_DEPTH {
-            return Err(format!("manifests nested deeper than {MAX_DEPTH} levels at {d}"));
+            return Err(format!(
+                "manifests nested deeper than {MAX_DEPTH} levels at {d}"
+            ));
         }
         if let Some(reason) = self.bad.get(d) {
             return Err(format!("blob {d} failed verification: {reason}"));
         }
         if let Some(size) = self.base.get(d) {
             if want_manifest {
-                return Err(format!("manifest {d} is listed as a base blob; manifests always travel in the bundle"));
+                return Err(format!(
+                    "manifest {d} is listed as a base blob; manifests always travel in the bundle"
+                ));
             }
             if *size != desc.size {
-                return Err(format!("descriptor for base blob {d} says {} bytes, bundle.json says {size}", desc.size));
+                return Err(format!(
+                    "descriptor for base blob {d} says {} bytes, bundle.json says {size}",
+                    desc.size
+                ));
             }
             return Ok(());
         }
@@ -766,7 +841,10 @@ impl Graph<'_> {
             return Err(format!("{d} is referenced but not in the bundle"));
         };
         if meta.size != desc.size {
-            return Err(format!("descriptor for {d} says {} bytes, the blob is {}", desc.size, meta.size));
+            return Err(format!(
+                "descriptor for {d} says {} bytes, the blob is {}",
+                desc.size, meta.size
+            ));
         }
         if !self.verified.contains(d) {
             return Err(format!("blob {d} was not verified"));
@@ -775,7 +853,10 @@ impl Graph<'_> {
             return Ok(());
         }
         let Some(parsed) = self.parsed.get(d) else {
-            return Err(format!("{d} is referenced as a manifest but stored as a {:?} blob", meta.role));
+            return Err(format!(
+                "{d} is referenced as a manifest but stored as a {:?} blob",
+                meta.role
+            ));
         };
         path.push(d.clone());
         if parsed.is_index() {

@@ -90,9 +90,9 @@ fn is_valid_host(host: &str) -> bool {
                 !addr.is_empty()
                     && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
                     && (port.is_empty()
-                        || port
-                            .strip_prefix(':')
-                            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+                        || port.strip_prefix(':').is_some_and(|p| {
+                            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())
+                        }))
             }
             None => false,
         };
@@ -109,7 +109,9 @@ fn is_valid_host(host: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -154,7 +156,10 @@ impl Reference {
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, remainder))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.starts_with('[') =>
             {
                 (first.to_string(), remainder.to_string())
             }
@@ -270,7 +275,10 @@ mod tests {
         assert_eq!(norm("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(norm("nginx:1.27"), "docker.io/library/nginx:1.27");
         assert_eq!(norm("bitnami/redis:7"), "docker.io/bitnami/redis:7");
-        assert_eq!(norm("index.docker.io/library/nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(
+            norm("index.docker.io/library/nginx"),
+            "docker.io/library/nginx:latest"
+        );
         assert_eq!(norm("docker.io/nginx"), "docker.io/library/nginx:latest");
     }
 
@@ -291,7 +299,10 @@ mod tests {
         assert_eq!(r.tag, None);
         assert_eq!(r.reference_str(), d);
         let both = Reference::parse(&format!("nginx:1.27@{d}")).unwrap();
-        assert_eq!(both.to_string(), format!("docker.io/library/nginx:1.27@{d}"));
+        assert_eq!(
+            both.to_string(),
+            format!("docker.io/library/nginx:1.27@{d}")
+        );
         assert_eq!(both.reference_str(), d);
     }
 

@@ -120,7 +120,11 @@ pub enum ImageEntry {
 /// Checks `os/arch[/variant]`.
 pub fn validate_platform(p: &str) -> Result<(), String> {
     let parts: Vec<&str> = p.split('/').collect();
-    let ok_part = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    let ok_part = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+    };
     if (parts.len() == 2 || parts.len() == 3) && parts.iter().all(|s| ok_part(s)) {
         Ok(())
     } else {
@@ -159,7 +163,9 @@ impl<'de> Deserialize<'de> for ImageEntry {
         impl<'de> Visitor<'de> for V {
             type Value = ImageEntry;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an image reference, or a map with one of `ref`, `list`, `fromManifests`")
+                f.write_str(
+                    "an image reference, or a map with one of `ref`, `list`, `fromManifests`",
+                )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<ImageEntry, E> {
                 Ok(ImageEntry::Ref {
@@ -264,7 +270,9 @@ impl Spec {
         }
         for host in spec.registries.keys() {
             if host.contains('/') || host.is_empty() {
-                return Err(invalid(format!("registries: `{host}` must be a host[:port] without scheme or path")));
+                return Err(invalid(format!(
+                    "registries: `{host}` must be a host[:port] without scheme or path"
+                )));
             }
         }
         spec.base_dir = base_dir.to_path_buf();
@@ -308,7 +316,12 @@ pub fn parse_list(text: &str, path: &Path) -> Result<Vec<Reference>, SpecError> 
         if let Some(pos) = line.find(" #") {
             line = line[..pos].trim();
         }
-        if line.is_empty() || line.starts_with('#') || line == "---" || line == "..." || line == "null" {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line == "---"
+            || line == "..."
+            || line == "null"
+        {
             continue;
         }
         if let Some(rest) = line.strip_prefix("- ") {
@@ -340,14 +353,19 @@ impl Spec {
             cli_platforms.to_vec()
         };
         // None = every platform.
-        let mut out: BTreeMap<Reference, Option<std::collections::BTreeSet<String>>> = BTreeMap::new();
+        let mut out: BTreeMap<Reference, Option<std::collections::BTreeSet<String>>> =
+            BTreeMap::new();
         let mut add = |r: Reference, p: &Option<Vec<String>>| {
             let plats = if !cli_platforms.is_empty() {
                 cli_platforms.to_vec()
             } else {
                 p.clone().unwrap_or_else(|| default.clone())
             };
-            let new = if plats.is_empty() { None } else { Some(plats.into_iter().collect()) };
+            let new = if plats.is_empty() {
+                None
+            } else {
+                Some(plats.into_iter().collect())
+            };
             match out.get_mut(&r) {
                 None => {
                     out.insert(r, new);
@@ -361,14 +379,18 @@ impl Spec {
         };
         for entry in &self.images {
             match entry {
-                ImageEntry::Ref { reference, platforms } => add(reference.clone(), platforms),
+                ImageEntry::Ref {
+                    reference,
+                    platforms,
+                } => add(reference.clone(), platforms),
                 ImageEntry::List { path, platforms } => {
                     let full = self.base_dir.join(path);
-                    let text = std::fs::read_to_string(&full).map_err(|source| SpecError::ListRead {
-                        path: full.clone(),
-                        spec: self.source.clone(),
-                        source,
-                    })?;
+                    let text =
+                        std::fs::read_to_string(&full).map_err(|source| SpecError::ListRead {
+                            path: full.clone(),
+                            spec: self.source.clone(),
+                            source,
+                        })?;
                     for r in parse_list(&text, &full)? {
                         add(r, platforms);
                     }
@@ -385,7 +407,9 @@ impl Spec {
             .into_iter()
             .map(|(reference, platforms)| ImageRequest {
                 reference,
-                platforms: platforms.map(|s| s.into_iter().collect()).unwrap_or_default(),
+                platforms: platforms
+                    .map(|s| s.into_iter().collect())
+                    .unwrap_or_default(),
             })
             .collect())
     }
@@ -407,7 +431,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(s.images.len(), 4);
-        assert!(matches!(&s.images[1], ImageEntry::Ref { platforms: Some(p), .. } if p == &vec!["linux/arm64/v8".to_string()]));
+        assert!(
+            matches!(&s.images[1], ImageEntry::Ref { platforms: Some(p), .. } if p == &vec!["linux/arm64/v8".to_string()])
+        );
         assert!(matches!(&s.images[3], ImageEntry::List { .. }));
     }
 
@@ -419,19 +445,26 @@ mod tests {
         assert!(msg.contains("line 5"), "{msg}");
         assert!(msg.contains("bundle.yaml"), "{msg}");
         let e = parse("apiVersion: ferry.dev/v1\nname: t\nimagez: []\n").unwrap_err();
-        assert!(e.to_string().contains("imagez") && e.to_string().contains("line 3"), "{e}");
+        assert!(
+            e.to_string().contains("imagez") && e.to_string().contains("line 3"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_references_name_the_line() {
-        let e = parse("apiVersion: ferry.dev/v1\nname: t\nimages:\n  - nginx\n  - Bad/Ref\n").unwrap_err();
+        let e = parse("apiVersion: ferry.dev/v1\nname: t\nimages:\n  - nginx\n  - Bad/Ref\n")
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("Bad/Ref") && msg.contains("line 5"), "{msg}");
     }
 
     #[test]
     fn wrong_api_version_and_bad_platform_are_refused() {
-        assert!(parse("apiVersion: ferry.dev/v2\nname: t\n").unwrap_err().to_string().contains("ferry.dev/v2"));
+        assert!(parse("apiVersion: ferry.dev/v2\nname: t\n")
+            .unwrap_err()
+            .to_string()
+            .contains("ferry.dev/v2"));
         let e = parse("apiVersion: ferry.dev/v1\nname: t\nplatforms: [amd64]\n").unwrap_err();
         assert!(e.to_string().contains("amd64"), "{e}");
     }
@@ -441,7 +474,14 @@ mod tests {
         let text = "# images\n\ndocker.io/library/nginx:1.27\n---\n\"quay.io/a/b:2\"\n- ghcr.io/c/d:3 # trailing\n";
         let refs = parse_list(text, Path::new("x.list")).unwrap();
         let s: Vec<String> = refs.iter().map(|r| r.to_string()).collect();
-        assert_eq!(s, ["docker.io/library/nginx:1.27", "quay.io/a/b:2", "ghcr.io/c/d:3"]);
+        assert_eq!(
+            s,
+            [
+                "docker.io/library/nginx:1.27",
+                "quay.io/a/b:2",
+                "ghcr.io/c/d:3"
+            ]
+        );
         let e = parse_list("nginx\nBAD REF\n", Path::new("x.list")).unwrap_err();
         assert!(e.to_string().starts_with("x.list:2:"), "{e}");
     }

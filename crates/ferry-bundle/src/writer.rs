@@ -223,14 +223,14 @@ impl BundleWriter {
     }
 
     fn append_bytes(&mut self, path: &str, bytes: &[u8]) -> Result<(), WriteError> {
-        let mut h = header(path, bytes.len() as u64, false);
-        let r = self.builder()?.append(&mut h, bytes);
+        let h = header(path, bytes.len() as u64, false);
+        let r = self.builder()?.append(&h, bytes);
         r.map_err(|e| self.io_err(e))
     }
 
     fn append_dir(&mut self, path: &str) -> Result<(), WriteError> {
-        let mut h = header(path, 0, true);
-        let r = self.builder()?.append(&mut h, io::empty());
+        let h = header(path, 0, true);
+        let r = self.builder()?.append(&h, io::empty());
         r.map_err(|e| self.io_err(e))
     }
 
@@ -255,10 +255,15 @@ impl BundleWriter {
 
     /// Appends one blob, hashing it on the way; refuses bytes that do not
     /// match `digest` and `size` (the bundle is then abandoned).
-    pub fn write_blob(&mut self, digest: &Digest, size: u64, source: impl Read) -> Result<(), WriteError> {
-        let mut h = header(&digest.layout_path(), size, false);
+    pub fn write_blob(
+        &mut self,
+        digest: &Digest,
+        size: u64,
+        source: impl Read,
+    ) -> Result<(), WriteError> {
+        let h = header(&digest.layout_path(), size, false);
         let mut src = crate::digest::HashingReader::new(source.take(size));
-        let r = self.builder()?.append(&mut h, &mut src);
+        let r = self.builder()?.append(&h, &mut src);
         if let Err(e) = r {
             return Err(if e.kind() == io::ErrorKind::Other || src.len() < size {
                 WriteError::Source {
@@ -284,14 +289,20 @@ impl BundleWriter {
     /// Finishes the archive, fsyncs, renames into place and writes the
     /// `.sha256` file.
     pub fn finish(mut self) -> Result<Written, WriteError> {
-        let builder = self.builder.take().ok_or_else(|| self.io_err(io::Error::other("finished twice")))?;
+        let builder = self
+            .builder
+            .take()
+            .ok_or_else(|| self.io_err(io::Error::other("finished twice")))?;
         let enc = builder.into_inner().map_err(|e| self.io_err(e))?;
         let sink = enc.finish().map_err(|e| self.io_err(e))?;
         let (sha256, size, buf) = sink.finish();
         let file = buf.into_inner().map_err(|e| self.io_err(e.into_error()))?;
         file.sync_all().map_err(|e| self.io_err(e))?;
         drop(file);
-        let tmp = self.tmp.take().ok_or_else(|| self.io_err(io::Error::other("no temp file")))?;
+        let tmp = self
+            .tmp
+            .take()
+            .ok_or_else(|| self.io_err(io::Error::other("no temp file")))?;
         tmp.persist(&self.path).map_err(|e| self.io_err(e.error))?;
         let checksum_path = PathBuf::from(format!("{}.sha256", self.path.display()));
         let name = self
@@ -319,7 +330,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".ferry-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;

@@ -4,7 +4,9 @@ use std::io::Read;
 
 use ferry_bundle::craft::{raw_tar, zstd, RawEntry, Sample};
 use ferry_bundle::meta::{BlobMeta, Role};
-use ferry_bundle::reader::{read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor};
+use ferry_bundle::reader::{
+    read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor,
+};
 use ferry_bundle::writer::{BundleWriter, Compression};
 use ferry_bundle::Digest;
 
@@ -61,12 +63,18 @@ fn sample() -> Sample {
     Sample::new("example.org/team/app:1.0", &vec![42u8; 3000])
 }
 
-fn write_sample(s: &Sample, compression: Compression, dir: &std::path::Path, name: &str) -> Vec<u8> {
+fn write_sample(
+    s: &Sample,
+    compression: Compression,
+    dir: &std::path::Path,
+    name: &str,
+) -> Vec<u8> {
     let path = dir.join(name);
     let mut w = BundleWriter::create(&path, compression).unwrap();
     w.write_head(&s.meta.to_json(), None, &s.index).unwrap();
     for b in [&s.manifest, &s.config, &s.layer] {
-        w.write_blob(&Digest::of(b), b.len() as u64, &b[..]).unwrap();
+        w.write_blob(&Digest::of(b), b.len() as u64, &b[..])
+            .unwrap();
     }
     let written = w.finish().unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -80,7 +88,14 @@ fn write_sample(s: &Sample, compression: Compression, dir: &std::path::Path, nam
 fn written_bundles_read_back_in_every_compression() {
     let dir = tempfile::tempdir().unwrap();
     let s = sample();
-    for (i, c) in [Compression::Zstd { level: 3 }, Compression::Gzip { level: 6 }, Compression::None].into_iter().enumerate() {
+    for (i, c) in [
+        Compression::Zstd { level: 3 },
+        Compression::Gzip { level: 6 },
+        Compression::None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let bytes = write_sample(&s, c, dir.path(), &format!("b{i}"));
         let mut v = Collect::default();
         let r = read_bundle(&bytes[..], ReadOptions::default(), &mut v).unwrap();
@@ -112,7 +127,11 @@ fn writer_refuses_a_blob_that_is_not_its_digest_and_leaves_no_file() {
     let e = w.write_blob(&d, 5, &b"jello"[..]).unwrap_err();
     assert!(e.to_string().contains(&d.to_string()), "{e}");
     drop(w);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temp file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temp file left behind"
+    );
 }
 
 #[test]
@@ -131,15 +150,27 @@ fn with(mut entries: Vec<RawEntry>, f: impl FnOnce(&mut Vec<RawEntry>)) -> Vec<u
 #[test]
 fn path_traversal_is_refused() {
     let s = sample();
-    let b = with(s.entries(), |e| e.push(RawEntry::file("blobs/../../etc/passwd", b"x")));
-    assert!(err(&b).contains("`blobs/../../etc/passwd` is not allowed"), "{}", err(&b));
+    let b = with(s.entries(), |e| {
+        e.push(RawEntry::file("blobs/../../etc/passwd", b"x"))
+    });
+    assert!(
+        err(&b).contains("`blobs/../../etc/passwd` is not allowed"),
+        "{}",
+        err(&b)
+    );
 }
 
 #[test]
 fn absolute_paths_are_refused() {
     let s = sample();
-    let b = with(s.entries(), |e| e.insert(0, RawEntry::file("/etc/passwd", b"x")));
-    assert!(err(&b).contains("`/etc/passwd` is not allowed: absolute"), "{}", err(&b));
+    let b = with(s.entries(), |e| {
+        e.insert(0, RawEntry::file("/etc/passwd", b"x"))
+    });
+    assert!(
+        err(&b).contains("`/etc/passwd` is not allowed: absolute"),
+        "{}",
+        err(&b)
+    );
 }
 
 #[test]
@@ -159,7 +190,10 @@ fn symlinks_hardlinks_and_devices_are_refused() {
             e.push(l);
         });
         let msg = err(&b);
-        assert!(msg.contains("blobs/sha256/link") && msg.contains(word), "{msg}");
+        assert!(
+            msg.contains("blobs/sha256/link") && msg.contains(word),
+            "{msg}"
+        );
     }
 }
 
@@ -179,10 +213,16 @@ fn a_blob_whose_content_is_not_its_name_is_refused() {
     let good = Digest::of(&s.layer);
     let b = with(s.entries(), |e| e[5].data[0] ^= 1);
     let msg = err(&b);
-    assert!(msg.contains(&good.layout_path()) && msg.contains("hashes to"), "{msg}");
+    assert!(
+        msg.contains(&good.layout_path()) && msg.contains("hashes to"),
+        "{msg}"
+    );
     let b = with(s.entries(), |e| e[3].data[10] ^= 1);
     let msg = err(&b);
-    assert!(msg.contains(&s.manifest_digest().layout_path()) && msg.contains("hashes to"), "{msg}");
+    assert!(
+        msg.contains(&s.manifest_digest().layout_path()) && msg.contains("hashes to"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -192,19 +232,36 @@ fn a_size_mismatch_is_refused_before_reading() {
         e[5].data.push(0);
     });
     let msg = err(&b);
-    assert!(msg.contains("size 3001 bytes, but bundle.json declares 3000"), "{msg}");
+    assert!(
+        msg.contains("size 3001 bytes, but bundle.json declares 3000"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn names_that_are_not_digests_and_unknown_files_are_refused() {
     let s = sample();
-    let b = with(s.entries(), |e| e.push(RawEntry::file("blobs/sha256/NOTHEX", b"x")));
+    let b = with(s.entries(), |e| {
+        e.push(RawEntry::file("blobs/sha256/NOTHEX", b"x"))
+    });
     assert!(err(&b).contains("not a blob name"), "{}", err(&b));
-    let b = with(s.entries(), |e| e.push(RawEntry::file("manifest.json", b"[]")));
-    assert!(err(&b).contains("`manifest.json` is not allowed"), "{}", err(&b));
+    let b = with(s.entries(), |e| {
+        e.push(RawEntry::file("manifest.json", b"[]"))
+    });
+    assert!(
+        err(&b).contains("`manifest.json` is not allowed"),
+        "{}",
+        err(&b)
+    );
     let stray = Digest::of(b"stray");
-    let b = with(s.entries(), |e| e.push(RawEntry::file(&stray.layout_path(), b"stray")));
-    assert!(err(&b).contains("not declared in ferry/bundle.json"), "{}", err(&b));
+    let b = with(s.entries(), |e| {
+        e.push(RawEntry::file(&stray.layout_path(), b"stray"))
+    });
+    assert!(
+        err(&b).contains("not declared in ferry/bundle.json"),
+        "{}",
+        err(&b)
+    );
 }
 
 #[test]
@@ -217,7 +274,10 @@ fn truncation_at_several_points_is_refused() {
     for cut in [10, 600, 1500, total_content / 2, total_content - 100] {
         let msg = err(&tar[..cut]);
         assert!(
-            msg.contains("failed to read") || msg.contains("incomplete") || msg.contains("out of order") || msg.contains("ended after"),
+            msg.contains("failed to read")
+                || msg.contains("incomplete")
+                || msg.contains("out of order")
+                || msg.contains("ended after"),
             "cut at {cut}: {msg}"
         );
     }
@@ -233,21 +293,33 @@ fn a_missing_blob_is_refused() {
         e.pop();
     });
     let msg = err(&b);
-    assert!(msg.contains("1 declared blob(s) missing") && msg.contains(&Digest::of(&s.layer).to_string()), "{msg}");
+    assert!(
+        msg.contains("1 declared blob(s) missing")
+            && msg.contains(&Digest::of(&s.layer).to_string()),
+        "{msg}"
+    );
 }
 
 #[test]
 fn index_json_not_matching_bundle_json_is_refused() {
     let s = sample();
     let b = with(s.entries(), |e| e[2].data.push(b' '));
-    assert!(err(&b).contains("index.json digest mismatch"), "{}", err(&b));
+    assert!(
+        err(&b).contains("index.json digest mismatch"),
+        "{}",
+        err(&b)
+    );
 }
 
 #[test]
 fn head_out_of_order_is_refused() {
     let s = sample();
     let b = with(s.entries(), |e| e.swap(1, 2));
-    assert!(err(&b).contains("expected `ferry/bundle.json`, found `index.json`"), "{}", err(&b));
+    assert!(
+        err(&b).contains("expected `ferry/bundle.json`, found `index.json`"),
+        "{}",
+        err(&b)
+    );
 }
 
 #[test]
@@ -258,7 +330,10 @@ fn oversized_metadata_is_refused_without_reading_it() {
         e.truncate(3);
     });
     let msg = err(&b);
-    assert!(msg.contains("index.json") && msg.contains("over the"), "{msg}");
+    assert!(
+        msg.contains("index.json") && msg.contains("over the"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -273,7 +348,10 @@ fn a_descriptor_pointing_at_a_blob_not_in_the_bundle_is_refused() {
     };
     s.layer = layer;
     let msg = err(&raw_tar(&s.entries()));
-    assert!(msg.contains("example.org/team/app:1.0") && msg.contains("not in the bundle"), "{msg}");
+    assert!(
+        msg.contains("example.org/team/app:1.0") && msg.contains("not in the bundle"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -294,4 +372,12 @@ fn unknown_format_versions_are_refused_by_name() {
     s.meta.format_version = 99;
     let msg = err(&raw_tar(&s.entries()));
     assert!(msg.contains("format version 99"), "{msg}");
+}
+
+#[test]
+fn manifests_after_layers_are_refused_as_out_of_streaming_order() {
+    let s = sample();
+    let b = with(s.entries(), |e| e.swap(3, 5));
+    let msg = err(&b);
+    assert!(msg.contains("not in streaming order"), "{msg}");
 }

@@ -1,1 +1,64 @@
-//! ferry-export
+//! Export: resolve a spec to digests, pull every blob once, write the bundle.
+//!
+//! ```text
+//! Spec ──resolve──▶ Lock + resolved graphs ──fetch──▶ blob cache ──write──▶ bundle.tar.zst
+//! ```
+//!
+//! Resolution fetches every manifest (exact bytes, full Accept list) and keeps
+//! it in memory; blobs go to a content-addressed cache (`--cache`), verified
+//! while they download, so a nightly run only downloads what changed. The
+//! bundle is then written in streaming order from memory and the cache.
+
+mod resolve;
+mod write;
+
+pub use resolve::{resolve, ResolveError, Resolved, ResolvedImage, ResolvedManifest};
+pub use write::{export, ExportError, ExportOptions, ExportSummary};
+
+/// Progress reported by export (the binary renders it; the library never prints).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A reference was resolved.
+    Resolved {
+        /// Source reference.
+        reference: String,
+        /// Its digest.
+        digest: String,
+        /// Platforms selected (empty for single manifests).
+        platforms: Vec<String>,
+    },
+    /// Blob fetching starts.
+    FetchStart {
+        /// Blobs to fetch (not in the cache).
+        blobs: usize,
+        /// Their bytes.
+        bytes: u64,
+        /// Blobs already in the cache.
+        cached: usize,
+    },
+    /// Bytes arrived.
+    FetchProgress {
+        /// How many.
+        bytes: u64,
+    },
+    /// One blob is in the cache.
+    Fetched {
+        /// Its digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Writing the bundle starts.
+    WriteStart {
+        /// Total blob bytes to write.
+        bytes: u64,
+    },
+    /// Bytes written (uncompressed).
+    WriteProgress {
+        /// How many.
+        bytes: u64,
+    },
+}
+
+/// Where events go.
+pub type Events = std::sync::Arc<dyn Fn(Event) + Send + Sync>;

@@ -1,1 +1,54 @@
-//! ferry-import
+//! Import: verify → plan → stream → commit, into an OCI registry.
+//!
+//! The bundle is read once, as a stream, on a blocking thread
+//! ([`ferry_bundle::reader`]), with every check `ferry verify` makes. Once
+//! the manifests (which come first) are in, the plan is made: each item's
+//! target repository, which blobs the target already has (HEAD), which need
+//! uploading and where. Blobs are then uploaded *while they stream past*
+//! (small ones whole, large ones in chunks), mounted into the other
+//! repositories that need them, and only when every blob an item needs is
+//! verified and present are its manifests pushed, children first, tags last.
+//! A bad blob means no manifest that references it is pushed; the rest lands.
+
+pub mod receipt;
+pub mod target;
+
+mod run;
+
+pub use run::{import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry};
+
+/// Progress reported by import.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The plan is made.
+    Planned {
+        /// Items.
+        items: usize,
+        /// Blobs to upload.
+        upload: usize,
+        /// Bytes to upload.
+        upload_bytes: u64,
+        /// Blobs the target already has.
+        present: usize,
+    },
+    /// Bytes uploaded.
+    UploadProgress {
+        /// How many.
+        bytes: u64,
+    },
+    /// An item is committed.
+    Committed {
+        /// Source reference.
+        reference: String,
+        /// Target reference.
+        target: String,
+    },
+    /// A warning worth showing.
+    Warning {
+        /// Message.
+        message: String,
+    },
+}
+
+/// Where events go.
+pub type Events = std::sync::Arc<dyn Fn(Event) + Send + Sync>;

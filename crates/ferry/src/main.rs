@@ -1,4 +1,103 @@
-fn main() {
-    eprintln!("error: ferry is being built");
-    std::process::exit(2);
+//! The `ferry` binary: argument parsing, output, exit codes. Thin by design:
+//! the work lives in ferry-export, ferry-import and ferry-bundle.
+
+mod cli;
+mod commands;
+mod net;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes (DESIGN.md): 0 success, 1 bad input or bundle, 2 environment or
+/// network, 3 partial success.
+pub const EXIT_BAD_INPUT: u8 = 1;
+pub const EXIT_ENVIRONMENT: u8 = 2;
+pub const EXIT_PARTIAL: u8 = 3;
+
+/// A failure with its exit code and an optional hint.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn input(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_BAD_INPUT,
+            error: error.into(),
+            hint: None,
+        }
+    }
+    pub fn env(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_ENVIRONMENT,
+            error: error.into(),
+            hint: None,
+        }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+pub type CmdResult = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,ferry=debug",
+        (false, _) => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+    let ui = std::sync::Arc::new(ui::Ui::new(cli.json, cli.quiet));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::from(EXIT_ENVIRONMENT);
+        }
+    };
+    let result = runtime.block_on(commands::run(cli.command, &ui));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            ui.finish_bar();
+            if ui.mode == ui::Mode::Json {
+                let causes: Vec<String> = f.error.chain().skip(1).map(|c| c.to_string()).collect();
+                ui.json(serde_json::json!({
+                    "event": "error",
+                    "message": f.error.to_string(),
+                    "causes": causes,
+                    "hint": f.hint,
+                    "exitCode": f.code,
+                }));
+            }
+            eprintln!("error: {}", f.error);
+            for cause in f.error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            if let Some(h) = &f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
 }

@@ -1,0 +1,313 @@
+//! Fetching blobs into the cache and writing the bundle.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{self, StreamExt};
+
+use ferry_bundle::manifest::Descriptor;
+use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Kind, Role, FORMAT_VERSION};
+use ferry_bundle::writer::{BundleWriter, Compression, WriteError, Written};
+use ferry_bundle::Digest;
+use ferry_registry::{Client, Repo};
+
+use crate::resolve::Resolved;
+use crate::{Event, Events};
+
+/// How to write the bundle.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Output file.
+    pub output: PathBuf,
+    /// Outer compression.
+    pub compression: Compression,
+    /// Content-addressed blob cache directory.
+    pub cache_dir: PathBuf,
+    /// Concurrent downloads.
+    pub jobs: usize,
+    /// Bundle name (the spec's).
+    pub name: String,
+}
+
+/// What an export produced.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    /// The bundle file and its checksum.
+    pub written: Written,
+    /// Items carried.
+    pub items: usize,
+    /// Distinct blobs (manifests included).
+    pub blobs: usize,
+    /// Their bytes.
+    pub blob_bytes: u64,
+    /// Blobs downloaded this run.
+    pub fetched: usize,
+    /// Bytes downloaded this run.
+    pub fetched_bytes: u64,
+    /// Blobs served from the cache.
+    pub cached: usize,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Blob downloads failed.
+    #[error("failed to download {} blob(s):\n{}", .0.len(), .0.iter().map(|(d, e)| format!("  {d}: {e}")).collect::<Vec<_>>().join("\n"))]
+    Fetch(Vec<(String, String)>),
+    /// The cache directory is unusable.
+    #[error("failed to prepare the blob cache `{path}`")]
+    Cache {
+        /// The path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cached blob no longer matches its digest (it was removed; re-run).
+    #[error("cached blob `{path}` is corrupt and was removed; run the export again")]
+    CorruptCache {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Writing the bundle failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The writer thread died.
+    #[error("bundle writer thread failed: {0}")]
+    Join(String),
+}
+
+struct PlannedBlob {
+    meta: BlobMeta,
+    source: Repo,
+}
+
+fn cache_path(cache: &Path, d: &Digest) -> PathBuf {
+    cache.join("blobs").join("sha256").join(d.hex())
+}
+
+fn cached_size(path: &Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+}
+
+/// Fetches every blob of `resolved` into the cache and writes the bundle.
+pub async fn export(
+    client: &Client,
+    resolved: &Resolved,
+    opts: &ExportOptions,
+    events: &Events,
+) -> Result<ExportSummary, ExportError> {
+    // 1. Plan: manifests first (item order), then configs, then layers.
+    let mut seen: HashSet<Digest> = HashSet::new();
+    let mut manifests: Vec<(BlobMeta, bytes::Bytes)> = Vec::new();
+    let mut configs: Vec<PlannedBlob> = Vec::new();
+    let mut layers: Vec<PlannedBlob> = Vec::new();
+    let mut items = Vec::new();
+    let mut absent = Vec::new();
+    for img in &resolved.images {
+        items.push(Item {
+            kind: Kind::Image,
+            reference: img.reference.to_string(),
+            digest: img.top.digest.clone(),
+            media_type: img.top.media_type.clone(),
+            size: img.top.bytes.len() as u64,
+            platforms: img.platforms(),
+            path: None,
+        });
+        absent.extend(img.absent.iter().cloned());
+        for m in std::iter::once(&img.top).chain(img.children.iter()) {
+            if seen.insert(m.digest.clone()) {
+                manifests.push((
+                    BlobMeta {
+                        digest: m.digest.clone(),
+                        size: m.bytes.len() as u64,
+                        role: if m.parsed.is_index() {
+                            Role::Index
+                        } else {
+                            Role::Manifest
+                        },
+                        media_type: Some(m.media_type.clone()),
+                    },
+                    m.bytes.clone(),
+                ));
+            }
+            let config_digest = m.parsed.config.as_ref().map(|c| c.digest.clone());
+            let descriptors: Vec<Descriptor> = if m.parsed.is_index() {
+                m.parsed
+                    .manifests
+                    .iter()
+                    .filter(|d| !ferry_bundle::manifest::is_any_manifest(&d.media_type))
+                    .cloned()
+                    .collect()
+            } else {
+                m.parsed.blobs().cloned().collect()
+            };
+            for d in descriptors {
+                if !seen.insert(d.digest.clone()) {
+                    continue;
+                }
+                let is_config = config_digest.as_ref() == Some(&d.digest);
+                let planned = PlannedBlob {
+                    meta: BlobMeta {
+                        digest: d.digest.clone(),
+                        size: d.size,
+                        role: if is_config { Role::Config } else { Role::Layer },
+                        media_type: (!d.media_type.is_empty()).then(|| d.media_type.clone()),
+                    },
+                    source: img.repo.clone(),
+                };
+                if is_config {
+                    configs.push(planned);
+                } else {
+                    layers.push(planned);
+                }
+            }
+        }
+    }
+    absent.sort_by(|a: &meta::Absent, b| (&a.parent, &a.digest).cmp(&(&b.parent, &b.digest)));
+    absent.dedup();
+    let blobs: Vec<PlannedBlob> = configs.into_iter().chain(layers).collect();
+
+    // 2. Fetch what the cache lacks.
+    let blob_dir = opts.cache_dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blob_dir).map_err(|source| ExportError::Cache {
+        path: blob_dir.clone(),
+        source,
+    })?;
+    let missing: Vec<&PlannedBlob> = blobs
+        .iter()
+        .filter(|b| cached_size(&cache_path(&opts.cache_dir, &b.meta.digest)) != Some(b.meta.size))
+        .collect();
+    let fetch_bytes: u64 = missing.iter().map(|b| b.meta.size).sum();
+    events(Event::FetchStart {
+        blobs: missing.len(),
+        bytes: fetch_bytes,
+        cached: blobs.len() - missing.len(),
+    });
+    let progress_events = events.clone();
+    let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
+    let progress_ref: &(dyn Fn(u64) + Send + Sync) = &progress;
+    let results: Vec<(String, Result<u64, ferry_registry::Error>)> = stream::iter(missing.iter())
+        .map(|b| {
+            let dest = cache_path(&opts.cache_dir, &b.meta.digest);
+            async move {
+                let r = client
+                    .download_blob(
+                        &b.source,
+                        &b.meta.digest,
+                        Some(b.meta.size),
+                        &dest,
+                        Some(progress_ref),
+                    )
+                    .await;
+                if r.is_ok() {
+                    events(Event::Fetched {
+                        digest: b.meta.digest.to_string(),
+                        size: b.meta.size,
+                    });
+                }
+                (
+                    format!(
+                        "{} (from {}/{})",
+                        b.meta.digest, b.source.host, b.source.path
+                    ),
+                    r,
+                )
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    let mut failed: Vec<(String, String)> = results
+        .into_iter()
+        .filter_map(|(d, r)| {
+            r.err().map(|e| {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    s.push_str(": ");
+                    s.push_str(&c.to_string());
+                    src = c.source();
+                }
+                (d, s)
+            })
+        })
+        .collect();
+    if !failed.is_empty() {
+        failed.sort();
+        return Err(ExportError::Fetch(failed));
+    }
+
+    // 3. Metadata.
+    let index = meta::index_json(&items);
+    let all_blobs: Vec<BlobMeta> = manifests
+        .iter()
+        .map(|(m, _)| m.clone())
+        .chain(blobs.iter().map(|b| b.meta.clone()))
+        .collect();
+    let bundle_meta = BundleMeta {
+        format_version: FORMAT_VERSION,
+        tool: format!("ferry {}", env!("CARGO_PKG_VERSION")),
+        name: opts.name.clone(),
+        index: IndexPin {
+            digest: Digest::of(&index),
+            size: index.len() as u64,
+        },
+        items,
+        blobs: all_blobs,
+        absent,
+        base: Vec::new(),
+    };
+    let summary_items = bundle_meta.items.len();
+    let summary_blobs = bundle_meta.blobs.len();
+    let blob_bytes = bundle_meta.blob_bytes();
+    events(Event::WriteStart { bytes: blob_bytes });
+
+    // 4. Write (blocking I/O on a blocking thread).
+    let opts2 = opts.clone();
+    let events2 = events.clone();
+    let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
+    let written = tokio::task::spawn_blocking(move || -> Result<Written, ExportError> {
+        let mut w = BundleWriter::create(&opts2.output, opts2.compression)?;
+        w.write_head(&bundle_meta.to_json(), None, &index)?;
+        for (m, bytes) in &manifests {
+            w.write_blob(&m.digest, m.size, &bytes[..])?;
+            events2(Event::WriteProgress { bytes: m.size });
+        }
+        for b in &large {
+            let path = cache_path(&opts2.cache_dir, &b.digest);
+            let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
+                path: path.clone(),
+                source,
+            })?;
+            match w.write_blob(
+                &b.digest,
+                b.size,
+                std::io::BufReader::with_capacity(1 << 20, file),
+            ) {
+                Ok(()) => {}
+                Err(WriteError::BlobMismatch { .. }) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(ExportError::CorruptCache { path });
+                }
+                Err(e) => return Err(e.into()),
+            }
+            events2(Event::WriteProgress { bytes: b.size });
+        }
+        Ok(w.finish()?)
+    })
+    .await
+    .map_err(|e| ExportError::Join(e.to_string()))??;
+    Ok(ExportSummary {
+        written,
+        items: summary_items,
+        blobs: summary_blobs,
+        blob_bytes,
+        fetched: missing.len(),
+        fetched_bytes: fetch_bytes,
+        cached: blobs.len() - missing.len(),
+    })
+}

@@ -1,0 +1,849 @@
+//! The import run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+
+use ferry_bundle::manifest::{self, Parsed};
+use ferry_bundle::meta::{BlobMeta, Item, Kind};
+use ferry_bundle::reader::{
+    read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor,
+};
+use ferry_bundle::{Digest, Reference};
+use ferry_registry::{Client, Repo};
+
+use crate::receipt::{Receipt, RepoContent, RECEIPT_VERSION};
+use crate::target::{Mapping, Target, TargetError};
+use crate::{Event, Events};
+
+/// What to import where.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// The target registry.
+    pub target: Target,
+    /// Mapping rules.
+    pub mapping: Mapping,
+    /// Print the plan, push nothing.
+    pub dry_run: bool,
+    /// Concurrent uploads.
+    pub jobs: usize,
+    /// Blobs above this size are uploaded in chunks of this size.
+    pub chunk_size: u64,
+}
+
+/// One planned item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanEntry {
+    /// Kind.
+    pub kind: String,
+    /// Source reference.
+    pub source: String,
+    /// Target reference.
+    pub target: String,
+    /// Digest.
+    pub digest: String,
+    /// Blobs to upload for it (not already at the target).
+    pub upload_blobs: usize,
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemOutcome {
+    /// Source reference.
+    pub source: String,
+    /// Target reference (repository + tag, or @digest).
+    pub target: String,
+    /// Digest.
+    pub digest: String,
+    /// Why it failed, or a note on how it landed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportReport {
+    /// The plan.
+    pub plan: Vec<PlanEntry>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Items now at the target.
+    pub loaded: Vec<ItemOutcome>,
+    /// Items that did not land, with the reason in `note`.
+    pub failed: Vec<ItemOutcome>,
+    /// Blobs uploaded.
+    pub blobs_uploaded: usize,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: usize,
+    /// Blobs the target already had.
+    pub blobs_present: usize,
+    /// Manifests pushed.
+    pub manifests_pushed: usize,
+    /// Manifests the target already had.
+    pub manifests_present: usize,
+    /// Blobs that failed verification.
+    pub bad_blobs: Vec<String>,
+    /// What the target holds of this bundle, per repository.
+    #[serde(skip)]
+    pub receipt: Receipt,
+}
+
+/// Why an import stopped before committing anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The bundle could not be opened.
+    #[error("failed to open bundle `{path}`")]
+    Open {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle failed verification (nothing was pushed).
+    #[error("bundle `{path}` failed verification; no manifest was pushed")]
+    Bundle {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: BundleError,
+    },
+    /// A mapping produced an invalid name.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The bundle holds content this version cannot import.
+    #[error("bundle item `{reference}` is of kind `{kind}`, which this version of ferry cannot import yet")]
+    UnsupportedKind {
+        /// Item.
+        reference: String,
+        /// Kind.
+        kind: String,
+    },
+    /// The target registry cannot be reached.
+    #[error("target registry `{host}` is not reachable")]
+    Unreachable {
+        /// Host.
+        host: String,
+        /// Cause.
+        #[source]
+        source: ferry_registry::Error,
+    },
+    /// An internal task failed.
+    #[error("import task failed: {0}")]
+    Task(String),
+}
+
+impl ImportError {
+    /// Whether the cause is the environment (network, registry) rather than the input.
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Unreachable { .. } | ImportError::Task(_) | ImportError::Open { .. }
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Stopped;
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("import stopped")
+    }
+}
+impl std::error::Error for Stopped {}
+
+/// What the async side tells the reader thread once planned.
+struct UploadPlan {
+    upload: HashSet<Digest>,
+}
+
+enum Msg {
+    Head(Box<Head>),
+    Manifest(BlobMeta, Bytes),
+    NeedPlan(oneshot::Sender<Option<Arc<UploadPlan>>>),
+    Small(BlobMeta, Bytes),
+    Large(BlobMeta, mpsc::Receiver<Bytes>),
+    Verdict(Digest, Result<(), String>),
+}
+
+struct StreamVisitor {
+    tx: mpsc::Sender<Msg>,
+    plan: Option<Arc<UploadPlan>>,
+    chunk: u64,
+    events: Events,
+    cancelled: Arc<AtomicBool>,
+}
+
+fn stop() -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(Stopped)
+}
+
+impl Visitor for StreamVisitor {
+    fn head(&mut self, head: &Head) -> VisitResult {
+        self.tx
+            .blocking_send(Msg::Head(Box::new(head.clone())))
+            .map_err(|_| stop())
+    }
+
+    fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
+        self.tx
+            .blocking_send(Msg::Manifest(blob.clone(), Bytes::copy_from_slice(bytes)))
+            .map_err(|_| stop())
+    }
+
+    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(stop());
+        }
+        if self.plan.is_none() {
+            let (tx, rx) = oneshot::channel();
+            self.tx
+                .blocking_send(Msg::NeedPlan(tx))
+                .map_err(|_| stop())?;
+            match rx.blocking_recv() {
+                Ok(Some(plan)) => self.plan = Some(plan),
+                _ => return Err(stop()),
+            }
+        }
+        let Some(plan) = &self.plan else {
+            return Err(stop());
+        };
+        if !plan.upload.contains(&blob.digest) {
+            return Ok(()); // the reader drains and verifies it
+        }
+        if blob.size <= self.chunk {
+            let mut buf = Vec::with_capacity(blob.size as usize);
+            data.take(blob.size).read_to_end(&mut buf)?;
+            // Only verified bytes leave this thread (the registry checks again).
+            if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
+                self.tx
+                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf)))
+                    .map_err(|_| stop())?;
+            }
+            return Ok(());
+        }
+        let (ctx, crx) = mpsc::channel::<Bytes>(2);
+        self.tx
+            .blocking_send(Msg::Large(blob.clone(), crx))
+            .map_err(|_| stop())?;
+        let mut remaining = blob.size;
+        while remaining > 0 {
+            let want = remaining.min(self.chunk);
+            let mut buf = Vec::with_capacity(want as usize);
+            let got = data.take(want).read_to_end(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            remaining -= got as u64;
+            (self.events)(Event::UploadProgress { bytes: got as u64 });
+            if ctx.blocking_send(Bytes::from(buf)).is_err() {
+                // The upload gave up; the reader still drains and verifies.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
+        let v = verdict.map_err(|f| f.reason.clone());
+        self.tx
+            .blocking_send(Msg::Verdict(blob.digest.clone(), v))
+            .map_err(|_| stop())
+    }
+}
+
+struct ItemPlan {
+    item: Item,
+    reference: Reference,
+    repo: Repo,
+    /// Manifests to push, children first.
+    manifests: Vec<Digest>,
+    /// Config/layer blobs the item needs.
+    blobs: Vec<(Digest, u64)>,
+    /// Index children left out by a platform filter.
+    sparse: bool,
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+fn walk(
+    d: &Digest,
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+    absent: &HashSet<(Digest, Digest)>,
+    out_m: &mut Vec<Digest>,
+    out_b: &mut Vec<(Digest, u64)>,
+    sparse: &mut bool,
+    depth: usize,
+) {
+    if depth > 8 || out_m.contains(d) {
+        return;
+    }
+    let Some((_, _, parsed)) = manifests.get(d) else {
+        return;
+    };
+    if parsed.is_index() {
+        for c in &parsed.manifests {
+            if absent.contains(&(d.clone(), c.digest.clone())) {
+                *sparse = true;
+                continue;
+            }
+            if manifest::is_any_manifest(&c.media_type) {
+                walk(
+                    &c.digest,
+                    manifests,
+                    absent,
+                    out_m,
+                    out_b,
+                    sparse,
+                    depth + 1,
+                );
+            } else if !out_b.iter().any(|(x, _)| x == &c.digest) {
+                out_b.push((c.digest.clone(), c.size));
+            }
+        }
+    } else {
+        for b in parsed.blobs() {
+            if !out_b.iter().any(|(x, _)| x == &b.digest) {
+                out_b.push((b.digest.clone(), b.size));
+            }
+        }
+    }
+    out_m.push(d.clone());
+}
+
+fn target_ref(repo: &Repo, r: &Reference, digest: &Digest) -> String {
+    match &r.tag {
+        Some(t) => format!("{}/{}:{}", repo.host, repo.path, t),
+        None => format!("{}/{}@{}", repo.host, repo.path, digest),
+    }
+}
+
+/// Imports a bundle into a registry.
+pub async fn import(
+    client: &Client,
+    opts: &ImportOptions,
+    events: &Events,
+) -> Result<ImportReport, ImportError> {
+    let file = std::fs::File::open(&opts.bundle).map_err(|source| ImportError::Open {
+        path: opts.bundle.clone(),
+        source,
+    })?;
+    if !opts.dry_run {
+        client
+            .ping(&opts.target.host)
+            .await
+            .map_err(|source| ImportError::Unreachable {
+                host: opts.target.host.clone(),
+                source,
+            })?;
+    }
+    let (tx, mut rx) = mpsc::channel::<Msg>(16);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut visitor = StreamVisitor {
+        tx,
+        plan: None,
+        chunk: opts.chunk_size.max(1024 * 1024),
+        events: events.clone(),
+        cancelled: cancelled.clone(),
+    };
+    let reader = tokio::task::spawn_blocking(move || {
+        read_bundle(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            ReadOptions { keep_going: true },
+            &mut visitor,
+        )
+    });
+
+    let mut head: Option<Head> = None;
+    let mut manifests: HashMap<Digest, (String, Bytes, Parsed)> = HashMap::new();
+    let mut plans: Vec<ItemPlan> = Vec::new();
+    let mut present: HashSet<(Repo, Digest)> = HashSet::new();
+    let mut first_repo: HashMap<Digest, Repo> = HashMap::new();
+    let mut report = ImportReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let mut uploads: JoinSet<(Digest, u64, Result<(), String>)> = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let mut verdicts: HashMap<Digest, Result<(), String>> = HashMap::new();
+    let mut planned = false;
+    let mut early_error: Option<ImportError> = None;
+
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Head(h) => {
+                if let Some(bad) = h.meta.items.iter().find(|i| i.kind != Kind::Image) {
+                    early_error = Some(ImportError::UnsupportedKind {
+                        reference: bad.reference.clone(),
+                        kind: bad.kind.as_str().into(),
+                    });
+                    break;
+                }
+                head = Some(*h);
+            }
+            Msg::Manifest(meta, bytes) => {
+                let mt = meta.media_type.clone().unwrap_or_default();
+                match manifest::parse(&bytes, Some(&mt)) {
+                    Ok(p) => {
+                        manifests.insert(meta.digest.clone(), (mt, bytes, p));
+                    }
+                    Err(_) => continue, // the reader reports it
+                }
+            }
+            Msg::NeedPlan(reply) => {
+                let Some(h) = head.as_ref() else { break };
+                match make_plan(client, opts, h, &manifests, events).await {
+                    Ok((p, pres, first, entries)) => {
+                        plans = p;
+                        present = pres;
+                        first_repo = first;
+                        report.plan = entries;
+                        planned = true;
+                        if opts.dry_run {
+                            let _ = reply.send(None);
+                            break;
+                        }
+                        let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
+                        let _ = reply.send(Some(Arc::new(UploadPlan { upload })));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(None);
+                        early_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            Msg::Small(meta, data) => {
+                let Some(repo) = first_repo.get(&meta.digest).cloned() else {
+                    continue;
+                };
+                let permit = permits.clone().acquire_owned().await;
+                let client = client.clone();
+                let events = events.clone();
+                uploads.spawn(async move {
+                    let _permit = permit;
+                    let size = data.len() as u64;
+                    let r = client
+                        .upload_blob(&repo, &meta.digest, data)
+                        .await
+                        .map_err(|e| chain(&e));
+                    if r.is_ok() {
+                        events(Event::UploadProgress { bytes: size });
+                    }
+                    (meta.digest, size, r)
+                });
+            }
+            Msg::Large(meta, chunks) => {
+                let Some(repo) = first_repo.get(&meta.digest).cloned() else {
+                    continue;
+                };
+                let permit = permits.clone().acquire_owned().await;
+                let client = client.clone();
+                uploads.spawn(async move {
+                    let _permit = permit;
+                    let r = client
+                        .upload_blob_chunked(&repo, &meta.digest, meta.size, chunks)
+                        .await
+                        .map_err(|e| chain(&e));
+                    (meta.digest, meta.size, r)
+                });
+            }
+            Msg::Verdict(d, v) => {
+                verdicts.insert(d, v);
+            }
+        }
+    }
+    // Stop the reader if we left the loop early, then collect it.
+    cancelled.store(true, Ordering::Relaxed);
+    drop(rx);
+    let read: Result<Report, BundleError> =
+        reader.await.map_err(|e| ImportError::Task(e.to_string()))?;
+    if let Some(e) = early_error {
+        uploads.abort_all();
+        return Err(e);
+    }
+    let read_report = match read {
+        Ok(r) => r,
+        Err(BundleError::Visitor(e)) if e.is::<Stopped>() && opts.dry_run => return Ok(report),
+        Err(source) => {
+            uploads.abort_all();
+            while uploads.join_next().await.is_some() {}
+            return Err(ImportError::Bundle {
+                path: opts.bundle.clone(),
+                source,
+            });
+        }
+    };
+    let Some(h) = head else {
+        return Err(ImportError::Task("bundle head missing".into()));
+    };
+    if !planned {
+        // A bundle with no streamed blobs: plan now.
+        let (p, pres, first, entries) = make_plan(client, opts, &h, &manifests, events).await?;
+        plans = p;
+        present = pres;
+        first_repo = first;
+        report.plan = entries;
+        if opts.dry_run {
+            return Ok(report);
+        }
+    }
+    // Uploads.
+    let mut upload_errors: HashMap<Digest, String> = HashMap::new();
+    while let Some(done) = uploads.join_next().await {
+        let (d, size, r) = done.map_err(|e| ImportError::Task(e.to_string()))?;
+        let verified = matches!(verdicts.get(&d), Some(Ok(())));
+        match r {
+            Ok(()) if verified => {
+                report.blobs_uploaded += 1;
+                report.bytes_uploaded += size;
+                if let Some(repo) = first_repo.get(&d) {
+                    present.insert((repo.clone(), d.clone()));
+                }
+            }
+            Ok(()) => {
+                upload_errors.insert(d.clone(), "failed verification in the bundle".into());
+            }
+            Err(e) => {
+                upload_errors.insert(d, e);
+            }
+        }
+    }
+    for f in &read_report.bad_blobs {
+        report.bad_blobs.push(format!("{}: {}", f.digest, f.reason));
+        upload_errors.insert(f.digest.clone(), f.reason.clone());
+    }
+    // Blobs uploaded but never sent (verification failed before upload).
+    for d in first_repo.keys() {
+        if !present.iter().any(|(_, x)| x == d) && !upload_errors.contains_key(d) {
+            let why = match verdicts.get(d) {
+                Some(Err(e)) => e.clone(),
+                _ => "not uploaded".into(),
+            };
+            upload_errors.insert(d.clone(), why);
+        }
+    }
+    // Mounts: every repository that needs a blob gets it.
+    let mut mounts: Vec<(Repo, Digest, Repo)> = Vec::new();
+    for p in &plans {
+        for (d, _) in &p.blobs {
+            if present.contains(&(p.repo.clone(), d.clone())) {
+                continue;
+            }
+            if let Some((from, _)) = present
+                .iter()
+                .find(|(r, x)| x == d && r.host == p.repo.host)
+            {
+                if !mounts.iter().any(|(r, x, _)| r == &p.repo && x == d) {
+                    mounts.push((p.repo.clone(), d.clone(), from.clone()));
+                }
+            }
+        }
+    }
+    let mount_results: Vec<(Repo, Digest, Result<bool, String>)> = stream::iter(mounts)
+        .map(|(repo, d, from)| async move {
+            let r = client
+                .mount_blob(&repo, &d, &from)
+                .await
+                .map_err(|e| chain(&e));
+            (repo, d, r)
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    for (repo, d, r) in mount_results {
+        match r {
+            Ok(true) => {
+                report.blobs_mounted += 1;
+                present.insert((repo, d));
+            }
+            Ok(false) => {
+                upload_errors.entry(d).or_insert_with(|| {
+                    format!("the registry refused to mount it into {}", repo.path)
+                });
+            }
+            Err(e) => {
+                upload_errors.entry(d).or_insert(e);
+            }
+        }
+    }
+    // Commit, item by item.
+    let failed_in_bundle: HashMap<&str, &str> = read_report
+        .failed_items
+        .iter()
+        .map(|(r, why)| (r.as_str(), why.as_str()))
+        .collect();
+    let mut receipt = Receipt {
+        receipt_version: RECEIPT_VERSION,
+        target: if opts.target.prefix.is_empty() {
+            opts.target.host.clone()
+        } else {
+            format!("{}/{}", opts.target.host, opts.target.prefix)
+        },
+        bundle: h.meta.name.clone(),
+        repositories: BTreeMap::new(),
+    };
+    for p in &plans {
+        let target = target_ref(&p.repo, &p.reference, &p.item.digest);
+        let outcome = |note: Option<String>| ItemOutcome {
+            source: p.item.reference.clone(),
+            target: target.clone(),
+            digest: p.item.digest.to_string(),
+            note,
+        };
+        if let Some(why) = failed_in_bundle.get(p.item.reference.as_str()) {
+            report.failed.push(outcome(Some((*why).to_string())));
+            continue;
+        }
+        if let Some((d, _)) = p
+            .blobs
+            .iter()
+            .find(|(d, _)| !present.contains(&(p.repo.clone(), d.clone())))
+        {
+            let why = upload_errors
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| "not at the target".into());
+            report.failed.push(outcome(Some(format!(
+                "blob {d} is not at the target ({why}); no manifest pushed"
+            ))));
+            continue;
+        }
+        match commit(client, p, &manifests, &mut report).await {
+            Ok(note) => {
+                let content = receipt.repositories.entry(p.repo.path.clone()).or_default();
+                content.blobs.extend(p.blobs.iter().map(|(d, _)| d.clone()));
+                if let Some(tag) = &p.reference.tag {
+                    let pointed = note
+                        .as_ref()
+                        .map(|(_, d)| d.clone())
+                        .unwrap_or_else(|| p.item.digest.clone());
+                    content.tags.insert(tag.clone(), pointed);
+                }
+                let pushed_index = note.is_none() || !p.sparse;
+                for m in &p.manifests {
+                    if m != &p.item.digest || pushed_index {
+                        content.manifests.insert(m.clone());
+                    }
+                }
+                events(Event::Committed {
+                    reference: p.item.reference.clone(),
+                    target: target.clone(),
+                });
+                let text = note.map(|(t, _)| t);
+                if let Some(t) = &text {
+                    events(Event::Warning { message: t.clone() });
+                }
+                report.loaded.push(outcome(text));
+            }
+            Err(why) => report.failed.push(outcome(Some(why))),
+        }
+    }
+    report.receipt = receipt;
+    Ok(report)
+}
+
+type Planned = (
+    Vec<ItemPlan>,
+    HashSet<(Repo, Digest)>,
+    HashMap<Digest, Repo>,
+    Vec<PlanEntry>,
+);
+
+async fn make_plan(
+    client: &Client,
+    opts: &ImportOptions,
+    head: &Head,
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+    events: &Events,
+) -> Result<Planned, ImportError> {
+    let absent: HashSet<(Digest, Digest)> = head
+        .meta
+        .absent
+        .iter()
+        .map(|a| (a.parent.clone(), a.digest.clone()))
+        .collect();
+    let mut plans = Vec::new();
+    for item in &head.meta.items {
+        let reference =
+            Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
+        let repo = opts.mapping.map(&opts.target, &reference)?;
+        let mut ms = Vec::new();
+        let mut bs = Vec::new();
+        let mut sparse = false;
+        walk(
+            &item.digest,
+            manifests,
+            &absent,
+            &mut ms,
+            &mut bs,
+            &mut sparse,
+            0,
+        );
+        plans.push(ItemPlan {
+            item: item.clone(),
+            reference,
+            repo,
+            manifests: ms,
+            blobs: bs,
+            sparse,
+        });
+    }
+    // Which blobs does the target have already, in which repositories?
+    let mut pairs: Vec<(Repo, Digest)> = Vec::new();
+    for p in &plans {
+        for (d, _) in &p.blobs {
+            if !pairs.iter().any(|(r, x)| r == &p.repo && x == d) {
+                pairs.push((p.repo.clone(), d.clone()));
+            }
+        }
+    }
+    let mut present = HashSet::new();
+    if !opts.dry_run || client.ping(&opts.target.host).await.is_ok() {
+        let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
+            .map(|(repo, d)| async move {
+                let has = matches!(client.head_blob(&repo, &d).await, Ok(Some(_)));
+                (repo, d, has)
+            })
+            .buffer_unordered(opts.jobs.max(1) * 2)
+            .collect()
+            .await;
+        for (repo, d, has) in results {
+            if has {
+                present.insert((repo, d));
+            }
+        }
+    }
+    let mut first: HashMap<Digest, Repo> = HashMap::new();
+    let mut entries = Vec::new();
+    let sizes: HashMap<&Digest, u64> = head
+        .meta
+        .blobs
+        .iter()
+        .map(|b| (&b.digest, b.size))
+        .collect();
+    let mut upload_bytes = 0;
+    for p in &plans {
+        let mut n = 0;
+        for (d, _) in &p.blobs {
+            let anywhere = present.iter().any(|(_, x)| x == d);
+            if !anywhere && !first.contains_key(d) {
+                first.insert(d.clone(), p.repo.clone());
+                upload_bytes += sizes.get(d).copied().unwrap_or(0);
+                n += 1;
+            }
+        }
+        entries.push(PlanEntry {
+            kind: p.item.kind.as_str().into(),
+            source: p.item.reference.clone(),
+            target: target_ref(&p.repo, &p.reference, &p.item.digest),
+            digest: p.item.digest.to_string(),
+            upload_blobs: n,
+        });
+    }
+    let present_count = pairs.iter().filter(|pair| present.contains(pair)).count();
+    events(Event::Planned {
+        items: plans.len(),
+        upload: first.len(),
+        upload_bytes,
+        present: present_count,
+    });
+    Ok((plans, present, first, entries))
+}
+
+/// Pushes an item's manifests children-first, then its tag. Returns a note
+/// (and the digest the tag points at) when it had to land differently.
+async fn commit(
+    client: &Client,
+    p: &ItemPlan,
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+    report: &mut ImportReport,
+) -> Result<Option<(String, Digest)>, String> {
+    let mut note = None;
+    for d in &p.manifests {
+        let Some((mt, bytes, _)) = manifests.get(d) else {
+            return Err(format!("manifest {d} missing from the bundle"));
+        };
+        if let Ok(Some(_)) = client.head_manifest(&p.repo, &d.to_string()).await {
+            report.manifests_present += 1;
+            continue;
+        }
+        match client
+            .put_manifest(&p.repo, &d.to_string(), mt, bytes.clone())
+            .await
+        {
+            Ok(_) => report.manifests_pushed += 1,
+            Err(e)
+                if d == &p.item.digest
+                    && p.sparse
+                    && e.to_string().contains("MANIFEST_BLOB_UNKNOWN") =>
+            {
+                // The registry refuses an index whose children are absent
+                // (distribution 2.x validates every child). Fall back.
+                let children: Vec<&Digest> = p.manifests.iter().filter(|m| *m != d).collect();
+                if children.len() == 1 {
+                    note = Some((
+                        format!(
+                            "{}: the registry refuses an index with absent platforms, so tag `{}` points at the {} manifest {} (the index {} is not at the mirror)",
+                            p.item.reference,
+                            p.reference.tag.clone().unwrap_or_default(),
+                            p.item.platforms.join(","),
+                            children[0],
+                            d
+                        ),
+                        children[0].clone(),
+                    ));
+                } else {
+                    return Err(format!(
+                        "the registry refuses index {d} because platforms left out by the export filter are absent; its {} platform manifests were pushed by digest. Export without a platform filter, or use a registry that accepts sparse indexes",
+                        children.len()
+                    ));
+                }
+            }
+            Err(e) => return Err(format!("pushing manifest {d} failed: {}", chain(&e))),
+        }
+    }
+    if let Some(tag) = &p.reference.tag {
+        let (digest, mt, bytes) = match &note {
+            Some((_, child)) => {
+                let (mt, bytes, _) = manifests.get(child).ok_or("child manifest missing")?;
+                (child.clone(), mt, bytes)
+            }
+            None => {
+                let (mt, bytes, _) = manifests.get(&p.item.digest).ok_or("manifest missing")?;
+                (p.item.digest.clone(), mt, bytes)
+            }
+        };
+        match client.head_manifest(&p.repo, tag).await {
+            Ok(Some((current, _, _))) if current == digest => {}
+            _ => {
+                client
+                    .put_manifest(&p.repo, tag, mt, bytes.clone())
+                    .await
+                    .map_err(|e| format!("tagging {tag} failed: {}", chain(&e)))?;
+            }
+        }
+    }
+    Ok(note)
+}

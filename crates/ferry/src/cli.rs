@@ -1,0 +1,187 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Carry a Kubernetes platform's dependencies across an air gap.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Print one JSON event per line on stdout instead of human output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output: errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve, pull and write a bundle (+ OUT.sha256).
+    Export(ExportArgs),
+    /// Resolve tags to digests and write the lock file only.
+    Lock(LockArgs),
+    /// Check a bundle offline: every byte hashed, graph complete.
+    Verify(VerifyArgs),
+    /// List what a bundle carries.
+    Inspect(InspectArgs),
+    /// Verify and stream a bundle into a registry.
+    Import(ImportArgs),
+    /// Serve a mirror store as a read-only registry (not built yet).
+    Serve(ServeArgs),
+    /// Discover image references in manifests or charts (not built yet).
+    Images(ImagesArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CompressionArg {
+    Zstd,
+    Gzip,
+    None,
+}
+
+/// Connection settings shared by every command that talks to registries.
+#[derive(Debug, Args, Clone)]
+pub struct NetArgs {
+    /// Speak plain HTTP to this registry host[:port] (repeatable; loopback hosts always do).
+    #[arg(long = "plain-http", value_name = "HOST")]
+    pub plain_http: Vec<String>,
+    /// Trust this CA bundle (PEM) for TLS.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Do not verify TLS certificates (for testing only).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Concurrent transfers.
+    #[arg(long, short = 'j', default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+    /// Attempts per request before giving up (retries back off, honour Retry-After).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub attempts: u32,
+    /// Docker config with credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The bundle spec.
+    #[arg(short = 'f', long = "file", value_name = "bundle.yaml")]
+    pub spec: PathBuf,
+    /// Output bundle file.
+    #[arg(short, long, value_name = "OUT.tar.zst")]
+    pub output: PathBuf,
+    /// Lock file: pins tags to digests; created or updated unless --locked.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Refuse to export if anything resolves differently from the lock file.
+    #[arg(long, requires = "lock")]
+    pub locked: bool,
+    /// Keep only these platforms of every index (os/arch[/variant], repeatable).
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<String>,
+    /// Outer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Zstd)]
+    pub compression: CompressionArg,
+    /// Compression level (zstd 1-19, gzip 0-9).
+    #[arg(long, value_name = "N")]
+    pub level: Option<i32>,
+    /// Content-addressed blob cache (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Fetch SRC's content from URL instead (a pull-through proxy), keeping SRC in the bundle.
+    #[arg(long = "upstream-mirror", value_name = "SRC=URL")]
+    pub upstream_mirror: Vec<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The bundle spec.
+    #[arg(short = 'f', long = "file", value_name = "bundle.yaml")]
+    pub spec: PathBuf,
+    /// Where to write the lock.
+    #[arg(short, long, default_value = "ferry.lock", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Keep only these platforms of every index.
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<String>,
+    /// Fetch SRC's content from URL instead.
+    #[arg(long = "upstream-mirror", value_name = "SRC=URL")]
+    pub upstream_mirror: Vec<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Target registry: [http(s)://]HOST[:PORT][/PREFIX].
+    #[arg(long, value_name = "URL")]
+    pub registry: String,
+    /// Map a source host or host/path prefix to a repository prefix in the target (repeatable).
+    #[arg(long = "map", value_name = "SRC=DST")]
+    pub maps: Vec<String>,
+    /// Drop the source host from target repository names.
+    #[arg(long)]
+    pub flatten: bool,
+    /// Print the plan and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write what the target now holds (per repository) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
+    /// Target registry user (password from FERRY_PASSWORD or --password-stdin).
+    #[arg(long, env = "FERRY_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the target registry password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Upload blobs larger than this in chunks of this many MiB.
+    #[arg(long, default_value_t = 16, value_name = "MiB")]
+    pub chunk_mib: u64,
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// from-manifests FILE... | from-chart CHART.tgz
+    #[arg(trailing_var_arg = true)]
+    pub args: Vec<String>,
+}

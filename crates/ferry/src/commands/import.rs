@@ -1,0 +1,207 @@
+//! `ferry import`.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use serde_json::json;
+
+use ferry_import::target::{MapRule, Mapping, Target};
+use ferry_import::{Event, Events, ImportError};
+use ferry_registry::Credentials;
+
+use crate::cli::ImportArgs;
+use crate::ui::{human_bytes, Ui};
+use crate::{net, CmdResult, Failure, EXIT_BAD_INPUT, EXIT_PARTIAL};
+
+fn events(ui: &Arc<Ui>) -> Events {
+    let shared = ui.clone();
+    Arc::new(move |e: Event| match e {
+        Event::Planned {
+            items,
+            upload,
+            upload_bytes,
+            present,
+        } => {
+            shared.line(&format!(
+                "plan: {items} item(s); {upload} blob(s) to upload ({}), {present} already at the target",
+                human_bytes(upload_bytes)
+            ));
+            shared.json(json!({"event": "planned", "items": items, "uploadBlobs": upload, "uploadBytes": upload_bytes, "presentBlobs": present}));
+            shared.start_bar("upload", upload_bytes);
+        }
+        Event::UploadProgress { bytes } => shared.inc(bytes),
+        Event::Committed { reference, target } => {
+            shared.line(&format!("loaded {reference} -> {target}"));
+            shared.json(json!({"event": "loaded", "ref": reference, "target": target}));
+        }
+        Event::Warning { message } => {
+            shared.line(&format!("warning: {message}"));
+            shared.json(json!({"event": "warning", "message": message}));
+        }
+    })
+}
+
+pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
+    let started = Instant::now();
+    let target = Target::parse(&a.registry).map_err(Failure::input)?;
+    let mut rules = Vec::new();
+    for m in &a.maps {
+        rules.push(MapRule::parse(m).map_err(Failure::input)?);
+    }
+    let mapping = Mapping {
+        rules,
+        flatten: a.flatten,
+    };
+    let creds = match (&a.username, a.password_stdin) {
+        (Some(u), true) => {
+            let mut p = String::new();
+            std::io::stdin().read_to_string(&mut p).map_err(|e| {
+                Failure::input(anyhow!("failed to read the password from stdin: {e}"))
+            })?;
+            Some(Credentials {
+                username: u.clone(),
+                password: p.trim_end_matches(['\n', '\r']).to_string(),
+            })
+        }
+        (Some(u), false) => match std::env::var("FERRY_PASSWORD") {
+            Ok(p) => Some(Credentials {
+                username: u.clone(),
+                password: p,
+            }),
+            Err(_) => {
+                return Err(
+                    Failure::input(anyhow!("--username given without a password"))
+                        .hint("pass it on stdin with --password-stdin, or in FERRY_PASSWORD"),
+                )
+            }
+        },
+        (None, true) => return Err(Failure::input(anyhow!("--password-stdin needs --username"))),
+        (None, false) => None,
+    };
+    let client = net::client(
+        &a.net,
+        &Default::default(),
+        &Default::default(),
+        Some((&target.host, target.plain_http, creds)),
+    )?;
+    let opts = ferry_import::ImportOptions {
+        bundle: a.bundle.clone(),
+        target: target.clone(),
+        mapping,
+        dry_run: a.dry_run,
+        jobs: a.net.jobs,
+        chunk_size: a.chunk_mib.max(1) * 1024 * 1024,
+    };
+    let ev = events(ui);
+    let report = ferry_import::import(&client, &opts, &ev)
+        .await
+        .map_err(|e| {
+            let env = e.is_environment();
+            let hint = match &e {
+                ImportError::Unreachable { .. } => {
+                    Some("check the address, --plain-http / --ca, and that the registry is up")
+                }
+                ImportError::Bundle { .. } => {
+                    Some("copy the bundle again and check it with `ferry verify`")
+                }
+                _ => None,
+            };
+            let f = if env {
+                Failure::env(e)
+            } else {
+                Failure::input(e)
+            };
+            match hint {
+                Some(h) => f.hint(h),
+                None => f,
+            }
+        })?;
+    ui.finish_bar();
+    if report.dry_run {
+        ui.json(json!({"event": "plan", "items": report.plan}));
+        let mut out = format!(
+            "dry run: nothing pushed; {} item(s) would land at {}:\n",
+            report.plan.len(),
+            a.registry
+        );
+        for p in &report.plan {
+            out.push_str(&format!(
+                "  {} -> {} ({} blob(s) to upload)\n",
+                p.source, p.target, p.upload_blobs
+            ));
+        }
+        out.push_str("run `ferry verify` to check every byte before the real import");
+        ui.result(&out);
+        return Ok(0);
+    }
+    if let Some(path) = &a.receipt {
+        ferry_bundle::writer::write_atomic(path, &report.receipt.to_json()).map_err(|e| {
+            Failure::env(
+                anyhow::Error::new(e)
+                    .context(format!("failed to write receipt `{}`", path.display())),
+            )
+        })?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ui.json(json!({
+        "event": "imported",
+        "loaded": report.loaded,
+        "failed": report.failed,
+        "blobsUploaded": report.blobs_uploaded,
+        "bytesUploaded": report.bytes_uploaded,
+        "blobsMounted": report.blobs_mounted,
+        "blobsPresent": report.blobs_present,
+        "manifestsPushed": report.manifests_pushed,
+        "manifestsPresent": report.manifests_present,
+        "badBlobs": report.bad_blobs,
+        "receipt": a.receipt,
+        "seconds": secs,
+    }));
+    let mut out = format!(
+        "imported {} of {} item(s) into {} in {:.1}s: {} blob(s) uploaded ({}), {} mounted, {} manifest(s) pushed, {} already present",
+        report.loaded.len(),
+        report.loaded.len() + report.failed.len(),
+        a.registry,
+        secs,
+        report.blobs_uploaded,
+        human_bytes(report.bytes_uploaded),
+        report.blobs_mounted,
+        report.manifests_pushed,
+        report.manifests_present
+    );
+    for l in &report.loaded {
+        out.push_str(&format!("\n  ok      {} -> {}", l.source, l.target));
+        if let Some(n) = &l.note {
+            out.push_str(&format!("\n          note: {n}"));
+        }
+    }
+    for f in &report.failed {
+        out.push_str(&format!(
+            "\n  FAILED  {}: {}",
+            f.source,
+            f.note.clone().unwrap_or_default()
+        ));
+    }
+    if let Some(r) = &a.receipt {
+        out.push_str(&format!("\nreceipt written to {}", r.display()));
+    }
+    ui.result(&out);
+    if report.failed.is_empty() {
+        Ok(0)
+    } else {
+        for f in &report.failed {
+            eprintln!(
+                "error: {} did not land: {}",
+                f.source,
+                f.note.clone().unwrap_or_default()
+            );
+        }
+        Ok(if report.loaded.is_empty() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_PARTIAL
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! One function per subcommand.
+
+mod export;
+mod import;
+mod verify;
+
+use std::sync::Arc;
+
+use crate::cli::Command;
+use crate::ui::Ui;
+use crate::{CmdResult, Failure};
+
+pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
+    match command {
+        Command::Export(a) => export::export(a, ui).await,
+        Command::Lock(a) => export::lock(a, ui).await,
+        Command::Verify(a) => verify::verify(a, ui).await,
+        Command::Inspect(a) => verify::inspect(a, ui).await,
+        Command::Import(a) => import::import(a, ui).await,
+        Command::Serve(_) => Err(
+            Failure::input(anyhow::anyhow!("`ferry serve` is not built yet"))
+                .hint("import into a registry with `ferry import BUNDLE --registry HOST` for now"),
+        ),
+        Command::Images(_) => Err(Failure::input(anyhow::anyhow!(
+            "`ferry images` is not built yet"
+        ))
+        .hint("list references in a `list:` file for now")),
+    }
+}

@@ -1,0 +1,128 @@
+//! Output: progress bars on a TTY, plain lines otherwise, JSON lines with `--json`.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Value};
+
+/// How output is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Progress bars and colour-free human text.
+    Tty,
+    /// Line-oriented logs (cron, CI, pipes).
+    Plain,
+    /// One JSON object per line on stdout.
+    Json,
+    /// Errors only.
+    Quiet,
+}
+
+pub struct Ui {
+    pub mode: Mode,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Ui {
+    pub fn new(json: bool, quiet: bool) -> Ui {
+        let mode = if json {
+            Mode::Json
+        } else if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Tty
+        } else {
+            Mode::Plain
+        };
+        Ui {
+            mode,
+            bar: Mutex::new(None),
+        }
+    }
+
+    /// A human progress line (stderr), or a JSON `log` event.
+    pub fn line(&self, msg: &str) {
+        match self.mode {
+            Mode::Tty => {
+                let bar = self.bar.lock().ok().and_then(|b| b.clone());
+                match bar {
+                    Some(b) => b.println(msg),
+                    None => eprintln!("{msg}"),
+                }
+            }
+            Mode::Plain => eprintln!("{msg}"),
+            Mode::Json => self.json(json!({"event": "log", "message": msg})),
+            Mode::Quiet => {}
+        }
+    }
+
+    /// A JSON event (only in JSON mode).
+    pub fn json(&self, v: Value) {
+        if self.mode == Mode::Json {
+            let mut out = std::io::stdout().lock();
+            let _ = serde_json::to_writer(&mut out, &v);
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
+    }
+
+    /// Starts a byte progress bar (TTY only).
+    pub fn start_bar(&self, label: &str, total: u64) {
+        if self.mode != Mode::Tty {
+            return;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(label.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(old) = b.take() {
+                old.finish_and_clear();
+            }
+            *b = Some(bar);
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(bar) = b.as_ref() {
+                bar.inc(n);
+            }
+        }
+    }
+
+    pub fn finish_bar(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(bar) = b.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    /// The final human summary on stdout (suppressed in JSON and quiet modes).
+    pub fn result(&self, msg: &str) {
+        if matches!(self.mode, Mode::Tty | Mode::Plain) {
+            println!("{msg}");
+        }
+    }
+}
+
+/// `1.2 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,717 @@
+//! End to end against real registries: upstream → export → verify → import →
+//! target, checked with skopeo (an independent client).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ferry_bundle::craft::{raw_tar, zstd, RawEntry, Sample};
+use ferry_bundle::Digest;
+use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
+use ferry_testkit::registry::{require_tool, Registry};
+use ferry_testkit::tools::{skopeo_copy_all, skopeo_inspect_raw};
+
+fn ferry(args: &[&str]) -> Output {
+    ferry_env(args, &[])
+}
+
+fn ferry_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.args(args)
+        .env_remove("FERRY_USERNAME")
+        .env_remove("FERRY_PASSWORD");
+    // No credentials from the developer's own docker config.
+    c.env("DOCKER_CONFIG", "/nonexistent-ferry-test");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run ferry")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "ferry failed ({:?}):\n{}",
+        o.status.code(),
+        text(o)
+    );
+    text(o)
+}
+
+fn tools() -> bool {
+    require_tool("docker-registry") && require_tool("skopeo")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client() -> ferry_registry::Client {
+    ferry_registry::Client::new(ferry_registry::ClientConfig::default()).unwrap()
+}
+
+fn write_spec(dir: &Path, refs: &[String], extra: &str) -> PathBuf {
+    let mut s = String::from("apiVersion: ferry.dev/v1\nname: e2e\n");
+    s.push_str(extra);
+    s.push_str("images:\n");
+    for r in refs {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    let p = dir.join("bundle.yaml");
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// The repositories the target registry holds (empty when none).
+fn catalog(reg: &Registry) -> Vec<String> {
+    let out = Command::new("curl")
+        .args(["-sf", &format!("http://{}/v2/_catalog", reg.host())])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            v["repositories"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        _ => {
+            // Fall back to the storage directory: repositories appear under docker/registry/v2/repositories.
+            let dir = reg.storage_dir().join("docker/registry/v2/repositories");
+            walk_repos(&dir)
+        }
+    }
+}
+
+fn walk_repos(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+fn sha(bytes: &[u8]) -> String {
+    Digest::of(bytes).to_string()
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    upstream: Registry,
+    target: Registry,
+    set: FixtureSet,
+}
+
+fn world(big: bool) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Registry::start().unwrap();
+    let target = Registry::start().unwrap();
+    let set = FixtureSet::generate(&FixtureOptions {
+        big_layer_mib: if big { Some(64) } else { None },
+        ..Default::default()
+    });
+    rt().block_on(push(&set, &client(), &upstream.host()))
+        .unwrap();
+    World {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        upstream,
+        target,
+        set,
+    }
+}
+
+impl World {
+    fn refs(&self) -> Vec<String> {
+        self.set
+            .images
+            .iter()
+            .map(|i| format!("{}/{}:{}", self.upstream.host(), i.repository, i.tag))
+            .collect()
+    }
+    fn target_repo(&self, repository: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.target.host(),
+            self.upstream.host().replace(':', "-"),
+            repository
+        )
+    }
+    fn export(&self, extra: &[&str]) -> PathBuf {
+        let spec = write_spec(&self.dir, &self.refs(), "");
+        let out = self.dir.join("bundle.tar.zst");
+        let cache = self.dir.join("cache");
+        let mut args = vec![
+            "export",
+            "-f",
+            spec.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ok(&ferry(&args));
+        out
+    }
+}
+
+#[test]
+fn images_arrive_byte_exact_at_the_target_and_a_second_import_changes_nothing() {
+    if !tools() {
+        return;
+    }
+    let w = world(true);
+    let bundle = w.export(&[]);
+    let b = bundle.to_str().unwrap();
+    assert!(Path::new(&format!("{b}.sha256")).exists());
+    let verify = ok(&ferry(&["verify", b]));
+    assert!(verify.contains("is intact"), "{verify}");
+    let inspect = ok(&ferry(&["inspect", b]));
+    for i in &w.set.images {
+        assert!(inspect.contains(&i.repository), "{inspect}");
+    }
+    let receipt = w.dir.join("receipt.json");
+    let first = ok(&ferry(&[
+        "--json",
+        "import",
+        b,
+        "--registry",
+        &w.target.host(),
+        "--receipt",
+        receipt.to_str().unwrap(),
+    ]));
+    let done: serde_json::Value = first
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "imported")
+        .expect("imported event");
+    assert_eq!(done["failed"].as_array().unwrap().len(), 0, "{first}");
+    assert!(done["blobsUploaded"].as_u64().unwrap() > 0);
+
+    // Every reference and every platform child: the bytes at the target hash to the upstream digest.
+    for i in &w.set.images {
+        let repo = w.target_repo(&i.repository);
+        let raw = skopeo_inspect_raw(&format!("{repo}:{}", i.tag)).unwrap();
+        assert_eq!(sha(&raw), i.top.digest.to_string(), "{repo}:{}", i.tag);
+        for c in &i.children {
+            let raw = skopeo_inspect_raw(&format!("{repo}@{}", c.digest)).unwrap();
+            assert_eq!(sha(&raw), c.digest.to_string(), "{repo}@{}", c.digest);
+        }
+        let oci = w
+            .dir
+            .join(format!("copy-{}", i.repository.replace('/', "-")));
+        skopeo_copy_all(
+            &format!("docker://{repo}:{}", i.tag),
+            &format!("oci:{}", oci.display()),
+        )
+        .unwrap();
+    }
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    assert_eq!(
+        r["repositories"].as_object().unwrap().len(),
+        w.set.images.len()
+    );
+
+    // Idempotent: nothing uploaded, nothing pushed the second time.
+    let second = ok(&ferry(&[
+        "--json",
+        "import",
+        b,
+        "--registry",
+        &w.target.host(),
+    ]));
+    let done: serde_json::Value = second
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "imported")
+        .expect("imported event");
+    assert_eq!(done["blobsUploaded"], 0, "{second}");
+    assert_eq!(done["manifestsPushed"], 0, "{second}");
+}
+
+#[test]
+fn the_decompressed_bundle_is_an_oci_archive_skopeo_reads() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let bundle = w.export(&["--compression", "none"]);
+    for i in w
+        .set
+        .images
+        .iter()
+        .filter(|i| i.top.media_type.contains("oci"))
+    {
+        let r = format!("{}/{}:{}", w.upstream.host(), i.repository, i.tag);
+        let dest = w
+            .dir
+            .join(format!("out-{}", i.repository.replace('/', "-")));
+        skopeo_copy_all(
+            &format!("oci-archive:{}:{r}", bundle.display()),
+            &format!("oci:{}", dest.display()),
+        )
+        .unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"].as_str().unwrap(),
+            i.top.digest.to_string()
+        );
+    }
+}
+
+#[test]
+fn two_exports_of_the_same_content_are_byte_identical() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let a = std::fs::read(w.export(&[])).unwrap();
+    let b = std::fs::read(w.export(&[])).unwrap();
+    assert_eq!(sha(&a), sha(&b));
+}
+
+#[test]
+fn a_platform_filter_keeps_the_index_bytes_and_records_what_is_absent() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let multi = w.set.image("fixtures/multiarch");
+    let spec = write_spec(
+        &w.dir,
+        &[format!(
+            "{}/{}:{}",
+            w.upstream.host(),
+            multi.repository,
+            multi.tag
+        )],
+        "platforms: [linux/amd64]\n",
+    );
+    let out = w.dir.join("filtered.tar.zst");
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--cache",
+        w.dir.join("c").to_str().unwrap(),
+    ]));
+    let verify = ok(&ferry(&["verify", out.to_str().unwrap()]));
+    assert!(verify.contains("left out by the export filter"), "{verify}");
+    let inspect = ok(&ferry(&["--json", "inspect", out.to_str().unwrap()]));
+    let v: serde_json::Value = serde_json::from_str(inspect.lines().last().unwrap()).unwrap();
+    assert_eq!(v["items"][0]["digest"], multi.top.digest.to_string());
+    assert_eq!(
+        v["items"][0]["platforms"],
+        serde_json::json!(["linux/amd64"])
+    );
+    assert!(v["absentChildren"].as_u64().unwrap() >= 1);
+    // Debian's registry refuses a sparse index: the tag lands on the amd64 manifest.
+    let imp = ok(&ferry(&[
+        "import",
+        out.to_str().unwrap(),
+        "--registry",
+        &w.target.host(),
+    ]));
+    assert!(imp.contains("note:"), "{imp}");
+    let amd64 = multi
+        .children
+        .iter()
+        .find(|c| c.platform.as_deref() == Some("linux/amd64"))
+        .unwrap();
+    let raw = skopeo_inspect_raw(&format!(
+        "{}:{}",
+        w.target_repo(&multi.repository),
+        multi.tag
+    ))
+    .unwrap();
+    assert_eq!(sha(&raw), amd64.digest.to_string());
+}
+
+#[test]
+fn locked_export_refuses_when_a_tag_moved_and_names_it() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let refs = w.refs();
+    let spec = write_spec(&w.dir, &refs, "");
+    let lock = w.dir.join("ferry.lock");
+    ok(&ferry(&[
+        "lock",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        lock.to_str().unwrap(),
+    ]));
+    let before = std::fs::read(&lock).unwrap();
+    ok(&ferry(&[
+        "lock",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        lock.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        before,
+        std::fs::read(&lock).unwrap(),
+        "the lock is deterministic"
+    );
+    let out = w.dir.join("x.tar.zst");
+    let cache = w.dir.join("cache");
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--locked",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]));
+    // Move one tag upstream: point docker-v2's tag at the many-layers image.
+    let moved = w.set.image("fixtures/docker-v2");
+    let other = w.set.image("fixtures/many-layers");
+    let c = client();
+    rt().block_on(async {
+        let src = ferry_registry::Repo {
+            host: w.upstream.host(),
+            path: other.repository.clone(),
+        };
+        let dst = ferry_registry::Repo {
+            host: w.upstream.host(),
+            path: moved.repository.clone(),
+        };
+        for b in &other.blobs {
+            assert!(c.mount_blob(&dst, &b.digest, &src).await.unwrap());
+        }
+        c.put_manifest(
+            &dst,
+            &moved.tag,
+            &other.top.media_type,
+            other.top.bytes.clone(),
+        )
+        .await
+        .unwrap();
+    });
+    let o = ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--locked",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let msg = text(&o);
+    assert!(
+        msg.contains(&format!(
+            "{}/{}:{}",
+            w.upstream.host(),
+            moved.repository,
+            moved.tag
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("now resolves to") && msg.contains(&other.top.digest.to_string()),
+        "{msg}"
+    );
+}
+
+/// Crafted bundles: each verification rule gives exit 1, names the problem,
+/// and leaves the target without any manifest.
+#[test]
+fn hostile_bundles_are_refused_and_nothing_is_pushed() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Registry::start().unwrap();
+    let s = Sample::new("example.org/team/app:1.0", &vec![7u8; 5000]);
+    let good = s.entries();
+    let cases: Vec<(&str, Vec<RawEntry>, &str)> = vec![
+        (
+            "traversal",
+            {
+                let mut e = good.clone();
+                e.push(RawEntry::file("blobs/../../x", b"x"));
+                e
+            },
+            "is not allowed",
+        ),
+        (
+            "absolute",
+            {
+                let mut e = good.clone();
+                e.insert(0, RawEntry::file("/etc/x", b"x"));
+                e
+            },
+            "absolute paths",
+        ),
+        (
+            "symlink",
+            {
+                let mut e = good.clone();
+                let mut l = RawEntry::file("blobs/sha256/l", b"");
+                l.kind = tar::EntryType::Symlink;
+                l.link = Some("/etc/passwd".into());
+                e.push(l);
+                e
+            },
+            "symbolic links",
+        ),
+        (
+            "duplicate",
+            {
+                let mut e = good.clone();
+                let d = e[5].clone();
+                e.push(d);
+                e
+            },
+            "appears twice",
+        ),
+        (
+            "digest",
+            {
+                let mut e = good.clone();
+                e[3].data[20] ^= 1;
+                e
+            },
+            "hashes to",
+        ),
+        (
+            "size",
+            {
+                let mut e = good.clone();
+                e[5].data.push(1);
+                e
+            },
+            "declares",
+        ),
+        (
+            "missing",
+            {
+                let mut e = good.clone();
+                e.pop();
+                e
+            },
+            "missing",
+        ),
+        (
+            "index",
+            {
+                let mut e = good.clone();
+                e[2].data.push(b'\n');
+                e
+            },
+            "index.json digest mismatch",
+        ),
+        ("truncated", vec![], "failed to read"),
+    ];
+    for (name, entries, expect) in cases {
+        let bytes = if name == "truncated" {
+            let z = zstd(&raw_tar(&good));
+            z[..z.len() / 2].to_vec()
+        } else {
+            zstd(&raw_tar(&entries))
+        };
+        let path = dir.path().join(format!("{name}.tar.zst"));
+        std::fs::write(&path, bytes).unwrap();
+        let v = ferry(&["verify", path.to_str().unwrap()]);
+        assert_eq!(v.status.code(), Some(1), "verify {name}: {}", text(&v));
+        assert!(text(&v).contains(expect), "verify {name}: {}", text(&v));
+        let i = ferry(&[
+            "import",
+            path.to_str().unwrap(),
+            "--registry",
+            &target.host(),
+        ]);
+        assert_eq!(i.status.code(), Some(1), "import {name}: {}", text(&i));
+        assert!(text(&i).contains(expect), "import {name}: {}", text(&i));
+        assert!(
+            text(&i).starts_with("error:") || text(&i).contains("\nerror:"),
+            "{}",
+            text(&i)
+        );
+    }
+    // No manifest anywhere at the target.
+    let repos = catalog(&target);
+    for r in &repos {
+        let tags = Command::new("curl")
+            .args(["-sf", &format!("http://{}/v2/{r}/tags/list", target.host())])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap_or_default();
+        assert!(
+            v["tags"].is_null() || v["tags"].as_array().unwrap().is_empty(),
+            "{r} has tags: {v}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_layer_keeps_its_image_out_and_lets_the_rest_land_with_exit_3() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Registry::start().unwrap();
+    // Two images in one hand-made bundle: the second's layer is corrupted.
+    let a = Sample::new("example.org/good/app:1", &vec![1u8; 4000]);
+    let b = Sample::new("example.org/bad/app:1", &vec![2u8; 4000]);
+    let mut meta = a.meta.clone();
+    meta.items.extend(b.meta.items.clone());
+    meta.items.sort_by(|x, y| x.reference.cmp(&y.reference));
+    let mut blobs = vec![a.meta.blobs[0].clone(), b.meta.blobs[0].clone()];
+    blobs.extend(a.meta.blobs[1..].iter().cloned());
+    blobs.extend(b.meta.blobs[2..].iter().cloned());
+    meta.blobs = blobs;
+    let index = ferry_bundle::meta::index_json(&meta.items);
+    meta.index = ferry_bundle::meta::IndexPin {
+        digest: Digest::of(&index),
+        size: index.len() as u64,
+    };
+    let blob = |x: &[u8]| RawEntry::file(&Digest::of(x).layout_path(), x);
+    let mut bad_layer = b.layer.clone();
+    bad_layer[0] ^= 1;
+    let mut bad_entry = blob(&b.layer);
+    bad_entry.data = bad_layer;
+    let entries = vec![
+        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        RawEntry::file("ferry/bundle.json", &meta.to_json()),
+        RawEntry::file("index.json", &index),
+        blob(&a.manifest),
+        blob(&b.manifest),
+        blob(&a.config),
+        blob(&a.layer),
+        bad_entry,
+    ];
+    let path = dir.path().join("mixed.tar.zst");
+    std::fs::write(&path, zstd(&raw_tar(&entries))).unwrap();
+    let o = ferry(&[
+        "import",
+        path.to_str().unwrap(),
+        "--registry",
+        &target.host(),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let msg = text(&o);
+    assert!(
+        msg.contains("example.org/bad/app:1") && msg.contains("FAILED"),
+        "{msg}"
+    );
+    let good = skopeo_inspect_raw(&format!("{}/example.org/good/app:1", target.host())).unwrap();
+    assert_eq!(sha(&good), a.manifest_digest().to_string());
+    assert!(skopeo_inspect_raw(&format!("{}/example.org/bad/app:1", target.host())).is_err());
+}
+
+#[test]
+fn an_unreachable_target_exits_2_and_credentials_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Sample::new("example.org/team/app:1.0", &vec![7u8; 100]);
+    let path = dir.path().join("ok.tar.zst");
+    std::fs::write(&path, zstd(&raw_tar(&s.entries()))).unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = ferry_env(
+        &[
+            "import",
+            path.to_str().unwrap(),
+            "--registry",
+            &format!("127.0.0.1:{port}"),
+            "--username",
+            "alice",
+            "--attempts",
+            "1",
+        ],
+        &[("FERRY_PASSWORD", "s3cret-Pa55word")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("s3cret-Pa55word"), "{}", text(&o));
+    assert!(text(&o).contains("hint:"), "{}", text(&o));
+}
+
+#[test]
+fn bad_specs_name_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bundle.yaml");
+    std::fs::write(&spec, "apiVersion: ferry.dev/v1\nname: x\nimages:\n  - ref: nginx\n    platfroms: [linux/amd64]\n").unwrap();
+    let o = ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        dir.path().join("o.tar.zst").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let msg = text(&o);
+    assert!(
+        msg.contains("bundle.yaml") && msg.contains("platfroms") && msg.contains("line 5"),
+        "{msg}"
+    );
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: x\nimages:\n  - list: refs.list\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("refs.list"),
+        "# ok\nnginx:1.27\nNOT/A:REF:\n",
+    )
+    .unwrap();
+    let o = ferry(&["lock", "-f", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("refs.list:3:"), "{}", text(&o));
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: x\ncharts:\n  - oci: oci://x/y:1\n",
+    )
+    .unwrap();
+    let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", "x.tar.zst"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("`charts` is not supported"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&["serve", "."]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("not built yet"), "{}", text(&o));
+}

@@ -1,0 +1,13 @@
+# Convenience aliases for the xtask commands.
+
+# Run the main job end to end on generated content.
+demo:
+    cargo xtask demo
+
+# Format check, clippy, the demo and every test.
+test *ARGS:
+    cargo xtask test {{ARGS}}
+
+# Build the ferry binary.
+build:
+    cargo build -p ferry
