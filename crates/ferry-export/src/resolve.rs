@@ -233,7 +233,7 @@ async fn resolve_one(
     let mut children = Vec::new();
     let mut absent = Vec::new();
     if top.parsed.is_index() {
-        if req.platforms.iter().any(|_| true)
+        if !req.platforms.is_empty()
             && !top.parsed.manifests.iter().any(|c| {
                 c.platform
                     .as_ref()

@@ -19,7 +19,7 @@ use ferry_bundle::reader::{
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Repo};
 
-use crate::receipt::{Receipt, RepoContent, RECEIPT_VERSION};
+use crate::receipt::{Receipt, RECEIPT_VERSION};
 use crate::target::{Mapping, Target, TargetError};
 use crate::{Event, Events};
 

@@ -1,8 +1,50 @@
-//! ferry's OCI distribution client (DRAFT API: bodies being implemented).
+//! ferry's OCI distribution client.
 //!
-//! One [`Client`] talks to many registries. It owns the HTTP connection pool,
-//! per-host settings (plain HTTP, CA, client certificate, credentials), the
-//! bearer-token cache, the retry policy and the concurrency limit.
+//! One [`Client`] talks to many registries. It owns the HTTP connection pools
+//! (one per configured host, because TLS settings are per host), the per-host
+//! settings (plain HTTP, CA, client certificate, credentials, pull-through
+//! mirror), the credential and bearer-token caches, the retry policy and the
+//! concurrency limit.
+//!
+//! - Addresses: `docker.io` is reached at `registry-1.docker.io`; loopback
+//!   hosts and hosts marked [`HostConfig::plain_http`] speak plain HTTP,
+//!   everything else HTTPS; a [`HostConfig::mirror`] redirects a host to a
+//!   pull-through registry, its path put before the repository path.
+//! - Auth: `WWW-Authenticate` challenges are followed (Basic, Bearer token
+//!   service); credentials come from [`HostConfig::credentials`], else the
+//!   docker config (`auths`, `credHelpers`, `credsStore`), else none.
+//!   Passwords and tokens never appear in errors, logs or `Debug` output.
+//! - Retries: connection errors, timeouts, 429 and 500/502/503/504 are retried
+//!   with exponential backoff and jitter, honouring `Retry-After`.
+//! - Integrity: manifests fetched by digest and every blob are hashed as they
+//!   arrive and compared with the digest (and size) they were asked for.
+//!   Blobs stream; only [`Client::upload_blob`] takes a whole blob in memory.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferry_registry::Error> {
+//! use ferry_registry::{Client, ClientConfig, Repo};
+//!
+//! let client = Client::new(ClientConfig::default())?;
+//! let repo = Repo { host: "docker.io".into(), path: "library/nginx".into() };
+//! let manifest = client.get_manifest(&repo, "1.27").await?;
+//! // The digest is always that of the exact bytes served.
+//! assert_eq!(manifest.digest, ferry_bundle::digest::Digest::of(&manifest.bytes));
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod auth;
+mod client;
+mod docker_config;
+mod endpoint;
+mod error;
+mod retry;
+mod verify;
+
+pub use client::{BlobStream, Client, Progress};
+pub use error::Error;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,7 +83,11 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Credentials {{ username: {:?}, password: <redacted> }}", self.username)
+        write!(
+            f,
+            "Credentials {{ username: {:?}, password: <redacted> }}",
+            self.username
+        )
     }
 }
 
@@ -61,11 +107,18 @@ pub struct ClientConfig {
     pub initial_backoff: Duration,
     /// Upper bound of one backoff delay (also caps an honoured Retry-After).
     pub max_backoff: Duration,
-    /// Concurrent requests in flight across the client (`--jobs`).
+    /// Requests being sent at once across the client (`--jobs`): a request
+    /// holds a slot until its response headers arrive; bodies streamed
+    /// afterwards do not count.
     pub jobs: usize,
     /// Blobs larger than this are uploaded in chunks (PATCH) of this size.
+    /// Callers split the blob; [`Client::upload_blob_chunked`] sends each
+    /// chunk it receives as one PATCH.
     pub chunk_size: u64,
-    /// Per-request timeout for non-streaming requests, and the stall timeout for streams.
+    /// Connect timeout; total timeout of small requests (uploads get one more
+    /// second per 64 KiB of body); time allowed until response headers and
+    /// between two reads of a streamed body. Never a limit on a whole large
+    /// download.
     pub timeout: Duration,
     /// User-Agent header.
     pub user_agent: String,
@@ -108,10 +161,8 @@ pub struct Manifest {
     pub digest: Digest,
 }
 
-/// Errors, each naming the URL / reference / digest involved.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Placeholder while the client is being written.
-    #[error("not implemented yet: {0}")]
-    NotImplemented(&'static str),
+impl std::fmt::Display for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.host, self.path)
+    }
 }

@@ -1,1 +1,47 @@
-//! ferry-testkit
+//! Test support for ferry: a real registry, deterministic images, faults.
+//!
+//! Integration tests in the other crates and `cargo xtask test` / `demo` use
+//! four pieces:
+//!
+//! - [`registry`]: starts Debian's CNCF distribution server
+//!   (`/usr/bin/docker-registry`) on a free loopback port with its own
+//!   configuration and temporary storage ([`registry::Registry`]), and
+//!   [`registry::require_tool`], which skips a test when a tool is missing,
+//!   or fails it under `CI=true`;
+//! - [`fixtures`]: a deterministic generator of images (a multi-arch OCI
+//!   index, Docker schema2 images and lists, shared base layers, many small
+//!   layers, a Trivy-DB-shaped artifact, an optional large layer) with their
+//!   exact manifest bytes and blobs, and [`fixtures::push`] to put them in a
+//!   registry;
+//! - [`proxy`]: [`proxy::FaultProxy`], an HTTP/1.1 proxy in front of a real
+//!   registry that injects error statuses, 429 with `Retry-After`, cut
+//!   connections and stalls;
+//! - [`tools`]: `skopeo` as an independent client, to check what a registry
+//!   holds.
+//!
+//! ```no_run
+//! use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
+//! use ferry_testkit::registry::{require_tool, Registry};
+//! use ferry_testkit::tools::skopeo_inspect_raw;
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! if !require_tool("docker-registry") || !require_tool("skopeo") {
+//!     return Ok(());
+//! }
+//! let registry = Registry::start()?;
+//! let set = FixtureSet::generate(&FixtureOptions::default());
+//! let client = ferry_registry::Client::new(ferry_registry::ClientConfig::default())?;
+//! push(&set, &client, &registry.host()).await?;
+//! let image = set.image("fixtures/multiarch");
+//! let raw = skopeo_inspect_raw(&image.reference(&registry.host()))?;
+//! assert_eq!(ferry_bundle::Digest::of(&raw), image.top.digest);
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod fixtures;
+pub mod proxy;
+pub mod registry;
+pub mod tools;

@@ -715,3 +715,44 @@ fn bad_specs_name_the_file_line_and_key() {
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("not built yet"), "{}", text(&o));
 }
+
+/// Export through a fault-injecting proxy in front of the real upstream
+/// (503 twice, then 429 with Retry-After), and import through one in front of
+/// the real target: both succeed, and the retries happened.
+#[test]
+fn transient_registry_errors_are_retried_on_both_sides() {
+    use ferry_testkit::proxy::{Action, Fault, FaultProxy};
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let proxy = FaultProxy::start(
+        w.upstream.addr(),
+        vec![
+            Fault::new(Action::Status(503)).on_path("/manifests/").times(2),
+            Fault::new(Action::TooManyRequests { retry_after_secs: 1 }).on_path("/blobs/sha256:").times(1),
+            Fault::new(Action::Status(500)).on_path("/blobs/sha256:").times(1),
+        ],
+    );
+    let image = w.set.image("fixtures/many-layers");
+    let spec = write_spec(&w.dir, &[format!("{}/{}:{}", proxy.host(), image.repository, image.tag)], "");
+    let out = w.dir.join("retry.tar.zst");
+    let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", out.to_str().unwrap(), "--cache", w.dir.join("rc").to_str().unwrap()]);
+    let msg = ok(&o);
+    assert_eq!(proxy.faults_applied(), 4, "{msg}");
+    assert!(msg.contains("503") || msg.contains("retry") || msg.contains("retrying"), "retries are logged: {msg}");
+
+    let tproxy = FaultProxy::start(
+        w.target.addr(),
+        vec![
+            Fault::new(Action::Status(503)).on_method("PUT").on_path("/blobs/uploads/").times(2),
+            Fault::new(Action::TooManyRequests { retry_after_secs: 1 }).on_method("PUT").on_path("/manifests/").times(1),
+        ],
+    );
+    let o = ferry(&["import", out.to_str().unwrap(), "--registry", &tproxy.host()]);
+    ok(&o);
+    assert_eq!(tproxy.faults_applied(), 3);
+    let target_repo = format!("{}/{}/{}", w.target.host(), proxy.host().replace(':', "-"), image.repository);
+    let raw = skopeo_inspect_raw(&format!("{target_repo}:{}", image.tag)).unwrap();
+    assert_eq!(sha(&raw), image.top.digest.to_string());
+}

@@ -1,0 +1,194 @@
+//! TLS settings against a real registry serving HTTPS with client-certificate
+//! checks: custom CA, client certificate, skip-verify.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use bytes::Bytes;
+use ferry_bundle::digest::Digest;
+use ferry_registry::{Client, ClientConfig, HostConfig, Repo};
+
+use common::{fast_config, registry_with_tls};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all
+/// signed by the CA.
+fn make_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ferry-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for (name, eku, san) in [
+        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+        ("client", "clientAuth", ""),
+    ] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=ferry-test"]);
+        openssl(dir, &req);
+        std::fs::write(
+            dir.join(&ext),
+            format!("{san}basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={eku}\n"),
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+fn host_config(url: &str) -> HostConfig {
+    HostConfig {
+        mirror: Some(url::Url::parse(url).unwrap()),
+        ..HostConfig::default()
+    }
+}
+
+fn client_with(h: HostConfig) -> Client {
+    let mut config: ClientConfig = fast_config();
+    config.hosts.insert("secure.test".into(), h);
+    Client::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn custom_ca_and_client_certificate_reach_an_https_registry() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("skipping: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let p = dir.path();
+    let tls = format!(
+        "{{certificate: {}, key: {}, clientcas: [{}]}}",
+        p.join("server.pem").display(),
+        p.join("server.key").display(),
+        p.join("ca.pem").display()
+    );
+    let (ca, cert, key) = (p.join("ca.pem"), p.join("client.pem"), p.join("client.key"));
+    let Some(reg) = registry_with_tls(dir, &tls) else {
+        return;
+    };
+    // The mirror setting sends `secure.test` to the registry over HTTPS.
+    let url = format!("https://{}", reg.addr);
+
+    let full = client_with(HostConfig {
+        ca_file: Some(ca.clone()),
+        client_cert: Some((cert.clone(), key.clone())),
+        ..host_config(&url)
+    });
+    full.ping("secure.test").await.unwrap();
+    let repo = Repo {
+        host: "secure.test".into(),
+        path: "tls/blob".into(),
+    };
+    let data = Bytes::from_static(b"over tls");
+    let d = Digest::of(&data);
+    full.upload_blob(&repo, &d, data).await.unwrap();
+    assert_eq!(full.head_blob(&repo, &d).await.unwrap(), Some(8));
+
+    // Without the CA the server certificate is refused, and not retried.
+    let no_ca = client_with(HostConfig {
+        client_cert: Some((cert.clone(), key.clone())),
+        ..host_config(&url)
+    });
+    let e = no_ca.ping("secure.test").await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    let chain = ferry_chain(&e);
+    assert!(chain.to_lowercase().contains("certificate"), "{chain}");
+
+    // Skipping verification works without the CA.
+    let insecure = client_with(HostConfig {
+        insecure_skip_verify: true,
+        client_cert: Some((cert.clone(), key.clone())),
+        ..host_config(&url)
+    });
+    insecure.ping("secure.test").await.unwrap();
+
+    // Without a client certificate the registry refuses the handshake.
+    let no_cert = client_with(HostConfig {
+        ca_file: Some(ca.clone()),
+        ..host_config(&url)
+    });
+    assert!(no_cert.ping("secure.test").await.is_err());
+}
+
+#[test]
+fn unreadable_client_key_is_named_in_the_error() {
+    let mut config = fast_config();
+    config.hosts.insert(
+        "r".into(),
+        HostConfig {
+            client_cert: Some(("/nonexistent/c.pem".into(), "/nonexistent/k.pem".into())),
+            ..HostConfig::default()
+        },
+    );
+    let e = Client::new(config).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
+}
+
+fn ferry_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

@@ -1,0 +1,166 @@
+//! The registry harness: starts Debian's docker-registry on loopback with its
+//! own storage, stops, restarts on the same port, and cleans up.
+
+use std::time::Duration;
+
+use ferry_bundle::Digest;
+use ferry_testkit::registry::{on_path, require_tool, under_ci, Registry};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Uploads `data` as a blob of `repo` with POST + PUT (no ferry code involved).
+async fn upload(base: &str, repo: &str, data: &[u8]) -> Digest {
+    let digest = Digest::of(data);
+    let c = http();
+    let r = c
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let loc = if loc.starts_with('/') {
+        format!("{base}{loc}")
+    } else {
+        loc
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{loc}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    digest
+}
+
+async fn blob_status(base: &str, repo: &str, digest: &Digest) -> u16 {
+    http()
+        .head(format!("{base}/v2/{repo}/blobs/{digest}"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_registry_starts_on_loopback_and_answers_v2() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().unwrap();
+    assert!(reg.host().starts_with("127.0.0.1:"));
+    assert_eq!(reg.url(), format!("http://{}", reg.host()));
+    assert_eq!(reg.addr().to_string(), reg.host());
+    let status = rt().block_on(async {
+        http()
+            .get(format!("{}/v2/", reg.url()))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    let config = std::fs::read_to_string(reg.config_path()).unwrap();
+    assert!(
+        config.contains(&format!("addr: {}", reg.host())),
+        "{config}"
+    );
+    assert!(config.contains(&reg.storage_dir().to_string_lossy().into_owned()));
+}
+
+#[test]
+fn two_registries_get_their_own_ports_and_storage() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let a = Registry::start().unwrap();
+    let b = Registry::start().unwrap();
+    assert_ne!(a.port(), b.port());
+    assert_ne!(a.storage_dir(), b.storage_dir());
+    rt().block_on(async {
+        let d = upload(&a.url(), "t/one", b"only in a").await;
+        assert_eq!(blob_status(&a.url(), "t/one", &d).await, 200);
+        assert_eq!(blob_status(&b.url(), "t/one", &d).await, 404);
+    });
+    assert!(a
+        .storage_dir()
+        .join("docker/registry/v2/repositories/t/one")
+        .is_dir());
+}
+
+#[test]
+fn a_restarted_registry_keeps_its_port_and_content() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let mut reg = Registry::start().unwrap();
+    let host = reg.host();
+    let rt = rt();
+    let d = rt.block_on(upload(&reg.url(), "t/restart", b"kept across restarts"));
+    reg.stop();
+    assert!(!reg.is_running());
+    assert_eq!(
+        rt.block_on(blob_status(&reg.url(), "t/restart", &d)),
+        0,
+        "nothing answers while stopped"
+    );
+    reg.restart().unwrap();
+    assert!(reg.is_running());
+    assert_eq!(reg.host(), host);
+    assert_eq!(rt.block_on(blob_status(&reg.url(), "t/restart", &d)), 200);
+    // Restarting a running registry works too.
+    reg.restart().unwrap();
+    assert_eq!(rt.block_on(blob_status(&reg.url(), "t/restart", &d)), 200);
+}
+
+#[test]
+fn dropping_the_registry_stops_it_and_removes_its_storage() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let reg = Registry::start().unwrap();
+    let url = reg.url();
+    let dir = reg.storage_dir();
+    assert!(dir.is_dir());
+    drop(reg);
+    assert!(!dir.exists());
+    let r = rt().block_on(async { http().get(format!("{url}/v2/")).send().await });
+    assert!(r.is_err(), "the registry still answers after drop");
+}
+
+#[test]
+fn require_tool_finds_installed_tools() {
+    assert!(on_path("sh"));
+    assert!(require_tool("sh"));
+    assert!(!on_path("ferry-no-such-tool"));
+}
+
+#[test]
+fn require_tool_skips_missing_tools_or_fails_under_ci() {
+    let r = std::panic::catch_unwind(|| require_tool("ferry-no-such-tool"));
+    if under_ci() {
+        let msg = r.unwrap_err();
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            msg.contains("required tool `ferry-no-such-tool` is missing under CI=true"),
+            "{msg}"
+        );
+    } else {
+        assert!(!r.unwrap());
+    }
+}
