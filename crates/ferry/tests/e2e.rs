@@ -216,12 +216,19 @@ fn images_arrive_byte_exact_at_the_target_and_a_second_import_changes_nothing() 
             let raw = skopeo_inspect_raw(&format!("{repo}@{}", c.digest)).unwrap();
             assert_eq!(sha(&raw), c.digest.to_string(), "{repo}@{}", c.digest);
         }
-        let oci = w
+        // skopeo 1.9 cannot keep a Docker schema2 manifest in an `oci:` layout
+        // (it would convert it), so Docker-typed images go to a `dir:` copy.
+        let dest = w
             .dir
             .join(format!("copy-{}", i.repository.replace('/', "-")));
+        let transport = if i.top.media_type.contains("docker") {
+            "dir"
+        } else {
+            "oci"
+        };
         skopeo_copy_all(
             &format!("docker://{repo}:{}", i.tag),
-            &format!("oci:{}", oci.display()),
+            &format!("{transport}:{}", dest.display()),
         )
         .unwrap();
     }
@@ -636,7 +643,7 @@ fn a_corrupt_layer_keeps_its_image_out_and_lets_the_rest_land_with_exit_3() {
 #[test]
 fn an_unreachable_target_exits_2_and_credentials_are_never_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Sample::new("example.org/team/app:1.0", &vec![7u8; 100]);
+    let s = Sample::new("example.org/team/app:1.0", &[7u8; 100]);
     let path = dir.path().join("ok.tar.zst");
     std::fs::write(&path, zstd(&raw_tar(&s.entries()))).unwrap();
     // A port nothing listens on.
@@ -729,30 +736,76 @@ fn transient_registry_errors_are_retried_on_both_sides() {
     let proxy = FaultProxy::start(
         w.upstream.addr(),
         vec![
-            Fault::new(Action::Status(503)).on_path("/manifests/").times(2),
-            Fault::new(Action::TooManyRequests { retry_after_secs: 1 }).on_path("/blobs/sha256:").times(1),
-            Fault::new(Action::Status(500)).on_path("/blobs/sha256:").times(1),
+            Fault::new(Action::Status(503))
+                .on_path("/manifests/")
+                .times(2),
+            Fault::new(Action::TooManyRequests {
+                retry_after_secs: 1,
+            })
+            .on_path("/blobs/sha256:")
+            .times(1),
+            Fault::new(Action::Status(500))
+                .on_path("/blobs/sha256:")
+                .times(1),
         ],
     );
     let image = w.set.image("fixtures/many-layers");
-    let spec = write_spec(&w.dir, &[format!("{}/{}:{}", proxy.host(), image.repository, image.tag)], "");
+    let spec = write_spec(
+        &w.dir,
+        &[format!(
+            "{}/{}:{}",
+            proxy.host(),
+            image.repository,
+            image.tag
+        )],
+        "",
+    );
     let out = w.dir.join("retry.tar.zst");
-    let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", out.to_str().unwrap(), "--cache", w.dir.join("rc").to_str().unwrap()]);
+    let o = ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--cache",
+        w.dir.join("rc").to_str().unwrap(),
+    ]);
     let msg = ok(&o);
     assert_eq!(proxy.faults_applied(), 4, "{msg}");
-    assert!(msg.contains("503") || msg.contains("retry") || msg.contains("retrying"), "retries are logged: {msg}");
+    assert!(
+        msg.contains("503") || msg.contains("retry") || msg.contains("retrying"),
+        "retries are logged: {msg}"
+    );
 
     let tproxy = FaultProxy::start(
         w.target.addr(),
         vec![
-            Fault::new(Action::Status(503)).on_method("PUT").on_path("/blobs/uploads/").times(2),
-            Fault::new(Action::TooManyRequests { retry_after_secs: 1 }).on_method("PUT").on_path("/manifests/").times(1),
+            Fault::new(Action::Status(503))
+                .on_method("PUT")
+                .on_path("/blobs/uploads/")
+                .times(2),
+            Fault::new(Action::TooManyRequests {
+                retry_after_secs: 1,
+            })
+            .on_method("PUT")
+            .on_path("/manifests/")
+            .times(1),
         ],
     );
-    let o = ferry(&["import", out.to_str().unwrap(), "--registry", &tproxy.host()]);
+    let o = ferry(&[
+        "import",
+        out.to_str().unwrap(),
+        "--registry",
+        &tproxy.host(),
+    ]);
     ok(&o);
     assert_eq!(tproxy.faults_applied(), 3);
-    let target_repo = format!("{}/{}/{}", w.target.host(), proxy.host().replace(':', "-"), image.repository);
+    let target_repo = format!(
+        "{}/{}/{}",
+        w.target.host(),
+        proxy.host().replace(':', "-"),
+        image.repository
+    );
     let raw = skopeo_inspect_raw(&format!("{target_repo}:{}", image.tag)).unwrap();
     assert_eq!(sha(&raw), image.top.digest.to_string());
 }
