@@ -69,7 +69,7 @@ fn names(set: &FixtureSet) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn run(keep: bool) -> Result<()> {
+pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     crate::ensure_tools(&[("docker-registry", "docker-registry")], true)?;
     let started = Instant::now();
     let ferry = build_ferry()?;
@@ -86,7 +86,10 @@ pub fn run(keep: bool) -> Result<()> {
         target.host()
     );
 
-    let set = FixtureSet::generate(&FixtureOptions::default());
+    let set = FixtureSet::generate(&FixtureOptions {
+        big_layer_mib: big_mib,
+        ..FixtureOptions::default()
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -37,6 +37,9 @@ enum Task {
         /// Keep the registries running until Ctrl-C.
         #[arg(long)]
         keep: bool,
+        /// Add an image with one layer of this many MiB.
+        #[arg(long, value_name = "MiB")]
+        big: Option<u64>,
     },
 }
 
@@ -44,7 +47,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Test { no_lint, args } => test(no_lint, &args),
-        Task::Demo { keep } => demo::run(keep),
+        Task::Demo { keep, big } => demo::run(keep, big),
     }
 }
 
@@ -149,7 +152,7 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
     // The demo is the README's main command: it must not rot. It runs before
     // the tests so that the test runner's summary is the last thing printed.
     if args.is_empty() {
-        demo::run(false)?;
+        demo::run(false, None)?;
     }
     let nextest = cargo()
         .args(["nextest", "--version"])

@@ -809,3 +809,36 @@ fn transient_registry_errors_are_retried_on_both_sides() {
     let raw = skopeo_inspect_raw(&format!("{target_repo}:{}", image.tag)).unwrap();
     assert_eq!(sha(&raw), image.top.digest.to_string());
 }
+
+#[test]
+fn dry_run_prints_the_plan_and_pushes_nothing() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let bundle = w.export(&[]);
+    let o = ok(&ferry(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--registry",
+        &format!("{}/mirror", w.target.host()),
+        "--map",
+        &format!("{}=up", w.upstream.host()),
+        "--dry-run",
+    ]));
+    assert!(o.contains("dry run: nothing pushed"), "{o}");
+    let multi = w.set.image("fixtures/multiarch");
+    assert!(
+        o.contains(&format!(
+            "{}/mirror/up/{}:{}",
+            w.target.host(),
+            multi.repository,
+            multi.tag
+        )),
+        "{o}"
+    );
+    assert!(
+        catalog(&w.target).is_empty(),
+        "the dry run pushed something"
+    );
+}
