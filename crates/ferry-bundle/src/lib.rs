@@ -15,6 +15,7 @@ pub mod reference;
 pub use digest::Digest;
 pub use reference::Reference;
 pub mod craft;
+pub mod discover;
 pub mod lock;
 pub mod meta;
 pub mod reader;

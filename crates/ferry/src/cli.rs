@@ -35,7 +35,7 @@ pub enum Command {
     Import(ImportArgs),
     /// Serve a mirror store as a read-only registry (not built yet).
     Serve(ServeArgs),
-    /// Discover image references in manifests or charts (not built yet).
+    /// Discover image references in rendered manifests (one per line, usable as a `list:` file).
     Images(ImagesArgs),
 }
 
@@ -181,7 +181,21 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// from-manifests FILE... | from-chart CHART.tgz
-    #[arg(trailing_var_arg = true)]
-    pub args: Vec<String>,
+    #[command(subcommand)]
+    pub source: ImagesSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesSource {
+    /// Every `image:` in rendered YAML streams (`helm template`, `helmfile template` output); `-` reads stdin.
+    FromManifests {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// The images a chart references (not built yet).
+    FromChart {
+        /// The chart archive.
+        chart: std::path::PathBuf,
+    },
 }

@@ -842,3 +842,38 @@ fn dry_run_prints_the_plan_and_pushes_nothing() {
         "the dry run pushed something"
     );
 }
+
+#[test]
+fn images_from_manifests_prints_a_list_file_and_from_manifests_feeds_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = dir.path().join("rendered.yaml");
+    std::fs::write(
+        &rendered,
+        "---\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n        - image: nginx:1.27\n        - image: ghcr.io/a/b:1\n---\nkind: Pod\nspec:\n  containers:\n    - image: nginx:1.27\n",
+    )
+    .unwrap();
+    let o = ferry(&["images", "from-manifests", rendered.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "docker.io/library/nginx:1.27\nghcr.io/a/b:1\n"
+    );
+    // The output is a valid list file, and `fromManifests:` reads the same stream.
+    std::fs::write(dir.path().join("bad.yaml"), "image: Not/Valid\n").unwrap();
+    let spec = dir.path().join("bundle.yaml");
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: x\nimages:\n  - fromManifests: bad.yaml\n",
+    )
+    .unwrap();
+    let o = ferry(&["lock", "-f", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("fromManifests") && text(&o).contains("bad.yaml"),
+        "{}",
+        text(&o)
+    );
+    let o = ferry(&["images", "from-chart", "x.tgz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("not built yet"), "{}", text(&o));
+}

@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
 mod export;
+mod images;
 mod import;
 mod verify;
 
@@ -21,9 +22,6 @@ pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
             Failure::input(anyhow::anyhow!("`ferry serve` is not built yet"))
                 .hint("import into a registry with `ferry import BUNDLE --registry HOST` for now"),
         ),
-        Command::Images(_) => Err(Failure::input(anyhow::anyhow!(
-            "`ferry images` is not built yet"
-        ))
-        .hint("list references in a `list:` file for now")),
+        Command::Images(a) => images::images(a, ui).await,
     }
 }

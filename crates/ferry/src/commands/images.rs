@@ -1,0 +1,47 @@
+//! `ferry images`: discover image references.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use serde_json::json;
+
+use crate::cli::{ImagesArgs, ImagesSource};
+use crate::ui::{Mode, Ui};
+use crate::{CmdResult, Failure};
+
+pub async fn images(a: ImagesArgs, ui: &Arc<Ui>) -> CmdResult {
+    match a.source {
+        ImagesSource::FromManifests { files } => {
+            let mut all = BTreeSet::new();
+            for f in &files {
+                let refs = if f.as_os_str() == "-" {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                        Failure::input(anyhow!("failed to read standard input: {e}"))
+                    })?;
+                    ferry_bundle::discover::images_in_yaml(&text, Path::new("<stdin>"))
+                } else {
+                    ferry_bundle::discover::images_in_file(f)
+                }
+                .map_err(Failure::input)?;
+                all.extend(refs.into_iter().map(|r| r.to_string()));
+            }
+            if ui.mode == Mode::Json {
+                ui.json(json!({"event": "images", "refs": all}));
+            } else {
+                // One reference per line on stdout, even with --quiet: this is the output.
+                for r in &all {
+                    println!("{r}");
+                }
+            }
+            Ok(0)
+        }
+        ImagesSource::FromChart { .. } => Err(Failure::input(anyhow!(
+            "`ferry images from-chart` is not built yet"
+        ))
+        .hint("render the chart with `helm template` and use `ferry images from-manifests -`")),
+    }
+}
