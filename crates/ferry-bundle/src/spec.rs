@@ -53,9 +53,9 @@ pub struct Spec {
     /// OpenSearch plugins (not carried by this version yet).
     #[serde(default)]
     pub opensearch: Option<serde_yaml_ng::Value>,
-    /// Trivy databases (not carried by this version yet).
+    /// Trivy databases and checks, carried as OCI artifacts.
     #[serde(default)]
-    pub trivy: Option<serde_yaml_ng::Value>,
+    pub trivy: Option<TrivySpec>,
     /// Plain files (not carried by this version yet).
     #[serde(default)]
     pub files: Option<serde_yaml_ng::Value>,
@@ -65,6 +65,82 @@ pub struct Spec {
     /// Where the spec came from (for messages).
     #[serde(skip)]
     pub source: PathBuf,
+}
+
+/// Trivy's default database repositories (FORMATS.md §5: `mirror.gcr.io` is
+/// the upstream default today).
+pub const TRIVY_DB: &str = "mirror.gcr.io/aquasec/trivy-db:2";
+/// Trivy's default Java database.
+pub const TRIVY_JAVA_DB: &str = "mirror.gcr.io/aquasec/trivy-java-db:1";
+/// Trivy's default checks bundle.
+pub const TRIVY_CHECKS: &str = "mirror.gcr.io/aquasec/trivy-checks:2";
+
+/// `true` (the upstream default), `false`, or an explicit reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toggle {
+    /// Off.
+    Off,
+    /// The upstream default.
+    Default,
+    /// This reference.
+    Ref(Reference),
+}
+
+impl<'de> Deserialize<'de> for Toggle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Toggle;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, or an image reference")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Toggle, E> {
+                Ok(if b { Toggle::Default } else { Toggle::Off })
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Toggle, E> {
+                Reference::parse(s).map(Toggle::Ref).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `trivy:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrivySpec {
+    /// The vulnerability database (`trivy-db:2`).
+    #[serde(default)]
+    pub db: Option<Toggle>,
+    /// The Java database (`trivy-java-db:1`).
+    #[serde(default)]
+    pub java_db: Option<Toggle>,
+    /// The misconfiguration checks bundle (`trivy-checks:2`).
+    #[serde(default)]
+    pub checks: Option<Toggle>,
+}
+
+impl TrivySpec {
+    /// The references selected, with the default filled in.
+    pub fn references(&self) -> Vec<Reference> {
+        let mut out = Vec::new();
+        for (t, default) in [
+            (&self.db, TRIVY_DB),
+            (&self.java_db, TRIVY_JAVA_DB),
+            (&self.checks, TRIVY_CHECKS),
+        ] {
+            match t {
+                Some(Toggle::Default) => {
+                    if let Ok(r) = Reference::parse(default) {
+                        out.push(r);
+                    }
+                }
+                Some(Toggle::Ref(r)) => out.push(r.clone()),
+                Some(Toggle::Off) | None => {}
+            }
+        }
+        out
+    }
 }
 
 /// Connection settings for one registry host.
@@ -287,7 +363,6 @@ impl Spec {
             ("charts", self.charts.is_some()),
             ("falco", self.falco.is_some()),
             ("opensearch", self.opensearch.is_some()),
-            ("trivy", self.trivy.is_some()),
             ("files", self.files.is_some()),
         ] {
             if present {
@@ -303,6 +378,8 @@ impl Spec {
 pub struct ImageRequest {
     /// The reference.
     pub reference: Reference,
+    /// What it is (an image, or an OCI artifact of another kind).
+    pub kind: crate::meta::Kind,
     /// Platforms to keep (empty = all).
     pub platforms: Vec<String>,
 }
@@ -403,9 +480,23 @@ impl Spec {
                 }
             }
         }
+        let trivy: Vec<Reference> = self
+            .trivy
+            .as_ref()
+            .map(TrivySpec::references)
+            .unwrap_or_default();
+        for r in &trivy {
+            // Artifacts have no platforms: never filter them.
+            out.insert(r.clone(), None);
+        }
         Ok(out
             .into_iter()
             .map(|(reference, platforms)| ImageRequest {
+                kind: if trivy.contains(&reference) {
+                    crate::meta::Kind::TrivyDb
+                } else {
+                    crate::meta::Kind::Image
+                },
                 reference,
                 platforms: platforms
                     .map(|s| s.into_iter().collect())
@@ -495,5 +586,47 @@ mod tests {
         assert_eq!(reqs[0].reference.to_string(), "a.io/x:1");
         assert_eq!(reqs[0].platforms, ["linux/amd64", "linux/arm64"]);
         assert!(reqs[1].platforms.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod trivy_tests {
+    use super::*;
+
+    #[test]
+    fn trivy_section_selects_defaults_explicit_refs_and_none() {
+        let s = Spec::parse(
+            "apiVersion: ferry.dev/v1\nname: t\nplatforms: [linux/amd64]\ntrivy:\n  db: true\n  javaDb: ghcr.io/aquasecurity/trivy-java-db:1\n  checks: false\n",
+            Path::new("b.yaml"),
+            Path::new("."),
+        )
+        .unwrap();
+        let none = |_: &Path| -> Result<Vec<Reference>, SpecError> { Ok(vec![]) };
+        let reqs = s.image_requests(&[], &none).unwrap();
+        let got: Vec<(String, crate::meta::Kind, usize)> = reqs
+            .iter()
+            .map(|r| (r.reference.to_string(), r.kind, r.platforms.len()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "ghcr.io/aquasecurity/trivy-java-db:1".to_string(),
+                    crate::meta::Kind::TrivyDb,
+                    0
+                ),
+                (TRIVY_DB.to_string(), crate::meta::Kind::TrivyDb, 0),
+            ]
+        );
+        let e = Spec::parse(
+            "apiVersion: ferry.dev/v1\nname: t\ntrivy:\n  dbb: true\n",
+            Path::new("b.yaml"),
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("dbb") && e.to_string().contains("line 4"),
+            "{e}"
+        );
     }
 }

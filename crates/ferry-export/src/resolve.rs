@@ -34,6 +34,8 @@ pub struct ResolvedManifest {
 pub struct ResolvedImage {
     /// The source reference (as requested, normalised).
     pub reference: Reference,
+    /// What it is (`image`, `trivy-db`, …).
+    pub kind: ferry_bundle::meta::Kind,
     /// The repository it was fetched from.
     pub repo: Repo,
     /// The platform filter applied.
@@ -299,6 +301,7 @@ async fn resolve_one(
         }
     }
     Ok(ResolvedImage {
+        kind: req.kind,
         reference: req.reference.clone(),
         repo,
         filter: req.platforms.clone(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use futures_util::stream::{self, StreamExt};
 
 use ferry_bundle::manifest::Descriptor;
-use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Kind, Role, FORMAT_VERSION};
+use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Role, FORMAT_VERSION};
 use ferry_bundle::writer::{BundleWriter, Compression, WriteError, Written};
 use ferry_bundle::Digest;
 use ferry_registry::{Client, Repo};
@@ -109,7 +109,7 @@ pub async fn export(
     let mut absent = Vec::new();
     for img in &resolved.images {
         items.push(Item {
-            kind: Kind::Image,
+            kind: img.kind,
             reference: img.reference.to_string(),
             digest: img.top.digest.clone(),
             media_type: img.top.media_type.clone(),

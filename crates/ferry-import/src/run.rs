@@ -393,7 +393,12 @@ pub async fn import(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Head(h) => {
-                if let Some(bad) = h.meta.items.iter().find(|i| i.kind != Kind::Image) {
+                if let Some(bad) = h
+                    .meta
+                    .items
+                    .iter()
+                    .find(|i| !matches!(i.kind, Kind::Image | Kind::TrivyDb))
+                {
                     early_error = Some(ImportError::UnsupportedKind {
                         reference: bad.reference.clone(),
                         kind: bad.kind.as_str().into(),

@@ -877,3 +877,54 @@ fn images_from_manifests_prints_a_list_file_and_from_manifests_feeds_the_spec() 
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("not built yet"), "{}", text(&o));
 }
+
+#[test]
+fn trivy_databases_travel_as_byte_exact_artifacts() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let db = w.set.image("fixtures/trivy-db");
+    let spec = w.dir.join("trivy.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: ferry.dev/v1\nname: trivy\ntrivy:\n  db: {}/{}:{}\n  javaDb: false\n",
+            w.upstream.host(),
+            db.repository,
+            db.tag
+        ),
+    )
+    .unwrap();
+    let out = w.dir.join("trivy.tar.zst");
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--cache",
+        w.dir.join("tc").to_str().unwrap(),
+    ]));
+    let inspect = ok(&ferry(&["--json", "inspect", out.to_str().unwrap()]));
+    let v: serde_json::Value = serde_json::from_str(inspect.lines().last().unwrap()).unwrap();
+    assert_eq!(v["items"][0]["kind"], "trivy-db", "{inspect}");
+    ok(&ferry(&[
+        "import",
+        out.to_str().unwrap(),
+        "--registry",
+        &w.target.host(),
+    ]));
+    let raw = skopeo_inspect_raw(&format!("{}:{}", w.target_repo(&db.repository), db.tag)).unwrap();
+    assert_eq!(sha(&raw), db.top.digest.to_string());
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"
+    );
+    assert_eq!(
+        m["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "db.tar.gz"
+    );
+}
