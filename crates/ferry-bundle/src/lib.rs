@@ -19,5 +19,6 @@ pub mod discover;
 pub mod lock;
 pub mod meta;
 pub mod reader;
+pub mod relpath;
 pub mod spec;
 pub mod writer;
