@@ -143,8 +143,41 @@ pub struct ImportArgs {
     /// The bundle file.
     pub bundle: PathBuf,
     /// Target registry: [http(s)://]HOST[:PORT][/PREFIX].
+    #[arg(long, value_name = "URL", required_unless_present = "files")]
+    pub registry: Option<String>,
+    /// File server target for charts, drivers, plugins and files: a directory, or http(s)://HOST/PATH (HTTP PUT / WebDAV).
+    #[arg(long, value_name = "DIR|URL")]
+    pub files: Option<String>,
+    /// File server user (password from FERRY_FILES_PASSWORD).
+    #[arg(long, env = "FERRY_FILES_USERNAME", value_name = "USER")]
+    pub files_username: Option<String>,
+    /// Trust this CA bundle (PEM) for an https:// file server.
+    #[arg(long, value_name = "FILE")]
+    pub files_ca: Option<PathBuf>,
+    /// Write client configuration (containerd hosts.toml, Trivy, Falco, OpenSearch, Helm, CK8s) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub emit_config: Option<PathBuf>,
+    /// The file server's address as clients see it (for the emitted configuration).
     #[arg(long, value_name = "URL")]
-    pub registry: String,
+    pub files_url: Option<String>,
+    /// The file server's IP, for the emitted CK8s network policy.
+    #[arg(long, value_name = "IP")]
+    pub files_ip: Option<std::net::IpAddr>,
+    /// The file server's port, for the emitted CK8s network policy.
+    #[arg(long, value_name = "PORT")]
+    pub files_port: Option<u16>,
+    /// Also emit a containerd `_default` hosts.toml (every other registry through the mirror).
+    #[arg(long)]
+    pub emit_default: bool,
+    /// CA file path as the nodes see it, written into hosts.toml (`ca`).
+    #[arg(long, value_name = "PATH")]
+    pub emit_ca: Option<String>,
+    /// Client certificate and key paths as the nodes see them, written into hosts.toml (`client`).
+    #[arg(long, value_name = "CERT,KEY", value_delimiter = ',', num_args = 2)]
+    pub emit_client: Vec<String>,
+    /// Write `skip_verify = true` into hosts.toml.
+    #[arg(long)]
+    pub emit_skip_verify: bool,
     /// Map a source host or host/path prefix to a repository prefix in the target (repeatable).
     #[arg(long = "map", value_name = "SRC=DST")]
     pub maps: Vec<String>,

@@ -45,7 +45,12 @@ fn events(ui: &Arc<Ui>) -> Events {
 
 pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
-    let target = Target::parse(&a.registry).map_err(Failure::input)?;
+    let Some(registry) = a.registry.clone() else {
+        return Err(Failure::input(anyhow!(
+            "importing into --files alone is not built yet; give --registry too"
+        )));
+    };
+    let target = Target::parse(&registry).map_err(Failure::input)?;
     let mut rules = Vec::new();
     for m in &a.maps {
         rules.push(MapRule::parse(m).map_err(Failure::input)?);
@@ -124,7 +129,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         let mut out = format!(
             "dry run: nothing pushed; {} item(s) would land at {}:\n",
             report.plan.len(),
-            a.registry
+            registry
         );
         for p in &report.plan {
             out.push_str(&format!(
@@ -163,7 +168,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "imported {} of {} item(s) into {} in {:.1}s: {} blob(s) uploaded ({}), {} mounted, {} manifest(s) pushed, {} already present",
         report.loaded.len(),
         report.loaded.len() + report.failed.len(),
-        a.registry,
+        registry,
         secs,
         report.blobs_uploaded,
         human_bytes(report.bytes_uploaded),
