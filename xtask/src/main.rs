@@ -1,8 +1,9 @@
 //! Project tasks: `cargo xtask test`, `cargo xtask demo`.
 //!
-//! - `test`: installs what the tests need (Debian's docker-registry and
-//!   skopeo, with apt-get when running as root), then runs the format check,
-//!   clippy, every test (one dev build shared by all), and the demo.
+//! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
+//!   nginx-light and containerd, with apt-get when running as root), then
+//!   runs the format check, clippy, every test (one dev build shared by all),
+//!   and the demo.
 //! - `demo`: the main job end to end on generated content: two local
 //!   registries (upstream and target), export → verify → inspect → import,
 //!   then checks every digest at the target.
@@ -58,10 +59,16 @@ pub fn root() -> std::path::PathBuf {
         .unwrap_or_else(|| ".".into())
 }
 
+/// Whether `tool` is installed: on `PATH`, or in `/usr/sbin` or `/sbin`
+/// (where Debian puts `nginx`; not on every user's `PATH`).
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
+    let on_path = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+        .unwrap_or(false);
+    on_path
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(tool).is_file())
 }
 
 fn is_root() -> bool {
@@ -78,7 +85,13 @@ pub fn ensure_tools(tools: &[(&str, &str)], required: bool) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    // One package may ship several tools (containerd: `containerd`, `ctr`).
+    let mut pkgs: Vec<&str> = Vec::new();
+    for (_, p) in &missing {
+        if !pkgs.contains(p) {
+            pkgs.push(p);
+        }
+    }
     if is_root() && on_path("apt-get") {
         eprintln!("xtask: installing {} with apt-get", pkgs.join(" "));
         let update = Command::new("apt-get").args(["update", "-qq"]).status()?;
@@ -131,7 +144,13 @@ fn run(mut c: Command, what: &str) -> Result<()> {
 fn test(no_lint: bool, args: &[String]) -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     ensure_tools(
-        &[("docker-registry", "docker-registry"), ("skopeo", "skopeo")],
+        &[
+            ("docker-registry", "docker-registry"),
+            ("skopeo", "skopeo"),
+            ("nginx", "nginx-light"),
+            ("containerd", "containerd"),
+            ("ctr", "containerd"),
+        ],
         ci,
     )?;
     if !no_lint {

@@ -220,3 +220,54 @@ impl Sample {
         }
     }
 }
+
+/// gzip with a fixed header (no name, mtime 0), so equal input gives equal bytes.
+fn gzip_fixed(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), flate2::Compression::default());
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+/// [`raw_tar`], gzip-compressed: a chart archive with hostile entries.
+pub fn raw_tgz(entries: &[RawEntry]) -> Vec<u8> {
+    gzip_fixed(&raw_tar(entries))
+}
+
+/// A deterministic chart archive `<name>/…`: `Chart.yaml` (apiVersion v2,
+/// `name`, `version`, and `appVersion` equal to `version`) unless `files`
+/// brings its own, plus `files` (paths relative to the chart directory,
+/// e.g. `templates/deployment.yaml` or `charts/db-1.0.0.tgz`). Entries are
+/// sorted, with mtime 0, uid/gid 0 and mode 0644.
+pub fn chart_tgz(name: &str, version: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut all: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(p, d)| (format!("{name}/{p}"), d.to_vec()))
+        .collect();
+    if !files.iter().any(|(p, _)| *p == "Chart.yaml") {
+        let chart_yaml =
+            format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{version}\"\n");
+        all.push((format!("{name}/Chart.yaml"), chart_yaml.into_bytes()));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, data) in &all {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        if builder.append_data(&mut h, path, data.as_slice()).is_err() {
+            return Vec::new();
+        }
+    }
+    match builder.into_inner() {
+        Ok(tar) => gzip_fixed(&tar),
+        Err(_) => Vec::new(),
+    }
+}

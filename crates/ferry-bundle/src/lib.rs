@@ -14,8 +14,11 @@ pub mod reference;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub mod artifact;
+pub mod chart;
 pub mod craft;
 pub mod discover;
+pub mod head;
 pub mod lock;
 pub mod meta;
 pub mod reader;

@@ -30,6 +30,16 @@ pub struct LockedImage {
     /// For indexes: the per-platform manifests selected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<LockedPlatform>,
+    /// For entries other than images: the kind (`chart`, `falco-driver`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// For file-like entries: sha256 of the file itself (the chart `.tgz`,
+    /// the driver, the plugin zip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Digest>,
+    /// Where a file-like entry was fetched from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// One platform child of an index.
@@ -51,6 +61,10 @@ pub struct Lock {
     /// Images, sorted by reference.
     #[serde(default)]
     pub images: Vec<LockedImage>,
+    /// Everything else (charts, Trivy DBs, Falco drivers and artifacts,
+    /// OpenSearch plugins, files), sorted by reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<LockedImage>,
 }
 
 /// A lock file that cannot be used.
@@ -77,16 +91,26 @@ pub enum LockError {
 
 impl Lock {
     /// A lock from resolved images (sorted here).
-    pub fn new(mut images: Vec<LockedImage>) -> Lock {
-        images.sort_by(|a, b| a.reference.cmp(&b.reference));
-        for i in &mut images {
-            i.platforms.sort();
-            i.filter.sort();
+    pub fn new(entries: Vec<LockedImage>) -> Lock {
+        let (mut artifacts, mut images): (Vec<_>, Vec<_>) =
+            entries.into_iter().partition(|e| e.kind.is_some());
+        for list in [&mut images, &mut artifacts] {
+            list.sort_by(|a, b| a.reference.cmp(&b.reference));
+            for i in list.iter_mut() {
+                i.platforms.sort();
+                i.filter.sort();
+            }
         }
         Lock {
             lock_version: LOCK_VERSION,
             images,
+            artifacts,
         }
+    }
+
+    /// Every entry, images first.
+    pub fn entries(&self) -> impl Iterator<Item = &LockedImage> {
+        self.images.iter().chain(self.artifacts.iter())
     }
 
     /// Reads a lock file.
@@ -120,19 +144,33 @@ impl Lock {
 
     /// Finds an entry by reference.
     pub fn get(&self, reference: &str) -> Option<&LockedImage> {
-        self.images.iter().find(|i| i.reference == reference)
+        self.entries().find(|i| i.reference == reference)
     }
 
     /// What differs between `self` (the lock on disk) and `fresh` (a new
     /// resolution): one line per moved, added or removed reference.
     pub fn drift(&self, fresh: &Lock) -> Vec<String> {
         let mut out = Vec::new();
-        for new in &fresh.images {
+        for new in fresh.entries() {
             match self.get(&new.reference) {
                 None => out.push(format!(
                     "{}: not in the lock file (resolves to {})",
                     new.reference, new.digest
                 )),
+                Some(old) if old.content.is_some() && old.content != new.content => {
+                    out.push(format!(
+                        "{}: content locked at {}, now {}",
+                        new.reference,
+                        old.content
+                            .as_ref()
+                            .map(|d| d.to_string())
+                            .unwrap_or_default(),
+                        new.content
+                            .as_ref()
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    ))
+                }
                 Some(old) if old.digest != new.digest => out.push(format!(
                     "{}: locked at {}, now resolves to {}",
                     new.reference, old.digest, new.digest
@@ -153,7 +191,7 @@ impl Lock {
                 Some(_) => {}
             }
         }
-        for old in &self.images {
+        for old in self.entries() {
             if fresh.get(&old.reference).is_none() {
                 out.push(format!(
                     "{}: in the lock file but no longer in the spec",
@@ -179,6 +217,9 @@ mod tests {
             size: 10,
             filter: vec![],
             platforms: vec![],
+            kind: None,
+            content: None,
+            url: None,
         }
     }
 

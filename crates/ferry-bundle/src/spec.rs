@@ -44,21 +44,21 @@ pub struct Spec {
     /// Per-registry connection settings.
     #[serde(default)]
     pub registries: BTreeMap<String, RegistrySettings>,
-    /// Helm charts (not carried by this version yet).
+    /// Helm charts (classic repositories and OCI).
     #[serde(default)]
-    pub charts: Option<serde_yaml_ng::Value>,
-    /// Falco drivers and artifacts (not carried by this version yet).
+    pub charts: Vec<ChartEntry>,
+    /// Falco drivers, rules/plugin artifacts and the falcoctl index.
     #[serde(default)]
-    pub falco: Option<serde_yaml_ng::Value>,
-    /// OpenSearch plugins (not carried by this version yet).
+    pub falco: Option<FalcoSpec>,
+    /// OpenSearch plugins.
     #[serde(default)]
-    pub opensearch: Option<serde_yaml_ng::Value>,
+    pub opensearch: Option<OpenSearchSpec>,
     /// Trivy databases and checks, carried as OCI artifacts.
     #[serde(default)]
     pub trivy: Option<TrivySpec>,
-    /// Plain files (not carried by this version yet).
+    /// Plain files.
     #[serde(default)]
-    pub files: Option<serde_yaml_ng::Value>,
+    pub files: Vec<FileEntry>,
     /// The directory relative paths (list files) resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -141,6 +141,322 @@ impl TrivySpec {
         }
         out
     }
+}
+
+/// Basic-auth credentials for an HTTP source; the password comes from an
+/// environment variable so specs can live in Git.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpAuth {
+    /// User name.
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+}
+
+/// One `charts:` entry: a classic repository chart or an OCI chart.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChartEntry {
+    /// Classic repository URL (its `index.yaml` lists the chart).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Chart name (classic repositories).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Chart version (classic: required; OCI: the tag when `oci:` has none).
+    #[serde(default, deserialize_with = "opt_scalar_string")]
+    pub version: Option<String>,
+    /// OCI chart reference, `oci://host/path/name:version`.
+    #[serde(default)]
+    pub oci: Option<String>,
+    /// Also bundle the images the chart references.
+    #[serde(default)]
+    pub images: bool,
+    /// The repository's directory on the file server (`helm/<repoName>/`).
+    #[serde(default)]
+    pub repo_name: Option<String>,
+    /// Basic auth for a classic repository.
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+}
+
+impl ChartEntry {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.repo, &self.oci) {
+            (Some(repo), None) => {
+                if !(repo.starts_with("https://") || repo.starts_with("http://")) {
+                    return Err(format!("repo `{repo}` must be an http(s):// URL"));
+                }
+                if self.name.as_deref().unwrap_or("").is_empty() {
+                    return Err("a classic chart needs `name`".into());
+                }
+                if self.version.as_deref().unwrap_or("").is_empty() {
+                    return Err("a classic chart needs `version`".into());
+                }
+            }
+            (None, Some(oci)) => {
+                let r = self.oci_reference()?;
+                if r.tag.is_none() && r.digest.is_none() {
+                    return Err(format!(
+                        "oci `{oci}` needs a version: `oci://host/path/name:1.2.3` or `version:`"
+                    ));
+                }
+                if self.name.is_some() {
+                    return Err("`name` is for classic repositories; an OCI chart's name is the last path component".into());
+                }
+                if self.auth.is_some() {
+                    return Err(
+                        "`auth` is for classic repositories; OCI registries use the docker config"
+                            .into(),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err("give either `repo` (with `name`, `version`) or `oci`, not both".into())
+            }
+            (None, None) => {
+                return Err("a chart needs `repo` + `name` + `version`, or `oci`".into())
+            }
+        }
+        if let Some(n) = &self.repo_name {
+            crate::relpath::RelPath::new(n).map_err(|e| format!("repoName: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The OCI reference (`+` in the version becomes `_` in the tag, as Helm does).
+    pub fn oci_reference(&self) -> Result<Reference, String> {
+        let Some(oci) = &self.oci else {
+            return Err("not an OCI chart".into());
+        };
+        let rest = oci
+            .strip_prefix("oci://")
+            .ok_or_else(|| format!("oci `{oci}` must start with oci://"))?;
+        let has_tag = rest
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':') || last.contains('@'));
+        let full = match (&self.version, has_tag) {
+            (Some(v), false) => format!("{rest}:{}", v.replace('+', "_")),
+            (Some(_), true) => {
+                return Err(format!(
+                    "oci `{oci}` has a tag and `version` is set too; give one"
+                ))
+            }
+            (None, _) => {
+                // A `+` in the tag is Helm's version syntax.
+                match rest.rsplit_once(':') {
+                    Some((head, tag)) if !tag.contains('/') => {
+                        format!("{head}:{}", tag.replace('+', "_"))
+                    }
+                    _ => rest.to_string(),
+                }
+            }
+        };
+        Reference::parse(&full).map_err(|e| format!("oci `{oci}`: {e}"))
+    }
+}
+
+/// The `falco:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FalcoSpec {
+    /// Prebuilt kernel modules.
+    #[serde(default)]
+    pub drivers: Option<FalcoDrivers>,
+    /// falcoctl OCI artifacts (rules files, plugins).
+    #[serde(default)]
+    pub artifacts: Vec<Reference>,
+    /// The falcoctl index (`index.yaml`) URL.
+    #[serde(default)]
+    pub index: Option<String>,
+}
+
+/// Default Falco driver repository.
+pub const FALCO_DRIVER_REPO: &str = "https://download.falco.org/driver";
+
+/// `falco.drivers`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FalcoDrivers {
+    /// Driver repository base URL (default [`FALCO_DRIVER_REPO`]).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Driver version, e.g. `7.0.0+driver`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub version: String,
+    /// Driver name (default `falco`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Architectures (`x86_64`, `aarch64`).
+    pub arch: Vec<String>,
+    /// Kernels.
+    pub kernels: Vec<FalcoKernel>,
+}
+
+/// One kernel a driver is needed for.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FalcoKernel {
+    /// falcoctl's target id (`ubuntu-generic`, `debian`, …).
+    pub target: String,
+    /// Kernel release (`uname -r`).
+    #[serde(deserialize_with = "scalar_string")]
+    pub release: String,
+    /// Kernel version (the number from `uname -v`).
+    #[serde(deserialize_with = "scalar_string")]
+    pub version: String,
+}
+
+fn file_component_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && !s.contains('\\')
+        && !s.chars().any(|c| c.is_control())
+}
+
+impl FalcoSpec {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(d) = &self.drivers {
+            if let Some(r) = &d.repo {
+                if !(r.starts_with("https://") || r.starts_with("http://")) {
+                    return Err(format!("drivers.repo `{r}` must be an http(s):// URL"));
+                }
+            }
+            if !file_component_ok(&d.version) {
+                return Err(format!(
+                    "drivers.version `{}` is not a valid version",
+                    d.version
+                ));
+            }
+            if d.arch.is_empty() {
+                return Err("drivers.arch is empty (e.g. [x86_64])".into());
+            }
+            for a in &d.arch {
+                if !matches!(a.as_str(), "x86_64" | "aarch64") {
+                    return Err(format!("drivers.arch `{a}`: expected x86_64 or aarch64"));
+                }
+            }
+            if d.kernels.is_empty() {
+                return Err("drivers.kernels is empty".into());
+            }
+            for k in &d.kernels {
+                for v in [&k.target, &k.release, &k.version] {
+                    if !file_component_ok(v) {
+                        return Err(format!(
+                            "drivers.kernels: `{v}` cannot be part of a file name"
+                        ));
+                    }
+                }
+            }
+            if let Some(n) = &d.name {
+                if !file_component_ok(n) {
+                    return Err(format!("drivers.name `{n}` cannot be part of a file name"));
+                }
+            }
+        }
+        if let Some(i) = &self.index {
+            if !(i.starts_with("https://") || i.starts_with("http://")) {
+                return Err(format!("index `{i}` must be an http(s):// URL"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Default OpenSearch plugin repository.
+pub const OPENSEARCH_REPO: &str = "https://artifacts.opensearch.org/releases/plugins";
+
+/// The `opensearch:` section.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenSearchSpec {
+    /// Plugin repository base URL (default [`OPENSEARCH_REPO`]).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The OpenSearch version (plugins must match it exactly).
+    #[serde(deserialize_with = "scalar_string")]
+    pub version: String,
+    /// Plugin ids, e.g. `repository-s3`.
+    pub plugins: Vec<String>,
+}
+
+impl OpenSearchSpec {
+    fn validate(&self) -> Result<(), String> {
+        if let Some(r) = &self.repo {
+            if !(r.starts_with("https://") || r.starts_with("http://")) {
+                return Err(format!("repo `{r}` must be an http(s):// URL"));
+            }
+        }
+        if !file_component_ok(&self.version) {
+            return Err(format!("version `{}` is not a valid version", self.version));
+        }
+        if self.plugins.is_empty() {
+            return Err("plugins is empty".into());
+        }
+        for p in &self.plugins {
+            if !file_component_ok(p) || p.contains(':') {
+                return Err(format!(
+                    "plugin `{p}` is not a plugin id (e.g. repository-s3)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `files:` entry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileEntry {
+    /// Where to fetch it.
+    pub url: String,
+    /// Its sha256 (hex, optionally `sha256:`-prefixed); required.
+    pub sha256: String,
+    /// Its path on the file server, under `files/`.
+    pub path: String,
+    /// Basic auth.
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+}
+
+impl FileEntry {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err(format!("url `{}` must be an http(s):// URL", self.url));
+        }
+        self.digest()?;
+        crate::relpath::RelPath::new(&self.path).map_err(|e| format!("path: {e}"))?;
+        Ok(())
+    }
+
+    /// The expected digest.
+    pub fn digest(&self) -> Result<crate::Digest, String> {
+        let hex = self.sha256.strip_prefix("sha256:").unwrap_or(&self.sha256);
+        format!("sha256:{}", hex.to_ascii_lowercase())
+            .parse()
+            .map_err(|_| format!("sha256 `{}` is not 64 hex digits", self.sha256))
+    }
+}
+
+/// Reads a YAML scalar (string or number) as its text.
+fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_yaml_ng::Value::deserialize(d)?;
+    match v {
+        serde_yaml_ng::Value::String(s) => Ok(s),
+        serde_yaml_ng::Value::Number(n) if !n.is_f64() => Ok(n.to_string()),
+        serde_yaml_ng::Value::Number(n) => Err(de::Error::custom(format!(
+            "put the version `{n}` in quotes: YAML reads an unquoted 2.10 as the number 2.1"
+        ))),
+        _ => Err(de::Error::custom("expected a string or number")),
+    }
+}
+
+fn opt_scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    scalar_string(d).map(Some)
 }
 
 /// Connection settings for one registry host.
@@ -351,25 +667,30 @@ impl Spec {
                 )));
             }
         }
+        spec.validate_sections().map_err(invalid)?;
         spec.base_dir = base_dir.to_path_buf();
         spec.source = source.to_path_buf();
         Ok(spec)
     }
 
-    /// The sections this build cannot carry yet, by key.
-    pub fn unsupported_sections(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        for (key, present) in [
-            ("charts", self.charts.is_some()),
-            ("falco", self.falco.is_some()),
-            ("opensearch", self.opensearch.is_some()),
-            ("files", self.files.is_some()),
-        ] {
-            if present {
-                v.push(key);
+    fn validate_sections(&self) -> Result<(), String> {
+        for (i, c) in self.charts.iter().enumerate() {
+            c.validate().map_err(|e| format!("charts[{i}]: {e}"))?;
+        }
+        if let Some(f) = &self.falco {
+            f.validate().map_err(|e| format!("falco: {e}"))?;
+        }
+        if let Some(o) = &self.opensearch {
+            o.validate().map_err(|e| format!("opensearch: {e}"))?;
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for (i, f) in self.files.iter().enumerate() {
+            f.validate().map_err(|e| format!("files[{i}]: {e}"))?;
+            if !paths.insert(f.path.clone()) {
+                return Err(format!("files[{i}]: path `{}` is used twice", f.path));
             }
         }
-        v
+        Ok(())
     }
 }
 

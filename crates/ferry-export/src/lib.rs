@@ -9,7 +9,9 @@
 //! while they download, so a nightly run only downloads what changed. The
 //! bundle is then written in streaming order from memory and the cache.
 
+mod local;
 mod resolve;
+pub mod sources;
 mod write;
 
 pub use resolve::{resolve, ResolveError, Resolved, ResolvedImage, ResolvedManifest};
@@ -47,6 +49,11 @@ pub enum Event {
         digest: String,
         /// Its size.
         size: u64,
+    },
+    /// Something the operator should know (a driver missing upstream, …).
+    Warning {
+        /// The message.
+        message: String,
     },
     /// Writing the bundle starts.
     WriteStart {

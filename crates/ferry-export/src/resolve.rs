@@ -34,6 +34,9 @@ pub struct ResolvedManifest {
 pub struct ResolvedImage {
     /// The source reference (as requested, normalised).
     pub reference: Reference,
+    /// The item's name when it is not a registry reference (the URL of a
+    /// file kind); see [`ResolvedImage::name`].
+    pub display: Option<String>,
     /// What it is (`image`, `trivy-db`, …).
     pub kind: ferry_bundle::meta::Kind,
     /// The repository it was fetched from.
@@ -46,9 +49,26 @@ pub struct ResolvedImage {
     pub children: Vec<ResolvedManifest>,
     /// Children left out by the filter.
     pub absent: Vec<Absent>,
+    /// File-server path of the main file (file kinds and charts).
+    pub path: Option<String>,
+    /// Built by ferry from files fetched over HTTP: every blob is in the
+    /// cache already and has no registry to come from.
+    pub local: bool,
+    /// sha256 of the main file (file kinds and charts).
+    pub content: Option<Digest>,
+    /// Where the main file came from (file kinds).
+    pub url: Option<String>,
 }
 
 impl ResolvedImage {
+    /// The item's reference as recorded in the bundle and the lock: the
+    /// registry reference, or the URL of a file kind.
+    pub fn name(&self) -> String {
+        self.display
+            .clone()
+            .unwrap_or_else(|| self.reference.to_string())
+    }
+
     /// Config and layer descriptors of every manifest, in order.
     pub fn blobs(&self) -> Vec<Descriptor> {
         let mut out = Vec::new();
@@ -84,7 +104,7 @@ impl ResolvedImage {
     /// The lock entry for this image.
     pub fn locked(&self) -> LockedImage {
         LockedImage {
-            reference: self.reference.to_string(),
+            reference: self.name(),
             digest: self.top.digest.clone(),
             media_type: self.top.media_type.clone(),
             size: self.top.bytes.len() as u64,
@@ -100,6 +120,10 @@ impl ResolvedImage {
                     digest: c.digest.clone(),
                 })
                 .collect(),
+            kind: (self.kind != ferry_bundle::meta::Kind::Image)
+                .then(|| self.kind.as_str().to_string()),
+            content: self.content.clone(),
+            url: self.url.clone(),
         }
     }
 }
@@ -136,14 +160,14 @@ impl ResolveError {
 
 const MAX_NESTING: usize = 4;
 
-fn repo_of(r: &Reference) -> Repo {
+pub(crate) fn repo_of(r: &Reference) -> Repo {
     Repo {
         host: r.registry.clone(),
         path: r.repository.clone(),
     }
 }
 
-fn describe(e: &ferry_registry::Error) -> String {
+pub(crate) fn describe(e: &ferry_registry::Error) -> String {
     // Chain the causes: reqwest errors hide the interesting part.
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -162,7 +186,7 @@ fn describe(e: &ferry_registry::Error) -> String {
     }
 }
 
-async fn fetch(
+pub(crate) async fn fetch(
     client: &Client,
     repo: &Repo,
     reference: &str,
@@ -217,7 +241,7 @@ fn selected(filter: &[String], children: &[Descriptor]) -> (Vec<Descriptor>, Vec
     (keep, drop)
 }
 
-async fn resolve_one(
+pub(crate) async fn resolve_one(
     client: &Client,
     req: &ImageRequest,
     lock: Option<&Lock>,
@@ -301,6 +325,7 @@ async fn resolve_one(
         }
     }
     Ok(ResolvedImage {
+        display: None,
         kind: req.kind,
         reference: req.reference.clone(),
         repo,
@@ -308,6 +333,10 @@ async fn resolve_one(
         top,
         children,
         absent,
+        path: None,
+        local: false,
+        content: None,
+        url: None,
     })
 }
 

@@ -80,6 +80,8 @@ pub enum ExportError {
 struct PlannedBlob {
     meta: BlobMeta,
     source: Repo,
+    /// Fetched over HTTP at resolution: only ever read from the cache.
+    local: bool,
 }
 
 fn cache_path(cache: &Path, d: &Digest) -> PathBuf {
@@ -110,12 +112,12 @@ pub async fn export(
     for img in &resolved.images {
         items.push(Item {
             kind: img.kind,
-            reference: img.reference.to_string(),
+            reference: img.name(),
             digest: img.top.digest.clone(),
             media_type: img.top.media_type.clone(),
             size: img.top.bytes.len() as u64,
             platforms: img.platforms(),
-            path: None,
+            path: img.path.clone(),
         });
         absent.extend(img.absent.iter().cloned());
         for m in std::iter::once(&img.top).chain(img.children.iter()) {
@@ -158,6 +160,7 @@ pub async fn export(
                         media_type: (!d.media_type.is_empty()).then(|| d.media_type.clone()),
                     },
                     source: img.repo.clone(),
+                    local: img.local,
                 };
                 if is_config {
                     configs.push(planned);
@@ -181,6 +184,11 @@ pub async fn export(
         .iter()
         .filter(|b| cached_size(&cache_path(&opts.cache_dir, &b.meta.digest)) != Some(b.meta.size))
         .collect();
+    if let Some(b) = missing.iter().find(|b| b.local) {
+        return Err(ExportError::CorruptCache {
+            path: cache_path(&opts.cache_dir, &b.meta.digest),
+        });
+    }
     let fetch_bytes: u64 = missing.iter().map(|b| b.meta.size).sum();
     events(Event::FetchStart {
         blobs: missing.len(),

@@ -10,10 +10,15 @@
 //! verified and present are its manifests pushed, children first, tags last.
 //! A bad blob means no manifest that references it is pushed; the rest lands.
 
+pub mod emit;
+pub mod falcoctl;
+pub mod files;
+pub mod helm_index;
 pub mod receipt;
 pub mod target;
 
 mod run;
+mod tree;
 
 pub use run::{import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry};
 

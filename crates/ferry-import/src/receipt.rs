@@ -36,6 +36,9 @@ pub struct Receipt {
     pub bundle: String,
     /// Per repository.
     pub repositories: BTreeMap<String, RepoContent>,
+    /// Files on the file target: path → sha256.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, Digest>,
 }
 
 impl Receipt {

@@ -16,10 +16,13 @@ use ferry_bundle::meta::{BlobMeta, Item, Kind};
 use ferry_bundle::reader::{
     read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor,
 };
+use ferry_bundle::relpath::RelPath;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Repo};
 
+use crate::files::{FileTarget, Staged};
 use crate::receipt::{Receipt, RECEIPT_VERSION};
+use crate::tree::{self, FilePlan};
 use crate::target::{Mapping, Target, TargetError};
 use crate::{Event, Events};
 
@@ -28,8 +31,10 @@ use crate::{Event, Events};
 pub struct ImportOptions {
     /// The bundle file.
     pub bundle: PathBuf,
-    /// The target registry.
-    pub target: Target,
+    /// The target registry (registry kinds are skipped without one).
+    pub target: Option<Target>,
+    /// The file target (file kinds are skipped without one).
+    pub files: Option<FileTarget>,
     /// Mapping rules.
     pub mapping: Mapping,
     /// Print the plan, push nothing.
@@ -80,6 +85,12 @@ pub struct ImportReport {
     pub loaded: Vec<ItemOutcome>,
     /// Items that did not land, with the reason in `note`.
     pub failed: Vec<ItemOutcome>,
+    /// Items left alone because no target of their kind was given.
+    pub skipped: Vec<ItemOutcome>,
+    /// Files written to the file target (derived ones included).
+    pub files_written: usize,
+    /// Files the file target already had.
+    pub files_present: usize,
     /// Blobs uploaded.
     pub blobs_uploaded: usize,
     /// Bytes uploaded.
@@ -131,6 +142,18 @@ pub enum ImportError {
         /// Kind.
         kind: String,
     },
+    /// The file target cannot be used.
+    #[error("file target `{target}` is not usable")]
+    Files {
+        /// The target.
+        target: String,
+        /// Cause.
+        #[source]
+        source: crate::files::FilesError,
+    },
+    /// The bundle's file items cannot be planned.
+    #[error("bad file item in the bundle: {0}")]
+    FileItem(String),
     /// The target registry cannot be reached.
     #[error("target registry `{host}` is not reachable")]
     Unreachable {
@@ -150,7 +173,10 @@ impl ImportError {
     pub fn is_environment(&self) -> bool {
         matches!(
             self,
-            ImportError::Unreachable { .. } | ImportError::Task(_) | ImportError::Open { .. }
+            ImportError::Unreachable { .. }
+                | ImportError::Files { .. }
+                | ImportError::Task(_)
+                | ImportError::Open { .. }
         )
     }
 }
@@ -167,14 +193,25 @@ impl std::error::Error for Stopped {}
 /// What the async side tells the reader thread once planned.
 struct UploadPlan {
     upload: HashSet<Digest>,
+    /// Blobs to write to the file target, and where.
+    files: HashMap<Digest, Vec<RelPath>>,
+    /// Blobs kept in memory (chart metadata, the falcoctl index).
+    capture: HashSet<Digest>,
 }
+
+/// Largest blob kept in memory for a derived file.
+const CAPTURE_LIMIT: u64 = 64 << 20;
 
 enum Msg {
     Head(Box<Head>),
     Manifest(BlobMeta, Bytes),
     NeedPlan(oneshot::Sender<Option<Arc<UploadPlan>>>),
     Small(BlobMeta, Bytes),
-    Large(BlobMeta, mpsc::Receiver<Bytes>),
+    Large(
+        BlobMeta,
+        Option<mpsc::Receiver<Bytes>>,
+        Vec<(RelPath, mpsc::Receiver<Bytes>)>,
+    ),
     Verdict(Digest, Result<(), String>),
 }
 
@@ -220,10 +257,13 @@ impl Visitor for StreamVisitor {
         let Some(plan) = &self.plan else {
             return Err(stop());
         };
-        if !plan.upload.contains(&blob.digest) {
+        let to_registry = plan.upload.contains(&blob.digest);
+        let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
+        let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
+        if !to_registry && to_files.is_empty() && !capture {
             return Ok(()); // the reader drains and verifies it
         }
-        if blob.size <= self.chunk {
+        if blob.size <= self.chunk || capture {
             let mut buf = Vec::with_capacity(blob.size as usize);
             data.take(blob.size).read_to_end(&mut buf)?;
             // Only verified bytes leave this thread (the registry checks again).
@@ -234,9 +274,22 @@ impl Visitor for StreamVisitor {
             }
             return Ok(());
         }
-        let (ctx, crx) = mpsc::channel::<Bytes>(2);
+        let mut senders = Vec::new();
+        let registry_rx = if to_registry {
+            let (ctx, crx) = mpsc::channel::<Bytes>(2);
+            senders.push(ctx);
+            Some(crx)
+        } else {
+            None
+        };
+        let mut file_rx = Vec::new();
+        for path in to_files {
+            let (ctx, crx) = mpsc::channel::<Bytes>(2);
+            senders.push(ctx);
+            file_rx.push((path, crx));
+        }
         self.tx
-            .blocking_send(Msg::Large(blob.clone(), crx))
+            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx))
             .map_err(|_| stop())?;
         let mut remaining = blob.size;
         while remaining > 0 {
@@ -248,8 +301,10 @@ impl Visitor for StreamVisitor {
             }
             remaining -= got as u64;
             (self.events)(Event::UploadProgress { bytes: got as u64 });
-            if ctx.blocking_send(Bytes::from(buf)).is_err() {
-                // The upload gave up; the reader still drains and verifies.
+            let chunk = Bytes::from(buf);
+            // A sink that gave up is dropped; the reader still drains and verifies.
+            senders.retain(|tx| tx.blocking_send(chunk.clone()).is_ok());
+            if senders.is_empty() {
                 break;
             }
         }
@@ -350,13 +405,21 @@ pub async fn import(
         source,
     })?;
     if !opts.dry_run {
-        client
-            .ping(&opts.target.host)
-            .await
-            .map_err(|source| ImportError::Unreachable {
-                host: opts.target.host.clone(),
+        if let Some(t) = &opts.target {
+            client
+                .ping(&t.host)
+                .await
+                .map_err(|source| ImportError::Unreachable {
+                    host: t.host.clone(),
+                    source,
+                })?;
+        }
+        if let Some(f) = &opts.files {
+            f.check().await.map_err(|source| ImportError::Files {
+                target: f.describe(),
                 source,
             })?;
+        }
     }
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
     let cancelled = Arc::new(AtomicBool::new(false));
@@ -389,22 +452,16 @@ pub async fn import(
     let mut verdicts: HashMap<Digest, Result<(), String>> = HashMap::new();
     let mut planned = false;
     let mut early_error: Option<ImportError> = None;
+    let mut file_plans: Vec<FilePlan> = Vec::new();
+    let mut file_writes: HashMap<Digest, Vec<RelPath>> = HashMap::new();
+    let mut files_present: HashSet<RelPath> = HashSet::new();
+    let mut captured: HashMap<Digest, Bytes> = HashMap::new();
+    let mut file_tasks: JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)> =
+        JoinSet::new();
 
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Head(h) => {
-                if let Some(bad) = h
-                    .meta
-                    .items
-                    .iter()
-                    .find(|i| !matches!(i.kind, Kind::Image | Kind::TrivyDb))
-                {
-                    early_error = Some(ImportError::UnsupportedKind {
-                        reference: bad.reference.clone(),
-                        kind: bad.kind.as_str().into(),
-                    });
-                    break;
-                }
                 head = Some(*h);
             }
             Msg::Manifest(meta, bytes) => {
@@ -418,19 +475,33 @@ pub async fn import(
             }
             Msg::NeedPlan(reply) => {
                 let Some(h) = head.as_ref() else { break };
+                let planned_files = match plan_files(opts, h, &manifests).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = reply.send(None);
+                        early_error = Some(e);
+                        break;
+                    }
+                };
                 match make_plan(client, opts, h, &manifests, events).await {
                     Ok((p, pres, first, entries)) => {
                         plans = p;
                         present = pres;
                         first_repo = first;
                         report.plan = entries;
+                        (file_plans, file_writes, files_present) = planned_files;
+                        report.plan.extend(file_plan_entries(opts, &file_plans, &files_present));
                         planned = true;
                         if opts.dry_run {
                             let _ = reply.send(None);
                             break;
                         }
                         let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
-                        let _ = reply.send(Some(Arc::new(UploadPlan { upload })));
+                        let _ = reply.send(Some(Arc::new(UploadPlan {
+                            upload,
+                            files: file_writes.clone(),
+                            capture: tree::captures(&file_plans),
+                        })));
                     }
                     Err(e) => {
                         let _ = reply.send(None);
@@ -440,6 +511,29 @@ pub async fn import(
                 }
             }
             Msg::Small(meta, data) => {
+                if file_plans.iter().any(|p| {
+                    p.chart_config.as_ref() == Some(&meta.digest)
+                        || (p.item.kind == Kind::FalcoctlIndex
+                            && p.files.iter().any(|f| f.digest == meta.digest))
+                }) {
+                    captured.insert(meta.digest.clone(), data.clone());
+                }
+                if let (Some(files), Some(paths)) = (&opts.files, file_writes.get(&meta.digest)) {
+                    for path in paths {
+                        let files = files.clone();
+                        let path = path.clone();
+                        let data = data.clone();
+                        let d = meta.digest.clone();
+                        file_tasks.spawn(async move {
+                            let r = files
+                                .write_bytes(&path, data)
+                                .await
+                                .map(|_| None)
+                                .map_err(|e| chain(&e));
+                            (d, path, r)
+                        });
+                    }
+                }
                 let Some(repo) = first_repo.get(&meta.digest).cloned() else {
                     continue;
                 };
@@ -459,8 +553,25 @@ pub async fn import(
                     (meta.digest, size, r)
                 });
             }
-            Msg::Large(meta, chunks) => {
-                let Some(repo) = first_repo.get(&meta.digest).cloned() else {
+            Msg::Large(meta, registry_chunks, file_chunks) => {
+                if let Some(files) = &opts.files {
+                    for (path, rx) in file_chunks {
+                        let files = files.clone();
+                        let d = meta.digest.clone();
+                        let size = meta.size;
+                        file_tasks.spawn(async move {
+                            let r = files
+                                .write_stream(&path, &d, size, rx)
+                                .await
+                                .map(Some)
+                                .map_err(|e| chain(&e));
+                            (d, path, r)
+                        });
+                    }
+                }
+                let (Some(repo), Some(chunks)) =
+                    (first_repo.get(&meta.digest).cloned(), registry_chunks)
+                else {
                     continue;
                 };
                 let permit = permits.clone().acquire_owned().await;
@@ -486,6 +597,7 @@ pub async fn import(
         reader.await.map_err(|e| ImportError::Task(e.to_string()))?;
     if let Some(e) = early_error {
         uploads.abort_all();
+        abort_files(&mut file_tasks).await;
         return Err(e);
     }
     let read_report = match read {
@@ -494,6 +606,7 @@ pub async fn import(
         Err(source) => {
             uploads.abort_all();
             while uploads.join_next().await.is_some() {}
+            abort_files(&mut file_tasks).await;
             return Err(ImportError::Bundle {
                 path: opts.bundle.clone(),
                 source,
@@ -505,15 +618,53 @@ pub async fn import(
     };
     if !planned {
         // A bundle with no streamed blobs: plan now.
+        let planned_files = plan_files(opts, &h, &manifests).await?;
         let (p, pres, first, entries) = make_plan(client, opts, &h, &manifests, events).await?;
         plans = p;
         present = pres;
         first_repo = first;
         report.plan = entries;
+        (file_plans, file_writes, files_present) = planned_files;
+        report.plan.extend(file_plan_entries(opts, &file_plans, &files_present));
         if opts.dry_run {
             return Ok(report);
         }
     }
+    let _ = &file_writes;
+    // Files: commit what verified, drop what did not.
+    let mut file_errors: HashMap<RelPath, String> = HashMap::new();
+    let mut files_landed: HashSet<RelPath> = files_present.clone();
+    while let Some(done) = file_tasks.join_next().await {
+        let (d, path, r) = done.map_err(|e| ImportError::Task(e.to_string()))?;
+        let verified = matches!(verdicts.get(&d), Some(Ok(())));
+        match r {
+            Ok(None) => {
+                report.files_written += 1;
+                files_landed.insert(path);
+            }
+            Ok(Some(staged)) if verified => match staged.commit().await {
+                Ok(()) => {
+                    report.files_written += 1;
+                    files_landed.insert(path);
+                }
+                Err(e) => {
+                    file_errors.insert(path, chain(&e));
+                }
+            },
+            Ok(Some(staged)) => {
+                staged.abort().await;
+                let why = match verdicts.get(&d) {
+                    Some(Err(e)) => e.clone(),
+                    _ => "failed verification in the bundle".into(),
+                };
+                file_errors.insert(path, why);
+            }
+            Err(e) => {
+                file_errors.insert(path, e);
+            }
+        }
+    }
+    report.files_present = files_present.len();
     // Uploads.
     let mut upload_errors: HashMap<Digest, String> = HashMap::new();
     while let Some(done) = uploads.join_next().await {
@@ -601,11 +752,12 @@ pub async fn import(
         .collect();
     let mut receipt = Receipt {
         receipt_version: RECEIPT_VERSION,
-        target: if opts.target.prefix.is_empty() {
-            opts.target.host.clone()
-        } else {
-            format!("{}/{}", opts.target.host, opts.target.prefix)
+        target: match &opts.target {
+            Some(t) if t.prefix.is_empty() => t.host.clone(),
+            Some(t) => format!("{}/{}", t.host, t.prefix),
+            None => String::new(),
         },
+        files: BTreeMap::new(),
         bundle: h.meta.name.clone(),
         repositories: BTreeMap::new(),
     };
@@ -665,6 +817,116 @@ pub async fn import(
             Err(why) => report.failed.push(outcome(Some(why))),
         }
     }
+    // File items.
+    if let Some(files) = &opts.files {
+        let mut landed_items: HashSet<String> = HashSet::new();
+        for fp in &file_plans {
+            if fp.item.kind == Kind::FalcoctlIndex {
+                continue; // written rewritten, below
+            }
+            let outcome = |note: Option<String>| ItemOutcome {
+                source: fp.item.reference.clone(),
+                target: files.location(&fp.path),
+                digest: fp.item.digest.to_string(),
+                note,
+            };
+            if let Some(why) = failed_in_bundle.get(fp.item.reference.as_str()) {
+                report.failed.push(outcome(Some((*why).to_string())));
+                continue;
+            }
+            if let Some(f) = fp.files.iter().find(|f| !files_landed.contains(&f.path)) {
+                let why = file_errors
+                    .get(&f.path)
+                    .cloned()
+                    .unwrap_or_else(|| "not written".into());
+                report
+                    .failed
+                    .push(outcome(Some(format!("{}: {why}", files.location(&f.path)))));
+                continue;
+            }
+            for f in &fp.files {
+                receipt
+                    .files
+                    .insert(f.path.to_string(), f.digest.clone());
+            }
+            landed_items.insert(fp.item.reference.clone());
+            events(Event::Committed {
+                reference: fp.item.reference.clone(),
+                target: files.location(&fp.path),
+            });
+            report.loaded.push(outcome(None));
+        }
+        let now = tree::rfc3339(std::time::SystemTime::now());
+        match tree::write_helm_indexes(files, &file_plans, &landed_items, &captured, &now).await {
+            Ok(paths) => {
+                for p in paths {
+                    report.files_written += 1;
+                    events(Event::Committed {
+                        reference: "helm repository index".into(),
+                        target: files.location(&p),
+                    });
+                }
+            }
+            Err(e) => report.failed.push(ItemOutcome {
+                source: "helm repository index".into(),
+                target: String::new(),
+                digest: String::new(),
+                note: Some(e),
+            }),
+        }
+        if let Some(fp) = file_plans.iter().find(|p| p.item.kind == Kind::FalcoctlIndex) {
+            let bundled: Vec<(Reference, Repo)> = plans
+                .iter()
+                .filter(|p| {
+                    p.item.kind == Kind::FalcoArtifact
+                        && report.loaded.iter().any(|l| l.source == p.item.reference)
+                })
+                .map(|p| (p.reference.clone(), p.repo.clone()))
+                .collect();
+            let outcome = |note: Option<String>| ItemOutcome {
+                source: fp.item.reference.clone(),
+                target: files.location(&fp.path),
+                digest: fp.item.digest.to_string(),
+                note,
+            };
+            if opts.target.is_none() {
+                events(Event::Warning {
+                    message: "no --registry: the falcoctl index lists no artifact (its entries must point at the internal registry)".into(),
+                });
+            }
+            match tree::write_falcoctl_index(files, &file_plans, &captured, &bundled, &h.meta.name)
+                .await
+            {
+                Ok(_) => {
+                    report.files_written += 1;
+                    events(Event::Committed {
+                        reference: fp.item.reference.clone(),
+                        target: files.location(&fp.path),
+                    });
+                    report.loaded.push(outcome(None));
+                }
+                Err(e) => report.failed.push(outcome(Some(e))),
+            }
+        }
+    }
+    // What no target was given for.
+    for item in &h.meta.items {
+        let outcome = |note: &str| ItemOutcome {
+            source: item.reference.clone(),
+            target: String::new(),
+            digest: item.digest.to_string(),
+            note: Some(note.to_string()),
+        };
+        if opts.target.is_none() && tree::is_registry_kind(item.kind) {
+            report
+                .skipped
+                .push(outcome("no --registry given: not pushed to a registry"));
+        } else if opts.files.is_none() && item.path.is_some() {
+            report
+                .skipped
+                .push(outcome("no --files given: not written to a file server"));
+        }
+    }
     report.receipt = receipt;
     Ok(report)
 }
@@ -690,10 +952,18 @@ async fn make_plan(
         .map(|a| (a.parent.clone(), a.digest.clone()))
         .collect();
     let mut plans = Vec::new();
-    for item in &head.meta.items {
+    let Some(target) = &opts.target else {
+        return Ok((Vec::new(), HashSet::new(), HashMap::new(), Vec::new()));
+    };
+    for item in head
+        .meta
+        .items
+        .iter()
+        .filter(|i| tree::is_registry_kind(i.kind))
+    {
         let reference =
             Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
-        let repo = opts.mapping.map(&opts.target, &reference)?;
+        let repo = opts.mapping.map(target, &reference)?;
         let mut ms = Vec::new();
         let mut bs = Vec::new();
         let mut sparse = false;
@@ -725,7 +995,7 @@ async fn make_plan(
         }
     }
     let mut present = HashSet::new();
-    if !opts.dry_run || client.ping(&opts.target.host).await.is_ok() {
+    if !opts.dry_run || client.ping(&target.host).await.is_ok() {
         let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
             .map(|(repo, d)| async move {
                 let has = matches!(client.head_blob(&repo, &d).await, Ok(Some(_)));
@@ -851,4 +1121,73 @@ async fn commit(
         }
     }
     Ok(note)
+}
+
+type FilesPlanned = (
+    Vec<FilePlan>,
+    HashMap<Digest, Vec<RelPath>>,
+    HashSet<RelPath>,
+);
+
+/// Plans the file side: which files the target lacks.
+async fn plan_files(
+    opts: &ImportOptions,
+    head: &Head,
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+) -> Result<FilesPlanned, ImportError> {
+    let plans = tree::plan(&head.meta.items, manifests).map_err(ImportError::FileItem)?;
+    let mut writes: HashMap<Digest, Vec<RelPath>> = HashMap::new();
+    let mut present = HashSet::new();
+    let Some(files) = &opts.files else {
+        return Ok((plans, writes, present));
+    };
+    for p in &plans {
+        if p.item.kind == Kind::FalcoctlIndex {
+            continue; // rewritten from memory after the import
+        }
+        for f in &p.files {
+            let has = files
+                .has(&f.path, &f.digest, f.size)
+                .await
+                .unwrap_or(false);
+            if has {
+                present.insert(f.path.clone());
+            } else {
+                let paths = writes.entry(f.digest.clone()).or_default();
+                if !paths.contains(&f.path) {
+                    paths.push(f.path.clone());
+                }
+            }
+        }
+    }
+    Ok((plans, writes, present))
+}
+
+fn file_plan_entries(
+    opts: &ImportOptions,
+    plans: &[FilePlan],
+    present: &HashSet<RelPath>,
+) -> Vec<PlanEntry> {
+    let Some(files) = &opts.files else {
+        return Vec::new();
+    };
+    plans
+        .iter()
+        .map(|p| PlanEntry {
+            kind: p.item.kind.as_str().into(),
+            source: p.item.reference.clone(),
+            target: files.location(&p.path),
+            digest: p.item.digest.to_string(),
+            upload_blobs: p.files.iter().filter(|f| !present.contains(&f.path)).count(),
+        })
+        .collect()
+}
+
+/// Waits for file writes and drops what they staged.
+async fn abort_files(tasks: &mut JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)>) {
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((_, _, Ok(Some(staged)))) = done {
+            staged.abort().await;
+        }
+    }
 }

@@ -52,18 +52,18 @@ const OCTET_STREAM: &str = "application/octet-stream";
 /// is shared), `Send` and `Sync`.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: ClientConfig,
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
     /// The HTTP client for hosts without their own settings.
-    default_http: reqwest::Client,
+    pub(crate) default_http: reqwest::Client,
     /// One HTTP client per configured host (TLS settings are per host).
-    host_http: HashMap<String, reqwest::Client>,
+    pub(crate) host_http: HashMap<String, reqwest::Client>,
     auth: AuthCache,
     /// Bounds requests being sent at once (`jobs`).
-    jobs: tokio::sync::Semaphore,
+    pub(crate) jobs: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Client {
@@ -183,7 +183,7 @@ pub(crate) async fn read_capped(
 }
 
 /// Reads up to `limit` bytes of a body, ignoring errors (for error messages).
-async fn read_prefix(mut resp: Response, limit: usize) -> Vec<u8> {
+pub(crate) async fn read_prefix(mut resp: Response, limit: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < limit {
         match resp.chunk().await {
@@ -238,7 +238,7 @@ pub(crate) fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
 }
 
 /// `Retry-After` of a response, if any.
-fn retry_after_of(resp: &Response) -> Option<Duration> {
+pub(crate) fn retry_after_of(resp: &Response) -> Option<Duration> {
     resp.headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -372,7 +372,7 @@ fn stored_bytes(range: &str, acknowledged: u64) -> Option<u64> {
 }
 
 /// `dest` + `.part-<random>`, in the same directory.
-fn part_path(dest: &Path) -> Result<PathBuf, Error> {
+pub(crate) fn part_path(dest: &Path) -> Result<PathBuf, Error> {
     let name = dest.file_name().ok_or_else(|| {
         Error::io(
             "download to",
@@ -386,9 +386,9 @@ fn part_path(dest: &Path) -> Result<PathBuf, Error> {
 }
 
 /// Removes a temporary file when dropped, unless kept.
-struct PartFile {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct PartFile {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for PartFile {
@@ -710,7 +710,7 @@ impl Client {
     }
 
     /// Logs a retry and waits: `Retry-After` (429/503) or backoff.
-    async fn pause(&self, e: &Error, attempt: u32, max: u32) {
+    pub(crate) async fn pause(&self, e: &Error, attempt: u32, max: u32) {
         let cfg = &self.inner.config;
         let retry_after = match e {
             Error::Http {
@@ -738,7 +738,7 @@ impl Client {
         tokio::time::sleep(d).await;
     }
 
-    fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         self.inner.config.max_attempts.max(1)
     }
 

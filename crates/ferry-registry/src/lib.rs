@@ -40,11 +40,13 @@ mod client;
 mod docker_config;
 mod endpoint;
 mod error;
+mod http_fetch;
 mod retry;
 mod verify;
 
 pub use client::{BlobStream, Client, Progress};
 pub use error::Error;
+pub use http_fetch::Fetched;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,6 +124,10 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// User-Agent header.
     pub user_agent: String,
+    /// URL prefix rewrites for plain HTTP fetches (`--upstream-mirror
+    /// https://download.falco.org=https://proxy.corp/falco`): a URL starting
+    /// with the first string is fetched from the second instead.
+    pub url_mirrors: Vec<(String, url::Url)>,
 }
 
 impl Default for ClientConfig {
@@ -137,6 +143,7 @@ impl Default for ClientConfig {
             chunk_size: 16 * 1024 * 1024,
             timeout: Duration::from_secs(60),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
+            url_mirrors: Vec::new(),
         }
     }
 }

@@ -41,7 +41,9 @@
 
 #![warn(missing_docs)]
 
+pub mod containerd;
 pub mod fixtures;
+pub mod nginx;
 pub mod proxy;
 pub mod registry;
 pub mod tools;

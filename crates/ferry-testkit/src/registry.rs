@@ -298,6 +298,8 @@ pub fn package_for(tool: &str) -> &str {
         "skopeo" => "skopeo",
         "curl" => "curl",
         "zstd" => "zstd",
+        "nginx" => "nginx-light",
+        "containerd" | "ctr" => "containerd",
         other => other,
     }
 }

@@ -101,9 +101,12 @@ pub struct ExportArgs {
     /// Content-addressed blob cache (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
-    /// Fetch SRC's content from URL instead (a pull-through proxy), keeping SRC in the bundle.
+    /// Fetch SRC's content from URL instead (a pull-through proxy), keeping SRC in the bundle. SRC is a registry host, or an http(s):// URL prefix for charts, drivers, plugins and files.
     #[arg(long = "upstream-mirror", value_name = "SRC=URL")]
     pub upstream_mirror: Vec<String>,
+    /// A Falco driver missing upstream is a warning, not an error (exit 3).
+    #[arg(long)]
+    pub allow_missing_drivers: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -122,6 +125,12 @@ pub struct LockArgs {
     /// Fetch SRC's content from URL instead.
     #[arg(long = "upstream-mirror", value_name = "SRC=URL")]
     pub upstream_mirror: Vec<String>,
+    /// A Falco driver missing upstream is a warning, not an error (exit 3).
+    #[arg(long)]
+    pub allow_missing_drivers: bool,
+    /// Content-addressed blob cache (charts and files are fetched to resolve them).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -32,6 +32,13 @@ impl Failure {
             hint: None,
         }
     }
+    pub fn partial(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_PARTIAL,
+            ..Failure::input(error)
+        }
+    }
+
     pub fn env(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             code: EXIT_ENVIRONMENT,

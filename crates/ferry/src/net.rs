@@ -92,6 +92,11 @@ pub fn client(
             .plain_http = true;
     }
     for (src, url) in mirrors {
+        if src.starts_with("http://") || src.starts_with("https://") {
+            // A URL prefix: plain HTTP fetches (charts, drivers, plugins, files).
+            config.url_mirrors.push((src.clone(), url.clone()));
+            continue;
+        }
         config
             .hosts
             .entry(src.clone())

@@ -8,6 +8,7 @@ use anyhow::anyhow;
 use serde_json::json;
 
 use ferry_bundle::lock::Lock;
+use ferry_bundle::meta::Kind;
 use ferry_bundle::spec::{validate_platform, ImageRequest, Spec, SpecError};
 use ferry_bundle::writer::Compression;
 use ferry_bundle::Reference;
@@ -23,28 +24,36 @@ fn load_requests(
     platforms: &[String],
 ) -> Result<(Spec, Vec<ImageRequest>), Failure> {
     let spec = Spec::load(spec_path).map_err(Failure::input)?;
-    if let Some(section) = spec.unsupported_sections().first() {
-        return Err(Failure::input(anyhow!(
-            "spec `{}`: section `{section}` is not supported by this version of ferry yet (only `images` is carried)",
-            spec_path.display()
-        ))
-        .hint(format!("remove `{section}:` from the spec for now")));
-    }
     for p in platforms {
         validate_platform(p).map_err(|e| Failure::input(anyhow!("--platform: {e}")))?;
     }
-    let no_manifests = |p: &Path| -> Result<Vec<Reference>, SpecError> {
-        Err(SpecError::Invalid {
-            path: p.to_path_buf(),
-            message: "`fromManifests` is not supported by this version of ferry yet".into(),
+    let from_manifests = |p: &Path| -> Result<Vec<Reference>, SpecError> {
+        ferry_bundle::discover::images_in_file(p).map_err(|e| SpecError::Invalid {
+            path: spec_path.to_path_buf(),
+            message: format!("fromManifests: {e}"),
         })
     };
-    let requests = spec
-        .image_requests(platforms, &no_manifests)
+    let mut requests = spec
+        .image_requests(platforms, &from_manifests)
         .map_err(Failure::input)?;
-    if requests.is_empty() {
+    if let Some(f) = &spec.falco {
+        for r in &f.artifacts {
+            // falcoctl artifacts (plugins are indexes) travel whole.
+            requests.retain(|q| &q.reference != r);
+            requests.push(ImageRequest {
+                reference: r.clone(),
+                kind: Kind::FalcoArtifact,
+                platforms: Vec::new(),
+            });
+        }
+    }
+    let has_other = !spec.charts.is_empty()
+        || spec.falco.is_some()
+        || spec.opensearch.is_some()
+        || !spec.files.is_empty();
+    if requests.is_empty() && !has_other {
         return Err(Failure::input(anyhow!(
-            "spec `{}` lists no images",
+            "spec `{}` lists nothing to carry",
             spec_path.display()
         )));
     }
@@ -92,6 +101,10 @@ fn events(ui: &Arc<Ui>) -> Events {
             shared.start_bar("write", bytes);
         }
         Event::WriteProgress { bytes } => shared.inc(bytes),
+        Event::Warning { message } => {
+            shared.line(&format!("warning: {message}"));
+            shared.json(json!({"event": "warning", "message": message}));
+        }
     })
 }
 
@@ -100,14 +113,48 @@ fn client_for(net: &NetArgs, spec: &Spec, mirrors: &[String]) -> Result<Client, 
     net::client(net, &spec.registries, &mirrors, None)
 }
 
+/// Resolves everything the spec names: charts, drivers, plugins and files
+/// first (charts may add images), then the images.
+#[allow(clippy::too_many_arguments)]
 async fn resolve(
     client: &Client,
+    spec: &Spec,
     requests: &[ImageRequest],
     lock: Option<&Lock>,
+    cache_dir: &Path,
     jobs: usize,
+    allow_missing_drivers: bool,
     ev: &Events,
 ) -> Result<Resolved, Failure> {
-    ferry_export::resolve(client, requests, lock, jobs, ev)
+    let opts = ferry_export::sources::CollectOptions {
+        cache_dir: cache_dir.to_path_buf(),
+        jobs,
+        allow_missing_drivers,
+    };
+    let collected = ferry_export::sources::collect(client, spec, lock, &opts, ev)
+        .await
+        .map_err(|e| {
+            if e.is_environment() {
+                Failure::env(e).hint("check network access to the sources (or --upstream-mirror), then re-run")
+            } else if matches!(e, ferry_export::sources::CollectError::MissingDrivers(_)) {
+                Failure::partial(e).hint("not every kernel has a prebuilt driver: remove those kernels, or pass --allow-missing-drivers")
+            } else {
+                Failure::input(e)
+            }
+        })?;
+    for u in &collected.missing_drivers {
+        ev(Event::Warning {
+            message: format!("no prebuilt Falco driver upstream: {u}"),
+        });
+    }
+    let mut all: Vec<ImageRequest> = requests.to_vec();
+    for r in collected.chart_images {
+        if !all.iter().any(|q| q.reference == r.reference) {
+            all.push(r);
+        }
+    }
+    all.sort();
+    let mut resolved = ferry_export::resolve(client, &all, lock, jobs, ev)
         .await
         .map_err(|e: ResolveError| {
             if e.is_environment() {
@@ -117,7 +164,10 @@ async fn resolve(
             } else {
                 Failure::input(e)
             }
-        })
+        })?;
+    resolved.images.extend(collected.items);
+    resolved.images.sort_by_key(|a| a.name());
+    Ok(resolved)
 }
 
 fn default_cache() -> PathBuf {
@@ -143,14 +193,26 @@ pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
     let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
     let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
     let ev = events(ui);
-    let resolved = resolve(&client, &requests, None, a.net.jobs, &ev).await?;
+    let cache = a.cache.clone().unwrap_or_else(default_cache);
+    let resolved = resolve(
+        &client,
+        &spec,
+        &requests,
+        None,
+        &cache,
+        a.net.jobs,
+        a.allow_missing_drivers,
+        &ev,
+    )
+    .await?;
     let lock = resolved.lock();
     write_lock(&a.output, &lock)?;
-    ui.json(json!({"event": "locked", "path": a.output, "images": lock.images.len()}));
+    ui.json(json!({"event": "locked", "path": a.output, "images": lock.images.len(), "artifacts": lock.artifacts.len()}));
     ui.result(&format!(
-        "wrote {} ({} images)",
+        "wrote {} ({} images, {} other items)",
         a.output.display(),
-        lock.images.len()
+        lock.images.len(),
+        lock.artifacts.len()
     ));
     Ok(0)
 }
@@ -160,6 +222,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
     let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
     let ev = events(ui);
+    let cache = a.cache.clone().unwrap_or_else(default_cache);
     let existing = match &a.lock {
         Some(p) if p.exists() => Some(Lock::load(p).map_err(Failure::input)?),
         Some(p) if a.locked => {
@@ -176,7 +239,17 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         _ => None,
     };
     let resolved = if a.locked {
-        let fresh = resolve(&client, &requests, None, a.net.jobs, &ev).await?;
+        let fresh = resolve(
+            &client,
+            &spec,
+            &requests,
+            None,
+            &cache,
+            a.net.jobs,
+            a.allow_missing_drivers,
+            &ev,
+        )
+        .await?;
         let drift = existing
             .as_ref()
             .map(|l| l.drift(&fresh.lock()))
@@ -191,7 +264,17 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         }
         fresh
     } else {
-        let r = resolve(&client, &requests, existing.as_ref(), a.net.jobs, &ev).await?;
+        let r = resolve(
+            &client,
+            &spec,
+            &requests,
+            existing.as_ref(),
+            &cache,
+            a.net.jobs,
+            a.allow_missing_drivers,
+            &ev,
+        )
+        .await?;
         if let Some(p) = &a.lock {
             write_lock(p, &r.lock())?;
         }
@@ -209,7 +292,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let opts = ferry_export::ExportOptions {
         output: a.output.clone(),
         compression,
-        cache_dir: a.cache.clone().unwrap_or_else(default_cache),
+        cache_dir: cache.clone(),
         jobs: a.net.jobs,
         name: spec.name.clone(),
     };

@@ -45,12 +45,32 @@ fn events(ui: &Arc<Ui>) -> Events {
 
 pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
-    let Some(registry) = a.registry.clone() else {
-        return Err(Failure::input(anyhow!(
-            "importing into --files alone is not built yet; give --registry too"
-        )));
+    let target = match &a.registry {
+        Some(r) => Some(Target::parse(r).map_err(Failure::input)?),
+        None => None,
     };
-    let target = Target::parse(&registry).map_err(Failure::input)?;
+    let registry = match (&a.registry, &a.files) {
+        (Some(r), Some(f)) => format!("{r} and {f}"),
+        (Some(r), None) => r.clone(),
+        (None, Some(f)) => f.clone(),
+        (None, None) => String::new(),
+    };
+    let files = match &a.files {
+        Some(spec) => Some(
+            ferry_import::files::FileTarget::new(
+                spec,
+                ferry_import::files::FileTargetOptions {
+                    username: a.files_username.clone(),
+                    password: std::env::var("FERRY_FILES_PASSWORD").ok(),
+                    ca_file: a.files_ca.clone(),
+                    insecure: a.net.insecure,
+                    attempts: a.net.attempts.max(1),
+                },
+            )
+            .map_err(Failure::input)?,
+        ),
+        None => None,
+    };
     let mut rules = Vec::new();
     for m in &a.maps {
         rules.push(MapRule::parse(m).map_err(Failure::input)?);
@@ -59,6 +79,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         rules,
         flatten: a.flatten,
     };
+    let mapping_for_emit = mapping.clone();
     let creds = match (&a.username, a.password_stdin) {
         (Some(u), true) => {
             let mut p = String::new();
@@ -89,11 +110,14 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         &a.net,
         &Default::default(),
         &Default::default(),
-        Some((&target.host, target.plain_http, creds)),
+        target
+            .as_ref()
+            .map(|t| (t.host.as_str(), t.plain_http, creds)),
     )?;
     let opts = ferry_import::ImportOptions {
         bundle: a.bundle.clone(),
         target: target.clone(),
+        files,
         mapping,
         dry_run: a.dry_run,
         jobs: a.net.jobs,
@@ -138,6 +162,9 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             ));
         }
         out.push_str("run `ferry verify` to check every byte before the real import");
+        if let Some(list) = emit_config(&a, target.as_ref(), &mapping_for_emit, ui)? {
+            out.push_str(&list);
+        }
         ui.result(&out);
         return Ok(0);
     }
@@ -161,6 +188,9 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "manifestsPushed": report.manifests_pushed,
         "manifestsPresent": report.manifests_present,
         "badBlobs": report.bad_blobs,
+        "skipped": report.skipped,
+        "filesWritten": report.files_written,
+        "filesPresent": report.files_present,
         "receipt": a.receipt,
         "seconds": secs,
     }));
@@ -176,11 +206,24 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         report.manifests_pushed,
         report.manifests_present
     );
+    if a.files.is_some() {
+        out.push_str(&format!(
+            "; {} file(s) written, {} already there",
+            report.files_written, report.files_present
+        ));
+    }
     for l in &report.loaded {
         out.push_str(&format!("\n  ok      {} -> {}", l.source, l.target));
         if let Some(n) = &l.note {
             out.push_str(&format!("\n          note: {n}"));
         }
+    }
+    for sk in &report.skipped {
+        out.push_str(&format!(
+            "\n  skipped {}: {}",
+            sk.source,
+            sk.note.clone().unwrap_or_default()
+        ));
     }
     for f in &report.failed {
         out.push_str(&format!(
@@ -191,6 +234,13 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     }
     if let Some(r) = &a.receipt {
         out.push_str(&format!("\nreceipt written to {}", r.display()));
+    }
+    if report.failed.is_empty() {
+        if let Some(list) = emit_config(&a, target.as_ref(), &mapping_for_emit, ui)? {
+            out.push_str(&list);
+        }
+    } else if a.emit_config.is_some() {
+        ui.line("not writing --emit-config: some items did not land; re-run the import");
     }
     ui.result(&out);
     if report.failed.is_empty() {
@@ -209,4 +259,74 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             EXIT_PARTIAL
         })
     }
+}
+
+/// `--emit-config DIR`: writes the client configuration for the bundle's
+/// content and returns the list of written files for the summary (`None`
+/// without `--emit-config`). `target` is `None` when there is no registry
+/// (only the file-server parts are written then).
+fn emit_config(
+    a: &ImportArgs,
+    target: Option<&Target>,
+    mapping: &Mapping,
+    ui: &Arc<Ui>,
+) -> Result<Option<String>, Failure> {
+    use ferry_bundle::head::{read_head, HeadError};
+    use ferry_import::emit::{emit, is_loopback_host, EmitError, EmitOptions};
+
+    let Some(dir) = &a.emit_config else {
+        return Ok(None);
+    };
+    let head = read_head(&a.bundle).map_err(|e| match e {
+        HeadError::Open { .. } => Failure::env(e),
+        _ => Failure::input(e),
+    })?;
+    let plain_http = target.is_some_and(|t| {
+        t.plain_http.unwrap_or_else(|| {
+            a.net.plain_http.iter().any(|h| h == &t.host) || is_loopback_host(&t.host)
+        })
+    });
+    // An http(s) --files target is also where clients find the files, unless told otherwise.
+    let files_url = a.files_url.clone().or_else(|| {
+        a.files
+            .as_ref()
+            .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
+            .cloned()
+    });
+    let client = match a.emit_client.as_slice() {
+        [cert, key] => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    let opts = EmitOptions {
+        dir: dir.clone(),
+        target: target.cloned(),
+        mapping: mapping.clone(),
+        files_url,
+        files_ip: a.files_ip,
+        files_port: a.files_port,
+        default_host: a.emit_default,
+        ca: a.emit_ca.clone(),
+        client,
+        skip_verify: a.emit_skip_verify,
+        plain_http,
+    };
+    let written = emit(&opts, &head.meta).map_err(|e| match e {
+        EmitError::Write { .. } => Failure::env(e),
+        EmitError::NeedsFilesUrl { .. } => Failure::input(e)
+            .hint("--files-url is the file server's base URL as the cluster reaches it"),
+        _ => Failure::input(e),
+    })?;
+    let rel: Vec<String> = written
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+        .collect();
+    ui.json(json!({"event": "emitted", "dir": dir, "files": rel}));
+    let mut out = format!(
+        "\nclient configuration written to {} (see its README.md):",
+        dir.display()
+    );
+    for r in &rel {
+        out.push_str(&format!("\n  {r}"));
+    }
+    Ok(Some(out))
 }

@@ -1,0 +1,205 @@
+//! Content fetched over plain HTTP(S), put in the blob cache, and wrapped in
+//! OCI artifacts (see `ferry_bundle::artifact`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use url::Url;
+
+use ferry_bundle::artifact::{self, FileLayer, ANN_SOURCE_URL};
+use ferry_bundle::manifest;
+use ferry_bundle::meta::Kind;
+use ferry_bundle::spec::HttpAuth;
+use ferry_bundle::{Digest, Reference};
+use ferry_registry::{Client, Credentials, Fetched, Repo};
+
+use crate::resolve::{describe, ResolvedImage, ResolvedManifest};
+
+/// Largest file fetched (a plugin zip, a driver, a chart, a file).
+pub(crate) const FILE_LIMIT: u64 = 64 << 30;
+/// Largest document fetched into memory (an index.yaml, a .sha512).
+pub(crate) const DOC_LIMIT: usize = 64 << 20;
+
+pub(crate) fn cache_blob(cache: &Path, d: &Digest) -> PathBuf {
+    cache.join("blobs").join("sha256").join(d.hex())
+}
+
+fn tmp_dir(cache: &Path) -> PathBuf {
+    cache.join("tmp")
+}
+
+/// Basic-auth credentials from a spec `auth:` (password from the environment).
+pub(crate) fn credentials(auth: Option<&HttpAuth>) -> Result<Option<Credentials>, String> {
+    let Some(a) = auth else { return Ok(None) };
+    let password = std::env::var(&a.password_env).map_err(|_| {
+        format!(
+            "auth: environment variable `{}` (passwordEnv) is not set",
+            a.password_env
+        )
+    })?;
+    Ok(Some(Credentials {
+        username: a.username.clone(),
+        password,
+    }))
+}
+
+/// Writes `bytes` into the cache under their digest.
+pub(crate) fn put_bytes(cache: &Path, bytes: &[u8]) -> Result<Digest, String> {
+    let d = Digest::of(bytes);
+    let dest = cache_blob(cache, &d);
+    if std::fs::metadata(&dest).ok().map(|m| m.len()) == Some(bytes.len() as u64) {
+        return Ok(d);
+    }
+    ferry_bundle::writer::write_atomic(&dest, bytes)
+        .map_err(|e| format!("failed to write `{}`: {e}", dest.display()))?;
+    Ok(d)
+}
+
+/// Fetches `url` into the cache (checked against `expected` when given).
+pub(crate) async fn fetch_file(
+    client: &Client,
+    cache: &Path,
+    url: &Url,
+    auth: Option<&Credentials>,
+    expected: Option<&Digest>,
+) -> Result<Fetched, String> {
+    match fetch_file_opt(client, cache, url, auth, expected).await? {
+        Some(f) => Ok(f),
+        None => Err(format!("GET {url}: 404 Not Found")),
+    }
+}
+
+/// [`fetch_file`], with a 404 as `Ok(None)`.
+pub(crate) async fn fetch_file_opt(
+    client: &Client,
+    cache: &Path,
+    url: &Url,
+    auth: Option<&Credentials>,
+    expected: Option<&Digest>,
+) -> Result<Option<Fetched>, String> {
+    if let Some(d) = expected {
+        let p = cache_blob(cache, d);
+        if let Ok(m) = std::fs::metadata(&p) {
+            if m.is_file() {
+                // Cached under its digest: it was verified when it arrived.
+                return Ok(Some(Fetched {
+                    digest: d.clone(),
+                    size: m.len(),
+                }));
+            }
+        }
+    }
+    let tmp = tmp_dir(cache);
+    std::fs::create_dir_all(&tmp)
+        .and_then(|_| std::fs::create_dir_all(cache.join("blobs").join("sha256")))
+        .map_err(|e| format!("failed to prepare the cache `{}`: {e}", cache.display()))?;
+    let dest = tmp.join(format!("fetch-{:016x}", rand_u64()));
+    let f = match client
+        .fetch_to_file(url, auth, &dest, expected, FILE_LIMIT)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() || e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(describe(&e)),
+    };
+    let final_path = cache_blob(cache, &f.digest);
+    std::fs::rename(&dest, &final_path).map_err(|e| {
+        let _ = std::fs::remove_file(&dest);
+        format!("failed to move `{}` into the cache: {e}", dest.display())
+    })?;
+    Ok(Some(f))
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// Fetches a small document into memory.
+pub(crate) async fn fetch_doc(
+    client: &Client,
+    url: &Url,
+    auth: Option<&Credentials>,
+) -> Result<Bytes, String> {
+    client
+        .fetch_bytes(url, auth, DOC_LIMIT)
+        .await
+        .map_err(|e| describe(&e))
+}
+
+/// A resolved item built from a manifest whose blobs are all in the cache.
+pub(crate) fn local_item(
+    kind: Kind,
+    reference: &str,
+    manifest_bytes: Vec<u8>,
+    path: Option<String>,
+    content: Option<Digest>,
+    url: Option<String>,
+) -> Result<ResolvedImage, String> {
+    let bytes = Bytes::from(manifest_bytes);
+    let parsed = manifest::parse(&bytes, Some(manifest::OCI_MANIFEST))
+        .map_err(|e| format!("{reference}: built an invalid manifest: {e}"))?;
+    let digest = Digest::of(&bytes);
+    let reference_parsed = match Reference::parse(reference) {
+        Ok(r) => r,
+        Err(_) => placeholder_ref(&digest)?,
+    };
+    Ok(ResolvedImage {
+        reference: reference_parsed,
+        display: Some(reference.to_string()),
+        kind,
+        repo: Repo {
+            host: "ferry.invalid".into(),
+            path: "local".into(),
+        },
+        filter: Vec::new(),
+        top: ResolvedManifest {
+            media_type: parsed.media_type.clone(),
+            bytes,
+            digest,
+            parsed,
+            platform: None,
+        },
+        children: Vec::new(),
+        absent: Vec::new(),
+        path,
+        local: true,
+        content,
+        url,
+    })
+}
+
+fn placeholder_ref(d: &Digest) -> Result<Reference, String> {
+    // Never shown: `display` carries the URL for file kinds.
+    Reference::parse(&format!("ferry.invalid/local@{d}")).map_err(|e| e.to_string())
+}
+
+/// A file artifact: one manifest, the empty config, one layer per file (all
+/// in the cache already).
+pub(crate) fn file_artifact(
+    cache: &Path,
+    kind: Kind,
+    url: &str,
+    path: &str,
+    layers: &[FileLayer],
+) -> Result<ResolvedImage, String> {
+    put_bytes(cache, artifact::EMPTY_CONFIG)?;
+    let ann = BTreeMap::from([(ANN_SOURCE_URL.to_string(), url.to_string())]);
+    let m = artifact::file_manifest(kind, layers, &ann);
+    local_item(
+        kind,
+        url,
+        m,
+        Some(path.to_string()),
+        layers.first().map(|l| l.digest.clone()),
+        Some(url.to_string()),
+    )
+}

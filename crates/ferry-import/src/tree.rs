@@ -1,0 +1,242 @@
+//! The file tree: which files of which items land where on the file
+//! target, and the files ferry derives from them (the classic Helm
+//! repository `index.yaml`, the rewritten falcoctl `index.yaml`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+
+use ferry_bundle::artifact::{self, HELM_CONFIG};
+use ferry_bundle::manifest::Parsed;
+use ferry_bundle::meta::{Item, Kind};
+use ferry_bundle::relpath::RelPath;
+use ferry_bundle::{Digest, Reference};
+use ferry_registry::Repo;
+
+use crate::files::FileTarget;
+
+/// Kinds that go to the registry.
+pub(crate) fn is_registry_kind(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Image | Kind::TrivyDb | Kind::FalcoArtifact | Kind::Chart
+    )
+}
+
+/// One file of one item.
+#[derive(Debug, Clone)]
+pub(crate) struct FileWrite {
+    pub path: RelPath,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// The file side of one item.
+#[derive(Debug, Clone)]
+pub(crate) struct FilePlan {
+    pub item: Item,
+    pub path: RelPath,
+    /// Every file the item puts on the target.
+    pub files: Vec<FileWrite>,
+    /// For charts: the config blob (Chart.yaml as JSON), for the index.
+    pub chart_config: Option<Digest>,
+    /// For charts: the `org.opencontainers.image.created` annotation.
+    pub created: Option<String>,
+}
+
+/// Plans the file side: every item with a `dev.ferry.path`.
+pub(crate) fn plan(
+    items: &[Item],
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+) -> Result<Vec<FilePlan>, String> {
+    let mut out = Vec::new();
+    for item in items {
+        let Some(p) = &item.path else { continue };
+        let path = RelPath::new(p).map_err(|e| format!("{}: {e}", item.reference))?;
+        let Some((_, bytes, parsed)) = manifests.get(&item.digest) else {
+            return Err(format!(
+                "{}: manifest {} is not in the bundle",
+                item.reference, item.digest
+            ));
+        };
+        let layers = artifact::file_layers(&path, parsed)
+            .map_err(|e| format!("{}: {e}", item.reference))?;
+        if layers.is_empty() {
+            return Err(format!("{}: no file layer to write", item.reference));
+        }
+        let files = layers
+            .into_iter()
+            .map(|(path, d)| FileWrite {
+                path,
+                digest: d.digest,
+                size: d.size,
+            })
+            .collect();
+        let chart_config = parsed
+            .config
+            .as_ref()
+            .filter(|c| item.kind == Kind::Chart && c.media_type == HELM_CONFIG)
+            .map(|c| c.digest.clone());
+        let created = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| {
+                v.get("annotations")?
+                    .get("org.opencontainers.image.created")?
+                    .as_str()
+                    .map(str::to_string)
+            });
+        out.push(FilePlan {
+            item: item.clone(),
+            path,
+            files,
+            chart_config,
+            created,
+        });
+    }
+    Ok(out)
+}
+
+/// Which blobs must be kept in memory while they stream (chart configs for
+/// the Helm index, the falcoctl index to rewrite).
+pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
+    let mut out = HashSet::new();
+    for p in plans {
+        if let Some(c) = &p.chart_config {
+            out.insert(c.clone());
+        }
+        if p.item.kind == Kind::FalcoctlIndex {
+            out.extend(p.files.iter().map(|f| f.digest.clone()));
+        }
+    }
+    out
+}
+
+/// `generated` timestamp in RFC 3339 (UTC) for `now`.
+pub(crate) fn rfc3339(now: std::time::SystemTime) -> String {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Writes `helm/<repo>/index.yaml` for every repository directory that
+/// holds charts now at the target (merged with the index already there).
+pub(crate) async fn write_helm_indexes(
+    files: &FileTarget,
+    plans: &[FilePlan],
+    landed: &HashSet<String>,
+    captured: &HashMap<Digest, Bytes>,
+    now: &str,
+) -> Result<Vec<RelPath>, String> {
+    let mut by_dir: BTreeMap<RelPath, Vec<crate::helm_index::ChartEntry>> = BTreeMap::new();
+    for p in plans {
+        if p.item.kind != Kind::Chart || !landed.contains(&p.item.reference) {
+            continue;
+        }
+        let (Some(cfg), Some(dir)) = (&p.chart_config, p.path.parent()) else {
+            continue;
+        };
+        let Some(meta) = captured.get(cfg) else {
+            return Err(format!(
+                "{}: chart metadata {cfg} did not arrive",
+                p.item.reference
+            ));
+        };
+        let Some(tgz) = p.files.iter().find(|f| f.path == p.path) else {
+            continue;
+        };
+        by_dir
+            .entry(dir)
+            .or_default()
+            .push(crate::helm_index::ChartEntry {
+                metadata_json: meta.to_vec(),
+                digest_hex: tgz.digest.hex().to_string(),
+                file_name: p.path.file_name().to_string(),
+                created: p.created.clone(),
+            });
+    }
+    let mut written = Vec::new();
+    for (dir, charts) in by_dir {
+        let index_path = dir
+            .join("index.yaml")
+            .map_err(|e| format!("helm index: {e}"))?;
+        let existing = files
+            .read(&index_path, 64 << 20)
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = crate::helm_index::helm_index(existing.as_deref(), &charts, now)
+            .map_err(|e| format!("{}: {e}", files.location(&index_path)))?;
+        files
+            .write_bytes(&index_path, Bytes::from(text))
+            .await
+            .map_err(|e| e.to_string())?;
+        written.push(index_path);
+    }
+    Ok(written)
+}
+
+/// Writes `falco/index.yaml`: the bundled falcoctl index, rewritten to the
+/// mirror's registry when there is one.
+pub(crate) async fn write_falcoctl_index(
+    files: &FileTarget,
+    plans: &[FilePlan],
+    captured: &HashMap<Digest, Bytes>,
+    bundled: &[(Reference, Repo)],
+    bundle_name: &str,
+) -> Result<Option<RelPath>, String> {
+    let Some(p) = plans.iter().find(|p| p.item.kind == Kind::FalcoctlIndex) else {
+        return Ok(None);
+    };
+    let Some(f) = p.files.first() else {
+        return Ok(None);
+    };
+    let Some(original) = captured.get(&f.digest) else {
+        return Err(format!(
+            "{}: the index {} did not arrive",
+            p.item.reference, f.digest
+        ));
+    };
+    let note = format!(
+        "Rewritten by ferry from {} (bundle `{bundle_name}`): entries point at the internal registry; only bundled artifacts are listed; signatures are dropped because keyless cosign verification cannot work offline.",
+        p.item.reference
+    );
+    let text = crate::falcoctl::rewrite_index(original, bundled, &note)
+        .map_err(|e| format!("{}: {e}", p.item.reference))?;
+    files
+        .write_bytes(&p.path, Bytes::from(text))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(p.path.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = |s: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(t(0), "1970-01-01T00:00:00Z");
+        assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(t(1_795_000_000), "2026-11-18T07:06:40Z");
+    }
+}

@@ -1,0 +1,310 @@
+//! Plain HTTP(S) fetches of files: chart repositories, Falco drivers,
+//! OpenSearch plugins, the falcoctl index and `files:` entries.
+//!
+//! The same per-host TLS settings, retry policy and concurrency limit as the
+//! registry API apply (a host's settings are looked up by `host[:port]` of the
+//! URL); URL mirrors ([`crate::ClientConfig::url_mirrors`]) rewrite a URL
+//! prefix to a proxy. Bodies stream to disk while they are hashed.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use ferry_bundle::digest::{Digest, Hasher};
+use reqwest::header::AUTHORIZATION;
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use url::Url;
+
+use crate::client::{part_path, read_capped, read_prefix, retry_after_of, PartFile};
+use crate::endpoint::safe_url;
+use crate::{Client, Credentials, Error};
+
+/// A file fetched to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// sha256 of the bytes.
+    pub digest: Digest,
+    /// Their size.
+    pub size: u64,
+}
+
+fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn basic(c: &Credentials) -> String {
+    use base64::Engine;
+    let raw = format!("{}:{}", c.username, c.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+impl Client {
+    /// The URL actually requested for `url` (after URL mirrors).
+    pub fn mirrored_url(&self, url: &Url) -> Url {
+        let s = url.as_str();
+        let best = self
+            .inner
+            .config
+            .url_mirrors
+            .iter()
+            .filter(|(prefix, _)| {
+                let p = prefix.trim_end_matches('/');
+                s == p || s.starts_with(&format!("{p}/"))
+            })
+            .max_by_key(|(prefix, _)| prefix.len());
+        match best {
+            Some((prefix, to)) => {
+                let rest = &s[prefix.trim_end_matches('/').len()..];
+                let joined = format!("{}{}", to.as_str().trim_end_matches('/'), rest);
+                Url::parse(&joined).unwrap_or_else(|_| url.clone())
+            }
+            None => url.clone(),
+        }
+    }
+
+    fn http_for(&self, url: &Url) -> &reqwest::Client {
+        self.inner
+            .host_http
+            .get(&authority(url))
+            .unwrap_or(&self.inner.default_http)
+    }
+
+    async fn get_once(
+        &self,
+        url: &Url,
+        auth: Option<&Credentials>,
+    ) -> Result<reqwest::Response, Error> {
+        let shown = safe_url(url);
+        let mut rb = self
+            .http_for(url)
+            .request(Method::GET, url.clone())
+            .header(reqwest::header::ACCEPT_ENCODING, "identity");
+        if let Some(c) = auth {
+            rb = rb.header(AUTHORIZATION, basic(c));
+        }
+        let timeout = self.inner.config.timeout;
+        let _permit = self.inner.jobs.acquire().await.ok();
+        let resp = match tokio::time::timeout(timeout, rb.send()).await {
+            Ok(r) => r.map_err(|source| Error::Transport {
+                method: "GET".into(),
+                url: shown.clone(),
+                source: source.without_url(),
+            })?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    method: "GET".into(),
+                    url: shown,
+                    after: timeout,
+                })
+            }
+        };
+        if resp.status() != StatusCode::OK {
+            let status = resp.status().as_u16();
+            let retry_after = retry_after_of(&resp);
+            let body = read_prefix(resp, 4096).await;
+            let message = String::from_utf8_lossy(&body)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            return Err(Error::Http {
+                method: "GET".into(),
+                url: shown,
+                status,
+                code: None,
+                message,
+                retry_after,
+            });
+        }
+        Ok(resp)
+    }
+
+    /// GETs a small document (an `index.yaml`, a `.sha512`) of at most
+    /// `limit` bytes, with retries. A 404 is an [`Error::Http`] for which
+    /// [`Error::is_not_found`] holds.
+    pub async fn fetch_bytes(
+        &self,
+        url: &Url,
+        auth: Option<&Credentials>,
+        limit: usize,
+    ) -> Result<Bytes, Error> {
+        let url = self.mirrored_url(url);
+        let shown = safe_url(&url);
+        let max = self.max_attempts();
+        let mut attempt = 1;
+        loop {
+            let r = async {
+                let resp = self.get_once(&url, auth).await?;
+                read_capped(resp, limit, "GET", &shown).await
+            }
+            .await;
+            match r {
+                Ok(v) => return Ok(Bytes::from(v)),
+                Err(e) if e.is_retryable() && attempt < max => {
+                    self.pause(&e, attempt, max).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// GETs `url` into `dest` (written to a temporary name beside it, renamed
+    /// when complete), hashing while the bytes stream. With `expected`, a
+    /// different sha256 is an [`Error::DigestMismatch`] and nothing is left at
+    /// `dest`. Retries start the download over.
+    pub async fn fetch_to_file(
+        &self,
+        url: &Url,
+        auth: Option<&Credentials>,
+        dest: &Path,
+        expected: Option<&Digest>,
+        limit: u64,
+    ) -> Result<Fetched, Error> {
+        let url = self.mirrored_url(url);
+        let shown = safe_url(&url);
+        let max = self.max_attempts();
+        let mut attempt = 1;
+        loop {
+            match self
+                .fetch_attempt(&url, &shown, auth, dest, expected, limit)
+                .await
+            {
+                Ok(f) => return Ok(f),
+                Err(e) if e.is_retryable() && attempt < max => {
+                    self.pause(&e, attempt, max).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn fetch_attempt(
+        &self,
+        url: &Url,
+        shown: &str,
+        auth: Option<&Credentials>,
+        dest: &Path,
+        expected: Option<&Digest>,
+        limit: u64,
+    ) -> Result<Fetched, Error> {
+        let mut resp = self.get_once(url, auth).await?;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(Error::TooLarge {
+                url: shown.to_string(),
+                limit,
+            });
+        }
+        let part = part_path(dest)?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .await
+            .map_err(|e| Error::io("create", &part, e))?;
+        let mut guard = PartFile {
+            path: part.clone(),
+            keep: false,
+        };
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        let timeout = self.inner.config.timeout;
+        loop {
+            let chunk = match tokio::time::timeout(timeout, resp.chunk()).await {
+                Ok(r) => r.map_err(|source| Error::Transport {
+                    method: "GET".into(),
+                    url: shown.to_string(),
+                    source: source.without_url(),
+                })?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        method: "GET".into(),
+                        url: shown.to_string(),
+                        after: timeout,
+                    })
+                }
+            };
+            let Some(c) = chunk else { break };
+            size += c.len() as u64;
+            if size > limit {
+                return Err(Error::TooLarge {
+                    url: shown.to_string(),
+                    limit,
+                });
+            }
+            hasher.update(&c);
+            out.write_all(&c)
+                .await
+                .map_err(|e| Error::io("write", &part, e))?;
+        }
+        let digest = hasher.finish();
+        if let Some(want) = expected {
+            if &digest != want {
+                return Err(Error::DigestMismatch {
+                    url: shown.to_string(),
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| Error::io("write", &part, e))?;
+        let file = out.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io("sync", &part, e))?;
+        drop(file);
+        tokio::fs::rename(&part, dest)
+            .await
+            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
+        guard.keep = true;
+        Ok(Fetched { digest, size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClientConfig;
+
+    #[test]
+    fn url_mirrors_rewrite_the_longest_prefix() {
+        let mut cfg = ClientConfig::default();
+        cfg.url_mirrors = vec![
+            (
+                "https://download.falco.org".into(),
+                Url::parse("http://127.0.0.1:8080/falco").unwrap(),
+            ),
+            (
+                "https://download.falco.org/driver".into(),
+                Url::parse("http://127.0.0.1:8080/drivers/").unwrap(),
+            ),
+        ];
+        let c = Client::new(cfg).unwrap();
+        let m = |s: &str| c.mirrored_url(&Url::parse(s).unwrap()).to_string();
+        assert_eq!(
+            m("https://download.falco.org/driver/7.0.0%2Bdriver/x86_64/f.ko"),
+            "http://127.0.0.1:8080/drivers/7.0.0%2Bdriver/x86_64/f.ko"
+        );
+        assert_eq!(
+            m("https://download.falco.org/other"),
+            "http://127.0.0.1:8080/falco/other"
+        );
+        assert_eq!(
+            m("https://download.falco.orgx/a"),
+            "https://download.falco.orgx/a"
+        );
+    }
+}
