@@ -35,7 +35,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 use std::io::{self, Read};
 
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 
 use crate::digest::Digest;
 use crate::manifest::OCI_MANIFEST;
@@ -128,7 +130,9 @@ pub enum ChartError {
         entry: String,
     },
     /// A link, device, FIFO or other entry that is not a regular file.
-    #[error("chart archive `{what}`: entry `{entry}` is a {kind}; a chart holds regular files only")]
+    #[error(
+        "chart archive `{what}`: entry `{entry}` is a {kind}; a chart holds regular files only"
+    )]
     NotAFile {
         /// The archive.
         what: String,
@@ -543,7 +547,9 @@ impl<R: Read> Read for Capped<'_, R> {
                 }
             };
         }
-        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let max = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -559,7 +565,12 @@ fn keep(rel: &str) -> bool {
         || rel.starts_with("charts/")
 }
 
-fn read_archive(tgz: &[u8], what: &str, depth: usize, budget: &mut Budget) -> Result<Chart, ChartError> {
+fn read_archive(
+    tgz: &[u8],
+    what: &str,
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<Chart, ChartError> {
     if !tgz.starts_with(&[0x1f, 0x8b]) {
         return Err(ChartError::NotGzip { what: what.into() });
     }
@@ -644,22 +655,21 @@ fn read_archive(tgz: &[u8], what: &str, depth: usize, budget: &mut Budget) -> Re
             if is_dir {
                 continue;
             }
-            let rel = match rel {
-                Some(r) => r,
-                None if t == "Chart.yaml" => {
-                    return Err(ChartError::ChartYamlNotInBase {
-                        what: what.into(),
-                        entry: shown,
-                    })
-                }
-                None => {
-                    return Err(unsafe_entry(
+            let rel =
+                match rel {
+                    Some(r) => r,
+                    None if t == "Chart.yaml" => {
+                        return Err(ChartError::ChartYamlNotInBase {
+                            what: what.into(),
+                            entry: shown,
+                        })
+                    }
+                    None => return Err(unsafe_entry(
                         what,
                         &shown,
                         "is a file at the root of the archive, outside the chart's base directory",
-                    ))
-                }
-            };
+                    )),
+                };
             any_file = true;
             let declared = entry.header().size().map_err(|e| read_err(e, &shown))?;
             if declared > MAX_FILE_SIZE {
@@ -682,7 +692,9 @@ fn read_archive(tgz: &[u8], what: &str, depth: usize, budget: &mut Budget) -> Re
             let mut limited = (&mut entry).take(cap + 1);
             let (count, data) = if keep(&rel) {
                 let mut buf = Vec::with_capacity(usize::try_from(declared.min(cap)).unwrap_or(0));
-                limited.read_to_end(&mut buf).map_err(|e| read_err(e, &shown))?;
+                limited
+                    .read_to_end(&mut buf)
+                    .map_err(|e| read_err(e, &shown))?;
                 (buf.len() as u64, Some(buf))
             } else {
                 let n = io::copy(&mut limited, &mut io::sink()).map_err(|e| read_err(e, &shown))?;
@@ -751,7 +763,11 @@ fn entry_kind(kind: tar::EntryType) -> String {
 
 /// Splits an entry name into its top-level directory and the normalised
 /// path below it (`None` for the top directory itself or a root file).
-fn split_entry(name: &str, what: &str, shown: &str) -> Result<(String, Option<String>), ChartError> {
+fn split_entry(
+    name: &str,
+    what: &str,
+    shown: &str,
+) -> Result<(String, Option<String>), ChartError> {
     let refuse = |reason| Err(unsafe_entry(what, shown, reason));
     if name.chars().any(char::is_control) {
         return refuse("has a control character in its name");
@@ -781,7 +797,11 @@ fn split_entry(name: &str, what: &str, shown: &str) -> Result<(String, Option<St
     if rest.first().is_some_and(|p| is_drive(p)) {
         return refuse("has a Windows drive path");
     }
-    let rel = if rest.is_empty() { None } else { Some(rest.join("/")) };
+    let rel = if rest.is_empty() {
+        None
+    } else {
+        Some(rest.join("/"))
+    };
     Ok((top, rel))
 }
 
@@ -1056,7 +1076,9 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
 fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> {
     match serde_yaml_ng::Deserializer::from_slice(bytes).next() {
         None => Ok(Node::Null),
-        Some(doc) => NodeSeed { cost }.deserialize(doc).map_err(|e| e.to_string()),
+        Some(doc) => NodeSeed { cost }
+            .deserialize(doc)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -1064,7 +1086,9 @@ fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> 
 fn parse_values(text: &str, cost: &Cell<u64>) -> Result<Node, String> {
     let mut merged = Node::Map(Vec::new());
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let node = NodeSeed { cost }.deserialize(doc).map_err(|e| e.to_string())?;
+        let node = NodeSeed { cost }
+            .deserialize(doc)
+            .map_err(|e| e.to_string())?;
         match node {
             Node::Null => {}
             Node::Map(_) => merged = coalesce(&merged, &node),
@@ -1130,7 +1154,8 @@ type Entries<'a> = Vec<(String, &'a Node)>;
 fn go_entries<'a>(m: &'a [(Node, Node)], what: &str) -> Result<Entries<'a>, String> {
     let mut out = Vec::with_capacity(m.len());
     for (k, v) in m {
-        let key = key_text(k).ok_or_else(|| format!("{what}: unsupported map key {}", kind_name(k)))?;
+        let key =
+            key_text(k).ok_or_else(|| format!("{what}: unsupported map key {}", kind_name(k)))?;
         out.push((key, v));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -1214,7 +1239,12 @@ fn go_any(n: &Node, field: &str) -> Result<serde_json::Value, String> {
         Node::Int(i) => number(*i as f64, field)?,
         Node::UInt(u) => number(*u as f64, field)?,
         Node::Float(f) => number(*f, field)?,
-        Node::Seq(items) => J::Array(items.iter().map(|i| go_any(i, field)).collect::<Result<_, _>>()?),
+        Node::Seq(items) => J::Array(
+            items
+                .iter()
+                .map(|i| go_any(i, field))
+                .collect::<Result<_, _>>()?,
+        ),
         Node::Map(m) => {
             let mut obj = serde_json::Map::new();
             for (k, v) in go_entries(m, field)? {
@@ -1258,7 +1288,12 @@ impl Metadata {
         let map = match doc {
             Node::Null => &[][..],
             Node::Map(map) => map.as_slice(),
-            other => return Err(format!("cannot unmarshal {} into chart metadata", kind_name(other))),
+            other => {
+                return Err(format!(
+                    "cannot unmarshal {} into chart metadata",
+                    kind_name(other)
+                ))
+            }
         };
         for (key, v) in go_entries(map, "Chart.yaml")? {
             let Some(field) = field_of(&key, Self::FIELDS) else {
@@ -1344,7 +1379,10 @@ impl Metadata {
             return Err("chart.metadata.name is required".into());
         }
         if self.name == "." || self.name == ".." {
-            return Err(format!("chart.metadata.name {:?} is not allowed", self.name));
+            return Err(format!(
+                "chart.metadata.name {:?} is not allowed",
+                self.name
+            ));
         }
         if self.name.contains('/') {
             return Err(format!("chart.metadata.name {:?} is invalid", self.name));
@@ -1353,7 +1391,10 @@ impl Metadata {
             return Err("chart.metadata.version is required".into());
         }
         if !is_semver(&self.version) {
-            return Err(format!("chart.metadata.version {:?} is invalid", self.version));
+            return Err(format!(
+                "chart.metadata.version {:?} is invalid",
+                self.version
+            ));
         }
         if !matches!(self.chart_type.as_str(), "" | "application" | "library") {
             return Err("chart.metadata.type must be application or library".into());
@@ -1366,11 +1407,20 @@ impl Metadata {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             {
-                return Err(format!("dependency {:?} has disallowed characters in the alias", d.name));
+                return Err(format!(
+                    "dependency {:?} has disallowed characters in the alias",
+                    d.name
+                ));
             }
-            let key = if d.alias.is_empty() { &d.name } else { &d.alias };
+            let key = if d.alias.is_empty() {
+                &d.name
+            } else {
+                &d.alias
+            };
             if !names.insert(key.clone()) {
-                return Err(format!("more than one dependency with name or alias {key:?}"));
+                return Err(format!(
+                    "more than one dependency with name or alias {key:?}"
+                ));
             }
         }
         Ok(())
@@ -1470,7 +1520,10 @@ fn dependencies(n: &Node) -> Result<Vec<Dependency>, String> {
                 "import-values" => {
                     d.import_values = match v {
                         Node::Null => Vec::new(),
-                        Node::Seq(items) => items.iter().map(|i| go_any(i, field)).collect::<Result<_, _>>()?,
+                        Node::Seq(items) => items
+                            .iter()
+                            .map(|i| go_any(i, field))
+                            .collect::<Result<_, _>>()?,
                         other => return Err(type_error(other, field, "[]interface {}")),
                     }
                 }
@@ -1531,7 +1584,9 @@ fn is_semver(v: &str) -> bool {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
     };
     numbers.len() <= 3
-        && numbers.iter().all(|n| !n.is_empty() && n.parse::<u64>().is_ok() && n.bytes().all(|b| b.is_ascii_digit()))
+        && numbers.iter().all(|n| {
+            !n.is_empty() && n.parse::<u64>().is_ok() && n.bytes().all(|b| b.is_ascii_digit())
+        })
         && pre.is_none_or(idents_ok)
         && build.is_none_or(idents_ok)
 }
@@ -1571,7 +1626,11 @@ fn go_format_g32(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     go_format_g(&format!("{f:e}"))
 }
@@ -1599,7 +1658,12 @@ fn go_format_g(sci: &str) -> String {
             out.push('.');
             out.push_str(&digits[1..]);
         }
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.unsigned_abs());
+        let _ = write!(
+            out,
+            "e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.unsigned_abs()
+        );
         return out;
     }
     let dp = exp + 1; // digits before the decimal point
@@ -1895,7 +1959,11 @@ fn collect_chart(chart: &Chart, values: &Node, out: &mut Collector) {
         }
     }
     for template in &chart.templates {
-        scan_template(&format!("{}/{}", chart.path, template.name), &template.data, out);
+        scan_template(
+            &format!("{}/{}", chart.path, template.name),
+            &template.data,
+            out,
+        );
     }
     for (sub, key) in subs {
         let mut sub_values = sub.values.clone();
@@ -1904,7 +1972,10 @@ fn collect_chart(chart: &Chart, values: &Node, out: &mut Collector) {
         }
         if let Some(global @ Node::Map(_)) = values.get("global") {
             let merged = coalesce(sub_values.get("global").unwrap_or(&Node::Null), global);
-            sub_values = coalesce(&sub_values, &Node::Map(vec![(Node::Str("global".into()), merged)]));
+            sub_values = coalesce(
+                &sub_values,
+                &Node::Map(vec![(Node::Str("global".into()), merged)]),
+            );
         }
         collect_chart(sub, &sub_values, out);
     }
@@ -1912,8 +1983,12 @@ fn collect_chart(chart: &Chart, values: &Node, out: &mut Collector) {
 
 fn global_registry(values: &Node) -> Option<String> {
     let global = values.get("global")?;
-    let non_empty = |n: Option<&Node>| n.and_then(Node::scalar_text).filter(|s| !s.trim().is_empty());
-    non_empty(global.get("imageRegistry")).or_else(|| non_empty(global.get("image").and_then(|i| i.get("registry"))))
+    let non_empty = |n: Option<&Node>| {
+        n.and_then(Node::scalar_text)
+            .filter(|s| !s.trim().is_empty())
+    };
+    non_empty(global.get("imageRegistry"))
+        .or_else(|| non_empty(global.get("image").and_then(|i| i.get("registry"))))
 }
 
 /// Visits the value at `path` (whose last element is its key).
@@ -1924,7 +1999,11 @@ fn walk_entry(path: &mut Vec<String>, v: &Node, ctx: &ValuesContext<'_>, out: &m
             Node::Str(s) => {
                 let s = s.trim();
                 if s.contains("{{") {
-                    out.skip(s, location(), "a template expression, resolved only when rendering");
+                    out.skip(
+                        s,
+                        location(),
+                        "a template expression, resolved only when rendering",
+                    );
                 } else if !s.is_empty() {
                     out.offer(s, location);
                 }
@@ -1932,7 +2011,11 @@ fn walk_entry(path: &mut Vec<String>, v: &Node, ctx: &ValuesContext<'_>, out: &m
             Node::Map(_) => {
                 if let Some(r) = image_from_map(v, ctx) {
                     if r.contains("{{") {
-                        out.skip(&r, location(), "a template expression, resolved only when rendering");
+                        out.skip(
+                            &r,
+                            location(),
+                            "a template expression, resolved only when rendering",
+                        );
                     } else {
                         out.offer(&r, location);
                     }
@@ -1990,7 +2073,12 @@ fn walk_seq_item(path: &mut Vec<String>, v: &Node, ctx: &ValuesContext<'_>, out:
 /// tag (and no digest) falls back to the chart's `appVersion`, the
 /// `{{ .Values.image.tag | default .Chart.AppVersion }}` idiom.
 fn image_from_map(m: &Node, ctx: &ValuesContext<'_>) -> Option<String> {
-    let text = |k: &str| m.get(k).and_then(Node::scalar_text).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(Node::scalar_text)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
     let repository = m
         .get("repository")
         .or_else(|| m.get("image"))
@@ -2073,7 +2161,10 @@ mod tests {
 
     #[test]
     fn reads_name_version_and_app_version() {
-        let c = chart(&[("values.yaml", b"replicas: 1\n"), ("templates/a.yaml", b"kind: A\n")]);
+        let c = chart(&[
+            ("values.yaml", b"replicas: 1\n"),
+            ("templates/a.yaml", b"kind: A\n"),
+        ]);
         assert_eq!(c.name(), "app");
         assert_eq!(c.version(), "1.2.3");
         assert_eq!(c.app_version(), Some("1.2.3"));
@@ -2141,7 +2232,9 @@ unknown: ignored
     #[test]
     fn numbers_in_string_fields_read_like_sigs_k8s_io_yaml() {
         // FormatFloat(f, 'g', -1, 32): 1.10 is 1.1, 1.0 is 1, big values go exponential.
-        let c = with_chart_yaml("name: app\nversion: 1.0\nappVersion: 1.10\nkubeVersion: 1234567.0\ntags: 7\n");
+        let c = with_chart_yaml(
+            "name: app\nversion: 1.0\nappVersion: 1.10\nkubeVersion: 1234567.0\ntags: 7\n",
+        );
         assert_eq!(c.version(), "1");
         assert_eq!(c.app_version(), Some("1.1"));
         assert_eq!(c.metadata().kube_version, "1.234567e+06");
@@ -2170,14 +2263,19 @@ unknown: ignored
     fn go_string_escaping() {
         let mut s = String::new();
         go_str(&mut s, "a\"b\\c\u{1}\u{8}\u{c}\u{2028}<>&é\u{7f}");
-        assert_eq!(s, r#""a\"b\\c\u0001\b\f\u2028\u003c\u003e\u0026é"#.to_string() + "\u{7f}\"");
+        assert_eq!(
+            s,
+            r#""a\"b\\c\u0001\b\f\u2028\u003c\u003e\u0026é"#.to_string() + "\u{7f}\""
+        );
     }
 
     #[test]
     fn sanitises_like_metadata_validate() {
         // Whitespace becomes a space, zero-width and control characters go;
         // version is not sanitised by helm (and must be SemVer).
-        let c = with_chart_yaml("name: app\nversion: 1.2.3\ndescription: \"a\\u200bb\\u0007c\\u00a0d\"\n");
+        let c = with_chart_yaml(
+            "name: app\nversion: 1.2.3\ndescription: \"a\\u200bb\\u0007c\\u00a0d\"\n",
+        );
         assert_eq!(c.metadata().description, "abc d");
     }
 
@@ -2193,15 +2291,30 @@ unknown: ignored
         let bad = |yaml: &str, needle: &str| {
             let tgz = chart_tgz("app", "1.2.3", &[("Chart.yaml", yaml.as_bytes())]);
             let e = read_chart(&tgz, "app.tgz").unwrap_err().to_string();
-            assert!(e.contains("app/Chart.yaml") && e.contains(needle), "{yaml:?}: {e}");
+            assert!(
+                e.contains("app/Chart.yaml") && e.contains(needle),
+                "{yaml:?}: {e}"
+            );
         };
         bad("version: 1.2.3\n", "chart.metadata.name is required");
         bad("name: app\n", "chart.metadata.version is required");
-        bad("name: app\nversion: one\n", "chart.metadata.version \"one\" is invalid");
+        bad(
+            "name: app\nversion: one\n",
+            "chart.metadata.version \"one\" is invalid",
+        );
         bad("name: ../x\nversion: 1.2.3\n", "is invalid");
-        bad("name: app\nversion: 1.2.3\ntype: plugin\n", "type must be application or library");
-        bad("name: app\nversion: 1.2.3\nkeywords: web\n", "cannot unmarshal string into field `keywords`");
-        bad("name: app\nversion: 1.2.3\nmaintainers: [~]\n", "maintainers must not contain empty or null nodes");
+        bad(
+            "name: app\nversion: 1.2.3\ntype: plugin\n",
+            "type must be application or library",
+        );
+        bad(
+            "name: app\nversion: 1.2.3\nkeywords: web\n",
+            "cannot unmarshal string into field `keywords`",
+        );
+        bad(
+            "name: app\nversion: 1.2.3\nmaintainers: [~]\n",
+            "maintainers must not contain empty or null nodes",
+        );
         bad(
             "name: app\nversion: 1.2.3\ndependencies: [{name: a}, {name: b, alias: a}]\n",
             "more than one dependency with name or alias \"a\"",
@@ -2215,7 +2328,16 @@ unknown: ignored
         for ok in ["1", "1.2", "v1.2.3", "1.2.3-rc.1+build.5", "0.0.0-0"] {
             assert!(is_semver(ok), "{ok}");
         }
-        for bad in ["", "v", "1.2.3.4", "1..2", "1.2.3-", "1.2.3+a..b", "x1.2.3", "1.2.3_4"] {
+        for bad in [
+            "",
+            "v",
+            "1.2.3.4",
+            "1..2",
+            "1.2.3-",
+            "1.2.3+a..b",
+            "x1.2.3",
+            "1.2.3_4",
+        ] {
             assert!(!is_semver(bad), "{bad}");
         }
     }
@@ -2251,7 +2373,10 @@ unknown: ignored
             ld
         );
         assert_eq!(String::from_utf8(m.clone()).unwrap(), expected);
-        assert_eq!(m, c.oci_manifest(&cd, cfg.len() as u64, &ld, 3, Some("2024-01-02T03:04:05Z")));
+        assert_eq!(
+            m,
+            c.oci_manifest(&cd, cfg.len() as u64, &ld, 3, Some("2024-01-02T03:04:05Z"))
+        );
         assert_eq!(c.oci_tag(), "1.2.3_up");
         // The manifest is one ferry's own reader understands.
         let parsed = crate::manifest::parse(&m, None).unwrap();
@@ -2320,7 +2445,10 @@ bad:
         assert_eq!(
             skipped,
             [
-                ("{{ .Values.global.registry }}/x:1", "app/values.yaml: templated.image"),
+                (
+                    "{{ .Values.global.registry }}/x:1",
+                    "app/values.yaml: templated.image"
+                ),
                 ("Not/Valid", "app/values.yaml: bad.image"),
             ]
         );
@@ -2352,9 +2480,15 @@ spec:
       initContainers:
         - image: bad image
 "#;
-        let c = chart(&[("templates/deploy.yaml", t), ("templates/NOTES.txt", b"image: not-an-image:x\n")]);
+        let c = chart(&[
+            ("templates/deploy.yaml", t),
+            ("templates/NOTES.txt", b"image: not-an-image:x\n"),
+        ]);
         let found = c.images();
-        assert_eq!(found.images, ["ghcr.io/example/helper:2.0", "registry.k8s.io/pause:3.9"]);
+        assert_eq!(
+            found.images,
+            ["ghcr.io/example/helper:2.0", "registry.k8s.io/pause:3.9"]
+        );
         assert_eq!(found.skipped.len(), 1);
         assert_eq!(found.skipped[0].location, "app/templates/deploy.yaml:13");
     }
@@ -2403,7 +2537,11 @@ spec:
         assert!(matches!(e, ChartError::NotAChart { .. }), "{e}");
         assert!(e.to_string().contains("app/charts/README.md"), "{e}");
         // Ignored like helm does: provenance files and `_`/`.` names.
-        let tgz = chart_tgz("app", "1.2.3", &[("charts/x.tgz.prov", b"sig"), ("charts/_skip", b"x")]);
+        let tgz = chart_tgz(
+            "app",
+            "1.2.3",
+            &[("charts/x.tgz.prov", b"sig"), ("charts/_skip", b"x")],
+        );
         assert!(read_chart(&tgz, "app.tgz").unwrap().subcharts().is_empty());
     }
 

@@ -247,8 +247,9 @@ pub fn chart_tgz(name: &str, version: &str, files: &[(&str, &[u8])]) -> Vec<u8> 
         .map(|(p, d)| (format!("{name}/{p}"), d.to_vec()))
         .collect();
     if !files.iter().any(|(p, _)| *p == "Chart.yaml") {
-        let chart_yaml =
-            format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{version}\"\n");
+        let chart_yaml = format!(
+            "apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"{version}\"\n"
+        );
         all.push((format!("{name}/Chart.yaml"), chart_yaml.into_bytes()));
     }
     all.sort_by(|a, b| a.0.cmp(&b.0));

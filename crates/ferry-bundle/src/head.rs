@@ -149,8 +149,11 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_the_path() {
-        let err = read_head_from(&b"not a tar at all, just some bytes"[..], Path::new("x.tar"))
-            .unwrap_err();
+        let err = read_head_from(
+            &b"not a tar at all, just some bytes"[..],
+            Path::new("x.tar"),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("x.tar"), "{text}");
     }
@@ -165,6 +168,8 @@ mod tests {
     fn a_missing_file_is_named() {
         let err = read_head(Path::new("/nonexistent/ferry-bundle.tar.zst")).unwrap_err();
         assert!(matches!(err, HeadError::Open { .. }));
-        assert!(err.to_string().contains("/nonexistent/ferry-bundle.tar.zst"));
+        assert!(err
+            .to_string()
+            .contains("/nonexistent/ferry-bundle.tar.zst"));
     }
 }

@@ -102,12 +102,18 @@ fn a_valid_chart_gives_its_name_version_config_and_manifest() {
         None,
     );
     let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    assert_eq!(m["config"]["mediaType"], "application/vnd.cncf.helm.config.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.cncf.helm.config.v1+json"
+    );
     assert_eq!(m["config"]["digest"], Digest::of(&config).to_string());
     assert_eq!(m["layers"][0]["digest"], Digest::of(&tgz).to_string());
     assert_eq!(m["layers"][0]["size"], tgz.len() as u64);
     assert_eq!(m["annotations"]["org.opencontainers.image.title"], "falco");
-    assert_eq!(m["annotations"]["org.opencontainers.image.version"], "9.1.0");
+    assert_eq!(
+        m["annotations"]["org.opencontainers.image.version"],
+        "9.1.0"
+    );
     assert_eq!(
         chart.images().images,
         ["docker.io/falcosecurity/falco:0.44.1"]
@@ -127,7 +133,10 @@ fn a_valid_chart_gives_its_name_version_config_and_manifest() {
 fn chart_yaml_at_the_root_is_refused() {
     let e = refused(&raw_tgz(&[RawEntry::file("Chart.yaml", CHART_YAML)]));
     assert!(matches!(e, ChartError::ChartYamlNotInBase { .. }), "{e}");
-    assert!(e.to_string().contains("chart yaml not in base directory"), "{e}");
+    assert!(
+        e.to_string().contains("chart yaml not in base directory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -177,10 +186,16 @@ fn a_symlink_is_refused_naming_entry_and_target() {
     let mut link = RawEntry::file("app/templates/secret.yaml", b"");
     link.kind = tar::EntryType::Symlink;
     link.link = Some("/etc/shadow".into());
-    let e = refused(&raw_tgz(&[RawEntry::file("app/Chart.yaml", CHART_YAML), link]));
+    let e = refused(&raw_tgz(&[
+        RawEntry::file("app/Chart.yaml", CHART_YAML),
+        link,
+    ]));
     assert!(matches!(e, ChartError::NotAFile { .. }), "{e}");
     names(&e, "app/templates/secret.yaml");
-    assert!(e.to_string().contains("symbolic link to `/etc/shadow`"), "{e}");
+    assert!(
+        e.to_string().contains("symbolic link to `/etc/shadow`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -194,7 +209,10 @@ fn hard_links_and_devices_are_refused() {
         let mut entry = RawEntry::file("app/dev", b"");
         entry.kind = kind;
         entry.link = Some("app/Chart.yaml".into());
-        let e = refused(&raw_tgz(&[RawEntry::file("app/Chart.yaml", CHART_YAML), entry]));
+        let e = refused(&raw_tgz(&[
+            RawEntry::file("app/Chart.yaml", CHART_YAML),
+            entry,
+        ]));
         names(&e, "app/dev");
         assert!(e.to_string().contains(what), "{e}");
     }
@@ -257,8 +275,12 @@ fn bomb(dir: &str, entries: usize, size: u64) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
         h.set_mode(0o644);
-        b.append_data(&mut h, format!("app/{dir}/f{i}"), std::io::repeat(0).take(size))
-            .unwrap();
+        b.append_data(
+            &mut h,
+            format!("app/{dir}/f{i}"),
+            std::io::repeat(0).take(size),
+        )
+        .unwrap();
     }
     b.into_inner().unwrap().finish().unwrap()
 }
@@ -271,10 +293,20 @@ fn a_gzip_bomb_is_refused_quickly_with_bounded_memory() {
     let started = Instant::now();
     let (result, peak) = peak_during(|| read_chart(&tgz, "hostile.tgz"));
     let e = result.unwrap_err();
-    assert!(matches!(e, ChartError::ChartTooLarge { limit, .. } if limit == MAX_CHART_SIZE), "{e}");
+    assert!(
+        matches!(e, ChartError::ChartTooLarge { limit, .. } if limit == MAX_CHART_SIZE),
+        "{e}"
+    );
     names(&e, "app/files/f");
-    assert!(peak < 16 * 1024 * 1024, "peak heap {peak} bytes for a 120 MiB bomb");
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    assert!(
+        peak < 16 * 1024 * 1024,
+        "peak heap {peak} bytes for a 120 MiB bomb"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -284,7 +316,13 @@ fn a_bomb_in_kept_files_is_bounded_by_the_chart_limit() {
     let tgz = bomb("templates", 30, 4 * 1024 * 1024);
     let (result, peak) = peak_during(|| read_chart(&tgz, "hostile.tgz"));
     assert!(matches!(result, Err(ChartError::ChartTooLarge { .. })));
-    assert!(peak < (MAX_CHART_SIZE + 16 * 1024 * 1024) as usize, "peak heap {peak} bytes");
+    // The counter sees the kept 100 MiB (so the bounded figure above is real)…
+    assert!(peak > 90 * 1024 * 1024, "peak heap {peak} bytes");
+    // …and never much more.
+    assert!(
+        peak < (MAX_CHART_SIZE + 16 * 1024 * 1024) as usize,
+        "peak heap {peak} bytes"
+    );
 }
 
 #[test]

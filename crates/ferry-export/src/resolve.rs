@@ -177,6 +177,10 @@ pub(crate) fn describe(e: &ferry_registry::Error) -> String {
         src = c.source();
     }
     if e.is_not_found()
+        || matches!(
+            e,
+            ferry_registry::Error::DigestMismatch { .. } | ferry_registry::Error::TooLarge { .. }
+        )
         || e.status()
             .is_some_and(|s| (400..500).contains(&s) && s != 429)
     {

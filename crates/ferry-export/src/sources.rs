@@ -91,7 +91,9 @@ fn sanitize_path(s: &str) -> String {
                 }
             })
             .collect();
-        let clean = clean.trim_matches(|c| c == '.' || c == '_' || c == '-').to_string();
+        let clean = clean
+            .trim_matches(|c| c == '.' || c == '_' || c == '-')
+            .to_string();
         if clean.is_empty() {
             continue;
         }
@@ -157,8 +159,7 @@ async fn classic_chart(
     cache: &Path,
     entry: &ChartEntry,
 ) -> Result<(ResolvedImage, Vec<String>), String> {
-    let (Some(repo), Some(name), Some(version)) = (&entry.repo, &entry.name, &entry.version)
-    else {
+    let (Some(repo), Some(name), Some(version)) = (&entry.repo, &entry.name, &entry.version) else {
         return Err("a classic chart needs repo, name and version".into());
     };
     let auth = credentials(entry.auth.as_ref())?;
@@ -170,19 +171,29 @@ async fn classic_chart(
     let index: RepoIndex = serde_yaml_ng::from_slice(&text)
         .map_err(|e| format!("{index_url}: not a Helm repository index: {e}"))?;
     if index.api_version.is_none() {
-        return Err(format!("{index_url}: no apiVersion (not a Helm repository index)"));
+        return Err(format!(
+            "{index_url}: no apiVersion (not a Helm repository index)"
+        ));
     }
-    let versions = index.entries.get(name).ok_or_else(|| {
-        format!("{index_url}: no chart `{name}` in the repository index")
-    })?;
-    let found = versions.iter().find(|v| &v.version == version).ok_or_else(|| {
-        let mut have: Vec<&str> = versions.iter().map(|v| v.version.as_str()).take(10).collect();
-        have.sort();
-        format!(
-            "{index_url}: chart `{name}` has no version `{version}` (some it has: {})",
-            have.join(", ")
-        )
-    })?;
+    let versions = index
+        .entries
+        .get(name)
+        .ok_or_else(|| format!("{index_url}: no chart `{name}` in the repository index"))?;
+    let found = versions
+        .iter()
+        .find(|v| &v.version == version)
+        .ok_or_else(|| {
+            let mut have: Vec<&str> = versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .take(10)
+                .collect();
+            have.sort();
+            format!(
+                "{index_url}: chart `{name}` has no version `{version}` (some it has: {})",
+                have.join(", ")
+            )
+        })?;
     let first = found
         .urls
         .first()
@@ -193,9 +204,12 @@ async fn classic_chart(
         .map_err(|e| format!("{index_url}: bad chart URL `{first}`: {e}"))?;
     let expected: Option<Digest> = match &found.digest {
         Some(hex) if !hex.is_empty() => Some(
-            format!("sha256:{}", hex.trim_start_matches("sha256:").to_ascii_lowercase())
-                .parse()
-                .map_err(|_| format!("{index_url}: {name} {version}: bad digest `{hex}`"))?,
+            format!(
+                "sha256:{}",
+                hex.trim_start_matches("sha256:").to_ascii_lowercase()
+            )
+            .parse()
+            .map_err(|_| format!("{index_url}: {name} {version}: bad digest `{hex}`"))?,
         ),
         _ => None,
     };
@@ -295,7 +309,10 @@ async fn oci_chart(
         .map(|(p, _)| p.to_string())
         .unwrap_or_default();
     let repo_name = entry.repo_name.clone().unwrap_or_else(|| {
-        sanitize_path(&format!("{}/{parent}", reference.registry.replace(':', "-")))
+        sanitize_path(&format!(
+            "{}/{parent}",
+            reference.registry.replace(':', "-")
+        ))
     });
     item.path = Some(format!("helm/{repo_name}/{name}-{version}.tgz"));
     item.content = Some(layer.digest.clone());
@@ -309,7 +326,8 @@ async fn oci_chart(
                 .await
                 .map_err(|e| crate::resolve::describe(&e))?;
         }
-        let tgz = std::fs::read(&dest).map_err(|e| format!("failed to read the cached chart: {e}"))?;
+        let tgz =
+            std::fs::read(&dest).map_err(|e| format!("failed to read the cached chart: {e}"))?;
         let ch = chart::read_chart(&tgz, &reference.to_string()).map_err(|e| e.to_string())?;
         chart_images(&ch)
     } else {
@@ -346,7 +364,10 @@ struct DriverJob {
 }
 
 fn driver_jobs(d: &FalcoDrivers) -> Result<Vec<DriverJob>, String> {
-    let repo = d.repo.clone().unwrap_or_else(|| FALCO_DRIVER_REPO.to_string());
+    let repo = d
+        .repo
+        .clone()
+        .unwrap_or_else(|| FALCO_DRIVER_REPO.to_string());
     let name = d.name.clone().unwrap_or_else(|| "falco".into());
     let mut out = Vec::new();
     for arch in &d.arch {
@@ -391,7 +412,9 @@ async fn falcoctl_index(client: &Client, cache: &Path, url: &str) -> Result<Reso
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&bytes)
         .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
     if !v.is_sequence() {
-        return Err(format!("{url}: not a falcoctl index (expected a YAML list of entries)"));
+        return Err(format!(
+            "{url}: not a falcoctl index (expected a YAML list of entries)"
+        ));
     }
     let digest = put_bytes(cache, &bytes)?;
     local::file_artifact(
@@ -428,11 +451,14 @@ fn parse_sha512(text: &str, url: &Url, file: &str) -> Result<String, String> {
 fn sha512_file(path: &Path) -> Result<String, String> {
     use sha2::{Digest as _, Sha512};
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| format!("failed to read `{}`: {e}", path.display()))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| format!("failed to read `{}`: {e}", path.display()))?;
     let mut h = Sha512::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("failed to read `{}`: {e}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("failed to read `{}`: {e}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -447,7 +473,10 @@ async fn opensearch_plugin(
     spec: &OpenSearchSpec,
     id: &str,
 ) -> Result<ResolvedImage, String> {
-    let repo = spec.repo.clone().unwrap_or_else(|| OPENSEARCH_REPO.to_string());
+    let repo = spec
+        .repo
+        .clone()
+        .unwrap_or_else(|| OPENSEARCH_REPO.to_string());
     let v = &spec.version;
     let file = format!("{id}-{v}.zip");
     let zip_url = parse_url(&format!("{}/{id}/{v}/{file}", repo.trim_end_matches('/')))?;
@@ -659,4 +688,3 @@ pub async fn collect(
     out.items.sort_by_key(|a| a.name());
     Ok(out)
 }
-

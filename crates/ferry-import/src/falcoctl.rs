@@ -265,7 +265,10 @@ mod tests {
         )];
         let out = rewrite_index(idx.as_bytes(), &b, "").unwrap();
         let v: Vec<Mapping> = serde_yaml_ng::from_slice(&out).unwrap();
-        assert_eq!(str_field(&v[0], "repository"), Some("dockerhub/falcosecurity/x"));
+        assert_eq!(
+            str_field(&v[0], "repository"),
+            Some("dockerhub/falcosecurity/x")
+        );
     }
 
     #[test]
@@ -276,7 +279,10 @@ mod tests {
         ));
         let err = rewrite_index(b"- name: broken\n  registry: ghcr.io\n", &[], "").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("broken") && text.contains("repository"), "{text}");
+        assert!(
+            text.contains("broken") && text.contains("repository"),
+            "{text}"
+        );
         assert!(matches!(
             rewrite_index(b"- [unclosed", &[], ""),
             Err(FalcoctlError::Parse(_))

@@ -414,7 +414,12 @@ impl FileTarget {
     /// Whether the target already holds `path` with exactly `size` bytes
     /// whose sha256 is `digest` (the size is compared first; the content is
     /// hashed only when it matches).
-    pub async fn has(&self, path: &RelPath, digest: &Digest, size: u64) -> Result<bool, FilesError> {
+    pub async fn has(
+        &self,
+        path: &RelPath,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<bool, FilesError> {
         match self {
             FileTarget::Dir(d) => d.has(path, digest, size).await,
             FileTarget::Http(h) => h.has(path, digest, size).await,
@@ -818,7 +823,9 @@ impl DirTarget {
             }
             verify(&location, digest, size, received, hasher)?;
             file.flush().await.map_err(|e| io_err("write", &temp, e))?;
-            file.sync_all().await.map_err(|e| io_err("sync", &temp, e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| io_err("sync", &temp, e))?;
             Ok(())
         }
         .await;
@@ -886,13 +893,8 @@ fn commit_dir(temp: &Path, dest: &Path) -> Result<(), FilesError> {
             });
         }
     }
-    std::fs::rename(temp, dest).map_err(|e| {
-        io_err(
-            format!("rename {} to", temp.display()),
-            dest,
-            e,
-        )
-    })?;
+    std::fs::rename(temp, dest)
+        .map_err(|e| io_err(format!("rename {} to", temp.display()), dest, e))?;
     if let Some(parent) = dest.parent() {
         // Makes the rename durable; not every file system allows it.
         if let Ok(d) = std::fs::File::open(parent) {
@@ -914,7 +916,9 @@ fn sweep_dir(root: &Path) -> Result<usize, FilesError> {
         };
         for entry in entries {
             let entry = entry.map_err(|e| io_err("list", &dir, e))?;
-            let ft = entry.file_type().map_err(|e| io_err("inspect", &entry.path(), e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| io_err("inspect", &entry.path(), e))?;
             if ft.is_dir() {
                 stack.push(entry.path());
             } else if ft.is_file() && is_temp_name(&entry.file_name().to_string_lossy()) {
@@ -1097,8 +1101,8 @@ impl HttpTarget {
                 reason,
             };
             let pem = std::fs::read(ca).map_err(|e| ca_err(e.to_string()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ca_err(chain(&e)))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(chain(&e)))?;
             if certs.is_empty() {
                 return Err(ca_err("no PEM certificate found".to_string()));
             }
@@ -1210,19 +1214,24 @@ impl HttpTarget {
     async fn delete_quietly(&self, url: &str) {
         match self.send(Method::DELETE, url, |r| r).await {
             Ok(r) if r.status().is_success() || r.status() == StatusCode::NOT_FOUND => {}
-            Ok(r) => tracing::debug!(url, status = %r.status(), "DELETE of a temporary file failed"),
+            Ok(r) => {
+                tracing::debug!(url, status = %r.status(), "DELETE of a temporary file failed")
+            }
             Err(e) => tracing::debug!(url, error = %e, "DELETE of a temporary file failed"),
         }
     }
 
     async fn check(&self) -> Result<(), FilesError> {
-        let probe = RelPath::new(&temp_name("ferry-probe")).map_err(|e| FilesError::InvalidSpec {
-            spec: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let probe =
+            RelPath::new(&temp_name("ferry-probe")).map_err(|e| FilesError::InvalidSpec {
+                spec: self.base.clone(),
+                reason: e.to_string(),
+            })?;
         let temp = self.url_of(&probe);
         let resp = self
-            .send(Method::PUT, &temp, |r| r.body(Bytes::from_static(b"ferry probe\n")))
+            .send(Method::PUT, &temp, |r| {
+                r.body(Bytes::from_static(b"ferry probe\n"))
+            })
             .await?;
         if !resp.status().is_success() {
             if resp.status() != StatusCode::UNAUTHORIZED {
@@ -1602,7 +1611,12 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused_without_echoing_the_password() {
-        for spec in ["ftp://h/x", "", "http://u:s3cret@/x", "https://u:s3cret@h/x?q=1"] {
+        for spec in [
+            "ftp://h/x",
+            "",
+            "http://u:s3cret@/x",
+            "https://u:s3cret@h/x?q=1",
+        ] {
             let e = FileTarget::new(spec, FileTargetOptions::default()).unwrap_err();
             let msg = e.to_string();
             assert!(msg.starts_with("invalid file target"), "{spec}: {msg}");

@@ -77,7 +77,9 @@ pub enum HelmIndexError {
 }
 
 fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A parsed semantic version (a leading `v` is accepted, as Helm does).
@@ -106,7 +108,7 @@ fn parse_semver(v: &str) -> Option<SemVer<'_>> {
         nums[i] = p.parse().ok()?;
     }
     let pre = match pre {
-        Some(p) if p.is_empty() => return None,
+        Some("") => return None,
         Some(p) => p.split('.').collect(),
         None => Vec::new(),
     };
@@ -335,12 +337,7 @@ mod tests {
 
     #[test]
     fn an_index_helm_can_read() {
-        let out = helm_index(
-            None,
-            &[chart("falco", "9.1.0", D1)],
-            "2026-07-21T16:50:00Z",
-        )
-        .unwrap();
+        let out = helm_index(None, &[chart("falco", "9.1.0", D1)], "2026-07-21T16:50:00Z").unwrap();
         let doc = parse(&out);
         assert_eq!(doc["apiVersion"], Value::from("v1"));
         assert_eq!(doc["generated"], Value::from("2026-07-21T16:50:00Z"));
@@ -351,7 +348,10 @@ mod tests {
         assert_eq!(e["digest"], Value::from(D1));
         assert_eq!(e["urls"][0], Value::from("falco-9.1.0.tgz"));
         assert_eq!(e["created"], Value::from("2026-07-21T16:50:00Z"));
-        assert_eq!(e["maintainers"][0]["name"], Value::from("The Falco Authors"));
+        assert_eq!(
+            e["maintainers"][0]["name"],
+            Value::from("The Falco Authors")
+        );
         // Keys sorted, as helm writes them.
         let keys: Vec<&str> = e
             .as_mapping()

@@ -22,8 +22,8 @@ use ferry_registry::{Client, Repo};
 
 use crate::files::{FileTarget, Staged};
 use crate::receipt::{Receipt, RECEIPT_VERSION};
-use crate::tree::{self, FilePlan};
 use crate::target::{Mapping, Target, TargetError};
+use crate::tree::{self, FilePlan};
 use crate::{Event, Events};
 
 /// What to import where.
@@ -456,8 +456,7 @@ pub async fn import(
     let mut file_writes: HashMap<Digest, Vec<RelPath>> = HashMap::new();
     let mut files_present: HashSet<RelPath> = HashSet::new();
     let mut captured: HashMap<Digest, Bytes> = HashMap::new();
-    let mut file_tasks: JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)> =
-        JoinSet::new();
+    let mut file_tasks: JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)> = JoinSet::new();
 
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -490,7 +489,9 @@ pub async fn import(
                         first_repo = first;
                         report.plan = entries;
                         (file_plans, file_writes, files_present) = planned_files;
-                        report.plan.extend(file_plan_entries(opts, &file_plans, &files_present));
+                        report
+                            .plan
+                            .extend(file_plan_entries(opts, &file_plans, &files_present));
                         planned = true;
                         if opts.dry_run {
                             let _ = reply.send(None);
@@ -625,7 +626,9 @@ pub async fn import(
         first_repo = first;
         report.plan = entries;
         (file_plans, file_writes, files_present) = planned_files;
-        report.plan.extend(file_plan_entries(opts, &file_plans, &files_present));
+        report
+            .plan
+            .extend(file_plan_entries(opts, &file_plans, &files_present));
         if opts.dry_run {
             return Ok(report);
         }
@@ -845,9 +848,7 @@ pub async fn import(
                 continue;
             }
             for f in &fp.files {
-                receipt
-                    .files
-                    .insert(f.path.to_string(), f.digest.clone());
+                receipt.files.insert(f.path.to_string(), f.digest.clone());
             }
             landed_items.insert(fp.item.reference.clone());
             events(Event::Committed {
@@ -874,7 +875,10 @@ pub async fn import(
                 note: Some(e),
             }),
         }
-        if let Some(fp) = file_plans.iter().find(|p| p.item.kind == Kind::FalcoctlIndex) {
+        if let Some(fp) = file_plans
+            .iter()
+            .find(|p| p.item.kind == Kind::FalcoctlIndex)
+        {
             let bundled: Vec<(Reference, Repo)> = plans
                 .iter()
                 .filter(|p| {
@@ -1146,10 +1150,7 @@ async fn plan_files(
             continue; // rewritten from memory after the import
         }
         for f in &p.files {
-            let has = files
-                .has(&f.path, &f.digest, f.size)
-                .await
-                .unwrap_or(false);
+            let has = files.has(&f.path, &f.digest, f.size).await.unwrap_or(false);
             if has {
                 present.insert(f.path.clone());
             } else {
@@ -1178,7 +1179,11 @@ fn file_plan_entries(
             source: p.item.reference.clone(),
             target: files.location(&p.path),
             digest: p.item.digest.to_string(),
-            upload_blobs: p.files.iter().filter(|f| !present.contains(&f.path)).count(),
+            upload_blobs: p
+                .files
+                .iter()
+                .filter(|f| !present.contains(&f.path))
+                .count(),
         })
         .collect()
 }

@@ -59,8 +59,8 @@ pub(crate) fn plan(
                 item.reference, item.digest
             ));
         };
-        let layers = artifact::file_layers(&path, parsed)
-            .map_err(|e| format!("{}: {e}", item.reference))?;
+        let layers =
+            artifact::file_layers(&path, parsed).map_err(|e| format!("{}: {e}", item.reference))?;
         if layers.is_empty() {
             return Err(format!("{}: no file layer to write", item.reference));
         }

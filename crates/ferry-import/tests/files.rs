@@ -123,7 +123,12 @@ async fn stream_commit_lands_exact_bytes(target: &FileTarget, root: &Path) {
     let path = rel("falco/driver/7.0.0+driver/x86_64/falco_debian_6.1.0_1.ko");
     let data = content(300_000, 1);
     let staged = target
-        .write_stream(&path, &Digest::of(&data), data.len() as u64, feed(&data, 64 * 1024))
+        .write_stream(
+            &path,
+            &Digest::of(&data),
+            data.len() as u64,
+            feed(&data, 64 * 1024),
+        )
         .await
         .unwrap();
     let on_disk = root.join("falco/driver/7.0.0+driver/x86_64/falco_debian_6.1.0_1.ko");
@@ -141,7 +146,12 @@ async fn stream_commit_lands_exact_bytes(target: &FileTarget, root: &Path) {
     std::fs::write(root.join("index.yaml"), b"old").unwrap();
     let new = b"entries: {}\n".to_vec();
     let staged = target
-        .write_stream(&top, &Digest::of(&new), new.len() as u64, feed(&new, 1 << 20))
+        .write_stream(
+            &top,
+            &Digest::of(&new),
+            new.len() as u64,
+            feed(&new, 1 << 20),
+        )
         .await
         .unwrap();
     assert_eq!(std::fs::read(root.join("index.yaml")).unwrap(), b"old");
@@ -162,7 +172,8 @@ async fn stream_commit_lands_exact_bytes(target: &FileTarget, root: &Path) {
 }
 
 async fn bad_data_leaves_nothing(target: &FileTarget, root: &Path) {
-    let path = rel("opensearch/plugins/prometheus-exporter/2.11.1.0/prometheus-exporter-2.11.1.0.zip");
+    let path =
+        rel("opensearch/plugins/prometheus-exporter/2.11.1.0/prometheus-exporter-2.11.1.0.zip");
     let data = content(200_000, 2);
     let other = content(200_000, 3);
     let size = data.len() as u64;
@@ -180,11 +191,23 @@ async fn bad_data_leaves_nothing(target: &FileTarget, root: &Path) {
 
     // The channel closes early.
     let e = target
-        .write_stream(&path, &Digest::of(&data), size, feed(&data[..150_000], 50_000))
+        .write_stream(
+            &path,
+            &Digest::of(&data),
+            size,
+            feed(&data[..150_000], 50_000),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(e, FilesError::Short { received: 150_000, expected: 200_000, .. }),
+        matches!(
+            e,
+            FilesError::Short {
+                received: 150_000,
+                expected: 200_000,
+                ..
+            }
+        ),
         "{e}"
     );
 
@@ -212,7 +235,12 @@ async fn abort_leaves_nothing(target: &FileTarget, root: &Path) {
     std::fs::write(root.join("helm/stable/nginx-1.2.3.tgz"), b"previous").unwrap();
     let data = content(10_000, 4);
     let staged = target
-        .write_stream(&path, &Digest::of(&data), data.len() as u64, feed(&data, 3000))
+        .write_stream(
+            &path,
+            &Digest::of(&data),
+            data.len() as u64,
+            feed(&data, 3000),
+        )
         .await
         .unwrap();
     assert_eq!(temps(root).len(), 1);
@@ -225,7 +253,12 @@ async fn abort_leaves_nothing(target: &FileTarget, root: &Path) {
 
     // Dropped without commit or abort: the temporary file goes too.
     let staged = target
-        .write_stream(&rel("files/dropped"), &Digest::of(&data), data.len() as u64, feed(&data, 3000))
+        .write_stream(
+            &rel("files/dropped"),
+            &Digest::of(&data),
+            data.len() as u64,
+            feed(&data, 3000),
+        )
         .await
         .unwrap();
     drop(staged);
@@ -245,7 +278,10 @@ async fn has_compares_size_and_content(target: &FileTarget, root: &Path) {
     let digest = Digest::of(&data);
     assert!(!target.has(&path, &digest, 5000).await.unwrap(), "absent");
     assert!(
-        !target.has(&rel("nowhere/at/all"), &digest, 5000).await.unwrap(),
+        !target
+            .has(&rel("nowhere/at/all"), &digest, 5000)
+            .await
+            .unwrap(),
         "absent parents"
     );
     target
@@ -266,8 +302,14 @@ async fn has_compares_size_and_content(target: &FileTarget, root: &Path) {
 }
 
 async fn read_returns_content_or_none(target: &FileTarget) {
-    assert_eq!(target.read(&rel("falco/index.yaml"), 1000).await.unwrap(), None);
-    assert_eq!(target.read(&rel("no/such/dir/x"), 1000).await.unwrap(), None);
+    assert_eq!(
+        target.read(&rel("falco/index.yaml"), 1000).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        target.read(&rel("no/such/dir/x"), 1000).await.unwrap(),
+        None
+    );
     let index = Bytes::from_static(b"- name: falcosecurity\n  type: rulesfile\n");
     target
         .write_bytes(&rel("falco/index.yaml"), index.clone())
@@ -277,10 +319,7 @@ async fn read_returns_content_or_none(target: &FileTarget) {
         target.read(&rel("falco/index.yaml"), 1000).await.unwrap(),
         Some(index.clone())
     );
-    let e = target
-        .read(&rel("falco/index.yaml"), 10)
-        .await
-        .unwrap_err();
+    let e = target.read(&rel("falco/index.yaml"), 10).await.unwrap_err();
     assert!(matches!(e, FilesError::TooLarge { limit: 10, .. }), "{e}");
     assert!(e.to_string().contains("falco/index.yaml"), "{e}");
 }
@@ -336,7 +375,11 @@ async fn dir_check_creates_the_root_and_sweeps_stray_temp_files() {
     for s in stray {
         std::fs::write(root.join(s), b"half").unwrap();
     }
-    let kept = ["falco/driver/falco.ko", "falco/.hidden", "files/ferry-tmp-looking"];
+    let kept = [
+        "falco/driver/falco.ko",
+        "falco/.hidden",
+        "files/ferry-tmp-looking",
+    ];
     for k in kept {
         std::fs::create_dir_all(root.join(k).parent().unwrap()).unwrap();
         std::fs::write(root.join(k), b"keep").unwrap();
@@ -417,8 +460,14 @@ async fn dav_stream_commit_lands_exact_bytes_with_a_literal_plus() {
     // The parents were created with MKCOL (create_full_put_path is off),
     // the `+` sent as %2B, and the file moved into place.
     let log = dav.nginx.access_log();
-    assert!(log.contains("\"MKCOL /mirror/falco/driver/7.0.0%2Bdriver/ "), "{log}");
-    assert!(log.contains("\"MOVE /mirror/falco/driver/7.0.0%2Bdriver/x86_64/."), "{log}");
+    assert!(
+        log.contains("\"MKCOL /mirror/falco/driver/7.0.0%2Bdriver/ "),
+        "{log}"
+    );
+    assert!(
+        log.contains("\"MOVE /mirror/falco/driver/7.0.0%2Bdriver/x86_64/."),
+        "{log}"
+    );
     assert!(!target.describe().contains(PASSWORD));
 }
 
@@ -487,7 +536,10 @@ async fn dav_server_without_move_is_reported() {
     };
     let e = dav.target().check().await.unwrap_err();
     assert!(matches!(e, FilesError::NoMove { .. }), "{e}");
-    assert!(e.to_string().contains("does not support WebDAV MOVE"), "{e}");
+    assert!(
+        e.to_string().contains("does not support WebDAV MOVE"),
+        "{e}"
+    );
     assert!(e.to_string().contains("/mirror/"), "{e}");
     assert!(temps(&dav.mirror()).is_empty(), "{:?}", tree(&dav.mirror()));
 }
@@ -517,7 +569,11 @@ async fn dav_unreachable_server_names_the_url() {
         attempts: 2,
         ..FileTargetOptions::default()
     };
-    let e = FileTarget::new(&url, opts).unwrap().check().await.unwrap_err();
+    let e = FileTarget::new(&url, opts)
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
     assert!(matches!(e, FilesError::Transport { .. }), "{e}");
     assert!(e.to_string().contains(&url), "{e}");
 }

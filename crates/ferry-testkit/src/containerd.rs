@@ -332,7 +332,10 @@ mod tests {
         assert!(c.address().starts_with(std::env::temp_dir()));
         assert!(c.images().unwrap().is_empty());
         let err = c.image_digest("docker.io/library/nope:1").unwrap_err();
-        assert!(err.to_string().contains("docker.io/library/nope:1"), "{err}");
+        assert!(
+            err.to_string().contains("docker.io/library/nope:1"),
+            "{err}"
+        );
         let config = std::fs::read_to_string(c.config_path()).unwrap();
         assert!(config.contains("io.containerd.grpc.v1.cri"));
     }

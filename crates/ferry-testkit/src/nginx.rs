@@ -182,7 +182,9 @@ impl Nginx {
             );
         }
         if let Some((user, password)) = &options.basic_auth {
-            if user.is_empty() || user.contains([':', '\n', '\r']) || password.contains(['\n', '\r'])
+            if user.is_empty()
+                || user.contains([':', '\n', '\r'])
+                || password.contains(['\n', '\r'])
             {
                 bail!("the basic auth user must be non-empty, without `:` or line breaks, and the password without line breaks");
             }
@@ -377,8 +379,11 @@ impl Nginx {
     fn write_config(&self) -> Result<()> {
         if let Some((user, password)) = &self.options.basic_auth {
             // nginx accepts `{PLAIN}` entries in auth_basic_user_file.
-            std::fs::write(self.htpasswd_path(), format!("{user}:{{PLAIN}}{password}\n"))
-                .with_context(|| format!("failed to write {}", self.htpasswd_path().display()))?;
+            std::fs::write(
+                self.htpasswd_path(),
+                format!("{user}:{{PLAIN}}{password}\n"),
+            )
+            .with_context(|| format!("failed to write {}", self.htpasswd_path().display()))?;
         }
         std::fs::write(self.config_path(), self.config())
             .with_context(|| format!("failed to write {}", self.config_path().display()))

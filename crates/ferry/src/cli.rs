@@ -235,7 +235,7 @@ pub enum ImagesSource {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
-    /// The images a chart references (not built yet).
+    /// The images a chart references.
     FromChart {
         /// The chart archive.
         chart: std::path::PathBuf,

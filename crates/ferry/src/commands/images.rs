@@ -39,9 +39,39 @@ pub async fn images(a: ImagesArgs, ui: &Arc<Ui>) -> CmdResult {
             }
             Ok(0)
         }
-        ImagesSource::FromChart { .. } => Err(Failure::input(anyhow!(
-            "`ferry images from-chart` is not built yet"
-        ))
-        .hint("render the chart with `helm template` and use `ferry images from-manifests -`")),
+        ImagesSource::FromChart { chart } => from_chart(&chart, ui),
     }
+}
+
+/// The images a chart archive references: one per line on stdout (a `list:`
+/// file), values that are not references as warnings on stderr.
+fn from_chart(path: &Path, ui: &Ui) -> CmdResult {
+    let tgz = std::fs::read(path)
+        .map_err(|e| Failure::input(anyhow!("failed to read chart `{}`: {e}", path.display())))?;
+    let chart = ferry_bundle::chart::read_chart(&tgz, &path.display().to_string())
+        .map_err(Failure::input)?;
+    let found = chart.images();
+    if ui.mode == Mode::Json {
+        let skipped: Vec<_> = found
+            .skipped
+            .iter()
+            .map(|s| json!({"value": s.value, "location": s.location, "reason": s.reason}))
+            .collect();
+        ui.json(json!({
+            "event": "images",
+            "chart": chart.name(),
+            "version": chart.version(),
+            "refs": found.images,
+            "skipped": skipped,
+        }));
+    } else {
+        for s in &found.skipped {
+            ui.line(&format!("warning: skipped {s}"));
+        }
+        // One reference per line on stdout, even with --quiet: this is the output.
+        for r in &found.images {
+            println!("{r}");
+        }
+    }
+    Ok(0)
 }
