@@ -875,7 +875,58 @@ fn images_from_manifests_prints_a_list_file_and_from_manifests_feeds_the_spec() 
     );
     let o = ferry(&["images", "from-chart", "x.tgz"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("not built yet"), "{}", text(&o));
+    assert!(text(&o).contains("x.tgz"), "{}", text(&o));
+}
+
+#[test]
+fn from_manifests_in_the_spec_resolves_every_image_found() {
+    if !tools() {
+        return;
+    }
+    let w = world(false);
+    let a = w
+        .set
+        .image("fixtures/multiarch")
+        .reference(&w.upstream.host());
+    let b = w
+        .set
+        .image("fixtures/docker-v2")
+        .reference(&w.upstream.host());
+    std::fs::write(
+        w.dir.join("rendered.yaml"),
+        format!(
+            "---
+kind: Pod
+spec:
+  containers:
+    - image: {a}
+---
+kind: Job
+spec:
+  template:
+    spec:
+      containers:
+        - image: \"{b}\"
+"
+        ),
+    )
+    .unwrap();
+    let spec = w.dir.join("fm.yaml");
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: fm\nimages:\n  - fromManifests: rendered.yaml\n",
+    )
+    .unwrap();
+    let lock = w.dir.join("fm.lock");
+    ok(&ferry(&[
+        "lock",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        lock.to_str().unwrap(),
+    ]));
+    let l = std::fs::read_to_string(&lock).unwrap();
+    assert!(l.contains(&a) && l.contains(&b), "{l}");
 }
 
 #[test]
