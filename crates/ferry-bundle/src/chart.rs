@@ -324,7 +324,7 @@ pub fn read_chart(tgz: &[u8], what: &str) -> Result<Chart, ChartError> {
         remaining: MAX_CHART_SIZE,
         yaml_cost: Cell::new(0),
     };
-    read_archive(tgz, what, 0, &mut budget)
+    read_archive(tgz, what, None, 0, &mut budget)
 }
 
 impl Chart {
@@ -513,7 +513,7 @@ pub struct SkippedImage {
 
 impl fmt::Display for SkippedImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` at {}: {}", self.value, self.location, self.reason)
+        write!(f, "`{}` ({}): {}", self.value, self.location, self.reason)
     }
 }
 
@@ -561,13 +561,17 @@ impl<R: Read> Read for Capped<'_, R> {
 fn keep(rel: &str) -> bool {
     rel == "Chart.yaml"
         || rel == "values.yaml"
+        || rel == "requirements.yaml"
         || rel.starts_with("templates/")
         || rel.starts_with("charts/")
 }
 
+/// Reads one archive; `path` is where it sits in the outermost archive
+/// (`None` for the outermost: its top directory).
 fn read_archive(
     tgz: &[u8],
     what: &str,
+    path: Option<&str>,
     depth: usize,
     budget: &mut Budget,
 ) -> Result<Chart, ChartError> {
@@ -671,7 +675,8 @@ fn read_archive(
                     )),
                 };
             any_file = true;
-            let declared = entry.header().size().map_err(|e| read_err(e, &shown))?;
+            // The size after PAX overrides, as the reader will deliver it.
+            let declared = entry.size();
             if declared > MAX_FILE_SIZE {
                 return Err(ChartError::FileTooLarge {
                     what: what.into(),
@@ -738,7 +743,7 @@ fn read_archive(
         Some(t) if any_file => t,
         _ => return Err(ChartError::Empty { what: what.into() }),
     };
-    build_chart(files, &top, &top, what, depth, budget)
+    build_chart(files, &top, path.unwrap_or(&top), &top, what, depth, budget)
 }
 
 const UTF8_BOM: &[u8] = &[0xEF, 0xBB, 0xBF];
@@ -811,16 +816,20 @@ fn is_drive(component: &str) -> bool {
 }
 
 /// Assembles a chart from its files (paths relative to the chart directory).
+/// `path` is where the chart sits in the outermost archive (for image
+/// locations); `dir` is its directory inside the archive `what` (for errors).
 fn build_chart(
     files: Vec<(String, Vec<u8>)>,
     top: &str,
     path: &str,
+    dir: &str,
     what: &str,
     depth: usize,
     budget: &mut Budget,
 ) -> Result<Chart, ChartError> {
     let mut chart_yaml = None;
     let mut values_raw = None;
+    let mut requirements = None;
     let mut templates = Vec::new();
     let mut sub_dirs: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     let mut sub_tgz: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -829,6 +838,8 @@ fn build_chart(
             chart_yaml = Some(data);
         } else if rel == "values.yaml" {
             values_raw = Some(data);
+        } else if rel == "requirements.yaml" {
+            requirements = Some(data);
         } else if rel.starts_with("templates/") {
             templates.push(ChartFile { name: rel, data });
         } else if let Some(under) = rel.strip_prefix("charts/") {
@@ -855,7 +866,7 @@ fn build_chart(
                 _ => {
                     return Err(ChartError::NotAChart {
                         what: what.into(),
-                        entry: format!("{path}/{rel}"),
+                        entry: format!("{dir}/{rel}"),
                     })
                 }
             }
@@ -863,22 +874,43 @@ fn build_chart(
     }
     let chart_yaml = chart_yaml.ok_or_else(|| ChartError::MissingChartYaml {
         what: what.into(),
-        top: path.into(),
+        top: dir.into(),
     })?;
     let bad_chart_yaml = |message: String| ChartError::InvalidChartYaml {
         what: what.into(),
-        path: format!("{path}/Chart.yaml"),
+        path: format!("{dir}/Chart.yaml"),
         message,
     };
     let doc = parse_first_document(&chart_yaml, &budget.yaml_cost).map_err(bad_chart_yaml)?;
-    let metadata = Metadata::from_node(&doc).map_err(bad_chart_yaml)?;
+    let mut metadata = Metadata::default();
+    metadata
+        .decode_onto(&doc, "Chart.yaml")
+        .map_err(bad_chart_yaml)?;
+    // helm 2 charts had no apiVersion; helm 3 loads them as v1.
+    if metadata.api_version.is_empty() {
+        metadata.api_version = "v1".into();
+    }
+    // Dependencies of apiVersion v1 charts: helm decodes the file onto the
+    // same metadata, so they end up in the config blob too.
+    if let Some(req) = requirements {
+        let bad = |message: String| ChartError::InvalidChartYaml {
+            what: what.into(),
+            path: format!("{dir}/requirements.yaml"),
+            message,
+        };
+        let doc = parse_first_document(&req, &budget.yaml_cost).map_err(bad)?;
+        metadata
+            .decode_onto(&doc, "requirements.yaml")
+            .map_err(bad)?;
+    }
+    let metadata = metadata.finish().map_err(bad_chart_yaml)?;
 
     let (values_yaml, values) = match values_raw {
         None => (None, Node::Map(Vec::new())),
         Some(raw) => {
             let bad = |message: String| ChartError::InvalidValues {
                 what: what.into(),
-                path: format!("{path}/values.yaml"),
+                path: format!("{dir}/values.yaml"),
                 message,
             };
             let text = String::from_utf8(raw).map_err(|_| bad("is not UTF-8 text".into()))?;
@@ -892,22 +924,22 @@ fn build_chart(
     let names: BTreeSet<String> = sub_dirs.keys().chain(sub_tgz.keys()).cloned().collect();
     for cname in names {
         let sub_path = format!("{path}/charts/{cname}");
+        let sub_dir = format!("{dir}/charts/{cname}");
         if depth + 1 > MAX_DEPTH {
             return Err(ChartError::TooDeep {
                 what: what.into(),
-                entry: sub_path,
+                entry: sub_dir,
                 limit: MAX_DEPTH,
             });
         }
-        let mut sub = if let Some(files) = sub_dirs.remove(&cname) {
-            build_chart(files, &cname, &sub_path, what, depth + 1, budget)?
+        let sub = if let Some(files) = sub_dirs.remove(&cname) {
+            build_chart(files, &cname, &sub_path, &sub_dir, what, depth + 1, budget)?
         } else if let Some(tgz) = sub_tgz.remove(&cname) {
-            let nested_what = format!("{what} > {sub_path}");
-            read_archive(&tgz, &nested_what, depth + 1, budget)?
+            let nested_what = format!("{what} > {sub_dir}");
+            read_archive(&tgz, &nested_what, Some(&sub_path), depth + 1, budget)?
         } else {
             continue;
         };
-        sub.path = sub_path;
         subcharts.push(sub);
     }
     Ok(Chart {
@@ -1282,9 +1314,10 @@ impl Metadata {
         "type",
     ];
 
-    /// Decodes, defaults, sanitises and validates like helm's loader.
-    fn from_node(doc: &Node) -> Result<Metadata, String> {
-        let mut m = Metadata::default();
+    /// Decodes one YAML document onto `self` the way sigs.k8s.io/yaml and
+    /// Go's `json.Unmarshal` do: fields present replace, others stay.
+    fn decode_onto(&mut self, doc: &Node, file: &str) -> Result<(), String> {
+        let m = self;
         let map = match doc {
             Node::Null => &[][..],
             Node::Map(map) => map.as_slice(),
@@ -1295,7 +1328,7 @@ impl Metadata {
                 ))
             }
         };
-        for (key, v) in go_entries(map, "Chart.yaml")? {
+        for (key, v) in go_entries(map, file)? {
             let Some(field) = field_of(&key, Self::FIELDS) else {
                 continue;
             };
@@ -1330,13 +1363,14 @@ impl Metadata {
                 _ => {}
             }
         }
-        // helm 2 charts had no apiVersion; helm 3 loads them as v1.
-        if m.api_version.is_empty() {
-            m.api_version = "v1".into();
-        }
-        m.sanitize();
-        m.validate()?;
-        Ok(m)
+        Ok(())
+    }
+
+    /// Sanitises and validates like helm's `Metadata.Validate`.
+    fn finish(mut self) -> Result<Metadata, String> {
+        self.sanitize();
+        self.validate()?;
+        Ok(self)
     }
 
     /// `Metadata.Validate`'s sanitising: whitespace becomes a space,
@@ -1960,6 +1994,7 @@ fn collect_chart(chart: &Chart, values: &Node, out: &mut Collector) {
     }
     for template in &chart.templates {
         scan_template(
+            chart,
             &format!("{}/{}", chart.path, template.name),
             &template.data,
             out,
@@ -2111,9 +2146,10 @@ fn image_from_map(m: &Node, ctx: &ValuesContext<'_>) -> Option<String> {
     Some(s)
 }
 
-/// Literal `image: <ref>` lines of a template; lines with `{{` are left to
-/// rendering.
-fn scan_template(location: &str, data: &[u8], out: &mut Collector) {
+/// Literal `image: <ref>` lines of a template. `{{ .Chart.AppVersion }}`,
+/// `{{ .Chart.Version }}` and `{{ .Chart.Name }}` are filled in; a line with
+/// any other `{{ … }}` is left to rendering.
+fn scan_template(chart: &Chart, location: &str, data: &[u8], out: &mut Collector) {
     if location.ends_with("/NOTES.txt") {
         return;
     }
@@ -2126,6 +2162,7 @@ fn scan_template(location: &str, data: &[u8], out: &mut Collector) {
         let Some(rest) = l.strip_prefix("image:") else {
             continue;
         };
+        let rest = expand_chart_fields(rest, chart);
         if rest.contains("{{") {
             continue;
         }
@@ -2140,6 +2177,30 @@ fn scan_template(location: &str, data: &[u8], out: &mut Collector) {
         }
         out.offer(value, || format!("{location}:{}", i + 1));
     }
+}
+
+/// Replaces the `.Chart` fields a template can only mean one way.
+fn expand_chart_fields(s: &str, chart: &Chart) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        let action = &rest[start..start + len + 2];
+        let inner = action[2..action.len() - 2].trim_matches('-').trim();
+        let value = match inner {
+            ".Chart.AppVersion" => chart.app_version(),
+            ".Chart.Version" => Some(chart.version()),
+            ".Chart.Name" => Some(chart.name()),
+            _ => None,
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(value.unwrap_or(action));
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -2475,6 +2536,8 @@ spec:
         - name: app
           image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
         - image: 'ghcr.io/example/helper:2.0'   # a comment
+        - image: "ghcr.io/example/{{ .Chart.Name }}-agent:{{- .Chart.AppVersion }}"
+        - image: "ghcr.io/example/x:{{ .Chart.AppVersion | default \"1\" }}"
         - name: x
           image: registry.k8s.io/pause:3.9 # pinned
       initContainers:
@@ -2487,10 +2550,14 @@ spec:
         let found = c.images();
         assert_eq!(
             found.images,
-            ["ghcr.io/example/helper:2.0", "registry.k8s.io/pause:3.9"]
+            [
+                "ghcr.io/example/app-agent:1.2.3",
+                "ghcr.io/example/helper:2.0",
+                "registry.k8s.io/pause:3.9"
+            ]
         );
         assert_eq!(found.skipped.len(), 1);
-        assert_eq!(found.skipped[0].location, "app/templates/deploy.yaml:13");
+        assert_eq!(found.skipped[0].location, "app/templates/deploy.yaml:15");
     }
 
     #[test]
@@ -2531,6 +2598,48 @@ spec:
     }
 
     #[test]
+    fn requirements_yaml_dependencies_land_in_the_config_like_helm() {
+        let c = chart(&[
+            ("Chart.yaml", b"apiVersion: v1\nname: app\nversion: 1.0.0\n"),
+            (
+                "requirements.yaml",
+                b"dependencies:\n- name: db\n  version: 1.x\n  repository: https://charts.example\n",
+            ),
+        ]);
+        assert_eq!(
+            String::from_utf8(c.config_json()).unwrap(),
+            concat!(
+                r#"{"name":"app","version":"1.0.0","apiVersion":"v1","#,
+                r#""dependencies":[{"name":"db","version":"1.x","repository":"https://charts.example"}]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn nested_archives_are_located_in_the_outer_archive() {
+        let sub = chart_tgz("db", "1.0.0", &[("values.yaml", b"image: Bad/Ref\n")]);
+        let c = chart(&[("charts/db-1.0.0.tgz", &sub)]);
+        assert_eq!(c.subcharts()[0].path(), "app/charts/db-1.0.0.tgz");
+        assert_eq!(c.subcharts()[0].top_dir(), "db");
+        let found = c.images();
+        assert_eq!(
+            found.skipped[0].location,
+            "app/charts/db-1.0.0.tgz/values.yaml: image"
+        );
+        // A broken directory subchart is named by its path in the archive.
+        let tgz = chart_tgz(
+            "app",
+            "1.2.3",
+            &[("charts/cache/Chart.yaml", b"name: cache\n")],
+        );
+        let e = read_chart(&tgz, "app.tgz").unwrap_err().to_string();
+        assert!(
+            e.contains("`app/charts/cache/Chart.yaml`") && e.contains("version is required"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_stray_file_in_charts_is_not_a_chart() {
         let tgz = chart_tgz("app", "1.2.3", &[("charts/README.md", b"hi")]);
         let e = read_chart(&tgz, "app.tgz").unwrap_err();
@@ -2551,7 +2660,7 @@ spec:
         let tgz = chart_tgz("app", "1.2.3", &[("charts/db-1.0.0.tgz", &sub)]);
         let e = read_chart(&tgz, "app.tgz").unwrap_err().to_string();
         assert!(
-            e.contains("app.tgz > app/charts/db-1.0.0.tgz") && e.contains("db/Chart.yaml"),
+            e.contains("app.tgz > app/charts/db-1.0.0.tgz") && e.contains("`db/Chart.yaml`"),
             "{e}"
         );
     }

@@ -578,7 +578,7 @@ impl Job<'_> {
 }
 
 enum Done {
-    Item(ResolvedImage, Vec<String>),
+    Item(Box<ResolvedImage>, Vec<String>),
     MissingDriver(String),
 }
 
@@ -614,24 +614,24 @@ pub async fn collect(
             let r = match &job {
                 Job::Chart(c) if c.oci.is_some() => oci_chart(client, cache, c, lock)
                     .await
-                    .map(|(i, imgs)| Done::Item(i, imgs)),
+                    .map(|(i, imgs)| Done::Item(Box::new(i), imgs)),
                 Job::Chart(c) => classic_chart(client, cache, c)
                     .await
-                    .map(|(i, imgs)| Done::Item(i, imgs)),
+                    .map(|(i, imgs)| Done::Item(Box::new(i), imgs)),
                 Job::Driver(d) => match driver(client, cache, d).await {
-                    Ok(Some(i)) => Ok(Done::Item(i, Vec::new())),
+                    Ok(Some(i)) => Ok(Done::Item(Box::new(i), Vec::new())),
                     Ok(None) => Ok(Done::MissingDriver(d.url.to_string())),
                     Err(e) => Err(e),
                 },
                 Job::Index(u) => falcoctl_index(client, cache, u)
                     .await
-                    .map(|i| Done::Item(i, Vec::new())),
+                    .map(|i| Done::Item(Box::new(i), Vec::new())),
                 Job::Plugin(o, id) => opensearch_plugin(client, cache, o, id)
                     .await
-                    .map(|i| Done::Item(i, Vec::new())),
+                    .map(|i| Done::Item(Box::new(i), Vec::new())),
                 Job::File(f) => plain_file(client, cache, f)
                     .await
-                    .map(|i| Done::Item(i, Vec::new())),
+                    .map(|i| Done::Item(Box::new(i), Vec::new())),
             };
             (name, r)
         })
@@ -648,7 +648,7 @@ pub async fn collect(
                     digest: item.top.digest.to_string(),
                     platforms: Vec::new(),
                 });
-                out.items.push(item);
+                out.items.push(*item);
                 images.extend(imgs);
             }
             Ok(Done::MissingDriver(u)) => out.missing_drivers.push(u),

@@ -1127,6 +1127,9 @@ async fn commit(
     Ok(note)
 }
 
+/// A file write: the blob, the path, and what it staged (`None`: written).
+type FileTask = (Digest, RelPath, Result<Option<Staged>, String>);
+
 type FilesPlanned = (
     Vec<FilePlan>,
     HashMap<Digest, Vec<RelPath>>,
@@ -1189,7 +1192,7 @@ fn file_plan_entries(
 }
 
 /// Waits for file writes and drops what they staged.
-async fn abort_files(tasks: &mut JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)>) {
+async fn abort_files(tasks: &mut JoinSet<FileTask>) {
     while let Some(done) = tasks.join_next().await {
         if let Ok((_, _, Ok(Some(staged)))) = done {
             staged.abort().await;

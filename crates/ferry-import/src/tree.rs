@@ -237,6 +237,6 @@ mod tests {
         let t = |s: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
         assert_eq!(t(0), "1970-01-01T00:00:00Z");
         assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(t(1_795_000_000), "2026-11-18T07:06:40Z");
+        assert_eq!(t(1_795_000_000), "2026-11-18T11:06:40Z");
     }
 }

@@ -281,17 +281,19 @@ mod tests {
 
     #[test]
     fn url_mirrors_rewrite_the_longest_prefix() {
-        let mut cfg = ClientConfig::default();
-        cfg.url_mirrors = vec![
-            (
-                "https://download.falco.org".into(),
-                Url::parse("http://127.0.0.1:8080/falco").unwrap(),
-            ),
-            (
-                "https://download.falco.org/driver".into(),
-                Url::parse("http://127.0.0.1:8080/drivers/").unwrap(),
-            ),
-        ];
+        let cfg = ClientConfig {
+            url_mirrors: vec![
+                (
+                    "https://download.falco.org".into(),
+                    Url::parse("http://127.0.0.1:8080/falco").unwrap(),
+                ),
+                (
+                    "https://download.falco.org/driver".into(),
+                    Url::parse("http://127.0.0.1:8080/drivers/").unwrap(),
+                ),
+            ],
+            ..ClientConfig::default()
+        };
         let c = Client::new(cfg).unwrap();
         let m = |s: &str| c.mirrored_url(&Url::parse(s).unwrap()).to_string();
         assert_eq!(

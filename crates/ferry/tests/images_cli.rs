@@ -73,7 +73,7 @@ fn from_chart_prints_each_image_once_sorted_with_skipped_values_as_warnings() {
     );
     let err = stderr(&o);
     assert!(
-        err.contains("warning: skipped `Not/Valid` at app/values.yaml: broken.image"),
+        err.contains("warning: skipped `Not/Valid` (app/values.yaml: broken.image): "),
         "{err}"
     );
     assert!(

@@ -405,14 +405,8 @@ fn every_kind_lands_where_its_consumer_looks() {
         "--files",
         tree.to_str().unwrap(),
     ]));
-    let last: serde_json::Value = serde_json::from_str(
-        again
-            .lines()
-            .filter(|l| l.contains("\"imported\""))
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(again.lines().rfind(|l| l.contains("\"imported\"")).unwrap()).unwrap();
     assert_eq!(last["blobsUploaded"], 0, "{again}");
     assert!(last["filesPresent"].as_u64().unwrap() >= 6, "{again}");
 
