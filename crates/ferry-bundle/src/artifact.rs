@@ -26,12 +26,11 @@ pub const ANN_TITLE: &str = "org.opencontainers.image.title";
 pub const ANN_SOURCE_URL: &str = "dev.ferry.url";
 /// The empty config's bytes (`{}`).
 pub const EMPTY_CONFIG: &[u8] = b"{}";
-/// Helm's chart layer media type.
-pub const HELM_CHART_LAYER: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
-/// Helm's provenance layer media type.
-pub const HELM_PROV_LAYER: &str = "application/vnd.cncf.helm.chart.provenance.v1.prov";
-/// Helm's config media type.
-pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
+/// Helm's media types (chart layer, provenance layer, config).
+pub use crate::chart::{
+    CHART_LAYER_MEDIA_TYPE as HELM_CHART_LAYER, CONFIG_MEDIA_TYPE as HELM_CONFIG,
+    PROVENANCE_MEDIA_TYPE as HELM_PROV_LAYER,
+};
 
 /// The `artifactType` ferry gives a file kind.
 pub fn artifact_type(kind: Kind) -> &'static str {

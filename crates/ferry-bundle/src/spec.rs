@@ -196,8 +196,10 @@ impl ChartEntry {
                 }
             }
             (None, Some(oci)) => {
-                let r = self.oci_reference()?;
-                if r.tag.is_none() && r.digest.is_none() {
+                self.oci_reference()?;
+                let last = oci.rsplit('/').next().unwrap_or("");
+                let explicit = last.contains(':') || last.contains('@');
+                if !explicit && self.version.is_none() {
                     return Err(format!(
                         "oci `{oci}` needs a version: `oci://host/path/name:1.2.3` or `version:`"
                     ));
@@ -949,5 +951,60 @@ mod trivy_tests {
             e.to_string().contains("dbb") && e.to_string().contains("line 4"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod section_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        Spec::parse(text, Path::new("b.yaml"), Path::new("."))
+    }
+
+    #[test]
+    fn every_section_parses_and_bad_values_name_the_entry() {
+        let sha = "a".repeat(64);
+        let s = parse(&format!(
+            "apiVersion: ferry.dev/v1\nname: t\ncharts:\n  - repo: https://c.example/stable\n    name: falco\n    version: 9.1.0\n    images: true\n  - oci: oci://ghcr.io/x/charts/app:1.2.3+b\nfalco:\n  drivers:\n    version: 7.0.0+driver\n    arch: [x86_64]\n    kernels:\n      - {{target: ubuntu-generic, release: 5.15.0-91-generic, version: 101}}\n  artifacts: [ghcr.io/falcosecurity/rules/falco-rules:3]\n  index: https://falcosecurity.github.io/falcoctl/index.yaml\nopensearch:\n  version: 2.8.0\n  plugins: [repository-s3]\nfiles:\n  - url: https://x.example/t.tgz\n    sha256: {sha}\n    path: tools/t.tgz\n"
+        ))
+        .unwrap();
+        assert_eq!(s.charts.len(), 2);
+        assert_eq!(
+            s.charts[1].oci_reference().unwrap().to_string(),
+            "ghcr.io/x/charts/app:1.2.3_b"
+        );
+        let d = s.falco.as_ref().unwrap().drivers.as_ref().unwrap();
+        assert_eq!(d.kernels[0].version, "101");
+        assert_eq!(s.files[0].digest().unwrap().hex(), sha);
+        for (bad, want) in [
+            (
+                format!("files:\n  - url: https://x/y\n    sha256: {sha}\n    path: ../etc/passwd\n"),
+                "files[0]: path: invalid path `../etc/passwd`",
+            ),
+            (
+                "falco:\n  drivers:\n    version: 1\n    arch: [i386]\n    kernels: [{target: a, release: b, version: c}]\n".to_string(),
+                "drivers.arch `i386`",
+            ),
+            (
+                "falco:\n  drivers:\n    version: 1\n    arch: [x86_64]\n    kernels: [{target: a/b, release: b, version: c}]\n".to_string(),
+                "cannot be part of a file name",
+            ),
+            (
+                "charts:\n  - oci: oci://ghcr.io/x/app\n".to_string(),
+                "needs a version",
+            ),
+            (
+                "charts:\n  - repo: https://a\n    name: x\n    version: 1.0.0\n    oci: oci://a/b:1\n".to_string(),
+                "not both",
+            ),
+            (
+                "opensearch:\n  version: 2.8.0\n  plugins: [\"../x\"]\n".to_string(),
+                "is not a plugin id",
+            ),
+        ] {
+            let e = parse(&format!("apiVersion: ferry.dev/v1\nname: t\n{bad}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+        }
     }
 }

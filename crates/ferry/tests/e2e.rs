@@ -708,13 +708,37 @@ fn bad_specs_name_the_file_line_and_key() {
     assert!(text(&o).contains("refs.list:3:"), "{}", text(&o));
     std::fs::write(
         &spec,
-        "apiVersion: ferry.dev/v1\nname: x\ncharts:\n  - oci: oci://x/y:1\n",
+        "apiVersion: ferry.dev/v1\nname: x\ncharts:\n  - repo: https://charts.example.org\n    name: app\n",
     )
     .unwrap();
     let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", "x.tar.zst"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("`charts` is not supported"),
+        text(&o).contains("charts[0]: a classic chart needs `version`"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: x\nopensearch:\n  version: 2.10\n  plugins: [repository-s3]\n",
+    )
+    .unwrap();
+    let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", "x.tar.zst"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("put the version `2.1` in quotes") && text(&o).contains("line 4"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(
+        &spec,
+        "apiVersion: ferry.dev/v1\nname: x\nfiles:\n  - url: https://x/y\n    sha256: abc\n    path: ../etc/passwd\n",
+    )
+    .unwrap();
+    let o = ferry(&["export", "-f", spec.to_str().unwrap(), "-o", "x.tar.zst"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("files[0]: sha256 `abc` is not 64 hex digits"),
         "{}",
         text(&o)
     );
