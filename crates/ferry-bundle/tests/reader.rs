@@ -381,3 +381,19 @@ fn manifests_after_layers_are_refused_as_out_of_streaming_order() {
     let msg = err(&b);
     assert!(msg.contains("not in streaming order"), "{msg}");
 }
+
+#[test]
+fn an_item_with_an_unsafe_file_path_is_refused() {
+    for bad in ["../../etc/cron.d/x", "/etc/passwd", "a//b"] {
+        let mut s = sample();
+        s.meta.items[0].path = Some(bad.into());
+        s.index = ferry_bundle::meta::index_json(&s.meta.items);
+        s.repin();
+        let b = raw_tar(&s.entries());
+        let e = err(&b);
+        assert!(
+            e.contains("unsafe file path") && e.contains(bad),
+            "{bad}: {e}"
+        );
+    }
+}

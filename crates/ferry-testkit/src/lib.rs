@@ -1,7 +1,7 @@
 //! Test support for ferry: a real registry, deterministic images, faults.
 //!
 //! Integration tests in the other crates and `cargo xtask test` / `demo` use
-//! four pieces:
+//! these pieces:
 //!
 //! - [`registry`]: starts Debian's CNCF distribution server
 //!   (`/usr/bin/docker-registry`) on a free loopback port with its own
@@ -17,7 +17,11 @@
 //!   registry that injects error statuses, 429 with `Retry-After`, cut
 //!   connections and stalls;
 //! - [`tools`]: `skopeo` as an independent client, to check what a registry
-//!   holds.
+//!   holds;
+//! - [`nginx`]: Debian's nginx on a free loopback port, read-only (an
+//!   upstream file server) or with WebDAV (a file target);
+//! - [`containerd`]: Debian's containerd with its own root, state and
+//!   socket, to pull through emitted `hosts.toml` files (a real consumer).
 //!
 //! ```no_run
 //! use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
