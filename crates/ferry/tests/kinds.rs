@@ -553,3 +553,64 @@ fn bad_sources_are_refused_naming_what_is_wrong() {
 fn text_of(o: &Output) -> String {
     text(o)
 }
+
+#[test]
+fn classic_repositories_with_basic_auth() {
+    if !tools() {
+        return;
+    }
+    let u = upstream();
+    let guarded = Nginx::start(NginxOptions {
+        basic_auth: Some(("ci".into(), "s3cret".into())),
+        ..NginxOptions::new(u.files.root())
+    })
+    .unwrap();
+    let spec = |env: &str| {
+        let p = u.dir.join(format!("auth-{env}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "apiVersion: ferry.dev/v1\nname: auth\ncharts:\n  - repo: {}/charts\n    name: app\n    version: 1.2.3+build.1\n    auth: {{username: ci, passwordEnv: {env}}}\n",
+                guarded.url()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let out = u.dir.join("auth.tar.zst");
+    let run = |p: &Path, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        c.args([
+            "export",
+            "-f",
+            p.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--cache",
+            u.dir.join("cache-auth").to_str().unwrap(),
+        ])
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // The right password from the named variable: the chart travels.
+    ok(&run(&spec("CHARTS_PW"), &[("CHARTS_PW", "s3cret")]));
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
+    // A wrong one: refused with the status and URL, the password never printed.
+    let o = run(&spec("CHARTS_PW"), &[("CHARTS_PW", "wrong-pw-123")]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("401") && text(&o).contains("index.yaml"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("wrong-pw-123"), "{}", text(&o));
+    assert!(!out.exists());
+    // A variable that is not set is named.
+    let o = run(&spec("NOT_SET_PW"), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("NOT_SET_PW"), "{}", text(&o));
+}
