@@ -17,7 +17,9 @@ pub mod helm_index;
 pub mod receipt;
 pub mod target;
 
+mod dest;
 mod run;
+pub mod store;
 mod tree;
 
 pub use run::{import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry};

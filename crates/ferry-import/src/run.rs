@@ -20,6 +20,7 @@ use ferry_bundle::relpath::RelPath;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Repo};
 
+use crate::dest::Dest;
 use crate::files::{FileTarget, Staged};
 use crate::receipt::{Receipt, RECEIPT_VERSION};
 use crate::target::{Mapping, Target, TargetError};
@@ -35,6 +36,9 @@ pub struct ImportOptions {
     pub target: Option<Target>,
     /// The file target (file kinds are skipped without one).
     pub files: Option<FileTarget>,
+    /// Import into this local store instead of a registry (`target` then
+    /// names it; its file tree is `files`).
+    pub store: Option<Arc<crate::store::Store>>,
     /// Mapping rules.
     pub mapping: Mapping,
     /// Print the plan, push nothing.
@@ -404,8 +408,12 @@ pub async fn import(
         path: opts.bundle.clone(),
         source,
     })?;
+    let dest = match &opts.store {
+        Some(s) => Dest::Store(s.clone()),
+        None => Dest::Registry(client.clone()),
+    };
     if !opts.dry_run {
-        if let Some(t) = &opts.target {
+        if let (Some(t), None) = (&opts.target, &opts.store) {
             client
                 .ping(&t.host)
                 .await
@@ -482,7 +490,7 @@ pub async fn import(
                         break;
                     }
                 };
-                match make_plan(client, opts, h, &manifests, events).await {
+                match make_plan(client, &dest, opts, h, &manifests, events).await {
                     Ok((p, pres, first, entries)) => {
                         plans = p;
                         present = pres;
@@ -539,15 +547,12 @@ pub async fn import(
                     continue;
                 };
                 let permit = permits.clone().acquire_owned().await;
-                let client = client.clone();
+                let dest = dest.clone();
                 let events = events.clone();
                 uploads.spawn(async move {
                     let _permit = permit;
                     let size = data.len() as u64;
-                    let r = client
-                        .upload_blob(&repo, &meta.digest, data)
-                        .await
-                        .map_err(|e| chain(&e));
+                    let r = dest.upload_blob(&repo, &meta.digest, data).await;
                     if r.is_ok() {
                         events(Event::UploadProgress { bytes: size });
                     }
@@ -576,13 +581,12 @@ pub async fn import(
                     continue;
                 };
                 let permit = permits.clone().acquire_owned().await;
-                let client = client.clone();
+                let dest = dest.clone();
                 uploads.spawn(async move {
                     let _permit = permit;
-                    let r = client
+                    let r = dest
                         .upload_blob_chunked(&repo, &meta.digest, meta.size, chunks)
-                        .await
-                        .map_err(|e| chain(&e));
+                        .await;
                     (meta.digest, meta.size, r)
                 });
             }
@@ -620,7 +624,8 @@ pub async fn import(
     if !planned {
         // A bundle with no streamed blobs: plan now.
         let planned_files = plan_files(opts, &h, &manifests).await?;
-        let (p, pres, first, entries) = make_plan(client, opts, &h, &manifests, events).await?;
+        let (p, pres, first, entries) =
+            make_plan(client, &dest, opts, &h, &manifests, events).await?;
         plans = p;
         present = pres;
         first_repo = first;
@@ -721,12 +726,12 @@ pub async fn import(
         }
     }
     let mount_results: Vec<(Repo, Digest, Result<bool, String>)> = stream::iter(mounts)
-        .map(|(repo, d, from)| async move {
-            let r = client
-                .mount_blob(&repo, &d, &from)
-                .await
-                .map_err(|e| chain(&e));
-            (repo, d, r)
+        .map(|(repo, d, from)| {
+            let dest = dest.clone();
+            async move {
+                let r = dest.mount_blob(&repo, &d, &from).await;
+                (repo, d, r)
+            }
         })
         .buffer_unordered(opts.jobs.max(1))
         .collect()
@@ -790,8 +795,17 @@ pub async fn import(
             ))));
             continue;
         }
-        match commit(client, p, &manifests, &mut report).await {
+        match commit(&dest, p, &manifests, &mut report).await {
             Ok(note) => {
+                if let (Some(store), None) = (&opts.store, &p.reference.tag) {
+                    store.add_entry(crate::store::Entry {
+                        repository: p.repo.path.clone(),
+                        tag: None,
+                        digest: p.item.digest.clone(),
+                        media_type: p.item.media_type.clone(),
+                        size: p.item.size,
+                    });
+                }
                 let content = receipt.repositories.entry(p.repo.path.clone()).or_default();
                 content.blobs.extend(p.blobs.iter().map(|(d, _)| d.clone()));
                 if let Some(tag) = &p.reference.tag {
@@ -931,6 +945,10 @@ pub async fn import(
                 .push(outcome("no --files given: not written to a file server"));
         }
     }
+    if let Some(store) = &opts.store {
+        // The new index.json replaces the old one in one rename.
+        store.commit().map_err(|e| ImportError::Task(chain(&e)))?;
+    }
     report.receipt = receipt;
     Ok(report)
 }
@@ -944,6 +962,7 @@ type Planned = (
 
 async fn make_plan(
     client: &Client,
+    dest: &Dest,
     opts: &ImportOptions,
     head: &Head,
     manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
@@ -999,10 +1018,11 @@ async fn make_plan(
         }
     }
     let mut present = HashSet::new();
-    if !opts.dry_run || client.ping(&target.host).await.is_ok() {
+    let reachable = opts.store.is_some() || client.ping(&target.host).await.is_ok();
+    if !opts.dry_run || reachable {
         let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
             .map(|(repo, d)| async move {
-                let has = matches!(client.head_blob(&repo, &d).await, Ok(Some(_)));
+                let has = dest.head_blob(&repo, &d).await;
                 (repo, d, has)
             })
             .buffer_unordered(opts.jobs.max(1) * 2)
@@ -1054,7 +1074,7 @@ async fn make_plan(
 /// Pushes an item's manifests children-first, then its tag. Returns a note
 /// (and the digest the tag points at) when it had to land differently.
 async fn commit(
-    client: &Client,
+    dest: &Dest,
     p: &ItemPlan,
     manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
     report: &mut ImportReport,
@@ -1064,20 +1084,16 @@ async fn commit(
         let Some((mt, bytes, _)) = manifests.get(d) else {
             return Err(format!("manifest {d} missing from the bundle"));
         };
-        if let Ok(Some(_)) = client.head_manifest(&p.repo, &d.to_string()).await {
+        if dest.head_manifest(&p.repo, &d.to_string()).await.is_some() {
             report.manifests_present += 1;
             continue;
         }
-        match client
+        match dest
             .put_manifest(&p.repo, &d.to_string(), mt, bytes.clone())
             .await
         {
             Ok(_) => report.manifests_pushed += 1,
-            Err(e)
-                if d == &p.item.digest
-                    && p.sparse
-                    && e.to_string().contains("MANIFEST_BLOB_UNKNOWN") =>
-            {
+            Err(e) if d == &p.item.digest && p.sparse && e.contains("MANIFEST_BLOB_UNKNOWN") => {
                 // The registry refuses an index whose children are absent
                 // (distribution 2.x validates every child). Fall back.
                 let children: Vec<&Digest> = p.manifests.iter().filter(|m| *m != d).collect();
@@ -1100,7 +1116,7 @@ async fn commit(
                     ));
                 }
             }
-            Err(e) => return Err(format!("pushing manifest {d} failed: {}", chain(&e))),
+            Err(e) => return Err(format!("pushing manifest {d} failed: {e}")),
         }
     }
     if let Some(tag) = &p.reference.tag {
@@ -1114,13 +1130,12 @@ async fn commit(
                 (p.item.digest.clone(), mt, bytes)
             }
         };
-        match client.head_manifest(&p.repo, tag).await {
-            Ok(Some((current, _, _))) if current == digest => {}
+        match dest.head_manifest(&p.repo, tag).await {
+            Some(current) if current == digest => {}
             _ => {
-                client
-                    .put_manifest(&p.repo, tag, mt, bytes.clone())
+                dest.put_manifest(&p.repo, tag, mt, bytes.clone())
                     .await
-                    .map_err(|e| format!("tagging {tag} failed: {}", chain(&e)))?;
+                    .map_err(|e| format!("tagging {tag} failed: {e}"))?;
             }
         }
     }

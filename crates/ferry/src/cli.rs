@@ -152,8 +152,11 @@ pub struct ImportArgs {
     /// The bundle file.
     pub bundle: PathBuf,
     /// Target registry: [http(s)://]HOST[:PORT][/PREFIX].
-    #[arg(long, value_name = "URL", required_unless_present = "files")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["files", "store"])]
     pub registry: Option<String>,
+    /// Import into a local mirror store (an OCI layout plus the file tree) that `ferry serve` serves.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["registry", "files"])]
+    pub store: Option<PathBuf>,
     /// File server target for charts, drivers, plugins and files: a directory, or http(s)://HOST/PATH (HTTP PUT / WebDAV).
     #[arg(long, value_name = "DIR|URL")]
     pub files: Option<String>,

@@ -45,17 +45,33 @@ fn events(ui: &Arc<Ui>) -> Events {
 
 pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
-    let target = match &a.registry {
-        Some(r) => Some(Target::parse(r).map_err(Failure::input)?),
-        None => None,
+    let store = match &a.store {
+        Some(dir) if !a.dry_run => Some(Arc::new(
+            ferry_import::store::Store::open(dir).map_err(Failure::env)?,
+        )),
+        _ => None,
     };
-    let registry = match (&a.registry, &a.files) {
-        (Some(r), Some(f)) => format!("{r} and {f}"),
-        (Some(r), None) => r.clone(),
-        (None, Some(f)) => f.clone(),
-        (None, None) => String::new(),
+    let target = match (&a.registry, &a.store) {
+        (Some(r), _) => Some(Target::parse(r).map_err(Failure::input)?),
+        (None, Some(_)) => Some(Target {
+            host: "store".into(),
+            prefix: String::new(),
+            plain_http: None,
+        }),
+        (None, None) => None,
     };
-    let files = match &a.files {
+    let registry = match (&a.registry, &a.files, &a.store) {
+        (_, _, Some(s)) => format!("the store {}", s.display()),
+        (Some(r), Some(f), _) => format!("{r} and {f}"),
+        (Some(r), None, _) => r.clone(),
+        (None, Some(f), _) => f.clone(),
+        (None, None, None) => String::new(),
+    };
+    let files_spec = match &a.store {
+        Some(dir) => Some(dir.join("files").display().to_string()),
+        None => a.files.clone(),
+    };
+    let files = match &files_spec {
         Some(spec) => Some(
             ferry_import::files::FileTarget::new(
                 spec,
@@ -112,12 +128,14 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         &Default::default(),
         target
             .as_ref()
+            .filter(|_| a.store.is_none())
             .map(|t| (t.host.as_str(), t.plain_http, creds)),
     )?;
     let opts = ferry_import::ImportOptions {
         bundle: a.bundle.clone(),
         target: target.clone(),
         files,
+        store,
         mapping,
         dry_run: a.dry_run,
         jobs: a.net.jobs,
@@ -162,7 +180,12 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             ));
         }
         out.push_str("run `ferry verify` to check every byte before the real import");
-        if let Some(list) = emit_config(&a, target.as_ref(), &mapping_for_emit, ui)? {
+        if let Some(list) = emit_config(
+            &a,
+            target.as_ref().filter(|_| a.store.is_none()),
+            &mapping_for_emit,
+            ui,
+        )? {
             out.push_str(&list);
         }
         ui.result(&out);
@@ -236,7 +259,12 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         out.push_str(&format!("\nreceipt written to {}", r.display()));
     }
     if report.failed.is_empty() {
-        if let Some(list) = emit_config(&a, target.as_ref(), &mapping_for_emit, ui)? {
+        if let Some(list) = emit_config(
+            &a,
+            target.as_ref().filter(|_| a.store.is_none()),
+            &mapping_for_emit,
+            ui,
+        )? {
             out.push_str(&list);
         }
     } else if a.emit_config.is_some() {

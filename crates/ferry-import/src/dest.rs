@@ -1,0 +1,129 @@
+//! Where registry items go: a registry, or the local mirror store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use ferry_bundle::Digest;
+use ferry_registry::{Client, Repo};
+
+use crate::store::{Entry, Store};
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// The registry side of an import.
+#[derive(Clone)]
+pub(crate) enum Dest {
+    /// An OCI distribution registry.
+    Registry(Client),
+    /// The local store (content-addressed: every blob is in every repository).
+    Store(Arc<Store>),
+}
+
+impl Dest {
+    pub(crate) async fn head_blob(&self, repo: &Repo, d: &Digest) -> bool {
+        match self {
+            Dest::Registry(c) => matches!(c.head_blob(repo, d).await, Ok(Some(_))),
+            Dest::Store(s) => s.has_blob(d).is_some(),
+        }
+    }
+
+    pub(crate) async fn upload_blob(
+        &self,
+        repo: &Repo,
+        d: &Digest,
+        data: Bytes,
+    ) -> Result<(), String> {
+        match self {
+            Dest::Registry(c) => c.upload_blob(repo, d, data).await.map_err(|e| chain(&e)),
+            Dest::Store(s) => s.put_blob(d, data).await.map_err(|e| chain(&e)),
+        }
+    }
+
+    pub(crate) async fn upload_blob_chunked(
+        &self,
+        repo: &Repo,
+        d: &Digest,
+        size: u64,
+        chunks: mpsc::Receiver<Bytes>,
+    ) -> Result<(), String> {
+        match self {
+            Dest::Registry(c) => c
+                .upload_blob_chunked(repo, d, size, chunks)
+                .await
+                .map_err(|e| chain(&e)),
+            Dest::Store(s) => s
+                .put_blob_stream(d, size, chunks)
+                .await
+                .map_err(|e| chain(&e)),
+        }
+    }
+
+    pub(crate) async fn mount_blob(
+        &self,
+        repo: &Repo,
+        d: &Digest,
+        from: &Repo,
+    ) -> Result<bool, String> {
+        match self {
+            Dest::Registry(c) => c.mount_blob(repo, d, from).await.map_err(|e| chain(&e)),
+            Dest::Store(s) => Ok(s.has_blob(d).is_some()),
+        }
+    }
+
+    /// The digest `reference` (a tag or digest) points at, when present.
+    pub(crate) async fn head_manifest(&self, repo: &Repo, reference: &str) -> Option<Digest> {
+        match self {
+            Dest::Registry(c) => match c.head_manifest(repo, reference).await {
+                Ok(Some((d, _, _))) => Some(d),
+                _ => None,
+            },
+            Dest::Store(s) => match reference.parse::<Digest>() {
+                Ok(d) => s.has_blob(&d).map(|_| d),
+                Err(_) => s.tag(&repo.path, reference),
+            },
+        }
+    }
+
+    /// Pushes a manifest by digest or tag.
+    pub(crate) async fn put_manifest(
+        &self,
+        repo: &Repo,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), String> {
+        match self {
+            Dest::Registry(c) => c
+                .put_manifest(repo, reference, media_type, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| chain(&e)),
+            Dest::Store(s) => {
+                let d = Digest::of(&bytes);
+                let size = bytes.len() as u64;
+                s.put_blob(&d, bytes).await.map_err(|e| chain(&e))?;
+                if reference.parse::<Digest>().is_err() {
+                    s.add_entry(Entry {
+                        repository: repo.path.clone(),
+                        tag: Some(reference.to_string()),
+                        digest: d,
+                        media_type: media_type.to_string(),
+                        size,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The local mirror store: an OCI image layout that many bundles are
+//! imported into over time, plus the file tree. `ferry serve` serves it.
+//!
+//! ```text
+//! DIR/oci-layout        {"imageLayoutVersion":"1.0.0"}
+//! DIR/index.json        one descriptor per (repository, tag), and per item kept by digest only
+//! DIR/blobs/sha256/<hex> every manifest, index, config and layer, once
+//! DIR/files/...         the file tree (falco/, helm/, opensearch/, files/)
+//! ```
+//!
+//! Blobs are written to a temporary name in `blobs/sha256/`, hashed while
+//! they stream, and renamed into place only when they hash to their name;
+//! `index.json` is replaced atomically at the end of an import, so a crash
+//! at any point leaves the store as it was before the import (plus blobs no
+//! index entry reaches yet). Stray temporary files are removed when the next
+//! import opens the store. An exclusive lock on `DIR/.ferry-lock` keeps two
+//! imports from interleaving their index updates.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use ferry_bundle::digest::Hasher;
+use ferry_bundle::Digest;
+
+/// Annotation: the repository an index.json entry belongs to.
+pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
+/// Annotation: the tag of an index.json entry.
+pub const ANN_TAG: &str = "dev.ferry.tag";
+const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+const TMP_PREFIX: &str = ".tmp-";
+
+/// A store operation that failed; names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// File system error.
+    #[error("store: failed to {op} `{}`: {source}", path.display())]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Content that does not match its digest or size.
+    #[error("store: blob {digest}: {reason}")]
+    Blob {
+        /// The digest.
+        digest: Digest,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An index.json that is not an OCI index.
+    #[error("store: `{}` is not an OCI image index: {reason}", path.display())]
+    Index {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One index.json entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Repository path (`dockerhub/library/nginx`).
+    pub repository: String,
+    /// Tag, when tagged.
+    pub tag: Option<String>,
+    /// Manifest digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+}
+
+impl Entry {
+    fn key(&self) -> (String, String) {
+        (
+            self.repository.clone(),
+            self.tag.clone().unwrap_or_else(|| self.digest.to_string()),
+        )
+    }
+
+    fn ref_name(&self) -> String {
+        match &self.tag {
+            Some(t) => format!("{}:{t}", self.repository),
+            None => format!("{}@{}", self.repository, self.digest),
+        }
+    }
+}
+
+/// An open store (holds the lock until dropped).
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    _lock: std::fs::File,
+    pending: Mutex<Vec<Entry>>,
+}
+
+impl Store {
+    /// Opens (creating when needed) the store at `dir`, takes its lock and
+    /// removes temporary files a crashed import left.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let blobs = dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(io("create", &blobs))?;
+        std::fs::create_dir_all(dir.join("files")).map_err(io("create", dir))?;
+        let lock_path = dir.join(".ferry-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("open", &lock_path))?;
+        lock.lock().map_err(io("lock", &lock_path))?;
+        let layout = dir.join("oci-layout");
+        if !layout.exists() {
+            ferry_bundle::writer::write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+                .map_err(|e| StoreError::Io {
+                    op: "write",
+                    path: layout.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        }
+        if let Ok(rd) = std::fs::read_dir(&blobs) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file tree's root.
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.join("files")
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs").join("sha256").join(d.hex())
+    }
+
+    fn tmp_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs").join("sha256").join(format!(
+            "{TMP_PREFIX}{}-{:x}",
+            d.hex(),
+            std::process::id() as u64 ^ rand_suffix()
+        ))
+    }
+
+    /// The size of a blob the store holds.
+    pub fn has_blob(&self, d: &Digest) -> Option<u64> {
+        std::fs::metadata(self.blob_path(d))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
+    /// Writes a whole blob (checked against its digest).
+    pub async fn put_blob(&self, d: &Digest, data: Bytes) -> Result<(), StoreError> {
+        if self.has_blob(d) == Some(data.len() as u64) {
+            return Ok(());
+        }
+        let actual = Digest::of(&data);
+        if &actual != d {
+            return Err(StoreError::Blob {
+                digest: d.clone(),
+                reason: format!("the bytes hash to {actual}"),
+            });
+        }
+        let tmp = self.tmp_path(d);
+        let dest = self.blob_path(d);
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&data).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("sync", &tmp))?;
+            std::fs::rename(&tmp, &dest).map_err(io("rename", &dest))
+        })
+        .await
+        .map_err(|e| StoreError::Blob {
+            digest: d.clone(),
+            reason: e.to_string(),
+        })?
+    }
+
+    /// Writes a blob from chunks, hashing as they arrive; renamed into place
+    /// only when it has `size` bytes that hash to `d`.
+    pub async fn put_blob_stream(
+        &self,
+        d: &Digest,
+        size: u64,
+        mut chunks: mpsc::Receiver<Bytes>,
+    ) -> Result<(), StoreError> {
+        let tmp = self.tmp_path(d);
+        let dest = self.blob_path(d);
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(io("create", &tmp))?;
+        let mut hasher = Hasher::new();
+        let mut n = 0u64;
+        let result = async {
+            use tokio::io::AsyncWriteExt;
+            while let Some(c) = chunks.recv().await {
+                n += c.len() as u64;
+                if n > size {
+                    break;
+                }
+                hasher.update(&c);
+                f.write_all(&c).await.map_err(io("write", &tmp))?;
+            }
+            if n != size {
+                return Err(StoreError::Blob {
+                    digest: d.clone(),
+                    reason: format!("expected {size} bytes, got {n}"),
+                });
+            }
+            let actual = std::mem::take(&mut hasher).finish();
+            if &actual != d {
+                return Err(StoreError::Blob {
+                    digest: d.clone(),
+                    reason: format!("the bytes hash to {actual}"),
+                });
+            }
+            f.sync_all().await.map_err(io("sync", &tmp))?;
+            tokio::fs::rename(&tmp, &dest)
+                .await
+                .map_err(io("rename", &dest))
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Records an index.json entry, written by [`Store::commit`].
+    pub fn add_entry(&self, e: Entry) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.push(e);
+        }
+    }
+
+    /// The current index.json entries.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        let path = self.dir.join("index.json");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let bad = |reason: String| StoreError::Index {
+            path: path.clone(),
+            reason,
+        };
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut out = Vec::new();
+        for m in v["manifests"].as_array().cloned().unwrap_or_default() {
+            let ann = &m["annotations"];
+            let digest: Digest = m["digest"]
+                .as_str()
+                .unwrap_or("")
+                .parse()
+                .map_err(|_| bad("a descriptor has no valid digest".into()))?;
+            out.push(Entry {
+                repository: ann[ANN_REPOSITORY].as_str().unwrap_or("").to_string(),
+                tag: ann[ANN_TAG].as_str().map(str::to_string),
+                digest,
+                media_type: m["mediaType"].as_str().unwrap_or("").to_string(),
+                size: m["size"].as_u64().unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The tag's digest, when the store has it (pending entries included).
+    pub fn tag(&self, repository: &str, tag: &str) -> Option<Digest> {
+        let pending = self.pending.lock().ok()?.clone();
+        pending
+            .iter()
+            .rev()
+            .chain(self.entries().ok()?.iter())
+            .find(|e| e.repository == repository && e.tag.as_deref() == Some(tag))
+            .map(|e| e.digest.clone())
+    }
+
+    /// Merges the pending entries into index.json (atomically). A tag
+    /// recorded again points at the new digest.
+    pub fn commit(&self) -> Result<usize, StoreError> {
+        let pending = match self.pending.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => Vec::new(),
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut all: BTreeMap<(String, String), Entry> = BTreeMap::new();
+        for e in self.entries()?.into_iter().chain(pending.iter().cloned()) {
+            all.insert(e.key(), e);
+        }
+        let manifests: Vec<Value> = all
+            .values()
+            .map(|e| {
+                let mut ann = serde_json::Map::new();
+                ann.insert(ANN_IMAGE_NAME.into(), json!(e.ref_name()));
+                ann.insert(ANN_REF_NAME.into(), json!(e.ref_name()));
+                ann.insert(ANN_REPOSITORY.into(), json!(e.repository));
+                if let Some(t) = &e.tag {
+                    ann.insert(ANN_TAG.into(), json!(t));
+                }
+                json!({
+                    "mediaType": e.media_type,
+                    "digest": e.digest.to_string(),
+                    "size": e.size,
+                    "annotations": ann,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "schemaVersion": 2,
+            "mediaType": ferry_bundle::manifest::OCI_INDEX,
+            "manifests": manifests,
+        });
+        let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        bytes.push(b'\n');
+        let path = self.dir.join("index.json");
+        ferry_bundle::writer::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
+            op: "write",
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(pending.len())
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blobs_land_only_when_verified_and_the_index_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let data = Bytes::from_static(b"hello blob");
+        let d = Digest::of(&data);
+        assert!(s
+            .put_blob(&Digest::of(b"other"), data.clone())
+            .await
+            .is_err());
+        assert_eq!(s.has_blob(&Digest::of(b"other")), None);
+        s.put_blob(&d, data.clone()).await.unwrap();
+        assert_eq!(s.has_blob(&d), Some(10));
+        // Streaming: wrong bytes leave nothing, not even a temp file.
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Bytes::from_static(b"wrong")).await.unwrap();
+        drop(tx);
+        let bad = Digest::of(b"right");
+        assert!(s.put_blob_stream(&bad, 5, rx).await.is_err());
+        assert_eq!(s.has_blob(&bad), None);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![d.hex().to_string()]);
+        // Index: entries merge; a tag recorded again moves.
+        let e = |tag: &str, dg: &Digest| Entry {
+            repository: "a/b".into(),
+            tag: Some(tag.into()),
+            digest: dg.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 10,
+        };
+        s.add_entry(e("1", &d));
+        assert_eq!(s.commit().unwrap(), 1);
+        s.add_entry(e("2", &d));
+        s.add_entry(e("1", &bad));
+        s.commit().unwrap();
+        let entries = s.entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(s.tag("a/b", "1"), Some(bad));
+        drop(s);
+        // A stray temp file from a crash is swept on open.
+        let stray = dir.path().join("blobs/sha256/.tmp-abc-1");
+        std::fs::write(&stray, b"x").unwrap();
+        let _s = Store::open(dir.path()).unwrap();
+        assert!(!stray.exists());
+    }
+}

@@ -1,0 +1,163 @@
+//! `ferry import --store DIR`: bundles into a local OCI-layout mirror store.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ferry_bundle::Digest;
+use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
+use ferry_testkit::registry::{require_tool, Registry};
+use ferry_testkit::tools::run_tool;
+
+fn ferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success(),
+        "ferry failed ({:?}):\n{t}",
+        o.status.code()
+    );
+    t
+}
+
+fn export(dir: &Path, name: &str, refs: &[String]) -> std::path::PathBuf {
+    let spec = dir.join(format!("{name}.yaml"));
+    let mut s = format!("apiVersion: ferry.dev/v1\nname: {name}\nimages:\n");
+    for r in refs {
+        s.push_str(&format!("  - {r}\n"));
+    }
+    std::fs::write(&spec, s).unwrap();
+    let out = dir.join(format!("{name}.tar.zst"));
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--cache",
+        dir.join("cache").to_str().unwrap(),
+    ]));
+    out
+}
+
+fn blob_count(store: &Path) -> usize {
+    std::fs::read_dir(store.join("blobs/sha256"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn bundles_accumulate_in_one_store_sharing_blobs_and_skopeo_reads_it() {
+    if !(require_tool("docker-registry") && require_tool("skopeo")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let upstream = Registry::start().unwrap();
+    let set = FixtureSet::generate(&FixtureOptions::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = ferry_registry::Client::new(ferry_registry::ClientConfig::default()).unwrap();
+    rt.block_on(push(&set, &client, &upstream.host())).unwrap();
+    let h = upstream.host();
+    let multi = set.image("fixtures/multiarch");
+    let docker = set.image("fixtures/docker-v2");
+    let many = set.image("fixtures/many-layers");
+    let a = export(dir, "a", &[multi.reference(&h), docker.reference(&h)]);
+    let b = export(dir, "b", &[docker.reference(&h), many.reference(&h)]);
+    let store = dir.join("store");
+    let s = store.to_str().unwrap();
+    ok(&ferry(&[
+        "import",
+        a.to_str().unwrap(),
+        "--store",
+        s,
+        "--map",
+        &format!("{h}=mirror"),
+    ]));
+    let after_a = blob_count(&store);
+    let index_a = std::fs::read(store.join("index.json")).unwrap();
+    // Idempotent: a re-import changes nothing.
+    let o = ok(&ferry(&[
+        "--json",
+        "import",
+        a.to_str().unwrap(),
+        "--store",
+        s,
+        "--map",
+        &format!("{h}=mirror"),
+    ]));
+    assert!(o.contains("\"blobsUploaded\":0"), "{o}");
+    assert_eq!(std::fs::read(store.join("index.json")).unwrap(), index_a);
+    // A second bundle shares the docker-v2 blobs.
+    ok(&ferry(&[
+        "import",
+        b.to_str().unwrap(),
+        "--store",
+        s,
+        "--map",
+        &format!("{h}=mirror"),
+    ]));
+    let mut all = std::collections::BTreeSet::new();
+    for img in [multi, docker, many] {
+        all.extend(img.blobs.iter().map(|b| b.digest.clone()));
+        all.extend(img.manifests().map(|m| m.digest.clone()));
+    }
+    assert!(blob_count(&store) > after_a);
+    assert_eq!(
+        blob_count(&store),
+        all.len(),
+        "every blob stored exactly once"
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    // An independent reader: skopeo reads every image from the layout, byte-exact.
+    for img in [multi, docker, many] {
+        let name = format!("mirror/{}:{}", img.repository, img.tag);
+        assert!(names.contains(&name.as_str()), "{name} not in {names:?}");
+        let entry = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name.as_str())
+            .unwrap();
+        assert_eq!(entry["digest"], img.top.digest.to_string());
+        assert_eq!(entry["mediaType"], img.top.media_type.as_str());
+        let stored = std::fs::read(store.join("blobs/sha256").join(img.top.digest.hex())).unwrap();
+        assert_eq!(Digest::of(&stored), img.top.digest);
+        // skopeo 1.9 cannot read a Docker schema2 descriptor from a layout.
+        if img.top.media_type.contains("oci") {
+            let out = run_tool("skopeo", ["inspect", "--raw", &format!("oci:{s}:{name}")]).unwrap();
+            assert_eq!(Digest::of(&out.stdout), img.top.digest, "{name}");
+        }
+    }
+    // No temporary files left behind.
+    assert!(std::fs::read_dir(store.join("blobs/sha256"))
+        .unwrap()
+        .all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp-")));
+}
