@@ -161,3 +161,88 @@ fn bundles_accumulate_in_one_store_sharing_blobs_and_skopeo_reads_it() {
             .to_string_lossy()
             .starts_with(".tmp-")));
 }
+
+#[test]
+fn a_killed_import_leaves_the_store_as_it_was_and_a_rerun_completes() {
+    if !(require_tool("docker-registry") && require_tool("skopeo")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let upstream = Registry::start().unwrap();
+    let set = FixtureSet::generate(&FixtureOptions {
+        big_layer_mib: Some(64),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = ferry_registry::Client::new(ferry_registry::ClientConfig::default()).unwrap();
+    rt.block_on(push(&set, &client, &upstream.host())).unwrap();
+    let h = upstream.host();
+    let multi = set.image("fixtures/multiarch");
+    let big = set.image("fixtures/big");
+    let a = export(dir, "a", &[multi.reference(&h)]);
+    let b = export(dir, "b", &[big.reference(&h)]);
+    let store = dir.join("store");
+    let s = store.to_str().unwrap();
+    ok(&ferry(&["import", a.to_str().unwrap(), "--store", s]));
+    let index_a = std::fs::read(store.join("index.json")).unwrap();
+    // Kill -9 while the big layer is being written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "import",
+            b.to_str().unwrap(),
+            "--store",
+            s,
+            "--chunk-mib",
+            "1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let blobs = store.join("blobs/sha256");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut caught = false;
+    while std::time::Instant::now() < deadline {
+        let tmp_seen = std::fs::read_dir(&blobs).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        });
+        if tmp_seen {
+            child.kill().unwrap();
+            caught = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.wait();
+    assert!(caught, "the import finished before it could be interrupted");
+    // The store is as it was: same index, earlier content still readable.
+    assert_eq!(std::fs::read(store.join("index.json")).unwrap(), index_a);
+    let name = format!("{}/{}:{}", h.replace(':', "-"), multi.repository, multi.tag);
+    let out = run_tool("skopeo", ["inspect", "--raw", &format!("oci:{s}:{name}")]).unwrap();
+    assert_eq!(Digest::of(&out.stdout), multi.top.digest);
+    // The re-run sweeps the leftovers and completes.
+    ok(&ferry(&["import", b.to_str().unwrap(), "--store", s]));
+    let big_name = format!("{}/{}:{}", h.replace(':', "-"), big.repository, big.tag);
+    let out = run_tool(
+        "skopeo",
+        ["inspect", "--raw", &format!("oci:{s}:{big_name}")],
+    )
+    .unwrap();
+    assert_eq!(Digest::of(&out.stdout), big.top.digest);
+    assert!(std::fs::read_dir(&blobs).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".tmp-")));
+    for b in &big.blobs {
+        let p = blobs.join(b.digest.hex());
+        assert_eq!(Digest::of(&std::fs::read(&p).unwrap()), b.digest);
+    }
+}
