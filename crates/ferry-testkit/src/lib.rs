@@ -50,4 +50,5 @@ pub mod fixtures;
 pub mod nginx;
 pub mod proxy;
 pub mod registry;
+pub mod store;
 pub mod tools;
