@@ -1,22 +1,29 @@
-//! `cargo xtask demo`: the main job end to end, on generated content.
+//! `cargo xtask demo`: the main job end to end, offline, with nothing but cargo.
 //!
-//! Two local registries stand in for the two sides: an *upstream* holding
-//! generated images (a multi-arch OCI index, a Docker schema2 image and
-//! manifest list, shared base layers, many small layers, a Trivy-shaped
-//! artifact), and an empty *target*. The spec names the content by
-//! real-looking `docker.io/…` and `ghcr.io/…` references, fetched through
-//! `--upstream-mirror` from the upstream registry. Then: export → verify →
-//! inspect → import → every digest at the target compared with upstream's.
+//! 1. Generate content (a multi-arch OCI index, Docker schema2 images and a
+//!    manifest list, shared base layers, many small layers, a Trivy-shaped
+//!    artifact, a Helm chart repository, a Falco driver, an OpenSearch
+//!    plugin, a plain file) into a store, and `ferry serve` it as the
+//!    *upstream* on a free loopback port.
+//! 2. `ferry export` with `fixtures/demo/bundle.yaml`, whose real-looking
+//!    `docker.io/…` references and `https://…` URLs are fetched from that
+//!    upstream through `--upstream-mirror`.
+//! 3. `ferry verify`, `ferry inspect`, `ferry import --store` into a mirror
+//!    store (with `--emit-config`), `ferry serve` over the mirror, and pull
+//!    every image and a file back through it: digests and bytes compared
+//!    with the upstream's.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use ferry_bundle::craft::chart_tgz;
 use ferry_bundle::Digest;
 use ferry_registry::{Client, ClientConfig, Repo};
-use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
-use ferry_testkit::registry::Registry;
+use ferry_testkit::fixtures::{FixtureOptions, FixtureSet};
+use ferry_testkit::store::write_store;
 
 fn build_ferry() -> Result<PathBuf> {
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -51,166 +58,325 @@ fn step(ferry: &Path, args: &[&str]) -> Result<String> {
     Ok(stdout)
 }
 
-/// Demo names for the generated repositories: (fixture repository, source reference).
-fn names(set: &FixtureSet) -> Vec<(String, String)> {
-    set.images
-        .iter()
-        .map(|i| {
-            let host = if i.repository.contains("trivy") {
-                "ghcr.io"
-            } else {
-                "docker.io"
-            };
-            (
-                i.repository.clone(),
-                format!("{host}/{}:{}", i.repository, i.tag),
-            )
-        })
-        .collect()
+fn free_addr() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(l.local_addr()?)
+}
+
+/// `ferry serve DIR` on a free port, killed on drop.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(ferry: &Path, dir: &Path, log: &Path) -> Result<Served> {
+    let mut last = None;
+    for _ in 0..5 {
+        let addr = free_addr()?;
+        let log_file = std::fs::File::create(log)?;
+        let child = Command::new(ferry)
+            .args([
+                "serve",
+                &dir.to_string_lossy(),
+                "--listen",
+                &addr.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("failed to start ferry serve")?;
+        let mut s = Served { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(s);
+            }
+            if let Ok(Some(st)) = s.child.try_wait() {
+                last = Some(format!(
+                    "ferry serve exited with {st}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    bail!(
+        "ferry serve did not start: {}",
+        last.unwrap_or_else(|| "timed out".into())
+    )
+}
+
+const DRIVER: &str = "falco_ubuntu-generic_5.15.0-91-generic_101.ko";
+
+fn sha512_hex(data: &[u8]) -> String {
+    use sha2::{Digest as _, Sha512};
+    hex::encode(Sha512::digest(data))
+}
+
+/// The upstream's file tree: (path under `files/`, bytes).
+fn upstream_files() -> Vec<(String, Vec<u8>)> {
+    let chart = chart_tgz(
+        "demo-app",
+        "1.0.0",
+        &[(
+            "values.yaml",
+            b"image:\n  registry: docker.io\n  repository: fixtures/multiarch\n  tag: \"1.0\"\n",
+        )],
+    );
+    let index = format!(
+        "apiVersion: v1\nentries:\n  demo-app:\n  - apiVersion: v2\n    name: demo-app\n    version: 1.0.0\n    appVersion: 1.0.0\n    created: \"2026-01-01T00:00:00Z\"\n    digest: {}\n    urls: [demo-app-1.0.0.tgz]\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+        Digest::of(&chart).hex()
+    );
+    let driver = b"\x7fELF demo kernel module\n".repeat(2048);
+    let plugin = b"PK\x03\x04 demo opensearch plugin\n".repeat(1024);
+    let tool = b"ferry demo tool 1.0\n".repeat(512);
+    vec![
+        ("charts/stable/index.yaml".into(), index.into_bytes()),
+        ("charts/stable/demo-app-1.0.0.tgz".into(), chart),
+        (format!("driver/7.0.0+driver/x86_64/{DRIVER}"), driver),
+        (
+            "os/repository-s3/2.8.0/repository-s3-2.8.0.zip.sha512".into(),
+            format!("{}  repository-s3-2.8.0.zip\n", sha512_hex(&plugin)).into_bytes(),
+        ),
+        (
+            "os/repository-s3/2.8.0/repository-s3-2.8.0.zip".into(),
+            plugin,
+        ),
+        ("dl/tool-1.0.tar.gz".into(), tool),
+    ]
 }
 
 pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
-    crate::ensure_tools(&[("docker-registry", "docker-registry")], true)?;
     let started = Instant::now();
     let ferry = build_ferry()?;
     let out = crate::root().join("target").join("demo");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
 
-    println!("== starting two local registries (Debian's docker-registry): upstream and target");
-    let upstream = Registry::start()?;
-    let target = Registry::start()?;
-    println!(
-        "upstream: http://{}   target: http://{}",
-        upstream.host(),
-        target.host()
-    );
-
+    println!("== generating the upstream content and serving it with `ferry serve`");
     let set = FixtureSet::generate(&FixtureOptions {
         big_layer_mib: big_mib,
         ..FixtureOptions::default()
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let client = Client::new(ClientConfig::default())?;
-    rt.block_on(push(&set, &client, &upstream.host()))?;
+    let upstream_dir = out.join("upstream");
+    let images: Vec<_> = set
+        .images
+        .iter()
+        .map(|i| (i, i.repository.clone()))
+        .collect();
+    let files = upstream_files();
+    write_store(&upstream_dir, &images, &files)?;
+    let upstream = serve(&ferry, &upstream_dir, &out.join("upstream-serve.log"))?;
+    let u = format!("http://{}", upstream.addr);
     println!(
-        "generated and pushed {} images ({} blobs, {} bytes) to the upstream",
+        "upstream: {u} ({} images, {} blobs, {} bytes; {} files)",
         set.images.len(),
         set.all_blobs().count(),
-        set.total_blob_bytes()
+        set.total_blob_bytes(),
+        files.len()
     );
 
-    let names = names(&set);
-    let mut spec = String::from("apiVersion: ferry.dev/v1\nname: demo\nimages:\n");
-    for (_, r) in &names {
-        spec.push_str(&format!("  - {r}\n"));
+    let mut spec = std::fs::read_to_string(crate::root().join("fixtures/demo/bundle.yaml"))
+        .context("read fixtures/demo/bundle.yaml")?;
+    if big_mib.is_some() {
+        spec = spec.replace("images:\n", "images:\n  - docker.io/fixtures/big:1.0\n");
     }
     let spec_path = out.join("bundle.yaml");
     std::fs::write(&spec_path, &spec)?;
-    println!("\nspec {}:\n{spec}", spec_path.display());
+    println!(
+        "\nspec {} (from fixtures/demo/bundle.yaml)",
+        spec_path.display()
+    );
 
-    let mirror_docker = format!("docker.io=http://{}", upstream.host());
-    let mirror_ghcr = format!("ghcr.io=http://{}", upstream.host());
+    let mirrors = [
+        format!("docker.io={u}"),
+        format!("ghcr.io={u}"),
+        format!("https://charts.demo.example={u}/charts"),
+        format!("https://download.falco.org/driver={u}/driver"),
+        format!("https://artifacts.opensearch.org/releases/plugins={u}/os"),
+        format!("https://downloads.demo.example={u}/dl"),
+    ];
     let bundle = out.join("demo.tar.zst");
     let lock = out.join("ferry.lock");
+    let cache = out.join("cache");
+    let mut args: Vec<String> = [
+        "export",
+        "-f",
+        &spec_path.to_string_lossy(),
+        "-o",
+        &bundle.to_string_lossy(),
+        "--lock",
+        &lock.to_string_lossy(),
+        "--cache",
+        &cache.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for m in &mirrors {
+        args.push("--upstream-mirror".into());
+        args.push(m.clone());
+    }
     let t = Instant::now();
-    step(
-        &ferry,
-        &[
-            "export",
-            "-f",
-            &spec_path.to_string_lossy(),
-            "-o",
-            &bundle.to_string_lossy(),
-            "--lock",
-            &lock.to_string_lossy(),
-            "--cache",
-            &out.join("cache").to_string_lossy(),
-            "--upstream-mirror",
-            &mirror_docker,
-            "--upstream-mirror",
-            &mirror_ghcr,
-        ],
-    )?;
+    step(&ferry, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let export_secs = t.elapsed().as_secs_f64();
+    // The connected side is done: the upstream goes away.
+    drop(upstream);
+
     let t = Instant::now();
     step(&ferry, &["verify", &bundle.to_string_lossy()])?;
     let verify_secs = t.elapsed().as_secs_f64();
     step(&ferry, &["inspect", &bundle.to_string_lossy()])?;
-    let t = Instant::now();
+
+    let mirror_dir = out.join("mirror");
+    let config_dir = out.join("client-config");
     let receipt = out.join("receipt.json");
+    let t = Instant::now();
+    // The mirror's port is known only once it serves; the emitted files name
+    // the file server as http://mirror.internal:5000 (the summary says so).
     step(
         &ferry,
         &[
             "import",
             &bundle.to_string_lossy(),
-            "--registry",
-            &target.host(),
+            "--store",
+            &mirror_dir.to_string_lossy(),
             "--map",
             "docker.io=dockerhub",
             "--receipt",
             &receipt.to_string_lossy(),
+            "--emit-config",
+            &config_dir.to_string_lossy(),
+            "--files-url",
+            "http://mirror.internal:5000",
         ],
     )?;
     let import_secs = t.elapsed().as_secs_f64();
 
-    println!("\n== checking every digest at the target against the upstream");
+    println!("\n== serving the mirror with `ferry serve` and pulling everything back");
+    let mirror = serve(&ferry, &mirror_dir, &out.join("mirror-serve.log"))?;
+    let m = format!("http://{}", mirror.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(ClientConfig::default())?;
     let mut checked = 0;
-    rt.block_on(async {
-        for (i, (_, source)) in set.images.iter().zip(&names) {
-            let path = if source.starts_with("docker.io/") {
-                format!("dockerhub/{}", i.repository)
+    let names: Vec<(String, String)> = set
+        .images
+        .iter()
+        .filter(|i| big_mib.is_some() || i.repository != "fixtures/big")
+        .map(|i| {
+            if i.repository.contains("trivy") {
+                (format!("ghcr.io/{}", i.repository), i.repository.clone())
             } else {
-                format!("ghcr.io/{}", i.repository)
+                (
+                    format!("docker.io/{}", i.repository),
+                    format!("dockerhub/{}", i.repository),
+                )
+            }
+        })
+        .collect();
+    rt.block_on(async {
+        for (i, (source, path)) in set
+            .images
+            .iter()
+            .filter(|i| big_mib.is_some() || i.repository != "fixtures/big")
+            .zip(&names)
+        {
+            let path = if source.starts_with("ghcr.io/") {
+                format!("ghcr.io/{path}")
+            } else {
+                path.clone()
             };
             let repo = Repo {
-                host: target.host(),
+                host: mirror.addr.to_string(),
                 path,
             };
-            let m = client.get_manifest(&repo, &i.tag).await?;
-            if Digest::of(&m.bytes) != i.top.digest {
+            let got = client.get_manifest(&repo, &i.tag).await?;
+            if got.digest != i.top.digest {
                 bail!(
-                    "{source}: target has {}, upstream {}",
-                    Digest::of(&m.bytes),
+                    "{source}: the mirror serves {}, upstream {}",
+                    got.digest,
                     i.top.digest
                 );
             }
             checked += 1;
             for c in &i.children {
-                let m = client.get_manifest(&repo, &c.digest.to_string()).await?;
-                if Digest::of(&m.bytes) != c.digest {
-                    bail!("{source}@{}: digest differs at the target", c.digest);
+                let got = client.get_manifest(&repo, &c.digest.to_string()).await?;
+                if got.digest != c.digest {
+                    bail!("{source}@{}: digest differs at the mirror", c.digest);
                 }
                 checked += 1;
             }
+            // Every blob, hashed while it streams.
+            let dir = tempfile::tempdir()?;
+            for b in &i.blobs {
+                client
+                    .download_blob(
+                        &repo,
+                        &b.digest,
+                        Some(b.size()),
+                        &dir.path().join("b"),
+                        None,
+                    )
+                    .await?;
+                std::fs::remove_file(dir.path().join("b"))?;
+            }
             println!(
-                "  {source} -> {}/{}:{}  {}",
-                repo.host, repo.path, i.tag, i.top.digest
+                "  {source}:{} -> {m}/{}:{}  {}",
+                i.tag, repo.path, i.tag, i.top.digest
             );
         }
         Ok(())
     })?;
+    let driver_url = format!("{m}/falco/driver/7.0.0+driver/x86_64/{DRIVER}");
+    let got = rt.block_on(async {
+        client
+            .fetch_bytes(&url::Url::parse(&driver_url)?, None, 64 << 20)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    let want = files
+        .iter()
+        .find(|(p, _)| p.ends_with(DRIVER))
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
+    if got.as_ref() != want.as_slice() {
+        bail!("{driver_url}: the file differs from the upstream's");
+    }
+    println!("  {driver_url}  (bytes equal)");
+
     let size = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
     println!("\n== demo summary");
     println!(
-        "bundled   {} images ({} manifests checked byte-exact at the target)",
-        set.images.len(),
-        checked
+        "bundled   {} images and artifacts, a Helm chart (+ its image), a Falco driver, an OpenSearch plugin, a file",
+        names.len()
     );
-    println!("bundle    {} ({} bytes) + .sha256", bundle.display(), size);
-    println!("timings   export {export_secs:.1}s, verify {verify_secs:.1}s, import {import_secs:.1}s, total {:.1}s", started.elapsed().as_secs_f64());
+    println!("checked   {checked} manifests byte-exact and every blob through the mirror; the driver file byte-exact");
+    println!("bundle    {} ({size} bytes) + .sha256", bundle.display());
     println!(
-        "mirror    http://{} (docker.io → dockerhub/…, ghcr.io → ghcr.io/…)",
-        target.host()
+        "timings   export {export_secs:.1}s, verify {verify_secs:.1}s, import {import_secs:.1}s, total {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("mirror    {m}  (store {}; docker.io → dockerhub/…, files under /falco, /helm, /opensearch, /files)", mirror_dir.display());
+    println!(
+        "config    {} (Falco, OpenSearch, Helm, CK8s values; the file server is written as http://mirror.internal:5000)",
+        config_dir.display()
     );
     println!("receipt   {}", receipt.display());
     println!("lock      {}", lock.display());
     if keep {
-        println!("\nregistries kept running; press Ctrl-C to stop");
+        println!("\nthe mirror keeps serving at {m}; press Ctrl-C to stop");
         loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
     Ok(())

@@ -33,7 +33,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Verify and stream a bundle into a registry.
     Import(ImportArgs),
-    /// Serve a mirror store as a read-only registry (not built yet).
+    /// Serve a mirror store as a read-only OCI registry and file server.
     Serve(ServeArgs),
     /// Discover image references in rendered manifests (one per line, usable as a `list:` file).
     Images(ImagesArgs),
@@ -217,11 +217,26 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The store directory.
+    /// The store directory (written by `ferry import BUNDLE --store DIR`).
     pub dir: PathBuf,
-    /// Listen address.
+    /// Listen address of the registry (and of the file tree, without --files-listen).
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub listen: String,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require HTTP Basic credentials from this htpasswd file (bcrypt entries, `htpasswd -B`).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Serve the file tree on this second address instead of the registry's.
+    #[arg(long, value_name = "ADDR")]
+    pub files_listen: Option<String>,
+    /// Allow a non-loopback address without both TLS and --htpasswd.
+    #[arg(long)]
+    pub insecure_listen: bool,
 }
 
 #[derive(Debug, Args)]

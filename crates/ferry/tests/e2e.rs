@@ -743,8 +743,8 @@ fn bad_specs_name_the_file_line_and_key() {
         text(&o)
     );
     let o = ferry(&["serve", "."]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(text(&o).contains("not built yet"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("is not a ferry store"), "{}", text(&o));
 }
 
 /// Export through a fault-injecting proxy in front of the real upstream

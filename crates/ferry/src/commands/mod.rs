@@ -3,13 +3,14 @@
 mod export;
 mod images;
 mod import;
+mod serve;
 mod verify;
 
 use std::sync::Arc;
 
 use crate::cli::Command;
 use crate::ui::Ui;
-use crate::{CmdResult, Failure};
+use crate::CmdResult;
 
 pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
     match command {
@@ -18,10 +19,7 @@ pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
         Command::Verify(a) => verify::verify(a, ui).await,
         Command::Inspect(a) => verify::inspect(a, ui).await,
         Command::Import(a) => import::import(a, ui).await,
-        Command::Serve(_) => Err(
-            Failure::input(anyhow::anyhow!("`ferry serve` is not built yet"))
-                .hint("import into a registry with `ferry import BUNDLE --registry HOST` for now"),
-        ),
+        Command::Serve(a) => serve::serve(a, ui).await,
         Command::Images(a) => images::images(a, ui).await,
     }
 }
