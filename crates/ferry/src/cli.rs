@@ -157,6 +157,9 @@ pub struct ImportArgs {
     /// Import into a local mirror store (an OCI layout plus the file tree) that `ferry serve` serves.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["registry", "files"])]
     pub store: Option<PathBuf>,
+    /// With --store: the URL clients will reach `ferry serve` at (for --emit-config: registry and file server).
+    #[arg(long, value_name = "URL", requires = "store")]
+    pub mirror_url: Option<String>,
     /// File server target for charts, drivers, plugins and files: a directory, or http(s)://HOST/PATH (HTTP PUT / WebDAV).
     #[arg(long, value_name = "DIR|URL")]
     pub files: Option<String>,

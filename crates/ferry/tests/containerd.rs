@@ -221,3 +221,62 @@ fn containerd_finds_a_source_host_with_a_port_in_its_host_port_directory() {
     w.upstream.stop();
     w.pull_all(&source, &emit);
 }
+
+/// The embedded mirror: import into a store with `--mirror-url`, serve it
+/// with `ferry serve`, and containerd pulls through the emitted hosts.toml.
+#[test]
+fn containerd_pulls_from_ferry_serve_through_the_emitted_config() {
+    if !tools() {
+        return;
+    }
+    let mut w = world();
+    let bundle = w.export("docker.io");
+    let store = w.dir.join("store");
+    let emit = w.dir.join("emit-store");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mirror = format!("http://127.0.0.1:{port}");
+    ok(&ferry(&[
+        "import",
+        bundle.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--map",
+        "docker.io=dockerhub",
+        "--emit-config",
+        emit.to_str().unwrap(),
+        "--mirror-url",
+        &mirror,
+    ]));
+    let toml = hosts_toml(&emit, "docker.io");
+    assert!(
+        toml.contains(&format!("[host.\"{mirror}/v2/dockerhub\"]")),
+        "{toml}"
+    );
+    w.upstream.stop();
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "serve",
+            store.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry serve did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    w.pull_all("docker.io", &emit);
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

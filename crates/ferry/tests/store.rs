@@ -227,6 +227,38 @@ fn a_killed_import_leaves_the_store_as_it_was_and_a_rerun_completes() {
     let name = format!("{}/{}:{}", h.replace(':', "-"), multi.repository, multi.tag);
     let out = run_tool("skopeo", ["inspect", "--raw", &format!("oci:{s}:{name}")]).unwrap();
     assert_eq!(Digest::of(&out.stdout), multi.top.digest);
+    // `ferry serve` serves the interrupted store correctly.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", s, "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry serve did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let served = run_tool(
+        "skopeo",
+        [
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://127.0.0.1:{port}/{name}"),
+        ],
+    );
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(Digest::of(&served.unwrap().stdout), multi.top.digest);
     // The re-run sweeps the leftovers and completes.
     ok(&ferry(&["import", b.to_str().unwrap(), "--store", s]));
     let big_name = format!("{}/{}:{}", h.replace(':', "-"), big.repository, big.tag);

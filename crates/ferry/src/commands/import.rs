@@ -67,6 +67,14 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         (None, Some(f), _) => f.clone(),
         (None, None, None) => String::new(),
     };
+    // With --store, the emitted configuration points at where `ferry serve` will be.
+    let emit_target = match (&a.store, &a.mirror_url) {
+        (Some(_), Some(u)) => {
+            Some(Target::parse(u).map_err(|e| Failure::input(anyhow!("--mirror-url `{u}`: {e}")))?)
+        }
+        (Some(_), None) => None,
+        (None, _) => target.clone(),
+    };
     let files_spec = match &a.store {
         Some(dir) => Some(dir.join("files").display().to_string()),
         None => a.files.clone(),
@@ -180,12 +188,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             ));
         }
         out.push_str("run `ferry verify` to check every byte before the real import");
-        if let Some(list) = emit_config(
-            &a,
-            target.as_ref().filter(|_| a.store.is_none()),
-            &mapping_for_emit,
-            ui,
-        )? {
+        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, ui)? {
             out.push_str(&list);
         }
         ui.result(&out);
@@ -259,12 +262,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         out.push_str(&format!("\nreceipt written to {}", r.display()));
     }
     if report.failed.is_empty() {
-        if let Some(list) = emit_config(
-            &a,
-            target.as_ref().filter(|_| a.store.is_none()),
-            &mapping_for_emit,
-            ui,
-        )? {
+        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, ui)? {
             out.push_str(&list);
         }
     } else if a.emit_config.is_some() {
@@ -315,12 +313,16 @@ fn emit_config(
         })
     });
     // An http(s) --files target is also where clients find the files, unless told otherwise.
-    let files_url = a.files_url.clone().or_else(|| {
-        a.files
-            .as_ref()
-            .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
-            .cloned()
-    });
+    let files_url = a
+        .files_url
+        .clone()
+        .or_else(|| {
+            a.files
+                .as_ref()
+                .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
+                .cloned()
+        })
+        .or_else(|| a.mirror_url.clone());
     let client = match a.emit_client.as_slice() {
         [cert, key] => Some((cert.clone(), key.clone())),
         _ => None,
