@@ -32,7 +32,7 @@ pub enum Command {
     /// List what a bundle carries.
     Inspect(InspectArgs),
     /// Verify and stream a bundle into a registry.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Serve a mirror store as a read-only OCI registry and file server.
     Serve(ServeArgs),
     /// Discover image references in rendered manifests (one per line, usable as a `list:` file).

@@ -18,7 +18,7 @@ pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
         Command::Lock(a) => export::lock(a, ui).await,
         Command::Verify(a) => verify::verify(a, ui).await,
         Command::Inspect(a) => verify::inspect(a, ui).await,
-        Command::Import(a) => import::import(a, ui).await,
+        Command::Import(a) => import::import(*a, ui).await,
         Command::Serve(a) => serve::serve(a, ui).await,
         Command::Images(a) => images::images(a, ui).await,
     }
