@@ -144,6 +144,10 @@ pub struct BaseBlob {
     pub digest: Digest,
     /// Size.
     pub size: u64,
+    /// A repository at the target that holds it (from the receipt), so an
+    /// import can mount it into the repositories that need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 /// The index.json pin.

@@ -27,6 +27,9 @@ pub struct ExportOptions {
     pub jobs: usize,
     /// Bundle name (the spec's).
     pub name: String,
+    /// Blobs the target already holds (`--since`): left out of the bundle
+    /// and listed as its base, with a repository at the target that has them.
+    pub base: std::collections::HashMap<Digest, Option<String>>,
 }
 
 /// What an export produced.
@@ -46,6 +49,10 @@ pub struct ExportSummary {
     pub fetched_bytes: u64,
     /// Blobs served from the cache.
     pub cached: usize,
+    /// Blobs left out because the target has them (`--since`).
+    pub base: usize,
+    /// Their bytes.
+    pub base_bytes: u64,
 }
 
 /// Why an export failed.
@@ -109,6 +116,7 @@ pub async fn export(
     let mut layers: Vec<PlannedBlob> = Vec::new();
     let mut items = Vec::new();
     let mut absent = Vec::new();
+    let mut base: Vec<meta::BaseBlob> = Vec::new();
     for img in &resolved.images {
         items.push(Item {
             kind: img.kind,
@@ -150,6 +158,18 @@ pub async fn export(
             for d in descriptors {
                 if !seen.insert(d.digest.clone()) {
                     continue;
+                }
+                // Only registry-bound content may be left out: a file kind's
+                // bytes (and a chart's .tgz) must travel to the file server.
+                if img.path.is_none() {
+                    if let Some(repo) = opts.base.get(&d.digest) {
+                        base.push(meta::BaseBlob {
+                            digest: d.digest.clone(),
+                            size: d.size,
+                            repository: repo.clone(),
+                        });
+                        continue;
+                    }
                 }
                 let is_config = config_digest.as_ref() == Some(&d.digest);
                 let planned = PlannedBlob {
@@ -267,8 +287,13 @@ pub async fn export(
         items,
         blobs: all_blobs,
         absent,
-        base: Vec::new(),
+        base: {
+            base.sort_by(|a, b| a.digest.cmp(&b.digest));
+            base
+        },
     };
+    let base_count = bundle_meta.base.len();
+    let base_bytes: u64 = bundle_meta.base.iter().map(|b| b.size).sum();
     let summary_items = bundle_meta.items.len();
     let summary_blobs = bundle_meta.blobs.len();
     let blob_bytes = bundle_meta.blob_bytes();
@@ -317,5 +342,7 @@ pub async fn export(
         fetched: missing.len(),
         fetched_bytes: fetch_bytes,
         cached: blobs.len() - missing.len(),
+        base: base_count,
+        base_bytes,
     })
 }

@@ -158,6 +158,9 @@ pub enum ImportError {
     /// The bundle's file items cannot be planned.
     #[error("bad file item in the bundle: {0}")]
     FileItem(String),
+    /// A differential bundle's base is not at the target.
+    #[error("this is a differential bundle, and {} base blob(s) it relies on are not at the target; nothing was pushed:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+    MissingBase(Vec<String>),
     /// The target registry cannot be reached.
     #[error("target registry `{host}` is not reachable")]
     Unreachable {
@@ -1032,6 +1035,38 @@ async fn make_plan(
             if has {
                 present.insert((repo, d));
             }
+        }
+    }
+    // A differential bundle leaves out blobs the target already holds: each
+    // must be there (in the item's repository, or where the receipt saw it,
+    // to be mounted from) before anything is pushed.
+    if !head.meta.base.is_empty() && !opts.dry_run {
+        let mut missing = Vec::new();
+        for b in &head.meta.base {
+            if present.iter().any(|(_, x)| x == &b.digest) {
+                continue;
+            }
+            let mut found = false;
+            if let Some(hint) = &b.repository {
+                let repo = Repo {
+                    host: target.host.clone(),
+                    path: hint.clone(),
+                };
+                if dest.head_blob(&repo, &b.digest).await {
+                    present.insert((repo, b.digest.clone()));
+                    found = true;
+                }
+            }
+            let needed = plans
+                .iter()
+                .any(|p| p.blobs.iter().any(|(d, _)| d == &b.digest));
+            if !found && needed {
+                missing.push(b.digest.to_string());
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(ImportError::MissingBase(missing));
         }
     }
     let mut first: HashMap<Digest, Repo> = HashMap::new();

@@ -107,6 +107,10 @@ pub struct ExportArgs {
     /// A Falco driver missing upstream is a warning, not an error (exit 3).
     #[arg(long)]
     pub allow_missing_drivers: bool,
+    /// Differential bundle: leave out every blob the other side already has, per FILE
+    /// (the `--receipt` of an import there, or the lock of the bundle it last imported).
+    #[arg(long, value_name = "RECEIPT|LOCK")]
+    pub since: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -170,6 +170,76 @@ async fn resolve(
     Ok(resolved)
 }
 
+/// The blobs the other side holds, from a receipt (with the repository
+/// holding each) or from a lock (every config and layer of the manifests it
+/// pins, fetched from the source by digest).
+async fn load_base(
+    path: &Path,
+    client: &Client,
+) -> Result<std::collections::HashMap<ferry_bundle::Digest, Option<String>>, Failure> {
+    use ferry_bundle::manifest;
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::input(anyhow!("--since: failed to read `{}`: {e}", path.display()))
+    })?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::input(anyhow!(
+            "--since: `{}` is not a receipt or lock file: {e}",
+            path.display()
+        ))
+    })?;
+    let mut base = std::collections::HashMap::new();
+    if v.get("receiptVersion").is_some() {
+        let r: ferry_import::receipt::Receipt = serde_json::from_value(v).map_err(|e| {
+            Failure::input(anyhow!(
+                "--since: invalid receipt `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        for (repo, content) in &r.repositories {
+            for d in &content.blobs {
+                base.entry(d.clone()).or_insert_with(|| Some(repo.clone()));
+            }
+        }
+        return Ok(base);
+    }
+    if v.get("lockVersion").is_none() {
+        return Err(Failure::input(anyhow!(
+            "--since: `{}` is neither a receipt (receiptVersion) nor a lock file (lockVersion)",
+            path.display()
+        )));
+    }
+    let lock = Lock::load(path).map_err(Failure::input)?;
+    for e in lock.entries() {
+        let Ok(r) = Reference::parse(&e.reference) else {
+            continue; // file kinds always travel
+        };
+        let repo = ferry_registry::Repo {
+            host: r.registry.clone(),
+            path: r.repository.clone(),
+        };
+        let mut queue = vec![e.digest.clone()];
+        queue.extend(e.platforms.iter().map(|p| p.digest.clone()));
+        while let Some(d) = queue.pop() {
+            let m = client
+                .get_manifest(&repo, &d.to_string())
+                .await
+                .map_err(|err| {
+                    Failure::env(anyhow!(
+                        "--since: cannot read {}@{d} named by `{}`: {err}",
+                        e.reference,
+                        path.display()
+                    ))
+                })?;
+            let parsed = manifest::parse(&m.bytes, Some(&m.media_type))
+                .map_err(|err| Failure::input(anyhow!("--since: {}@{d}: {err}", e.reference)))?;
+            for b in parsed.blobs() {
+                base.insert(b.digest.clone(), None);
+            }
+        }
+    }
+    Ok(base)
+}
+
 fn default_cache() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(x).join("ferry");
@@ -289,12 +359,17 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         },
         CompressionArg::None => Compression::None,
     };
+    let base = match &a.since {
+        Some(p) => load_base(p, &client).await?,
+        None => Default::default(),
+    };
     let opts = ferry_export::ExportOptions {
         output: a.output.clone(),
         compression,
         cache_dir: cache.clone(),
         jobs: a.net.jobs,
         name: spec.name.clone(),
+        base,
     };
     let summary = ferry_export::export(&client, &resolved, &opts, &ev)
         .await
@@ -318,8 +393,17 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         "fetched": summary.fetched,
         "fetchedBytes": summary.fetched_bytes,
         "cached": summary.cached,
+        "baseBlobs": summary.base,
+        "baseBytes": summary.base_bytes,
         "seconds": secs,
     }));
+    if a.since.is_some() {
+        ui.line(&format!(
+            "differential: {} blob(s) ({}) left out, the other side has them",
+            summary.base,
+            human_bytes(summary.base_bytes)
+        ));
+    }
     ui.result(&format!(
         "wrote {} ({}, {} items, {} blobs, {} of content; fetched {} new, {} cached) in {:.1}s\nsha256 {}  (also in {})",
         summary.written.path.display(),

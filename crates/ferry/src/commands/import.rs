@@ -161,6 +161,9 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
                 ImportError::Bundle { .. } => {
                     Some("copy the bundle again and check it with `ferry verify`")
                 }
+                ImportError::MissingBase(_) => Some(
+                    "import the bundle this delta was made against first (or export a full bundle without --since)",
+                ),
                 _ => None,
             };
             let f = if env {
