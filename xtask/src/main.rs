@@ -1,7 +1,7 @@
 //! Project tasks: `cargo xtask test`, `cargo xtask demo`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
-//!   nginx-light and containerd, with apt-get when running as root), then
+//!   nginx-light, containerd and minisign, with apt-get when running as root), then
 //!   runs the format check, clippy, every test (one dev build shared by all),
 //!   and the demo.
 //! - `demo`: the main job end to end on generated content: two local
@@ -150,6 +150,7 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
             ("nginx", "nginx-light"),
             ("containerd", "containerd"),
             ("ctr", "containerd"),
+            ("minisign", "minisign"),
         ],
         ci,
     )?;

@@ -11,6 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::meta::BlobMeta;
+use crate::parts::{open_bundle, PartsError};
 use crate::reader::{read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult, Visitor};
 
 /// Why the head could not be read.
@@ -24,6 +25,15 @@ pub enum HeadError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A split bundle's parts manifest or parts are bad (the error names the part).
+    #[error("failed to read split bundle `{path}`")]
+    Parts {
+        /// The path given.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: PartsError,
     },
     /// The head is malformed (the error names the entry).
     #[error("bundle `{path}` has a bad head")]
@@ -97,15 +107,24 @@ pub fn read_head_from<R: Read>(source: R, path: &Path) -> Result<Head, HeadError
     })
 }
 
-/// Reads the head of the bundle file at `path`, stopping right after
+/// Reads the head of the bundle at `path` (a bundle file, a parts manifest
+/// or the first part: see [`open_bundle`]), stopping right after
 /// `index.json`: `bundle.json` (parsed, pinned index checked), the
 /// signature bytes if present, and the index descriptors.
 pub fn read_head(path: &Path) -> Result<Head, HeadError> {
-    let file = std::fs::File::open(path).map_err(|source| HeadError::Open {
+    let parts_err = |source| HeadError::Parts {
         path: path.to_path_buf(),
         source,
+    };
+    let mut src = open_bundle(path).map_err(|e| match e {
+        PartsError::Open { path, source } => HeadError::Open { path, source },
+        other => parts_err(other),
     })?;
-    read_head_from(file, path)
+    match read_head_from(&mut src, path) {
+        // A bad part explains a bad head better than what its bytes decoded to.
+        Err(e) => Err(src.diagnose().map(parts_err).unwrap_or(e)),
+        ok => ok,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 //! - [`spec`]: the `bundle.yaml` spec; [`lock`]: the `ferry.lock` file;
 //! - [`meta`]: `ferry/bundle.json`, the bundle's signed table of contents;
 //! - [`writer`] and [`reader`]: the bundle tarball, written reproducibly and
-//!   read as one verifying stream.
+//!   read as one verifying stream;
+//! - [`parts`]: split bundles (rolling part writer, verifying part reader,
+//!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
+//! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`.
 
 pub mod digest;
 pub mod manifest;
@@ -21,7 +24,9 @@ pub mod discover;
 pub mod head;
 pub mod lock;
 pub mod meta;
+pub mod parts;
 pub mod reader;
 pub mod relpath;
+pub mod sign;
 pub mod spec;
 pub mod writer;

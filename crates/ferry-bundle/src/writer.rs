@@ -8,6 +8,10 @@
 //! The file is written under a temporary name in the destination directory
 //! and renamed into place by [`BundleWriter::finish`], next to a
 //! `<name>.sha256` file in `sha256sum` format.
+//!
+//! [`BundleWriter::create_split`] writes the same bytes cut into parts
+//! instead (see [`crate::parts`]): `<name>.part-000`, … and the parts
+//! manifest, all renamed into place only when the bundle is complete.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -15,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
 use crate::meta::{META_PATH, SIG_PATH};
+use crate::parts::{Identity, PartsWriter, PartsWritten};
 
 /// zstd worker threads (fixed so that output bytes never depend on the machine).
 const ZSTD_WORKERS: u32 = 4;
@@ -93,22 +98,52 @@ pub struct BundleWriter {
     path: PathBuf,
     tmp: Option<tempfile::TempPath>,
     builder: Option<tar::Builder<Encoder>>,
+    /// Whether the output is cut into parts.
+    split: bool,
+    /// Split output: the identity read from `ferry/bundle.json` for the
+    /// parts manifest (set by [`BundleWriter::write_head`]).
+    identity: Option<Identity>,
 }
 
 /// What [`BundleWriter::finish`] produced.
 #[derive(Debug, Clone)]
 pub struct Written {
-    /// The bundle file.
+    /// The bundle file (split: the parts manifest).
     pub path: PathBuf,
-    /// The `.sha256` file beside it.
+    /// The `.sha256` file beside it (split: the parts manifest, which holds
+    /// the whole stream's sha256).
     pub checksum_path: PathBuf,
-    /// Bundle size on disk.
+    /// Bundle size on disk (split: the sum of the parts).
     pub size: u64,
-    /// sha256 of the bundle file.
+    /// sha256 of the bundle file (split: of the whole stream, the parts
+    /// concatenated).
     pub sha256: Digest,
+    /// Split output: the parts and their manifest.
+    pub parts: Option<PartsWritten>,
 }
 
-type Sink = HashingWriter<BufWriter<File>>;
+type Sink = HashingWriter<Output>;
+
+/// Where the compressed bytes go: one file, or rolling parts.
+enum Output {
+    File(BufWriter<File>),
+    Parts(Box<PartsWriter>),
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Parts(p) => p.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Parts(p) => p.flush(),
+        }
+    }
+}
 
 enum Encoder {
     Zstd(zstd::stream::write::Encoder<'static, Sink>),
@@ -182,7 +217,38 @@ impl BundleWriter {
             .tempfile_in(&dir)
             .map_err(io_err)?;
         let (file, tmp_path) = tmp.into_parts();
-        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let out = Output::File(BufWriter::with_capacity(1 << 20, file));
+        BundleWriter::start(path, compression, out, Some(tmp_path))
+    }
+
+    /// Starts writing `path` cut into parts of `part_size` bytes
+    /// (`<path>.part-000`, …, each under a temporary name until
+    /// [`BundleWriter::finish`]) and the parts manifest
+    /// ([`crate::parts::manifest_path_for`]). The bytes are those
+    /// [`BundleWriter::create`] would write, cut at byte boundaries.
+    pub fn create_split(
+        path: &Path,
+        compression: Compression,
+        part_size: u64,
+    ) -> Result<BundleWriter, WriteError> {
+        let parts = PartsWriter::create(path, part_size).map_err(|source| WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        BundleWriter::start(path, compression, Output::Parts(Box::new(parts)), None)
+    }
+
+    fn start(
+        path: &Path,
+        compression: Compression,
+        out: Output,
+        tmp_path: Option<tempfile::TempPath>,
+    ) -> Result<BundleWriter, WriteError> {
+        let io_err = |source| WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let sink = HashingWriter::new(out);
         let enc = match compression {
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(sink, level).map_err(io_err)?;
@@ -202,8 +268,10 @@ impl BundleWriter {
         builder.mode(tar::HeaderMode::Deterministic);
         Ok(BundleWriter {
             path: path.to_path_buf(),
-            tmp: Some(tmp_path),
+            split: tmp_path.is_none(),
+            tmp: tmp_path,
             builder: Some(builder),
+            identity: None,
         })
     }
 
@@ -242,6 +310,16 @@ impl BundleWriter {
         signature: Option<&[u8]>,
         index_json: &[u8],
     ) -> Result<(), WriteError> {
+        if self.split {
+            // Split: the parts manifest names the bundle it carries.
+            let identity = Identity::from_meta_json(meta_json).map_err(|e| {
+                self.io_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("ferry/bundle.json has no identity for the parts manifest: {e}"),
+                ))
+            })?;
+            self.identity = Some(identity);
+        }
         self.append_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         self.append_dir("ferry/")?;
         self.append_bytes(META_PATH, meta_json)?;
@@ -295,7 +373,23 @@ impl BundleWriter {
             .ok_or_else(|| self.io_err(io::Error::other("finished twice")))?;
         let enc = builder.into_inner().map_err(|e| self.io_err(e))?;
         let sink = enc.finish().map_err(|e| self.io_err(e))?;
-        let (sha256, size, buf) = sink.finish();
+        let (sha256, size, out) = sink.finish();
+        let buf = match out {
+            Output::File(buf) => buf,
+            Output::Parts(parts) => {
+                let identity = self.identity.take().ok_or_else(|| {
+                    self.io_err(io::Error::other("the bundle head was never written"))
+                })?;
+                let written = parts.finish(identity, size, sha256.clone())?;
+                return Ok(Written {
+                    path: written.manifest_path.clone(),
+                    checksum_path: written.manifest_path.clone(),
+                    size,
+                    sha256,
+                    parts: Some(written),
+                });
+            }
+        };
         let file = buf.into_inner().map_err(|e| self.io_err(e.into_error()))?;
         file.sync_all().map_err(|e| self.io_err(e))?;
         drop(file);
@@ -320,6 +414,7 @@ impl BundleWriter {
             checksum_path,
             size,
             sha256,
+            parts: None,
         })
     }
 }

@@ -30,6 +30,14 @@ pub struct ExportOptions {
     /// Blobs the target already holds (`--since`): left out of the bundle
     /// and listed as its base, with a repository at the target that has them.
     pub base: std::collections::HashMap<Digest, Option<String>>,
+    /// Sign `ferry/bundle.json` with this key (`--sign-key`) and write the
+    /// signature as `ferry/bundle.json.sig`. Unsigned bundles stay
+    /// byte-reproducible; a signature is randomised, so two signed exports
+    /// of the same content differ in the `.sig` entry only.
+    pub sign_key: Option<ferry_bundle::sign::SigningKey>,
+    /// Cut the bundle into parts of this many bytes (`--split`): `OUT.part-000`,
+    /// … and the parts manifest instead of `OUT` and `OUT.sha256`.
+    pub split: Option<u64>,
 }
 
 /// What an export produced.
@@ -79,6 +87,9 @@ pub enum ExportError {
     /// Writing the bundle failed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// Signing `ferry/bundle.json` failed.
+    #[error(transparent)]
+    Sign(#[from] ferry_bundle::sign::SignError),
     /// The writer thread died.
     #[error("bundle writer thread failed: {0}")]
     Join(String),
@@ -304,8 +315,19 @@ pub async fn export(
     let events2 = events.clone();
     let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
     let written = tokio::task::spawn_blocking(move || -> Result<Written, ExportError> {
-        let mut w = BundleWriter::create(&opts2.output, opts2.compression)?;
-        w.write_head(&bundle_meta.to_json(), None, &index)?;
+        let mut w = match opts2.split {
+            Some(size) => BundleWriter::create_split(&opts2.output, opts2.compression, size)?,
+            None => BundleWriter::create(&opts2.output, opts2.compression)?,
+        };
+        let meta_json = bundle_meta.to_json();
+        let signature = match &opts2.sign_key {
+            Some(key) => Some(key.sign(
+                &meta_json,
+                &ferry_bundle::sign::bundle_comment(&bundle_meta.name, &bundle_meta.index.digest),
+            )?),
+            None => None,
+        };
+        w.write_head(&meta_json, signature.as_deref(), &index)?;
         for (m, bytes) in &manifests {
             w.write_blob(&m.digest, m.size, &bytes[..])?;
             events2(Event::WriteProgress { bytes: m.size });

@@ -22,7 +22,9 @@ mod run;
 pub mod store;
 mod tree;
 
-pub use run::{import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry};
+pub use run::{
+    import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry, SignatureCheck,
+};
 
 /// Progress reported by import.
 #[derive(Debug, Clone)]

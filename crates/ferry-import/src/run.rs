@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use ferry_bundle::manifest::{self, Parsed};
 use ferry_bundle::meta::{BlobMeta, Item, Kind};
+use ferry_bundle::parts::{open_bundle, PartsError};
 use ferry_bundle::reader::{
     read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor,
 };
@@ -47,6 +48,19 @@ pub struct ImportOptions {
     pub jobs: usize,
     /// Blobs above this size are uploaded in chunks of this size.
     pub chunk_size: u64,
+    /// `--key`: the bundle must carry a valid signature by this key, checked
+    /// when the head arrives, before anything is planned or loaded.
+    pub key: Option<ferry_bundle::sign::TrustedKey>,
+}
+
+/// The bundle's signature, as the import saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureCheck {
+    /// The key id the signature names.
+    pub key_id: String,
+    /// Verified with `key` (without a key, a signature is only reported).
+    pub verified: bool,
 }
 
 /// One planned item.
@@ -109,6 +123,9 @@ pub struct ImportReport {
     pub manifests_present: usize,
     /// Blobs that failed verification.
     pub bad_blobs: Vec<String>,
+    /// The bundle's signature, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureCheck>,
     /// What the target holds of this bundle, per repository.
     #[serde(skip)]
     pub receipt: Receipt,
@@ -134,6 +151,26 @@ pub enum ImportError {
         /// Cause.
         #[source]
         source: BundleError,
+    },
+    /// A split bundle's manifest or a part is bad: missing, truncated or
+    /// corrupt (nothing was pushed; the error names the part).
+    #[error("bundle `{path}` failed verification; no manifest was pushed")]
+    Parts {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: PartsError,
+    },
+    /// `--key` was given and the signature over `ferry/bundle.json` does
+    /// not verify (unsigned, another key, altered): nothing was loaded.
+    #[error("bundle `{path}` is refused: its signature does not verify; nothing was loaded")]
+    Signature {
+        /// Path.
+        path: PathBuf,
+        /// Cause (names the key file and key ids).
+        #[source]
+        source: ferry_bundle::sign::SignError,
     },
     /// A mapping produced an invalid name.
     #[error(transparent)]
@@ -401,15 +438,43 @@ fn target_ref(repo: &Repo, r: &Reference, digest: &Digest) -> String {
     }
 }
 
+/// Checks the head's signature against `opts.key`; without a key, reports
+/// the signer's key id (unchecked) if the bundle is signed.
+fn check_signature(
+    opts: &ImportOptions,
+    head: &Head,
+) -> Result<Option<SignatureCheck>, ferry_bundle::sign::SignError> {
+    match &opts.key {
+        Some(key) => {
+            let v = key.verify(&head.meta_bytes, head.signature.as_deref())?;
+            Ok(Some(SignatureCheck {
+                key_id: v.key_id.to_string(),
+                verified: true,
+            }))
+        }
+        None => Ok(head.signature.as_deref().map(|sig| SignatureCheck {
+            key_id: ferry_bundle::sign::signature_key_id(sig)
+                .map(|id| id.to_string())
+                .unwrap_or_else(|e| format!("unreadable ({e})")),
+            verified: false,
+        })),
+    }
+}
+
 /// Imports a bundle into a registry.
 pub async fn import(
     client: &Client,
     opts: &ImportOptions,
     events: &Events,
 ) -> Result<ImportReport, ImportError> {
-    let file = std::fs::File::open(&opts.bundle).map_err(|source| ImportError::Open {
-        path: opts.bundle.clone(),
-        source,
+    // A bundle file, a parts manifest or a first part; a split bundle with a
+    // missing or truncated part is refused here, before anything is read.
+    let mut src = open_bundle(&opts.bundle).map_err(|e| match e {
+        PartsError::Open { path, source } => ImportError::Open { path, source },
+        source => ImportError::Parts {
+            path: opts.bundle.clone(),
+            source,
+        },
     })?;
     let dest = match &opts.store {
         Some(s) => Dest::Store(s.clone()),
@@ -442,11 +507,19 @@ pub async fn import(
         cancelled: cancelled.clone(),
     };
     let reader = tokio::task::spawn_blocking(move || {
-        read_bundle(
-            std::io::BufReader::with_capacity(1 << 20, file),
+        let read = read_bundle(
+            std::io::BufReader::with_capacity(1 << 20, &mut src),
             ReadOptions { keep_going: true },
             &mut visitor,
-        )
+        );
+        // A bad part is named rather than what its bytes decoded to; after
+        // a good read, the parts are checked to their last byte.
+        let bad_part = match &read {
+            Ok(_) => src.finish().err(),
+            Err(BundleError::Visitor(e)) if e.is::<Stopped>() => None,
+            Err(_) => src.diagnose(),
+        };
+        (read, bad_part)
     });
 
     let mut head: Option<Head> = None;
@@ -472,6 +545,18 @@ pub async fn import(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Head(h) => {
+                // Verify before trust: a bad signature stops the run here,
+                // before any plan, upload or file write.
+                match check_signature(opts, &h) {
+                    Ok(s) => report.signature = s,
+                    Err(source) => {
+                        early_error = Some(ImportError::Signature {
+                            path: opts.bundle.clone(),
+                            source,
+                        });
+                        break;
+                    }
+                }
                 head = Some(*h);
             }
             Msg::Manifest(meta, bytes) => {
@@ -601,12 +686,21 @@ pub async fn import(
     // Stop the reader if we left the loop early, then collect it.
     cancelled.store(true, Ordering::Relaxed);
     drop(rx);
-    let read: Result<Report, BundleError> =
+    let (read, bad_part): (Result<Report, BundleError>, Option<PartsError>) =
         reader.await.map_err(|e| ImportError::Task(e.to_string()))?;
     if let Some(e) = early_error {
         uploads.abort_all();
         abort_files(&mut file_tasks).await;
         return Err(e);
+    }
+    if let Some(source) = bad_part {
+        uploads.abort_all();
+        while uploads.join_next().await.is_some() {}
+        abort_files(&mut file_tasks).await;
+        return Err(ImportError::Parts {
+            path: opts.bundle.clone(),
+            source,
+        });
     }
     let read_report = match read {
         Ok(r) => r,

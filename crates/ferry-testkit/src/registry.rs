@@ -300,6 +300,7 @@ pub fn package_for(tool: &str) -> &str {
         "zstd" => "zstd",
         "nginx" => "nginx-light",
         "containerd" | "ctr" => "containerd",
+        "minisign" => "minisign",
         other => other,
     }
 }

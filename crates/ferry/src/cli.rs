@@ -37,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Discover image references in rendered manifests (one per line, usable as a `list:` file).
     Images(ImagesArgs),
+    /// Manage bundle signing keys (minisign format).
+    Key(KeyArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -56,11 +58,16 @@ pub struct NetArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "key")]
-    pub cert: Option<PathBuf>,
-    /// Client key (PEM) for mutual TLS.
-    #[arg(long, value_name = "FILE", requires = "cert")]
-    pub key: Option<PathBuf>,
+    #[arg(
+        long,
+        visible_alias = "cert",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS (`--key` is the bundle signing key on `import`).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Do not verify TLS certificates (for testing only).
     #[arg(long)]
     pub insecure: bool,
@@ -111,8 +118,21 @@ pub struct ExportArgs {
     /// (the `--receipt` of an import there, or the lock of the bundle it last imported).
     #[arg(long, value_name = "RECEIPT|LOCK")]
     pub since: Option<PathBuf>,
+    /// Cut the bundle into parts for removable media: OUT.part-000, … plus the parts manifest
+    /// (OUT without .tar.zst, + .parts.json). SIZE: 700MiB, 4GiB, 4.7G, bytes, or `fat32`
+    /// (4 GiB - 1 byte, the largest file FAT32 holds).
+    #[arg(long, value_name = "SIZE", value_parser = parse_split)]
+    pub split: Option<u64>,
+    /// Sign ferry/bundle.json with this minisign secret key (password from FERRY_KEY_PASSWORD if encrypted).
+    #[arg(long, value_name = "KEY")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+/// `--split SIZE`, checked at parse time.
+fn parse_split(text: &str) -> Result<u64, String> {
+    ferry_bundle::parts::parse_part_size(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -141,19 +161,22 @@ pub struct LockArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle file.
+    /// The bundle file, or a split bundle's parts manifest (*.parts.json) or first part (*.part-000).
     pub bundle: PathBuf,
+    /// Require a valid signature by this minisign public key; checked before anything else is read.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle file.
+    /// The bundle file, or a split bundle's parts manifest (*.parts.json) or first part (*.part-000).
     pub bundle: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The bundle file.
+    /// The bundle file, or a split bundle's parts manifest (*.parts.json) or first part (*.part-000).
     pub bundle: PathBuf,
     /// Target registry: [http(s)://]HOST[:PORT][/PREFIX].
     #[arg(long, value_name = "URL", required_unless_present_any = ["files", "store"])]
@@ -218,6 +241,9 @@ pub struct ImportArgs {
     /// Upload blobs larger than this in chunks of this many MiB.
     #[arg(long, default_value_t = 16, value_name = "MiB")]
     pub chunk_mib: u64,
+    /// Require a valid signature by this minisign public key; an unsigned, wrongly signed or altered bundle is refused before anything is loaded.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -265,4 +291,68 @@ pub enum ImagesSource {
         /// The chart archive.
         chart: std::path::PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    #[command(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a minisign key pair: NAME.key (secret, mode 0600) and NAME.pub.
+    ///
+    /// The secret key is encrypted with the password in FERRY_KEY_PASSWORD;
+    /// --no-password writes it unencrypted (for scheduled jobs). Existing files are never overwritten.
+    Generate {
+        /// Base name of the key files (NAME.key and NAME.pub).
+        #[arg(long, value_name = "NAME")]
+        out: PathBuf,
+        /// Store the secret key unencrypted (protect the file by other means).
+        #[arg(long)]
+        no_password: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn import_key_is_the_signing_key_and_mtls_has_its_own_flags() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "import",
+            "b.tar.zst",
+            "--registry",
+            "r:5000",
+            "--key",
+            "ops.pub",
+            "--cert",
+            "c.pem",
+            "--client-key",
+            "c.key",
+        ])
+        .unwrap();
+        let Command::Import(a) = cli.command else {
+            panic!("not import")
+        };
+        assert_eq!(a.key.as_deref(), Some(std::path::Path::new("ops.pub")));
+        assert_eq!(
+            a.net.client_cert.as_deref(),
+            Some(std::path::Path::new("c.pem"))
+        );
+        assert_eq!(
+            a.net.client_key.as_deref(),
+            Some(std::path::Path::new("c.key"))
+        );
+    }
 }

@@ -54,7 +54,7 @@ pub fn client(
         plain_http: false,
         insecure_skip_verify: args.insecure,
         ca_file: args.ca.clone(),
-        client_cert: args.cert.clone().zip(args.key.clone()),
+        client_cert: args.client_cert.clone().zip(args.client_key.clone()),
         credentials: None,
         mirror: None,
     };

@@ -289,6 +289,13 @@ pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
 
 pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
+    // Load (and decrypt) the signing key first: a wrong password costs nothing.
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(super::key::signing_key)
+        .transpose()?;
+    let signed_by = sign_key.as_ref().map(|k| k.key_id().to_string());
     let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
     let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
     let ev = events(ui);
@@ -370,6 +377,8 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         jobs: a.net.jobs,
         name: spec.name.clone(),
         base,
+        sign_key,
+        split: a.split,
     };
     let summary = ferry_export::export(&client, &resolved, &opts, &ev)
         .await
@@ -393,6 +402,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         "fetched": summary.fetched,
         "fetchedBytes": summary.fetched_bytes,
         "cached": summary.cached,
+        "signedBy": signed_by,
         "baseBlobs": summary.base,
         "baseBytes": summary.base_bytes,
         "seconds": secs,
@@ -402,6 +412,11 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
             "differential: {} blob(s) ({}) left out, the other side has them",
             summary.base,
             human_bytes(summary.base_bytes)
+        ));
+    }
+    if let Some(id) = &signed_by {
+        ui.line(&format!(
+            "signed ferry/bundle.json with key id {id} (ferry/bundle.json.sig)"
         ));
     }
     ui.result(&format!(
@@ -417,5 +432,39 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         summary.written.sha256.hex(),
         summary.written.checksum_path.display()
     ));
+    if let Some(p) = &summary.written.parts {
+        report_parts(ui, p);
+    }
     Ok(0)
+}
+
+/// `--split`: the parts written and where their checksums are.
+fn report_parts(ui: &Arc<Ui>, p: &ferry_bundle::parts::PartsWritten) {
+    let parts: Vec<_> = p
+        .manifest
+        .parts
+        .iter()
+        .map(|x| json!({"name": x.name, "size": x.size, "sha256": x.sha256.hex()}))
+        .collect();
+    ui.json(json!({
+        "event": "parts",
+        "manifest": p.manifest_path,
+        "partSize": p.manifest.part_size,
+        "parts": parts,
+    }));
+    let (first, last) = match (p.manifest.parts.first(), p.manifest.parts.last()) {
+        (Some(f), Some(l)) => (f.name.as_str(), l.name.as_str()),
+        _ => return,
+    };
+    ui.result(&format!(
+        "split into {} part(s) of up to {}: {first}{} (sizes and sha256 of each in {}); carry them all with the manifest",
+        parts.len(),
+        human_bytes(p.manifest.part_size),
+        if parts.len() > 1 {
+            format!(" … {last}")
+        } else {
+            String::new()
+        },
+        p.manifest_path.display()
+    ));
 }

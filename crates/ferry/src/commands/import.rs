@@ -45,6 +45,8 @@ fn events(ui: &Arc<Ui>) -> Events {
 
 pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
+    // The trusted key is loaded before anything else is opened or created.
+    let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
     let store = match &a.store {
         Some(dir) if !a.dry_run => Some(Arc::new(
             ferry_import::store::Store::open(dir).map_err(Failure::env)?,
@@ -148,6 +150,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         dry_run: a.dry_run,
         jobs: a.net.jobs,
         chunk_size: a.chunk_mib.max(1) * 1024 * 1024,
+        key,
     };
     let ev = events(ui);
     let report = ferry_import::import(&client, &opts, &ev)
@@ -161,6 +164,15 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
                 ImportError::Bundle { .. } => {
                     Some("copy the bundle again and check it with `ferry verify`")
                 }
+                ImportError::Signature { .. } => Some(
+                    "do not load this bundle: it was not signed with the key you trust, or was altered after signing; get a fresh copy from the export side",
+                ),
+                ImportError::Parts {
+                    source: ferry_bundle::parts::PartsError::Parts { .. },
+                    ..
+                } => Some(
+                    "copy the part(s) named above again from the original, check with `ferry verify`, then re-run",
+                ),
                 ImportError::MissingBase(_) => Some(
                     "import the bundle this delta was made against first (or export a full bundle without --since)",
                 ),
@@ -177,6 +189,17 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             }
         })?;
     ui.finish_bar();
+    match &report.signature {
+        Some(s) if s.verified => ui.line(&format!(
+            "signature verified: ferry/bundle.json is signed by key id {}",
+            s.key_id
+        )),
+        Some(s) => ui.line(&format!(
+            "bundle signed by key id {}, not checked: pass --key",
+            s.key_id
+        )),
+        None => {}
+    }
     if report.dry_run {
         ui.json(json!({"event": "plan", "items": report.plan}));
         let mut out = format!(
@@ -217,6 +240,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "manifestsPushed": report.manifests_pushed,
         "manifestsPresent": report.manifests_present,
         "badBlobs": report.bad_blobs,
+        "signature": report.signature,
         "skipped": report.skipped,
         "filesWritten": report.files_written,
         "filesPresent": report.files_present,

@@ -3,6 +3,7 @@
 mod export;
 mod images;
 mod import;
+mod key;
 mod serve;
 mod verify;
 
@@ -21,5 +22,6 @@ pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
         Command::Import(a) => import::import(*a, ui).await,
         Command::Serve(a) => serve::serve(a, ui).await,
         Command::Images(a) => images::images(a, ui).await,
+        Command::Key(a) => key::key(a, ui).await,
     }
 }

@@ -6,14 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use serde_json::json;
 
 use ferry_bundle::manifest::{self, Parsed};
 use ferry_bundle::meta::BlobMeta;
+use ferry_bundle::parts::{
+    locate_part, open_bundle, BundlePath, BundleSource, LocatedPart, PartsError,
+};
 use ferry_bundle::reader::{
     read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult, Visitor,
 };
+use ferry_bundle::sign::{SignError, TrustedKey, Verified};
 use ferry_bundle::Digest;
 
 use crate::cli::{InspectArgs, VerifyArgs};
@@ -25,6 +29,10 @@ struct Progress {
     head: Option<Head>,
     manifests: HashMap<Digest, Parsed>,
     stop_after_manifests: bool,
+    /// `--key`: the signature must verify before anything past the head is read.
+    key: Option<TrustedKey>,
+    /// The signature that verified with `key`.
+    verified: Option<Verified>,
 }
 
 #[derive(Debug)]
@@ -38,6 +46,9 @@ impl std::error::Error for Enough {}
 
 impl Visitor for Progress {
     fn head(&mut self, head: &Head) -> VisitResult {
+        if let Some(key) = &self.key {
+            self.verified = Some(key.verify(&head.meta_bytes, head.signature.as_deref())?);
+        }
         if !self.stop_after_manifests {
             self.ui.start_bar("verify", head.meta.blob_bytes());
         }
@@ -63,17 +74,121 @@ impl Visitor for Progress {
     }
 }
 
-fn open(path: &Path) -> Result<std::fs::File, Failure> {
-    std::fs::File::open(path)
-        .with_context(|| format!("failed to open bundle `{}`", path.display()))
-        .map_err(Failure::input)
+fn open(path: &Path) -> Result<BundleSource, Failure> {
+    open_bundle(path).map_err(parts_failure)
+}
+
+/// A split bundle's manifest or parts are bad: exit 1, with what to re-copy.
+fn parts_failure(e: PartsError) -> Failure {
+    let hint = match &e {
+        PartsError::Parts { .. } => Some(
+            "copy the part(s) named above again from the original, then re-run (each part's sha256 is in the parts manifest)",
+        ),
+        PartsError::NoManifest { .. } => {
+            Some("the parts manifest (`*.parts.json`) travels with the parts")
+        }
+        _ => None,
+    };
+    let f = Failure::input(e);
+    match hint {
+        Some(h) => f.hint(h),
+        None => f,
+    }
+}
+
+/// Why a read of the bundle stream failed: the bundle, or a part it came in.
+enum ReadFailure {
+    Bundle(BundleError),
+    Parts(PartsError),
+}
+
+impl ReadFailure {
+    /// After `read_bundle` failed on `src`: a bad part explains it better
+    /// than what the bad bytes decoded to.
+    fn of(src: &mut BundleSource, e: BundleError) -> ReadFailure {
+        match src.diagnose() {
+            Some(p) => ReadFailure::Parts(p),
+            None => ReadFailure::Bundle(e),
+        }
+    }
+
+    fn failure(self, path: &Path) -> Failure {
+        match self {
+            ReadFailure::Bundle(e) => bundle_failure(path, e),
+            ReadFailure::Parts(e) => parts_failure(e),
+        }
+    }
+}
+
+/// `ferry verify PART` on one part without the whole bundle (a USB stick
+/// before it is carried): its size and sha256 against the parts manifest.
+fn verify_one_part(
+    path: &Path,
+    located: &LocatedPart,
+    missing: &[String],
+    ui: &Arc<Ui>,
+) -> CmdResult {
+    let started = Instant::now();
+    let check = located.verify().map_err(parts_failure)?;
+    let secs = started.elapsed().as_secs_f64();
+    let m = &located.manifest;
+    ui.json(json!({
+        "event": "part-verified",
+        "path": path,
+        "manifest": located.manifest_path,
+        "bundle": m.bundle,
+        "name": m.name,
+        "part": check.number,
+        "parts": check.count,
+        "size": check.entry.size,
+        "sha256": check.entry.sha256.hex(),
+        "missingParts": missing,
+        "seconds": secs,
+    }));
+    let whole = if missing.is_empty() {
+        format!(
+            "to verify the whole bundle: ferry verify {}",
+            located.manifest_path.display()
+        )
+    } else {
+        format!(
+            "the bundle as a whole is not verified: {} other part(s) are not beside it; run `ferry verify {}` once all {} parts are together",
+            missing.len(),
+            located.manifest_path.display(),
+            check.count
+        )
+    };
+    ui.result(&format!(
+        "part {} of {} ({}, {}) is intact: size and sha256 match {} (bundle {}, written by {})
+  {}",
+        check.number,
+        check.count,
+        path.display(),
+        human_bytes(check.entry.size),
+        located.manifest_path.display(),
+        m.name,
+        m.tool,
+        whole,
+    ));
+    Ok(0)
 }
 
 fn bundle_failure(path: &Path, e: BundleError) -> Failure {
     let truncated = e.is_truncation();
-    let f = Failure::input(
-        anyhow::Error::new(e).context(format!("bundle `{}` failed verification", path.display())),
-    );
+    let context = format!("bundle `{}` failed verification", path.display());
+    // A refused signature is the cause itself (not wrapped twice).
+    let e = match e {
+        BundleError::Visitor(v) => match v.downcast::<SignError>() {
+            Ok(sig) => {
+                return Failure::input(anyhow::Error::new(*sig).context(context)).hint(
+                    "do not import this bundle: it was not signed with the key you trust, or was altered after signing; get a fresh copy from the export side",
+                )
+            }
+            Err(v) => BundleError::Visitor(v),
+        },
+        other => other,
+    };
+    let f = Failure::input(anyhow::Error::new(e).context(context));
     if truncated {
         f.hint("the file is truncated: copy it again and compare with its .sha256 file")
     } else {
@@ -83,27 +198,54 @@ fn bundle_failure(path: &Path, e: BundleError) -> Failure {
 
 pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
-    let file = open(&a.bundle)?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
+    let key_path = a.key.clone();
+    // A part other than the first, or a first part with none of the others
+    // beside it (a USB stick before it is carried): check that part alone.
+    // A first part with some of the others is the bundle, and a missing
+    // one is named.
+    if let BundlePath::Part { .. } = BundlePath::of(&a.bundle) {
+        let located = locate_part(&a.bundle).map_err(parts_failure)?;
+        let missing = located.missing_others();
+        let alone = !missing.is_empty() && missing.len() + 1 == located.manifest.parts.len();
+        if located.index != 0 || alone {
+            if a.key.is_some() {
+                ui.line("note: --key is checked on the whole bundle (all parts together), not on one part");
+            }
+            return verify_one_part(&a.bundle, &located, &missing, ui);
+        }
+    }
+    let mut src = open(&a.bundle)?;
+    let size = src.size();
+    let split = src.parts().map(|(p, m)| (p.to_path_buf(), m.parts.len()));
     let ui2 = ui.clone();
     let path = a.bundle.clone();
-    let (report, head) = tokio::task::spawn_blocking(move || {
+    let (report, head, verified) = tokio::task::spawn_blocking(move || {
         let mut v = Progress {
             ui: ui2,
             head: None,
             manifests: HashMap::new(),
             stop_after_manifests: false,
+            key,
+            verified: None,
         };
         let r = read_bundle(
-            std::io::BufReader::with_capacity(1 << 20, file),
+            std::io::BufReader::with_capacity(1 << 20, &mut src),
             ReadOptions::default(),
             &mut v,
         );
-        r.map(|r| (r, v.head))
+        match r {
+            // The tar ends before the stream does: check the parts to their last byte.
+            Ok(r) => match src.finish() {
+                Ok(()) => Ok((r, v.head, v.verified)),
+                Err(e) => Err(ReadFailure::Parts(e)),
+            },
+            Err(e) => Err(ReadFailure::of(&mut src, e)),
+        }
     })
     .await
     .map_err(|e| Failure::env(anyhow!("verify thread failed: {e}")))?
-    .map_err(|e| bundle_failure(&path, e))?;
+    .map_err(|e| e.failure(&path))?;
     ui.finish_bar();
     let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
     let secs = started.elapsed().as_secs_f64();
@@ -119,10 +261,20 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         "absentChildren": meta.absent.len(),
         "baseBlobs": meta.base.len(),
         "signed": head.signature.is_some(),
+        "signedBy": signer_json(&head, verified.as_ref()),
+        "signatureChecked": verified.is_some(),
+        "parts": split.as_ref().map(|(_, n)| n),
         "seconds": secs,
     }));
+    let parts_line = match &split {
+        Some((manifest, n)) => format!(
+            "\n  {n} part(s) listed in {}: each present, sized and hashed as listed, read in sequence",
+            manifest.display()
+        ),
+        None => String::new(),
+    };
     ui.result(&format!(
-        "bundle {} is intact: {} ({}), written by {}\n  \
+        "bundle {} is intact: {} ({}), written by {}{}\n  \
          checked: the layout header; {} tar entries, all regular files at allowed paths, no duplicates; \
          bundle.json pins index.json ({}); {} blobs ({}) hashed and sized; \
          the graph of {} item(s) is complete{}{}\n  \
@@ -131,6 +283,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         meta.name,
         human_bytes(size),
         meta.tool,
+        parts_line,
         report.entries,
         meta.index.digest,
         report.blobs,
@@ -146,11 +299,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         } else {
             format!(" ({} base blob(s) expected at the target)", meta.base.len())
         },
-        if head.signature.is_some() {
-            "signature present (not checked: no --key)"
-        } else {
-            "not signed"
-        },
+        signature_line(&head, verified.as_ref(), key_path.as_deref()),
         secs,
         human_bytes((report.blob_bytes as f64 / secs.max(0.001)) as u64),
     ));
@@ -158,7 +307,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
 }
 
 pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
-    let file = open(&a.bundle)?;
+    let mut src = open(&a.bundle)?;
     let ui2 = ui.clone();
     let path = a.bundle.clone();
     let (head, manifests) = tokio::task::spawn_blocking(move || {
@@ -167,20 +316,22 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             head: None,
             manifests: HashMap::new(),
             stop_after_manifests: true,
+            key: None,
+            verified: None,
         };
         match read_bundle(
-            std::io::BufReader::new(file),
+            std::io::BufReader::new(&mut src),
             ReadOptions::default(),
             &mut v,
         ) {
             Ok(_) => Ok((v.head, v.manifests)),
             Err(BundleError::Visitor(e)) if e.is::<Enough>() => Ok((v.head, v.manifests)),
-            Err(e) => Err(e),
+            Err(e) => Err(ReadFailure::of(&mut src, e)),
         }
     })
     .await
     .map_err(|e| Failure::env(anyhow!("inspect thread failed: {e}")))?
-    .map_err(|e| bundle_failure(&path, e))?;
+    .map_err(|e| e.failure(&path))?;
     let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
     let sizes: HashMap<&Digest, u64> = head
         .meta
@@ -237,6 +388,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             "absentChildren": head.meta.absent.len(),
             "baseBlobs": head.meta.base.len(),
             "signed": head.signature.is_some(),
+            "signedBy": signer_json(&head, None),
         }));
         return Ok(0);
     }
@@ -271,12 +423,36 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
         kinds.join(", "),
         head.meta.blobs.len(),
         human_bytes(total),
-        if head.signature.is_some() {
-            ", signed"
-        } else {
-            ""
+        match &head.signature {
+            Some(sig) => format!("; {}", super::key::unchecked(sig)),
+            None => "; not signed".to_string(),
         }
     ));
     ui.result(&out);
     Ok(0)
+}
+
+/// The key id a bundle's signature names (verified or not), for JSON output.
+fn signer_json(head: &Head, verified: Option<&Verified>) -> Option<String> {
+    match (verified, &head.signature) {
+        (Some(v), _) => Some(v.key_id.to_string()),
+        (None, Some(sig)) => ferry_bundle::sign::signature_key_id(sig)
+            .ok()
+            .map(|id| id.to_string()),
+        (None, None) => None,
+    }
+}
+
+/// What `ferry verify` says about the signature.
+fn signature_line(head: &Head, verified: Option<&Verified>, key: Option<&Path>) -> String {
+    match (verified, &head.signature) {
+        (Some(v), _) => format!(
+            "signed by key id {} and verified with --key {} (trusted comment: {}); checked",
+            v.key_id,
+            key.map(|k| k.display().to_string()).unwrap_or_default(),
+            v.trusted_comment
+        ),
+        (None, Some(sig)) => format!("{}; checked", super::key::unchecked(sig)),
+        (None, None) => "not signed; checked".to_string(),
+    }
 }
