@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ferry_bundle::digest::{Digest, Hasher};
-use ferry_bundle::manifest::{MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST};
+use ferry_bundle::manifest::{Descriptor, MANIFEST_ACCEPT, OCI_INDEX, OCI_MANIFEST};
 use futures_util::{Stream, StreamExt};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE,
@@ -45,6 +45,8 @@ const MIN_UPLOAD_RATE: u64 = 64 << 10;
 const DOWNLOAD_BUFFER: usize = 1 << 20;
 /// Stop following tag-list pages after this many.
 const MAX_TAG_PAGES: usize = 100_000;
+/// Stop following referrers pages after this many.
+const MAX_REFERRER_PAGES: usize = 1_000;
 const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -64,6 +66,8 @@ pub(crate) struct Inner {
     auth: AuthCache,
     /// Bounds requests being sent at once (`jobs`).
     pub(crate) jobs: tokio::sync::Semaphore,
+    /// Adaptive slots per host (see [`crate::gate`]).
+    gates: std::sync::Mutex<HashMap<String, Arc<crate::gate::HostGate>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -471,6 +475,7 @@ impl Client {
                 host_http,
                 auth: AuthCache::default(),
                 jobs,
+                gates: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -671,7 +676,9 @@ impl Client {
         };
         // The semaphore is never closed; without a permit the request still goes.
         let _permit = self.inner.jobs.acquire().await.ok();
-        match req.limit {
+        let gate = self.gate(t.host);
+        let _slot = gate.enter().await;
+        let sent = match req.limit {
             Limit::Total => rb.timeout(timeout).send().await.map_err(transport),
             Limit::Upload => {
                 let len = req.body.as_ref().map_or(0, |b| b.len() as u64);
@@ -686,7 +693,34 @@ impl Client {
                     after: timeout,
                 }),
             },
+        };
+        if let Ok(resp) = &sent {
+            if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+                let limit = gate.throttled(retry_after_of(resp));
+                tracing::warn!(
+                    host = t.host,
+                    "{} is throttling (429): concurrency for it is now {limit}",
+                    t.host
+                );
+            } else if resp.status().is_success() {
+                if let Some(limit) = gate.succeeded() {
+                    tracing::debug!(host = t.host, "concurrency for {} back to {limit}", t.host);
+                }
+            }
         }
+        sent
+    }
+
+    /// The adaptive slots of `host`.
+    fn gate(&self, host: &str) -> Arc<crate::gate::HostGate> {
+        let mut gates = match self.inner.gates.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        gates
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(crate::gate::HostGate::new(self.inner.config.jobs)))
+            .clone()
     }
 
     /// The error for an answer the operation does not accept.
@@ -1579,6 +1613,70 @@ impl Client {
             }
         }
         Ok(tags)
+    }
+
+    /// Lists what refers to `digest` in `repo` through the OCI 1.1 referrers
+    /// API (`GET /v2/<name>/referrers/<digest>`), following
+    /// `Link: <…>; rel="next"` pages: the descriptors of the image index the
+    /// registry answers (none when nothing refers to `digest`).
+    ///
+    /// `Ok(None)` means the registry has no referrers API: it answered the
+    /// first page with 404, 400, 405 or 501 (CNCF distribution answers 404).
+    /// A registry that supports the API never answers 404 (distribution-spec
+    /// 1.1), so the caller then reads the `sha256-<hex>` fallback tag instead.
+    pub async fn referrers(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Descriptor>>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            manifests: Vec<Descriptor>,
+        }
+        let t = self.repo_target(repo, false, None)?;
+        let mut url = t.ep.repo_url(&repo.path, &format!("referrers/{digest}"));
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        for page_no in 0..MAX_REFERRER_PAGES {
+            let req = Req::new(Method::GET, url.clone()).header(ACCEPT, OCI_INDEX);
+            let (tr, rr) = (&t, &req);
+            let page = self
+                .retry_op(|| async move {
+                    let resp = self.execute(tr, rr).await?;
+                    let status = resp.status().as_u16();
+                    if !resp.status().is_success() {
+                        if page_no == 0 && matches!(status, 400 | 404 | 405 | 501) {
+                            return Ok(None);
+                        }
+                        return Err(self.http_error(rr, resp).await);
+                    }
+                    let next = resp
+                        .headers()
+                        .get_all(LINK)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .find_map(|v| next_link(v, &rr.url));
+                    let body = read_capped(resp, MANIFEST_LIMIT, "GET", &rr.shown()).await?;
+                    let page: Page =
+                        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
+                            method: "GET".into(),
+                            url: rr.shown(),
+                            reason: format!("the referrers answer is not an image index ({e})"),
+                        })?;
+                    Ok(Some((page.manifests, next)))
+                })
+                .await?;
+            let Some((mut page, next)) = page else {
+                return Ok(None);
+            };
+            found.append(&mut page);
+            match next {
+                Some(n) if seen.insert(n.clone()) => url = n,
+                _ => break,
+            }
+        }
+        Ok(Some(found))
     }
 }
 

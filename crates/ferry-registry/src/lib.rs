@@ -40,6 +40,7 @@ mod client;
 mod docker_config;
 mod endpoint;
 mod error;
+mod gate;
 mod http_fetch;
 mod retry;
 mod verify;
