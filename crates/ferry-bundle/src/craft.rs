@@ -137,6 +137,7 @@ impl Sample {
             size: manifest.len() as u64,
             platforms: vec![],
             path: None,
+            subject: None,
         }];
         let index = meta::index_json(&items);
         let meta = BundleMeta {

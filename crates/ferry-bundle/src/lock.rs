@@ -40,6 +40,10 @@ pub struct LockedImage {
     /// Where a file-like entry was fetched from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Provenance (signature, attestation, SBOM, referrer): the manifest it
+    /// belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
 }
 
 /// One platform child of an index.
@@ -153,10 +157,16 @@ impl Lock {
         let mut out = Vec::new();
         for new in fresh.entries() {
             match self.get(&new.reference) {
-                None => out.push(format!(
-                    "{}: not in the lock file (resolves to {})",
-                    new.reference, new.digest
-                )),
+                None => out.push(match &new.subject {
+                    Some(s) => format!(
+                        "{}: new provenance of {s} upstream, not in the lock file (resolves to {})",
+                        new.reference, new.digest
+                    ),
+                    None => format!(
+                        "{}: not in the lock file (resolves to {})",
+                        new.reference, new.digest
+                    ),
+                }),
                 Some(old) if old.content.is_some() && old.content != new.content => {
                     out.push(format!(
                         "{}: content locked at {}, now {}",
@@ -193,10 +203,16 @@ impl Lock {
         }
         for old in self.entries() {
             if fresh.get(&old.reference).is_none() {
-                out.push(format!(
-                    "{}: in the lock file but no longer in the spec",
-                    old.reference
-                ));
+                out.push(match &old.subject {
+                    Some(s) => format!(
+                        "{}: provenance of {s} in the lock file but no longer found upstream",
+                        old.reference
+                    ),
+                    None => format!(
+                        "{}: in the lock file but no longer in the spec",
+                        old.reference
+                    ),
+                });
             }
         }
         out
@@ -220,6 +236,7 @@ mod tests {
             kind: None,
             content: None,
             url: None,
+            subject: None,
         }
     }
 
@@ -247,5 +264,29 @@ mod tests {
         assert!(d
             .iter()
             .any(|l| l.contains("b.io/b:1") && l.contains("no longer")));
+    }
+
+    #[test]
+    fn drift_names_provenance_that_appeared_or_went_away() {
+        let sig = |r: &str, d: char| LockedImage {
+            subject: Some(img("a.io/a:1", 'a').digest),
+            ..img(r, d)
+        };
+        let old = Lock::new(vec![img("a.io/a:1", 'a'), sig("a.io/a:sha256-x.sig", 'b')]);
+        let new = Lock::new(vec![img("a.io/a:1", 'a'), sig("a.io/a:sha256-x.att", 'c')]);
+        let d = old.drift(&new);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l.starts_with("a.io/a:sha256-x.att: new provenance of sha256:aaa")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(
+                |l| l.starts_with("a.io/a:sha256-x.sig: provenance of sha256:aaa")
+                    && l.contains("no longer found upstream")
+            ),
+            "{d:?}"
+        );
     }
 }

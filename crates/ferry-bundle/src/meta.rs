@@ -24,6 +24,12 @@ pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANN_KIND: &str = "dev.ferry.kind";
 /// Annotation: a file kind's path on the file server.
 pub const ANN_PATH: &str = "dev.ferry.path";
+/// Annotation: the subject a provenance item (signature, attestation, SBOM,
+/// OCI 1.1 referrer) belongs to.
+pub const ANN_SUBJECT: &str = "dev.ferry.subject";
+/// Annotation: containerd's mark of a referrer (an OCI 1.1 referrer by
+/// digest); `ctr images import` makes no image of it.
+pub const ANN_CONTAINERD_SUBJECT: &str = "io.containerd.manifest.subject";
 
 /// What an item is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -106,6 +112,11 @@ pub struct Item {
     /// File-server path for file kinds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Provenance: the manifest this item signs, attests or describes (a
+    /// cosign `sha256-<hex>.sig` / `.att` / `.sbom` tag, or an OCI 1.1
+    /// referrer by digest). Import pushes it after its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
 }
 
 /// One blob in the tar, in tar order.
@@ -210,6 +221,12 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
             ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
             if let Some(p) = &it.path {
                 ann.insert(ANN_PATH.into(), Value::String(p.clone()));
+            }
+            if let Some(s) = &it.subject {
+                ann.insert(ANN_SUBJECT.into(), Value::String(s.to_string()));
+                if it.reference.contains('@') {
+                    ann.insert(ANN_CONTAINERD_SUBJECT.into(), Value::String(s.to_string()));
+                }
             }
             ann.insert(ANN_REF_NAME.into(), Value::String(it.reference.clone()));
             json!({

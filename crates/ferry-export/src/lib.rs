@@ -10,6 +10,7 @@
 //! bundle is then written in streaming order from memory and the cache.
 
 mod local;
+pub mod provenance;
 mod resolve;
 pub mod sources;
 mod write;

@@ -174,6 +174,7 @@ pub(crate) fn local_item(
         local: true,
         content,
         url,
+        subject: None,
     })
 }
 

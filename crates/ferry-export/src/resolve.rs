@@ -58,6 +58,9 @@ pub struct ResolvedImage {
     pub content: Option<Digest>,
     /// Where the main file came from (file kinds).
     pub url: Option<String>,
+    /// Provenance (a signature, attestation, SBOM or OCI 1.1 referrer): the
+    /// manifest it belongs to.
+    pub subject: Option<Digest>,
 }
 
 impl ResolvedImage {
@@ -124,6 +127,7 @@ impl ResolvedImage {
                 .then(|| self.kind.as_str().to_string()),
             content: self.content.clone(),
             url: self.url.clone(),
+            subject: self.subject.clone(),
         }
     }
 }
@@ -341,6 +345,7 @@ pub(crate) async fn resolve_one(
         local: false,
         content: None,
         url: None,
+        subject: None,
     })
 }
 

@@ -137,6 +137,7 @@ pub async fn export(
             size: img.top.bytes.len() as u64,
             platforms: img.platforms(),
             path: img.path.clone(),
+            subject: img.subject.clone(),
         });
         absent.extend(img.absent.iter().cloned());
         for m in std::iter::once(&img.top).chain(img.children.iter()) {

@@ -1279,6 +1279,7 @@ mod tests {
             size: 1,
             platforms: vec![],
             path: path.map(String::from),
+            subject: None,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod falcoctl;
 pub mod files;
 pub mod helm_index;
 pub mod receipt;
+pub mod referrers;
 pub mod target;
 
 mod dest;

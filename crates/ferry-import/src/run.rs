@@ -51,6 +51,11 @@ pub struct ImportOptions {
     /// `--key`: the bundle must carry a valid signature by this key, checked
     /// when the head arrives, before anything is planned or loaded.
     pub key: Option<ferry_bundle::sign::TrustedKey>,
+    /// Push provenance (items with a `subject`: cosign `.sig`/`.att`/`.sbom`
+    /// tags, OCI 1.1 referrers) after their subjects, and keep the
+    /// `sha256-<hex>` referrers fallback tag on a registry without the
+    /// referrers API. `false` (`--no-referrers`) leaves them out.
+    pub referrers: bool,
 }
 
 /// The bundle's signature, as the import saw it.
@@ -866,6 +871,11 @@ pub async fn import(
         bundle: h.meta.name.clone(),
         repositories: BTreeMap::new(),
     };
+    // Manifests now at the target (provenance goes only where its subject is).
+    let mut landed: HashSet<(Repo, Digest)> = HashSet::new();
+    // OCI 1.1 referrers pushed, per (repository, subject): their fallback-tag descriptors.
+    let mut referrers_pushed: BTreeMap<(String, String, Digest), Vec<serde_json::Value>> =
+        BTreeMap::new();
     for p in &plans {
         let target = target_ref(&p.repo, &p.reference, &p.item.digest);
         let outcome = |note: Option<String>| ItemOutcome {
@@ -877,6 +887,23 @@ pub async fn import(
         if let Some(why) = failed_in_bundle.get(p.item.reference.as_str()) {
             report.failed.push(outcome(Some((*why).to_string())));
             continue;
+        }
+        if let Some(subject) = &p.item.subject {
+            let carried = plans
+                .iter()
+                .any(|q| q.repo == p.repo && q.manifests.contains(subject));
+            if carried
+                && !landed.contains(&(p.repo.clone(), subject.clone()))
+                && dest
+                    .head_manifest(&p.repo, &subject.to_string())
+                    .await
+                    .is_none()
+            {
+                report.failed.push(outcome(Some(format!(
+                    "its subject {subject} did not land at the target; provenance not pushed"
+                ))));
+                continue;
+            }
         }
         if let Some((d, _)) = p
             .blobs
@@ -916,6 +943,17 @@ pub async fn import(
                 for m in &p.manifests {
                     if m != &p.item.digest || pushed_index {
                         content.manifests.insert(m.clone());
+                        landed.insert((p.repo.clone(), m.clone()));
+                    }
+                }
+                if let (Some(subject), Some((mt, bytes, parsed))) =
+                    (&p.item.subject, manifests.get(&p.item.digest))
+                {
+                    if parsed.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+                        referrers_pushed
+                            .entry((p.repo.host.clone(), p.repo.path.clone(), subject.clone()))
+                            .or_default()
+                            .push(crate::referrers::descriptor(mt, bytes));
                     }
                 }
                 events(Event::Committed {
@@ -929,6 +967,43 @@ pub async fn import(
                 report.loaded.push(outcome(text));
             }
             Err(why) => report.failed.push(outcome(Some(why))),
+        }
+    }
+    // Registries without the referrers API: the `sha256-<hex>` fallback tag.
+    if let Dest::Registry(c) = &dest {
+        let mut has_api: HashMap<String, bool> = HashMap::new();
+        for ((host, path, subject), add) in referrers_pushed {
+            let repo = Repo { host, path };
+            let api = match has_api.get(&repo.host) {
+                Some(v) => *v,
+                None => {
+                    let v = matches!(c.referrers(&repo, &subject).await, Ok(Some(_)));
+                    has_api.insert(repo.host.clone(), v);
+                    v
+                }
+            };
+            if api {
+                continue; // the registry lists referrers from their `subject`
+            }
+            let tag = subject.fallback_tag();
+            let target = format!("{}/{}:{tag}", repo.host, repo.path);
+            match update_fallback(c, &repo, &subject, &add).await {
+                Ok(d) => {
+                    let content = receipt.repositories.entry(repo.path.clone()).or_default();
+                    content.tags.insert(tag, d.clone());
+                    content.manifests.insert(d);
+                    events(Event::Committed {
+                        reference: format!("referrers of {subject}"),
+                        target,
+                    });
+                }
+                Err(why) => report.failed.push(ItemOutcome {
+                    source: format!("referrers of {subject}"),
+                    target,
+                    digest: String::new(),
+                    note: Some(why),
+                }),
+            }
         }
     }
     // File items.
@@ -1040,6 +1115,10 @@ pub async fn import(
             report
                 .skipped
                 .push(outcome("no --files given: not written to a file server"));
+        } else if !opts.referrers && item.subject.is_some() {
+            report
+                .skipped
+                .push(outcome("--no-referrers: provenance not pushed"));
         }
     }
     if let Some(store) = &opts.store {
@@ -1079,7 +1158,7 @@ async fn make_plan(
         .meta
         .items
         .iter()
-        .filter(|i| tree::is_registry_kind(i.kind))
+        .filter(|i| tree::is_registry_kind(i.kind) && (opts.referrers || i.subject.is_none()))
     {
         let reference =
             Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
@@ -1105,6 +1184,7 @@ async fn make_plan(
             sparse,
         });
     }
+    let plans = subjects_first(plans);
     // Which blobs does the target have already, in which repositories?
     let mut pairs: Vec<(Repo, Digest)> = Vec::new();
     for p in &plans {
@@ -1198,6 +1278,68 @@ async fn make_plan(
         present: present_count,
     });
     Ok((plans, present, first, entries))
+}
+
+/// Orders the plans so that provenance comes after what it refers to:
+/// items without a subject first (in bundle order), then each provenance
+/// item one level after the item that carries its subject (a signature of
+/// an attestation after the attestation).
+fn subjects_first(plans: Vec<ItemPlan>) -> Vec<ItemPlan> {
+    let depth = |start: usize| -> usize {
+        let mut depth = 0;
+        let mut cur = start;
+        while let Some(subject) = &plans[cur].item.subject {
+            depth += 1;
+            if depth > plans.len() {
+                break; // a cycle cannot happen with digests; stay safe anyway
+            }
+            match plans
+                .iter()
+                .position(|q| q.repo == plans[cur].repo && q.manifests.contains(subject))
+            {
+                Some(q) if q != cur => cur = q,
+                _ => break,
+            }
+        }
+        depth
+    };
+    let depths: Vec<usize> = (0..plans.len()).map(depth).collect();
+    let mut keyed: Vec<(usize, ItemPlan)> = depths.into_iter().zip(plans).collect();
+    keyed.sort_by_key(|(d, _)| *d);
+    keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Reads the `sha256-<hex>` fallback tag of `subject`, adds `add` and pushes
+/// it back when it changed; returns the digest the tag points at.
+async fn update_fallback(
+    client: &Client,
+    repo: &Repo,
+    subject: &Digest,
+    add: &[serde_json::Value],
+) -> Result<Digest, String> {
+    let tag = subject.fallback_tag();
+    let existing = match client.get_manifest(repo, &tag).await {
+        Ok(m) => Some(m.bytes),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            return Err(format!(
+                "reading the referrers fallback tag {tag} failed: {}",
+                chain(&e)
+            ))
+        }
+    };
+    match crate::referrers::merged(subject, existing.as_deref(), add).map_err(|e| e.to_string())? {
+        None => Ok(Digest::of(existing.as_deref().unwrap_or_default())),
+        Some(bytes) => client
+            .put_manifest(repo, &tag, manifest::OCI_INDEX, Bytes::from(bytes))
+            .await
+            .map_err(|e| {
+                format!(
+                    "pushing the referrers fallback tag {tag} failed: {}",
+                    chain(&e)
+                )
+            }),
+    }
 }
 
 /// Pushes an item's manifests children-first, then its tag. Returns a note
@@ -1341,5 +1483,68 @@ async fn abort_files(tasks: &mut JoinSet<FileTask>) {
         if let Ok((_, _, Ok(Some(staged)))) = done {
             staged.abort().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(reference: &str, manifests: &[&Digest], subject: Option<&Digest>) -> ItemPlan {
+        let digest = manifests[0].clone();
+        ItemPlan {
+            item: Item {
+                kind: Kind::Image,
+                reference: reference.into(),
+                digest,
+                media_type: manifest::OCI_MANIFEST.into(),
+                size: 1,
+                platforms: vec![],
+                path: None,
+                subject: subject.cloned(),
+            },
+            reference: Reference::parse(reference).unwrap(),
+            repo: Repo {
+                host: "mirror.example".into(),
+                path: "a/b".into(),
+            },
+            manifests: manifests.iter().map(|d| (*d).clone()).collect(),
+            blobs: vec![],
+            sparse: false,
+        }
+    }
+
+    #[test]
+    fn provenance_is_committed_after_its_subject_and_its_subjects_provenance() {
+        let (index, child) = (Digest::of(b"index"), Digest::of(b"child"));
+        let (att, att_sig, sig) = (
+            Digest::of(b"att"),
+            Digest::of(b"att-sig"),
+            Digest::of(b"sig"),
+        );
+        // Bundle order (sorted by reference) puts provenance before subjects.
+        let plans = vec![
+            plan(
+                "r.io/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                &[&att_sig],
+                Some(&att),
+            ),
+            plan("r.io/a/b:a-sig", &[&sig], Some(&index)),
+            plan("r.io/a/b:b-att", &[&att], Some(&child)),
+            plan("r.io/a/b:c-image", &[&index, &child], None),
+        ];
+        let order: Vec<String> = subjects_first(plans)
+            .into_iter()
+            .map(|p| p.item.reference)
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                "r.io/a/b:c-image",
+                "r.io/a/b:a-sig",
+                "r.io/a/b:b-att",
+                "r.io/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ]
+        );
     }
 }

@@ -512,3 +512,46 @@ async fn credentials_never_show_in_debug_output() {
     let c = Client::new(config).unwrap();
     assert!(!format!("{c:?}").contains("topsecret"));
 }
+
+#[tokio::test]
+async fn referrers_follow_pages_and_a_404_means_no_referrers_api() {
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let page = |digest: String| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":10,"artifactType":"application/spdx+json"}}]}}"#
+        )
+    };
+    let (first, second) = (page(d('b')), page(d('c')));
+    let server = Proxy::start(None, move |s: &Seen| {
+        if s.path().starts_with("/v2/old/") {
+            Action::json(404, "404 page not found")
+        } else if s.target.contains("page=2") {
+            Action::json(200, &second)
+        } else {
+            Action::json(200, &first).with_header(
+                "Link",
+                &format!(r#"</v2/new/referrers/{}?page=2>; rel="next""#, d('a')),
+            )
+        }
+    })
+    .await;
+    let c = Client::new(fast_config()).unwrap();
+    let subject: Digest = d('a').parse().unwrap();
+    let got = c
+        .referrers(&server.repo("new"), &subject)
+        .await
+        .unwrap()
+        .expect("the registry has the referrers API");
+    let digests: Vec<String> = got.iter().map(|x| x.digest.to_string()).collect();
+    assert_eq!(digests, vec![d('b'), d('c')]);
+    assert_eq!(
+        got[0].artifact_type.as_deref(),
+        Some("application/spdx+json")
+    );
+    assert_eq!(server.count("GET", "/referrers/"), 2);
+    assert!(c
+        .referrers(&server.repo("old"), &subject)
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -126,6 +126,10 @@ pub struct ExportArgs {
     /// Sign ferry/bundle.json with this minisign secret key (password from FERRY_KEY_PASSWORD if encrypted).
     #[arg(long, value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Carry no provenance: skip discovering signatures, attestations and SBOMs
+    /// (cosign `sha256-<hex>.sig/.att/.sbom` tags, OCI 1.1 referrers) of the images.
+    #[arg(long)]
+    pub no_referrers: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -155,6 +159,9 @@ pub struct LockArgs {
     /// Content-addressed blob cache (charts and files are fetched to resolve them).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Lock no provenance (signatures, attestations, SBOMs, OCI 1.1 referrers).
+    #[arg(long)]
+    pub no_referrers: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -244,6 +251,10 @@ pub struct ImportArgs {
     /// Require a valid signature by this minisign public key; an unsigned, wrongly signed or altered bundle is refused before anything is loaded.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+    /// Push no provenance from the bundle (signatures, attestations, SBOMs,
+    /// OCI 1.1 referrers), and leave the sha256-<hex> referrers fallback tags alone.
+    #[arg(long)]
+    pub no_referrers: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }

@@ -114,7 +114,8 @@ fn client_for(net: &NetArgs, spec: &Spec, mirrors: &[String]) -> Result<Client, 
 }
 
 /// Resolves everything the spec names: charts, drivers, plugins and files
-/// first (charts may add images), then the images.
+/// first (charts may add images), then the images, then (with `referrers`)
+/// the provenance of every registry item.
 #[allow(clippy::too_many_arguments)]
 async fn resolve(
     client: &Client,
@@ -124,6 +125,7 @@ async fn resolve(
     cache_dir: &Path,
     jobs: usize,
     allow_missing_drivers: bool,
+    referrers: bool,
     ev: &Events,
 ) -> Result<Resolved, Failure> {
     let opts = ferry_export::sources::CollectOptions {
@@ -166,6 +168,20 @@ async fn resolve(
             }
         })?;
     resolved.images.extend(collected.items);
+    if referrers {
+        let found = ferry_export::provenance::discover(client, &resolved.images, lock, jobs, ev)
+            .await
+            .map_err(|e: ResolveError| {
+                if e.is_environment() {
+                    Failure::env(e).hint(
+                        "check network access to the registries, then re-run (or --no-referrers to carry no provenance)",
+                    )
+                } else {
+                    Failure::input(e)
+                }
+            })?;
+        resolved.images.extend(found);
+    }
     resolved.images.sort_by_key(|a| a.name());
     Ok(resolved)
 }
@@ -272,6 +288,7 @@ pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
         &cache,
         a.net.jobs,
         a.allow_missing_drivers,
+        !a.no_referrers,
         &ev,
     )
     .await?;
@@ -324,6 +341,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
             &cache,
             a.net.jobs,
             a.allow_missing_drivers,
+            !a.no_referrers,
             &ev,
         )
         .await?;
@@ -349,6 +367,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
             &cache,
             a.net.jobs,
             a.allow_missing_drivers,
+            !a.no_referrers,
             &ev,
         )
         .await?;

@@ -151,6 +151,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         jobs: a.net.jobs,
         chunk_size: a.chunk_mib.max(1) * 1024 * 1024,
         key,
+        referrers: !a.no_referrers,
     };
     let ev = events(ui);
     let report = ferry_import::import(&client, &opts, &ev)

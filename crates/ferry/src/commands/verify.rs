@@ -374,7 +374,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
         let items: Vec<_> = rows
             .iter()
             .map(|(i, size)| {
-                json!({"kind": i.kind.as_str(), "ref": i.reference, "digest": i.digest, "mediaType": i.media_type, "platforms": i.platforms, "size": size})
+                json!({"kind": i.kind.as_str(), "ref": i.reference, "digest": i.digest, "mediaType": i.media_type, "platforms": i.platforms, "size": size, "subject": i.subject})
             })
             .collect();
         ui.json(json!({
@@ -409,10 +409,10 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             i.reference,
             format!("{}…", &i.digest.to_string()[..19]),
             human_bytes(*size),
-            if i.platforms.is_empty() {
-                "-".to_string()
-            } else {
-                i.platforms.join(",")
+            match (&i.subject, i.platforms.is_empty()) {
+                (Some(subject), _) => format!("provenance of {}…", &subject.to_string()[..19]),
+                (None, true) => "-".to_string(),
+                (None, false) => i.platforms.join(","),
             }
         ));
     }

@@ -1,0 +1,258 @@
+//! Provenance discovery: the signatures, attestations and SBOMs of the
+//! manifests a bundle carries, so they travel with them.
+//!
+//! For every manifest and index of a registry item (the top and every
+//! platform child kept), in the item's repository:
+//!
+//! 1. OCI 1.1 referrers: `GET /v2/<name>/referrers/<digest>`; when the
+//!    registry has no referrers API (CNCF distribution answers 404), the
+//!    `sha256-<hex>` fallback tag, an image index whose manifests are the
+//!    referrers. Each referrer is carried by digest (`repo@sha256:…`), and
+//!    only when its own `subject` is the manifest it was listed for.
+//! 2. cosign's legacy tags `sha256-<hex>.sig`, `.att` and `.sbom` (a 404 is
+//!    "none"), carried as tags (`repo:sha256-<hex>.sig`).
+//!
+//! What is found is resolved like any image (children of an index too) and
+//! searched in turn (a signed attestation), [`MAX_DEPTH`] levels deep.
+
+use std::collections::HashSet;
+
+use futures_util::stream::{self, StreamExt};
+
+use ferry_bundle::lock::Lock;
+use ferry_bundle::manifest::{self, Descriptor};
+use ferry_bundle::meta::Kind;
+use ferry_bundle::spec::ImageRequest;
+use ferry_bundle::{Digest, Reference};
+use ferry_registry::{Client, Repo};
+
+use crate::resolve::{describe, resolve_one, ResolveError, ResolvedImage};
+use crate::{Event, Events};
+
+/// cosign's legacy tag suffixes: `sha256-<hex>.sig`, `.att`, `.sbom`.
+pub const LEGACY_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// How many levels of provenance of provenance are searched.
+pub const MAX_DEPTH: usize = 3;
+
+/// What one subject gave: the items found, and warnings about what was left out.
+type Found = Result<(Vec<ResolvedImage>, Vec<String>), String>;
+
+/// A manifest whose provenance is looked for.
+#[derive(Debug, Clone)]
+struct Subject {
+    /// The item's reference (its registry and repository name the place).
+    reference: Reference,
+    repo: Repo,
+    digest: Digest,
+}
+
+fn subjects_of(img: &ResolvedImage) -> Vec<Subject> {
+    if img.local {
+        return Vec::new(); // built by ferry from HTTP files: no upstream
+    }
+    std::iter::once(&img.top)
+        .chain(img.children.iter())
+        .map(|m| Subject {
+            reference: img.reference.clone(),
+            repo: img.repo.clone(),
+            digest: m.digest.clone(),
+        })
+        .collect()
+}
+
+fn is_network(e: &str) -> bool {
+    e.starts_with("network:")
+}
+
+/// A network failure with context, still marked `network:` (exit 2).
+fn network(context: &str, why: &str) -> String {
+    format!(
+        "network: {context}: {}",
+        why.strip_prefix("network: ").unwrap_or(why)
+    )
+}
+
+/// The referrers of `s`: from the referrers API, else the fallback tag.
+async fn referrers(client: &Client, s: &Subject) -> Result<(Vec<Descriptor>, Vec<String>), String> {
+    match client.referrers(&s.repo, &s.digest).await {
+        Ok(Some(list)) => return Ok((list, Vec::new())),
+        Ok(None) => {}
+        Err(e) => {
+            let why = describe(&e);
+            if is_network(&why) {
+                return Err(network(&format!("referrers of {}", s.digest), &why));
+            }
+            // Another refusal: read the fallback tag, as without the API.
+        }
+    }
+    let tag = s.digest.fallback_tag();
+    match client.get_manifest(&s.repo, &tag).await {
+        Ok(m) => match manifest::parse(&m.bytes, Some(&m.media_type)) {
+            Ok(p) if p.is_index() => Ok((p.manifests, Vec::new())),
+            _ => Ok((
+                Vec::new(),
+                vec![format!(
+                    "{}:{tag} is not an image index, so it lists no referrers; ignored",
+                    s.reference.name()
+                )],
+            )),
+        },
+        Err(e) if e.is_not_found() => Ok((Vec::new(), Vec::new())),
+        Err(e) => {
+            let why = describe(&e);
+            if is_network(&why) {
+                Err(network(&format!("fallback tag {tag}"), &why))
+            } else {
+                Ok((
+                    Vec::new(),
+                    vec![format!("{}:{tag}: {why}; ignored", s.reference.name())],
+                ))
+            }
+        }
+    }
+}
+
+/// Everything found for one subject, and warnings about what was left out.
+async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>) -> Found {
+    let mut found = Vec::new();
+    let (listed, mut warnings) = referrers(client, s).await?;
+    let mut seen = HashSet::new();
+    for d in listed {
+        if !seen.insert(d.digest.clone()) {
+            continue;
+        }
+        let reference = s.reference.with_digest(d.digest.clone());
+        if !d.media_type.is_empty() && !manifest::is_any_manifest(&d.media_type) {
+            warnings.push(format!(
+                "referrer {reference} of {} has media type `{}`, which ferry cannot carry; left out",
+                s.digest, d.media_type
+            ));
+            continue;
+        }
+        let req = ImageRequest {
+            reference: reference.clone(),
+            kind: Kind::Image,
+            platforms: Vec::new(),
+        };
+        match resolve_one(client, &req, lock).await {
+            Ok(mut img) => {
+                let points_at = img.top.parsed.subject.as_ref().map(|x| &x.digest);
+                if points_at != Some(&s.digest) {
+                    warnings.push(format!(
+                        "{reference} is listed as a referrer of {} but its subject is {}; left out",
+                        s.digest,
+                        points_at.map_or_else(|| "missing".to_string(), |x| x.to_string())
+                    ));
+                    continue;
+                }
+                img.subject = Some(s.digest.clone());
+                found.push(img);
+            }
+            Err(e) if is_network(&e) => return Err(network(&format!("referrer {reference}"), &e)),
+            Err(e) => warnings.push(format!(
+                "referrer {reference} of {} cannot be carried: {e}; left out",
+                s.digest
+            )),
+        }
+    }
+    for suffix in LEGACY_SUFFIXES {
+        let tag = format!("{}.{suffix}", s.digest.fallback_tag());
+        match client.head_manifest(&s.repo, &tag).await {
+            Ok(None) => continue,
+            Ok(Some(_)) => {}
+            Err(e) => {
+                let why = describe(&e);
+                if is_network(&why) {
+                    return Err(network(&format!("tag {tag}"), &why));
+                }
+                warnings.push(format!("{}:{tag}: {why}; left out", s.reference.name()));
+                continue;
+            }
+        }
+        let reference = Reference {
+            registry: s.reference.registry.clone(),
+            repository: s.reference.repository.clone(),
+            tag: Some(tag),
+            digest: None,
+        };
+        let req = ImageRequest {
+            reference: reference.clone(),
+            kind: Kind::Image,
+            platforms: Vec::new(),
+        };
+        match resolve_one(client, &req, lock).await {
+            Ok(mut img) => {
+                img.subject = Some(s.digest.clone());
+                found.push(img);
+            }
+            Err(e) if is_network(&e) => return Err(network(&reference.to_string(), &e)),
+            Err(e) => warnings.push(format!("{reference} cannot be carried: {e}; left out")),
+        }
+    }
+    Ok((found, warnings))
+}
+
+/// Finds the provenance of every registry item in `images` (see the module
+/// documentation), `jobs` subjects at a time. With `lock`, tags already
+/// locked are fetched by their locked digest, as images are. Returns the
+/// items found, sorted by reference, each with its
+/// [`ResolvedImage::subject`]; items already in `images` are not repeated.
+pub async fn discover(
+    client: &Client,
+    images: &[ResolvedImage],
+    lock: Option<&Lock>,
+    jobs: usize,
+    events: &Events,
+) -> Result<Vec<ResolvedImage>, ResolveError> {
+    let mut known: HashSet<String> = images.iter().map(ResolvedImage::name).collect();
+    let mut visited: HashSet<(Repo, Digest)> = HashSet::new();
+    let mut frontier: Vec<Subject> = images.iter().flat_map(subjects_of).collect();
+    let mut found: Vec<ResolvedImage> = Vec::new();
+    let mut failed = Vec::new();
+    for _ in 0..MAX_DEPTH {
+        frontier.retain(|s| visited.insert((s.repo.clone(), s.digest.clone())));
+        if frontier.is_empty() {
+            break;
+        }
+        let results: Vec<(Subject, Found)> = stream::iter(frontier.drain(..))
+            .map(|s| async move {
+                let r = discover_one(client, &s, lock).await;
+                (s, r)
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        for (s, r) in results {
+            match r {
+                Ok((imgs, warnings)) => {
+                    for message in warnings {
+                        events(Event::Warning { message });
+                    }
+                    for img in imgs {
+                        if !known.insert(img.name()) {
+                            continue;
+                        }
+                        events(Event::Resolved {
+                            reference: img.name(),
+                            digest: img.top.digest.to_string(),
+                            platforms: img.platforms(),
+                        });
+                        frontier.extend(subjects_of(&img));
+                        found.push(img);
+                    }
+                }
+                Err(e) => failed.push((
+                    format!("provenance of {}@{}", s.reference.name(), s.digest),
+                    e,
+                )),
+            }
+        }
+    }
+    if !failed.is_empty() {
+        failed.sort();
+        return Err(ResolveError::Refs(failed));
+    }
+    found.sort_by_key(ResolvedImage::name);
+    Ok(found)
+}
