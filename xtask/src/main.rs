@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask test`, `cargo xtask demo`.
+//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
 //!   nginx-light, containerd and minisign, with apt-get when running as root), then
@@ -9,6 +9,7 @@
 //!   then checks every digest at the target.
 
 mod demo;
+mod dist;
 
 use std::process::Command;
 
@@ -42,6 +43,8 @@ enum Task {
         #[arg(long, value_name = "MiB")]
         big: Option<u64>,
     },
+    /// Build one static ferry binary (musl, else glibc crt-static) under target/dist/.
+    Dist,
 }
 
 fn main() -> Result<()> {
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Test { no_lint, args } => test(no_lint, &args),
         Task::Demo { keep, big } => demo::run(keep, big),
+        Task::Dist => dist::run(),
     }
 }
 
@@ -69,6 +73,11 @@ fn on_path(tool: &str) -> bool {
         || ["/usr/sbin", "/sbin"]
             .iter()
             .any(|d| std::path::Path::new(d).join(tool).is_file())
+}
+
+/// [`on_path`], for the other tasks.
+pub fn on_path_pub(tool: &str) -> bool {
+    on_path(tool)
 }
 
 fn is_root() -> bool {
