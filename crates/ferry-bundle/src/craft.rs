@@ -273,3 +273,51 @@ pub fn chart_tgz(name: &str, version: &str, files: &[(&str, &[u8])]) -> Vec<u8> 
         Err(_) => Vec::new(),
     }
 }
+
+/// A zstd frame written by hand, for decompression bombs: `data` in raw
+/// blocks, then `count` copies of the byte `fill` in RLE blocks (4 bytes of
+/// frame per 128 KiB of output), with window log `window_log` (10 to 31)
+/// and, when `declared` is set, that number written as the frame's content
+/// size (whether or not it is true). Frames concatenate: append one to
+/// [`zstd`] output to go on with the same stream.
+pub fn zstd_frame(
+    data: &[u8],
+    fill: u8,
+    count: u64,
+    window_log: u8,
+    declared: Option<u64>,
+) -> Vec<u8> {
+    let window_log = window_log.clamp(10, 31);
+    let mut out = vec![0x28, 0xb5, 0x2f, 0xfd];
+    // Frame header descriptor: an 8-byte content size or none; not single
+    // segment (so a window descriptor follows); no checksum, no dictionary.
+    out.push(if declared.is_some() { 3 << 6 } else { 0 });
+    out.push((window_log - 10) << 3);
+    if let Some(n) = declared {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let max_block = (128 * 1024).min(1usize << window_log);
+    let mut blocks: Vec<(bool, usize, Option<&[u8]>)> = data
+        .chunks(max_block)
+        .map(|c| (false, c.len(), Some(c)))
+        .collect();
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(max_block as u64) as usize;
+        blocks.push((true, n, None));
+        left -= n as u64;
+    }
+    if blocks.is_empty() {
+        blocks.push((false, 0, Some(&[])));
+    }
+    let last = blocks.len() - 1;
+    for (i, (rle, n, bytes)) in blocks.into_iter().enumerate() {
+        let header = ((n as u32) << 3) | (u32::from(rle) << 1) | u32::from(i == last);
+        out.extend_from_slice(&header.to_le_bytes()[..3]);
+        match bytes {
+            Some(b) => out.extend_from_slice(b),
+            None => out.push(fill),
+        }
+    }
+    out
+}

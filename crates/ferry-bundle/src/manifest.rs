@@ -179,11 +179,52 @@ pub enum ManifestError {
     /// schemaVersion is not 2.
     #[error("unsupported schemaVersion {0:?} (expected 2)")]
     SchemaVersion(Option<u32>),
+    /// Arrays and objects nested deeper than [`MAX_JSON_DEPTH`].
+    #[error("manifest nests arrays and objects more than {MAX_JSON_DEPTH} levels deep")]
+    TooDeep,
+}
+
+/// The deepest nesting of arrays and objects accepted in a manifest. Real
+/// manifests nest about five deep; serde_json's own values stop at 128 (and
+/// Go's encoding/json, in registries and containerd, at 10000), while the
+/// fields ferry does not read would otherwise be skipped at any depth.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Whether `bytes`, read as JSON, nest arrays and objects deeper than `max`
+/// (strings are skipped; malformed JSON is left to the parser).
+fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Parses a manifest or index. `served_as` is the Content-Type or the parent
 /// descriptor's media type (used when the document has no `mediaType`).
 pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestError> {
+    if nests_deeper_than(bytes, MAX_JSON_DEPTH) {
+        return Err(ManifestError::TooDeep);
+    }
     let raw: RawDoc = serde_json::from_slice(bytes)?;
     if raw.schema_version != Some(2) {
         return Err(ManifestError::SchemaVersion(raw.schema_version));

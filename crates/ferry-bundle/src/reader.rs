@@ -7,7 +7,8 @@
 //!   the optional `ferry/bundle.json.sig`, `index.json`;
 //! - every entry is a regular file (or one of the three directories
 //!   `ferry/`, `blobs/`, `blobs/sha256/`) at an allowed path: anything
-//!   else (`..`, absolute paths, links, devices, unknown names) is refused;
+//!   else (`..`, absolute paths, links, devices, GNU long-name and PAX
+//!   records, unknown names) is refused, by its header;
 //! - no entry appears twice;
 //! - metadata stays within size bounds;
 //! - index.json hashes to the digest bundle.json pins, and lists exactly the
@@ -229,7 +230,10 @@ pub fn decompress<'a, R: Read + 'a>(source: R) -> io::Result<Box<dyn Read + 'a>>
     let head = buf.fill_buf()?;
     if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let mut d = zstd::stream::read::Decoder::with_buffer(buf)?;
-        d.window_log_max(31)?;
+        // zstd's own default limit (128 MiB windows, what `zstd -d` accepts
+        // without `--long`): ferry writes at most 8 MiB windows (level 19), and a
+        // frame that asks for more memory than this is refused, not obeyed.
+        d.window_log_max(27)?;
         Ok(Box::new(d))
     } else if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buf)))
@@ -250,10 +254,16 @@ pub fn read_bundle<R: Read>(
     })?;
     let mut archive = tar::Archive::new(stream);
     let mut state = State::default();
-    let entries = archive.entries().map_err(|source| BundleError::Read {
-        at: "the first tar header".into(),
-        source,
-    })?;
+    // Raw entries: the tar crate would otherwise read a GNU long-name or PAX
+    // extension record into memory whatever size its header declares (a
+    // decompression bomb); here it is refused by its header, unread.
+    let entries = archive
+        .entries()
+        .map_err(|source| BundleError::Read {
+            at: "the first tar header".into(),
+            source,
+        })?
+        .raw(true);
     let mut last = String::from("the start");
     for entry in entries {
         let mut entry = entry.map_err(|source| BundleError::Read {
@@ -364,12 +374,6 @@ impl State {
             entry: name.into(),
             reason: reason.into(),
         };
-        if name.starts_with('/') {
-            return Err(forbidden("absolute paths are not allowed"));
-        }
-        if name.split('/').any(|c| c == ".." || c == ".") {
-            return Err(forbidden("`.` and `..` path components are not allowed"));
-        }
         match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory => {
@@ -389,7 +393,21 @@ impl State {
                 return Err(forbidden("device files are not allowed"))
             }
             tar::EntryType::Fifo => return Err(forbidden("FIFOs are not allowed")),
+            tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink
+            | tar::EntryType::XHeader
+            | tar::EntryType::XGlobalHeader => {
+                return Err(forbidden(&format!(
+                    "{size}-byte {etype:?} record: GNU long names and PAX extended headers are not allowed (bundle entry names are short)"
+                )))
+            }
             other => return Err(forbidden(&format!("entry type {other:?} is not allowed"))),
+        }
+        if name.starts_with('/') {
+            return Err(forbidden("absolute paths are not allowed"));
+        }
+        if name.split('/').any(|c| c == ".." || c == ".") {
+            return Err(forbidden("`.` and `..` path components are not allowed"));
         }
         if !self.seen.insert(name.to_string()) {
             return Err(BundleError::Duplicate(name.into()));
@@ -746,6 +764,7 @@ impl State {
                 .iter()
                 .map(|b| (b.digest.clone(), b.size))
                 .collect(),
+            checked: Default::default(),
         };
         for (item, desc) in head.meta.items.iter().zip(sorted_index(&head)) {
             match graph.check_item(item, desc) {
@@ -801,6 +820,11 @@ struct Graph<'a> {
     parsed: &'a HashMap<Digest, Parsed>,
     absent: HashSet<(Digest, Digest)>,
     base: HashMap<Digest, u64>,
+    /// Manifests whose whole graph checked out, with the deepest nesting
+    /// they were found at: a manifest listed many times (an index listing
+    /// the same child index over and over, level after level) is walked
+    /// once, not once per path to it.
+    checked: std::cell::RefCell<HashMap<Digest, usize>>,
 }
 
 impl Graph<'_> {
@@ -830,6 +854,16 @@ impl Graph<'_> {
             return Err(format!(
                 "manifests nested deeper than {MAX_DEPTH} levels at {d}"
             ));
+        }
+        // Checked already, at this depth or deeper: its graph holds here too.
+        if want_manifest
+            && self
+                .checked
+                .borrow()
+                .get(d)
+                .is_some_and(|at| path.len() <= *at)
+        {
+            return Ok(());
         }
         if let Some(reason) = self.bad.get(d) {
             return Err(format!("blob {d} failed verification: {reason}"));
@@ -891,6 +925,9 @@ impl Graph<'_> {
             let _ = subject; // referrers point at subjects that may live elsewhere: not required here.
         }
         path.pop();
+        let mut checked = self.checked.borrow_mut();
+        let at = checked.entry(d.clone()).or_insert(path.len());
+        *at = (*at).max(path.len());
         Ok(())
     }
 }

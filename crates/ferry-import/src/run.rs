@@ -400,7 +400,9 @@ fn walk(
     sparse: &mut bool,
     depth: usize,
 ) {
-    if depth > 8 || out_m.contains(d) {
+    // As deep as the reader accepts: a manifest at MAX_DEPTH has its blobs
+    // deeper than that, so its item is refused; none of it is uploaded.
+    if depth >= ferry_bundle::reader::MAX_DEPTH || out_m.contains(d) {
         return;
     }
     let Some((_, _, parsed)) = manifests.get(d) else {

@@ -3,7 +3,8 @@
 //! [`FaultProxy`] listens on a loopback port and forwards each request to the
 //! upstream unchanged, except those matched by a [`Fault`]: it then answers
 //! an error status itself, answers 429 with `Retry-After`, cuts the response
-//! after some body bytes, or stalls. Clients reach the registry through
+//! after some body bytes, cuts the request body (an upload cut mid-blob),
+//! stalls for a while, or holds the request until the test releases it. Clients reach the registry through
 //! [`FaultProxy::host`]; the registry builds its upload `Location`s from the
 //! `Host` header, which the proxy leaves alone, so upload sessions stay on
 //! the proxy too.
@@ -60,6 +61,18 @@ pub enum Action {
     CutAfter(u64),
     /// Accept the request and say nothing for this long, then close the connection.
     Stall(Duration),
+    /// Accept the request and say nothing until the test calls
+    /// [`FaultProxy::release`] (or drops the proxy), then close the
+    /// connection: a deterministic point at which to restart the registry
+    /// or kill the client while this request is in flight.
+    Hold,
+    /// Forward the request head and this many request body bytes, then
+    /// close both connections without an answer (an upload cut mid-blob).
+    CutRequestAfter(u64),
+    /// Forward the request unchanged (recorded without a fault): put it
+    /// before another fault on the same requests to let the first `times`
+    /// through, e.g. to hold the third chunk of an upload.
+    Pass,
 }
 
 /// A rule: requests matching `method` and `path_contains` get `action`, for
@@ -142,6 +155,8 @@ struct State {
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RequestRecord>>,
     count: AtomicUsize,
+    /// Bumped by [`FaultProxy::release`]: held requests end.
+    release: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
@@ -158,6 +173,7 @@ impl State {
                     }
                     f.action.clone()
                 })
+                .filter(|a| *a != Action::Pass)
         };
         self.count.fetch_add(1, Ordering::SeqCst);
         self.requests
@@ -200,6 +216,7 @@ impl FaultProxy {
             faults: Mutex::new(faults),
             requests: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            release: tokio::sync::watch::Sender::new(0),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
@@ -272,6 +289,20 @@ impl FaultProxy {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(fault);
+    }
+
+    /// Ends every request held by [`Action::Hold`] so far (their
+    /// connections close without an answer); later ones are held again.
+    pub fn release(&self) {
+        self.state.release.send_modify(|g| *g += 1);
+    }
+
+    /// How many requests got [`Action::Hold`] so far (released or not).
+    pub fn held(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.fault == Some(Action::Hold))
+            .count()
     }
 
     /// The faults with their uses left.
@@ -417,11 +448,20 @@ async fn handle(mut client: TcpStream, state: Arc<State>) -> std::io::Result<()>
     let mut parts = head.first.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
+    // Subscribed before the request is recorded: a release that follows the
+    // record (what a test waits for) is never missed.
+    let mut release = state.release.subscribe();
     match state.take_fault(&method, &target) {
-        None => forward(client, &state, &head, rest, None).await,
+        None | Some(Action::Pass) => forward(client, &state, &head, rest, None).await,
         Some(Action::CutAfter(n)) => forward(client, &state, &head, rest, Some(n)).await,
+        Some(Action::CutRequestAfter(n)) => cut_request(client, &state, &head, rest, n).await,
         Some(Action::Stall(d)) => {
             tokio::time::sleep(d).await;
+            Ok(())
+        }
+        Some(Action::Hold) => {
+            let _ = release.changed().await;
+            drop(client);
             Ok(())
         }
         Some(Action::Status(code)) => {
@@ -561,6 +601,38 @@ async fn discard_body<R: AsyncRead + Unpin>(
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     tokio::io::copy(&mut reader.take(len), &mut tokio::io::sink()).await?;
+    Ok(())
+}
+
+/// Forwards the request head and `n` bytes of its body to the upstream, then
+/// closes both connections: neither side sees the request end.
+async fn cut_request(
+    client: TcpStream,
+    state: &State,
+    head: &Head,
+    rest: Vec<u8>,
+    n: u64,
+) -> std::io::Result<()> {
+    let mut upstream = TcpStream::connect(state.upstream).await?;
+    let mut client = client;
+    upstream.write_all(&head.with_close()).await?;
+    let first = (rest.len() as u64).min(n) as usize;
+    upstream.write_all(&rest[..first]).await?;
+    let left = n - first as u64;
+    if left > 0 {
+        let (cr, _) = client.split();
+        tokio::time::timeout(
+            IO_TIMEOUT,
+            tokio::io::copy(&mut cr.take(left), &mut upstream),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("timed out relaying the request body"))??;
+    }
+    upstream.flush().await?;
+    // Both connections close here: the upstream sees the body end short of
+    // its declared length, the client sees no answer.
+    drop(upstream);
+    drop(client);
     Ok(())
 }
 
