@@ -11,3 +11,7 @@ test *ARGS:
 # Build the ferry binary.
 build:
     cargo build -p ferry
+
+# ferry vs skopeo and the machine's floors; regenerates docs/benchmarks.md.
+bench *ARGS:
+    cargo xtask bench {{ARGS}}

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`.
+//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`, `cargo xtask bench`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
 //!   nginx-light, containerd and minisign, with apt-get when running as root), then
@@ -7,7 +7,10 @@
 //! - `demo`: the main job end to end on generated content: two local
 //!   registries (upstream and target), export → verify → inspect → import,
 //!   then checks every digest at the target.
+//! - `bench`: ferry against skopeo and the machine's floors on a generated
+//!   data set; writes `docs/benchmarks.md` (see `bench.rs`).
 
+mod bench;
 mod demo;
 mod dist;
 
@@ -45,6 +48,24 @@ enum Task {
     },
     /// Build one static ferry binary (musl, else glibc crt-static) under target/dist/.
     Dist,
+    /// ferry vs skopeo and the machine's floors; writes docs/benchmarks.md.
+    Bench {
+        /// Unique compressed layer bytes of the data set, in GB (0.5 to 8).
+        #[arg(long, default_value_t = 2.0, value_name = "GB")]
+        scale: f64,
+        /// Runs of every measurement (the median is reported).
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        runs: usize,
+        /// Where to write the report.
+        #[arg(long, default_value = "docs/benchmarks.md", value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// Measure ferry and the floors only (no skopeo path).
+        #[arg(long)]
+        no_skopeo: bool,
+        /// Also profile one ferry export, import and verify with `perf record`.
+        #[arg(long)]
+        perf: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -52,6 +73,23 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Test { no_lint, args } => test(no_lint, &args),
         Task::Demo { keep, big } => demo::run(keep, big),
+        Task::Bench {
+            scale,
+            runs,
+            out,
+            no_skopeo,
+            perf,
+        } => bench::run(&bench::Options {
+            scale,
+            runs,
+            out: if out.is_absolute() {
+                out
+            } else {
+                root().join(out)
+            },
+            no_skopeo,
+            perf,
+        }),
         Task::Dist => dist::run(),
     }
 }

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 pub mod containerd;
+pub mod dataset;
 pub mod fixtures;
 pub mod nginx;
 pub mod proxy;
