@@ -1501,10 +1501,11 @@ fn render(
          each command starts after `sync`. `ferry export` starts with an empty blob cache every run, like \
          the skopeo path, which starts with an empty layout.\n\
          - `ferry export` wrote {} MiB for a {} MiB bundle ({:.2}× the bundle): what it writes besides the \
-         bundle is the blob cache. It fetches every blob into the cache first, then writes the bundle. \
+         bundle is the blob cache. It fetches blobs into the cache and writes the bundle at once (each \
+         blob goes into the bundle, in order, as soon as it is in the cache). \
          By the fastest runs (the least disturbed on a shared machine): the export takes {:.2} s from an \
-         empty cache and {:.2} s with every blob already cached, so fetching costs about {:.2} s and writing \
-         the bundle {:.2} s, of which zstd accounts for about {:.2} s and {:.0} MiB of peak RSS (the same \
+         empty cache and {:.2} s with every blob already cached, so fetching adds about {:.2} s to writing \
+         the bundle ({:.2} s), of which zstd accounts for about {:.2} s and {:.0} MiB of peak RSS (the same \
          export with `--compression none`: {:.2} s, {:.1} MiB).\n\
          - `ferry export` and `dd … conv=fdatasync` flush their output to disk before they exit; \
          `zstd -o` in the skopeo path does not.\n\

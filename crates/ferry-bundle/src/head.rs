@@ -90,7 +90,7 @@ impl Visitor for HeadOnly {
 
 /// Reads the head of a bundle stream (compressed or not), stopping right
 /// after `index.json`. `path` only names the bundle in errors.
-pub fn read_head_from<R: Read>(source: R, path: &Path) -> Result<Head, HeadError> {
+pub fn read_head_from<R: Read + Send>(source: R, path: &Path) -> Result<Head, HeadError> {
     let mut v = HeadOnly::default();
     match read_bundle(source, ReadOptions::default(), &mut v) {
         Err(BundleError::Visitor(e)) if e.is::<HeadRead>() => {}

@@ -225,33 +225,166 @@ pub struct Report {
 }
 
 /// Opens the decompressor a stream needs, detected from its first bytes.
-pub fn decompress<'a, R: Read + 'a>(source: R) -> io::Result<Box<dyn Read + 'a>> {
+pub fn decompress<'a, R: Read + Send + 'a>(source: R) -> io::Result<Box<dyn Read + Send + 'a>> {
+    open(source).map(|s| s.inner)
+}
+
+/// A stream with its decompressor, if it has one.
+struct Opened<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    compressed: bool,
+}
+
+fn open<'a, R: Read + Send + 'a>(source: R) -> io::Result<Opened<'a>> {
     let mut buf = BufReader::with_capacity(1 << 20, source);
     let head = buf.fill_buf()?;
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let mut d = zstd::stream::read::Decoder::with_buffer(buf)?;
-        // zstd's own default limit (128 MiB windows, what `zstd -d` accepts
-        // without `--long`): ferry writes at most 8 MiB windows (level 19), and a
-        // frame that asks for more memory than this is refused, not obeyed.
-        d.window_log_max(27)?;
-        Ok(Box::new(d))
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(buf)))
-    } else {
-        Ok(Box::new(buf))
+    let (inner, compressed): (Box<dyn Read + Send + 'a>, bool) =
+        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            let mut d = zstd::stream::read::Decoder::with_buffer(buf)?;
+            // zstd's own default limit (128 MiB windows, what `zstd -d` accepts
+            // without `--long`): ferry writes at most 8 MiB windows (level 19), and a
+            // frame that asks for more memory than this is refused, not obeyed.
+            d.window_log_max(27)?;
+            (Box::new(d), true)
+        } else if head.starts_with(&[0x1f, 0x8b]) {
+            (Box::new(flate2::bufread::MultiGzDecoder::new(buf)), true)
+        } else {
+            (Box::new(buf), false)
+        };
+    Ok(Opened { inner, compressed })
+}
+
+/// Decompressed bytes handed from the decompressing thread to the reading
+/// one at a time, and how many such buffers may wait: a few MiB whatever
+/// the bundle's size.
+const PIPE_BUFFER: usize = 512 << 10;
+const PIPE_DEPTH: usize = 4;
+
+/// The reading end of [`read_bundle`]'s pipeline: buffers filled by the
+/// decompressing thread, in order; its errors arrive in order too.
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// Emptied buffers go back to be filled again (no allocation per buffer).
+    back: std::sync::mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(buf)) => {
+                    let old = std::mem::replace(&mut self.cur, buf);
+                    let _ = self.back.send(old);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
-/// Reads a bundle stream (compressed or not) from end to end.
-pub fn read_bundle<R: Read>(
+/// The decompressing end: fills buffers until the stream ends, fails, or
+/// the reading end is gone (it stopped early).
+fn pump(
+    mut stream: Box<dyn Read + Send + '_>,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let mut offset = 0u64;
+    loop {
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(PIPE_BUFFER, 0);
+        let mut filled = 0;
+        let r = loop {
+            match stream.read(&mut buf[filled..]) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    filled += n;
+                    if filled == buf.len() {
+                        break Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(filled);
+        offset += filled as u64;
+        let end = filled < PIPE_BUFFER;
+        if filled > 0 && tx.send(Ok(buf)).is_err() {
+            return;
+        }
+        if let Err(e) = r {
+            // Where it broke, in the decompressed stream: the decompressor
+            // runs ahead of the tar reader (and may refuse a frame before
+            // handing out any of it), so the entry named by the reader can
+            // be the one before.
+            let _ = tx.send(Err(io::Error::new(
+                e.kind(),
+                format!("decompression failed at byte {offset} of the tar stream: {e}"),
+            )));
+            return;
+        }
+        if end {
+            return;
+        }
+    }
+}
+
+/// Reads a bundle stream (compressed or not) from end to end. A compressed
+/// stream is decompressed on a second thread while this one parses, hashes
+/// and hands blobs to the visitor: the two run side by side.
+pub fn read_bundle<R: Read + Send>(
     source: R,
     options: ReadOptions,
     visitor: &mut dyn Visitor,
 ) -> Result<Report, BundleError> {
-    let stream = decompress(source).map_err(|source| BundleError::Read {
+    let stream = open(source).map_err(|source| BundleError::Read {
         at: "the start of the stream".into(),
         source,
     })?;
+    if !stream.compressed {
+        return read_tar(stream.inner, options, visitor);
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIPE_DEPTH);
+        let (back_tx, back_rx) = std::sync::mpsc::channel();
+        let inner = stream.inner;
+        scope.spawn(move || pump(inner, tx, back_rx));
+        let reader = PipeReader {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        // `reader` is dropped when this returns: the pump then stops.
+        read_tar(reader, options, visitor)
+    })
+}
+
+fn read_tar<S: Read>(
+    stream: S,
+    options: ReadOptions,
+    visitor: &mut dyn Visitor,
+) -> Result<Report, BundleError> {
     let mut archive = tar::Archive::new(stream);
     let mut state = State::default();
     // Raw entries: the tar crate would otherwise read a GNU long-name or PAX

@@ -24,6 +24,21 @@ use crate::parts::{Identity, PartsWriter, PartsWritten};
 /// zstd worker threads (fixed so that output bytes never depend on the machine).
 const ZSTD_WORKERS: u32 = 4;
 
+/// Input bytes per zstd job. With [`ZSTD_WORKERS`] workers, zstd keeps about
+/// six jobs' input and output buffers: 2 MiB jobs hold the writer's memory
+/// near 30 MiB (zstd's default at level 3 is 8 MiB jobs, over 100 MiB).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
+/// Blobs at least this large are sampled: already-compressed content
+/// (gzip/zstd layers, zip plugins, .tgz charts) goes through zstd level 1,
+/// which stores it at memory speed, instead of the bundle's level, which
+/// would spend seconds per GB finding nothing to gain.
+const SAMPLE_FROM: u64 = 1 << 20;
+/// Bytes sampled at the start of such a blob.
+const SAMPLE: usize = 128 << 10;
+/// Level for incompressible blobs (or the bundle's level when lower).
+const STORE_LEVEL: i32 = 1;
+
 /// Compression of the outer stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -103,6 +118,8 @@ pub struct BundleWriter {
     /// Split output: the identity read from `ferry/bundle.json` for the
     /// parts manifest (set by [`BundleWriter::write_head`]).
     identity: Option<Identity>,
+    /// zstd: the bundle's level and the level the encoder uses now.
+    levels: Option<(i32, i32)>,
 }
 
 /// What [`BundleWriter::finish`] produced.
@@ -255,6 +272,8 @@ impl BundleWriter {
                 e.include_checksum(true).map_err(io_err)?;
                 // A fixed worker count keeps the output identical on every machine.
                 e.multithread(ZSTD_WORKERS).map_err(io_err)?;
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
+                    .map_err(io_err)?;
                 Encoder::Zstd(e)
             }
             Compression::Gzip { level } => Encoder::Gzip(
@@ -272,6 +291,10 @@ impl BundleWriter {
             tmp: tmp_path,
             builder: Some(builder),
             identity: None,
+            levels: match compression {
+                Compression::Zstd { level } => Some((level, level)),
+                _ => None,
+            },
         })
     }
 
@@ -340,10 +363,39 @@ impl BundleWriter {
         source: impl Read,
     ) -> Result<(), WriteError> {
         let h = header(&digest.layout_path(), size, false);
-        let mut src = crate::digest::HashingReader::new(source.take(size));
+        let mut source = source.take(size);
+        let mut sample = Vec::new();
+        if let Some((bundle_level, current)) = self.levels {
+            if size >= SAMPLE_FROM {
+                (&mut source)
+                    .take(SAMPLE as u64)
+                    .read_to_end(&mut sample)
+                    .map_err(|e| WriteError::Source {
+                        digest: digest.clone(),
+                        source: e,
+                    })?;
+                let level = if incompressible(&sample) {
+                    bundle_level.min(STORE_LEVEL)
+                } else {
+                    bundle_level
+                };
+                if level != current {
+                    self.set_level(level)?;
+                }
+            }
+        }
+        let mut failed = false;
+        let mut src = crate::digest::HashingReader::new(Tracked {
+            inner: io::Cursor::new(sample).chain(source),
+            failed: &mut failed,
+        });
         let r = self.builder()?.append(&h, &mut src);
         if let Err(e) = r {
-            return Err(if e.kind() == io::ErrorKind::Other || src.len() < size {
+            drop(src);
+            // A read of the source failed, or else the output did (a full
+            // disk is the bundle's, never the blob's). A source that ends
+            // early is no error here: the length check below names it.
+            return Err(if failed {
                 WriteError::Source {
                     digest: digest.clone(),
                     source: e,
@@ -360,6 +412,26 @@ impl BundleWriter {
                 len,
                 size,
             });
+        }
+        Ok(())
+    }
+
+    /// Switches the zstd level at this point of the stream. The encoder is
+    /// flushed first, so the next job starts here with the new level
+    /// whatever the workers' timing: the output stays reproducible.
+    fn set_level(&mut self, level: i32) -> Result<(), WriteError> {
+        let path = self.path.clone();
+        let io_err = |source| WriteError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Encoder::Zstd(e) = self.builder()?.get_mut() {
+            e.flush().map_err(&io_err)?;
+            e.set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))
+                .map_err(&io_err)?;
+        }
+        if let Some((_, current)) = &mut self.levels {
+            *current = level;
         }
         Ok(())
     }
@@ -416,6 +488,26 @@ impl BundleWriter {
             sha256,
             parts: None,
         })
+    }
+}
+
+/// A blob's source that remembers whether one of its reads failed.
+struct Tracked<'a, R> {
+    inner: R,
+    failed: &'a mut bool,
+}
+
+impl<R: Read> Read for Tracked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| *self.failed = true)
+    }
+}
+
+/// Whether zstd would gain under 2 % on `sample` (already-compressed data).
+fn incompressible(sample: &[u8]) -> bool {
+    match zstd::bulk::compress(sample, STORE_LEVEL) {
+        Ok(out) => out.len() as u64 * 100 >= sample.len() as u64 * 98,
+        Err(_) => false,
     }
 }
 

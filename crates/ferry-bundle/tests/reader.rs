@@ -397,3 +397,78 @@ fn an_item_with_an_unsafe_file_path_is_refused() {
         );
     }
 }
+
+/// Large blobs switch the zstd level by content (already-compressed bytes
+/// go through a fast level, compressible ones through the bundle's): the
+/// output is still the same bytes on every write, whatever the workers'
+/// timing, and every blob reads back intact.
+#[test]
+fn level_switching_by_content_stays_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sample();
+    // Incompressible (xorshift bytes) and compressible (text) blobs of 3 MiB,
+    // alternating, so the level changes at every one of them.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = |n: usize| {
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(n);
+        v
+    };
+    let text = |phrase: &[u8]| -> Vec<u8> {
+        (0..2usize << 20)
+            .map(|i| phrase[i % phrase.len()])
+            .collect()
+    };
+    let blobs = vec![
+        noise(2 << 20),
+        text(b"usr/lib/x86_64-linux-gnu/libc.so.6 "),
+        noise(2 << 20),
+        text(b"etc/ssl/certs/ca-certificates.crt\n"),
+        noise(3 << 20),
+    ];
+    let write = |name: &str| {
+        let path = dir.path().join(name);
+        let mut w = BundleWriter::create(&path, Compression::Zstd { level: 9 }).unwrap();
+        w.write_head(&s.meta.to_json(), None, &s.index).unwrap();
+        for b in &blobs {
+            w.write_blob(&Digest::of(b), b.len() as u64, &b[..])
+                .unwrap();
+        }
+        w.finish().unwrap();
+        std::fs::read(&path).unwrap()
+    };
+    let first = write("a.tar.zst");
+    for i in 0..3 {
+        assert_eq!(
+            Digest::of(&write(&format!("b{i}.tar.zst"))),
+            Digest::of(&first),
+            "write {i} differs"
+        );
+    }
+    // The random blobs are stored (zstd cannot shrink them), the text ones
+    // shrink to almost nothing.
+    let random: usize = blobs.iter().step_by(2).map(Vec::len).sum();
+    assert!(first.len() > random, "{} <= {random}", first.len());
+    assert!(first.len() < random + (256 << 10), "{} bytes", first.len());
+    // Every blob is in the tar, byte for byte.
+    let tar_bytes = ::zstd::stream::decode_all(&first[..]).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut found = 0;
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if let Some(b) = blobs.iter().find(|b| name == Digest::of(b).layout_path()) {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            assert!(&v == b, "{name} differs");
+            found += 1;
+        }
+    }
+    assert_eq!(found, blobs.len());
+}

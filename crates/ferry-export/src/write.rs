@@ -93,6 +93,9 @@ pub enum ExportError {
     /// The writer thread died.
     #[error("bundle writer thread failed: {0}")]
     Join(String),
+    /// The bundle was abandoned because a blob could not be fetched.
+    #[error("bundle abandoned: a blob could not be fetched")]
+    Abandoned,
 }
 
 struct PlannedBlob {
@@ -222,66 +225,10 @@ pub async fn export(
         });
     }
     let fetch_bytes: u64 = missing.iter().map(|b| b.meta.size).sum();
-    events(Event::FetchStart {
-        blobs: missing.len(),
-        bytes: fetch_bytes,
-        cached: blobs.len() - missing.len(),
-    });
-    let progress_events = events.clone();
-    let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
-    let progress_ref: &(dyn Fn(u64) + Send + Sync) = &progress;
-    let results: Vec<(String, Result<u64, ferry_registry::Error>)> = stream::iter(missing.iter())
-        .map(|b| {
-            let dest = cache_path(&opts.cache_dir, &b.meta.digest);
-            async move {
-                let r = client
-                    .download_blob(
-                        &b.source,
-                        &b.meta.digest,
-                        Some(b.meta.size),
-                        &dest,
-                        Some(progress_ref),
-                    )
-                    .await;
-                if r.is_ok() {
-                    events(Event::Fetched {
-                        digest: b.meta.digest.to_string(),
-                        size: b.meta.size,
-                    });
-                }
-                (
-                    format!(
-                        "{} (from {}/{})",
-                        b.meta.digest, b.source.host, b.source.path
-                    ),
-                    r,
-                )
-            }
-        })
-        .buffer_unordered(opts.jobs.max(1))
-        .collect()
-        .await;
-    let mut failed: Vec<(String, String)> = results
-        .into_iter()
-        .filter_map(|(d, r)| {
-            r.err().map(|e| {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    s.push_str(": ");
-                    s.push_str(&c.to_string());
-                    src = c.source();
-                }
-                (d, s)
-            })
-        })
-        .collect();
-    if !failed.is_empty() {
-        failed.sort();
-        return Err(ExportError::Fetch(failed));
-    }
+    let missing_count = missing.len();
+    let missing_set: HashSet<&Digest> = missing.iter().map(|b| &b.meta.digest).collect();
 
-    // 3. Metadata.
+    // 3. Metadata (everything it needs is known before any blob arrives).
     let index = meta::index_json(&items);
     let all_blobs: Vec<BlobMeta> = manifests
         .iter()
@@ -309,13 +256,21 @@ pub async fn export(
     let summary_items = bundle_meta.items.len();
     let summary_blobs = bundle_meta.blobs.len();
     let blob_bytes = bundle_meta.blob_bytes();
+    events(Event::FetchStart {
+        blobs: missing_count,
+        bytes: fetch_bytes,
+        cached: blobs.len() - missing_count,
+    });
     events(Event::WriteStart { bytes: blob_bytes });
 
-    // 4. Write (blocking I/O on a blocking thread).
+    // 4. Fetch and write at once: the writer (blocking I/O on its own
+    // thread) takes each blob from the cache, in bundle order, as soon as it
+    // is there, while later blobs are still downloading.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let opts2 = opts.clone();
     let events2 = events.clone();
     let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
-    let written = tokio::task::spawn_blocking(move || -> Result<Written, ExportError> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<Written, ExportError> {
         let mut w = match opts2.split {
             Some(size) => BundleWriter::create_split(&opts2.output, opts2.compression, size)?,
             None => BundleWriter::create(&opts2.output, opts2.compression)?,
@@ -334,6 +289,11 @@ pub async fn export(
             events2(Event::WriteProgress { bytes: m.size });
         }
         for b in &large {
+            // One message per blob, in this order; a closed channel means
+            // a fetch failed: the bundle is abandoned (its temp file goes).
+            if ready_rx.blocking_recv().is_none() {
+                return Err(ExportError::Abandoned);
+            }
             let path = cache_path(&opts2.cache_dir, &b.digest);
             let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
                 path: path.clone(),
@@ -354,17 +314,88 @@ pub async fn export(
             events2(Event::WriteProgress { bytes: b.size });
         }
         Ok(w.finish()?)
-    })
-    .await
-    .map_err(|e| ExportError::Join(e.to_string()))??;
+    });
+
+    let progress_events = events.clone();
+    let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
+    let progress_ref: &(dyn Fn(u64) + Send + Sync) = &progress;
+    let missing_ref = &missing_set;
+    // In bundle order, up to `jobs` downloads at once; cached blobs are
+    // ready at once.
+    let mut fetches = stream::iter(blobs.iter())
+        .map(|b| {
+            let dest = cache_path(&opts.cache_dir, &b.meta.digest);
+            async move {
+                if !missing_ref.contains(&b.meta.digest) {
+                    return (String::new(), Ok(()));
+                }
+                let r = client
+                    .download_blob(
+                        &b.source,
+                        &b.meta.digest,
+                        Some(b.meta.size),
+                        &dest,
+                        Some(progress_ref),
+                    )
+                    .await;
+                if r.is_ok() {
+                    events(Event::Fetched {
+                        digest: b.meta.digest.to_string(),
+                        size: b.meta.size,
+                    });
+                }
+                (
+                    format!(
+                        "{} (from {}/{})",
+                        b.meta.digest, b.source.host, b.source.path
+                    ),
+                    r.map(|_| ()),
+                )
+            }
+        })
+        .buffered(opts.jobs.max(1));
+    let mut ready = Some(ready_tx);
+    let mut failed: Vec<(String, String)> = Vec::new();
+    while let Some((what, r)) = fetches.next().await {
+        match r {
+            Ok(()) => {
+                // The writer stopped (its error is reported below): fetching
+                // on would only fill the cache.
+                if let Some(tx) = &ready {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                ready = None;
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    s.push_str(": ");
+                    s.push_str(&c.to_string());
+                    src = c.source();
+                }
+                failed.push((what, s));
+            }
+        }
+    }
+    drop(fetches);
+    drop(ready);
+    let written = writer.await.map_err(|e| ExportError::Join(e.to_string()))?;
+    if !failed.is_empty() {
+        failed.sort();
+        return Err(ExportError::Fetch(failed));
+    }
+    let written = written?;
     Ok(ExportSummary {
         written,
         items: summary_items,
         blobs: summary_blobs,
         blob_bytes,
-        fetched: missing.len(),
+        fetched: missing_count,
         fetched_bytes: fetch_bytes,
-        cached: blobs.len() - missing.len(),
+        cached: blobs.len() - missing_count,
         base: base_count,
         base_bytes,
     })

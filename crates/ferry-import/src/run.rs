@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use ferry_bundle::manifest::{self, Parsed};
@@ -255,25 +255,57 @@ enum Msg {
     Head(Box<Head>),
     Manifest(BlobMeta, Bytes),
     NeedPlan(oneshot::Sender<Option<Arc<UploadPlan>>>),
-    Small(BlobMeta, Bytes),
+    Small(BlobMeta, Bytes, Arc<OwnedSemaphorePermit>),
     Large(
         BlobMeta,
         Option<mpsc::Receiver<Bytes>>,
         Vec<(RelPath, mpsc::Receiver<Bytes>)>,
+        Arc<OwnedSemaphorePermit>,
     ),
     Verdict(Digest, Result<(), String>),
 }
+
+/// Blob bytes held in memory at once (read ahead of their uploads, chunks
+/// in flight), whatever the bundle's size: the import's memory stays flat.
+/// A streamed blob holds three chunks (one being read, one queued, one being
+/// sent), so the budget grows to that when `--chunk-mib` asks for more.
+pub const BUFFER_BUDGET: u64 = 40 << 20;
+
+/// Chunks in flight for one streamed blob (see [`BUFFER_BUDGET`]).
+const CHUNKS_IN_FLIGHT: u64 = 3;
 
 struct StreamVisitor {
     tx: mpsc::Sender<Msg>,
     plan: Option<Arc<UploadPlan>>,
     chunk: u64,
+    /// Bytes of [`BUFFER_BUDGET`] (permits are bytes).
+    budget: Arc<Semaphore>,
+    budget_total: u64,
+    rt: tokio::runtime::Handle,
     events: Events,
     cancelled: Arc<AtomicBool>,
 }
 
 fn stop() -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(Stopped)
+}
+
+impl StreamVisitor {
+    /// Blocks the reader until `bytes` of the buffer budget are free.
+    fn reserve(
+        &self,
+        bytes: u64,
+    ) -> Result<Arc<OwnedSemaphorePermit>, Box<dyn std::error::Error + Send + Sync>> {
+        // Never more than the whole budget (a blob larger than it waits
+        // until nothing else is in flight).
+        let n = bytes.clamp(1, self.budget_total) as u32;
+        let budget = self.budget.clone();
+        let permit = self
+            .rt
+            .block_on(budget.acquire_many_owned(n))
+            .map_err(|_| stop())?;
+        Ok(Arc::new(permit))
+    }
 }
 
 impl Visitor for StreamVisitor {
@@ -313,19 +345,22 @@ impl Visitor for StreamVisitor {
             return Ok(()); // the reader drains and verifies it
         }
         if blob.size <= self.chunk || capture {
+            // Wait for room before reading: uploads in flight give it back.
+            let permit = self.reserve(blob.size)?;
             let mut buf = Vec::with_capacity(blob.size as usize);
             data.take(blob.size).read_to_end(&mut buf)?;
             // Only verified bytes leave this thread (the registry checks again).
             if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
                 self.tx
-                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf)))
+                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf), permit))
                     .map_err(|_| stop())?;
             }
             return Ok(());
         }
+        let permit = self.reserve(CHUNKS_IN_FLIGHT * self.chunk)?;
         let mut senders = Vec::new();
         let registry_rx = if to_registry {
-            let (ctx, crx) = mpsc::channel::<Bytes>(2);
+            let (ctx, crx) = mpsc::channel::<Bytes>(1);
             senders.push(ctx);
             Some(crx)
         } else {
@@ -333,12 +368,12 @@ impl Visitor for StreamVisitor {
         };
         let mut file_rx = Vec::new();
         for path in to_files {
-            let (ctx, crx) = mpsc::channel::<Bytes>(2);
+            let (ctx, crx) = mpsc::channel::<Bytes>(1);
             senders.push(ctx);
             file_rx.push((path, crx));
         }
         self.tx
-            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx))
+            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx, permit))
             .map_err(|_| stop())?;
         let mut remaining = blob.size;
         while remaining > 0 {
@@ -505,11 +540,18 @@ pub async fn import(
         }
     }
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
+    let chunk = opts.chunk_size.max(1024 * 1024);
+    let budget_total = BUFFER_BUDGET
+        .max(CHUNKS_IN_FLIGHT * chunk)
+        .min(u32::MAX as u64);
     let cancelled = Arc::new(AtomicBool::new(false));
     let mut visitor = StreamVisitor {
         tx,
         plan: None,
-        chunk: opts.chunk_size.max(1024 * 1024),
+        chunk,
+        budget: Arc::new(Semaphore::new(budget_total as usize)),
+        budget_total,
+        rt: tokio::runtime::Handle::current(),
         events: events.clone(),
         cancelled: cancelled.clone(),
     };
@@ -614,7 +656,7 @@ pub async fn import(
                     }
                 }
             }
-            Msg::Small(meta, data) => {
+            Msg::Small(meta, data, held) => {
                 if file_plans.iter().any(|p| {
                     p.chart_config.as_ref() == Some(&meta.digest)
                         || (p.item.kind == Kind::FalcoctlIndex
@@ -628,7 +670,9 @@ pub async fn import(
                         let path = path.clone();
                         let data = data.clone();
                         let d = meta.digest.clone();
+                        let held = held.clone();
                         file_tasks.spawn(async move {
+                            let _held = held;
                             let r = files
                                 .write_bytes(&path, data)
                                 .await
@@ -646,6 +690,7 @@ pub async fn import(
                 let events = events.clone();
                 uploads.spawn(async move {
                     let _permit = permit;
+                    let _held = held;
                     let size = data.len() as u64;
                     let r = dest.upload_blob(&repo, &meta.digest, data).await;
                     if r.is_ok() {
@@ -654,13 +699,15 @@ pub async fn import(
                     (meta.digest, size, r)
                 });
             }
-            Msg::Large(meta, registry_chunks, file_chunks) => {
+            Msg::Large(meta, registry_chunks, file_chunks, held) => {
                 if let Some(files) = &opts.files {
                     for (path, rx) in file_chunks {
                         let files = files.clone();
                         let d = meta.digest.clone();
                         let size = meta.size;
+                        let held = held.clone();
                         file_tasks.spawn(async move {
+                            let _held = held;
                             let r = files
                                 .write_stream(&path, &d, size, rx)
                                 .await
@@ -679,6 +726,7 @@ pub async fn import(
                 let dest = dest.clone();
                 uploads.spawn(async move {
                     let _permit = permit;
+                    let _held = held;
                     let r = dest
                         .upload_blob_chunked(&repo, &meta.digest, meta.size, chunks)
                         .await;

@@ -77,6 +77,11 @@ pub struct NetArgs {
     /// Attempts per request before giving up (retries back off, honour Retry-After).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub attempts: u32,
+    /// Seconds a request may go without progress (connecting, waiting for
+    /// the answer, between two reads of a body) before it is given up and
+    /// retried; uploads also get time for their size at 64 KiB/s.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
     /// Docker config with credentials (default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
@@ -246,7 +251,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub password_stdin: bool,
     /// Upload blobs larger than this in chunks of this many MiB.
-    #[arg(long, default_value_t = 16, value_name = "MiB")]
+    #[arg(long, default_value_t = 8, value_name = "MiB")]
     pub chunk_mib: u64,
     /// Require a valid signature by this minisign public key; an unsigned, wrongly signed or altered bundle is refused before anything is loaded.
     #[arg(long, value_name = "PUB")]

@@ -115,7 +115,7 @@ pub fn client(
             h.credentials = creds;
         }
     }
-    config.timeout = Duration::from_secs(60);
+    config.timeout = Duration::from_secs(args.timeout);
     Client::new(config)
         .context("failed to set up the registry client")
         .map_err(Failure::input)

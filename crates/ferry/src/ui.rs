@@ -87,6 +87,28 @@ impl Ui {
         }
     }
 
+    /// Adds `n` to the current bar's total, relabelled `label` (a second
+    /// phase that runs alongside the first); starts a bar when there is none.
+    pub fn extend_bar(&self, label: &str, n: u64) {
+        if self.mode != Mode::Tty {
+            return;
+        }
+        let extended = match self.bar.lock() {
+            Ok(b) => match b.as_ref() {
+                Some(bar) => {
+                    bar.inc_length(n);
+                    bar.set_message(label.to_string());
+                    true
+                }
+                None => false,
+            },
+            Err(_) => true,
+        };
+        if !extended {
+            self.start_bar(label, n);
+        }
+    }
+
     pub fn inc(&self, n: u64) {
         if let Ok(b) = self.bar.lock() {
             if let Some(bar) = b.as_ref() {

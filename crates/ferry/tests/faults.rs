@@ -457,11 +457,17 @@ struct Scenario {
     /// Import: how many manifests the target must hold right after the
     /// fault (so that the consistency check has something to check).
     min_held: usize,
+    /// Extra arguments for the faulted run (not the re-run).
+    args: Vec<&'static str>,
 }
 
 impl Scenario {
     fn holding(mut self, n: usize) -> Scenario {
         self.min_held = n;
+        self
+    }
+    fn with_args(mut self, args: &[&'static str]) -> Scenario {
+        self.args = args.to_vec();
         self
     }
 }
@@ -474,6 +480,7 @@ fn export(name: &'static str, faults: Vec<Fault>, expect: Expect, names: Vec<Str
         expect,
         names,
         min_held: 0,
+        args: Vec::new(),
     }
 }
 
@@ -491,6 +498,7 @@ fn import(
         expect,
         names,
         min_held: 0,
+        args: Vec::new(),
     }
 }
 
@@ -556,6 +564,18 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             Success,
             vec![],
         ),
+        // Never answered and never closed: only the client's own timeout
+        // (`--timeout 2`) gets it past, to the retry that succeeds.
+        export(
+            "export: blob GET never answered (--timeout 2, then retried)",
+            vec![Fault::new(Action::Hold)
+                .on_method("GET")
+                .on_path("/blobs/sha256:")
+                .times(1)],
+            Success,
+            vec![],
+        )
+        .with_args(&["--timeout", "2"]),
         export(
             "export: 503 on every GET of the big layer",
             vec![Fault::new(Action::Status(503)).on_path(&big_path).always()],
@@ -571,6 +591,7 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             expect: CleanFailure,
             names: vec!["No space left on device".into()],
             min_held: 0,
+            args: Vec::new(),
         },
         Scenario {
             name: "export: full disk under the blob cache (1 MiB tmpfs)",
@@ -581,6 +602,7 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             expect: CleanFailure,
             names: vec!["No space left on device".into()],
             min_held: 0,
+            args: Vec::new(),
         },
         // ---- import: the proxy in front of the target registry.
         import(
@@ -883,8 +905,10 @@ fn run_export(w: &World, i: usize, sc: &Scenario, disk: Option<Disk>) -> Outcome
             ATTEMPTS.into(),
         ]
     };
-    let a = args(&out);
+    let mut a = args(&out);
+    a.extend(sc.args.iter().map(|x| x.to_string()));
     let r = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    w.proxy.release();
     let applied = w.proxy.requests()[mark..]
         .iter()
         .filter(|r| r.fault.is_some())

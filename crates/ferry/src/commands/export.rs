@@ -95,10 +95,10 @@ fn events(ui: &Arc<Ui>) -> Events {
             shared.json(json!({"event": "fetched", "digest": digest, "size": size}));
         }
         Event::WriteStart { bytes } => {
-            shared.finish_bar();
+            // Writing runs alongside fetching: one bar counts both.
             shared.line(&format!("writing bundle ({} of blobs)", human_bytes(bytes)));
             shared.json(json!({"event": "write-start", "bytes": bytes}));
-            shared.start_bar("write", bytes);
+            shared.extend_bar("fetch+write", bytes);
         }
         Event::WriteProgress { bytes } => shared.inc(bytes),
         Event::Warning { message } => {

@@ -1,0 +1,499 @@
+//! The hostile corpus through the CLI: decompression bombs, a 100 MB
+//! index.json, deeply nested JSON, indexes nested too deep or listing the
+//! same child over and over. `ferry verify` and `ferry import` must refuse
+//! each with exit 1 and a named error, in bounded memory (peak RSS measured
+//! with `/usr/bin/time` when it is installed), and the target registry must
+//! hold nothing afterwards.
+//!
+//! `e2e.rs` (`hostile_bundles_are_refused_and_nothing_is_pushed`) already
+//! runs traversal, absolute paths, symlinks, duplicates, digest and size
+//! mismatches, a missing blob, a wrong index.json and truncation through
+//! the CLI; `signatures.rs` a wrong or missing signature; `parts.rs` a
+//! missing, truncated or corrupt part. The library-level checks of the
+//! bundles here are in `ferry-bundle/tests/hostile.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferry_bundle::craft::{raw_tar, zstd, zstd_frame, RawEntry, Sample};
+use ferry_bundle::digest::Hasher;
+use ferry_bundle::manifest;
+use ferry_bundle::meta::{self, BlobMeta, IndexPin, Item, Kind, Role};
+use ferry_bundle::reader::{MAX_DEPTH, MAX_INDEX};
+use ferry_bundle::Digest;
+use ferry_testkit::registry::{require_tool, Registry};
+
+/// Peak RSS allowed for refusing any of these bundles (the issue's bound).
+const MAX_RSS_KIB: u64 = 64 * 1024;
+
+const GIB: u64 = 1 << 30;
+
+const TIME: &str = "/usr/bin/time";
+
+struct Run {
+    code: Option<i32>,
+    text: String,
+    /// Peak RSS in KiB, when `/usr/bin/time` measured it.
+    rss_kib: Option<u64>,
+}
+
+/// Runs ferry (under `/usr/bin/time` when installed), killing it if it has
+/// not finished after a very generous while: that only catches a hang.
+fn ferry(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let err = dir.path().join("err");
+    let timed = Path::new(TIME).exists();
+    let mut c = if timed {
+        let mut c = Command::new(TIME);
+        c.args(["-f", "FERRY-MAXRSS-KIB=%M", env!("CARGO_BIN_EXE_ferry")]);
+        c
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+    };
+    c.args(args)
+        .env_remove("FERRY_USERNAME")
+        .env_remove("FERRY_PASSWORD")
+        .env_remove("FERRY_LOG")
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = c.spawn().expect("run ferry");
+    let mut status = None;
+    for _ in 0..30_000 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("ferry {args:?} did not finish (killed after 300 s)");
+    };
+    let mut text = std::fs::read_to_string(&out).unwrap_or_default();
+    text.push_str(&std::fs::read_to_string(&err).unwrap_or_default());
+    let rss_kib = text
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRY-MAXRSS-KIB="))
+        .and_then(|v| v.trim().parse().ok());
+    Run {
+        code: status.code(),
+        text,
+        rss_kib,
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Everything the registry stores: manifest revisions, tags and blobs
+/// (empty when nothing was ever pushed).
+fn stored(reg: &Registry) -> Vec<String> {
+    let root = reg.storage_dir().join("docker/registry/v2");
+    let mut out = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                // Upload sessions (`_uploads`) are not content.
+                if e.file_name() != "_uploads" {
+                    stack.push(p);
+                }
+            } else {
+                let rel = p
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                if rel.ends_with("/link") || rel.ends_with("/data") {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Case {
+    name: &'static str,
+    bundle: Vec<u8>,
+    /// Each must appear in the output of verify and of import.
+    names: Vec<String>,
+    /// Blobs that verified before the stream was refused: an import may
+    /// have uploaded them already (never a manifest, never a tag).
+    may_land: Vec<Digest>,
+}
+
+/// Checks one hostile bundle through verify and import; returns a line for
+/// the log.
+fn refuse(dir: &Path, target: &Registry, case: &Case) -> String {
+    let path = dir.join(format!("{}.tar.zst", case.name));
+    std::fs::write(&path, &case.bundle).unwrap();
+    let mut rss = Vec::new();
+    for (what, args) in [
+        ("verify", vec!["verify", s(&path)]),
+        (
+            "import",
+            vec![
+                "import",
+                s(&path),
+                "--registry",
+                &target.host(),
+                "--attempts",
+                "1",
+            ],
+        ),
+    ] {
+        let r = ferry(&args);
+        assert_eq!(
+            r.code,
+            Some(1),
+            "{} ({what}): expected exit 1:\n{}",
+            case.name,
+            r.text
+        );
+        assert!(
+            r.text.contains("error:"),
+            "{} ({what}): {}",
+            case.name,
+            r.text
+        );
+        for n in &case.names {
+            assert!(
+                r.text.contains(n.as_str()),
+                "{} ({what}): the message does not name `{n}`:\n{}",
+                case.name,
+                r.text
+            );
+        }
+        if let Some(kib) = r.rss_kib {
+            assert!(
+                kib <= MAX_RSS_KIB,
+                "{} ({what}): peak RSS {kib} KiB is over {MAX_RSS_KIB} KiB",
+                case.name
+            );
+            rss.push(format!("{what} {} MiB", kib.div_ceil(1024)));
+        }
+        let unexpected: Vec<String> = stored(target)
+            .into_iter()
+            .filter(|p| !case.may_land.iter().any(|d| p.contains(&d.hex())))
+            .collect();
+        assert_eq!(
+            unexpected,
+            Vec::<String>::new(),
+            "{} ({what}): the target holds something",
+            case.name
+        );
+    }
+    if rss.is_empty() {
+        format!("{}: refused by verify and import", case.name)
+    } else {
+        format!(
+            "{}: refused by verify and import (peak RSS: {})",
+            case.name,
+            rss.join(", ")
+        )
+    }
+}
+
+// ---------------------------------------------------------------- the bundles
+
+fn sample() -> Sample {
+    Sample::new("example.org/team/app:1.0", &[42u8; 3000])
+}
+
+fn tar_open(entries: &[RawEntry]) -> Vec<u8> {
+    let mut t = raw_tar(entries);
+    t.truncate(t.len() - 1024);
+    t
+}
+
+fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut e = RawEntry::file(name, b"");
+    e.kind = kind;
+    e.header_size = Some(size);
+    tar_open(&[e])
+}
+
+/// A GNU long-name or PAX record declaring `size` bytes (all zeros, in
+/// a hand-made zstd frame) right after `oci-layout`.
+fn extension_bomb(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
+    let mut prefix = tar_open(&sample().entries()[..1]);
+    prefix.extend(header(name, kind, size));
+    zstd_frame(&prefix, 0, size, 20, None)
+}
+
+/// The sample bundle whose layer is declared 4 GiB, its bytes (zeros) in a
+/// frame with window log `window_log` that declares `declared` bytes.
+fn layer_bomb(window_log: u8, declared: Option<u64>) -> Vec<u8> {
+    let mut s = sample();
+    s.meta.blobs[2].size = 4 * GIB;
+    let mut e = s.entries();
+    e[5].header_size = Some(4 * GIB);
+    e[5].data.clear();
+    let t = tar_open(&e);
+    let (head, last) = t.split_at(t.len() - 512);
+    let mut out = zstd(head);
+    out.extend(zstd_frame(last, 0, 4 * GIB, window_log, declared));
+    out
+}
+
+/// A real 100 MB index.json (the index padded with spaces, in a hand-made
+/// frame), pinned by bundle.json with its true digest and size.
+fn big_index() -> (Vec<u8>, u64) {
+    let mut s = sample();
+    let pad: u64 = 100 * 1000 * 1000;
+    let index = s.index.clone();
+    let (open, close) = index.split_at(index.len() - 1);
+    let mut h = Hasher::new();
+    h.update(open);
+    let spaces = vec![b' '; 1 << 20];
+    let mut left = pad;
+    while left > 0 {
+        let n = left.min(spaces.len() as u64) as usize;
+        h.update(&spaces[..n]);
+        left -= n as u64;
+    }
+    h.update(close);
+    let size = open.len() as u64 + pad + close.len() as u64;
+    s.meta.index = IndexPin {
+        digest: h.finish(),
+        size,
+    };
+    let mut e = s.entries();
+    e[2].header_size = Some(size);
+    e[2].data.clear();
+    let mut before = tar_open(&e[..3]);
+    before.extend_from_slice(open);
+    let mut after = close.to_vec();
+    after.resize(after.len() + (512 - size as usize % 512) % 512, 0);
+    after.extend(raw_tar(&e[3..]));
+    let mut out = zstd(&before);
+    out.extend(zstd_frame(&[], b' ', pad, 20, None));
+    out.extend(zstd(&after));
+    (out, size)
+}
+
+/// The sample with its manifest given an `"extra"` field nested `depth`
+/// arrays deep.
+fn deep_manifest(depth: usize) -> (Vec<u8>, Digest) {
+    let mut s = sample();
+    let mut m = s.manifest[..s.manifest.len() - 1].to_vec();
+    m.extend_from_slice(
+        format!(r#","extra":{}{}}}"#, "[".repeat(depth), "]".repeat(depth)).as_bytes(),
+    );
+    let d = Digest::of(&m);
+    s.meta.items[0].digest = d.clone();
+    s.meta.items[0].size = m.len() as u64;
+    s.meta.blobs[0].digest = d.clone();
+    s.meta.blobs[0].size = m.len() as u64;
+    s.manifest = m;
+    s.index = meta::index_json(&s.meta.items);
+    s.repin();
+    (zstd(&raw_tar(&s.entries())), d)
+}
+
+/// One item: `levels` indexes, each listing the next `width` times, down to
+/// the sample image.
+fn nested_indexes(levels: usize, width: usize) -> Vec<u8> {
+    let s = sample();
+    let mut child = s.descriptor();
+    let mut chain: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..levels {
+        let list: Vec<serde_json::Value> = (0..width)
+            .map(|_| serde_json::to_value(&child).unwrap())
+            .collect();
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_INDEX,
+            "manifests": list,
+        }))
+        .unwrap();
+        child = manifest::Descriptor {
+            media_type: manifest::OCI_INDEX.into(),
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+            ..child
+        };
+        chain.push(bytes);
+    }
+    let top = chain.last().unwrap();
+    let items = vec![Item {
+        kind: Kind::Image,
+        reference: s.reference.clone(),
+        digest: Digest::of(top),
+        media_type: manifest::OCI_INDEX.into(),
+        size: top.len() as u64,
+        platforms: vec![],
+        path: None,
+        subject: None,
+    }];
+    let index = meta::index_json(&items);
+    let mut m = s.meta.clone();
+    m.items = items;
+    m.index = IndexPin {
+        digest: Digest::of(&index),
+        size: index.len() as u64,
+    };
+    let mut blobs: Vec<BlobMeta> = chain
+        .iter()
+        .rev()
+        .map(|b| BlobMeta {
+            digest: Digest::of(b),
+            size: b.len() as u64,
+            role: Role::Index,
+            media_type: Some(manifest::OCI_INDEX.into()),
+        })
+        .collect();
+    blobs.extend(s.meta.blobs.iter().cloned());
+    m.blobs = blobs;
+    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+    let mut entries = vec![
+        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        RawEntry::file(meta::META_PATH, &m.to_json()),
+        RawEntry::file("index.json", &index),
+    ];
+    entries.extend(chain.iter().rev().map(|b| blob(b)));
+    entries.extend([blob(&s.manifest), blob(&s.config), blob(&s.layer)]);
+    zstd(&raw_tar(&entries))
+}
+
+fn cases() -> Vec<Case> {
+    let config = Digest::of(&sample().config);
+    let (index, index_size) = big_index();
+    let (deep, deep_digest) = deep_manifest(1_000_000);
+    vec![
+        Case {
+            name: "gnu-long-name-bomb",
+            bundle: extension_bomb(tar::EntryType::GNULongName, "././@LongLink", 16 * GIB),
+            names: vec![
+                "entry `././@LongLink` is not allowed".into(),
+                "17179869184-byte GNULongName record".into(),
+            ],
+            may_land: vec![],
+        },
+        Case {
+            name: "pax-header-bomb",
+            bundle: extension_bomb(tar::EntryType::XHeader, "PaxHeaders/oci-layout", 16 * GIB),
+            names: vec!["17179869184-byte XHeader record".into()],
+            may_land: vec![],
+        },
+        Case {
+            name: "zstd-frame-declared-small",
+            bundle: layer_bomb(20, Some(512 + 3000)),
+            // zstd refuses the frame as a whole (it declares 3512 bytes and
+            // holds far more) before handing out the layer's tar header, so
+            // the reader names the entry before it and the tar offset.
+            names: vec![
+                "failed to read the bundle stream at the tar header after".into(),
+                "decompression failed at byte".into(),
+                "Destination buffer is too small".into(),
+            ],
+            may_land: vec![config.clone()],
+        },
+        Case {
+            name: "zstd-frame-2-gib-window",
+            bundle: layer_bomb(31, None),
+            names: vec!["Frame requires too much memory for decoding".into()],
+            may_land: vec![config],
+        },
+        Case {
+            name: "100-mb-index-json",
+            bundle: index,
+            names: vec![format!(
+                "entry `index.json` is {index_size} bytes, over the {MAX_INDEX}-byte limit"
+            )],
+            may_land: vec![],
+        },
+        Case {
+            name: "deeply-nested-manifest",
+            bundle: deep,
+            names: vec![
+                format!("entry `{}` is malformed", deep_digest.layout_path()),
+                "more than 128 levels deep".into(),
+            ],
+            may_land: vec![],
+        },
+        Case {
+            name: "indexes-nested-too-deep",
+            bundle: nested_indexes(MAX_DEPTH, 1),
+            names: vec![
+                "example.org/team/app:1.0".into(),
+                format!("nested deeper than {MAX_DEPTH} levels"),
+            ],
+            may_land: vec![],
+        },
+    ]
+}
+
+#[test]
+fn hostile_bundles_are_refused_in_bounded_memory_and_nothing_is_pushed() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    if !Path::new(TIME).exists() {
+        eprintln!("note: {TIME} not installed (Debian package `time`): peak RSS not measured");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let all = cases();
+    for case in &all {
+        // A registry of its own: what an earlier case was allowed to leave
+        // (verified blobs) must not count against this one.
+        let target = Registry::start().unwrap();
+        assert!(
+            case.bundle.len() < 2 << 20,
+            "{}: {} bytes",
+            case.name,
+            case.bundle.len()
+        );
+        say(&format!(
+            "hostile corpus: {}",
+            refuse(dir.path(), &target, case)
+        ));
+    }
+    say(&format!(
+        "hostile corpus: {} bundles refused by verify and import, no manifest and no unverified blob pushed",
+        all.len()
+    ));
+}
+
+/// Straight to stderr: seen with or without `--nocapture`.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+#[test]
+fn an_index_listing_one_child_over_and_over_verifies_and_imports_without_hanging() {
+    // Seven levels of indexes, each listing the next 64 times: 64^7 paths
+    // to one image. Valid, so accepted; the point is that it finishes.
+    if !(require_tool("docker-registry") && require_tool("skopeo")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = Registry::start().unwrap();
+    let path: PathBuf = dir.path().join("repetitive.tar.zst");
+    std::fs::write(&path, nested_indexes(MAX_DEPTH - 1, 64)).unwrap();
+    let v = ferry(&["verify", s(&path)]);
+    assert_eq!(v.code, Some(0), "{}", v.text);
+    assert!(v.text.contains("is intact"), "{}", v.text);
+    let i = ferry(&["import", s(&path), "--registry", &target.host()]);
+    assert_eq!(i.code, Some(0), "{}", i.text);
+    let raw = ferry_testkit::tools::skopeo_inspect_raw(&format!(
+        "{}/example.org/team/app:1.0",
+        target.host()
+    ))
+    .unwrap();
+    let top: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(top["manifests"].as_array().unwrap().len(), 64);
+}
