@@ -15,3 +15,7 @@ build:
 # ferry vs skopeo and the machine's floors; regenerates docs/benchmarks.md.
 bench *ARGS:
     cargo xtask bench {{ARGS}}
+
+# The cargo-fuzz targets (nightly), N seconds each; see docs/fuzzing.md.
+fuzz *ARGS:
+    cargo xtask fuzz {{ARGS}}

@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`, `cargo xtask bench`.
+//! Project tasks: `cargo xtask test`, `cargo xtask demo`, `cargo xtask dist`, `cargo xtask bench`,
+//! `cargo xtask fuzz`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
 //!   nginx-light, containerd and minisign, with apt-get when running as root), then
@@ -9,10 +10,13 @@
 //!   then checks every digest at the target.
 //! - `bench`: ferry against skopeo and the machine's floors on a generated
 //!   data set; writes `docs/benchmarks.md` (see `bench.rs`).
+//! - `fuzz`: the cargo-fuzz targets under `fuzz/` for N seconds each, on
+//!   nightly (not part of `test` or CI; see `fuzz.rs`, docs/fuzzing.md).
 
 mod bench;
 mod demo;
 mod dist;
+mod fuzz;
 
 use std::process::Command;
 
@@ -66,6 +70,21 @@ enum Task {
         #[arg(long)]
         perf: bool,
     },
+    /// Run the cargo-fuzz targets (nightly) for N seconds each; see docs/fuzzing.md.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60, value_name = "N")]
+        seconds: u64,
+        /// Only this target (bundle_reader, spec_parser, manifest_parser).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// libFuzzer's -rss_limit_mb: memory one run may use.
+        #[arg(long, default_value_t = 2048, value_name = "MB")]
+        rss_limit_mb: u64,
+        /// libFuzzer's -timeout: seconds one input may take.
+        #[arg(long, default_value_t = 30, value_name = "S")]
+        timeout: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -91,6 +110,17 @@ fn main() -> Result<()> {
             perf,
         }),
         Task::Dist => dist::run(),
+        Task::Fuzz {
+            seconds,
+            target,
+            rss_limit_mb,
+            timeout,
+        } => fuzz::run(&fuzz::Options {
+            seconds,
+            target,
+            rss_limit_mb,
+            timeout,
+        }),
     }
 }
 

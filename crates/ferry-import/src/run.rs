@@ -118,6 +118,9 @@ pub struct ImportReport {
     pub blobs_uploaded: usize,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
+    /// Readers of the bundle that streamed large blobs side by side (the
+    /// main one and its lanes).
+    pub readers: usize,
     /// Blobs mounted from another repository.
     pub blobs_mounted: usize,
     /// Blobs the target already had.
@@ -246,6 +249,9 @@ struct UploadPlan {
     files: HashMap<Digest, Vec<RelPath>>,
     /// Blobs kept in memory (chart metadata, the falcoctl index).
     capture: HashSet<Digest>,
+    /// Large blobs another reader of the bundle file uploads (a lane):
+    /// this reader only verifies them.
+    delegated: HashSet<Digest>,
 }
 
 /// Largest blob kept in memory for a derived file.
@@ -267,16 +273,27 @@ enum Msg {
 
 /// Blob bytes held in memory at once (read ahead of their uploads, chunks
 /// in flight), whatever the bundle's size: the import's memory stays flat.
-/// A streamed blob holds three chunks (one being read, one queued, one being
-/// sent), so the budget grows to that when `--chunk-mib` asks for more.
-pub const BUFFER_BUDGET: u64 = 40 << 20;
+/// A streamed blob holds two chunks (one being sent, one being filled); the
+/// budget grows to hold [`MAX_STREAMS`] of those when `--chunk-mib` asks
+/// for more.
+pub const BUFFER_BUDGET: u64 = 32 << 20;
 
-/// Chunks in flight for one streamed blob (see [`BUFFER_BUDGET`]).
-const CHUNKS_IN_FLIGHT: u64 = 3;
+/// Chunks in flight for one streamed blob (see [`BUFFER_BUDGET`]): one
+/// being sent, one being filled.
+const CHUNKS_IN_FLIGHT: u64 = 2;
 
-struct StreamVisitor {
+/// Bundle readers that upload large blobs, the main one included: each
+/// extra one (a lane) opens the bundle file again, decompresses it on its
+/// own and streams its share of the large blobs, so that several large
+/// uploads run side by side within [`BUFFER_BUDGET`] (a registry ingests
+/// one upload far slower than several). Bounded by `--jobs`.
+const MAX_STREAMS: usize = 3;
+
+/// What a thread feeding uploads needs: the channel to the import loop,
+/// the memory budget, the chunk size.
+#[derive(Clone)]
+struct Feeder {
     tx: mpsc::Sender<Msg>,
-    plan: Option<Arc<UploadPlan>>,
     chunk: u64,
     /// Bytes of [`BUFFER_BUDGET`] (permits are bytes).
     budget: Arc<Semaphore>,
@@ -286,11 +303,16 @@ struct StreamVisitor {
     cancelled: Arc<AtomicBool>,
 }
 
+struct StreamVisitor {
+    feed: Feeder,
+    plan: Option<Arc<UploadPlan>>,
+}
+
 fn stop() -> Box<dyn std::error::Error + Send + Sync> {
     Box::new(Stopped)
 }
 
-impl StreamVisitor {
+impl Feeder {
     /// Blocks the reader until `bytes` of the buffer budget are free.
     fn reserve(
         &self,
@@ -308,55 +330,16 @@ impl StreamVisitor {
     }
 }
 
-impl Visitor for StreamVisitor {
-    fn head(&mut self, head: &Head) -> VisitResult {
-        self.tx
-            .blocking_send(Msg::Head(Box::new(head.clone())))
-            .map_err(|_| stop())
-    }
-
-    fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
-        self.tx
-            .blocking_send(Msg::Manifest(blob.clone(), Bytes::copy_from_slice(bytes)))
-            .map_err(|_| stop())
-    }
-
-    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
-        if self.cancelled.load(Ordering::Relaxed) {
-            return Err(stop());
-        }
-        if self.plan.is_none() {
-            let (tx, rx) = oneshot::channel();
-            self.tx
-                .blocking_send(Msg::NeedPlan(tx))
-                .map_err(|_| stop())?;
-            match rx.blocking_recv() {
-                Ok(Some(plan)) => self.plan = Some(plan),
-                _ => return Err(stop()),
-            }
-        }
-        let Some(plan) = &self.plan else {
-            return Err(stop());
-        };
-        let to_registry = plan.upload.contains(&blob.digest);
-        let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
-        let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
-        if !to_registry && to_files.is_empty() && !capture {
-            return Ok(()); // the reader drains and verifies it
-        }
-        if blob.size <= self.chunk || capture {
-            // Wait for room before reading: uploads in flight give it back.
-            let permit = self.reserve(blob.size)?;
-            let mut buf = Vec::with_capacity(blob.size as usize);
-            data.take(blob.size).read_to_end(&mut buf)?;
-            // Only verified bytes leave this thread (the registry checks again).
-            if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
-                self.tx
-                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf), permit))
-                    .map_err(|_| stop())?;
-            }
-            return Ok(());
-        }
+impl Feeder {
+    /// Streams `blob` from `data` to its upload (and file targets) in
+    /// chunks, within two chunks of the budget.
+    fn stream_large(
+        &self,
+        blob: &BlobMeta,
+        data: &mut dyn Read,
+        to_registry: bool,
+        to_files: Vec<RelPath>,
+    ) -> VisitResult {
         let permit = self.reserve(CHUNKS_IN_FLIGHT * self.chunk)?;
         let mut senders = Vec::new();
         let registry_rx = if to_registry {
@@ -377,6 +360,23 @@ impl Visitor for StreamVisitor {
             .map_err(|_| stop())?;
         let mut remaining = blob.size;
         while remaining > 0 {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Err(stop());
+            }
+            // Room in every sink first, then read: one chunk being sent and
+            // one being filled is all a stream ever holds. A sink that gave
+            // up is dropped; the reader still drains and verifies.
+            let mut slots = Vec::with_capacity(senders.len());
+            senders.retain(|tx| match self.rt.block_on(tx.clone().reserve_owned()) {
+                Ok(slot) => {
+                    slots.push(slot);
+                    true
+                }
+                Err(_) => false,
+            });
+            if slots.is_empty() {
+                break;
+            }
             let want = remaining.min(self.chunk);
             let mut buf = Vec::with_capacity(want as usize);
             let got = data.take(want).read_to_end(&mut buf)?;
@@ -386,18 +386,191 @@ impl Visitor for StreamVisitor {
             remaining -= got as u64;
             (self.events)(Event::UploadProgress { bytes: got as u64 });
             let chunk = Bytes::from(buf);
-            // A sink that gave up is dropped; the reader still drains and verifies.
-            senders.retain(|tx| tx.blocking_send(chunk.clone()).is_ok());
-            if senders.is_empty() {
-                break;
+            for slot in slots {
+                slot.send(chunk.clone());
             }
         }
         Ok(())
     }
+}
+
+/// How lanes get a [`Feeder`]: `proto`'s budget and settings with a
+/// sender made from the weak one while the reader still holds its own.
+struct LaneSeed {
+    tx: mpsc::WeakSender<Msg>,
+    proto: Feeder,
+}
+
+/// Hands the large uploads among the main reader and up to
+/// [`MAX_STREAMS`]` - 1` lanes (only for a bundle that is a file or parts
+/// on disk, and `--jobs` over 1) and starts the lanes. Returns the blobs
+/// the lanes upload.
+fn start_lanes(
+    opts: &ImportOptions,
+    head: &Head,
+    upload: &HashSet<Digest>,
+    files: &HashMap<Digest, Vec<RelPath>>,
+    capture: &HashSet<Digest>,
+    seed: &LaneSeed,
+    lanes: &mut Vec<std::thread::JoinHandle<()>>,
+) -> HashSet<Digest> {
+    let streams = opts.jobs.clamp(1, MAX_STREAMS);
+    let chunk = seed.proto.chunk;
+    // In stream order: the large blobs that go to the registry only.
+    let large: Vec<&BlobMeta> = head
+        .meta
+        .blobs
+        .iter()
+        .filter(|b| {
+            b.size > chunk
+                && upload.contains(&b.digest)
+                && !files.contains_key(&b.digest)
+                && !capture.contains(&b.digest)
+        })
+        .collect();
+    let mut delegated = HashSet::new();
+    if streams < 2 || large.len() < 2 {
+        return delegated;
+    }
+    // Greedy by bytes, the main reader counted as already carrying the
+    // small blobs and the verification of everything.
+    let mut load = vec![0u64; streams];
+    let mut shares: Vec<Vec<BlobMeta>> = vec![Vec::new(); streams];
+    for b in large {
+        let (i, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, l)| (**l, *i))
+            .unwrap_or((0, &0));
+        load[i] += b.size;
+        shares[i].push(b.clone());
+    }
+    for share in shares.into_iter().skip(1) {
+        if share.is_empty() {
+            continue;
+        }
+        // Opened here so that a bundle that cannot be opened again keeps
+        // its blobs on the main reader.
+        let Ok(src) = open_bundle(&opts.bundle) else {
+            continue;
+        };
+        let Some(tx) = seed.tx.upgrade() else {
+            break;
+        };
+        let feed = Feeder {
+            tx,
+            ..seed.proto.clone()
+        };
+        delegated.extend(share.iter().map(|b| b.digest.clone()));
+        lanes.push(std::thread::spawn(move || lane(src, share, feed)));
+    }
+    delegated
+}
+
+/// A lane: reads the bundle from the start and streams its blobs to their
+/// uploads, skipping everything else. It verifies nothing itself (the main
+/// reader does, and each upload checks its digest before the final PUT);
+/// on anything unexpected it stops, and the main reader's verdict names it.
+fn lane(src: ferry_bundle::parts::BundleSource, share: Vec<BlobMeta>, feed: Feeder) {
+    let mut want: HashMap<String, BlobMeta> = share
+        .into_iter()
+        .map(|b| (b.digest.layout_path(), b))
+        .collect();
+    let Ok(stream) =
+        ferry_bundle::reader::decompress(std::io::BufReader::with_capacity(1 << 20, src))
+    else {
+        return;
+    };
+    let mut archive = tar::Archive::new(stream);
+    let Ok(entries) = archive.entries() else {
+        return;
+    };
+    for entry in entries.raw(true) {
+        if want.is_empty() || feed.cancelled.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut entry) = entry else {
+            return;
+        };
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(blob) = want.remove(&name) else {
+            continue;
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular || entry.size() != blob.size {
+            return;
+        }
+        if feed
+            .stream_large(&blob, &mut entry, true, Vec::new())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl Visitor for StreamVisitor {
+    fn head(&mut self, head: &Head) -> VisitResult {
+        self.feed
+            .tx
+            .blocking_send(Msg::Head(Box::new(head.clone())))
+            .map_err(|_| stop())
+    }
+
+    fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
+        self.feed
+            .tx
+            .blocking_send(Msg::Manifest(blob.clone(), Bytes::copy_from_slice(bytes)))
+            .map_err(|_| stop())
+    }
+
+    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
+        if self.feed.cancelled.load(Ordering::Relaxed) {
+            return Err(stop());
+        }
+        if self.plan.is_none() {
+            let (tx, rx) = oneshot::channel();
+            self.feed
+                .tx
+                .blocking_send(Msg::NeedPlan(tx))
+                .map_err(|_| stop())?;
+            match rx.blocking_recv() {
+                Ok(Some(plan)) => self.plan = Some(plan),
+                _ => return Err(stop()),
+            }
+        }
+        let Some(plan) = &self.plan else {
+            return Err(stop());
+        };
+        if plan.delegated.contains(&blob.digest) {
+            return Ok(()); // a lane uploads it; the reader drains and verifies it
+        }
+        let to_registry = plan.upload.contains(&blob.digest);
+        let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
+        let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
+        if !to_registry && to_files.is_empty() && !capture {
+            return Ok(()); // the reader drains and verifies it
+        }
+        if blob.size <= self.feed.chunk || capture {
+            // Wait for room before reading: uploads in flight give it back.
+            let permit = self.feed.reserve(blob.size)?;
+            let mut buf = Vec::with_capacity(blob.size as usize);
+            data.take(blob.size).read_to_end(&mut buf)?;
+            // Only verified bytes leave this thread (the registry checks again).
+            if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
+                self.feed
+                    .tx
+                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf), permit))
+                    .map_err(|_| stop())?;
+            }
+            return Ok(());
+        }
+        self.feed.stream_large(blob, data, to_registry, to_files)
+    }
 
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
         let v = verdict.map_err(|f| f.reason.clone());
-        self.tx
+        self.feed
+            .tx
             .blocking_send(Msg::Verdict(blob.digest.clone(), v))
             .map_err(|_| stop())
     }
@@ -541,13 +714,13 @@ pub async fn import(
     }
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
     let chunk = opts.chunk_size.max(1024 * 1024);
+    // Room for every stream's chunks, however large `--chunk-mib` is.
     let budget_total = BUFFER_BUDGET
-        .max(CHUNKS_IN_FLIGHT * chunk)
+        .max(MAX_STREAMS as u64 * CHUNKS_IN_FLIGHT * chunk)
         .min(u32::MAX as u64);
     let cancelled = Arc::new(AtomicBool::new(false));
-    let mut visitor = StreamVisitor {
+    let feed = Feeder {
         tx,
-        plan: None,
         chunk,
         budget: Arc::new(Semaphore::new(budget_total as usize)),
         budget_total,
@@ -555,6 +728,17 @@ pub async fn import(
         events: events.clone(),
         cancelled: cancelled.clone(),
     };
+    // Lanes get their own senders when they start (a weak one here would
+    // otherwise keep the loop below from ever seeing the reader finish).
+    let lane_feed = LaneSeed {
+        tx: feed.tx.downgrade(),
+        proto: Feeder {
+            tx: mpsc::channel(1).0,
+            ..feed.clone()
+        },
+    };
+    let mut lanes: Vec<std::thread::JoinHandle<()>> = Vec::new();
+    let mut visitor = StreamVisitor { feed, plan: None };
     let reader = tokio::task::spawn_blocking(move || {
         let read = read_bundle(
             std::io::BufReader::with_capacity(1 << 20, &mut src),
@@ -643,10 +827,22 @@ pub async fn import(
                             break;
                         }
                         let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
+                        let capture = tree::captures(&file_plans);
+                        let delegated = start_lanes(
+                            opts,
+                            h,
+                            &upload,
+                            &file_writes,
+                            &capture,
+                            &lane_feed,
+                            &mut lanes,
+                        );
+                        report.readers = 1 + lanes.len();
                         let _ = reply.send(Some(Arc::new(UploadPlan {
                             upload,
                             files: file_writes.clone(),
-                            capture: tree::captures(&file_plans),
+                            capture,
+                            delegated,
                         })));
                     }
                     Err(e) => {
@@ -741,6 +937,13 @@ pub async fn import(
     // Stop the reader if we left the loop early, then collect it.
     cancelled.store(true, Ordering::Relaxed);
     drop(rx);
+    drop(lane_feed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for lane in lanes {
+            let _ = lane.join();
+        }
+    })
+    .await;
     let (read, bad_part): (Result<Report, BundleError>, Option<PartsError>) =
         reader.await.map_err(|e| ImportError::Task(e.to_string()))?;
     if let Some(e) = early_error {

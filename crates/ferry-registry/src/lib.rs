@@ -141,7 +141,7 @@ impl Default for ClientConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             jobs: 4,
-            chunk_size: 8 * 1024 * 1024,
+            chunk_size: 4 * 1024 * 1024,
             timeout: Duration::from_secs(60),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
             url_mirrors: Vec::new(),

@@ -216,6 +216,9 @@ pub struct FixtureOptions {
     /// pseudo-random bytes (use at least 64 to exercise chunked uploads).
     /// `None` (the default) leaves it out, for speed.
     pub big_layer_mib: Option<u64>,
+    /// How many such large layers `fixtures/big:1.0` has (default 1; each
+    /// holds other bytes), for uploads that run side by side.
+    pub big_layers: usize,
     /// Number of layers of `fixtures/many-layers:1.0` (default 40, at least 1).
     pub many_layers: usize,
     /// Seed of every pseudo-random byte: another seed gives other digests
@@ -227,6 +230,7 @@ impl Default for FixtureOptions {
     fn default() -> Self {
         FixtureOptions {
             big_layer_mib: None,
+            big_layers: 1,
             many_layers: 40,
             seed: 0,
         }
@@ -685,17 +689,23 @@ impl Generator {
 
     /// A layer holding `mib` MiB of pseudo-random bytes, stored (gzip level 0)
     /// so that generating it costs little more than the random bytes.
-    fn big_layer(&self, mib: u64) -> Layer {
+    fn big_layer(&self, mib: u64, n: usize) -> Layer {
+        // The first keeps the name (and bytes) it always had.
+        let name = if n == 0 {
+            "big".to_string()
+        } else {
+            format!("big-{n}")
+        };
         build_layer(
             vec![
                 (
-                    "etc/fixtures/big.txt".to_string(),
+                    format!("etc/fixtures/{name}.txt"),
                     Content::Bytes(format!("ferry fixture big layer, {mib} MiB\n").into_bytes()),
                 ),
                 (
-                    "usr/share/fixtures/big.bin".to_string(),
+                    format!("usr/share/fixtures/{name}.bin"),
                     Content::Random {
-                        seed: self.seed_for("big"),
+                        seed: self.seed_for(&name),
                         len: mib * 1024 * 1024,
                     },
                 ),
@@ -994,13 +1004,17 @@ impl Generator {
         // Optionally, one large layer.
         if let Some(mib) = opts.big_layer_mib {
             let mut blobs = Vec::new();
-            let big = self.big_layer(mib);
+            let bigs: Vec<Layer> = (0..opts.big_layers.max(1))
+                .map(|n| self.big_layer(mib, n))
+                .collect();
+            let mut layers = vec![&base];
+            layers.extend(bigs.iter());
             let top = self.manifest(
                 "big",
                 ManifestParts {
                     platform: "linux/amd64",
                     docker: false,
-                    layers: vec![&base, &big],
+                    layers,
                     labels: BTreeMap::from([("fixture.size-mib".to_string(), mib.to_string())]),
                     omit_media_type: false,
                 },

@@ -251,7 +251,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub password_stdin: bool,
     /// Upload blobs larger than this in chunks of this many MiB.
-    #[arg(long, default_value_t = 8, value_name = "MiB")]
+    #[arg(long, default_value_t = 4, value_name = "MiB")]
     pub chunk_mib: u64,
     /// Require a valid signature by this minisign public key; an unsigned, wrongly signed or altered bundle is refused before anything is loaded.
     #[arg(long, value_name = "PUB")]

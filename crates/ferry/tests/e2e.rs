@@ -121,13 +121,17 @@ struct World {
 }
 
 fn world(big: bool) -> World {
+    world_with(&FixtureOptions {
+        big_layer_mib: if big { Some(64) } else { None },
+        ..Default::default()
+    })
+}
+
+fn world_with(opts: &FixtureOptions) -> World {
     let dir = tempfile::tempdir().unwrap();
     let upstream = Registry::start().unwrap();
     let target = Registry::start().unwrap();
-    let set = FixtureSet::generate(&FixtureOptions {
-        big_layer_mib: if big { Some(64) } else { None },
-        ..Default::default()
-    });
+    let set = FixtureSet::generate(opts);
     rt().block_on(push(&set, &client(), &upstream.host()))
         .unwrap();
     World {
@@ -1002,4 +1006,63 @@ fn trivy_databases_travel_as_byte_exact_artifacts() {
         m["layers"][0]["annotations"]["org.opencontainers.image.title"],
         "db.tar.gz"
     );
+}
+
+#[test]
+fn large_blobs_stream_side_by_side_from_several_readers_byte_exact() {
+    if !tools() {
+        return;
+    }
+    // Four 6 MiB layers: with 1 MiB chunks every one is streamed, and with
+    // --jobs 3 two lanes (extra readers of the bundle file) take a share.
+    let w = world_with(&FixtureOptions {
+        big_layer_mib: Some(6),
+        big_layers: 4,
+        ..Default::default()
+    });
+    let bundle = w.export(&[]);
+    let b = bundle.to_str().unwrap();
+    let import = |jobs: &str| -> serde_json::Value {
+        let out = ok(&ferry(&[
+            "--json",
+            "import",
+            b,
+            "--registry",
+            &w.target.host(),
+            "--chunk-mib",
+            "1",
+            "--jobs",
+            jobs,
+        ]));
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "imported")
+            .expect("imported event")
+    };
+    let done = import("3");
+    assert_eq!(done["failed"].as_array().unwrap().len(), 0, "{done}");
+    assert_eq!(done["readers"], 3, "{done}");
+    let big = w.set.image("fixtures/big");
+    assert_eq!(big.top.json()["layers"].as_array().unwrap().len(), 5);
+    for i in &w.set.images {
+        let repo = w.target_repo(&i.repository);
+        let raw = skopeo_inspect_raw(&format!("{repo}:{}", i.tag)).unwrap();
+        assert_eq!(sha(&raw), i.top.digest.to_string(), "{repo}:{}", i.tag);
+    }
+    // Every layer of the big image, as the target serves it, hashes to its
+    // name (skopeo checks each blob's digest while copying).
+    let dest = w.dir.join("copy-big");
+    skopeo_copy_all(
+        &format!("docker://{}:1.0", w.target_repo("fixtures/big")),
+        &format!("oci:{}", dest.display()),
+    )
+    .unwrap();
+    for l in big.top.json()["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        let bytes = std::fs::read(dest.join("blobs/sha256").join(&d[7..])).unwrap();
+        assert_eq!(sha(&bytes), d);
+    }
+    // Again: nothing to upload, one reader.
+    let again = import("3");
+    assert_eq!(again["blobsUploaded"], 0, "{again}");
 }

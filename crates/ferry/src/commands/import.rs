@@ -236,6 +236,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "failed": report.failed,
         "blobsUploaded": report.blobs_uploaded,
         "bytesUploaded": report.bytes_uploaded,
+        "readers": report.readers,
         "blobsMounted": report.blobs_mounted,
         "blobsPresent": report.blobs_present,
         "manifestsPushed": report.manifests_pushed,
