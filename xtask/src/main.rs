@@ -69,6 +69,9 @@ enum Task {
         /// Also profile one ferry export, import and verify with `perf record`.
         #[arg(long)]
         perf: bool,
+        /// Only generate the data set (cached under target/bench/), measure nothing.
+        #[arg(long)]
+        generate_only: bool,
     },
     /// Run the cargo-fuzz targets (nightly) for N seconds each; see docs/fuzzing.md.
     Fuzz {
@@ -98,6 +101,7 @@ fn main() -> Result<()> {
             out,
             no_skopeo,
             perf,
+            generate_only,
         } => bench::run(&bench::Options {
             scale,
             runs,
@@ -108,6 +112,7 @@ fn main() -> Result<()> {
             },
             no_skopeo,
             perf,
+            generate_only,
         }),
         Task::Dist => dist::run(),
         Task::Fuzz {
