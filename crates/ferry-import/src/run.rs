@@ -276,7 +276,7 @@ enum Msg {
 /// A streamed blob holds two chunks (one being sent, one being filled); the
 /// budget grows to hold [`MAX_STREAMS`] of those when `--chunk-mib` asks
 /// for more.
-pub const BUFFER_BUDGET: u64 = 32 << 20;
+pub const BUFFER_BUDGET: u64 = 28 << 20;
 
 /// Chunks in flight for one streamed blob (see [`BUFFER_BUDGET`]): one
 /// being sent, one being filled.
@@ -477,7 +477,7 @@ fn lane(src: ferry_bundle::parts::BundleSource, share: Vec<BlobMeta>, feed: Feed
         .map(|b| (b.digest.layout_path(), b))
         .collect();
     let Ok(stream) =
-        ferry_bundle::reader::decompress(std::io::BufReader::with_capacity(1 << 20, src))
+        ferry_bundle::reader::decompress(std::io::BufReader::with_capacity(256 << 10, src))
     else {
         return;
     };
