@@ -72,6 +72,9 @@ enum Task {
         /// Only generate the data set (cached under target/bench/), measure nothing.
         #[arg(long)]
         generate_only: bool,
+        /// Serve the data set from a registry and wait, for measuring by hand.
+        #[arg(long, conflicts_with = "generate_only")]
+        serve: bool,
     },
     /// Run the cargo-fuzz targets (nightly) for N seconds each; see docs/fuzzing.md.
     Fuzz {
@@ -102,6 +105,7 @@ fn main() -> Result<()> {
             no_skopeo,
             perf,
             generate_only,
+            serve,
         } => bench::run(&bench::Options {
             scale,
             runs,
@@ -113,6 +117,7 @@ fn main() -> Result<()> {
             no_skopeo,
             perf,
             generate_only,
+            serve,
         }),
         Task::Dist => dist::run(),
         Task::Fuzz {

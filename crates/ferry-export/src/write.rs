@@ -23,6 +23,11 @@ pub struct ExportOptions {
     pub compression: Compression,
     /// Content-addressed blob cache directory.
     pub cache_dir: PathBuf,
+    /// Stream registry blobs straight into the bundle instead of through
+    /// the cache (`--no-cache`): each blob is written once, while it
+    /// downloads. Blobs already in `cache_dir` (charts and files fetched to
+    /// resolve them) are still read from there.
+    pub stream: bool,
     /// Concurrent downloads.
     pub jobs: usize,
     /// Bundle name (the spec's).
@@ -103,6 +108,74 @@ struct PlannedBlob {
     source: Repo,
     /// Fetched over HTTP at resolution: only ever read from the cache.
     local: bool,
+}
+
+/// Pieces of a streamed blob waiting for the writer, per download.
+const STREAM_DEPTH: usize = 4;
+
+/// How the writer gets the next blob, in bundle order.
+enum Ready {
+    /// From the cache: there already (`None`), or once its download is in
+    /// (a message, never sent if the download failed).
+    Cached(Option<tokio::sync::oneshot::Receiver<()>>),
+    /// Straight from its download ([`ferry_registry::Client::stream_blob`]).
+    Stream(tokio::sync::mpsc::Receiver<bytes::Bytes>),
+}
+
+/// A streamed blob as a reader for the writer's thread: a closed channel
+/// before the verified end is an error (the download failed).
+struct Piped {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    piece: bytes::Bytes,
+    ended: bool,
+}
+
+impl Piped {
+    fn next(&mut self) -> std::io::Result<()> {
+        match self.rx.blocking_recv() {
+            Some(p) if p.is_empty() => self.ended = true,
+            Some(p) => self.piece = p,
+            None => return Err(std::io::Error::other("the download failed")),
+        }
+        Ok(())
+    }
+
+    /// Waits for the download's verdict once the blob's bytes are written.
+    fn verified(&mut self) -> std::io::Result<()> {
+        if !self.ended {
+            self.next()?;
+        }
+        if self.ended && self.piece.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(
+                "the download sent more bytes than announced",
+            ))
+        }
+    }
+}
+
+impl std::io::Read for Piped {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let piece = std::io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(piece.len());
+        buf[..n].copy_from_slice(&piece[..n]);
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+/// The pieces go to the writer as they came from the download.
+impl std::io::BufRead for Piped {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.piece.is_empty() && !self.ended {
+            self.next()?;
+        }
+        Ok(&self.piece)
+    }
+    fn consume(&mut self, n: usize) {
+        bytes::Buf::advance(&mut self.piece, n);
+    }
 }
 
 fn cache_path(cache: &Path, d: &Digest) -> PathBuf {
@@ -264,9 +337,10 @@ pub async fn export(
     events(Event::WriteStart { bytes: blob_bytes });
 
     // 4. Fetch and write at once: the writer (blocking I/O on its own
-    // thread) takes each blob from the cache, in bundle order, as soon as it
-    // is there, while later blobs are still downloading.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // thread) takes each blob in bundle order as soon as it can: from the
+    // cache once it is there, or (streaming) straight from its download,
+    // while later blobs are still downloading.
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
     let opts2 = opts.clone();
     let events2 = events.clone();
     let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
@@ -289,100 +363,153 @@ pub async fn export(
             events2(Event::WriteProgress { bytes: m.size });
         }
         for b in &large {
-            // One message per blob, in this order; a closed channel means
-            // a fetch failed: the bundle is abandoned (its temp file goes).
-            if ready_rx.blocking_recv().is_none() {
+            // One message per blob, in this order; a failed download means
+            // the bundle is abandoned (its temp file goes).
+            let Some(ready) = ready_rx.blocking_recv() else {
                 return Err(ExportError::Abandoned);
-            }
-            let path = cache_path(&opts2.cache_dir, &b.digest);
-            let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
-                path: path.clone(),
-                source,
-            })?;
-            match w.write_blob(
-                &b.digest,
-                b.size,
-                std::io::BufReader::with_capacity(1 << 20, file),
-            ) {
-                Ok(()) => {}
-                Err(WriteError::BlobMismatch { .. }) => {
-                    let _ = std::fs::remove_file(&path);
-                    return Err(ExportError::CorruptCache { path });
+            };
+            match ready {
+                Ready::Stream(rx) => {
+                    let mut src = Piped {
+                        rx,
+                        piece: bytes::Bytes::new(),
+                        ended: false,
+                    };
+                    match w.write_verified_blob(&b.digest, b.size, &mut src) {
+                        Ok(()) => {}
+                        Err(WriteError::Source { .. }) => return Err(ExportError::Abandoned),
+                        Err(e) => return Err(e.into()),
+                    }
+                    src.verified().map_err(|_| ExportError::Abandoned)?;
                 }
-                Err(e) => return Err(e.into()),
+                Ready::Cached(wait) => {
+                    if let Some(rx) = wait {
+                        if rx.blocking_recv().is_err() {
+                            return Err(ExportError::Abandoned);
+                        }
+                    }
+                    let path = cache_path(&opts2.cache_dir, &b.digest);
+                    let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    match w.write_blob(
+                        &b.digest,
+                        b.size,
+                        std::io::BufReader::with_capacity(256 << 10, file),
+                    ) {
+                        Ok(()) => {}
+                        Err(WriteError::BlobMismatch { .. }) => {
+                            let _ = std::fs::remove_file(&path);
+                            return Err(ExportError::CorruptCache { path });
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
             events2(Event::WriteProgress { bytes: b.size });
         }
         Ok(w.finish()?)
     });
 
-    let progress_events = events.clone();
-    let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
-    let progress_ref: &(dyn Fn(u64) + Send + Sync) = &progress;
     let missing_ref = &missing_set;
-    // In bundle order, up to `jobs` downloads at once; cached blobs are
-    // ready at once.
+    let failures: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop_ref = &stop;
+    // In bundle order, up to `jobs` downloads at once, each a task of its
+    // own (hashing spreads over the runtime's threads). Each blob's way to
+    // the writer is queued as its download starts (so in bundle order);
+    // cached blobs are ready at once.
     let mut fetches = stream::iter(blobs.iter())
         .map(|b| {
+            if stop_ref.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let missing = missing_ref.contains(&b.meta.digest);
+            if !missing {
+                let _ = ready_tx.send(Ready::Cached(None));
+                return None;
+            }
+            let (done, stream) = if opts.stream {
+                let (tx, rx) = tokio::sync::mpsc::channel(STREAM_DEPTH);
+                let _ = ready_tx.send(Ready::Stream(rx));
+                (None, Some(tx))
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = ready_tx.send(Ready::Cached(Some(rx)));
+                (Some(tx), None)
+            };
             let dest = cache_path(&opts.cache_dir, &b.meta.digest);
-            async move {
-                if !missing_ref.contains(&b.meta.digest) {
-                    return (String::new(), Ok(()));
+            let (client, events, failures) = (client.clone(), events.clone(), failures.clone());
+            let (source, meta) = (b.source.clone(), b.meta.clone());
+            Some(tokio::spawn(async move {
+                let progress_events = events.clone();
+                let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
+                let r = match stream {
+                    Some(tx) => {
+                        client
+                            .stream_blob(&source, &meta.digest, meta.size, tx, Some(&progress))
+                            .await
+                    }
+                    None => {
+                        client
+                            .download_blob(
+                                &source,
+                                &meta.digest,
+                                Some(meta.size),
+                                &dest,
+                                Some(&progress),
+                            )
+                            .await
+                    }
+                };
+                match r {
+                    Ok(_) => {
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                        events(Event::Fetched {
+                            digest: meta.digest.to_string(),
+                            size: meta.size,
+                        });
+                    }
+                    // The writer stopped (its error is reported below).
+                    Err(ferry_registry::Error::Abandoned { .. }) => {}
+                    Err(e) => {
+                        let mut s = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(c) = src {
+                            s.push_str(": ");
+                            s.push_str(&c.to_string());
+                            src = c.source();
+                        }
+                        let what =
+                            format!("{} (from {}/{})", meta.digest, source.host, source.path);
+                        if let Ok(mut f) = failures.lock() {
+                            f.push((what, s));
+                        }
+                    }
                 }
-                let r = client
-                    .download_blob(
-                        &b.source,
-                        &b.meta.digest,
-                        Some(b.meta.size),
-                        &dest,
-                        Some(progress_ref),
-                    )
-                    .await;
-                if r.is_ok() {
-                    events(Event::Fetched {
-                        digest: b.meta.digest.to_string(),
-                        size: b.meta.size,
-                    });
-                }
-                (
-                    format!(
-                        "{} (from {}/{})",
-                        b.meta.digest, b.source.host, b.source.path
-                    ),
-                    r.map(|_| ()),
-                )
+            }))
+        })
+        .map(|task| async move {
+            if let Some(t) = task {
+                let _ = t.await;
             }
         })
         .buffered(opts.jobs.max(1));
-    let mut ready = Some(ready_tx);
-    let mut failed: Vec<(String, String)> = Vec::new();
-    while let Some((what, r)) = fetches.next().await {
-        match r {
-            Ok(()) => {
-                // The writer stopped (its error is reported below): fetching
-                // on would only fill the cache.
-                if let Some(tx) = &ready {
-                    if tx.send(()).is_err() {
-                        break;
-                    }
-                }
-            }
-            Err(e) => {
-                ready = None;
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    s.push_str(": ");
-                    s.push_str(&c.to_string());
-                    src = c.source();
-                }
-                failed.push((what, s));
-            }
+    // Every download started is waited for, so that every failure is
+    // recorded; once the writer has stopped (done, or abandoned after a
+    // failed download or a write error) no new one starts.
+    while fetches.next().await.is_some() {
+        if writer.is_finished() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
     drop(fetches);
-    drop(ready);
+    drop(ready_tx);
     let written = writer.await.map_err(|e| ExportError::Join(e.to_string()))?;
+    let mut failed = failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failed.is_empty() {
         failed.sort();
         return Err(ExportError::Fetch(failed));

@@ -1050,8 +1050,6 @@ impl Client {
         dest: &Path,
         progress: Option<Progress<'_>>,
     ) -> Result<u64, Error> {
-        let t = self.repo_target(repo, false, None)?;
-        let url = t.ep.repo_url(&repo.path, &format!("blobs/{digest}"));
         let part = part_path(dest)?;
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -1063,14 +1061,105 @@ impl Client {
             path: part.clone(),
             keep: false,
         };
-        let mut state = Download {
-            out: BufWriter::with_capacity(DOWNLOAD_BUFFER, file),
-            path: part.clone(),
-            hasher: Hasher::new(),
-            written: 0,
-            reported: 0,
-            resumed: false,
+        let state = self
+            .download(
+                repo,
+                digest,
+                size,
+                Download::new(Sink::File {
+                    out: BufWriter::with_capacity(DOWNLOAD_BUFFER, file),
+                    path: part.clone(),
+                }),
+                progress,
+            )
+            .await?;
+        let written = state.written;
+        let Sink::File { mut out, .. } = state.sink else {
+            return Err(Error::io(
+                "write",
+                &part,
+                std::io::Error::other("download sink changed"),
+            ));
         };
+        out.flush()
+            .await
+            .map_err(|e| Error::io("write", &part, e))?;
+        let file = out.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io("sync", &part, e))?;
+        drop(file);
+        tokio::fs::rename(&part, dest)
+            .await
+            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
+        guard.keep = true;
+        if let Some(dir) = dest.parent() {
+            // Make the rename durable; not every file system allows this.
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = tokio::fs::File::open(dir).await {
+                let _ = d.sync_all().await;
+            }
+        }
+        Ok(written)
+    }
+
+    /// Streams a blob into `tx`, in order, in pieces of up to 256 KiB, hashing
+    /// it on the way, with the same retries as [`Client::download_blob`]: a
+    /// transfer cut short resumes with a `Range` request (a registry that
+    /// ignores it sends the whole blob again and the bytes already sent are
+    /// dropped). Once the size and digest check out, an empty piece marks
+    /// the verified end; a channel closed without it means the download
+    /// failed (the error is returned here), and whatever was forwarded must
+    /// be thrown away. Waits while the channel is full; stops with
+    /// [`Error::Abandoned`] if the receiver goes away.
+    pub async fn stream_blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        progress: Option<Progress<'_>>,
+    ) -> Result<u64, Error> {
+        let state = self
+            .download(
+                repo,
+                digest,
+                Some(size),
+                Download::new(Sink::Stream {
+                    tx,
+                    buf: bytes::BytesMut::with_capacity(STREAM_PIECE),
+                }),
+                progress,
+            )
+            .await?;
+        let written = state.written;
+        if let Sink::Stream { tx, mut buf } = state.sink {
+            let t = self.repo_target(repo, false, None)?;
+            let shown = safe_url(&t.ep.repo_url(&repo.path, &format!("blobs/{digest}")));
+            let url = || Error::Abandoned { url: shown.clone() };
+            if !buf.is_empty() {
+                tx.send(buf.split().freeze()).await.map_err(|_| url())?;
+            }
+            tx.send(Bytes::new()).await.map_err(|_| url())?;
+        }
+        Ok(written)
+    }
+
+    /// A download with retries and verification, into `state`'s sink.
+    async fn download(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: Option<u64>,
+        mut state: Download,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Download, Error> {
+        let t = self.repo_target(repo, false, None)?;
+        let url = t.ep.repo_url(&repo.path, &format!("blobs/{digest}"));
         let max = self.max_attempts();
         let mut attempt = 1;
         loop {
@@ -1111,12 +1200,12 @@ impl Client {
             }
             let actual = std::mem::take(&mut state.hasher).finish();
             if actual != *digest {
-                if state.resumed && attempt < max {
+                if state.resumed && state.can_reset() && attempt < max {
                     tracing::warn!(
                         "GET {}: the resumed download hashes to {actual}, not {digest}; downloading again from the start",
                         safe_url(&url)
                     );
-                    state.reset().await?;
+                    state.restart().await?;
                     attempt += 1;
                     continue;
                 }
@@ -1126,35 +1215,8 @@ impl Client {
                     actual,
                 });
             }
-            break;
+            return Ok(state);
         }
-        let written = state.written;
-        state
-            .out
-            .flush()
-            .await
-            .map_err(|e| Error::io("write", &part, e))?;
-        let file = state.out.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io("sync", &part, e))?;
-        drop(file);
-        tokio::fs::rename(&part, dest)
-            .await
-            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
-        guard.keep = true;
-        if let Some(dir) = dest.parent() {
-            // Make the rename durable; not every file system allows this.
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = tokio::fs::File::open(dir).await {
-                let _ = d.sync_all().await;
-            }
-        }
-        Ok(written)
     }
 
     /// One GET of a download, resuming at `state.written`. `Ok(true)`: the
@@ -1168,18 +1230,24 @@ impl Client {
         progress: Option<Progress<'_>>,
     ) -> Result<bool, Error> {
         let mut req = Req::new(Method::GET, url.clone()).limit(Limit::Headers);
-        if state.written > 0 {
+        let ranged = state.written > 0 && !state.replay;
+        if ranged {
             req = req.header(RANGE, &format!("bytes={}-", state.written));
         }
+        state.skip = 0;
         let mut resp = self.execute(t, &req).await?;
         match resp.status() {
             StatusCode::OK => {
                 if state.written > 0 {
-                    tracing::debug!(
-                        "GET {}: the registry ignored the Range; starting over",
-                        req.shown()
-                    );
-                    state.reset().await?;
+                    tracing::debug!("GET {}: the whole blob again; starting over", req.shown());
+                    state.replay = false;
+                    if state.can_reset() {
+                        state.restart().await?;
+                    } else {
+                        // Forwarded bytes stay; the hash goes on from them.
+                        state.skip = state.written;
+                        state.resumed = true;
+                    }
                 }
                 if let (Some(want), Some(len)) = (size, resp.content_length()) {
                     if want != len {
@@ -1192,20 +1260,20 @@ impl Client {
                     }
                 }
             }
-            StatusCode::PARTIAL_CONTENT if state.written > 0 => {
+            StatusCode::PARTIAL_CONTENT if ranged => {
                 let start = header_str(&resp, CONTENT_RANGE.as_str())
                     .and_then(|v| v.strip_prefix("bytes "))
                     .and_then(|v| v.split('-').next())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 if start != Some(state.written) {
-                    state.reset().await?;
+                    state.restart().await?;
                     return Ok(false);
                 }
                 state.resumed = true;
                 tracing::debug!("GET {}: resuming at byte {}", req.shown(), state.written);
             }
-            StatusCode::RANGE_NOT_SATISFIABLE if state.written > 0 => {
-                state.reset().await?;
+            StatusCode::RANGE_NOT_SATISFIABLE if ranged => {
+                state.restart().await?;
                 return Ok(false);
             }
             _ => return Err(self.http_error(&req, resp).await),
@@ -1230,7 +1298,7 @@ impl Client {
                 Ok(Ok(None)) => return Ok(true),
                 Ok(Ok(Some(c))) => c,
             };
-            let len = chunk.len() as u64;
+            let len = (chunk.len() as u64).saturating_sub(state.skip);
             if let Some(s) = size {
                 if state.written + len > s {
                     return Err(Error::SizeMismatch {
@@ -1241,13 +1309,7 @@ impl Client {
                     });
                 }
             }
-            state
-                .out
-                .write_all(&chunk)
-                .await
-                .map_err(|e| Error::io("write", &state.path, e))?;
-            state.hasher.update(&chunk);
-            state.written += len;
+            state.accept(chunk, &req.shown()).await?;
             // After a restart from zero, report only bytes beyond those already reported.
             if state.written > state.reported {
                 if let Some(p) = progress {
@@ -1702,26 +1764,123 @@ fn check_served_digest(req: &Req, resp: &Response, expected: &Digest) -> Result<
 
 /// The state of a download kept across attempts.
 struct Download {
-    out: BufWriter<tokio::fs::File>,
-    path: PathBuf,
+    sink: Sink,
     hasher: Hasher,
     written: u64,
     /// Bytes already passed to the progress callback (never reported twice).
     reported: u64,
     resumed: bool,
+    /// Streamed: bytes at the start of this response already forwarded by
+    /// an earlier one (a registry that ignored the `Range`), dropped here.
+    skip: u64,
+    /// Streamed: the next request asks for the whole blob again (and drops
+    /// what was already forwarded), the registry having botched a range.
+    replay: bool,
 }
 
+/// Where a download's bytes go.
+enum Sink {
+    /// A part file, renamed into place once verified.
+    File {
+        out: BufWriter<tokio::fs::File>,
+        path: PathBuf,
+    },
+    /// A channel, in pieces of [`STREAM_PIECE`] bytes.
+    Stream {
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        buf: bytes::BytesMut,
+    },
+}
+
+/// Largest piece of a streamed download.
+const STREAM_PIECE: usize = 256 << 10;
+/// Pieces from the network at least this large are passed on without
+/// being gathered.
+const STREAM_DIRECT: usize = 32 << 10;
+
 impl Download {
-    /// Empties the file to start over.
-    async fn reset(&mut self) -> Result<(), Error> {
-        let io = |e| Error::io("truncate", &self.path, e);
-        self.out.flush().await.map_err(io)?;
-        let f = self.out.get_mut();
-        f.set_len(0).await.map_err(io)?;
-        f.seek(SeekFrom::Start(0)).await.map_err(io)?;
-        self.hasher = Hasher::new();
-        self.written = 0;
-        self.resumed = false;
+    fn new(sink: Sink) -> Download {
+        Download {
+            sink,
+            hasher: Hasher::new(),
+            written: 0,
+            reported: 0,
+            resumed: false,
+            skip: 0,
+            replay: false,
+        }
+    }
+
+    /// Whether the download can start over from the first byte (a file can
+    /// be emptied; forwarded pieces cannot be taken back).
+    fn can_reset(&self) -> bool {
+        matches!(self.sink, Sink::File { .. }) || self.written == 0
+    }
+
+    /// Starts over from the first byte: a file is emptied; a stream asks for
+    /// the whole blob again and drops the bytes it already forwarded.
+    async fn restart(&mut self) -> Result<(), Error> {
+        match &mut self.sink {
+            Sink::File { out, path } => {
+                let io = |e| Error::io("truncate", &*path, e);
+                out.flush().await.map_err(io)?;
+                let f = out.get_mut();
+                f.set_len(0).await.map_err(io)?;
+                f.seek(SeekFrom::Start(0)).await.map_err(io)?;
+                self.hasher = Hasher::new();
+                self.written = 0;
+                self.resumed = false;
+            }
+            Sink::Stream { .. } => self.replay = true,
+        }
+        Ok(())
+    }
+
+    /// Takes the next piece of the body (after any bytes to drop).
+    async fn accept(&mut self, mut chunk: Bytes, url: &str) -> Result<(), Error> {
+        if self.skip > 0 {
+            let n = (self.skip as usize).min(chunk.len());
+            self.skip -= n as u64;
+            let _ = chunk.split_to(n);
+            if chunk.is_empty() {
+                return Ok(());
+            }
+        }
+        match &mut self.sink {
+            Sink::File { out, path } => out
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::io("write", &*path, e))?,
+            Sink::Stream { tx, buf } => {
+                self.hasher.update(&chunk);
+                self.written += chunk.len() as u64;
+                let gone = |_| Error::Abandoned {
+                    url: url.to_string(),
+                };
+                // Large pieces go on as they came (slicing a `Bytes` copies
+                // nothing); small ones are gathered first.
+                let mut rest = chunk;
+                if !buf.is_empty() {
+                    let n = (STREAM_PIECE - buf.len()).min(rest.len());
+                    buf.extend_from_slice(&rest.split_to(n));
+                    if buf.len() < STREAM_PIECE {
+                        return Ok(());
+                    }
+                    tx.send(buf.split().freeze()).await.map_err(gone)?;
+                }
+                while rest.len() >= STREAM_PIECE {
+                    tx.send(rest.split_to(STREAM_PIECE)).await.map_err(gone)?;
+                }
+                if rest.len() >= STREAM_DIRECT {
+                    tx.send(rest).await.map_err(gone)?;
+                } else {
+                    buf.extend_from_slice(&rest);
+                }
+                return Ok(());
+            }
+        }
+        self.hasher.update(&chunk);
+        self.written += chunk.len() as u64;
         Ok(())
     }
 }

@@ -148,6 +148,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A streamed download's reader went away (it reports its own error).
+    #[error("GET {url}: the reader of the blob stopped")]
+    Abandoned {
+        /// The URL (credentials removed).
+        url: String,
+    },
     /// A local file operation failed.
     #[error("{action} {}", .path.display())]
     Io {

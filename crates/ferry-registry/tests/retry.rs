@@ -379,3 +379,159 @@ async fn chunked_upload_to_registry_2_8_fails_clearly_when_an_accepted_patch_los
     assert!(msg.contains("cannot be resumed"), "{msg}");
     assert_eq!(c.head_blob(&repo, &d).await.unwrap(), None);
 }
+
+/// Collects what `stream_blob` sends: the pieces, and whether the verified
+/// end (an empty piece) came.
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> (Vec<u8>, usize, bool) {
+    let (mut data, mut largest, mut ended) = (Vec::new(), 0, false);
+    while let Some(p) = rx.recv().await {
+        assert!(!ended, "nothing may follow the end mark");
+        if p.is_empty() {
+            ended = true;
+        }
+        largest = largest.max(p.len());
+        data.extend_from_slice(&p);
+    }
+    (data, largest, ended)
+}
+
+#[tokio::test]
+async fn stream_cut_mid_body_resumes_with_a_range_request() {
+    let Some(reg) = registry() else { return };
+    let proxy = Proxy::start(
+        Some(reg.addr),
+        first_n(1, "GET", "/blobs/sha256:", || {
+            Action::ForwardTruncated(300_000)
+        }),
+    )
+    .await;
+    let c = client();
+    let repo = proxy.repo("ferry/stream-cut");
+    let data = bytes_of(1_000_000, 23);
+    let d = Digest::of(&data);
+    c.upload_blob(&repo, &d, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    // A small channel: the download waits for its reader.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(collect(rx));
+    let reported = AtomicUsize::new(0);
+    let progress = |n: u64| {
+        reported.fetch_add(n as usize, Ordering::SeqCst);
+    };
+    let n = c
+        .stream_blob(&repo, &d, data.len() as u64, tx, Some(&progress))
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    let (got, largest, ended) = reader.await.unwrap();
+    assert!(ended, "the verified end is marked");
+    assert!(got == data, "the bytes arrive once each, in order");
+    assert!(largest <= 256 << 10, "pieces of at most 256 KiB: {largest}");
+    assert_eq!(reported.into_inner(), data.len(), "each byte reported once");
+    let gets: Vec<Seen> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path().contains("/blobs/"))
+        .collect();
+    assert_eq!(gets.len(), 2, "one cut transfer, one resumed");
+    assert!(
+        gets[1].header("range").is_some(),
+        "the retry asks for a range"
+    );
+}
+
+/// A rule: the first blob GET is cut after 300 kB, the second is answered
+/// 200 with `body` (a registry that ignores the `Range`).
+fn cut_then_whole(body: Vec<u8>) -> impl Fn(&Seen) -> Action + Send + Sync + 'static {
+    let n = AtomicUsize::new(0);
+    move |s: &Seen| {
+        if s.method != "GET" || !s.path().contains("/blobs/sha256:") {
+            return Action::Forward;
+        }
+        match n.fetch_add(1, Ordering::SeqCst) {
+            0 => Action::ForwardTruncated(300_000),
+            1 => Action::Respond {
+                status: 200,
+                headers: vec![],
+                body: body.clone(),
+            },
+            _ => Action::Forward,
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_from_a_registry_that_ignores_the_range_drops_what_was_already_sent() {
+    let Some(reg) = registry() else { return };
+    let data = bytes_of(1_000_000, 24);
+    let d = Digest::of(&data);
+    let proxy = Proxy::start(Some(reg.addr), cut_then_whole(data.clone())).await;
+    let c = client();
+    let repo = proxy.repo("ferry/stream-norange");
+    c.upload_blob(&repo, &d, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(collect(rx));
+    c.stream_blob(&repo, &d, data.len() as u64, tx, None)
+        .await
+        .unwrap();
+    let (got, _, ended) = reader.await.unwrap();
+    assert!(ended);
+    assert!(got == data, "the replayed prefix is not sent twice");
+}
+
+#[tokio::test]
+async fn stream_resumed_with_other_bytes_fails_without_the_end_mark() {
+    let Some(reg) = registry() else { return };
+    let data = bytes_of(1_000_000, 25);
+    let d = Digest::of(&data);
+    let mut other = data.clone();
+    other[900_000] ^= 1;
+    let proxy = Proxy::start(Some(reg.addr), cut_then_whole(other)).await;
+    let c = client();
+    let repo = proxy.repo("ferry/stream-changed");
+    c.upload_blob(&repo, &d, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let reader = tokio::spawn(collect(rx));
+    let e = c
+        .stream_blob(&repo, &d, data.len() as u64, tx, None)
+        .await
+        .expect_err("the bytes changed under the download");
+    assert!(
+        matches!(e, ferry_registry::Error::DigestMismatch { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&d.to_string()), "{e}");
+    let (_, _, ended) = reader.await.unwrap();
+    assert!(!ended, "no end mark for bytes that failed verification");
+}
+
+#[tokio::test]
+async fn stream_stops_when_its_reader_goes_away() {
+    let Some(reg) = registry() else { return };
+    let c = client();
+    let repo = reg.repo("ferry/stream-gone");
+    let data = bytes_of(2_000_000, 26);
+    let d = Digest::of(&data);
+    c.upload_blob(&repo, &d, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let reader = tokio::spawn(async move {
+        let first = rx.recv().await;
+        drop(rx);
+        first.map(|p| p.len())
+    });
+    let e = c
+        .stream_blob(&repo, &d, data.len() as u64, tx, None)
+        .await
+        .expect_err("nobody reads");
+    assert!(matches!(e, ferry_registry::Error::Abandoned { .. }), "{e}");
+    assert!(e.to_string().contains(&d.to_string()), "{e}");
+    let first = reader.await.unwrap().expect("a first piece");
+    assert!(first > 0 && first <= 256 << 10, "{first}");
+}

@@ -113,6 +113,10 @@ pub struct ExportArgs {
     /// Content-addressed blob cache (default: $XDG_CACHE_HOME/ferry or ~/.cache/ferry).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Keep no blob cache: stream every image blob from the registry straight into the
+    /// bundle (written once, no second copy on disk). A re-run downloads everything again.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
     /// Fetch SRC's content from URL instead (a pull-through proxy), keeping SRC in the bundle. SRC is a registry host, or an http(s):// URL prefix for charts, drivers, plugins and files.
     #[arg(long = "upstream-mirror", value_name = "SRC=URL")]
     pub upstream_mirror: Vec<String>,

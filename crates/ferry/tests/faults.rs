@@ -593,6 +593,59 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             min_held: 0,
             args: Vec::new(),
         },
+        // ---- export --no-cache: blobs stream from the registry into the
+        // bundle; the same faults, the same bundle.
+        export(
+            "export --no-cache: 503 on the big layer's GET (twice)",
+            vec![Fault::new(Action::Status(503))
+                .on_method("GET")
+                .on_path(&big_path)
+                .times(2)],
+            Success,
+            vec![],
+        )
+        .with_args(&["--no-cache"]),
+        export(
+            "export --no-cache: connection cut 100 kB into the big layer (resumed)",
+            vec![Fault::new(Action::CutAfter(100_000))
+                .on_method("GET")
+                .on_path(&big_path)
+                .times(1)],
+            Success,
+            vec![],
+        )
+        .with_args(&["--no-cache"]),
+        export(
+            "export --no-cache: connection cut at every GET of the big layer",
+            vec![Fault::new(Action::CutAfter(100_000))
+                .on_method("GET")
+                .on_path(&big_path)
+                .always()],
+            CleanFailure,
+            vec![big.to_string()],
+        )
+        .with_args(&["--no-cache"]),
+        export(
+            "export --no-cache: blob GET never answered (--timeout 2, then retried)",
+            vec![Fault::new(Action::Hold)
+                .on_method("GET")
+                .on_path("/blobs/sha256:")
+                .times(1)],
+            Success,
+            vec![],
+        )
+        .with_args(&["--no-cache", "--timeout", "2"]),
+        Scenario {
+            name: "export --no-cache: full disk under the bundle (1 MiB tmpfs)",
+            side: Side::Export {
+                disk: Some(Disk::FullOutput),
+            },
+            faults: vec![],
+            expect: CleanFailure,
+            names: vec!["No space left on device".into()],
+            min_held: 0,
+            args: vec!["--no-cache"],
+        },
         Scenario {
             name: "export: full disk under the blob cache (1 MiB tmpfs)",
             side: Side::Export {
@@ -861,7 +914,12 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(".tar") || n.ends_with(".tmp") || n.contains("sha256"))
+                .filter(|n| {
+                    n.contains(".tar")
+                        || n.ends_with(".tmp")
+                        || n.contains("sha256")
+                        || n.starts_with(".ferry-export-")
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -892,21 +950,32 @@ fn run_export(w: &World, i: usize, sc: &Scenario, disk: Option<Disk>) -> Outcome
     let out = out_dir.join("b.tar.zst");
     w.proxy.set_faults(sc.faults.clone());
     let mark = w.proxy.requests().len();
+    // `--no-cache` scenarios stream blobs into the bundle; the re-run too.
+    let no_cache = sc.args.contains(&"--no-cache");
     let args = |out: &Path| {
-        vec![
+        let mut a = vec![
             "export".to_string(),
             "-f".into(),
             s(&w.spec).into(),
             "-o".into(),
             s(out).into(),
-            "--cache".into(),
-            s(&cache).into(),
             "--attempts".into(),
             ATTEMPTS.into(),
-        ]
+        ];
+        if !no_cache {
+            a.extend(["--cache".to_string(), s(&cache).into()]);
+        } else {
+            a.push("--no-cache".into());
+        }
+        a
     };
     let mut a = args(&out);
-    a.extend(sc.args.iter().map(|x| x.to_string()));
+    a.extend(
+        sc.args
+            .iter()
+            .filter(|x| **x != "--no-cache")
+            .map(|x| x.to_string()),
+    );
     let r = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
     w.proxy.release();
     let applied = w.proxy.requests()[mark..]

@@ -336,6 +336,46 @@ fn every_kind_lands_where_its_consumer_looks() {
         lock.to_str().unwrap(),
     ]));
     ok(&ferry(&["verify", out.to_str().unwrap()]));
+    // `--no-cache` streams the image blobs into the bundle (charts, drivers
+    // and files come through a scratch directory): the same bytes, and
+    // nothing left beside the bundle.
+    let streamed_dir = u.dir.join("streamed");
+    std::fs::create_dir_all(&streamed_dir).unwrap();
+    let streamed = streamed_dir.join("kinds.tar.zst");
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        streamed.to_str().unwrap(),
+        "--no-cache",
+        "--lock",
+        lock.to_str().unwrap(),
+        "--locked",
+    ]));
+    assert_eq!(
+        Digest::of(&std::fs::read(&streamed).unwrap()),
+        Digest::of(&std::fs::read(&out).unwrap()),
+        "--no-cache wrote other bytes than the cached export"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&streamed_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["kinds.tar.zst", "kinds.tar.zst.sha256"]);
+    let both = ferry(&[
+        "export",
+        "-f",
+        spec.to_str().unwrap(),
+        "-o",
+        streamed.to_str().unwrap(),
+        "--no-cache",
+        "--cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{}", text(&both));
+    assert!(text(&both).contains("--no-cache"), "{}", text(&both));
     // The lock pins every kind; a locked re-export is identical.
     let l: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock).unwrap()).unwrap();
     let kinds: Vec<&str> = l["artifacts"]

@@ -316,7 +316,31 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
     let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
     let ev = events(ui);
-    let cache = a.cache.clone().unwrap_or_else(default_cache);
+    // --no-cache: what resolution fetches (charts, files) goes to a
+    // temporary directory beside the bundle, removed when done.
+    let scratch = if a.no_cache {
+        let dir = match a.output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(
+            tempfile::Builder::new()
+                .prefix(".ferry-export-")
+                .tempdir_in(&dir)
+                .map_err(|e| {
+                    Failure::env(anyhow::Error::new(e).context(format!(
+                        "failed to create a scratch directory in `{}`",
+                        dir.display()
+                    )))
+                })?,
+        )
+    } else {
+        None
+    };
+    let cache = match &scratch {
+        Some(d) => d.path().to_path_buf(),
+        None => a.cache.clone().unwrap_or_else(default_cache),
+    };
     let existing = match &a.lock {
         Some(p) if p.exists() => Some(Lock::load(p).map_err(Failure::input)?),
         Some(p) if a.locked => {
@@ -393,6 +417,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         output: a.output.clone(),
         compression,
         cache_dir: cache.clone(),
+        stream: a.no_cache,
         jobs: a.net.jobs,
         name: spec.name.clone(),
         base,
@@ -402,7 +427,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let summary = ferry_export::export(&client, &resolved, &opts, &ev)
         .await
         .map_err(|e| match e {
-            ferry_export::ExportError::Fetch(_) => {
+            ferry_export::ExportError::Fetch(_) if !a.no_cache => {
                 Failure::env(e).hint("re-run: blobs already downloaded are kept in the cache")
             }
             ferry_export::ExportError::CorruptCache { .. } => Failure::env(e),
