@@ -11,17 +11,21 @@
 //!    command), peak RSS and bytes written to the file system
 //!    (`/usr/bin/time -v`: maximum resident set size of the largest process,
 //!    file system outputs × 512):
-//!    - export: `ferry export` (empty blob cache each run) vs `skopeo copy
-//!      --all` of every reference into one `oci:` layout, then
-//!      `tar | zstd -T0`;
+//!    - export: `ferry export` (empty blob cache each run) and `ferry export
+//!      --no-cache` vs `skopeo copy --all` of every reference into one
+//!      `oci:` layout, then `tar | zstd -T0`;
 //!    - import into an empty registry (a fresh one per run): `ferry import`
 //!      vs `zstd -d | tar -x` then `skopeo copy --all --preserve-digests`
 //!      of every reference;
 //!    - verify: `ferry verify` vs `sha256sum`, `openssl dgst -sha256`,
 //!      `zstd -d` and `zstd -d | sha256sum` over the same bundle;
-//!    - floors: `dd if=/dev/zero … conv=fdatasync` of the bundle's size, and
-//!      the registry's ingest limit: every blob uploaded raw with curl (POST,
-//!      then PUT of the file), 1, 2, 4 and 8 in parallel, the best kept.
+//!    - floors: `dd if=/dev/zero … conv=fdatasync` of the bundle's size and
+//!      the source registry serving every blob to curl (beside each export),
+//!      and the registry's ingest limit: every blob uploaded raw (POST, then
+//!      PUT of the file), 1, 2, 4 and 8 in parallel, the best kept (beside
+//!      each import), and the same with curl.
+//!
+//!    Ratios are medians of run-by-run ratios: the machine is shared.
 //! 4. Counts the references whose digest survived each path (`skopeo inspect
 //!    --raw` at the target, sha256 compared with the source's) and writes
 //!    `docs/benchmarks.md` (or `--out`).
@@ -105,6 +109,19 @@ impl Series {
     fn cpu(&self) -> f64 {
         median(self.samples.iter().map(|s| s.cpu).collect())
     }
+}
+
+/// The median of the run-by-run ratios `a[i] / b[i]`: runs measured side
+/// by side saw the same machine, which a ratio of medians taken minutes
+/// apart on a shared machine does not.
+fn paired(a: &Series, b: &Series) -> f64 {
+    median(
+        a.samples
+            .iter()
+            .zip(&b.samples)
+            .map(|(x, y)| x.wall / y.wall)
+            .collect(),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -519,6 +536,23 @@ pub fn run(opts: &Options) -> Result<()> {
         load: String::new(),
     };
 
+    // The registry's serving limit: every blob once, with curl, 4 at a time
+    // (as many as ferry's default --jobs), to /dev/null.
+    let mut curl_config = String::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in &set.images {
+        for b in &i.blobs {
+            if seen.insert(b.clone()) {
+                let _ = writeln!(
+                    curl_config,
+                    "url = \"http://{host}/v2/{}/blobs/{b}\"\noutput = \"/dev/null\"",
+                    i.repository
+                );
+            }
+        }
+    }
+    let curl_config_path = work.join("fetch-floor.curl");
+    std::fs::write(&curl_config_path, curl_config)?;
     // (a) export.
     let bundle = work.join("ferry.tar.zst");
     let cache = work.join("ferry-cache");
@@ -585,6 +619,44 @@ pub fn run(opts: &Options) -> Result<()> {
                 "--no-cache".into(),
             ],
         )?);
+        // The floors of this run: writing the bundle's size to disk, from
+        // zeros and from the bundle's own (incompressible) bytes in the page
+        // cache, and the registry serving every blob.
+        let dd_file = work.join("dd.bin");
+        let size = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
+        let blocks = size.div_ceil(4 << 20).max(1);
+        remove(&dd_file);
+        r.dd.push(runner.timed(
+            &format!("floor-dd-{run}"),
+            "dd",
+            &[
+                "if=/dev/zero".into(),
+                format!("of={}", p(&dd_file)),
+                "bs=4M".into(),
+                format!("count={blocks}"),
+                "conv=fdatasync".into(),
+            ],
+        )?);
+        remove(&dd_file);
+        r.dd_copy.push(runner.timed(
+            &format!("floor-dd-bundle-{run}"),
+            "dd",
+            &[
+                format!("if={}", p(&bundle)),
+                format!("of={}", p(&dd_file)),
+                "bs=4M".into(),
+                "conv=fdatasync".into(),
+            ],
+        )?);
+        remove(&dd_file);
+        r.fetch.push(runner.script(
+            &format!("floor-fetch-{run}"),
+            &work,
+            &format!(
+                "curl -sSf -Z --parallel-max 4 -K {}\n",
+                sh_quote(&p(&curl_config_path))
+            ),
+        )?);
         if !opts.no_skopeo {
             remove(&layout);
             remove(&skopeo_bundle);
@@ -608,33 +680,6 @@ pub fn run(opts: &Options) -> Result<()> {
             r.kept_skopeo_layout = r.kept_skopeo_layout.min(layout_digests_kept(&set, &layout));
             remove(&layout);
         }
-    }
-    // The registry's serving limit: every blob once, with curl, 4 at a time
-    // (as many as ferry's default --jobs), to /dev/null.
-    let mut curl_config = String::new();
-    let mut seen = std::collections::HashSet::new();
-    for i in &set.images {
-        for b in &i.blobs {
-            if seen.insert(b.clone()) {
-                let _ = writeln!(
-                    curl_config,
-                    "url = \"http://{host}/v2/{}/blobs/{b}\"\noutput = \"/dev/null\"",
-                    i.repository
-                );
-            }
-        }
-    }
-    let curl_config_path = work.join("fetch-floor.curl");
-    std::fs::write(&curl_config_path, curl_config)?;
-    for run in 0..runs {
-        r.fetch.push(runner.script(
-            &format!("floor-fetch-{run}"),
-            &work,
-            &format!(
-                "curl -sSf -Z --parallel-max 4 -K {}\n",
-                sh_quote(&p(&curl_config_path))
-            ),
-        )?);
     }
     if opts.perf {
         remove(&cache);
@@ -662,7 +707,10 @@ pub fn run(opts: &Options) -> Result<()> {
         .map(|m| m.len())
         .unwrap_or(0);
 
-    // (b) import, into a fresh registry every run.
+    // (b) import, into a fresh registry every run, each run beside the
+    // registry's raw ingest (the best count of uploads in parallel, from a
+    // sweep first).
+    let raw_jobs = raw_ingest_sweep(&set, &mut r)?;
     let untar = work.join("skopeo-untar");
     for run in 0..runs {
         let target = Registry::start()?;
@@ -680,6 +728,7 @@ pub fn run(opts: &Options) -> Result<()> {
         r.ferry_import.push(s);
         r.kept_ferry = r.kept_ferry.min(digests_kept(&set.images, &target.host()));
         drop(target);
+        r.raw_ingest.push(raw_ingest_once(&set, raw_jobs, run)?);
         if !opts.no_skopeo {
             let target = Registry::start()?;
             remove(&untar);
@@ -758,39 +807,10 @@ pub fn run(opts: &Options) -> Result<()> {
         )?);
     }
 
-    // (d) floors.
-    let dd_file = work.join("dd.bin");
-    let blocks = r.ferry_bundle.div_ceil(4 << 20).max(1);
-    for run in 0..runs {
-        remove(&dd_file);
-        r.dd.push(runner.timed(
-            &format!("floor-dd-{run}"),
-            "dd",
-            &[
-                "if=/dev/zero".into(),
-                format!("of={}", p(&dd_file)),
-                "bs=4M".into(),
-                format!("count={blocks}"),
-                "conv=fdatasync".into(),
-            ],
-        )?);
-        remove(&dd_file);
-        // The same with the bundle's own (incompressible) bytes, read from
-        // the page cache: shows whether the disk treats zeros specially.
-        r.dd_copy.push(runner.timed(
-            &format!("floor-dd-bundle-{run}"),
-            "dd",
-            &[
-                format!("if={}", p(&bundle)),
-                format!("of={}", p(&dd_file)),
-                "bs=4M".into(),
-                "conv=fdatasync".into(),
-            ],
-        )?);
-        remove(&dd_file);
-    }
+    // (d) floors: `dd` and the registry's serving ran beside each export,
+    // the raw ingest beside each import (so that a ratio compares runs that
+    // saw the same machine); the curl ingest sweep here.
     ingest_floor(&set, &runner, &work, runs, &mut r)?;
-    raw_ingest_floor(&set, runs, &mut r)?;
 
     r.load = format!("{load_start} at the start, {} at the end", loadavg());
     let points = record_scale(&bench, opts.scale, &set, &r)?;
@@ -885,38 +905,36 @@ curl -sS -f -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "
 
 /// The registry's ingest limit without per-request process costs: the same
 /// POST then PUT per blob, over one keep-alive HTTP/1.1 connection per
-/// worker, the file sent with `std::io::copy` (sendfile), 1, 2, 4 and 8
-/// workers once each; the best count is run until there are `runs` samples.
-fn raw_ingest_floor(set: &Dataset, runs: usize, r: &mut Results) -> Result<()> {
-    let once = |jobs: usize| -> Result<Sample> {
-        let target = Registry::start()?;
-        let _ = Command::new("sync").status();
-        let t = Instant::now();
-        raw_upload(set, target.addr(), jobs)?;
-        let wall = t.elapsed().as_secs_f64();
-        eprintln!("xtask bench: floor-raw-ingest-j{jobs:<12} {wall:>8.2} s");
-        Ok(Sample {
-            wall,
-            ..Sample::default()
-        })
-    };
-    let mut best: Option<(usize, Sample)> = None;
+/// worker, the file sent with `std::io::copy` (sendfile), into a fresh
+/// registry.
+fn raw_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
+    let target = Registry::start()?;
+    let _ = Command::new("sync").status();
+    let t = Instant::now();
+    raw_upload(set, target.addr(), jobs)?;
+    let wall = t.elapsed().as_secs_f64();
+    eprintln!("xtask bench: floor-raw-ingest-j{jobs}-{label:<10} {wall:>8.2} s");
+    Ok(Sample {
+        wall,
+        ..Sample::default()
+    })
+}
+
+/// 1, 2, 4 and 8 raw ingest workers once each: the fastest count.
+fn raw_ingest_sweep(set: &Dataset, r: &mut Results) -> Result<usize> {
+    let mut best: Option<(usize, f64)> = None;
     for jobs in [1, 2, 4, 8] {
-        let s = once(jobs)?;
+        let s = raw_ingest_once(set, jobs, 0)?;
         r.raw_sweep.push((jobs, s.wall));
-        if best.is_none_or(|(_, b)| s.wall < b.wall) {
-            best = Some((jobs, s));
+        if best.is_none_or(|(_, b)| s.wall < b) {
+            best = Some((jobs, s.wall));
         }
     }
-    let Some((jobs, first)) = best else {
+    let Some((jobs, _)) = best else {
         bail!("no ingest measurement");
     };
     r.raw_jobs = jobs;
-    r.raw_ingest.push(first);
-    for _ in 1..runs {
-        r.raw_ingest.push(once(jobs)?);
-    }
-    Ok(())
+    Ok(jobs)
 }
 
 /// Uploads every blob of `set` to `bench/ingest` at `addr` with `jobs`
@@ -1248,7 +1266,7 @@ fn render(
         let in_process = s.samples.iter().all(|x| x.rss_kib == 0);
         let ratio = |other: Option<&Series>| -> String {
             match other {
-                Some(x) if !x.is_empty() => format!("{:.2}×", s.wall() / x.wall()),
+                Some(x) if !x.is_empty() => format!("{:.2}×", paired(s, x)),
                 _ => "".into(),
             }
         };
@@ -1492,35 +1510,36 @@ fn render(
     let met = |b: bool| if b { "met" } else { "**not met**" };
     // Export is judged by its one-pass form (`--no-cache`, written once,
     // like the floor); the cached form is in the same row.
-    let ex = r.ferry_export_stream.wall() / r.dd.wall();
+    // Ratios are medians of run-by-run ratios (see `paired`).
+    let ex = paired(&r.ferry_export_stream, &r.dd);
     let _ = writeln!(
         o,
-        "| export ≤ 1.15 × disk-write floor | `--no-cache` {:.2} s = {ex:.2} × `dd` {:.2} s (with the cache: {:.2} s = {:.2}×) | {} |",
+        "| export ≤ 1.15 × disk-write floor | `--no-cache` {:.2} s, {ex:.2} × `dd` ({:.2} s) run by run (with the cache: {:.2} s, {:.2}×) | {} |",
         r.ferry_export_stream.wall(),
         r.dd.wall(),
         r.ferry_export.wall(),
-        r.ferry_export.wall() / r.dd.wall(),
+        paired(&r.ferry_export, &r.dd),
         met(ex <= 1.15)
     );
     if !r.skopeo_export.is_empty() {
-        let x = r.skopeo_export.wall() / r.ferry_export_stream.wall();
+        let x = paired(&r.skopeo_export, &r.ferry_export_stream);
         let _ = writeln!(
             o,
             "| export about 3× faster than the skopeo path | `--no-cache` {x:.2}× faster (with the cache: {:.2}×) | {} |",
-            r.skopeo_export.wall() / r.ferry_export.wall(),
+            paired(&r.skopeo_export, &r.ferry_export),
             met(x >= 3.0)
         );
     }
-    let im = r.ferry_import.wall() / ingest.wall();
+    let im = paired(&r.ferry_import, ingest);
     let _ = writeln!(
         o,
-        "| import ≤ 1.15 × registry-ingest floor | {:.2} s = {im:.2} × ingest {:.2} s | {} |",
+        "| import ≤ 1.15 × registry-ingest floor | {:.2} s, {im:.2} × ingest ({:.2} s) run by run | {} |",
         r.ferry_import.wall(),
         ingest.wall(),
         met(im <= 1.15)
     );
     if !r.skopeo_import.is_empty() {
-        let x = r.skopeo_import.wall() / r.ferry_import.wall();
+        let x = paired(&r.skopeo_import, &r.ferry_import);
         let _ = writeln!(
             o,
             "| import about 2× faster than the skopeo path | {x:.2}× faster | {} |",
@@ -1602,23 +1621,22 @@ fn render(
             .map(|n| n.get())
             .unwrap_or(1);
         why.push(format!(
-            "- **export**: `ferry export --no-cache` takes {:.2} s against {:.2} s for `dd`. The floor only \
+            "- **export**: `ferry export --no-cache` takes {:.2} s, {ex:.2}× `dd` run by run. The floor only \
              writes; the export must also get every byte from the registry, which on its own takes {:.2} s \
-             to serve them to curl ({:.2}× `dd`, see the floors). The export then takes {:.2}× the \
-             registry's serving floor. It is CPU-bound: ferry used {:.2} s of CPU (user + system) in {:.2} s \
+             to serve them to curl ({:.2}× `dd` run by run, see the floors): the export takes {:.2}× \
+             that serving floor. It is CPU-bound: ferry used {:.2} s of CPU (user + system) in {:.2} s \
              on a machine of {} cores that also runs the registry. Every byte is received, hashed \
              for its digest, compressed at zstd's fast mode, hashed again for the bundle's sha256 and written: \
-             two sha256 passes alone are {:.2} s of one core at this machine's `openssl` speed. \
+             the two sha256 passes alone are {:.2} s of one core at this machine's `openssl` speed. \
              With the cache (the default, which makes a scheduled re-run fetch only what changed) every blob \
-             is written twice, {} MiB for a {} MiB bundle: {:.2} s = {:.2}× `dd`. What would close it: more \
+             is written twice, {} MiB for a {} MiB bundle: {:.2} s, {:.2}× `dd`. What would close it: more \
              cores (the registry, the downloads' hashing, the compressor and the bundle's hashing and \
              writing each keep a core busy and all run at once), or a registry on another machine, as in \
              production.",
             r.ferry_export_stream.wall(),
-            r.dd.wall(),
             r.fetch.wall(),
-            r.fetch.wall() / r.dd.wall(),
-            r.ferry_export_stream.wall() / r.fetch.wall(),
+            paired(&r.fetch, &r.dd),
+            paired(&r.ferry_export_stream, &r.fetch),
             r.ferry_export_stream.cpu(),
             r.ferry_export_stream.wall(),
             cores,
@@ -1626,12 +1644,12 @@ fn render(
             mib(r.ferry_export.written()),
             mib(bundle),
             r.ferry_export.wall(),
-            r.ferry_export.wall() / r.dd.wall(),
+            paired(&r.ferry_export, &r.dd),
         ));
     }
     if im > 1.15 {
         why.push(format!(
-            "- **import**: {:.2} s against {:.2} s for the bare uploads. This registry's ingest is \
+            "- **import**: {:.2} s against {:.2} s for the bare uploads ({im:.2}× run by run). This registry's ingest is \
              CPU-bound (it hashes every byte; see the uploads in parallel above) and ferry shares the same \
              {} cores with it: it decompresses the bundle once per reader (up to three, for parallel \
              large uploads), hashes every byte to verify the bundle and every uploaded chunk again before the \
@@ -1695,6 +1713,10 @@ fn render(
     let _ = writeln!(
         o,
         "\n## Notes\n\n\
+         - This machine is shared: the same `dd` can take several times as long from one minute to the \
+         next. So each floor runs right beside what it is compared with (`dd` and the registry's serving \
+         after each export, the raw ingest after each import), and every ratio (\"vs floor\", \"vs skopeo\", \
+         the targets) is the median of the run-by-run ratios, not a ratio of medians.\n\
          - The page cache is warm for every command (the data set and the bundles were just written or read); \
          each command starts after `sync`. `ferry export` starts with an empty blob cache every run, like \
          the skopeo path, which starts with an empty layout.\n\
