@@ -1248,6 +1248,13 @@ fn render(
     } else {
         &r.ingest
     };
+    // The disk-write floor is the faster of the two `dd`s (zeros, or the
+    // bundle's own bytes): on some virtual disks one is far slower.
+    let disk = if !r.dd_copy.is_empty() && r.dd_copy.wall() < r.dd.wall() {
+        &r.dd_copy
+    } else {
+        &r.dd
+    };
     let _ = writeln!(
         o,
         "| step | command | wall s | MB/s | peak RSS MiB | written MiB | vs floor | vs skopeo |\n|---|---|---|---|---|---|---|---|"
@@ -1300,7 +1307,7 @@ fn render(
         "`ferry export` (empty cache)",
         &r.ferry_export,
         data,
-        Some(&r.dd),
+        Some(disk),
         inc(&r.skopeo_export),
     );
     row(
@@ -1309,7 +1316,7 @@ fn render(
         "`ferry export --no-cache` (blobs stream into the bundle)",
         &r.ferry_export_stream,
         data,
-        Some(&r.dd),
+        Some(disk),
         inc(&r.skopeo_export),
     );
     row(
@@ -1318,7 +1325,7 @@ fn render(
         "`ferry export`, every blob already cached (writing the bundle only)",
         &r.ferry_export_warm,
         data,
-        Some(&r.dd),
+        Some(disk),
         None,
     );
     row(
@@ -1327,7 +1334,7 @@ fn render(
         "`ferry export --compression none`, every blob already cached",
         &r.ferry_export_warm_plain,
         data,
-        Some(&r.dd),
+        Some(disk),
         None,
     );
     row(
@@ -1336,7 +1343,7 @@ fn render(
         "`skopeo copy --all` ×N → `oci:`, `tar | zstd -T0`",
         &r.skopeo_export,
         data,
-        Some(&r.dd),
+        Some(disk),
         None,
     );
     row(
@@ -1475,7 +1482,7 @@ fn render(
         .collect();
     let _ = writeln!(
         o,
-        "\n\"vs floor\": export against `dd`, import against the faster registry ingest, verify against the slower of \
+        "\n\"vs floor\": export against the faster `dd` (the disk-write floor), import against the faster registry ingest, verify against the slower of \
          single-core `zstd -d` and the faster sha256 tool. Registry ingest by uploads in parallel (one run each): \
          curl (two processes per blob) {}; keep-alive {}.\n",
         sweep.join(", "),
@@ -1511,14 +1518,14 @@ fn render(
     // Export is judged by its one-pass form (`--no-cache`, written once,
     // like the floor); the cached form is in the same row.
     // Ratios are medians of run-by-run ratios (see `paired`).
-    let ex = paired(&r.ferry_export_stream, &r.dd);
+    let ex = paired(&r.ferry_export_stream, disk);
     let _ = writeln!(
         o,
         "| export ≤ 1.15 × disk-write floor | `--no-cache` {:.2} s, {ex:.2} × `dd` ({:.2} s) run by run (with the cache: {:.2} s, {:.2}×) | {} |",
         r.ferry_export_stream.wall(),
-        r.dd.wall(),
+        disk.wall(),
         r.ferry_export.wall(),
-        paired(&r.ferry_export, &r.dd),
+        paired(&r.ferry_export, disk),
         met(ex <= 1.15)
     );
     if !r.skopeo_export.is_empty() {
@@ -1635,7 +1642,7 @@ fn render(
              production.",
             r.ferry_export_stream.wall(),
             r.fetch.wall(),
-            paired(&r.fetch, &r.dd),
+            paired(&r.fetch, disk),
             paired(&r.ferry_export_stream, &r.fetch),
             r.ferry_export_stream.cpu(),
             r.ferry_export_stream.wall(),
@@ -1644,7 +1651,7 @@ fn render(
             mib(r.ferry_export.written()),
             mib(bundle),
             r.ferry_export.wall(),
-            paired(&r.ferry_export, &r.dd),
+            paired(&r.ferry_export, disk),
         ));
     }
     if im > 1.15 {
