@@ -547,6 +547,7 @@ fn hostile_bundles_are_refused_and_nothing_is_pushed() {
         ),
         ("truncated", vec![], "failed to read"),
     ];
+    let count = cases.len();
     for (name, entries, expect) in cases {
         let bytes = if name == "truncated" {
             let z = zstd(&raw_tar(&good));
@@ -572,6 +573,15 @@ fn hostile_bundles_are_refused_and_nothing_is_pushed() {
             "{}",
             text(&i)
         );
+        let why = text(&i)
+            .lines()
+            .find(|l| l.contains(expect))
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(120)
+            .collect::<String>();
+        eprintln!("hostile bundle: {name}: refused by verify and import (exit 1: {why})");
     }
     // No manifest anywhere at the target.
     let repos = catalog(&target);
@@ -586,6 +596,9 @@ fn hostile_bundles_are_refused_and_nothing_is_pushed() {
             "{r} has tags: {v}"
         );
     }
+    eprintln!(
+        "hostile bundle: {count} bundles refused by verify and import, no manifest at the target"
+    );
 }
 
 #[test]
