@@ -404,57 +404,22 @@ pub fn run(opts: &Options) -> Result<()> {
     } else {
         "time".to_string()
     };
+    let bench = target_dir().join("bench");
+    let data_dir = bench.join(format!("data-{}gb-v{GENERATOR_VERSION}", opts.scale));
     if opts.generate_only {
-        let data_dir = target_dir()
-            .join("bench")
-            .join(format!("data-{}gb-v{GENERATOR_VERSION}", opts.scale));
-        let t = Instant::now();
-        let set = Dataset::load_or_generate(
-            &data_dir,
-            &DatasetOptions {
-                scale_gb: opts.scale,
-                ..DatasetOptions::default()
-            },
-            &|line| eprintln!("xtask bench: {line}"),
-        )?;
-        eprintln!(
-            "xtask bench: data set ready in {:.1} s under {}: {} images, {} blobs, {:.1} MB",
-            t.elapsed().as_secs_f64(),
-            data_dir.display(),
-            set.images.len(),
-            set.blobs.len(),
-            set.blob_bytes() as f64 / 1e6
-        );
+        load_set(opts, &data_dir)?;
         return Ok(());
     }
     let ferry = build_ferry()?;
     let load_start = loadavg();
     let ferry_s = p(&ferry);
 
-    let bench = target_dir().join("bench");
-    let data_dir = bench.join(format!("data-{}gb-v{GENERATOR_VERSION}", opts.scale));
     let work = bench.join("run");
     fresh_dir(&work)?;
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
     let runner = Runner { logs, time_bin };
-
-    let t = Instant::now();
-    let set = Dataset::load_or_generate(
-        &data_dir,
-        &DatasetOptions {
-            scale_gb: opts.scale,
-            ..DatasetOptions::default()
-        },
-        &|line| eprintln!("xtask bench: {line}"),
-    )?;
-    eprintln!(
-        "xtask bench: data set ready in {:.1} s: {} images, {} blobs, {:.1} MB",
-        t.elapsed().as_secs_f64(),
-        set.images.len(),
-        set.blobs.len(),
-        set.blob_bytes() as f64 / 1e6
-    );
+    let set = load_set(opts, &data_dir)?;
 
     // The source registry serves the set straight from its storage.
     let source = Registry::start()?;
@@ -827,6 +792,28 @@ pub fn run(opts: &Options) -> Result<()> {
     remove(&bundle);
     remove(&skopeo_bundle);
     Ok(())
+}
+
+/// The data set of `opts.scale` under `data_dir`, generated if missing.
+fn load_set(opts: &Options, data_dir: &Path) -> Result<Dataset> {
+    let t = Instant::now();
+    let set = Dataset::load_or_generate(
+        data_dir,
+        &DatasetOptions {
+            scale_gb: opts.scale,
+            ..DatasetOptions::default()
+        },
+        &|line| eprintln!("xtask bench: {line}"),
+    )?;
+    eprintln!(
+        "xtask bench: data set ready in {:.1} s under {}: {} images, {} blobs, {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        data_dir.display(),
+        set.images.len(),
+        set.blobs.len(),
+        set.blob_bytes() as f64 / 1e6
+    );
+    Ok(set)
 }
 
 /// Every blob of the set uploaded raw with curl into a fresh registry:

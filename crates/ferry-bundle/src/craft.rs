@@ -79,6 +79,22 @@ pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
     out
 }
 
+/// The tar bytes of `entries` without the end-of-archive blocks (more may
+/// follow: a hand-made frame, another tar).
+pub fn tar_open(entries: &[RawEntry]) -> Vec<u8> {
+    let mut t = raw_tar(entries);
+    t.truncate(t.len() - 1024);
+    t
+}
+
+/// One open header: `name` of `kind`, declaring `size` bytes, none given.
+pub fn tar_header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut e = RawEntry::file(name, b"");
+    e.kind = kind;
+    e.header_size = Some(size);
+    tar_open(&[e])
+}
+
 fn pad(out: &mut Vec<u8>) {
     let rem = out.len() % 512;
     if rem != 0 {
@@ -206,6 +222,70 @@ impl Sample {
             blob(&self.config),
             blob(&self.layer),
         ]
+    }
+
+    /// The entries of a bundle whose one item is a chain of `levels`
+    /// indexes, each listing the next `width` times, down to this image.
+    pub fn nested_indexes(&self, levels: usize, width: usize) -> Vec<RawEntry> {
+        let mut child = self.descriptor();
+        let mut chain: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..levels {
+            let list: Vec<serde_json::Value> = (0..width)
+                .map(|_| serde_json::to_value(&child).unwrap_or_default())
+                .collect();
+            let bytes = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": manifest::OCI_INDEX,
+                "manifests": list,
+            }))
+            .unwrap_or_default();
+            child = Descriptor {
+                media_type: manifest::OCI_INDEX.into(),
+                digest: Digest::of(&bytes),
+                size: bytes.len() as u64,
+                ..child
+            };
+            chain.push(bytes);
+        }
+        let top: &[u8] = chain.last().map(|t| &t[..]).unwrap_or(&self.manifest);
+        let items = vec![Item {
+            kind: Kind::Image,
+            reference: self.reference.clone(),
+            digest: Digest::of(top),
+            media_type: manifest::OCI_INDEX.into(),
+            size: top.len() as u64,
+            platforms: vec![],
+            path: None,
+            subject: None,
+        }];
+        let index = meta::index_json(&items);
+        let mut m = self.meta.clone();
+        m.items = items;
+        m.index = IndexPin {
+            digest: Digest::of(&index),
+            size: index.len() as u64,
+        };
+        let mut blobs: Vec<BlobMeta> = chain
+            .iter()
+            .rev()
+            .map(|b| BlobMeta {
+                digest: Digest::of(b),
+                size: b.len() as u64,
+                role: Role::Index,
+                media_type: Some(manifest::OCI_INDEX.into()),
+            })
+            .collect();
+        blobs.extend(self.meta.blobs.iter().cloned());
+        m.blobs = blobs;
+        let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+        let mut entries = vec![
+            RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            RawEntry::file(meta::META_PATH, &m.to_json()),
+            RawEntry::file("index.json", &index),
+        ];
+        entries.extend(chain.iter().rev().map(|b| blob(b)));
+        entries.extend([blob(&self.manifest), blob(&self.config), blob(&self.layer)]);
+        entries
     }
 
     /// A descriptor of the manifest.

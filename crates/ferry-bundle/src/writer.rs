@@ -208,25 +208,27 @@ impl Pipe {
 
     /// The output thread stopped: its error.
     fn stopped(&mut self) -> io::Error {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => e,
-            Some(Ok(Ok(_))) => io::Error::other("the bundle's output stopped early"),
-            Some(Err(_)) => io::Error::other("the bundle's output thread panicked"),
-            None => io::Error::other("the bundle's output is closed"),
+        match self.join() {
+            Err(e) => e,
+            Ok(_) => io::Error::other("the bundle's output stopped early"),
         }
     }
 
-    /// Sends what is left and waits for the thread: the digest and length
+    /// Closes the channel and waits for the thread: the digest and length
     /// of everything written, and the output.
-    fn finish(mut self) -> io::Result<(Digest, u64, Output)> {
-        self.send()?;
+    fn join(&mut self) -> io::Result<(Digest, u64, Output)> {
         self.tx = None;
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(io::Error::other("the bundle's output thread panicked")),
             None => Err(io::Error::other("the bundle's output is closed")),
         }
+    }
+
+    /// Sends what is left and waits for the thread.
+    fn finish(mut self) -> io::Result<(Digest, u64, Output)> {
+        self.send()?;
+        self.join()
     }
 }
 
@@ -235,10 +237,7 @@ impl Drop for Pipe {
     /// the output (its temporary file or parts) is dropped before this
     /// returns, so nothing outlives the writer.
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let _ = self.join();
     }
 }
 
@@ -536,37 +535,27 @@ impl BundleWriter {
         };
         let enc = self.builder()?.get_mut();
         enc.write_all(h.as_bytes()).map_err(out_err)?;
+        let mut source = io::Cursor::new(sample).chain(source);
         let mut len = 0u64;
-        let mut put = |piece: &[u8], len: &mut u64| -> Result<(), WriteError> {
-            if let Some(h) = &mut hasher {
-                h.update(piece);
-            }
-            *len += piece.len() as u64;
-            enc.write_all(piece).map_err(out_err)
-        };
-        if !sample.is_empty() {
-            put(&sample, &mut len)?;
-        }
-        loop {
-            let want = size - len;
-            if want == 0 {
-                break;
-            }
+        while len < size {
             let buf = source.fill_buf().map_err(src_err)?;
             if buf.is_empty() {
                 // Short: the length check below names it; the entry is
                 // never finished, and the bundle is abandoned.
                 break;
             }
-            let n = buf.len().min(want as usize);
-            put(&buf[..n], &mut len)?;
+            let n = buf.len().min((size - len) as usize);
+            if let Some(h) = &mut hasher {
+                h.update(&buf[..n]);
+            }
+            enc.write_all(&buf[..n]).map_err(out_err)?;
             source.consume(n);
+            len += n as u64;
         }
         if len == size {
             let pad = (512 - size % 512) % 512;
-            let enc = self.builder()?.get_mut();
             enc.write_all(&[0u8; 512][..pad as usize])
-                .map_err(|e| self.io_err(e))?;
+                .map_err(out_err)?;
         }
         let actual = match hasher {
             Some(h) => h.finish(),

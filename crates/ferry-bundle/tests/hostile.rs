@@ -14,10 +14,9 @@
 
 use std::io::{self, Read};
 
-use ferry_bundle::craft::{raw_tar, zstd, zstd_frame, RawEntry, Sample};
+use ferry_bundle::craft::{raw_tar, tar_header, tar_open, zstd, zstd_frame, Sample};
 use ferry_bundle::digest::Hasher;
-use ferry_bundle::manifest;
-use ferry_bundle::meta::{self, BlobMeta, IndexPin, Item, Kind, Role};
+use ferry_bundle::meta::{self, BlobMeta, IndexPin};
 use ferry_bundle::reader::{
     read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult, Visitor, MAX_DEPTH,
 };
@@ -138,21 +137,6 @@ fn sample() -> Sample {
     Sample::new("example.org/team/app:1.0", &[42u8; 3000])
 }
 
-/// The tar bytes of `entries` without the end-of-archive blocks.
-fn tar_open(entries: &[RawEntry]) -> Vec<u8> {
-    let mut t = raw_tar(entries);
-    t.truncate(t.len() - 1024);
-    t
-}
-
-/// A tar header alone (no content), as [`raw_tar`] writes it.
-fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
-    let mut e = RawEntry::file(name, b"");
-    e.kind = kind;
-    e.header_size = Some(size);
-    tar_open(&[e])
-}
-
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 
@@ -172,7 +156,7 @@ fn tar_extension_records_are_refused_by_their_header_unread() {
         for at in [0, 3, 6] {
             // Before the head, inside it, and after the last blob.
             let mut prefix = tar_open(&good[..at]);
-            prefix.extend(header(name, kind, 16 * GIB));
+            prefix.extend(tar_header(name, kind, 16 * GIB));
             let (msg, seen) = refused(Lazy::new(vec![(prefix, 0, 16 * GIB)], 16 * MIB));
             assert!(
                 msg.contains(&format!("entry `{name}` is not allowed"))
@@ -191,7 +175,7 @@ fn tar_extension_records_are_refused_by_their_header_unread() {
     // The same record inside a real zstd stream (a 2 MB file that expands
     // to 256 MiB): refused as well.
     let mut prefix = tar_open(&good[..1]);
-    prefix.extend(header(
+    prefix.extend(tar_header(
         "././@LongLink",
         tar::EntryType::GNULongName,
         256 * MIB,
@@ -307,79 +291,14 @@ fn a_100_mb_index_json_is_refused_by_its_size_before_it_is_read() {
     assert_eq!(seen.heads, 0);
 }
 
-/// A bundle whose one item is a chain of `levels` indexes, each listing the
-/// next `width` times, down to the sample image.
-fn nested_indexes(levels: usize, width: usize) -> Vec<u8> {
-    let s = sample();
-    let mut child = s.descriptor();
-    let mut chain: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..levels {
-        let list: Vec<serde_json::Value> = (0..width)
-            .map(|_| serde_json::to_value(&child).unwrap())
-            .collect();
-        let bytes = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": manifest::OCI_INDEX,
-            "manifests": list,
-        }))
-        .unwrap();
-        child = manifest::Descriptor {
-            media_type: manifest::OCI_INDEX.into(),
-            digest: Digest::of(&bytes),
-            size: bytes.len() as u64,
-            ..child
-        };
-        chain.push(bytes);
-    }
-    let top = chain.last().unwrap();
-    let items = vec![Item {
-        kind: Kind::Image,
-        reference: s.reference.clone(),
-        digest: Digest::of(top),
-        media_type: manifest::OCI_INDEX.into(),
-        size: top.len() as u64,
-        platforms: vec![],
-        path: None,
-        subject: None,
-    }];
-    let index = meta::index_json(&items);
-    let mut m = s.meta.clone();
-    m.items = items;
-    m.index = IndexPin {
-        digest: Digest::of(&index),
-        size: index.len() as u64,
-    };
-    let mut blobs: Vec<BlobMeta> = chain
-        .iter()
-        .rev()
-        .map(|b| BlobMeta {
-            digest: Digest::of(b),
-            size: b.len() as u64,
-            role: Role::Index,
-            media_type: Some(manifest::OCI_INDEX.into()),
-        })
-        .collect();
-    blobs.extend(s.meta.blobs.iter().cloned());
-    m.blobs = blobs;
-    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
-    let mut entries = vec![
-        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        RawEntry::file(meta::META_PATH, &m.to_json()),
-        RawEntry::file("index.json", &index),
-    ];
-    entries.extend(chain.iter().rev().map(|b| blob(b)));
-    entries.extend([blob(&s.manifest), blob(&s.config), blob(&s.layer)]);
-    raw_tar(&entries)
-}
-
 #[test]
 fn indexes_nested_deeper_than_the_limit_are_refused_by_name() {
     // Content addressing rules out a true cycle (an index cannot hold its
     // own digest); the nearest thing, a chain index → index → … whose
     // layers sit deeper than MAX_DEPTH, is refused, one level less accepted.
-    let ok = nested_indexes(MAX_DEPTH - 1, 1);
+    let ok = raw_tar(&sample().nested_indexes(MAX_DEPTH - 1, 1));
     read_bundle(&ok[..], ReadOptions::default(), &mut Seen::default()).unwrap();
-    let (msg, _) = refused(&nested_indexes(MAX_DEPTH, 1)[..]);
+    let (msg, _) = refused(&raw_tar(&sample().nested_indexes(MAX_DEPTH, 1))[..]);
     assert!(
         msg.contains("example.org/team/app:1.0")
             && msg.contains(&format!("nested deeper than {MAX_DEPTH} levels")),
@@ -393,7 +312,7 @@ fn an_index_listing_the_same_child_over_and_over_is_checked_in_linear_time() {
     // image (a 100 KB bundle). A graph check that walks every path never
     // ends; one that remembers what it checked is instant. The wait below
     // only catches such a hang: it is not a timing assertion.
-    let bundle = nested_indexes(MAX_DEPTH - 1, 64);
+    let bundle = raw_tar(&sample().nested_indexes(MAX_DEPTH - 1, 64));
     assert!(bundle.len() < 200 * 1024, "{}", bundle.len());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -476,17 +476,10 @@ pub async fn export(
                     // The writer stopped (its error is reported below).
                     Err(ferry_registry::Error::Abandoned { .. }) => {}
                     Err(e) => {
-                        let mut s = e.to_string();
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(c) = src {
-                            s.push_str(": ");
-                            s.push_str(&c.to_string());
-                            src = c.source();
-                        }
                         let what =
                             format!("{} (from {}/{})", meta.digest, source.host, source.path);
                         if let Ok(mut f) = failures.lock() {
-                            f.push((what, s));
+                            f.push((what, ferry_registry::chain(&e)));
                         }
                     }
                 }

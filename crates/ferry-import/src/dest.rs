@@ -6,20 +6,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use ferry_bundle::Digest;
-use ferry_registry::{Client, Repo};
+use ferry_registry::{chain, Client, Repo};
 
 use crate::store::{Entry, Store};
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
 
 /// The registry side of an import.
 #[derive(Clone)]

@@ -19,7 +19,7 @@ use ferry_bundle::reader::{
 };
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::{Digest, Reference};
-use ferry_registry::{Client, Repo};
+use ferry_registry::{chain, Client, Repo};
 
 use crate::dest::Dest;
 use crate::files::{FileTarget, Staged};
@@ -586,17 +586,6 @@ struct ItemPlan {
     blobs: Vec<(Digest, u64)>,
     /// Index children left out by a platform filter.
     sparse: bool,
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 fn walk(

@@ -146,8 +146,8 @@ impl Req {
     }
 }
 
-/// The error's message with its causes, for logs.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// An error's message with its causes, on one line (`a: b: c`).
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
@@ -393,6 +393,42 @@ pub(crate) fn part_path(dest: &Path) -> Result<PathBuf, Error> {
 pub(crate) struct PartFile {
     pub(crate) path: PathBuf,
     pub(crate) keep: bool,
+}
+
+impl PartFile {
+    /// Flushes and syncs `out` (this part file), renames it to `dest` and
+    /// syncs the directory, so that `dest` holds every byte or nothing.
+    pub(crate) async fn persist(
+        mut self,
+        mut out: BufWriter<tokio::fs::File>,
+        dest: &Path,
+    ) -> Result<(), Error> {
+        let part = self.path.clone();
+        out.flush()
+            .await
+            .map_err(|e| Error::io("write", &part, e))?;
+        let file = out.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| Error::io("sync", &part, e))?;
+        drop(file);
+        tokio::fs::rename(&part, dest)
+            .await
+            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
+        self.keep = true;
+        if let Some(dir) = dest.parent() {
+            // Make the rename durable; not every file system allows this.
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = tokio::fs::File::open(dir).await {
+                let _ = d.sync_all().await;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for PartFile {
@@ -1057,7 +1093,7 @@ impl Client {
             .open(&part)
             .await
             .map_err(|e| Error::io("create", &part, e))?;
-        let mut guard = PartFile {
+        let guard = PartFile {
             path: part.clone(),
             keep: false,
         };
@@ -1074,36 +1110,14 @@ impl Client {
             )
             .await?;
         let written = state.written;
-        let Sink::File { mut out, .. } = state.sink else {
+        let Sink::File { out, .. } = state.sink else {
             return Err(Error::io(
                 "write",
                 &part,
                 std::io::Error::other("download sink changed"),
             ));
         };
-        out.flush()
-            .await
-            .map_err(|e| Error::io("write", &part, e))?;
-        let file = out.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io("sync", &part, e))?;
-        drop(file);
-        tokio::fs::rename(&part, dest)
-            .await
-            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
-        guard.keep = true;
-        if let Some(dir) = dest.parent() {
-            // Make the rename durable; not every file system allows this.
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = tokio::fs::File::open(dir).await {
-                let _ = d.sync_all().await;
-            }
-        }
+        guard.persist(out, dest).await?;
         Ok(written)
     }
 
@@ -1138,13 +1152,13 @@ impl Client {
             .await?;
         let written = state.written;
         if let Sink::Stream { tx, mut buf } = state.sink {
-            let t = self.repo_target(repo, false, None)?;
-            let shown = safe_url(&t.ep.repo_url(&repo.path, &format!("blobs/{digest}")));
-            let url = || Error::Abandoned { url: shown.clone() };
+            let gone = |_| Error::Abandoned {
+                url: state.url.clone(),
+            };
             if !buf.is_empty() {
-                tx.send(buf.split().freeze()).await.map_err(|_| url())?;
+                tx.send(buf.split().freeze()).await.map_err(gone)?;
             }
-            tx.send(Bytes::new()).await.map_err(|_| url())?;
+            tx.send(Bytes::new()).await.map_err(gone)?;
         }
         Ok(written)
     }
@@ -1160,6 +1174,7 @@ impl Client {
     ) -> Result<Download, Error> {
         let t = self.repo_target(repo, false, None)?;
         let url = t.ep.repo_url(&repo.path, &format!("blobs/{digest}"));
+        state.url = safe_url(&url);
         let max = self.max_attempts();
         let mut attempt = 1;
         loop {
@@ -1309,7 +1324,7 @@ impl Client {
                     });
                 }
             }
-            state.accept(chunk, &req.shown()).await?;
+            state.accept(chunk).await?;
             // After a restart from zero, report only bytes beyond those already reported.
             if state.written > state.reported {
                 if let Some(p) = progress {
@@ -1776,6 +1791,8 @@ struct Download {
     /// Streamed: the next request asks for the whole blob again (and drops
     /// what was already forwarded), the registry having botched a range.
     replay: bool,
+    /// The blob's URL (credentials removed), for errors.
+    url: String,
 }
 
 /// Where a download's bytes go.
@@ -1808,6 +1825,7 @@ impl Download {
             resumed: false,
             skip: 0,
             replay: false,
+            url: String::new(),
         }
     }
 
@@ -1837,7 +1855,7 @@ impl Download {
     }
 
     /// Takes the next piece of the body (after any bytes to drop).
-    async fn accept(&mut self, mut chunk: Bytes, url: &str) -> Result<(), Error> {
+    async fn accept(&mut self, mut chunk: Bytes) -> Result<(), Error> {
         if self.skip > 0 {
             let n = (self.skip as usize).min(chunk.len());
             self.skip -= n as u64;
@@ -1846,16 +1864,16 @@ impl Download {
                 return Ok(());
             }
         }
+        self.hasher.update(&chunk);
+        self.written += chunk.len() as u64;
         match &mut self.sink {
             Sink::File { out, path } => out
                 .write_all(&chunk)
                 .await
-                .map_err(|e| Error::io("write", &*path, e))?,
+                .map_err(|e| Error::io("write", &*path, e)),
             Sink::Stream { tx, buf } => {
-                self.hasher.update(&chunk);
-                self.written += chunk.len() as u64;
                 let gone = |_| Error::Abandoned {
-                    url: url.to_string(),
+                    url: self.url.clone(),
                 };
                 // Large pieces go on as they came (slicing a `Bytes` copies
                 // nothing); small ones are gathered first.
@@ -1872,16 +1890,13 @@ impl Download {
                     tx.send(rest.split_to(STREAM_PIECE)).await.map_err(gone)?;
                 }
                 if rest.len() >= STREAM_DIRECT {
-                    tx.send(rest).await.map_err(gone)?;
+                    tx.send(rest).await.map_err(gone)
                 } else {
                     buf.extend_from_slice(&rest);
+                    Ok(())
                 }
-                return Ok(());
             }
         }
-        self.hasher.update(&chunk);
-        self.written += chunk.len() as u64;
-        Ok(())
     }
 }
 

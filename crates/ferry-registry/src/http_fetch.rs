@@ -212,7 +212,7 @@ impl Client {
             .open(&part)
             .await
             .map_err(|e| Error::io("create", &part, e))?;
-        let mut guard = PartFile {
+        let guard = PartFile {
             path: part.clone(),
             keep: false,
         };
@@ -258,18 +258,7 @@ impl Client {
                 });
             }
         }
-        out.flush()
-            .await
-            .map_err(|e| Error::io("write", &part, e))?;
-        let file = out.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| Error::io("sync", &part, e))?;
-        drop(file);
-        tokio::fs::rename(&part, dest)
-            .await
-            .map_err(|e| Error::io(format!("rename {} to", part.display()), dest, e))?;
-        guard.keep = true;
+        guard.persist(out, dest).await?;
         Ok(Fetched { digest, size })
     }
 }

@@ -45,7 +45,7 @@ mod http_fetch;
 mod retry;
 mod verify;
 
-pub use client::{BlobStream, Client, Progress};
+pub use client::{chain, BlobStream, Client, Progress};
 pub use error::Error;
 pub use http_fetch::Fetched;
 

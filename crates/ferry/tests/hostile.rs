@@ -16,10 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry_bundle::craft::{raw_tar, zstd, zstd_frame, RawEntry, Sample};
+use ferry_bundle::craft::{raw_tar, tar_header, tar_open, zstd, zstd_frame, Sample};
 use ferry_bundle::digest::Hasher;
-use ferry_bundle::manifest;
-use ferry_bundle::meta::{self, BlobMeta, IndexPin, Item, Kind, Role};
+use ferry_bundle::meta::{self, IndexPin};
 use ferry_bundle::reader::{MAX_DEPTH, MAX_INDEX};
 use ferry_bundle::Digest;
 use ferry_testkit::registry::{require_tool, Registry};
@@ -212,24 +211,11 @@ fn sample() -> Sample {
     Sample::new("example.org/team/app:1.0", &[42u8; 3000])
 }
 
-fn tar_open(entries: &[RawEntry]) -> Vec<u8> {
-    let mut t = raw_tar(entries);
-    t.truncate(t.len() - 1024);
-    t
-}
-
-fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
-    let mut e = RawEntry::file(name, b"");
-    e.kind = kind;
-    e.header_size = Some(size);
-    tar_open(&[e])
-}
-
 /// A GNU long-name or PAX record declaring `size` bytes (all zeros, in
 /// a hand-made zstd frame) right after `oci-layout`.
 fn extension_bomb(kind: tar::EntryType, name: &str, size: u64) -> Vec<u8> {
     let mut prefix = tar_open(&sample().entries()[..1]);
-    prefix.extend(header(name, kind, size));
+    prefix.extend(tar_header(name, kind, size));
     zstd_frame(&prefix, 0, size, 20, None)
 }
 
@@ -303,71 +289,6 @@ fn deep_manifest(depth: usize) -> (Vec<u8>, Digest) {
     (zstd(&raw_tar(&s.entries())), d)
 }
 
-/// One item: `levels` indexes, each listing the next `width` times, down to
-/// the sample image.
-fn nested_indexes(levels: usize, width: usize) -> Vec<u8> {
-    let s = sample();
-    let mut child = s.descriptor();
-    let mut chain: Vec<Vec<u8>> = Vec::new();
-    for _ in 0..levels {
-        let list: Vec<serde_json::Value> = (0..width)
-            .map(|_| serde_json::to_value(&child).unwrap())
-            .collect();
-        let bytes = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": manifest::OCI_INDEX,
-            "manifests": list,
-        }))
-        .unwrap();
-        child = manifest::Descriptor {
-            media_type: manifest::OCI_INDEX.into(),
-            digest: Digest::of(&bytes),
-            size: bytes.len() as u64,
-            ..child
-        };
-        chain.push(bytes);
-    }
-    let top = chain.last().unwrap();
-    let items = vec![Item {
-        kind: Kind::Image,
-        reference: s.reference.clone(),
-        digest: Digest::of(top),
-        media_type: manifest::OCI_INDEX.into(),
-        size: top.len() as u64,
-        platforms: vec![],
-        path: None,
-        subject: None,
-    }];
-    let index = meta::index_json(&items);
-    let mut m = s.meta.clone();
-    m.items = items;
-    m.index = IndexPin {
-        digest: Digest::of(&index),
-        size: index.len() as u64,
-    };
-    let mut blobs: Vec<BlobMeta> = chain
-        .iter()
-        .rev()
-        .map(|b| BlobMeta {
-            digest: Digest::of(b),
-            size: b.len() as u64,
-            role: Role::Index,
-            media_type: Some(manifest::OCI_INDEX.into()),
-        })
-        .collect();
-    blobs.extend(s.meta.blobs.iter().cloned());
-    m.blobs = blobs;
-    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
-    let mut entries = vec![
-        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        RawEntry::file(meta::META_PATH, &m.to_json()),
-        RawEntry::file("index.json", &index),
-    ];
-    entries.extend(chain.iter().rev().map(|b| blob(b)));
-    entries.extend([blob(&s.manifest), blob(&s.config), blob(&s.layer)]);
-    zstd(&raw_tar(&entries))
-}
-
 fn cases() -> Vec<Case> {
     let config = Digest::of(&sample().config);
     let (index, index_size) = big_index();
@@ -426,7 +347,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "indexes-nested-too-deep",
-            bundle: nested_indexes(MAX_DEPTH, 1),
+            bundle: zstd(&raw_tar(&sample().nested_indexes(MAX_DEPTH, 1))),
             names: vec![
                 "example.org/team/app:1.0".into(),
                 format!("nested deeper than {MAX_DEPTH} levels"),
@@ -483,7 +404,11 @@ fn an_index_listing_one_child_over_and_over_verifies_and_imports_without_hanging
     let dir = tempfile::tempdir().unwrap();
     let target = Registry::start().unwrap();
     let path: PathBuf = dir.path().join("repetitive.tar.zst");
-    std::fs::write(&path, nested_indexes(MAX_DEPTH - 1, 64)).unwrap();
+    std::fs::write(
+        &path,
+        zstd(&raw_tar(&sample().nested_indexes(MAX_DEPTH - 1, 64))),
+    )
+    .unwrap();
     let v = ferry(&["verify", s(&path)]);
     assert_eq!(v.code, Some(0), "{}", v.text);
     assert!(v.text.contains("is intact"), "{}", v.text);

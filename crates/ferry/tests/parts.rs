@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
 
 use ferry_bundle::Digest;
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
@@ -432,41 +431,4 @@ fn bad_split_sizes_are_refused_before_any_work() {
         "1000",
     ]);
     assert!(text(&o).contains("below the minimum"), "{}", text(&o));
-}
-
-/// Timing, not a test: `cargo test -p ferry --test parts -- --ignored --nocapture`.
-/// Exports the 64 MiB fixture whole and split in 16 MiB parts and times
-/// `ferry verify` of each.
-#[test]
-#[ignore]
-fn time_verify_of_a_split_bundle() {
-    if !require_tool("docker-registry") {
-        return;
-    }
-    let w = world(&FixtureOptions {
-        big_layer_mib: Some(64),
-        ..Default::default()
-    });
-    let whole = w.export("whole", &[]);
-    w.export("split", &["--split", "16MiB"]);
-    let (manifest, part_paths) = parts(&w.dir, "split");
-    for (label, path) in [("unsplit", &whole), ("split", &manifest)] {
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            ok(&ferry(&["verify", s(path)]));
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        eprintln!(
-            "verify {label} ({} part(s)): best of 3 {best:.3}s",
-            if label == "split" {
-                part_paths.len()
-            } else {
-                1
-            }
-        );
-    }
-    let t = Instant::now();
-    ok(&ferry(&["verify", s(&part_paths[0])]));
-    eprintln!("verify via part-000: {:.3}s", t.elapsed().as_secs_f64());
 }
