@@ -12,7 +12,7 @@ use ferry_bundle::manifest;
 use ferry_bundle::meta::Kind;
 use ferry_bundle::spec::HttpAuth;
 use ferry_bundle::{Digest, Reference};
-use ferry_registry::{Client, Credentials, Fetched, Repo};
+use ferry_registry::{Client, Credentials, Fetched, OriginCredentials, Repo};
 
 use crate::resolve::{describe, ResolvedImage, ResolvedManifest};
 
@@ -29,8 +29,13 @@ fn tmp_dir(cache: &Path) -> PathBuf {
     cache.join("tmp")
 }
 
-/// Basic-auth credentials from a spec `auth:` (password from the environment).
-pub(crate) fn credentials(auth: Option<&HttpAuth>) -> Result<Option<Credentials>, String> {
+/// Basic-auth credentials from a spec `auth:` (password from the
+/// environment), bound to the origin of `given_for`: they are sent only to
+/// that exact scheme, host and port ([`OriginCredentials`]).
+pub(crate) fn credentials(
+    auth: Option<&HttpAuth>,
+    given_for: &Url,
+) -> Result<Option<OriginCredentials>, String> {
     let Some(a) = auth else { return Ok(None) };
     let password = std::env::var(&a.password_env).map_err(|_| {
         format!(
@@ -38,10 +43,13 @@ pub(crate) fn credentials(auth: Option<&HttpAuth>) -> Result<Option<Credentials>
             a.password_env
         )
     })?;
-    Ok(Some(Credentials {
-        username: a.username.clone(),
-        password,
-    }))
+    Ok(Some(OriginCredentials::new(
+        given_for,
+        Credentials {
+            username: a.username.clone(),
+            password,
+        },
+    )))
 }
 
 /// Writes `bytes` into the cache under their digest.
@@ -61,7 +69,7 @@ pub(crate) async fn fetch_file(
     client: &Client,
     cache: &Path,
     url: &Url,
-    auth: Option<&Credentials>,
+    auth: Option<&OriginCredentials>,
     expected: Option<&Digest>,
 ) -> Result<Fetched, String> {
     match fetch_file_opt(client, cache, url, auth, expected).await? {
@@ -75,7 +83,7 @@ pub(crate) async fn fetch_file_opt(
     client: &Client,
     cache: &Path,
     url: &Url,
-    auth: Option<&Credentials>,
+    auth: Option<&OriginCredentials>,
     expected: Option<&Digest>,
 ) -> Result<Option<Fetched>, String> {
     if let Some(d) = expected {
@@ -127,7 +135,7 @@ fn rand_u64() -> u64 {
 pub(crate) async fn fetch_doc(
     client: &Client,
     url: &Url,
-    auth: Option<&Credentials>,
+    auth: Option<&OriginCredentials>,
 ) -> Result<Bytes, String> {
     client
         .fetch_bytes(url, auth, DOC_LIMIT)

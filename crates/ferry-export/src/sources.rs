@@ -162,8 +162,10 @@ async fn classic_chart(
     let (Some(repo), Some(name), Some(version)) = (&entry.repo, &entry.name, &entry.version) else {
         return Err("a classic chart needs repo, name and version".into());
     };
-    let auth = credentials(entry.auth.as_ref())?;
     let base = parse_url(&format!("{}/", repo.trim_end_matches('/')))?;
+    // Bound to the repository's origin: a chart URL on another scheme, host
+    // or port gets no credentials.
+    let auth = credentials(entry.auth.as_ref(), &base)?;
     let index_url = base
         .join("index.yaml")
         .map_err(|e| format!("{repo}: {e}"))?;
@@ -213,13 +215,7 @@ async fn classic_chart(
         ),
         _ => None,
     };
-    // Credentials go only to the repository's own host.
-    let chart_auth = if chart_url.host_str() == base.host_str() {
-        auth.as_ref()
-    } else {
-        None
-    };
-    let f = fetch_file(client, cache, &chart_url, chart_auth, expected.as_ref()).await?;
+    let f = fetch_file(client, cache, &chart_url, auth.as_ref(), expected.as_ref()).await?;
     let tgz = std::fs::read(cache_blob(cache, &f.digest))
         .map_err(|e| format!("failed to read the cached chart: {e}"))?;
     let ch = chart::read_chart(&tgz, chart_url.as_str()).map_err(|e| e.to_string())?;
@@ -528,7 +524,7 @@ async fn opensearch_plugin(
 async fn plain_file(client: &Client, cache: &Path, f: &FileEntry) -> Result<ResolvedImage, String> {
     let url = parse_url(&f.url)?;
     let expected = f.digest()?;
-    let auth = credentials(f.auth.as_ref())?;
+    let auth = credentials(f.auth.as_ref(), &url)?;
     let got = fetch_file(client, cache, &url, auth.as_ref(), Some(&expected))
         .await
         .map_err(|e| {

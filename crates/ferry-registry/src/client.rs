@@ -439,6 +439,27 @@ impl Drop for PartFile {
     }
 }
 
+/// Redirects are followed (registries send blobs to storage, file servers
+/// move things) up to 10 hops, but never from HTTPS down to plain HTTP.
+/// reqwest drops `Authorization` whenever a hop changes host or port; with
+/// downgrades refused, a credential never leaves TLS through a redirect.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let downgrade = attempt.url().scheme() == "http"
+            && attempt.previous().iter().any(|u| u.scheme() == "https");
+        if downgrade {
+            let to = crate::endpoint::safe_url(attempt.url());
+            attempt.error(format!(
+                "refusing a redirect from HTTPS down to plain HTTP ({to})"
+            ))
+        } else if attempt.previous().len() > 10 {
+            attempt.error("too many redirects (more than 10)")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// The HTTP client for one host's settings.
 fn build_http(
     cfg: &HostConfig,
@@ -449,7 +470,8 @@ fn build_http(
         .user_agent(config.user_agent.clone())
         .connect_timeout(config.timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Some(Duration::from_secs(30)));
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .redirect(redirect_policy());
     if let Some(ca) = &cfg.ca_file {
         let tls = |reason: String| Error::Tls {
             path: ca.clone(),

@@ -36,6 +36,52 @@ fn authority(url: &Url) -> String {
     }
 }
 
+/// Basic-auth credentials bound to the origin (scheme, host, port) they were
+/// given for. They are sent with a request only when its URL, after URL
+/// mirrors, has exactly that origin (the rule browsers and reqwest's redirect
+/// policy apply): never to another port of the same host, never over plain
+/// HTTP when they were given for HTTPS.
+#[derive(Clone)]
+pub struct OriginCredentials {
+    given_for: Url,
+    credentials: Credentials,
+}
+
+impl std::fmt::Debug for OriginCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OriginCredentials {{ origin: {}, credentials: {:?} }}",
+            self.given_for.origin().ascii_serialization(),
+            self.credentials
+        )
+    }
+}
+
+impl OriginCredentials {
+    /// `credentials` for the origin of `url` (path and query are ignored).
+    pub fn new(url: &Url, credentials: Credentials) -> OriginCredentials {
+        OriginCredentials {
+            given_for: url.clone(),
+            credentials,
+        }
+    }
+
+    /// The origin these credentials belong to, as `scheme://host[:port]`.
+    pub fn origin(&self) -> String {
+        self.given_for.origin().ascii_serialization()
+    }
+
+    /// The credentials, if `requested` (a URL as actually requested, after
+    /// URL mirrors) has the same origin as `given_for` after the same
+    /// mirrors. An opaque origin (no host) never matches.
+    fn for_request(&self, client: &Client, requested: &Url) -> Option<&Credentials> {
+        let scope = client.mirrored_url(&self.given_for).origin();
+        let origin = requested.origin();
+        (origin.is_tuple() && origin == scope).then_some(&self.credentials)
+    }
+}
+
 fn basic(c: &Credentials) -> String {
     use base64::Engine;
     let raw = format!("{}:{}", c.username, c.password);
@@ -79,14 +125,14 @@ impl Client {
     async fn get_once(
         &self,
         url: &Url,
-        auth: Option<&Credentials>,
+        auth: Option<&OriginCredentials>,
     ) -> Result<reqwest::Response, Error> {
         let shown = safe_url(url);
         let mut rb = self
             .http_for(url)
             .request(Method::GET, url.clone())
             .header(reqwest::header::ACCEPT_ENCODING, "identity");
-        if let Some(c) = auth {
+        if let Some(c) = auth.and_then(|a| a.for_request(self, url)) {
             rb = rb.header(AUTHORIZATION, basic(c));
         }
         let timeout = self.inner.config.timeout;
@@ -134,7 +180,7 @@ impl Client {
     pub async fn fetch_bytes(
         &self,
         url: &Url,
-        auth: Option<&Credentials>,
+        auth: Option<&OriginCredentials>,
         limit: usize,
     ) -> Result<Bytes, Error> {
         let url = self.mirrored_url(url);
@@ -165,7 +211,7 @@ impl Client {
     pub async fn fetch_to_file(
         &self,
         url: &Url,
-        auth: Option<&Credentials>,
+        auth: Option<&OriginCredentials>,
         dest: &Path,
         expected: Option<&Digest>,
         limit: u64,
@@ -193,7 +239,7 @@ impl Client {
         &self,
         url: &Url,
         shown: &str,
-        auth: Option<&Credentials>,
+        auth: Option<&OriginCredentials>,
         dest: &Path,
         expected: Option<&Digest>,
         limit: u64,
@@ -267,6 +313,38 @@ impl Client {
 mod tests {
     use super::*;
     use crate::ClientConfig;
+
+    fn creds() -> Credentials {
+        Credentials {
+            username: "ci".into(),
+            password: "pw".into(),
+        }
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_exact_origin() {
+        let client = Client::new(ClientConfig::default()).unwrap();
+        let given = Url::parse("https://charts.example:8443/repo/").unwrap();
+        let c = OriginCredentials::new(&given, creds());
+        let sent = |u: &str| c.for_request(&client, &Url::parse(u).unwrap()).is_some();
+        assert!(sent("https://charts.example:8443/repo/app-1.0.0.tgz"));
+        assert!(sent("https://charts.example:8443/elsewhere/x.tgz"));
+        for other in [
+            "https://charts.example:8444/repo/app.tgz", // another port
+            "https://charts.example/repo/app.tgz",      // default port
+            "http://charts.example:8443/repo/app.tgz",  // downgrade
+            "https://other.example:8443/repo/app.tgz",  // another host
+            "https://charts.example.evil:8443/repo/a.tgz", // suffix
+            "https://ci:pw@evil.example:8443/",         // userinfo trick
+        ] {
+            assert!(!sent(other), "{other} must not get the credentials");
+        }
+        // The default port is the same origin written either way.
+        let d = OriginCredentials::new(&Url::parse("https://h.example/").unwrap(), creds());
+        let u = Url::parse("https://h.example:443/x").unwrap();
+        assert!(d.for_request(&client, &u).is_some());
+        assert!(!format!("{c:?}").contains("pw\""), "{c:?}");
+    }
 
     #[test]
     fn url_mirrors_rewrite_the_longest_prefix() {

@@ -47,7 +47,7 @@ mod verify;
 
 pub use client::{chain, BlobStream, Client, Progress};
 pub use error::Error;
-pub use http_fetch::Fetched;
+pub use http_fetch::{Fetched, OriginCredentials};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
