@@ -335,7 +335,8 @@ fn tags(name: &str, view: &RepoView, query: &Query) -> Result<Response, ApiError
 /// distribution, a Docker manifest list is never rewritten into its
 /// linux/amd64 child for a client that does not accept lists: it is refused
 /// the same way. No `Accept` header, `*/*` or a matching `type/*` admits
-/// every type (curl and browsers send those).
+/// every type (curl and browsers send those). Only requests by tag are
+/// negotiated: a request by digest gets the stored bytes whatever it accepts.
 pub fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     if media_type == DOCKER_MANIFEST {
         return true;
@@ -379,7 +380,8 @@ async fn manifest(
     let snap = store.snapshot().await;
     let view = repo(&snap, name)?;
     let unknown = || ApiError::manifest_unknown(name, reference, "manifest unknown");
-    let digest: Digest = if reference.contains(':') {
+    let by_digest = reference.contains(':');
+    let digest: Digest = if by_digest {
         match parse_digest(reference) {
             DigestRef::Sha256(d) if view.manifests.contains(&d) => d,
             DigestRef::Sha256(_) | DigestRef::OtherAlgorithm => return Err(unknown()),
@@ -396,7 +398,9 @@ async fn manifest(
         view.tags.get(reference).cloned().ok_or_else(unknown)?
     };
     let info = snap.manifests.get(&digest).ok_or_else(unknown)?;
-    if !accepts(headers, &info.media_type) {
+    // Content addressed by digest is served as stored whatever `Accept`
+    // says (as distribution does): the client named the exact bytes it wants.
+    if !by_digest && !accepts(headers, &info.media_type) {
         return Err(ApiError::manifest_unknown(
             name,
             reference,

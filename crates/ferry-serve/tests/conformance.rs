@@ -155,6 +155,68 @@ async fn accept_negotiation_never_rewrites() {
 }
 
 #[tokio::test]
+async fn manifests_by_digest_are_served_whatever_accept_lists() {
+    // Content addressed by digest is served as stored, as distribution does:
+    // a Docker manifest list or an OCI index fetched by digest by a client
+    // whose Accept lacks the list type (the case a tag request refuses).
+    let (store, srv) = started().await;
+    let c = client();
+    let accepts = [
+        Some(OCI_MANIFEST.to_string()),
+        Some(DOCKER_MANIFEST.to_string()),
+        Some(format!("{DOCKER_MANIFEST}, {OCI_MANIFEST}")),
+        Some("text/plain".to_string()),
+        None,
+    ];
+    for name in ["fixtures/docker-list", "fixtures/multiarch"] {
+        let image = store.set.image(name);
+        let repo = TestStore::repo(name);
+        for accept in &accepts {
+            for method in [Method::GET, Method::HEAD] {
+                let url = format!(
+                    "{}/v2/{repo}/manifests/{}",
+                    srv.registry_url, image.top.digest
+                );
+                let mut req = c.request(method.clone(), &url);
+                if let Some(a) = accept {
+                    req = req.header(ACCEPT, a.clone());
+                }
+                let r = req.send().await.unwrap();
+                assert_eq!(
+                    r.status(),
+                    StatusCode::OK,
+                    "{method} {url} Accept {accept:?}"
+                );
+                assert_eq!(header(&r, "content-type"), image.top.media_type);
+                assert_eq!(
+                    header(&r, "docker-content-digest"),
+                    image.top.digest.to_string()
+                );
+                let body = r.bytes().await.unwrap();
+                if method == Method::GET {
+                    assert_eq!(body, image.top.bytes, "{url}");
+                } else {
+                    assert!(body.is_empty());
+                }
+            }
+        }
+        // By tag, the same Accept that lacks the list type is still refused:
+        // never a rewrite to a child.
+        let r = c
+            .get(format!(
+                "{}/v2/{repo}/manifests/{}",
+                srv.registry_url, image.tag
+            ))
+            .header(ACCEPT, OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{name} by tag");
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn blobs_stream_with_ranges_and_heads() {
     let (store, srv) = started().await;
     let c = client();
