@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     pub(crate) jobs: tokio::sync::Semaphore,
     /// Adaptive slots per host (see [`crate::gate`]).
     gates: std::sync::Mutex<HashMap<String, Arc<crate::gate::HostGate>>>,
+    /// Loopback hosts given without a scheme, by whether they turned out to
+    /// speak plain HTTP (`true`) or HTTPS (`false`).
+    plain_loopback: std::sync::Mutex<HashMap<String, bool>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -76,6 +79,26 @@ impl std::fmt::Debug for Client {
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
+}
+
+/// How long a loopback host given without a scheme may take to complete a
+/// TLS handshake before it is taken to speak plain HTTP. Real plain-HTTP
+/// servers (distribution, nginx, hyper) refuse a TLS hello at once; this only
+/// bounds a server that waits.
+const LOOPBACK_TLS_PROBE: Duration = Duration::from_secs(3);
+
+/// Whether the connection was refused (nothing listens on the port).
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Who a request is for: the host's endpoint, HTTP client and auth scopes.
@@ -534,6 +557,7 @@ impl Client {
                 auth: AuthCache::default(),
                 jobs,
                 gates: std::sync::Mutex::new(HashMap::new()),
+                plain_loopback: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -551,13 +575,16 @@ impl Client {
             .unwrap_or(&self.inner.config.default_host)
     }
 
-    fn target<'a>(&'a self, host: &'a str) -> Result<Target<'a>, Error> {
-        let ep = Endpoint::resolve(host, self.host_config(host))?;
+    async fn target<'a>(&'a self, host: &'a str) -> Result<Target<'a>, Error> {
+        let mut ep = Endpoint::resolve(host, self.host_config(host))?;
         let http = self
             .inner
             .host_http
             .get(host)
             .unwrap_or(&self.inner.default_http);
+        if ep.may_fall_back && self.speaks_plain_http(host, &ep, http).await {
+            ep = ep.plain();
+        }
         Ok(Target {
             host,
             ep,
@@ -566,15 +593,64 @@ impl Client {
         })
     }
 
+    /// Whether a loopback host given without a scheme speaks plain HTTP:
+    /// HTTPS is tried first (`GET /v2/` without credentials; any HTTP answer
+    /// means TLS works), and when the TLS handshake fails or gets no answer
+    /// within [`LOOPBACK_TLS_PROBE`], the host is spoken to in plain HTTP, as
+    /// docker does for `localhost`. The answer is kept for the client's life,
+    /// except when nothing listens (connection refused): then plain HTTP is
+    /// used for this request and the next one asks again.
+    async fn speaks_plain_http(&self, host: &str, ep: &Endpoint, http: &reqwest::Client) -> bool {
+        if let Some(plain) = self.plain_loopback_of(host) {
+            return plain;
+        }
+        let probe = tokio::time::timeout(LOOPBACK_TLS_PROBE, http.get(ep.v2()).send()).await;
+        let plain = match probe {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) if refused(&e) => return true,
+            Ok(Err(_)) | Err(_) => true,
+        };
+        self.inner
+            .plain_loopback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), plain);
+        plain
+    }
+
+    fn plain_loopback_of(&self, host: &str) -> Option<bool> {
+        self.inner
+            .plain_loopback
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .copied()
+    }
+
+    /// Whether requests to `host` go over plain HTTP: set by
+    /// [`HostConfig::plain_http`], or found out for a loopback host given
+    /// without a scheme (after a first request). `None` when not known yet.
+    pub fn uses_plain_http(&self, host: &str) -> Option<bool> {
+        let cfg = self.host_config(host);
+        if cfg.plain_http {
+            return Some(true);
+        }
+        match Endpoint::resolve(host, cfg) {
+            Ok(ep) if ep.may_fall_back => self.plain_loopback_of(host),
+            Ok(ep) => Some(ep.base.scheme() == "http"),
+            Err(_) => None,
+        }
+    }
+
     /// The target for an operation on `repo`: pull, or pull+push, plus pull on
     /// the source of a mount.
-    fn repo_target<'a>(
+    async fn repo_target<'a>(
         &'a self,
         repo: &'a Repo,
         push: bool,
         from: Option<&Repo>,
     ) -> Result<Target<'a>, Error> {
-        let mut t = self.target(&repo.host)?;
+        let mut t = self.target(&repo.host).await?;
         let actions = if push { "pull,push" } else { "pull" };
         t.scopes
             .push(format!("repository:{}:{actions}", t.ep.name(&repo.path)));
@@ -859,7 +935,7 @@ impl Client {
     /// Checks that `host` speaks the registry API (`GET /v2/`), authenticating
     /// if it asks to.
     pub async fn ping(&self, host: &str) -> Result<(), Error> {
-        let t = self.target(host)?;
+        let t = self.target(host).await?;
         let req = Req::new(Method::GET, t.ep.v2());
         let (t, req) = (&t, &req);
         self.retry_op(|| async move {
@@ -877,7 +953,7 @@ impl Client {
     /// list. When `reference` is a digest the bytes are checked against it.
     /// Manifests over 16 MiB are refused.
     pub async fn get_manifest(&self, repo: &Repo, reference: &str) -> Result<Manifest, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let req = Req::new(
             Method::GET,
             t.ep.repo_url(&repo.path, &format!("manifests/{reference}")),
@@ -926,7 +1002,7 @@ impl Client {
         repo: &Repo,
         reference: &str,
     ) -> Result<Option<(Digest, String, u64)>, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let req = Req::new(
             Method::HEAD,
             t.ep.repo_url(&repo.path, &format!("manifests/{reference}")),
@@ -987,7 +1063,7 @@ impl Client {
         media_type: &str,
         bytes: Bytes,
     ) -> Result<Digest, Error> {
-        let t = self.repo_target(repo, true, None)?;
+        let t = self.repo_target(repo, true, None).await?;
         let url = t.ep.repo_url(&repo.path, &format!("manifests/{reference}"));
         let digest = Digest::of(&bytes);
         if let Ok(expected) = reference.parse::<Digest>() {
@@ -1017,7 +1093,7 @@ impl Client {
 
     /// Checks whether a blob exists (HEAD): its size, or `Ok(None)` on 404.
     pub async fn head_blob(&self, repo: &Repo, digest: &Digest) -> Result<Option<u64>, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let req = Req::new(
             Method::HEAD,
             t.ep.repo_url(&repo.path, &format!("blobs/{digest}")),
@@ -1051,7 +1127,7 @@ impl Client {
         digest: &Digest,
         expected_size: Option<u64>,
     ) -> Result<BlobStream, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let req = Req::new(
             Method::GET,
             t.ep.repo_url(&repo.path, &format!("blobs/{digest}")),
@@ -1194,7 +1270,7 @@ impl Client {
         mut state: Download,
         progress: Option<Progress<'_>>,
     ) -> Result<Download, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let url = t.ep.repo_url(&repo.path, &format!("blobs/{digest}"));
         state.url = safe_url(&url);
         let max = self.max_attempts();
@@ -1371,7 +1447,7 @@ impl Client {
             tracing::debug!("not mounting {digest} from {from} into {repo}: different hosts");
             return Ok(false);
         }
-        let t = self.repo_target(repo, true, Some(from))?;
+        let t = self.repo_target(repo, true, Some(from)).await?;
         let mut url = t.ep.repo_url(&repo.path, "blobs/uploads/");
         url.set_query(Some(&format!(
             "mount={digest}&from={}",
@@ -1438,7 +1514,7 @@ impl Client {
                 reason: format!("the data to send hashes to {actual}"),
             });
         }
-        let t = self.repo_target(repo, true, None)?;
+        let t = self.repo_target(repo, true, None).await?;
         let t = &t;
         let data = &data;
         self.retry_op(|| async move {
@@ -1476,7 +1552,7 @@ impl Client {
         size: u64,
         mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<(), Error> {
-        let t = self.repo_target(repo, true, None)?;
+        let t = self.repo_target(repo, true, None).await?;
         let tr = &t;
         let mut location = self.retry_op(|| self.start_upload(tr, repo)).await?;
         if let Err(e) = self
@@ -1660,7 +1736,7 @@ impl Client {
     /// Lists a repository's tags, following `Link: <…>; rel="next"` pages.
     /// An unknown repository (404 `NAME_UNKNOWN`) has no tags.
     pub async fn list_tags(&self, repo: &Repo) -> Result<Vec<String>, Error> {
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let mut url = t.ep.repo_url(&repo.path, "tags/list");
         let mut tags = Vec::new();
         let mut seen = HashSet::new();
@@ -1733,7 +1809,7 @@ impl Client {
             #[serde(default)]
             manifests: Vec<Descriptor>,
         }
-        let t = self.repo_target(repo, false, None)?;
+        let t = self.repo_target(repo, false, None).await?;
         let mut url = t.ep.repo_url(&repo.path, &format!("referrers/{digest}"));
         let mut found = Vec::new();
         let mut seen = HashSet::new();

@@ -20,6 +20,9 @@ pub(crate) struct Endpoint {
     pub authority: String,
     /// The name credentials are looked up under (`docker.io`, the mirror's authority, …).
     pub cred_host: String,
+    /// HTTPS was chosen by default for a loopback host: if that host turns
+    /// out to speak plain HTTP, plain HTTP is used instead (as docker does).
+    pub may_fall_back: bool,
 }
 
 /// Whether `host[:port]` names the local machine (`localhost`, `127.0.0.0/8`, `::1`).
@@ -126,6 +129,7 @@ impl Endpoint {
                 prefix,
                 cred_host: authority.clone(),
                 authority,
+                may_fall_back: false,
             });
         }
         if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
@@ -136,11 +140,8 @@ impl Endpoint {
         } else {
             host
         };
-        let scheme = if cfg.plain_http || is_loopback(host) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = if cfg.plain_http { "http" } else { "https" };
+        let may_fall_back = !cfg.plain_http && !cfg.https && is_loopback(host);
         let base =
             Url::parse(&format!("{scheme}://{target}/")).map_err(|e| invalid(e.to_string()))?;
         let cred_host = if is_docker_hub(host) {
@@ -153,7 +154,16 @@ impl Endpoint {
             base,
             prefix: String::new(),
             cred_host,
+            may_fall_back,
         })
+    }
+
+    /// This endpoint over plain HTTP (after a loopback host answered the
+    /// HTTPS attempt in plain HTTP).
+    pub(crate) fn plain(mut self) -> Endpoint {
+        let _ = self.base.set_scheme("http");
+        self.may_fall_back = false;
+        self
     }
 
     /// `<base>/v2/`.
@@ -214,7 +224,19 @@ mod tests {
             "[::1]",
         ] {
             assert!(is_loopback(h), "{h}");
-            assert_eq!(ep(h, HostConfig::default()).base.scheme(), "http", "{h}");
+            // HTTPS first; plain HTTP only once the host answers in plain HTTP.
+            let e = ep(h, HostConfig::default());
+            assert_eq!(e.base.scheme(), "https", "{h}");
+            assert!(e.may_fall_back, "{h}");
+            assert_eq!(e.plain().base.scheme(), "http", "{h}");
+            // TLS asked for: no fallback, loopback included.
+            let cfg = HostConfig {
+                https: true,
+                ..HostConfig::default()
+            };
+            let e = ep(h, cfg);
+            assert_eq!(e.base.scheme(), "https", "{h}");
+            assert!(!e.may_fall_back, "{h}");
         }
         for h in [
             "registry.corp",
@@ -225,9 +247,13 @@ mod tests {
             assert!(!is_loopback(h), "{h}");
         }
         assert_eq!(
-            ep("[::1]:5000", HostConfig::default()).v2().as_str(),
+            ep("[::1]:5000", HostConfig::default())
+                .plain()
+                .v2()
+                .as_str(),
             "http://[::1]:5000/v2/"
         );
+        assert!(!ep("registry.corp", HostConfig::default()).may_fall_back);
     }
 
     #[test]

@@ -59,8 +59,14 @@ use ferry_bundle::digest::Digest;
 /// Per-registry-host settings.
 #[derive(Debug, Clone, Default)]
 pub struct HostConfig {
-    /// Speak plain HTTP to this host (loopback hosts default to it, as docker does).
+    /// Speak plain HTTP to this host (`http://`, `--plain-http`).
     pub plain_http: bool,
+    /// Speak only HTTPS to this host, loopback included (TLS was asked for:
+    /// an explicit `https://`, or a CA, client certificate or `insecure` set
+    /// for this host). Without either flag HTTPS is used too, except that a
+    /// loopback host (`localhost`, `127.0.0.0/8`, `::1`) whose port does not
+    /// complete a TLS handshake is spoken to in plain HTTP, as docker does.
+    pub https: bool,
     /// Do not verify the TLS certificate.
     pub insecure_skip_verify: bool,
     /// Extra CA bundle (PEM) trusted for this host.

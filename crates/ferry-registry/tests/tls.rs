@@ -53,7 +53,11 @@ fn make_pki(dir: &Path) {
     ]);
     openssl(dir, &ca);
     for (name, eku, san) in [
-        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
+        (
+            "server",
+            "serverAuth",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        ),
         ("client", "clientAuth", ""),
     ] {
         let key = format!("{name}.key");
@@ -166,6 +170,97 @@ async fn custom_ca_and_client_certificate_reach_an_https_registry() {
         ..host_config(&url)
     });
     assert!(no_cert.ping("secure.test").await.is_err());
+}
+
+/// A TLS registry on a loopback address, addressed as `127.0.0.1:PORT` and as
+/// `localhost:PORT` (the `kubectl port-forward` / SSH tunnel case): without a
+/// scheme HTTPS is tried first and works with the CA; with `https` asked
+/// for it is the only scheme; a plain-HTTP loopback registry still works
+/// without a scheme, and refuses to be spoken to when HTTPS was asked for.
+#[tokio::test]
+async fn tls_registries_on_loopback_are_spoken_to_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let p = dir.path();
+    let tls = format!(
+        "{{certificate: {}, key: {}}}",
+        p.join("server.pem").display(),
+        p.join("server.key").display(),
+    );
+    let ca = p.join("ca.pem");
+    let Some(reg) = registry_with_tls(dir, &tls) else {
+        return;
+    };
+    let port = reg.addr.port();
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
+        for https in [false, true] {
+            let mut config = fast_config();
+            config.hosts.insert(
+                host.clone(),
+                HostConfig {
+                    ca_file: Some(ca.clone()),
+                    https,
+                    ..HostConfig::default()
+                },
+            );
+            let client = Client::new(config).unwrap();
+            client
+                .ping(&host)
+                .await
+                .unwrap_or_else(|e| panic!("{host} (https: {https}): {}", ferry_chain(&e)));
+            let repo = Repo {
+                host: host.clone(),
+                path: "tls/loopback".into(),
+            };
+            let data = Bytes::from(format!("over tls to {host}"));
+            let d = Digest::of(&data);
+            client.upload_blob(&repo, &d, data.clone()).await.unwrap();
+            assert_eq!(
+                client.head_blob(&repo, &d).await.unwrap(),
+                Some(data.len() as u64)
+            );
+            assert_eq!(client.uses_plain_http(&host), Some(false), "{host}");
+        }
+    }
+    // Without the CA, TLS is still what is spoken (the certificate is
+    // refused), never a silent fall back to plain HTTP.
+    let mut config = fast_config();
+    let host = format!("127.0.0.1:{port}");
+    config.hosts.insert(
+        host.clone(),
+        HostConfig {
+            https: true,
+            ..HostConfig::default()
+        },
+    );
+    let e = Client::new(config).unwrap().ping(&host).await.unwrap_err();
+    assert!(
+        ferry_chain(&e).to_lowercase().contains("certificate"),
+        "{}",
+        ferry_chain(&e)
+    );
+
+    // A plain-HTTP registry on loopback: found out without a scheme...
+    let Some(plain) = common::registry() else {
+        return;
+    };
+    let client = Client::new(fast_config()).unwrap();
+    client.ping(&plain.host()).await.unwrap();
+    assert_eq!(client.uses_plain_http(&plain.host()), Some(true));
+    // ...and refused when HTTPS was asked for.
+    let mut config = fast_config();
+    config.hosts.insert(
+        plain.host(),
+        HostConfig {
+            https: true,
+            ..HostConfig::default()
+        },
+    );
+    assert!(Client::new(config)
+        .unwrap()
+        .ping(&plain.host())
+        .await
+        .is_err());
 }
 
 #[test]

@@ -435,6 +435,11 @@ async fn read_head<R: AsyncRead + Unpin>(
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
+        // A TLS handshake record (a client trying HTTPS first on loopback):
+        // closed at once, as a plain HTTP server refuses it; never recorded.
+        if buf[0] == 0x16 {
+            return Ok(None);
+        }
     }
 }
 

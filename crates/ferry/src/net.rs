@@ -52,6 +52,7 @@ pub fn client(
 ) -> Result<Client, Failure> {
     let base = HostConfig {
         plain_http: false,
+        https: false,
         insecure_skip_verify: args.insecure,
         ca_file: args.ca.clone(),
         client_cert: args.client_cert.clone().zip(args.client_key.clone()),
@@ -68,6 +69,8 @@ pub fn client(
     for (host, s) in spec_registries {
         let mut h = base.clone();
         h.plain_http = s.plain_http;
+        // TLS settings written for this host ask for TLS, loopback included.
+        h.https = !s.plain_http && (s.insecure || s.ca.is_some() || s.cert.is_some());
         h.insecure_skip_verify |= s.insecure;
         if s.ca.is_some() {
             h.ca_file = s.ca.clone();
@@ -109,7 +112,9 @@ pub fn client(
             .entry(host.to_string())
             .or_insert_with(|| base.clone());
         if let Some(p) = plain {
+            // `http://` or `https://` given: exactly that scheme.
             h.plain_http = p;
+            h.https = !p;
         }
         if creds.is_some() {
             h.credentials = creds;

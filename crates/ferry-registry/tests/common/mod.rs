@@ -321,6 +321,10 @@ async fn read_head(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
             return None;
         }
         buf.extend_from_slice(&tmp[..n]);
+        // A TLS handshake record: a plain HTTP server refuses it at once.
+        if buf[0] == 0x16 {
+            return None;
+        }
     }
 }
 

@@ -215,7 +215,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             ));
         }
         out.push_str("run `ferry verify` to check every byte before the real import");
-        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, ui)? {
+        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, &client, ui)? {
             out.push_str(&list);
         }
         ui.result(&out);
@@ -291,7 +291,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         out.push_str(&format!("\nreceipt written to {}", r.display()));
     }
     if report.failed.is_empty() {
-        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, ui)? {
+        if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, &client, ui)? {
             out.push_str(&list);
         }
     } else if a.emit_config.is_some() {
@@ -324,6 +324,7 @@ fn emit_config(
     a: &ImportArgs,
     target: Option<&Target>,
     mapping: &Mapping,
+    client: &ferry_registry::Client,
     ui: &Arc<Ui>,
 ) -> Result<Option<String>, Failure> {
     use ferry_bundle::head::{read_head, HeadError};
@@ -336,10 +337,20 @@ fn emit_config(
         HeadError::Open { .. } => Failure::env(e),
         _ => Failure::input(e),
     })?;
+    // The scheme the nodes use is the one the import used: given
+    // (`http://`, `https://`, `--plain-http`), else what the client found out
+    // for a loopback host (HTTPS first); a `--mirror-url` loopback host
+    // without a scheme is `ferry serve`'s plain HTTP default.
     let plain_http = target.is_some_and(|t| {
-        t.plain_http.unwrap_or_else(|| {
-            a.net.plain_http.iter().any(|h| h == &t.host) || is_loopback_host(&t.host)
-        })
+        t.plain_http
+            .or_else(|| {
+                (a.mirror_url.is_none())
+                    .then(|| client.uses_plain_http(&t.host))
+                    .flatten()
+            })
+            .unwrap_or_else(|| {
+                a.net.plain_http.iter().any(|h| h == &t.host) || is_loopback_host(&t.host)
+            })
     });
     // An http(s) --files target is also where clients find the files, unless told otherwise.
     let files_url = a
@@ -352,7 +363,7 @@ fn emit_config(
                 .cloned()
         })
         .or_else(|| a.mirror_url.clone());
-    let client = match a.emit_client.as_slice() {
+    let client_cert = match a.emit_client.as_slice() {
         [cert, key] => Some((cert.clone(), key.clone())),
         _ => None,
     };
@@ -365,7 +376,7 @@ fn emit_config(
         files_port: a.files_port,
         default_host: a.emit_default,
         ca: a.emit_ca.clone(),
-        client,
+        client: client_cert,
         skip_verify: a.emit_skip_verify,
         plain_http,
     };
