@@ -16,6 +16,8 @@
 //! - [`proxy`]: [`proxy::FaultProxy`], an HTTP/1.1 proxy in front of a real
 //!   registry that injects error statuses, 429 with `Retry-After`, cut
 //!   connections and stalls;
+//! - [`pki`]: a private CA and a server certificate for loopback, for the
+//!   TLS registry ([`registry::RegistryOptions`]) and `ferry serve --tls-*`;
 //! - [`tools`]: `skopeo` as an independent client, to check what a registry
 //!   holds;
 //! - [`nginx`]: Debian's nginx on a free loopback port, read-only (an
@@ -49,6 +51,7 @@ pub mod containerd;
 pub mod dataset;
 pub mod fixtures;
 pub mod nginx;
+pub mod pki;
 pub mod proxy;
 pub mod registry;
 pub mod store;

@@ -26,6 +26,16 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How many ports [`Registry::start`] tries when the one it picked is taken.
 const PORT_ATTEMPTS: usize = 5;
 
+/// How [`Registry::start_with`] configures the registry.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Serve HTTPS with this PEM certificate and key (`http.tls`).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require this user and password (`auth.htpasswd`, a bcrypt entry).
+    /// Never printed.
+    pub htpasswd: Option<(String, String)>,
+}
+
 /// A running `docker-registry serve` on `127.0.0.1:<port>`, killed on drop.
 ///
 /// Its storage and log live in a temporary directory removed on drop.
@@ -33,6 +43,7 @@ const PORT_ATTEMPTS: usize = 5;
 /// for tests of a registry that goes away in the middle of an operation.
 pub struct Registry {
     dir: tempfile::TempDir,
+    options: RegistryOptions,
     port: u16,
     child: Option<Child>,
     /// Length of the log file when the current process was started.
@@ -45,14 +56,27 @@ impl Registry {
     ///
     /// The error names the port and carries the registry's log.
     pub fn start() -> Result<Registry> {
+        Registry::start_with(RegistryOptions::default())
+    }
+
+    /// Like [`Registry::start`], with TLS and/or htpasswd auth. Ready means
+    /// `GET /v2/` answers (200, or 401 with htpasswd) over the configured
+    /// scheme.
+    pub fn start_with(options: RegistryOptions) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-registry-")
             .tempdir()
             .context("failed to create the registry's temporary directory")?;
         std::fs::create_dir_all(dir.path().join("data"))
             .context("failed to create the registry's storage directory")?;
+        if let Some((user, password)) = &options.htpasswd {
+            let hash = bcrypt::hash(password, 4).context("failed to hash the htpasswd password")?;
+            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n"))
+                .context("failed to write the registry's htpasswd file")?;
+        }
         let mut reg = Registry {
             dir,
+            options,
             port: 0,
             child: None,
             log_start: 0,
@@ -79,9 +103,14 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The socket address the registry listens on (for [`crate::proxy::FaultProxy`]).
@@ -166,15 +195,28 @@ impl Registry {
     }
 
     fn write_config(&self) -> Result<()> {
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            data = yaml_quote(&self.storage_dir()),
-            port = self.port
-        );
-        std::fs::write(self.config_path(), config)
+        // JSON is YAML: the configuration goes through a serializer.
+        let mut http = serde_json::json!({"addr": format!("127.0.0.1:{}", self.port)});
+        if let Some((cert, key)) = &self.options.tls {
+            http["tls"] = serde_json::json!({"certificate": cert, "key": key});
+        }
+        let mut config = serde_json::json!({
+            "version": "0.1",
+            "log": {"level": "warn", "accesslog": {"disabled": true}},
+            "storage": {
+                "filesystem": {"rootdirectory": self.storage_dir()},
+                "delete": {"enabled": true},
+            },
+            "http": http,
+        });
+        if self.options.htpasswd.is_some() {
+            config["auth"] = serde_json::json!({
+                "htpasswd": {"realm": "ferry-test", "path": self.dir.path().join("htpasswd")}
+            });
+        }
+        let text =
+            serde_json::to_vec_pretty(&config).context("failed to render the registry config")?;
+        std::fs::write(self.config_path(), text)
             .with_context(|| format!("failed to write {}", self.config_path().display()))
     }
 
@@ -221,8 +263,17 @@ impl Registry {
                     );
                 }
             }
+            if self.options.tls.is_some() {
+                // TLS: listening is enough (the client side is what is tested).
+                if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             match http_get_status(addr, "/v2/") {
                 Ok(200) => return Ok(()),
+                Ok(401) if self.options.htpasswd.is_some() => return Ok(()),
                 Ok(code) => last = format!("GET /v2/ answered {code}"),
                 Err(e) => last = format!("GET /v2/ failed: {e}"),
             }
@@ -258,12 +309,6 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()
         .context("failed to read the bound address")?
         .port())
-}
-
-/// A YAML double-quoted scalar holding `path`.
-fn yaml_quote(path: &Path) -> String {
-    let s = path.to_string_lossy();
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The status code of a plain `GET path` on `addr` (HTTP/1.1, no keep-alive).

@@ -75,12 +75,14 @@ fn the_registry_starts_on_loopback_and_answers_v2() {
             .status()
     });
     assert_eq!(status, 200);
-    let config = std::fs::read_to_string(reg.config_path()).unwrap();
-    assert!(
-        config.contains(&format!("addr: {}", reg.host())),
-        "{config}"
+    // The configuration is JSON (a YAML subset), written by a serializer.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.config_path()).unwrap()).unwrap();
+    assert_eq!(config["http"]["addr"], reg.host().as_str(), "{config}");
+    assert_eq!(
+        config["storage"]["filesystem"]["rootdirectory"],
+        reg.storage_dir().to_string_lossy().as_ref()
     );
-    assert!(config.contains(&reg.storage_dir().to_string_lossy().into_owned()));
 }
 
 #[test]
@@ -162,5 +164,49 @@ fn require_tool_skips_missing_tools_or_fails_under_ci() {
         );
     } else {
         assert!(!r.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_tls_registry_with_htpasswd_asks_for_credentials_over_https() {
+    if !require_tool("docker-registry") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ferry_testkit::pki::Pki::generate(dir.path()).unwrap();
+    let reg =
+        ferry_testkit::registry::Registry::start_with(ferry_testkit::registry::RegistryOptions {
+            tls: Some((pki.cert.clone(), pki.key.clone())),
+            htpasswd: Some(("puller".into(), "pull-pw".into())),
+        })
+        .unwrap();
+    assert!(reg.url().starts_with("https://127.0.0.1:"));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .no_proxy()
+        .build()
+        .unwrap();
+    for host in [
+        format!("127.0.0.1:{}", reg.port()),
+        format!("localhost:{}", reg.port()),
+    ] {
+        let url = format!("https://{host}/v2/");
+        let status = |r: reqwest::Response| r.status().as_u16();
+        assert_eq!(status(client.get(&url).send().await.unwrap()), 401, "{url}");
+        let ok = client
+            .get(&url)
+            .basic_auth("puller", Some("pull-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(ok), 200, "{url}");
+        let bad = client
+            .get(&url)
+            .basic_auth("puller", Some("wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(bad), 401, "{url}");
     }
 }
