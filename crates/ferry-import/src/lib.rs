@@ -9,7 +9,12 @@
 //! repositories that need them, and only when every blob an item needs is
 //! verified and present are its manifests pushed, children first, tags last.
 //! A bad blob means no manifest that references it is pushed; the rest lands.
+//!
+//! [`archives`] is the first node's path instead (`--archives DIR`): one OCI
+//! archive per image that `ctr images import`, k3s/RKE2 and `podman load`
+//! read directly, written all or nothing from one verified read.
 
+pub mod archives;
 pub mod emit;
 pub mod falcoctl;
 pub mod files;

@@ -267,6 +267,31 @@ impl Containerd {
         self.image_digest(reference)
     }
 
+    /// Loads an image archive the way a first node would: `ctr images import
+    /// --snapshotter native [--all-platforms] FILE` (the current platform
+    /// only, unless `all_platforms`). The error carries ctr's output.
+    pub fn import(&self, archive: &Path, all_platforms: bool) -> Result<String> {
+        let mut args = self.ctr_args();
+        args.extend([
+            "images".into(),
+            "import".into(),
+            "--snapshotter".into(),
+            "native".into(),
+        ]);
+        if all_platforms {
+            args.push("--all-platforms".into());
+        }
+        args.push(archive.to_string_lossy().into_owned());
+        let out = run_tool(CTR_BIN, &args).map_err(|e| {
+            e.context(format!(
+                "containerd could not import {}; containerd's log:\n{}",
+                archive.display(),
+                self.log()
+            ))
+        })?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The digest containerd holds for `reference`, from `ctr images ls`.
     pub fn image_digest(&self, reference: &str) -> Result<String> {
         let mut args = self.ctr_args();

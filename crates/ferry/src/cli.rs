@@ -195,8 +195,20 @@ pub struct ImportArgs {
     /// The bundle file, or a split bundle's parts manifest (*.parts.json) or first part (*.part-000).
     pub bundle: PathBuf,
     /// Target registry: [http(s)://]HOST[:PORT][/PREFIX].
-    #[arg(long, value_name = "URL", required_unless_present_any = ["files", "store"])]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["files", "store", "archives"])]
     pub registry: Option<String>,
+    /// The first node, before any registry exists: write one OCI archive per image into DIR
+    /// (`ctr -n k8s.io images import`, the k3s/RKE2 agent `images/` directory, `podman load`),
+    /// digests intact; nothing else is imported.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["registry", "store", "files", "emit_config", "dry_run", "receipt"])]
+    pub archives: Option<PathBuf>,
+    /// With --archives: keep only this platform of every multi-arch image (repeatable), e.g. linux/amd64.
+    #[arg(
+        long = "archive-platform",
+        value_name = "OS/ARCH",
+        requires = "archives"
+    )]
+    pub archive_platforms: Vec<String>,
     /// Import into a local mirror store (an OCI layout plus the file tree) that `ferry serve` serves.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["registry", "files"])]
     pub store: Option<PathBuf>,

@@ -47,6 +47,9 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
     // The trusted key is loaded before anything else is opened or created.
     let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
+    if let Some(dir) = &a.archives {
+        return super::archives::write(&a, dir, key, ui, started).await;
+    }
     let store = match &a.store {
         Some(dir) if !a.dry_run => Some(Arc::new(
             ferry_import::store::Store::open(dir).map_err(Failure::env)?,

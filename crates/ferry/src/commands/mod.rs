@@ -1,5 +1,6 @@
 //! One function per subcommand.
 
+mod archives;
 mod export;
 mod images;
 mod import;
