@@ -1,10 +1,38 @@
 //! Output: progress bars on a TTY, plain lines otherwise, JSON lines with `--json`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
+
+/// Set once stdout was closed by its reader (`ferry inspect … | head`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` and a newline to stdout. A reader that went away (a closed
+/// pipe) ends output quietly: nothing more is written to stdout, no panic,
+/// and the command runs to its own end and exit code (an import piped into
+/// `head` still completes, and says so in its exit code).
+pub fn stdout_line(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let r = out
+        .write_all(bytes)
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush());
+    if r.is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A line on stderr; a closed stderr is ignored, never a panic.
+fn stderr_line(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{msg}");
+}
 
 /// How output is rendered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +76,10 @@ impl Ui {
                 let bar = self.bar.lock().ok().and_then(|b| b.clone());
                 match bar {
                     Some(b) => b.println(msg),
-                    None => eprintln!("{msg}"),
+                    None => stderr_line(msg),
                 }
             }
-            Mode::Plain => eprintln!("{msg}"),
+            Mode::Plain => stderr_line(msg),
             Mode::Json => self.json(json!({"event": "log", "message": msg})),
             Mode::Quiet => {}
         }
@@ -60,10 +88,9 @@ impl Ui {
     /// A JSON event (only in JSON mode).
     pub fn json(&self, v: Value) {
         if self.mode == Mode::Json {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut out, &v);
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
+            if let Ok(line) = serde_json::to_vec(&v) {
+                stdout_line(&line);
+            }
         }
     }
 
@@ -128,7 +155,7 @@ impl Ui {
     /// The final human summary on stdout (suppressed in JSON and quiet modes).
     pub fn result(&self, msg: &str) {
         if matches!(self.mode, Mode::Tty | Mode::Plain) {
-            println!("{msg}");
+            stdout_line(msg.as_bytes());
         }
     }
 }

@@ -34,7 +34,7 @@ pub async fn images(a: ImagesArgs, ui: &Arc<Ui>) -> CmdResult {
             } else {
                 // One reference per line on stdout, even with --quiet: this is the output.
                 for r in &all {
-                    println!("{r}");
+                    crate::ui::stdout_line(r.as_bytes());
                 }
             }
             Ok(0)
@@ -70,7 +70,7 @@ fn from_chart(path: &Path, ui: &Ui) -> CmdResult {
         }
         // One reference per line on stdout, even with --quiet: this is the output.
         for r in &found.images {
-            println!("{r}");
+            crate::ui::stdout_line(r.to_string().as_bytes());
         }
     }
     Ok(0)
