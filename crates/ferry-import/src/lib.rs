@@ -19,6 +19,7 @@ pub mod emit;
 pub mod falcoctl;
 pub mod files;
 pub mod helm_index;
+pub mod prune;
 pub mod receipt;
 pub mod referrers;
 pub mod target;

@@ -16,7 +16,7 @@
 //! import opens the store. An exclusive lock on `DIR/.ferry-lock` keeps two
 //! imports from interleaving their index updates.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -324,8 +324,75 @@ impl Store {
         for e in self.entries()?.into_iter().chain(pending.iter().cloned()) {
             all.insert(e.key(), e);
         }
-        let manifests: Vec<Value> = all
-            .values()
+        self.write_index(all.values())?;
+        Ok(pending.len())
+    }
+
+    /// Keeps only the index.json entries `keep` accepts (atomically);
+    /// returns how many were removed. Blobs stay until
+    /// [`Store::remove_unreferenced_blobs`].
+    pub fn retain_entries(&self, keep: impl Fn(&Entry) -> bool) -> Result<usize, StoreError> {
+        let all = self.entries()?;
+        let before = all.len();
+        let kept: Vec<Entry> = all.into_iter().filter(|e| keep(e)).collect();
+        let removed = before - kept.len();
+        if removed > 0 {
+            self.write_index(kept.iter())?;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every blob that no index.json entry reaches (manifests,
+    /// index children, configs, layers, and the subjects of referrers kept by
+    /// digest); returns the blobs deleted and their bytes. Runs under the
+    /// store's lock, so no import is writing; a running `ferry serve` sees the
+    /// new index.json and never a reachable blob removed.
+    pub fn remove_unreferenced_blobs(&self) -> Result<(usize, u64), StoreError> {
+        let mut reachable: BTreeSet<Digest> = BTreeSet::new();
+        let mut queue: Vec<Digest> = self.entries()?.into_iter().map(|e| e.digest).collect();
+        while let Some(d) = queue.pop() {
+            if !reachable.insert(d.clone()) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(self.blob_path(&d)) else {
+                continue;
+            };
+            if let Ok(parsed) = ferry_bundle::manifest::parse(&bytes, None) {
+                for c in parsed.manifests.iter().chain(parsed.blobs()) {
+                    queue.push(c.digest.clone());
+                }
+            }
+        }
+        let dir = self.dir.join("blobs").join("sha256");
+        let mut removed = (0usize, 0u64);
+        for e in std::fs::read_dir(&dir).map_err(io("read", &dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            if reachable.contains(&d) {
+                continue;
+            }
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    removed.0 += 1;
+                    removed.1 += size;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(io("remove", &e.path())(err)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A blob's bytes, when the store has it.
+    pub fn read_blob(&self, d: &Digest) -> Option<Vec<u8>> {
+        std::fs::read(self.blob_path(d)).ok()
+    }
+
+    fn write_index<'e>(&self, entries: impl Iterator<Item = &'e Entry>) -> Result<(), StoreError> {
+        let manifests: Vec<Value> = entries
             .map(|e| {
                 let mut ann = serde_json::Map::new();
                 ann.insert(ANN_IMAGE_NAME.into(), json!(e.ref_name()));
@@ -354,8 +421,7 @@ impl Store {
             op: "write",
             path: path.clone(),
             source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(pending.len())
+        })
     }
 }
 

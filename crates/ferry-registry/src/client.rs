@@ -1091,6 +1091,34 @@ impl Client {
         .await
     }
 
+    /// Deletes a manifest by digest (`DELETE /v2/<name>/manifests/<digest>`),
+    /// which removes every tag pointing at it; blobs are freed by the
+    /// registry's garbage collection. `Ok(false)` when it was already gone
+    /// (404), so a repeated delete is harmless. A registry that does not
+    /// allow deletes answers 405 (distribution without
+    /// `storage.delete.enabled: true`): an [`Error::Http`] with that status.
+    pub async fn delete_manifest(&self, repo: &Repo, digest: &Digest) -> Result<bool, Error> {
+        let mut t = self.target(&repo.host).await?;
+        t.scopes.push(format!(
+            "repository:{}:pull,push,delete",
+            t.ep.name(&repo.path)
+        ));
+        let req = Req::new(
+            Method::DELETE,
+            t.ep.repo_url(&repo.path, &format!("manifests/{digest}")),
+        );
+        let (t, req) = (&t, &req);
+        self.retry_op(|| async move {
+            let resp = self.execute(t, req).await?;
+            match resp.status() {
+                StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(self.http_error(req, resp).await),
+            }
+        })
+        .await
+    }
+
     /// Checks whether a blob exists (HEAD): its size, or `Ok(None)` on 404.
     pub async fn head_blob(&self, repo: &Repo, digest: &Digest) -> Result<Option<u64>, Error> {
         let t = self.repo_target(repo, false, None).await?;

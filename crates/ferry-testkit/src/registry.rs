@@ -34,6 +34,9 @@ pub struct RegistryOptions {
     /// Require this user and password (`auth.htpasswd`, a bcrypt entry).
     /// Never printed.
     pub htpasswd: Option<(String, String)>,
+    /// Refuse manifest deletes (405), as distribution does by default;
+    /// [`Registry::start`] enables them (`storage.delete.enabled`).
+    pub no_delete: bool,
 }
 
 /// A running `docker-registry serve` on `127.0.0.1:<port>`, killed on drop.
@@ -116,6 +119,29 @@ impl Registry {
     /// The socket address the registry listens on (for [`crate::proxy::FaultProxy`]).
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Runs the registry's garbage collection (`docker-registry
+    /// garbage-collect CONFIG`) on its storage; the registry
+    /// is stopped for it and started again on the same port. Returns the
+    /// bytes under the storage before and after.
+    pub fn garbage_collect(&mut self) -> Result<(u64, u64)> {
+        let before = dir_bytes(&self.storage_dir());
+        self.kill();
+        let out = Command::new(REGISTRY_BIN)
+            .arg("garbage-collect")
+            .arg(self.config_path())
+            .output()
+            .with_context(|| format!("failed to run `{REGISTRY_BIN} garbage-collect`"))?;
+        if !out.status.success() {
+            bail!(
+                "`{REGISTRY_BIN} garbage-collect` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let after = dir_bytes(&self.storage_dir());
+        self.restart()?;
+        Ok((before, after))
     }
 
     /// The port the registry listens on.
@@ -205,7 +231,7 @@ impl Registry {
             "log": {"level": "warn", "accesslog": {"disabled": true}},
             "storage": {
                 "filesystem": {"rootdirectory": self.storage_dir()},
-                "delete": {"enabled": true},
+                "delete": {"enabled": !self.options.no_delete},
             },
             "http": http,
         });
@@ -301,6 +327,22 @@ impl std::fmt::Debug for Registry {
             .field("dir", &self.dir.path())
             .finish()
     }
+}
+
+/// Bytes of the regular files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

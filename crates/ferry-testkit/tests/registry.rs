@@ -178,6 +178,7 @@ async fn a_tls_registry_with_htpasswd_asks_for_credentials_over_https() {
         ferry_testkit::registry::Registry::start_with(ferry_testkit::registry::RegistryOptions {
             tls: Some((pki.cert.clone(), pki.key.clone())),
             htpasswd: Some(("puller".into(), "pull-pw".into())),
+            ..Default::default()
         })
         .unwrap();
     assert!(reg.url().starts_with("https://127.0.0.1:"));

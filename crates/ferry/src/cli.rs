@@ -39,6 +39,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Manage bundle signing keys (minisign format).
     Key(KeyArgs),
+    /// Take out of a mirror what ferry put there and no kept lock needs: plan, review, apply.
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -182,6 +184,45 @@ pub struct VerifyArgs {
     /// Require a valid signature by this minisign public key; checked before anything else is read.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// The registry to prune: [http(s)://]HOST[:PORT] (the receipts' target).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["store", "apply"], required_unless_present_any = ["store", "apply"])]
+    pub registry: Option<String>,
+    /// The `ferry serve` store to prune.
+    #[arg(long, value_name = "DIR", conflicts_with = "apply")]
+    pub store: Option<PathBuf>,
+    /// A receipt ferry wrote at this target (`import --receipt`); repeatable. Only what receipts list may go.
+    #[arg(
+        long = "receipt",
+        value_name = "FILE",
+        required_unless_present = "apply"
+    )]
+    pub receipts: Vec<PathBuf>,
+    /// A lock file whose content stays (repeatable); everything it pins, and everything that references, stays.
+    #[arg(long = "keep", value_name = "LOCK", required_unless_present = "apply")]
+    pub keep: Vec<PathBuf>,
+    /// Write the plan here (JSON, reviewable) and change nothing.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "apply",
+        conflicts_with = "apply"
+    )]
+    pub plan: Option<PathBuf>,
+    /// Execute exactly this plan, after checking the target has not changed since.
+    #[arg(long, value_name = "FILE")]
+    pub apply: Option<PathBuf>,
+    /// Registry user (password in FERRY_PASSWORD or on stdin).
+    #[arg(long, env = "FERRY_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Debug, Args)]

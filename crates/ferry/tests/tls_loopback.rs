@@ -87,6 +87,7 @@ fn setup() -> Setup {
     let target = Registry::start_with(RegistryOptions {
         tls: Some((pki.cert.clone(), pki.key.clone())),
         htpasswd: Some((USER.into(), PASSWORD.into())),
+        ..RegistryOptions::default()
     })
     .unwrap();
     let set = FixtureSet::generate(&FixtureOptions::default());

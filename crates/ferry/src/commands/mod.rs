@@ -5,6 +5,7 @@ mod export;
 mod images;
 mod import;
 mod key;
+mod prune;
 mod serve;
 mod verify;
 
@@ -24,5 +25,6 @@ pub async fn run(command: Command, ui: &Arc<Ui>) -> CmdResult {
         Command::Serve(a) => serve::serve(a, ui).await,
         Command::Images(a) => images::images(a, ui).await,
         Command::Key(a) => key::key(a, ui).await,
+        Command::Prune(a) => prune::prune(a, ui).await,
     }
 }
