@@ -22,6 +22,7 @@ pub mod helm_index;
 pub mod prune;
 pub mod receipt;
 pub mod referrers;
+pub mod runtimes;
 pub mod target;
 
 mod dest;
