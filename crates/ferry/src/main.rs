@@ -113,12 +113,14 @@ fn main() -> ExitCode {
                     "exitCode": f.code,
                 }));
             }
-            eprintln!("error: {}", f.error);
+            // Errors name references, paths and values from the other side:
+            // escaped, so none can print a line of its own or steer the terminal.
+            eprintln!("error: {}", ui::esc_lines(&f.error.to_string()));
             for cause in f.error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", ui::esc_lines(&cause.to_string()));
             }
             if let Some(h) = &f.hint {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", ui::esc_lines(h));
             }
             ExitCode::from(f.code)
         }

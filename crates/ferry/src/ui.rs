@@ -133,6 +133,26 @@ impl Ui {
     }
 }
 
+/// Every string that came from a bundle, an upstream server or a file name
+/// goes through this before it is printed: control, line-break and
+/// formatting characters become visible escapes (`\n`, `\x1b`,
+/// `\u{2028}`), so a value is always one inert line and cannot add a line,
+/// rewrite one, or send the terminal an escape sequence.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    ferry_bundle::text::escape(s)
+}
+
+/// [`esc`] for a path.
+pub fn esc_path(p: &std::path::Path) -> String {
+    esc(&p.display().to_string()).into_owned()
+}
+
+/// Error messages and causes: like [`esc`], but a message made of several
+/// lines keeps its breaks, each following line indented.
+pub fn esc_lines(s: &str) -> std::borrow::Cow<'_, str> {
+    ferry_bundle::text::escape_lines(s)
+}
+
 /// `1.2 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
