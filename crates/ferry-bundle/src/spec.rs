@@ -651,23 +651,24 @@ impl Spec {
 
     /// Parses spec text; `source` names it in messages, `base_dir` anchors relative paths.
     pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
+        // Messages quote values from the file: escaped, never raw.
         let invalid = |message: String| SpecError::Invalid {
             path: source.to_path_buf(),
-            message,
+            message: crate::text::escape(&message).into_owned(),
         };
         crate::yaml::check_depth(text.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-        let mut spec: Spec = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         // Every string of the spec may end up in a bundle, a comment or a
         // terminal: none may hold a line break, escape or other control.
-        let tree: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        unsafe_strings(&tree, "")
-            .map_err(|(at, value)| {
+        // (YAML that does not parse is reported by the typed parse below.)
+        if let Ok(tree) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+            unsafe_strings(&tree, "").map_err(|(at, value)| {
                 invalid(format!(
                     "{at}: `{}` holds a control, line-break or formatting character; spec strings may not",
                     crate::text::escape(&value)
                 ))
             })?;
+        }
+        let mut spec: Spec = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if spec.api_version != API_VERSION {
             return Err(invalid(format!(
                 "apiVersion `{}` is not supported (expected `{API_VERSION}`)",
