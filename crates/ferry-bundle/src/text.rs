@@ -65,29 +65,6 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
-/// Like [`escape`], but keeps `\n` as a line break for messages made of
-/// several lines (an error listing one failure per line). Every line after
-/// the first is indented, so no value inside can start a line of its own
-/// at the left margin (`error:`, `hint:`, `bundle … is intact`).
-pub fn escape_lines(s: &str) -> Cow<'_, str> {
-    if !has_unsafe_char(s) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\n' {
-            out.push('\n');
-            if chars.peek().is_some_and(|n| *n != ' ') {
-                out.push_str("  ");
-            }
-        } else {
-            push_escaped(&mut out, c);
-        }
-    }
-    Cow::Owned(out)
-}
-
 /// The longest bundle name.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -142,14 +119,6 @@ mod tests {
             assert!(!escape(&s).chars().any(is_unsafe_char));
         }
         assert!(matches!(escape("plain ünïcode"), Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn escape_lines_keeps_breaks_but_indents_what_follows() {
-        assert_eq!(
-            escape_lines("two failures:\n  a: x\x1b\nsigned by"),
-            "two failures:\n  a: x\\x1b\n  signed by"
-        );
     }
 
     #[test]

@@ -115,12 +115,12 @@ fn main() -> ExitCode {
             }
             // Errors name references, paths and values from the other side:
             // escaped, so none can print a line of its own or steer the terminal.
-            eprintln!("error: {}", ui::esc_lines(&f.error.to_string()));
+            ui::eprint_block("error: ", "  ", &f.error.to_string());
             for cause in f.error.chain().skip(1) {
-                eprintln!("  caused by: {}", ui::esc_lines(&cause.to_string()));
+                ui::eprint_block("  caused by: ", "    ", &cause.to_string());
             }
             if let Some(h) = &f.hint {
-                eprintln!("hint: {}", ui::esc_lines(h));
+                ui::eprint_block("hint: ", "  ", h);
             }
             ExitCode::from(f.code)
         }

@@ -147,10 +147,17 @@ pub fn esc_path(p: &std::path::Path) -> String {
     esc(&p.display().to_string()).into_owned()
 }
 
-/// Error messages and causes: like [`esc`], but a message made of several
-/// lines keeps its breaks, each following line indented.
-pub fn esc_lines(s: &str) -> std::borrow::Cow<'_, str> {
-    ferry_bundle::text::escape_lines(s)
+/// Prints an error message (or a cause, or a hint) to stderr: `label` and
+/// its first line, then each further line of a message made of several
+/// (one failure per line) after `indent` and a `| ` margin. Every line is
+/// [`esc`]aped, and the margin marks continuation lines as part of the
+/// message above: nothing inside an error can print a line of its own.
+pub fn eprint_block(label: &str, indent: &str, msg: &str) {
+    let mut lines = msg.split('\n');
+    eprintln!("{label}{}", esc(lines.next().unwrap_or_default()));
+    for l in lines {
+        eprintln!("{indent}| {}", esc(l));
+    }
 }
 
 /// `1.2 GiB`.
