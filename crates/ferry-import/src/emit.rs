@@ -17,6 +17,12 @@
 //! | `ck8s/common-config.yaml`, `ck8s/sc-config.yaml` | Compliant Kubernetes (air-gapped flavour) config snippets |
 //! | `README.md` | which file goes where, and what the configuration cannot express |
 //!
+//! Every file is written by a serializer (`toml` for hosts.toml,
+//! serde_yaml_ng for YAML); the comment headers quote the bundle's name,
+//! tool and item references, which are untrusted, so every header line is
+//! escaped ([`ferry_bundle::text::escape`]) and no line break can end the
+//! comment. Option values with control characters are refused.
+//!
 //! containerd's `hosts.toml` maps a whole source *host* to one mirror path:
 //! a `--map` rule finer than a host (`registry.k8s.io/pause=k8s/pause`) cannot
 //! be expressed there. The host-level mapping is written, and the items it
