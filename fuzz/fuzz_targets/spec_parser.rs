@@ -9,6 +9,10 @@
 //! an `images: - list:` file ([`parse_list`]) and a `fromManifests:` rendered
 //! YAML stream ([`images_in_yaml`]).
 //!
+//! Invariants of issue 12: the nesting guard never panics, escaped text
+//! holds no control character, and an accepted spec has a name of the
+//! grammar and no control, line-break or formatting character anywhere.
+//!
 //! No file is read: list entries are dropped before expanding the image
 //! requests (a fuzzed spec could name `/dev/zero`), and `fromManifests:`
 //! expands to nothing.
@@ -39,6 +43,38 @@ fn debug() -> bool {
     *ON.get_or_init(|| std::env::var_os("FERRY_FUZZ_DEBUG").is_some())
 }
 
+/// The free strings of a parsed spec (those that travel into the bundle).
+fn strings(spec: &Spec) -> Vec<&str> {
+    let mut out = vec![spec.name.as_str()];
+    for c in &spec.charts {
+        out.extend(
+            [&c.repo, &c.name, &c.version, &c.oci, &c.repo_name]
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+    }
+    for f in &spec.files {
+        out.extend([f.url.as_str(), f.path.as_str(), f.sha256.as_str()]);
+    }
+    if let Some(f) = &spec.falco {
+        out.extend(f.index.as_deref());
+        if let Some(d) = &f.drivers {
+            out.push(d.version.as_str());
+            out.extend(d.repo.as_deref());
+        }
+    }
+    if let Some(o) = &spec.opensearch {
+        out.push(o.version.as_str());
+        out.extend(o.plugins.iter().map(String::as_str));
+    }
+    for (host, r) in &spec.registries {
+        out.push(host.as_str());
+        out.extend(r.mirror.as_deref());
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -48,7 +84,23 @@ fuzz_target!(|data: &[u8]| {
     if debug() {
         eprintln!("{parsed:#?}");
     }
+    // The nesting guard Spec::parse runs first: a linear scan that never panics.
+    let _ = ferry_bundle::yaml::check_depth(data);
+    // Escaped text is one inert line, whatever went in.
+    assert!(
+        !ferry_bundle::text::has_unsafe_char(&ferry_bundle::text::escape(text)),
+        "escape left a control character"
+    );
     if let Ok(mut spec) = parsed {
+        // An accepted spec has a name of the grammar and no control,
+        // line-break or formatting character in any string.
+        ferry_bundle::text::check_name(&spec.name).expect("accepted a name outside the grammar");
+        for s in strings(&spec) {
+            assert!(
+                !ferry_bundle::text::has_unsafe_char(s),
+                "accepted a spec string with a control character: {s:?}"
+            );
+        }
         for chart in &spec.charts {
             if chart.oci.is_some() {
                 if let Ok(r) = chart.oci_reference() {

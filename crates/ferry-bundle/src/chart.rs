@@ -1106,6 +1106,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
 
 /// The first YAML document (what Go's `yaml.Unmarshal` reads); `Null` when empty.
 fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> {
+    crate::yaml::check_depth(bytes).map_err(|e| e.to_string())?;
     match serde_yaml_ng::Deserializer::from_slice(bytes).next() {
         None => Ok(Node::Null),
         Some(doc) => NodeSeed { cost }
@@ -1117,6 +1118,7 @@ fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> 
 /// `values.yaml`: every document, merged (later wins), as a map.
 fn parse_values(text: &str, cost: &Cell<u64>) -> Result<Node, String> {
     let mut merged = Node::Map(Vec::new());
+    crate::yaml::check_depth(text.as_bytes()).map_err(|e| e.to_string())?;
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let node = NodeSeed { cost }
             .deserialize(doc)

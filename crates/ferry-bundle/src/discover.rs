@@ -26,6 +26,9 @@ pub enum DiscoverError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a regular file, or over the size or line limit ([`crate::input::MANIFESTS`]).
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// Not YAML.
     #[error("`{path}` is not a YAML stream: {message}")]
     Yaml {
@@ -98,6 +101,10 @@ fn walk(v: &Value, out: &mut Vec<String>) {
 /// Every image reference in a YAML stream's text, normalised, sorted, deduplicated.
 pub fn images_in_yaml(text: &str, path: &Path) -> Result<Vec<Reference>, DiscoverError> {
     let mut found = BTreeSet::new();
+    crate::yaml::check_depth(text.as_bytes()).map_err(|e| DiscoverError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| DiscoverError::Yaml {
             path: path.to_path_buf(),
@@ -119,10 +126,7 @@ pub fn images_in_yaml(text: &str, path: &Path) -> Result<Vec<Reference>, Discove
 
 /// Every image reference in a rendered manifest file.
 pub fn images_in_file(path: &Path) -> Result<Vec<Reference>, DiscoverError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DiscoverError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::input::read_text(path, crate::input::MANIFESTS)?;
     images_in_yaml(&text, path)
 }
 

@@ -9,7 +9,10 @@
 //!   read as one verifying stream;
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
-//! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`.
+//! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
+//! - [`text`]: escaping untrusted text for output, the bundle-name grammar;
+//!   [`yaml`]: the nesting-depth guard every YAML read passes first;
+//!   [`input`]: bounded reading of the operator's text files.
 
 pub mod digest;
 pub mod manifest;
@@ -22,6 +25,7 @@ pub mod chart;
 pub mod craft;
 pub mod discover;
 pub mod head;
+pub mod input;
 pub mod lock;
 pub mod meta;
 pub mod parts;
@@ -29,4 +33,6 @@ pub mod reader;
 pub mod relpath;
 pub mod sign;
 pub mod spec;
+pub mod text;
 pub mod writer;
+pub mod yaml;

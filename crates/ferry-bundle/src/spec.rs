@@ -595,14 +595,14 @@ impl<'de> Deserialize<'de> for ImageEntry {
 /// A spec that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// The file could not be read.
+    /// The file could not be read (missing, not a regular file, over the limit).
     #[error("failed to read spec `{path}`")]
     Read {
         /// Its path.
         path: PathBuf,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
     /// YAML or schema error; the message names the key and the line.
     #[error("invalid spec `{path}`: {message}")]
@@ -622,7 +622,8 @@ pub enum SpecError {
         /// What is wrong.
         message: String,
     },
-    /// A list file that could not be read.
+    /// A list file that could not be read (missing, not a regular file,
+    /// over the size or line limit).
     #[error("failed to read image list `{path}` (named in `{spec}`)")]
     ListRead {
         /// The list file.
@@ -631,16 +632,18 @@ pub enum SpecError {
         spec: PathBuf,
         /// Cause.
         #[source]
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
 }
 
 impl Spec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::input::read_text(path, crate::input::SPEC).map_err(|source| {
+            SpecError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Spec::parse(&text, path, &base)
@@ -648,10 +651,23 @@ impl Spec {
 
     /// Parses spec text; `source` names it in messages, `base_dir` anchors relative paths.
     pub fn parse(text: &str, source: &Path, base_dir: &Path) -> Result<Spec, SpecError> {
+        // Messages quote values from the file: escaped, never raw.
         let invalid = |message: String| SpecError::Invalid {
             path: source.to_path_buf(),
-            message,
+            message: crate::text::escape(&message).into_owned(),
         };
+        crate::yaml::check_depth(text.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        // Every string of the spec may end up in a bundle, a comment or a
+        // terminal: none may hold a line break, escape or other control.
+        // (YAML that does not parse is reported by the typed parse below.)
+        if let Ok(tree) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+            unsafe_strings(&tree, "").map_err(|(at, value)| {
+                invalid(format!(
+                    "{at}: `{}` holds a control, line-break or formatting character; spec strings may not",
+                    crate::text::escape(&value)
+                ))
+            })?;
+        }
         let mut spec: Spec = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if spec.api_version != API_VERSION {
             return Err(invalid(format!(
@@ -659,9 +675,7 @@ impl Spec {
                 spec.api_version
             )));
         }
-        if spec.name.trim().is_empty() {
-            return Err(invalid("`name` must not be empty".into()));
-        }
+        crate::text::check_name(&spec.name).map_err(invalid)?;
         for host in spec.registries.keys() {
             if host.contains('/') || host.is_empty() {
                 return Err(invalid(format!(
@@ -696,6 +710,54 @@ impl Spec {
     }
 }
 
+/// The first string in `v` (a key or a value) with an unsafe character, as
+/// (where, the string).
+fn unsafe_strings(v: &serde_yaml_ng::Value, at: &str) -> Result<(), (String, String)> {
+    use serde_yaml_ng::Value;
+    let here = || {
+        if at.is_empty() {
+            "(top level)".to_string()
+        } else {
+            at.to_string()
+        }
+    };
+    match v {
+        Value::String(s) if crate::text::has_unsafe_char(s) => Err((here(), s.clone())),
+        Value::Sequence(items) => {
+            for (i, x) in items.iter().enumerate() {
+                unsafe_strings(x, &format!("{at}[{i}]"))?;
+            }
+            Ok(())
+        }
+        Value::Mapping(m) => {
+            for (k, x) in m {
+                let key = match k {
+                    Value::String(k) => {
+                        if crate::text::has_unsafe_char(k) {
+                            return Err((format!("a key in {}", here()), k.clone()));
+                        }
+                        k.clone()
+                    }
+                    other => serde_yaml_ng::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                let next = if at.is_empty() {
+                    key
+                } else {
+                    format!("{at}.{key}")
+                };
+                unsafe_strings(k, &next)?;
+                unsafe_strings(x, &next)?;
+            }
+            Ok(())
+        }
+        Value::Tagged(t) => unsafe_strings(&t.value, at),
+        _ => Ok(()),
+    }
+}
+
 /// One image to carry, with the platform filter that applies to it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ImageRequest {
@@ -712,6 +774,19 @@ pub struct ImageRequest {
 pub fn parse_list(text: &str, path: &Path) -> Result<Vec<Reference>, SpecError> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
+        if raw
+            .chars()
+            .any(|c| c != '\t' && crate::text::is_unsafe_char(c))
+        {
+            return Err(SpecError::ListLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                message: format!(
+                    "`{}` holds a control, line-break or formatting character",
+                    crate::text::escape(raw)
+                ),
+            });
+        }
         let mut line = raw.trim();
         if let Some(pos) = line.find(" #") {
             line = line[..pos].trim();
@@ -786,10 +861,12 @@ impl Spec {
                 ImageEntry::List { path, platforms } => {
                     let full = self.base_dir.join(path);
                     let text =
-                        std::fs::read_to_string(&full).map_err(|source| SpecError::ListRead {
-                            path: full.clone(),
-                            spec: self.source.clone(),
-                            source,
+                        crate::input::read_text(&full, crate::input::LIST).map_err(|source| {
+                            SpecError::ListRead {
+                                path: full.clone(),
+                                spec: self.source.clone(),
+                                source,
+                            }
                         })?;
                     for r in parse_list(&text, &full)? {
                         add(r, platforms);

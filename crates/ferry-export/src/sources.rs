@@ -170,6 +170,8 @@ async fn classic_chart(
         .join("index.yaml")
         .map_err(|e| format!("{repo}: {e}"))?;
     let text = fetch_doc(client, &index_url, auth.as_ref()).await?;
+    ferry_bundle::yaml::check_depth(&text)
+        .map_err(|e| format!("{index_url}: not a Helm repository index: {e}"))?;
     let index: RepoIndex = serde_yaml_ng::from_slice(&text)
         .map_err(|e| format!("{index_url}: not a Helm repository index: {e}"))?;
     if index.api_version.is_none() {
@@ -405,6 +407,8 @@ async fn driver(
 async fn falcoctl_index(client: &Client, cache: &Path, url: &str) -> Result<ResolvedImage, String> {
     let u = parse_url(url)?;
     let bytes = fetch_doc(client, &u, None).await?;
+    ferry_bundle::yaml::check_depth(&bytes)
+        .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&bytes)
         .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
     if !v.is_sequence() {

@@ -17,6 +17,12 @@
 //! | `ck8s/common-config.yaml`, `ck8s/sc-config.yaml` | Compliant Kubernetes (air-gapped flavour) config snippets |
 //! | `README.md` | which file goes where, and what the configuration cannot express |
 //!
+//! Every file is written by a serializer (`toml` for hosts.toml,
+//! serde_yaml_ng for YAML); the comment headers quote the bundle's name,
+//! tool and item references, which are untrusted, so every header line is
+//! escaped ([`ferry_bundle::text::escape`]) and no line break can end the
+//! comment. Option values with control characters are refused.
+//!
 //! containerd's `hosts.toml` maps a whole source *host* to one mirror path:
 //! a `--map` rule finer than a host (`registry.k8s.io/pause=k8s/pause`) cannot
 //! be expressed there. The host-level mapping is written, and the items it
@@ -30,6 +36,8 @@ use ferry_bundle::meta::{BundleMeta, Item, Kind};
 use ferry_bundle::reference::{Reference, ReferenceError, DOCKER_HUB};
 use ferry_registry::Repo;
 use serde_yaml_ng::{Mapping as YamlMap, Value};
+
+use ferry_bundle::text::escape as esc;
 
 use crate::target::{path_safe_host, Mapping, Target, TargetError};
 
@@ -75,8 +83,16 @@ pub enum EmitError {
         /// The value.
         value: String,
     },
+    /// An option value with a control, line-break or formatting character.
+    #[error("{option} `{}` holds a control, line-break or formatting character", ferry_bundle::text::escape(.value))]
+    UnsafeOption {
+        /// The option.
+        option: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A bundle item whose reference does not parse.
-    #[error("bundle item `{reference}` has an invalid reference")]
+    #[error("bundle item `{}` has an invalid reference", ferry_bundle::text::escape(.reference))]
     Reference {
         /// The reference.
         reference: String,
@@ -87,6 +103,15 @@ pub enum EmitError {
     /// The mapping produced an invalid repository name.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// TOML serialisation failed.
+    #[error("failed to render `{file}`")]
+    Toml {
+        /// The file.
+        file: String,
+        /// Cause.
+        #[source]
+        source: toml::ser::Error,
+    },
     /// YAML serialisation failed.
     #[error("failed to render `{file}`")]
     Yaml {
@@ -215,27 +240,6 @@ fn upstream_server(host: &str) -> String {
     }
 }
 
-/// A TOML basic string.
-fn toml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\u{:04X}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn s(v: impl Into<String>) -> Value {
     Value::String(v.into())
 }
@@ -252,6 +256,10 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
     Value::Mapping(m)
 }
 
+/// A comment block: one `# ` line per entry. Entries carry untrusted text
+/// (the bundle's name and tool, item references), so each is escaped
+/// ([`ferry_bundle::text::escape`]): no line break of any kind (`\n`, `\r`,
+/// NEL, U+2028) can end the comment and start a key, a table or a host.
 fn comment(lines: &[String]) -> String {
     let mut out = String::new();
     for l in lines {
@@ -259,11 +267,19 @@ fn comment(lines: &[String]) -> String {
             out.push_str("#\n");
         } else {
             out.push_str("# ");
-            out.push_str(l);
+            out.push_str(&ferry_bundle::text::escape(l));
             out.push('\n');
         }
     }
     out
+}
+
+/// A TOML document rendered by the `toml` serializer.
+fn toml_doc(file: &str, table: &toml::Table) -> Result<String, EmitError> {
+    toml::to_string(table).map_err(|source| EmitError::Toml {
+        file: file.to_string(),
+        source,
+    })
 }
 
 fn yaml(file: &str, head: &[String], v: &Value) -> Result<String, EmitError> {
@@ -298,6 +314,23 @@ struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     fn new(opts: &'a EmitOptions, meta: &'a BundleMeta) -> Result<Plan<'a>, EmitError> {
+        let (cert, key) = match &opts.client {
+            Some((c, k)) => (Some(c), Some(k)),
+            None => (None, None),
+        };
+        for (option, value) in [
+            ("--emit-ca", opts.ca.as_ref()),
+            ("--emit-client", cert),
+            ("--emit-client", key),
+            ("--files-url", opts.files_url.as_ref()),
+        ] {
+            if let Some(v) = value.filter(|v| ferry_bundle::text::has_unsafe_char(v)) {
+                return Err(EmitError::UnsafeOption {
+                    option,
+                    value: v.clone(),
+                });
+            }
+        }
         let mut registry = Vec::new();
         for item in meta.items.iter().filter(|i| in_registry(i)) {
             let source =
@@ -453,13 +486,13 @@ impl<'a> Plan<'a> {
             for hp in &hosts {
                 out.push((
                     format!("containerd/certs.d/{}/hosts.toml", hp.host),
-                    self.hosts_toml(target, hp),
+                    self.hosts_toml(target, hp)?,
                 ));
             }
             if self.opts.default_host {
                 out.push((
                     "containerd/certs.d/_default/hosts.toml".to_string(),
-                    self.default_toml(target),
+                    self.default_toml(target)?,
                 ));
             }
             if !hosts.is_empty() || self.opts.default_host {
@@ -495,29 +528,38 @@ impl<'a> Plan<'a> {
         Ok(out)
     }
 
-    fn host_block(&self, url: &str, override_path: bool) -> String {
-        let mut t = format!("[host.{}]\n", toml_str(url));
-        t.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+    /// `[host."<url>"]`: the mirror, as a TOML table.
+    fn host_block(&self, url: &str, override_path: bool) -> toml::Table {
+        use toml::Value as T;
+        let mut h = toml::Table::new();
+        h.insert(
+            "capabilities".into(),
+            T::Array(vec![T::from("pull"), T::from("resolve")]),
+        );
         if override_path {
-            t.push_str("  override_path = true\n");
+            h.insert("override_path".into(), T::Boolean(true));
         }
         if let Some(ca) = &self.opts.ca {
-            t.push_str(&format!("  ca = {}\n", toml_str(ca)));
+            h.insert("ca".into(), T::from(ca.as_str()));
         }
         if let Some((cert, key)) = &self.opts.client {
-            t.push_str(&format!(
-                "  client = [[{}, {}]]\n",
-                toml_str(cert),
-                toml_str(key)
-            ));
+            h.insert(
+                "client".into(),
+                T::Array(vec![T::Array(vec![
+                    T::from(cert.as_str()),
+                    T::from(key.as_str()),
+                ])]),
+            );
         }
         if self.opts.skip_verify {
-            t.push_str("  skip_verify = true\n");
+            h.insert("skip_verify".into(), T::Boolean(true));
         }
-        t
+        let mut hosts = toml::Table::new();
+        hosts.insert(url.to_string(), T::Table(h));
+        hosts
     }
 
-    fn hosts_toml(&self, target: &Target, hp: &HostPlan) -> String {
+    fn hosts_toml(&self, target: &Target, hp: &HostPlan) -> Result<String, EmitError> {
         let mut head = self.header.clone();
         head.push(String::new());
         head.push(format!(
@@ -547,17 +589,22 @@ impl<'a> Plan<'a> {
                     .to_string(),
             );
         }
-        let mut t = comment(&head);
-        t.push('\n');
-        t.push_str(&format!(
-            "server = {}\n\n",
-            toml_str(&upstream_server(&hp.host))
-        ));
-        t.push_str(&self.host_block(&self.mirror_url(target, &hp.path), !hp.path.is_empty()));
-        t
+        let mut doc = toml::Table::new();
+        doc.insert(
+            "server".into(),
+            toml::Value::from(upstream_server(&hp.host)),
+        );
+        doc.insert(
+            "host".into(),
+            toml::Value::Table(
+                self.host_block(&self.mirror_url(target, &hp.path), !hp.path.is_empty()),
+            ),
+        );
+        let file = format!("containerd/certs.d/{}/hosts.toml", hp.host);
+        Ok(format!("{}\n{}", comment(&head), toml_doc(&file, &doc)?))
     }
 
-    fn default_toml(&self, target: &Target) -> String {
+    fn default_toml(&self, target: &Target) -> Result<String, EmitError> {
         let path = target.prefix.clone();
         let mut head = self.header.clone();
         head.push(String::new());
@@ -576,10 +623,16 @@ impl<'a> Plan<'a> {
                     .to_string(),
             );
         }
-        let mut t = comment(&head);
-        t.push('\n');
-        t.push_str(&self.host_block(&self.mirror_url(target, &path), !path.is_empty()));
-        t
+        let mut doc = toml::Table::new();
+        doc.insert(
+            "host".into(),
+            toml::Value::Table(self.host_block(&self.mirror_url(target, &path), !path.is_empty())),
+        );
+        Ok(format!(
+            "{}\n{}",
+            comment(&head),
+            toml_doc("containerd/certs.d/_default/hosts.toml", &doc)?
+        ))
     }
 
     fn kubespray_mirror(&self, url: String, override_path: bool) -> Value {
@@ -1119,13 +1172,13 @@ impl<'a> Plan<'a> {
         let mut r = String::new();
         r.push_str(&format!(
             "# Client configuration for bundle `{}`\n\n",
-            self.meta.name
+            esc(&self.meta.name)
         ));
         r.push_str(&format!(
             "Generated by ferry {} (`ferry import --emit-config`) from the bundle whose index.json is\n`{}` (written by {}). Re-run the import to regenerate it.\n\n",
             env!("CARGO_PKG_VERSION"),
             self.meta.index.digest,
-            self.meta.tool
+            esc(&self.meta.tool)
         ));
         if let Some(t) = &self.opts.target {
             r.push_str(&format!(
@@ -1173,7 +1226,7 @@ impl<'a> Plan<'a> {
             r.push_str("\n## What containerd's hosts.toml cannot express\n\n");
             r.push_str("A hosts.toml maps a whole source host to one path at the mirror. These items were sent\nelsewhere by a `--map` rule finer than their host, so a pull by their source name does not\nreach them; pull them by their target name, or import them with a host-level mapping:\n\n");
             for (src, dst) in exceptions {
-                r.push_str(&format!("- `{src}` -> `{dst}`\n"));
+                r.push_str(&format!("- `{}` -> `{}`\n", esc(src), esc(dst)));
             }
         }
         let repos = self.classic_repos();
@@ -1188,8 +1241,9 @@ impl<'a> Plan<'a> {
                 r.push_str("Classic repositories on the file server:\n\n```sh\n");
                 for name in &repos {
                     r.push_str(&format!(
-                        "helm repo add {name} {}\n",
-                        self.files(&format!("helm/{name}"))
+                        "helm repo add {} {}\n",
+                        esc(name),
+                        esc(&self.files(&format!("helm/{name}")))
                     ));
                 }
                 r.push_str("```\n");
@@ -1236,9 +1290,9 @@ impl<'a> Plan<'a> {
             r.push_str("\n## Files\n\n");
             for p in plain_files {
                 if self.files_url.is_some() {
-                    r.push_str(&format!("- {}\n", self.files(p)));
+                    r.push_str(&format!("- {}\n", esc(&self.files(p))));
                 } else {
-                    r.push_str(&format!("- `{p}` (on the file server)\n"));
+                    r.push_str(&format!("- `{}` (on the file server)\n", esc(p)));
                 }
             }
         }
@@ -1254,7 +1308,7 @@ impl<'a> Plan<'a> {
                 } else {
                     ""
                 },
-                first.item.reference
+                esc(&first.item.reference)
             ));
             r.push_str("```\n\nThe pull uses the source name; containerd finds the mirror through hosts.toml.\n");
         }
@@ -1793,10 +1847,45 @@ mod tests {
     }
 
     #[test]
-    fn toml_strings_escape_what_toml_requires() {
-        let v = format!("x = {}\n", toml_str("a\"b\\c\nd\u{1}"));
-        let t: toml::Table = v.parse().unwrap();
-        assert_eq!(t["x"].as_str(), Some("a\"b\\c\nd\u{1}"));
+    fn no_name_tool_or_option_breaks_out_of_a_comment_or_a_value() {
+        for brk in [
+            "\n", "\r", "\r\n", "\u{85}", "\u{2028}", "\u{2029}", "\x1b", "\0",
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut o = opts(tmp.path());
+            o.ca = Some(format!("/ca{brk}[host.\"https://evil\"]"));
+            let e = emit(&o, &full_meta()).unwrap_err();
+            assert!(e.to_string().starts_with("--emit-ca `/ca\\"), "{e}");
+            assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+            o.ca = Some("/etc/ca.crt".into());
+            let mut m = full_meta();
+            m.name = format!("x{brk}[host.\"https://evil\"]{brk}evil: 1");
+            m.tool = format!("t{brk}injected: 1");
+            emit(&o, &m).unwrap();
+            let docker = toml_of(tmp.path(), "containerd/certs.d/docker.io/hosts.toml");
+            let keys: Vec<&String> = docker.keys().collect();
+            assert_eq!(keys, ["host", "server"], "{brk:?}");
+            let hosts = docker["host"].as_table().unwrap();
+            assert_eq!(hosts.len(), 1, "{brk:?}: {hosts:?}");
+            let h = hosts.values().next().unwrap();
+            assert_eq!(h["ca"].as_str(), o.ca.as_deref(), "{brk:?}");
+            for rel in [
+                KUBESPRAY_FILE,
+                "falco-values.yaml",
+                "ck8s/common-config.yaml",
+            ] {
+                let v = yaml_of(tmp.path(), rel);
+                let m = v.as_mapping().unwrap();
+                assert!(
+                    m.get("evil").is_none() && m.get("injected").is_none(),
+                    "{rel} {brk:?}"
+                );
+                let text = read(tmp.path(), rel);
+                if brk != "\n" {
+                    assert!(!text.contains(brk), "{rel} {brk:?}:\n{text}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub enum FalcoctlError {
     /// The original is not YAML.
     #[error("the falcoctl index is not valid YAML")]
     Parse(#[source] serde_yaml_ng::Error),
+    /// The original nests deeper than any index does (refused before parsing).
+    #[error("the falcoctl index is refused: {0}")]
+    TooDeep(#[source] ferry_bundle::yaml::DepthError),
     /// The original is YAML but not a list of entries.
     #[error("the falcoctl index is not a list of entries (found {found})")]
     NotAList {
@@ -71,6 +74,7 @@ pub fn rewrite_index(
     bundled: &[(Reference, Repo)],
     note: &str,
 ) -> Result<Vec<u8>, FalcoctlError> {
+    ferry_bundle::yaml::check_depth(original).map_err(FalcoctlError::TooDeep)?;
     let doc: Value = serde_yaml_ng::from_slice(original).map_err(FalcoctlError::Parse)?;
     let entries = match doc {
         Value::Sequence(s) => s,
@@ -114,12 +118,14 @@ pub fn rewrite_index(
         m.remove("signature");
         kept.push(Value::Mapping(m));
     }
+    // The note names the bundle and the index's source: untrusted text. Each
+    // line is escaped, so no `\r`, `\n`, NEL or U+2028 can end the comment.
     let mut out = String::new();
     for line in note.lines() {
         if line.is_empty() {
             out.push_str("#\n");
         } else {
-            out.push_str(&format!("# {line}\n"));
+            out.push_str(&format!("# {}\n", ferry_bundle::text::escape(line)));
         }
     }
     out.push_str(&format!(

@@ -237,6 +237,7 @@ fn existing_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<Value>>, HelmIn
     let shape = |reason: &str| HelmIndexError::ExistingShape {
         reason: reason.into(),
     };
+    ferry_bundle::yaml::check_depth(bytes).map_err(|e| shape(&e.to_string()))?;
     let doc: Value = serde_yaml_ng::from_slice(bytes).map_err(HelmIndexError::ExistingParse)?;
     let Value::Mapping(doc) = doc else {
         return Err(shape("not a mapping"));

@@ -113,12 +113,14 @@ fn main() -> ExitCode {
                     "exitCode": f.code,
                 }));
             }
-            eprintln!("error: {}", f.error);
+            // Errors name references, paths and values from the other side:
+            // escaped, so none can print a line of its own or steer the terminal.
+            ui::eprint_block("error: ", "  ", &f.error.to_string());
             for cause in f.error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                ui::eprint_block("  caused by: ", "    ", &cause.to_string());
             }
             if let Some(h) = &f.hint {
-                eprintln!("hint: {h}");
+                ui::eprint_block("hint: ", "  ", h);
             }
             ExitCode::from(f.code)
         }

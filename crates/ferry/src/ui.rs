@@ -160,6 +160,33 @@ impl Ui {
     }
 }
 
+/// Every string that came from a bundle, an upstream server or a file name
+/// goes through this before it is printed: control, line-break and
+/// formatting characters become visible escapes (`\n`, `\x1b`,
+/// `\u{2028}`), so a value is always one inert line and cannot add a line,
+/// rewrite one, or send the terminal an escape sequence.
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    ferry_bundle::text::escape(s)
+}
+
+/// [`esc`] for a path.
+pub fn esc_path(p: &std::path::Path) -> String {
+    esc(&p.display().to_string()).into_owned()
+}
+
+/// Prints an error message (or a cause, or a hint) to stderr: `label` and
+/// its first line, then each further line of a message made of several
+/// (one failure per line) after `indent` and a `| ` margin. Every line is
+/// [`esc`]aped, and the margin marks continuation lines as part of the
+/// message above: nothing inside an error can print a line of its own.
+pub fn eprint_block(label: &str, indent: &str, msg: &str) {
+    let mut lines = msg.split('\n');
+    eprintln!("{label}{}", esc(lines.next().unwrap_or_default()));
+    for l in lines {
+        eprintln!("{indent}| {}", esc(l));
+    }
+}
+
 /// `1.2 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -16,7 +16,7 @@ use ferry_export::{Event, Events, ResolveError, Resolved};
 use ferry_registry::Client;
 
 use crate::cli::{CompressionArg, ExportArgs, LockArgs, NetArgs};
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{esc, human_bytes, Ui};
 use crate::{net, CmdResult, Failure};
 
 fn load_requests(
@@ -71,9 +71,12 @@ fn events(ui: &Arc<Ui>) -> Events {
             let plats = if platforms.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", platforms.join(", "))
+                format!(" [{}]", esc(&platforms.join(", ")))
             };
-            shared.line(&format!("resolved {reference} -> {digest}{plats}"));
+            shared.line(&format!(
+                "resolved {} -> {digest}{plats}",
+                esc(&reference.to_string())
+            ));
             shared.json(json!({"event": "resolved", "ref": reference, "digest": digest, "platforms": platforms}));
         }
         Event::FetchStart {
@@ -102,7 +105,7 @@ fn events(ui: &Arc<Ui>) -> Events {
         }
         Event::WriteProgress { bytes } => shared.inc(bytes),
         Event::Warning { message } => {
-            shared.line(&format!("warning: {message}"));
+            shared.line(&format!("warning: {}", esc(&message)));
             shared.json(json!({"event": "warning", "message": message}));
         }
     })

@@ -12,7 +12,7 @@ use ferry_import::{Event, Events, ImportError};
 use ferry_registry::Credentials;
 
 use crate::cli::ImportArgs;
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{net, CmdResult, Failure, EXIT_BAD_INPUT, EXIT_PARTIAL};
 
 fn events(ui: &Arc<Ui>) -> Events {
@@ -33,11 +33,11 @@ fn events(ui: &Arc<Ui>) -> Events {
         }
         Event::UploadProgress { bytes } => shared.inc(bytes),
         Event::Committed { reference, target } => {
-            shared.line(&format!("loaded {reference} -> {target}"));
+            shared.line(&format!("loaded {} -> {}", esc(&reference), esc(&target)));
             shared.json(json!({"event": "loaded", "ref": reference, "target": target}));
         }
         Event::Warning { message } => {
-            shared.line(&format!("warning: {message}"));
+            shared.line(&format!("warning: {}", esc(&message)));
             shared.json(json!({"event": "warning", "message": message}));
         }
     })
@@ -214,7 +214,9 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         for p in &report.plan {
             out.push_str(&format!(
                 "  {} -> {} ({} blob(s) to upload)\n",
-                p.source, p.target, p.upload_blobs
+                esc(&p.source),
+                esc(&p.target),
+                p.upload_blobs
             ));
         }
         out.push_str("run `ferry verify` to check every byte before the real import");
@@ -271,27 +273,31 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         ));
     }
     for l in &report.loaded {
-        out.push_str(&format!("\n  ok      {} -> {}", l.source, l.target));
+        out.push_str(&format!(
+            "\n  ok      {} -> {}",
+            esc(&l.source),
+            esc(&l.target)
+        ));
         if let Some(n) = &l.note {
-            out.push_str(&format!("\n          note: {n}"));
+            out.push_str(&format!("\n          note: {}", esc(n)));
         }
     }
     for sk in &report.skipped {
         out.push_str(&format!(
             "\n  skipped {}: {}",
-            sk.source,
-            sk.note.clone().unwrap_or_default()
+            esc(&sk.source),
+            esc(sk.note.as_deref().unwrap_or_default())
         ));
     }
     for f in &report.failed {
         out.push_str(&format!(
             "\n  FAILED  {}: {}",
-            f.source,
-            f.note.clone().unwrap_or_default()
+            esc(&f.source),
+            esc(f.note.as_deref().unwrap_or_default())
         ));
     }
     if let Some(r) = &a.receipt {
-        out.push_str(&format!("\nreceipt written to {}", r.display()));
+        out.push_str(&format!("\nreceipt written to {}", esc_path(r)));
     }
     if report.failed.is_empty() {
         if let Some(list) = emit_config(&a, emit_target.as_ref(), &mapping_for_emit, &client, ui)? {
@@ -307,8 +313,8 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         for f in &report.failed {
             eprintln!(
                 "error: {} did not land: {}",
-                f.source,
-                f.note.clone().unwrap_or_default()
+                esc(&f.source),
+                esc(f.note.as_deref().unwrap_or_default())
             );
         }
         Ok(if report.loaded.is_empty() {
@@ -396,10 +402,10 @@ fn emit_config(
     ui.json(json!({"event": "emitted", "dir": dir, "files": rel}));
     let mut out = format!(
         "\nclient configuration written to {} (see its README.md):",
-        dir.display()
+        esc_path(dir)
     );
     for r in &rel {
-        out.push_str(&format!("\n  {r}"));
+        out.push_str(&format!("\n  {}", esc(r)));
     }
     Ok(Some(out))
 }

@@ -21,7 +21,7 @@ use ferry_bundle::sign::{SignError, TrustedKey, Verified};
 use ferry_bundle::Digest;
 
 use crate::cli::{InspectArgs, VerifyArgs};
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{CmdResult, Failure};
 
 struct Progress {
@@ -163,12 +163,12 @@ fn verify_one_part(
   {}",
         check.number,
         check.count,
-        path.display(),
+        esc_path(path),
         human_bytes(check.entry.size),
-        located.manifest_path.display(),
-        m.name,
-        m.tool,
-        whole,
+        esc_path(&located.manifest_path),
+        esc(&m.name),
+        esc(&m.tool),
+        esc(&whole),
     ));
     Ok(0)
 }
@@ -269,7 +269,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let parts_line = match &split {
         Some((manifest, n)) => format!(
             "\n  {n} part(s) listed in {}: each present, sized and hashed as listed, read in sequence",
-            manifest.display()
+            esc_path(manifest)
         ),
         None => String::new(),
     };
@@ -279,10 +279,10 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
          bundle.json pins index.json ({}); {} blobs ({}) hashed and sized; \
          the graph of {} item(s) is complete{}{}\n  \
          {} in {:.1}s ({}/s)",
-        a.bundle.display(),
-        meta.name,
+        esc_path(&a.bundle),
+        esc(&meta.name),
         human_bytes(size),
-        meta.tool,
+        esc(&meta.tool),
         parts_line,
         report.entries,
         meta.index.digest,
@@ -395,7 +395,9 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = format!(
         "bundle {} (written by {}, format {})\n",
-        head.meta.name, head.meta.tool, head.meta.format_version
+        esc(&head.meta.name),
+        esc(&head.meta.tool),
+        head.meta.format_version
     );
     out.push_str(&format!(
         "{:<8} {:<60} {:<20} {:>10}  platforms\n",
@@ -406,13 +408,13 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
         out.push_str(&format!(
             "{:<8} {:<60} {:<20} {:>10}  {}\n",
             i.kind.as_str(),
-            i.reference,
+            esc(&i.reference),
             format!("{}…", &i.digest.to_string()[..19]),
             human_bytes(*size),
             match (&i.subject, i.platforms.is_empty()) {
                 (Some(subject), _) => format!("provenance of {}…", &subject.to_string()[..19]),
                 (None, true) => "-".to_string(),
-                (None, false) => i.platforms.join(","),
+                (None, false) => esc(&i.platforms.join(",")).into_owned(),
             }
         ));
     }
@@ -424,7 +426,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
         head.meta.blobs.len(),
         human_bytes(total),
         match &head.signature {
-            Some(sig) => format!("; {}", super::key::unchecked(sig)),
+            Some(sig) => format!("; {}", esc(&super::key::unchecked(sig))),
             None => "; not signed".to_string(),
         }
     ));
@@ -449,10 +451,10 @@ fn signature_line(head: &Head, verified: Option<&Verified>, key: Option<&Path>) 
         (Some(v), _) => format!(
             "signed by key id {} and verified with --key {} (trusted comment: {}); checked",
             v.key_id,
-            key.map(|k| k.display().to_string()).unwrap_or_default(),
-            v.trusted_comment
+            key.map(esc_path).unwrap_or_default(),
+            esc(&v.trusted_comment)
         ),
-        (None, Some(sig)) => format!("{}; checked", super::key::unchecked(sig)),
+        (None, Some(sig)) => format!("{}; checked", esc(&super::key::unchecked(sig))),
         (None, None) => "not signed; checked".to_string(),
     }
 }

@@ -1,0 +1,143 @@
+//! Text that crossed the gap, made safe to print and to embed.
+//!
+//! A bundle's name, tool string and item references, and anything an
+//! upstream server sent, are untrusted: a line break in them would start a
+//! new line in a terminal, a log or a configuration file's comment, and an
+//! escape sequence would steer a terminal. [`escape`] renders every such
+//! character visibly (`\n`, `\r`, `\t`, `\0`, `\x1b`, `\u{2028}`, …), so
+//! what is printed is always exactly one line of inert text. [`check_name`]
+//! is the grammar of a bundle name.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// Whether `c` must never reach a terminal or a file raw: every Unicode
+/// control character (C0, DEL, C1 including NEL U+0085), the line and
+/// paragraph separators U+2028/U+2029 (line breaks to YAML 1.1 and to
+/// JavaScript), and the bidirectional and zero-width formatting characters
+/// that reorder or hide what a reader sees.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}'
+                | '\u{2029}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// Whether `s` holds any [`is_unsafe_char`].
+pub fn has_unsafe_char(s: &str) -> bool {
+    s.chars().any(is_unsafe_char)
+}
+
+/// `s` with every [`is_unsafe_char`] written as a visible escape: `\n`,
+/// `\r`, `\t`, `\0`, `\xNN` below U+0100, `\u{NNNN}` above. Borrowed when
+/// there is nothing to escape. The result never contains a line break.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !has_unsafe_char(s) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        push_escaped(&mut out, c);
+    }
+    Cow::Owned(out)
+}
+
+/// Appends `c`, escaped when it is unsafe.
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\0' => out.push_str("\\0"),
+        c if is_unsafe_char(c) && (c as u32) < 0x100 => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if is_unsafe_char(c) => {
+            let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+        }
+        c => out.push(c),
+    }
+}
+
+/// The longest bundle name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// A bundle name: 1 to [`MAX_NAME_LEN`] characters from `A-Z a-z 0-9 . _ + -`,
+/// starting with a letter or digit (`ck8s-apps`, `platform_v1.2+build.3`).
+/// It is written into file names' neighbourhood, comments, signatures'
+/// trusted comments and terminal output, so it holds nothing that could
+/// mean anything there.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let shown = escape(name);
+    if name.is_empty() {
+        return Err("`name` must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "`name` is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    let first_ok = name.as_bytes()[0].is_ascii_alphanumeric();
+    let rest_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if !first_ok || !rest_ok {
+        return Err(format!(
+            "`name` `{shown}` must match [A-Za-z0-9][A-Za-z0-9._+-]* (letters, digits, `.`, `_`, `+`, `-`; no spaces or control characters)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unsafe_character_is_escaped_to_one_inert_line() {
+        for (c, want) in [
+            ('\n', "\\n"),
+            ('\r', "\\r"),
+            ('\t', "\\t"),
+            ('\0', "\\0"),
+            ('\x1b', "\\x1b"),
+            ('\x7f', "\\x7f"),
+            ('\u{85}', "\\x85"),
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{2029}', "\\u{2029}"),
+            ('\u{202e}', "\\u{202e}"),
+        ] {
+            let s = format!("a{c}b");
+            assert_eq!(escape(&s), format!("a{want}b"), "{c:?}");
+            assert!(!escape(&s).chars().any(is_unsafe_char));
+        }
+        assert!(matches!(escape("plain ünïcode"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn names_follow_the_grammar() {
+        for ok in ["a", "ck8s-apps", "v1.2+build_3", &"x".repeat(128)] {
+            check_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "a b",
+            "a\nb",
+            "a/b",
+            "a`b",
+            "ä",
+            &"x".repeat(129),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
