@@ -11,7 +11,7 @@ use ferry_bundle::sign::TrustedKey;
 use ferry_import::archives::{write_archives, ArchiveError, ArchiveOptions};
 
 use crate::cli::ImportArgs;
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{CmdResult, Failure};
 
 pub async fn write(
@@ -40,7 +40,7 @@ pub async fn write(
     let mut out = format!(
         "wrote {} archive(s) into {} in {:.1}s:",
         written.len(),
-        dir.display(),
+        esc_path(dir),
         started.elapsed().as_secs_f64()
     );
     for w in &written {
@@ -52,11 +52,12 @@ pub async fn write(
         let platforms = if w.platforms.is_empty() {
             String::new()
         } else {
-            format!(" [{}]", w.platforms.join(", "))
+            format!(" [{}]", esc(&w.platforms.join(", ")))
         };
         out.push_str(&format!(
-            "\n  {file}  {} @ {} ({}){platforms}",
-            w.reference,
+            "\n  {}  {} @ {} ({}){platforms}",
+            esc(&file),
+            esc(&w.reference),
             w.digest,
             human_bytes(w.size)
         ));

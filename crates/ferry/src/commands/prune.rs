@@ -13,7 +13,7 @@ use ferry_import::target::Target;
 use ferry_registry::Credentials;
 
 use crate::cli::PruneArgs;
-use crate::ui::{human_bytes, Ui};
+use crate::ui::{esc, human_bytes, Ui};
 use crate::{net, CmdResult, Failure};
 
 fn credentials(a: &PruneArgs) -> Result<Option<Credentials>, Failure> {
@@ -41,20 +41,6 @@ fn credentials(a: &PruneArgs) -> Result<Option<Credentials>, Failure> {
         (None, true) => Err(Failure::input(anyhow!("--password-stdin needs --username"))),
         (None, false) => Ok(None),
     }
-}
-
-/// One inert line: control characters shown as escapes.
-fn esc_line(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 fn failure(e: PruneError) -> Failure {
@@ -137,7 +123,7 @@ async fn plan(a: &PruneArgs, mirror: &Mirror<'_>, ui: &Arc<Ui>) -> CmdResult {
     }));
     let mut text = format!(
         "prune plan for {}: {} manifest(s) in {} repository(ies) to delete, {} blob(s) ({}) freed; written to {}",
-        esc_line(&plan.target.to_string()),
+        esc(&plan.target.to_string()),
         plan.delete.len(),
         repos.len(),
         plan.blobs_freed,
@@ -148,11 +134,11 @@ async fn plan(a: &PruneArgs, mirror: &Mirror<'_>, ui: &Arc<Ui>) -> CmdResult {
         let tags = if d.tags.is_empty() {
             String::new()
         } else {
-            format!(" (tags {})", esc_line(&d.tags.join(", ")))
+            format!(" (tags {})", esc(&d.tags.join(", ")))
         };
         text.push_str(&format!(
             "\n  delete {}@{}{tags}",
-            esc_line(&d.repository),
+            esc(&d.repository),
             d.digest
         ));
     }
@@ -179,7 +165,7 @@ async fn apply(mirror: &Mirror<'_>, plan: &PrunePlan, ui: &Arc<Ui>) -> CmdResult
     }));
     let mut text = format!(
         "pruned {}: {} manifest(s) deleted, {} already gone; {} receipt(s) rewritten",
-        esc_line(&plan.target.to_string()),
+        esc(&plan.target.to_string()),
         r.deleted,
         r.already_gone,
         r.receipts_written
