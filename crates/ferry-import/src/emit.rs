@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use ferry_bundle::meta::{BundleMeta, Item, Kind};
@@ -66,7 +67,18 @@ pub struct EmitOptions {
     pub skip_verify: bool,
     /// The target speaks plain HTTP (also implied by an `http://` target).
     pub plain_http: bool,
+    /// The pull-only credential the nodes use (`--emit-username`); files
+    /// holding it are written mode 0600 and listed as such in the README.
+    pub auth: Option<crate::runtimes::PullCredential>,
+    /// The CA the import trusted (`--ca`), carried to the nodes when `ca`
+    /// (a path on the nodes) is not given: copied beside every `hosts.toml`
+    /// (`ca = "ca.crt"`, relative to it), into `containers/certs.d/<mirror>/`,
+    /// as `ca.crt` for k3s/RKE2, and inline for Talos.
+    pub carry_ca: Option<PathBuf>,
 }
+
+/// Where the carried CA goes on the nodes for k3s/RKE2 (`ca_file`).
+pub const NODE_CA_PATH: &str = "/etc/ferry/mirror-ca.crt";
 
 /// Why the configuration could not be emitted. Nothing is written then.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +115,15 @@ pub enum EmitError {
     /// The mapping produced an invalid repository name.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The CA to carry could not be read.
+    #[error("failed to read the CA `{path}` to carry into the node configuration")]
+    Ca {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// TOML serialisation failed.
     #[error("failed to render `{file}`")]
     Toml {
@@ -167,15 +188,38 @@ pub fn emit(opts: &EmitOptions, meta: &BundleMeta) -> Result<Vec<PathBuf>, EmitE
                 source,
             })?;
         }
-        ferry_bundle::writer::write_atomic(&path, content.as_bytes()).map_err(|source| {
-            EmitError::Write {
-                path: path.clone(),
-                source,
-            }
+        let secret = plan.is_secret(&content);
+        write_file(&path, content.as_bytes(), secret).map_err(|source| EmitError::Write {
+            path: path.clone(),
+            source,
         })?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes atomically; a file holding a credential is created mode 0600
+/// before a byte is written (never readable by others, not even briefly).
+fn write_file(path: &std::path::Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .suffix(".tmp")
+        .permissions(std::fs::Permissions::from_mode(if secret {
+            0o600
+        } else {
+            0o644
+        }))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    // An existing file keeps the mode of the new one.
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(if secret { 0o600 } else { 0o644 }),
+    )
 }
 
 /// A registry item with its parsed source and (with a target) its target repository.
@@ -310,6 +354,8 @@ struct Plan<'a> {
     registry: Vec<RegItem<'a>>,
     files_url: Option<String>,
     scheme: &'static str,
+    /// The carried CA's PEM (`carry_ca`, when `ca` is not given).
+    ca_pem: Option<String>,
 }
 
 impl<'a> Plan<'a> {
@@ -396,6 +442,15 @@ impl<'a> Plan<'a> {
                 meta.index.digest, meta.tool
             ),
         ];
+        let ca_pem = match (&opts.ca, &opts.carry_ca) {
+            (None, Some(path)) if opts.target.is_some() => Some(
+                std::fs::read_to_string(path).map_err(|source| EmitError::Ca {
+                    path: path.clone(),
+                    source,
+                })?,
+            ),
+            _ => None,
+        };
         Ok(Plan {
             opts,
             meta,
@@ -403,7 +458,169 @@ impl<'a> Plan<'a> {
             registry,
             files_url,
             scheme: if plain { "http" } else { "https" },
+            ca_pem,
         })
+    }
+
+    /// Whether `content` holds the pull credential (in any encoding the
+    /// emitted files use): such files are written mode 0600.
+    fn is_secret(&self, content: &str) -> bool {
+        let Some(a) = &self.opts.auth else {
+            return false;
+        };
+        let mirror = self.node_mirror();
+        let secret = mirror
+            .as_ref()
+            .map(|m| crate::runtimes::pull_secret("x", m, a))
+            .and_then(|v| v["data"][".dockerconfigjson"].as_str().map(str::to_string));
+        content.contains(&a.password)
+            || content.contains(&a.basic())
+            || secret.is_some_and(|x| content.contains(&x))
+    }
+
+    /// The mirror as the node runtimes see it.
+    fn node_mirror(&self) -> Option<crate::runtimes::NodeMirror> {
+        let t = self.opts.target.as_ref()?;
+        Some(crate::runtimes::NodeMirror {
+            host: t.host.clone(),
+            plain_http: self.scheme == "http",
+            skip_verify: self.opts.skip_verify,
+            ca_path: self
+                .opts
+                .ca
+                .clone()
+                .or_else(|| self.ca_pem.as_ref().map(|_| NODE_CA_PATH.to_string())),
+            ca_pem: self.ca_pem.clone(),
+            client: self.opts.client.clone(),
+            auth: self.opts.auth.clone(),
+        })
+    }
+
+    /// Each source host and where the mirror holds it, for the runtimes.
+    fn source_mirrors(&self, hosts: &[HostPlan]) -> Vec<crate::runtimes::SourceMirror> {
+        hosts
+            .iter()
+            .map(|hp| crate::runtimes::SourceMirror {
+                source: hp.host.clone(),
+                path: hp.path.clone(),
+                digest_only: self
+                    .registry
+                    .iter()
+                    .filter(|r| r.source.registry == hp.host)
+                    .all(|r| r.source.tag.is_none()),
+            })
+            .collect()
+    }
+
+    /// Every node runtime's file (see [`crate::runtimes`]).
+    fn runtime_files(&self, hosts: &[HostPlan]) -> Result<Vec<(String, String)>, EmitError> {
+        use crate::runtimes as rt;
+        let Some(m) = self.node_mirror() else {
+            return Ok(Vec::new());
+        };
+        let sources = self.source_mirrors(hosts);
+        let mut out = Vec::new();
+        if sources.is_empty() {
+            return Ok(out);
+        }
+        let head = |lines: &[&str]| {
+            let mut h = self.header.clone();
+            h.push(String::new());
+            h.extend(lines.iter().map(|l| l.to_string()));
+            h
+        };
+        let file = "containers/registries.conf";
+        out.push((
+            file.to_string(),
+            format!(
+                "{}\n{}",
+                comment(&head(&[
+                    "CRI-O, podman, skopeo, buildah: install as /etc/containers/registries.conf.d/50-ferry.conf",
+                    "(containers-registries.conf v2). Each source registry is pulled from the mirror; the",
+                    "source stays as the fallback, unreachable on an isolated network.",
+                ])),
+                toml_doc(file, &rt::registries_conf(&m, &sources))?
+            ),
+        ));
+        if let Some(pem) = &self.ca_pem {
+            out.push((format!("containers/certs.d/{}/ca.crt", m.host), pem.clone()));
+            out.push(("ca.crt".to_string(), pem.clone()));
+        }
+        if let Some(a) = &self.opts.auth {
+            let v = rt::containers_auth(&m, a);
+            out.push((
+                "containers/auth.json".to_string(),
+                serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+            ));
+            let file = "containerd/conf.d/ferry-registry-auth.toml";
+            out.push((
+                file.to_string(),
+                format!(
+                    "{}\n{}",
+                    comment(&head(&[
+                        "containerd 1.x: install in /etc/containerd/conf.d/ with",
+                        "imports = [\"/etc/containerd/conf.d/*.toml\"] in config.toml (restart containerd).",
+                        "The credential is also in every hosts.toml (authorization header). Mode 0600.",
+                    ])),
+                    toml_doc(file, &rt::containerd_auth(&m, a))?
+                ),
+            ));
+            let file = "kubernetes/pull-secret.yaml";
+            out.push((
+                file.to_string(),
+                yaml(
+                    file,
+                    &head(&[
+                        "A kubernetes.io/dockerconfigjson Secret for the mirror: `kubectl -n NS apply -f`,",
+                        "then imagePullSecrets: [{name: ferry-mirror-pull}] (Trivy: trivy.imagePullSecret).",
+                    ]),
+                    &rt::pull_secret("ferry-mirror-pull", &m, a),
+                )?,
+            ));
+        }
+        let file = "k3s/registries.yaml";
+        out.push((
+            file.to_string(),
+            yaml(
+                file,
+                &head(&[
+                    "k3s: /etc/rancher/k3s/registries.yaml; RKE2: /etc/rancher/rke2/registries.yaml (restart the service).",
+                    "With a carried CA, copy ca.crt to /etc/ferry/mirror-ca.crt on every node.",
+                ]),
+                &rt::k3s_registries(&m, &sources),
+            )?,
+        ));
+        let file = "talos/registries-patch.yaml";
+        out.push((
+            file.to_string(),
+            yaml(
+                file,
+                &head(&["Talos: `talosctl patch machineconfig --patch @registries-patch.yaml` (or at generation)."]),
+                &rt::talos_patch(&m, &sources),
+            )?,
+        ));
+        let file = "openshift/image-mirror-sets.yaml";
+        let mut docs = comment(&head(&[
+            "OpenShift 4.13+: `oc apply -f image-mirror-sets.yaml` (the Machine Config Operator rolls the nodes).",
+            "The mirror's CA goes in the cluster's additionalTrustedCA; its credential in the global pull secret.",
+        ]));
+        for (i, d) in rt::openshift_mirror_sets("ferry-mirror", &m, &sources)
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                docs.push_str("---\n");
+            }
+            docs.push_str(&yaml(file, &[], d)?);
+        }
+        out.push((file.to_string(), docs));
+        if let Some(d) = rt::docker_daemon(&m, &sources) {
+            out.push((
+                "docker/daemon.json".to_string(),
+                serde_json::to_string_pretty(&d).unwrap_or_default() + "\n",
+            ));
+        }
+        Ok(out)
     }
 
     fn insecure(&self) -> bool {
@@ -488,12 +705,24 @@ impl<'a> Plan<'a> {
                     format!("containerd/certs.d/{}/hosts.toml", hp.host),
                     self.hosts_toml(target, hp)?,
                 ));
+                if let Some(pem) = &self.ca_pem {
+                    out.push((
+                        format!("containerd/certs.d/{}/ca.crt", hp.host),
+                        pem.clone(),
+                    ));
+                }
             }
             if self.opts.default_host {
                 out.push((
                     "containerd/certs.d/_default/hosts.toml".to_string(),
                     self.default_toml(target)?,
                 ));
+                if let Some(pem) = &self.ca_pem {
+                    out.push((
+                        "containerd/certs.d/_default/ca.crt".to_string(),
+                        pem.clone(),
+                    ));
+                }
             }
             if !hosts.is_empty() || self.opts.default_host {
                 out.push((KUBESPRAY_FILE.to_string(), self.kubespray(target, &hosts)?));
@@ -524,6 +753,7 @@ impl<'a> Plan<'a> {
         if let Some(sc) = self.ck8s_sc()? {
             out.push(("ck8s/sc-config.yaml".to_string(), sc));
         }
+        out.extend(self.runtime_files(&hosts)?);
         out.push(("README.md".to_string(), self.readme(&hosts, &out)));
         Ok(out)
     }
@@ -541,6 +771,18 @@ impl<'a> Plan<'a> {
         }
         if let Some(ca) = &self.opts.ca {
             h.insert("ca".into(), T::from(ca.as_str()));
+        } else if self.ca_pem.is_some() {
+            // Copied beside this hosts.toml; containerd resolves a relative
+            // `ca` against the host's directory.
+            h.insert("ca".into(), T::from("ca.crt"));
+        }
+        if let Some(a) = &self.opts.auth {
+            let mut header = toml::Table::new();
+            header.insert(
+                "authorization".into(),
+                T::from(format!("Basic {}", a.basic())),
+            );
+            h.insert("header".into(), T::Table(header));
         }
         if let Some((cert, key)) = &self.opts.client {
             h.insert(
@@ -707,11 +949,20 @@ impl<'a> Plan<'a> {
                 "NOTE: some items were mapped finer than their host; see README.md.".to_string(),
             );
         }
-        yaml(
-            KUBESPRAY_FILE,
-            &head,
-            &map(vec![("containerd_registries_mirrors", seq(items))]),
-        )
+        yaml(KUBESPRAY_FILE, &head, &{
+            let mut doc = vec![("containerd_registries_mirrors", seq(items))];
+            if let Some(a) = &self.opts.auth {
+                doc.push((
+                    "containerd_registry_auth",
+                    seq(vec![map(vec![
+                        ("registry", s(target.host.clone())),
+                        ("username", s(a.username.clone())),
+                        ("password", s(a.password.clone())),
+                    ])]),
+                ));
+            }
+            map(doc)
+        })
     }
 
     fn trivy_items(&self, kind: TrivyKind) -> Vec<&RegItem<'a>> {
@@ -1214,12 +1465,48 @@ impl<'a> Plan<'a> {
                     "helm-repositories.yaml" => "Helm: `helm --repository-config helm-repositories.yaml repo update`".to_string(),
                     "ck8s/common-config.yaml" => "Compliant Kubernetes: merge into `common-config.yaml`".to_string(),
                     "ck8s/sc-config.yaml" => "Compliant Kubernetes: merge into `sc-config.yaml`".to_string(),
+                    "containers/registries.conf" => "CRI-O, podman, skopeo: `/etc/containers/registries.conf.d/50-ferry.conf`".to_string(),
+                    "containers/auth.json" => "CRI-O, podman, skopeo: `/etc/containers/auth.json` (or `REGISTRY_AUTH_FILE`); CRI-O: `global_auth_file`".to_string(),
+                    "containerd/conf.d/ferry-registry-auth.toml" => "containerd 1.x CRI credential: `/etc/containerd/conf.d/` with `imports` in config.toml".to_string(),
+                    "kubernetes/pull-secret.yaml" => "a pull Secret: `kubectl -n NAMESPACE apply -f`, then `imagePullSecrets` (Trivy: `trivy.imagePullSecret`)".to_string(),
+                    "k3s/registries.yaml" => "k3s: `/etc/rancher/k3s/registries.yaml`; RKE2: `/etc/rancher/rke2/registries.yaml`".to_string(),
+                    "talos/registries-patch.yaml" => "Talos: `talosctl patch machineconfig --patch @registries-patch.yaml`".to_string(),
+                    "openshift/image-mirror-sets.yaml" => "OpenShift 4.13+: `oc apply -f` (ImageDigestMirrorSet, ImageTagMirrorSet)".to_string(),
+                    "docker/daemon.json" => "Docker Engine: merge into `/etc/docker/daemon.json` (Docker mirrors only Docker Hub)".to_string(),
+                    "ca.crt" => "the mirror's CA for k3s/RKE2: `/etc/ferry/mirror-ca.crt` on every node".to_string(),
+                    x if x.ends_with("/ca.crt") => format!("the mirror's CA, beside its configuration: `/etc/{x}`"),
                     _ => "-".to_string(),
                 }
             };
-            r.push_str(&format!("| `{f}` | {what} |\n"));
+            let secret = if self.is_secret(
+                &files
+                    .iter()
+                    .find(|(n, _)| n == f)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default(),
+            ) {
+                " **Holds the pull credential: mode 0600, keep it so.**"
+            } else {
+                ""
+            };
+            r.push_str(&format!("| `{f}` | {what}{secret} |\n"));
         }
         r.push_str("| `README.md` | this file |\n");
+        if self.opts.auth.is_some() {
+            r.push_str("\nThe mirror needs credentials: the pull-only credential given with `--emit-username` is in the\nfiles marked above (mode 0600). ferry never prints it; distribute those files as secrets.\n");
+        } else {
+            r.push_str("\nNo credential was given (`--emit-username`): if the mirror needs one, nodes get 401 until it is configured.\n");
+        }
+        if self.opts.target.is_some()
+            && self.scheme == "https"
+            && self.opts.ca.is_none()
+            && self.ca_pem.is_none()
+        {
+            r.push_str("No CA was given or carried: nodes must already trust the mirror's certificate (the system trust store), or pulls fail x509 verification.\n");
+        }
+        if self.opts.target.is_some() && !files.iter().any(|(f, _)| f == "docker/daemon.json") {
+            r.push_str("No `docker/daemon.json`: Docker Engine can mirror only `docker.io`, and only to a mirror serving it at its root (this mapping gives it a path, or the bundle has no docker.io content).\n");
+        }
         let exceptions: Vec<&(String, String)> =
             hosts.iter().flat_map(|h| h.exceptions.iter()).collect();
         if !exceptions.is_empty() {
@@ -1410,6 +1697,8 @@ mod tests {
             client: None,
             skip_verify: false,
             plain_http: false,
+            auth: None,
+            carry_ca: None,
         }
     }
 

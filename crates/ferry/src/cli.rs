@@ -286,6 +286,13 @@ pub struct ImportArgs {
     /// Client certificate and key paths as the nodes see them, written into hosts.toml (`client`).
     #[arg(long, value_name = "CERT,KEY", value_delimiter = ',', num_args = 2)]
     pub emit_client: Vec<String>,
+    /// With --emit-config: the pull-only user the nodes authenticate as (password in
+    /// FERRY_EMIT_PASSWORD, or on stdin with --emit-password-stdin). Never the import's push credential.
+    #[arg(long, value_name = "USER", requires = "emit_config")]
+    pub emit_username: Option<String>,
+    /// Read the --emit-username password from stdin.
+    #[arg(long, requires = "emit_username", conflicts_with = "password_stdin")]
+    pub emit_password_stdin: bool,
     /// Write `skip_verify = true` into hosts.toml.
     #[arg(long)]
     pub emit_skip_verify: bool,

@@ -314,15 +314,15 @@ import json, sys, tomllib, yaml
 base = sys.argv[1]
 for rel in sys.argv[2:]:
     p = base + "/" + rel
-    if rel.endswith(".toml"):
+    if rel.endswith(".toml") or rel.endswith(".conf"):
         with open(p, "rb") as f:
             doc = tomllib.load(f)
         hosts = sorted(doc.get("host", {}).keys())
         print(rel + ": " + ",".join(sorted(doc.keys())) + " hosts=" + ",".join(hosts))
     else:
         with open(p, "r", encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-        print(rel + ": " + ",".join(sorted(doc.keys())))
+            docs = list(yaml.safe_load_all(f))
+        print(rel + ": " + " | ".join(",".join(sorted(d.keys())) for d in docs))
 "#;
     let out = Command::new("python3")
         .arg("-c")
@@ -395,7 +395,11 @@ fn emitted_configuration_from_a_hostile_bundle_holds_exactly_the_expected_hosts_
                     "ck8s/common-config.yaml",
                     "containerd/certs.d/_default/hosts.toml",
                     "containerd/certs.d/example.org/hosts.toml",
+                    "containers/registries.conf",
+                    "k3s/registries.yaml",
                     "kubespray/containerd_registries_mirrors.yaml",
+                    "openshift/image-mirror-sets.yaml",
+                    "talos/registries-patch.yaml",
                 ],
                 "{what}"
             );
@@ -455,8 +459,12 @@ fn emitted_configuration_from_a_hostile_bundle_holds_exactly_the_expected_hosts_
                     format!(
                         "containerd/certs.d/example.org/hosts.toml: host,server hosts={mirror}"
                     ),
+                    "containers/registries.conf: registry hosts=".to_string(),
+                    "k3s/registries.yaml: mirrors".to_string(),
                     "kubespray/containerd_registries_mirrors.yaml: containerd_registries_mirrors"
                         .to_string(),
+                    "openshift/image-mirror-sets.yaml: apiVersion,kind,metadata,spec | apiVersion,kind,metadata,spec".to_string(),
+                    "talos/registries-patch.yaml: machine".to_string(),
                 ],
                 "{what}"
             );

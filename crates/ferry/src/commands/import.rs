@@ -376,6 +376,32 @@ fn emit_config(
         [cert, key] => Some((cert.clone(), key.clone())),
         _ => None,
     };
+    let auth =
+        match (&a.emit_username, a.emit_password_stdin) {
+            (Some(u), true) => {
+                let mut p = String::new();
+                std::io::stdin().read_to_string(&mut p).map_err(|e| {
+                    Failure::input(anyhow!(
+                        "failed to read the --emit-username password from stdin: {e}"
+                    ))
+                })?;
+                Some(ferry_import::runtimes::PullCredential {
+                    username: u.clone(),
+                    password: p.trim_end_matches(['\n', '\r']).to_string(),
+                })
+            }
+            (Some(u), false) => match std::env::var("FERRY_EMIT_PASSWORD") {
+                Ok(p) => Some(ferry_import::runtimes::PullCredential {
+                    username: u.clone(),
+                    password: p,
+                }),
+                Err(_) => return Err(Failure::input(anyhow!(
+                    "--emit-username given without a password"
+                ))
+                .hint("pass it in FERRY_EMIT_PASSWORD, or on stdin with --emit-password-stdin")),
+            },
+            (None, _) => None,
+        };
     let opts = EmitOptions {
         dir: dir.clone(),
         target: target.cloned(),
@@ -388,6 +414,10 @@ fn emit_config(
         client: client_cert,
         skip_verify: a.emit_skip_verify,
         plain_http,
+        auth,
+        // The CA this import trusted goes to the nodes unless --emit-ca names
+        // where the nodes already have it.
+        carry_ca: a.net.ca.clone(),
     };
     let written = emit(&opts, &head.meta).map_err(|e| match e {
         EmitError::Write { .. } => Failure::env(e),
