@@ -9,9 +9,11 @@
 //!    `docker.io/…` references and `https://…` URLs are fetched from that
 //!    upstream through `--upstream-mirror`.
 //! 3. `ferry verify`, `ferry inspect`, `ferry import --store` into a mirror
-//!    store (with `--emit-config`), `ferry serve` over the mirror, and pull
-//!    every image and a file back through it: digests and bytes compared
-//!    with the upstream's.
+//!    store (with `--emit-config` for an authenticated TLS mirror: a private
+//!    CA carried to the nodes, a pull-only user), `ferry serve` over the
+//!    mirror with TLS and htpasswd, and pull every image and a file back
+//!    through it with the pull credential: digests and bytes compared with
+//!    the upstream's; the runtime files written are listed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -41,11 +43,24 @@ fn build_ferry() -> Result<PathBuf> {
 }
 
 fn step(ferry: &Path, args: &[&str]) -> Result<String> {
-    println!("\n$ ferry {}", args.join(" "));
-    let out = Command::new(ferry)
-        .args(args)
-        .output()
-        .context("failed to run ferry")?;
+    step_env(ferry, args, &[])
+}
+
+/// [`step`] with environment variables (shown by name only: they carry secrets).
+fn step_env(ferry: &Path, args: &[&str], envs: &[(&str, &str)]) -> Result<String> {
+    let names: Vec<String> = envs.iter().map(|(k, _)| format!("{k}=…")).collect();
+    let prefix = if names.is_empty() {
+        String::new()
+    } else {
+        format!("{} ", names.join(" "))
+    };
+    println!("\n$ {prefix}ferry {}", args.join(" "));
+    let mut c = Command::new(ferry);
+    c.args(args);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let out = c.output().context("failed to run ferry")?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     print!("{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -77,9 +92,23 @@ impl Drop for Served {
 }
 
 fn serve(ferry: &Path, dir: &Path, log: &Path) -> Result<Served> {
+    serve_on(ferry, dir, log, None, &[])
+}
+
+/// `ferry serve DIR` on `addr` (else a free port) with extra flags.
+fn serve_on(
+    ferry: &Path,
+    dir: &Path,
+    log: &Path,
+    addr: Option<SocketAddr>,
+    extra: &[String],
+) -> Result<Served> {
     let mut last = None;
     for _ in 0..5 {
-        let addr = free_addr()?;
+        let addr = match addr {
+            Some(a) => a,
+            None => free_addr()?,
+        };
         let log_file = std::fs::File::create(log)?;
         let child = Command::new(ferry)
             .args([
@@ -88,6 +117,7 @@ fn serve(ferry: &Path, dir: &Path, log: &Path) -> Result<Served> {
                 "--listen",
                 &addr.to_string(),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -115,6 +145,28 @@ fn serve(ferry: &Path, dir: &Path, log: &Path) -> Result<Served> {
 }
 
 const DRIVER: &str = "falco_ubuntu-generic_5.15.0-91-generic_101.ko";
+
+/// The demo mirror's pull-only user (a demo value, not a secret).
+const DEMO_USER: &str = "demo-puller";
+const DEMO_PASSWORD: &str = "demo-pull-password";
+
+/// Files under `dir`, relative, sorted.
+fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 fn sha512_hex(data: &[u8]) -> String {
     use sha2::{Digest as _, Sha512};
@@ -239,10 +291,21 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     let mirror_dir = out.join("mirror");
     let config_dir = out.join("client-config");
     let receipt = out.join("receipt.json");
+    // The mirror is authenticated and speaks TLS, as a production one does:
+    // a private CA, a pull-only user for the nodes.
+    let pki = ferry_testkit::pki::Pki::generate(&out)?;
+    let htpasswd = out.join("mirror.htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "{DEMO_USER}:{}\n",
+            ferry_testkit::registry::bcrypt_entry(DEMO_PASSWORD)
+        ),
+    )?;
+    let mirror_addr = free_addr()?;
+    let m = format!("https://{mirror_addr}");
     let t = Instant::now();
-    // The mirror's port is known only once it serves; the emitted files name
-    // the file server as http://mirror.internal:5000 (the summary says so).
-    step(
+    step_env(
         &ferry,
         &[
             "import",
@@ -255,19 +318,68 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
             &receipt.to_string_lossy(),
             "--emit-config",
             &config_dir.to_string_lossy(),
-            "--files-url",
-            "http://mirror.internal:5000",
+            "--mirror-url",
+            &m,
+            "--ca",
+            &pki.ca.to_string_lossy(),
+            "--emit-username",
+            DEMO_USER,
         ],
+        &[("FERRY_EMIT_PASSWORD", DEMO_PASSWORD)],
     )?;
     let import_secs = t.elapsed().as_secs_f64();
 
-    println!("\n== serving the mirror with `ferry serve` and pulling everything back");
-    let mirror = serve(&ferry, &mirror_dir, &out.join("mirror-serve.log"))?;
-    let m = format!("http://{}", mirror.addr);
+    println!("\n== serving the mirror with `ferry serve` (TLS, htpasswd) and pulling everything back with the pull credential");
+    let mirror = serve_on(
+        &ferry,
+        &mirror_dir,
+        &out.join("mirror-serve.log"),
+        Some(mirror_addr),
+        &[
+            "--tls-cert".into(),
+            pki.cert.to_string_lossy().into_owned(),
+            "--tls-key".into(),
+            pki.key.to_string_lossy().into_owned(),
+            "--htpasswd".into(),
+            htpasswd.to_string_lossy().into_owned(),
+        ],
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let client = Client::new(ClientConfig::default())?;
+    let creds = ferry_registry::Credentials {
+        username: DEMO_USER.into(),
+        password: DEMO_PASSWORD.into(),
+    };
+    let mut config = ClientConfig::default();
+    config.hosts.insert(
+        mirror.addr.to_string(),
+        ferry_registry::HostConfig {
+            https: true,
+            ca_file: Some(pki.ca.clone()),
+            credentials: Some(creds.clone()),
+            ..ferry_registry::HostConfig::default()
+        },
+    );
+    let client = Client::new(config)?;
+    // Without the credential the mirror refuses: the emitted one is what works.
+    let mut anonymous = ClientConfig::default();
+    anonymous.hosts.insert(
+        mirror.addr.to_string(),
+        ferry_registry::HostConfig {
+            https: true,
+            ca_file: Some(pki.ca.clone()),
+            ..ferry_registry::HostConfig::default()
+        },
+    );
+    let anonymous = Client::new(anonymous)?;
+    if rt
+        .block_on(anonymous.ping(&mirror.addr.to_string()))
+        .is_ok()
+    {
+        bail!("the mirror answered without credentials");
+    }
+    println!("  without credentials: refused (401), as it should be");
     let mut checked = 0;
     let names: Vec<(String, String)> = set
         .images
@@ -339,8 +451,10 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     })?;
     let driver_url = format!("{m}/falco/driver/7.0.0+driver/x86_64/{DRIVER}");
     let got = rt.block_on(async {
+        let url = url::Url::parse(&driver_url)?;
+        let auth = ferry_registry::OriginCredentials::new(&url, creds.clone());
         client
-            .fetch_bytes(&url::Url::parse(&driver_url)?, None, 64 << 20)
+            .fetch_bytes(&url, Some(&auth), 64 << 20)
             .await
             .map_err(anyhow::Error::from)
     })?;
@@ -368,9 +482,24 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     );
     println!("mirror    {m}  (store {}; docker.io → dockerhub/…, files under /falco, /helm, /opensearch, /files)", mirror_dir.display());
     println!(
-        "config    {} (Falco, OpenSearch, Helm, CK8s values; the file server is written as http://mirror.internal:5000)",
-        config_dir.display()
+        "mirror    TLS with a private CA ({}), htpasswd; nodes use the pull-only user `{DEMO_USER}`",
+        pki.ca.display()
     );
+    println!("config    {}:", config_dir.display());
+    for f in walk_files(&config_dir) {
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(config_dir.join(&f))
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        let note = if mode == 0o600 {
+            "  (holds the pull credential: mode 0600)"
+        } else {
+            ""
+        };
+        println!("            {f}{note}");
+    }
     println!("receipt   {}", receipt.display());
     println!("lock      {}", lock.display());
     if keep {
