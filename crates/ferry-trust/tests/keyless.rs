@@ -36,7 +36,12 @@ impl World {
             "trusted_root.json",
             &trusted_root(&[(&pki, EPOCH_2020, None)], &[&log]),
         );
-        World { dir, pki, log, root_path }
+        World {
+            dir,
+            pki,
+            log,
+            root_path,
+        }
     }
 
     fn policy(&self, identities: Value, extra: Value) -> Policy {
@@ -46,15 +51,24 @@ impl World {
                 rule[k] = v;
             }
         }
-        policy(self.dir.path(), json!({"trustedRoot": self.root_path, "rules": [rule]}))
+        policy(
+            self.dir.path(),
+            json!({"trustedRoot": self.root_path, "rules": [rule]}),
+        )
     }
 
     fn leaf(&self, san: &str, issuer: &str, ext: IssuerExt) -> Leaf {
-        self.pki.leaf(self.dir.path(), san, issuer, LEAF_START, LEAF_END, ext)
+        self.pki
+            .leaf(self.dir.path(), san, issuer, LEAF_START, LEAF_END, ext)
     }
 
     /// A `.sig` manifest signed by `leaf`, with a SET at `t` if given.
-    fn signed(&self, leaf: &Leaf, digest: &str, set_at: Option<i64>) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    fn signed(
+        &self,
+        leaf: &Leaf,
+        digest: &str,
+        set_at: Option<i64>,
+    ) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
         let payload = simple_signing(digest, None);
         let sig = leaf.key.sign(&payload);
         let mut l = SigLayer::new(payload.clone(), sig.clone());
@@ -68,13 +82,25 @@ impl World {
     }
 }
 
-fn run(p: &Policy, m: &[u8], d: &str, art: &(Vec<u8>, BTreeMap<String, Vec<u8>>), now: i64) -> Result<Decision, TrustError> {
+fn run(
+    p: &Policy,
+    m: &[u8],
+    d: &str,
+    art: &(Vec<u8>, BTreeMap<String, Vec<u8>>),
+    now: i64,
+) -> Result<Decision, TrustError> {
     verify_subject_at(
         p,
         "registry.test",
         "app",
-        Subject { digest: d, manifest: m },
-        &[SignatureArtifact { manifest: &art.0, blobs: &art.1 }],
+        Subject {
+            digest: d,
+            manifest: m,
+        },
+        &[SignatureArtifact {
+            manifest: &art.0,
+            blobs: &art.1,
+        }],
         now,
     )
 }
@@ -94,26 +120,71 @@ fn identity_rules_exact_regexp_wrong_subject_wrong_issuer() {
     // (SAN in the leaf, issuer in the leaf, extension form, identities, expected)
     #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, &str, IssuerExt, Value, Result<(&str, &str), &str>)> = vec![
-        ("dev@acme.test", "https://accounts.test", IssuerExt::Utf8,
-         json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]), Ok(("https://accounts.test", "dev@acme.test"))),
-        ("dev@acme.test", "https://accounts.test", IssuerExt::Legacy,
-         json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]), Ok(("https://accounts.test", "dev@acme.test"))),
-        (WORKFLOW, ISSUER, IssuerExt::Both,
-         json!([{"issuer": ISSUER, "subjectRegExp": r"https://github\.com/acme/app/\.github/workflows/release\.yml@refs/tags/v.*"}]), Ok((ISSUER, WORKFLOW))),
+        (
+            "dev@acme.test",
+            "https://accounts.test",
+            IssuerExt::Utf8,
+            json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]),
+            Ok(("https://accounts.test", "dev@acme.test")),
+        ),
+        (
+            "dev@acme.test",
+            "https://accounts.test",
+            IssuerExt::Legacy,
+            json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]),
+            Ok(("https://accounts.test", "dev@acme.test")),
+        ),
+        (
+            WORKFLOW,
+            ISSUER,
+            IssuerExt::Both,
+            json!([{"issuer": ISSUER, "subjectRegExp": r"https://github\.com/acme/app/\.github/workflows/release\.yml@refs/tags/v.*"}]),
+            Ok((ISSUER, WORKFLOW)),
+        ),
         // The regexp is anchored: a prefix match is not enough.
-        (WORKFLOW, ISSUER, IssuerExt::Utf8,
-         json!([{"issuer": ISSUER, "subjectRegExp": r"https://github\.com/acme/app"}]), Err("identity")),
-        ("dev@acme.test", "https://accounts.test", IssuerExt::Utf8,
-         json!([{"issuer": "https://accounts.test", "subject": "ops@acme.test"}]), Err("identity")),
-        ("dev@acme.test.evil", "https://accounts.test", IssuerExt::Utf8,
-         json!([{"issuer": "https://accounts.test", "subjectRegExp": r"dev@acme\.test"}]), Err("identity")),
-        ("dev@acme.test", "https://accounts.evil", IssuerExt::Utf8,
-         json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]), Err("issuer")),
-        ("dev@acme.test", "https://accounts.test/", IssuerExt::Legacy,
-         json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]), Err("issuer")),
+        (
+            WORKFLOW,
+            ISSUER,
+            IssuerExt::Utf8,
+            json!([{"issuer": ISSUER, "subjectRegExp": r"https://github\.com/acme/app"}]),
+            Err("identity"),
+        ),
+        (
+            "dev@acme.test",
+            "https://accounts.test",
+            IssuerExt::Utf8,
+            json!([{"issuer": "https://accounts.test", "subject": "ops@acme.test"}]),
+            Err("identity"),
+        ),
+        (
+            "dev@acme.test.evil",
+            "https://accounts.test",
+            IssuerExt::Utf8,
+            json!([{"issuer": "https://accounts.test", "subjectRegExp": r"dev@acme\.test"}]),
+            Err("identity"),
+        ),
+        (
+            "dev@acme.test",
+            "https://accounts.evil",
+            IssuerExt::Utf8,
+            json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]),
+            Err("issuer"),
+        ),
+        (
+            "dev@acme.test",
+            "https://accounts.test/",
+            IssuerExt::Legacy,
+            json!([{"issuer": "https://accounts.test", "subject": "dev@acme.test"}]),
+            Err("issuer"),
+        ),
         // Second identity matches.
-        ("dev@acme.test", "https://accounts.test", IssuerExt::Utf8,
-         json!([{"issuer": ISSUER, "subject": "x@y"}, {"issuer": "https://accounts.test", "subject": "dev@acme.test"}]), Ok(("https://accounts.test", "dev@acme.test"))),
+        (
+            "dev@acme.test",
+            "https://accounts.test",
+            IssuerExt::Utf8,
+            json!([{"issuer": ISSUER, "subject": "x@y"}, {"issuer": "https://accounts.test", "subject": "dev@acme.test"}]),
+            Ok(("https://accounts.test", "dev@acme.test")),
+        ),
     ];
     for (san, issuer, ext, ids, want) in cases {
         let p = w.policy(ids.clone(), json!({}));
@@ -124,18 +195,27 @@ fn identity_rules_exact_regexp_wrong_subject_wrong_issuer() {
             Ok((wi, ws)) => match r {
                 Ok(Decision::Verified(v)) => assert_eq!(
                     v.satisfied_by,
-                    SatisfiedBy::Identity { issuer: wi.into(), subject: ws.into() },
+                    SatisfiedBy::Identity {
+                        issuer: wi.into(),
+                        subject: ws.into()
+                    },
                     "{san} {issuer}"
                 ),
                 other => panic!("{san} {issuer} {ids}: {other:?}"),
             },
             Err("identity") => {
                 let r = reason(r);
-                assert!(matches!(r, Failure::IdentityMismatch { ref found, .. } if found == san), "{san} {ids}: {r:?}")
+                assert!(
+                    matches!(r, Failure::IdentityMismatch { ref found, .. } if found == san),
+                    "{san} {ids}: {r:?}"
+                )
             }
             Err(_) => {
                 let r = reason(r);
-                assert!(matches!(r, Failure::IssuerMismatch { ref found, .. } if found == issuer), "{san} {issuer}: {r:?}")
+                assert!(
+                    matches!(r, Failure::IssuerMismatch { ref found, .. } if found == issuer),
+                    "{san} {issuer}: {r:?}"
+                )
             }
         }
     }
@@ -150,9 +230,21 @@ fn expired_leaf_without_a_log_entry_fails_and_with_one_passes() {
     // Now (2026) the ten-minute leaf of 2021 has expired.
     let no_entry = w.signed(&leaf, &d, None);
     let r = reason(run(&p, &m, &d, &no_entry, NOW));
-    assert!(matches!(r, Failure::CertificateExpired { with_log_entry: false, .. }), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Failure::CertificateExpired {
+                with_log_entry: false,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
     // Inside the leaf's ten minutes with no entry: accepted (time = now).
-    assert!(matches!(run(&p, &m, &d, &no_entry, LEAF_START + 1), Ok(Decision::Verified(_))));
+    assert!(matches!(
+        run(&p, &m, &d, &no_entry, LEAF_START + 1),
+        Ok(Decision::Verified(_))
+    ));
     // With a log entry integrated while the leaf was valid: accepted now
     // (RFC 5280 validity includes both notBefore and notAfter).
     for t in [LEAF_START, LEAF_START + 1, LEAF_START + 300, LEAF_END] {
@@ -167,11 +259,26 @@ fn expired_leaf_without_a_log_entry_fails_and_with_one_passes() {
     // A log entry integrated after (or before) the leaf's validity.
     for t in [LEAF_END + 1, LEAF_END + 60, LEAF_START - 1, NOW] {
         let r = reason(run(&p, &m, &d, &w.signed(&leaf, &d, Some(t)), NOW));
-        assert!(matches!(r, Failure::CertificateExpired { with_log_entry: true, .. }), "t={t}: {r:?}");
+        assert!(
+            matches!(
+                r,
+                Failure::CertificateExpired {
+                    with_log_entry: true,
+                    ..
+                }
+            ),
+            "t={t}: {r:?}"
+        );
     }
     // tlog: required refuses the valid-now leaf without an entry.
-    let p = w.policy(json!([{"issuer": ISSUER, "subject": WORKFLOW}]), json!({"tlog": "required"}));
-    assert_eq!(reason(run(&p, &m, &d, &no_entry, LEAF_START + 1)), Failure::TlogRequired);
+    let p = w.policy(
+        json!([{"issuer": ISSUER, "subject": WORKFLOW}]),
+        json!({"tlog": "required"}),
+    );
+    assert_eq!(
+        reason(run(&p, &m, &d, &no_entry, LEAF_START + 1)),
+        Failure::TlogRequired
+    );
 }
 
 #[test]
@@ -180,7 +287,14 @@ fn a_chain_from_an_untrusted_ca_is_refused() {
     let rogue = Pki::new("rogue");
     let (m, d) = subject_manifest("rogue");
     let p = w.policy(json!([{"issuer": ISSUER, "subject": WORKFLOW}]), json!({}));
-    let leaf = rogue.leaf(w.dir.path(), WORKFLOW, ISSUER, LEAF_START, LEAF_END, IssuerExt::Utf8);
+    let leaf = rogue.leaf(
+        w.dir.path(),
+        WORKFLOW,
+        ISSUER,
+        LEAF_START,
+        LEAF_END,
+        IssuerExt::Utf8,
+    );
     let payload = simple_signing(&d, None);
     let sig = leaf.key.sign(&payload);
     let mut l = SigLayer::new(payload.clone(), sig.clone());
@@ -201,17 +315,38 @@ fn a_ca_outside_its_validity_in_the_trusted_root_is_refused() {
     let pki = Pki::new("fulcio");
     let log = Log::new(dir.path(), "rekor");
     // The CA was retired before the leaf was issued.
-    let root = write(dir.path(), "tr.json", &trusted_root(&[(&pki, EPOCH_2020, Some(LEAF_START - 100))], &[&log]));
-    let p = policy(dir.path(), json!({"trustedRoot": root, "rules": [{"match": "**", "identities": [{"issuer": ISSUER, "subject": WORKFLOW}]}]}));
+    let root = write(
+        dir.path(),
+        "tr.json",
+        &trusted_root(&[(&pki, EPOCH_2020, Some(LEAF_START - 100))], &[&log]),
+    );
+    let p = policy(
+        dir.path(),
+        json!({"trustedRoot": root, "rules": [{"match": "**", "identities": [{"issuer": ISSUER, "subject": WORKFLOW}]}]}),
+    );
     let (m, d) = subject_manifest("retired");
-    let leaf = pki.leaf(dir.path(), WORKFLOW, ISSUER, LEAF_START, LEAF_END, IssuerExt::Utf8);
+    let leaf = pki.leaf(
+        dir.path(),
+        WORKFLOW,
+        ISSUER,
+        LEAF_START,
+        LEAF_END,
+        IssuerExt::Utf8,
+    );
     let payload = simple_signing(&d, None);
     let sig = leaf.key.sign(&payload);
     let mut l = SigLayer::new(payload.clone(), sig.clone());
     l.certificate_pem = Some(leaf.pem.clone());
-    l.rekor_bundle = Some(log.cosign_bundle(&hashedrekord(&sig, &payload, leaf.pem.as_bytes()), LEAF_START + 5, 9));
+    l.rekor_bundle = Some(log.cosign_bundle(
+        &hashedrekord(&sig, &payload, leaf.pem.as_bytes()),
+        LEAF_START + 5,
+        9,
+    ));
     let r = reason(run(&p, &m, &d, &cosign_manifest(&[l]), NOW));
-    assert!(matches!(r, Failure::ChainNotTrusted(ref s) if s.contains("no certificate authority")), "{r:?}");
+    assert!(
+        matches!(r, Failure::ChainNotTrusted(ref s) if s.contains("no certificate authority")),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -224,7 +359,10 @@ fn a_signature_not_made_by_the_certificate_key_is_refused() {
     let payload = simple_signing(&d, None);
     let mut l = SigLayer::new(payload.clone(), thief.sign(&payload));
     l.certificate_pem = Some(leaf.pem.clone());
-    assert_eq!(reason(run(&p, &m, &d, &cosign_manifest(&[l]), LEAF_START + 1)), Failure::BadSignature);
+    assert_eq!(
+        reason(run(&p, &m, &d, &cosign_manifest(&[l]), LEAF_START + 1)),
+        Failure::BadSignature
+    );
     // No certificate at all, and no keys in the rule.
     let l = SigLayer::new(payload.clone(), leaf.key.sign(&payload));
     let r = reason(run(&p, &m, &d, &cosign_manifest(&[l]), LEAF_START + 1));
@@ -237,40 +375,97 @@ fn policy_errors_name_the_rule_and_the_key() {
     let dir = w.dir.path();
     let k = Key::generate(dir, "k", Alg::P256);
     let kp = write(dir, "k.pub", &k.public_pem);
-    write(dir, "garbage.pub", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    write(
+        dir,
+        "garbage.pub",
+        b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    );
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"rules": [{"match": "a/*", "identities": [{"issuer": "i", "subject": "s"}]}]}), "verify rule `a/*`: identities: keyless identities need `trustedRoot`"),
-        (json!({"rules": [{"match": "a/*", "keys": [kp], "tlog": "required"}]}), "verify rule `a/*`: tlog:"),
-        (json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i", "subjectRegExp": "("}]}]}), "verify rule `a/*`: identities[0].subjectRegExp:"),
-        (json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i"}]}]}), "verify rule `a/*`: identities[0]: needs"),
-        (json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i", "subject": "s", "subjectRegExp": "s"}]}]}), "not both"),
-        (json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "", "subject": "s"}]}]}), "identities[0].issuer: empty"),
-        (json!({"rules": [{"match": "a/*", "keys": ["missing.pub"]}]}), "verify rule `a/*`: keys[0]: missing.pub:"),
-        (json!({"rules": [{"match": "a/*", "keys": [kp, "garbage.pub"]}]}), "verify rule `a/*`: keys[1]: garbage.pub:"),
-        (json!({"rules": [{"match": "a/*"}]}), "verify rule `a/*`: keys: a rule needs"),
-        (json!({"rules": [{"match": "a/*", "unsigned": "allow", "annotations": {"a": "b"}}]}), "verify rule `a/*`: annotations: has no effect"),
-        (json!({"rules": [{"match": "a/[", "keys": [kp]}]}), "verify rule `a/[`: match:"),
-        (json!({"rules": [{"match": "", "keys": [kp]}]}), "match: empty"),
-        (json!({"rules": [{"match": "a\u{7}b", "keys": [kp]}]}), "control character"),
-        (json!({"rules": [{"match": "a/*", "keys": [kp]}, {"match": "a/*", "keys": [kp]}]}), "appears twice"),
+        (
+            json!({"rules": [{"match": "a/*", "identities": [{"issuer": "i", "subject": "s"}]}]}),
+            "verify rule `a/*`: identities: keyless identities need `trustedRoot`",
+        ),
+        (
+            json!({"rules": [{"match": "a/*", "keys": [kp], "tlog": "required"}]}),
+            "verify rule `a/*`: tlog:",
+        ),
+        (
+            json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i", "subjectRegExp": "("}]}]}),
+            "verify rule `a/*`: identities[0].subjectRegExp:",
+        ),
+        (
+            json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i"}]}]}),
+            "verify rule `a/*`: identities[0]: needs",
+        ),
+        (
+            json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "i", "subject": "s", "subjectRegExp": "s"}]}]}),
+            "not both",
+        ),
+        (
+            json!({"trustedRoot": w.root_path, "rules": [{"match": "a/*", "identities": [{"issuer": "", "subject": "s"}]}]}),
+            "identities[0].issuer: empty",
+        ),
+        (
+            json!({"rules": [{"match": "a/*", "keys": ["missing.pub"]}]}),
+            "verify rule `a/*`: keys[0]: missing.pub:",
+        ),
+        (
+            json!({"rules": [{"match": "a/*", "keys": [kp, "garbage.pub"]}]}),
+            "verify rule `a/*`: keys[1]: garbage.pub:",
+        ),
+        (
+            json!({"rules": [{"match": "a/*"}]}),
+            "verify rule `a/*`: keys: a rule needs",
+        ),
+        (
+            json!({"rules": [{"match": "a/*", "unsigned": "allow", "annotations": {"a": "b"}}]}),
+            "verify rule `a/*`: annotations: has no effect",
+        ),
+        (
+            json!({"rules": [{"match": "a/[", "keys": [kp]}]}),
+            "verify rule `a/[`: match:",
+        ),
+        (
+            json!({"rules": [{"match": "", "keys": [kp]}]}),
+            "match: empty",
+        ),
+        (
+            json!({"rules": [{"match": "a\u{7}b", "keys": [kp]}]}),
+            "control character",
+        ),
+        (
+            json!({"rules": [{"match": "a/*", "keys": [kp]}, {"match": "a/*", "keys": [kp]}]}),
+            "appears twice",
+        ),
         (json!({"rules": []}), "`rules` is empty"),
-        (json!({"trustedRoot": "k.pub", "rules": [{"match": "a", "keys": [kp]}]}), "trustedRoot k.pub:"),
+        (
+            json!({"trustedRoot": "k.pub", "rules": [{"match": "a", "keys": [kp]}]}),
+            "trustedRoot k.pub:",
+        ),
     ];
     for (spec, want) in cases {
-        let spec: ferry_trust::VerifySpec = serde_json::from_value(spec.clone()).unwrap_or_else(|e| panic!("{spec}: {e}"));
-        let err = Policy::load_from_dir(&spec, dir).expect_err(want).to_string();
+        let spec: ferry_trust::VerifySpec =
+            serde_json::from_value(spec.clone()).unwrap_or_else(|e| panic!("{spec}: {e}"));
+        let err = Policy::load_from_dir(&spec, dir)
+            .expect_err(want)
+            .to_string();
         assert!(err.contains(want), "{err:?} lacks {want:?}");
     }
     // Unknown keys are refused at every level, naming the key.
     for (spec, key) in [
         (r#"{"rules": [], "rule": 1}"#, "rule"),
         (r#"{"rules": [{"match": "a", "key": ["x"]}]}"#, "key"),
-        (r#"{"rules": [{"match": "a", "keys": [], "identities": [{"issuer": "i", "subjectRegex": "x"}]}]}"#, "subjectRegex"),
+        (
+            r#"{"rules": [{"match": "a", "keys": [], "identities": [{"issuer": "i", "subjectRegex": "x"}]}]}"#,
+            "subjectRegex",
+        ),
         (r#"{"rules": [{"match": "a", "mode": "audit"}]}"#, "audit"),
         (r#"{"rules": [{"match": "a", "tlog": "yes"}]}"#, "yes"),
         (r#"{"rules": [{"match": "a", "unsigned": "true"}]}"#, "true"),
     ] {
-        let err = ferry_trust::VerifySpec::from_json(spec).unwrap_err().to_string();
+        let err = ferry_trust::VerifySpec::from_json(spec)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(key), "{err}");
     }
 }
@@ -295,7 +490,11 @@ fn most_specific_rule_wins() {
     .collect();
     let p = policy(dir.path(), json!({"rules": rules}));
     for (reg, repo, want) in [
-        ("docker.io", "library/nginx", Some("docker.io/library/nginx")),
+        (
+            "docker.io",
+            "library/nginx",
+            Some("docker.io/library/nginx"),
+        ),
         ("docker.io", "library/redis", Some("docker.io/library/*")),
         ("docker.io", "bitnami/nginx", Some("docker.io/*/nginx")),
         ("docker.io", "bitnami/redis", Some("docker.io/**")),
@@ -306,16 +505,25 @@ fn most_specific_rule_wins() {
         ("ghcr.io", "acme/tool", Some("ghcr.io/acme/*")),
         ("ghcr.io", "acme/x/y", Some("**")),
     ] {
-        assert_eq!(p.rule_for(reg, repo).map(|r| r.pattern.as_str()), want, "{reg}/{repo}");
+        assert_eq!(
+            p.rule_for(reg, repo).map(|r| r.pattern.as_str()),
+            want,
+            "{reg}/{repo}"
+        );
     }
-    let p = policy(dir.path(), json!({"rules": [{"match": "ghcr.io/acme/*", "keys": [kp]}]}));
+    let p = policy(
+        dir.path(),
+        json!({"rules": [{"match": "ghcr.io/acme/*", "keys": [kp]}]}),
+    );
     assert!(p.rule_for("ghcr.io", "acme/x/y").is_none());
     assert!(p.rule_for("ghcr.io.evil", "acme/x").is_none());
     // Materials are the exact key bytes, rebuildable offline.
     assert_eq!(p.materials().get(&kp), Some(&k.public_pem));
     let mats = p.materials().clone();
     let again = Policy::load(p.spec(), |path| {
-        mats.get(path).cloned().ok_or_else(|| std::io::Error::other("absent"))
+        mats.get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("absent"))
     })
     .unwrap();
     assert_eq!(again.rules()[0].keys[0].1.key_id(), k.key_id());

@@ -99,7 +99,10 @@ impl Key {
         match self.alg {
             Alg::P256 | Alg::Rsa => c.args(["dgst", "-sha256", "-sign"]).arg(&self.private),
             Alg::P384 => c.args(["dgst", "-sha384", "-sign"]).arg(&self.private),
-            Alg::Ed25519 => c.args(["pkeyutl", "-sign", "-rawin", "-inkey"]).arg(&self.private).arg("-in"),
+            Alg::Ed25519 => c
+                .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+                .arg(&self.private)
+                .arg("-in"),
         };
         c.arg(input.path());
         run(&mut c)
@@ -171,7 +174,10 @@ pub fn cosign_manifest(layers: &[SigLayer]) -> (Vec<u8>, BTreeMap<String, Vec<u8
             Value::String(STANDARD.encode(&l.signature)),
         );
         if let Some(c) = &l.certificate_pem {
-            ann.insert("dev.sigstore.cosign/certificate".into(), Value::String(c.clone()));
+            ann.insert(
+                "dev.sigstore.cosign/certificate".into(),
+                Value::String(c.clone()),
+            );
         }
         if let Some(c) = &l.chain_pem {
             ann.insert("dev.sigstore.cosign/chain".into(), Value::String(c.clone()));
@@ -202,7 +208,11 @@ pub fn cosign_manifest(layers: &[SigLayer]) -> (Vec<u8>, BTreeMap<String, Vec<u8
 }
 
 /// An OCI 1.1 referrer manifest carrying one Sigstore bundle.
-pub fn referrer_manifest(bundle: &Value, subject: &str, subject_size: usize) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+pub fn referrer_manifest(
+    bundle: &Value,
+    subject: &str,
+    subject_size: usize,
+) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
     let bytes = serde_json::to_vec(bundle).unwrap();
     let empty = b"{}".to_vec();
     let mut blobs = BTreeMap::new();
@@ -242,10 +252,14 @@ pub struct Pki {
 
 fn ca_params(cn: &str, not_before: i64, not_after: i64) -> rcgen::CertificateParams {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, "sigstore.test");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "sigstore.test");
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
     p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
     p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
     p
@@ -256,11 +270,19 @@ impl Pki {
     /// code-signing extended key usage).
     pub fn new(name: &str) -> Pki {
         let root_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        let root_cert = ca_params(&format!("{name}-root"), EPOCH_2020, EPOCH_2020 + 20 * 365 * 86400)
-            .self_signed(&root_key)
-            .unwrap();
+        let root_cert = ca_params(
+            &format!("{name}-root"),
+            EPOCH_2020,
+            EPOCH_2020 + 20 * 365 * 86400,
+        )
+        .self_signed(&root_key)
+        .unwrap();
         let inter_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        let mut ip = ca_params(&format!("{name}-intermediate"), EPOCH_2020, EPOCH_2020 + 20 * 365 * 86400);
+        let mut ip = ca_params(
+            &format!("{name}-intermediate"),
+            EPOCH_2020,
+            EPOCH_2020 + 20 * 365 * 86400,
+        );
         ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
         ip.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
         let inter_cert = ip.signed_by(&inter_key, &root_cert, &root_key).unwrap();
@@ -275,7 +297,15 @@ impl Pki {
     /// A leaf for `san` (an email or a URI) and `issuer`, valid
     /// `[not_before, not_after)`, its private key written under `dir` for
     /// openssl to sign with.
-    pub fn leaf(&self, dir: &Path, san: &str, issuer: &str, not_before: i64, not_after: i64, issuer_ext: IssuerExt) -> Leaf {
+    pub fn leaf(
+        &self,
+        dir: &Path,
+        san: &str,
+        issuer: &str,
+        not_before: i64,
+        not_after: i64,
+        issuer_ext: IssuerExt,
+    ) -> Leaf {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         p.subject_alt_names = vec![if san.contains("://") {
@@ -304,11 +334,19 @@ impl Pki {
                 der.extend_from_slice(&[0x81, len as u8]);
             }
             der.extend_from_slice(issuer.as_bytes());
-            ext.push(rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], der));
+            ext.push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                der,
+            ));
         }
         p.custom_extensions = ext;
-        let cert = p.signed_by(&key, &self.inter_cert, &self.inter_key).unwrap();
-        let private = dir.join(format!("leaf-{}.key", hex::encode(&sha256(cert.der())[..6])));
+        let cert = p
+            .signed_by(&key, &self.inter_cert, &self.inter_key)
+            .unwrap();
+        let private = dir.join(format!(
+            "leaf-{}.key",
+            hex::encode(&sha256(cert.der())[..6])
+        ));
         std::fs::write(&private, key.serialize_pem()).unwrap();
         Leaf {
             key: Key::from_private(dir, &private, Alg::P256),
@@ -399,7 +437,12 @@ pub fn hashedrekord(signature: &[u8], data: &[u8], verifier_pem: &[u8]) -> Vec<u
 }
 
 /// A dsse v0.0.1 body.
-pub fn dsse_body(signature: &[u8], payload: &[u8], envelope: &[u8], verifier_pem: &[u8]) -> Vec<u8> {
+pub fn dsse_body(
+    signature: &[u8],
+    payload: &[u8],
+    envelope: &[u8],
+    verifier_pem: &[u8],
+) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "0.0.1",
         "kind": "dsse",
@@ -499,7 +542,13 @@ pub fn trusted_root(pkis: &[(&Pki, i64, Option<i64>)], logs: &[&Log]) -> Vec<u8>
 
 /// DSSE PAE, written here from the DSSE spec.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut v = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, payload.len()).into_bytes();
+    let mut v = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
     v.extend_from_slice(payload);
     v
 }
