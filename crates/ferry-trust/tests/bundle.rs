@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -21,8 +20,6 @@ const SAN: &str = "release@acme.test";
 const T0: i64 = EPOCH_2020 + 400 * 86400;
 const SLSA: &str = "https://slsa.dev/provenance/v1";
 const SPDX: &str = "https://spdx.dev/Document";
-
-type Art = (Vec<u8>, BTreeMap<String, Vec<u8>>);
 
 struct World {
     dir: tempfile::TempDir,

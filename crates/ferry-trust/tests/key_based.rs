@@ -21,7 +21,7 @@ fn verify(
     repo: &str,
     manifest: &[u8],
     digest: &str,
-    arts: &[(Vec<u8>, BTreeMap<String, Vec<u8>>)],
+    arts: &[Art],
 ) -> Result<Decision, TrustError> {
     let a: Vec<SignatureArtifact<'_>> = arts
         .iter()
@@ -298,6 +298,7 @@ fn annotations_must_all_match() {
         json!({"annotations": {"env": "prod", "team": "platform"}}),
     );
     let (m, d) = subject_manifest("ann");
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(Option<BTreeMap<&str, &str>>, Option<(&str, Option<&str>)>)> = vec![
         (
             Some(BTreeMap::from([("env", "prod"), ("team", "platform")])),

@@ -63,12 +63,7 @@ impl World {
     }
 
     /// A `.sig` manifest signed by `leaf`, with a SET at `t` if given.
-    fn signed(
-        &self,
-        leaf: &Leaf,
-        digest: &str,
-        set_at: Option<i64>,
-    ) -> (Vec<u8>, BTreeMap<String, Vec<u8>>) {
+    fn signed(&self, leaf: &Leaf, digest: &str, set_at: Option<i64>) -> Art {
         let payload = simple_signing(digest, None);
         let sig = leaf.key.sign(&payload);
         let mut l = SigLayer::new(payload.clone(), sig.clone());
@@ -82,13 +77,7 @@ impl World {
     }
 }
 
-fn run(
-    p: &Policy,
-    m: &[u8],
-    d: &str,
-    art: &(Vec<u8>, BTreeMap<String, Vec<u8>>),
-    now: i64,
-) -> Result<Decision, TrustError> {
+fn run(p: &Policy, m: &[u8], d: &str, art: &Art, now: i64) -> Result<Decision, TrustError> {
     verify_subject_at(
         p,
         "registry.test",

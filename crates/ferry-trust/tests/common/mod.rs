@@ -14,6 +14,9 @@ use ferry_trust::{Policy, VerifySpec};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// A signature artifact: manifest bytes and blobs by digest.
+pub type Art = (Vec<u8>, BTreeMap<String, Vec<u8>>);
+
 pub const EPOCH_2020: i64 = 1_577_836_800;
 pub const NOW: i64 = 1_780_000_000; // 2026-05-28
 
