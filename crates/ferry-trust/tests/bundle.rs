@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use common::*;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use ferry_trust::{
     verify_subject_at, Decision, Failure, Policy, SatisfiedBy, SignatureArtifact, Subject,
