@@ -288,6 +288,7 @@ impl Pki {
         );
         ip.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
         ip.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        ip.use_authority_key_identifier_extension = true;
         let inter_cert = ip.signed_by(&inter_key, &root_cert, &root_key).unwrap();
         Pki {
             root_cert,
@@ -298,7 +299,7 @@ impl Pki {
     }
 
     /// A leaf for `san` (an email or a URI) and `issuer`, valid
-    /// `[not_before, not_after)`, its private key written under `dir` for
+    /// `[not_before, not_after]`, its private key written under `dir` for
     /// openssl to sign with.
     pub fn leaf(
         &self,
@@ -310,58 +311,140 @@ impl Pki {
         issuer_ext: IssuerExt,
     ) -> Leaf {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![if san.contains("://") {
-            rcgen::SanType::URI(san.try_into().unwrap())
-        } else {
-            rcgen::SanType::Rfc822Name(san.try_into().unwrap())
-        }];
-        p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
-        p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
-        p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
-        let mut ext = Vec::new();
-        if matches!(issuer_ext, IssuerExt::Legacy | IssuerExt::Both) {
-            ext.push(rcgen::CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
-                issuer.as_bytes().to_vec(),
-            ));
-        }
-        if matches!(issuer_ext, IssuerExt::Utf8 | IssuerExt::Both) {
-            // DER UTF8String: tag 12, short or long length.
-            let mut der = vec![12u8];
-            let len = issuer.len();
-            if len < 128 {
-                der.push(len as u8);
-            } else {
-                der.extend_from_slice(&[0x81, len as u8]);
-            }
-            der.extend_from_slice(issuer.as_bytes());
-            ext.push(rcgen::CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
-                der,
-            ));
-        }
-        p.custom_extensions = ext;
+        let p = leaf_params(san, issuer, not_before, not_after, issuer_ext);
         let cert = p
             .signed_by(&key, &self.inter_cert, &self.inter_key)
             .unwrap();
-        let private = dir.join(format!(
-            "leaf-{}.key",
-            hex::encode(&sha256(cert.der())[..6])
-        ));
-        std::fs::write(&private, key.serialize_pem()).unwrap();
-        Leaf {
-            key: Key::from_private(dir, &private, Alg::P256),
-            pem: cert.pem(),
-            der: cert.der().to_vec(),
-        }
+        leaf_files(dir, &key, &cert)
+    }
+
+    /// A leaf with an embedded SCT (RFC 6962 precertificate entry) signed
+    /// by `ct`, as Fulcio issues them: the SCT signs the leaf's TBS without
+    /// the SCT extension, so the leaf is built twice from the same
+    /// parameters (fixed serial), the second time with the SCT.
+    pub fn leaf_with_sct(
+        &self,
+        dir: &Path,
+        san: &str,
+        issuer: &str,
+        not_before: i64,
+        not_after: i64,
+        ct: &Key,
+    ) -> Leaf {
+        use x509_cert::der::{Decode, Encode};
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pre = leaf_params(san, issuer, not_before, not_after, IssuerExt::Both)
+            .signed_by(&key, &self.inter_cert, &self.inter_key)
+            .unwrap();
+        let tbs = x509_cert::Certificate::from_der(pre.der())
+            .unwrap()
+            .tbs_certificate
+            .to_der()
+            .unwrap();
+        let inter = x509_cert::Certificate::from_der(self.inter_cert.der()).unwrap();
+        let issuer_key_hash = sha256(
+            &inter
+                .tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .unwrap(),
+        );
+        let ts_ms = (not_before as u64 + 1) * 1000;
+        // RFC 6962 §3.2 digitally-signed struct, precert_entry.
+        let mut signed = vec![0u8, 0u8];
+        signed.extend_from_slice(&ts_ms.to_be_bytes());
+        signed.extend_from_slice(&1u16.to_be_bytes());
+        signed.extend_from_slice(&issuer_key_hash);
+        signed.extend_from_slice(&(tbs.len() as u32).to_be_bytes()[1..]);
+        signed.extend_from_slice(&tbs);
+        signed.extend_from_slice(&0u16.to_be_bytes());
+        let sig = ct.sign(&signed);
+        let mut sct = vec![0u8];
+        sct.extend_from_slice(&sha256(&ct.spki_der()));
+        sct.extend_from_slice(&ts_ms.to_be_bytes());
+        sct.extend_from_slice(&0u16.to_be_bytes());
+        sct.extend_from_slice(&[4, 3]);
+        sct.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+        sct.extend_from_slice(&sig);
+        let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+        list.extend_from_slice(&(sct.len() as u16).to_be_bytes());
+        list.extend_from_slice(&sct);
+        let octets = x509_cert::der::asn1::OctetString::new(list)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let mut p = leaf_params(san, issuer, not_before, not_after, IssuerExt::Both);
+        p.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+                octets,
+            ));
+        let cert = p
+            .signed_by(&key, &self.inter_cert, &self.inter_key)
+            .unwrap();
+        leaf_files(dir, &key, &cert)
     }
 
     /// The chain PEM (intermediate then root), as cosign's chain annotation.
     pub fn chain_pem(&self) -> String {
         format!("{}{}", self.inter_cert.pem(), self.root_cert.pem())
     }
+}
+
+fn leaf_files(dir: &Path, key: &rcgen::KeyPair, cert: &rcgen::Certificate) -> Leaf {
+    let private = dir.join(format!(
+        "leaf-{}.key",
+        hex::encode(&sha256(cert.der())[..6])
+    ));
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    Leaf {
+        key: Key::from_private(dir, &private, Alg::P256),
+        pem: cert.pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+fn leaf_params(
+    san: &str,
+    issuer: &str,
+    not_before: i64,
+    not_after: i64,
+    issuer_ext: IssuerExt,
+) -> rcgen::CertificateParams {
+    use x509_cert::der::Encode;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(
+        &sha256(format!("{san} {issuer} {not_before}").as_bytes())[..16],
+    ));
+    p.use_authority_key_identifier_extension = true;
+    p.subject_alt_names = vec![if san.contains("://") {
+        rcgen::SanType::URI(san.try_into().unwrap())
+    } else {
+        rcgen::SanType::Rfc822Name(san.try_into().unwrap())
+    }];
+    p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+    p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+    p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+    if matches!(issuer_ext, IssuerExt::Legacy | IssuerExt::Both) {
+        p.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                issuer.as_bytes().to_vec(),
+            ));
+    }
+    if matches!(issuer_ext, IssuerExt::Utf8 | IssuerExt::Both) {
+        let der = x509_cert::der::asn1::Utf8StringRef::new(issuer)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        p.custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                der,
+            ));
+    }
+    p
 }
 
 #[derive(Clone, Copy)]
@@ -494,6 +577,15 @@ pub fn path(m: usize, leaves: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 /// A trusted_root.json for `pki` (valid from `ca_start`), `log` as Rekor.
 pub fn trusted_root(pkis: &[(&Pki, i64, Option<i64>)], logs: &[&Log]) -> Vec<u8> {
+    trusted_root_ct(pkis, logs, &[])
+}
+
+/// The same with CT log keys.
+pub fn trusted_root_ct(
+    pkis: &[(&Pki, i64, Option<i64>)],
+    logs: &[&Log],
+    ctlogs: &[&Key],
+) -> Vec<u8> {
     let ts = |t: i64| {
         time::OffsetDateTime::from_unix_timestamp(t)
             .unwrap()
@@ -518,6 +610,19 @@ pub fn trusted_root(pkis: &[(&Pki, i64, Option<i64>)], logs: &[&Log]) -> Vec<u8>
             })
         })
         .collect();
+    let log_json = |k: &Key| {
+        json!({
+            "baseUrl": "https://ct.test",
+            "hashAlgorithm": "SHA2_256",
+            "publicKey": {
+                "rawBytes": STANDARD.encode(k.spki_der()),
+                "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                "validFor": {"start": ts(EPOCH_2020)}
+            },
+            "logId": {"keyId": STANDARD.encode(sha256(&k.spki_der()))}
+        })
+    };
+    let ct: Vec<Value> = ctlogs.iter().map(|k| log_json(k)).collect();
     let tlogs: Vec<Value> = logs
         .iter()
         .map(|l| {
@@ -537,7 +642,7 @@ pub fn trusted_root(pkis: &[(&Pki, i64, Option<i64>)], logs: &[&Log]) -> Vec<u8>
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
         "tlogs": tlogs,
         "certificateAuthorities": cas,
-        "ctlogs": [],
+        "ctlogs": ct,
         "timestampAuthorities": []
     }))
     .unwrap()
