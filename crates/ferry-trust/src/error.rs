@@ -1,16 +1,20 @@
 //! Why a subject failed its rule.
+//!
+//! Every string that may come from the bundle (digests, certificate
+//! subjects, parse errors quoting hostile input) is printed escaped
+//! (`escape_debug`): a control character cannot reach a terminal.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One reason a signature (or the subject as a whole) failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "reason", rename_all = "kebab-case")]
 pub enum Failure {
     /// Nothing signed the subject.
     #[error("no signature")]
     NoSignature,
     /// Signatures exist, none verifies with any configured key.
-    #[error("wrong key: no signature verifies with {keys}")]
+    #[error("wrong key: no signature verifies with {}", .keys.escape_debug())]
     WrongKey {
         /// The configured key ids, comma-separated.
         keys: String,
@@ -32,7 +36,7 @@ pub enum Failure {
         expected: String,
     },
     /// The signed payload names another digest.
-    #[error("payload digest mismatch: the signature is for {found}, not {expected}")]
+    #[error("payload digest mismatch: the signature is for {}, not {}", .found.escape_debug(), .expected.escape_debug())]
     PayloadDigestMismatch {
         /// The subject digest.
         expected: String,
@@ -49,16 +53,16 @@ pub enum Failure {
     },
     /// The certificate does not chain to a CA of the trusted root valid at
     /// the signing time.
-    #[error("certificate chain not trusted: {0}")]
+    #[error("certificate chain not trusted: {}", .0.escape_debug())]
     ChainNotTrusted(String),
     /// The signature does not verify with the certificate's key.
     #[error("signature does not verify with the certificate's key")]
     BadSignature,
     /// The SET or log entry is bad.
-    #[error("bad transparency-log entry (SET): {0}")]
+    #[error("bad transparency-log entry (SET): {}", .0.escape_debug())]
     BadSet(String),
     /// The inclusion proof is bad.
-    #[error("bad transparency-log inclusion proof: {0}")]
+    #[error("bad transparency-log inclusion proof: {}", .0.escape_debug())]
     BadInclusionProof(String),
     /// The rule requires a log entry and there is none.
     #[error("no transparency-log entry (the rule has tlog: required)")]
@@ -81,16 +85,16 @@ pub enum Failure {
     },
     /// A signature carries a certificate but the rule has no identities, or
     /// no certificate and the rule has no keys.
-    #[error("no usable verification material: {0}")]
+    #[error("no usable verification material: {}", .0.escape_debug())]
     NoMaterial(String),
     /// A signature artifact that does not parse.
-    #[error("malformed signature artifact: {0}")]
+    #[error("malformed signature artifact: {}", .0.escape_debug())]
     Malformed(String),
 }
 
 /// A subject refused by its rule (mode `enforce`).
-#[derive(Debug, Clone, Serialize, thiserror::Error)]
-#[error("{subject}: rule `{rule}`: {reason}{}", if *others > 0 { format!(" (and {others} other signature(s) failed too)") } else { String::new() })]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}: rule `{}`: {reason}{}", .subject.escape_debug(), .rule.escape_debug(), if *others > 0 { format!(" (and {others} other signature(s) failed too)") } else { String::new() })]
 pub struct TrustError {
     /// The subject digest.
     pub subject: String,

@@ -86,7 +86,7 @@ pub struct Verdict {
 }
 
 /// What [`verify_subject`] decided.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "decision", rename_all = "kebab-case")]
 pub enum Decision {
     /// No rule matches the repository: nothing was checked.
