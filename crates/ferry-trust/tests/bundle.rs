@@ -515,3 +515,85 @@ fn malformed_bundles_are_refused_not_skipped() {
         Ok(Decision::Verified(_))
     ));
 }
+
+#[test]
+fn a_log_entry_of_another_signature_does_not_count() {
+    // A genuine, validly signed log entry proves a time only for the
+    // signature it records: borrowing another entry (to make an expired
+    // or stolen leaf look timely) is refused.
+    let w = World::new();
+    let p = w.policy(json!({}));
+    let (m, d) = subject_manifest("borrowed");
+    let sig = w.leaf.key.sign(&m);
+    let other_leaf = w.pki.leaf(
+        w.dir.path(),
+        SAN,
+        ISSUER,
+        T0 - 60,
+        T0 + 540,
+        IssuerExt::Utf8,
+    );
+    let mut other_sig = sig.clone();
+    other_sig[10] ^= 1;
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "other signature",
+            hashedrekord(&other_sig, &m, w.leaf.pem.as_bytes()),
+        ),
+        (
+            "other data",
+            hashedrekord(&sig, b"other data", w.leaf.pem.as_bytes()),
+        ),
+        (
+            "other certificate",
+            hashedrekord(&sig, &m, other_leaf.pem.as_bytes()),
+        ),
+        (
+            "dsse kind for a message",
+            dsse_body(&sig, &m, b"{}", w.leaf.pem.as_bytes()),
+        ),
+        ("not JSON", b"not json".to_vec()),
+        (
+            "unknown kind",
+            serde_json::to_vec(&json!({"kind": "rekord", "apiVersion": "0.0.1", "spec": {}}))
+                .unwrap(),
+        ),
+    ];
+    for (name, body) in bodies {
+        for (set, proof) in [(true, false), (false, true), (true, true)] {
+            let mut b = w.message_bundle(&m, |_| vec![]);
+            b["verificationMaterial"]["tlogEntries"] = json!([w.entry(&body, 2, 5, set, proof)]);
+            let r = reason(run(&p, &m, &d, &[referrer_manifest(&b, &d, m.len())]));
+            assert!(
+                matches!(r, Failure::BadSet(_)),
+                "{name} set={set} proof={proof}: {r:?}"
+            );
+        }
+    }
+    // A DSSE attestation whose entry records another payload.
+    let p = w.policy(json!({"attestations": [SLSA]}));
+    let sig_art = referrer_manifest(
+        &w.message_bundle(&m, |body| vec![w.entry(body, 0, 3, true, true)]),
+        &d,
+        m.len(),
+    );
+    let mut att = w.dsse_bundle(&w.leaf, &d, SLSA);
+    let env_sig = STANDARD
+        .decode(
+            att["dsseEnvelope"]["signatures"][0]["sig"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let body = dsse_body(&env_sig, b"another payload", b"{}", w.leaf.pem.as_bytes());
+    let mut e = w.entry(&body, 2, 5, true, true);
+    e["kindVersion"] = json!({"kind": "dsse", "version": "0.0.1"});
+    att["verificationMaterial"]["tlogEntries"] = json!([e]);
+    let r = reason(run(
+        &p,
+        &m,
+        &d,
+        &[sig_art, referrer_manifest(&att, &d, m.len())],
+    ));
+    assert!(matches!(r, Failure::BadSet(_)), "{r:?}");
+}
