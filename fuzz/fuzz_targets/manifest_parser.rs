@@ -252,6 +252,7 @@ fuzz_target!(|data: &[u8]| {
         blobs: blobs.iter().map(|(b, _)| b.clone()).collect(),
         absent,
         base,
+        verification: None,
     };
     let mut entries = vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),

@@ -436,6 +436,7 @@ impl Bundle {
                 blobs: blobs_meta,
                 absent,
                 base,
+                verification: None,
             },
             index,
             blobs,

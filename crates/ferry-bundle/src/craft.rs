@@ -187,6 +187,7 @@ impl Sample {
             ],
             absent: vec![],
             base: vec![],
+            verification: None,
         };
         Sample {
             meta,

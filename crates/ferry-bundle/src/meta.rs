@@ -5,6 +5,8 @@
 //! purpose, and (for differential bundles) the base blobs expected at the
 //! target. Signing this one file therefore covers every byte of the bundle.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
@@ -194,6 +196,63 @@ pub struct BundleMeta {
     /// Blobs expected at the target already (differential bundles).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub base: Vec<BaseBlob>,
+    /// The signature policy checked at export, what it read, and the verdict
+    /// per item (covered by the bundle's own signature; re-checked offline by
+    /// `verify`/`import`, docs/verification.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// The signature policy a bundle carries (`bundle.json` `verification`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verification {
+    /// The spec's `verify:` section as it was checked.
+    pub policy: ferry_trust::VerifySpec,
+    /// Every file the policy read (key files, the trusted root), path as
+    /// written → base64 of the exact bytes, so the isolated side rebuilds
+    /// the same policy offline.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub materials: BTreeMap<String, String>,
+    /// One verdict per item a rule matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<ItemVerdict>,
+}
+
+impl Verification {
+    /// Rebuilds the carried policy offline from its recorded materials.
+    pub fn load_policy(&self) -> Result<ferry_trust::Policy, ferry_trust::PolicyError> {
+        use base64::Engine;
+        ferry_trust::Policy::load(&self.policy, |path| {
+            let b64 = self.materials.get(path).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("`{path}` is not among the materials the bundle carries"),
+                )
+            })?;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+    }
+
+    /// The recorded verdict for `reference`, if any.
+    pub fn verdict(&self, reference: &str) -> Option<&ItemVerdict> {
+        self.verdicts.iter().find(|v| v.reference == reference)
+    }
+}
+
+/// What the policy decided for one item at export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ItemVerdict {
+    /// The item's reference.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Its top manifest or index digest (the signed subject).
+    pub digest: Digest,
+    /// The decision.
+    pub decision: ferry_trust::Decision,
 }
 
 impl BundleMeta {

@@ -59,6 +59,11 @@ pub struct Spec {
     /// Plain files.
     #[serde(default)]
     pub files: Vec<FileEntry>,
+    /// The signature policy checked at export and carried in the bundle
+    /// (docs/verification.md); key and trusted-root paths are relative to
+    /// the spec's directory.
+    #[serde(default)]
+    pub verify: Option<ferry_trust::VerifySpec>,
     /// The directory relative paths (list files) resolve against.
     #[serde(skip)]
     pub base_dir: PathBuf,

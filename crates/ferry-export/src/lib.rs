@@ -13,6 +13,7 @@ mod local;
 pub mod provenance;
 mod resolve;
 pub mod sources;
+pub mod trust;
 mod write;
 
 pub use resolve::{resolve, ResolveError, Resolved, ResolvedImage, ResolvedManifest};

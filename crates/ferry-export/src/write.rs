@@ -43,6 +43,9 @@ pub struct ExportOptions {
     /// Cut the bundle into parts of this many bytes (`--split`): `OUT.part-000`,
     /// … and the parts manifest instead of `OUT` and `OUT.sha256`.
     pub split: Option<u64>,
+    /// The signature policy checked before writing and its verdicts
+    /// (`bundle.json` `verification`, covered by the bundle's signature).
+    pub verification: Option<ferry_bundle::meta::Verification>,
 }
 
 /// What an export produced.
@@ -323,6 +326,7 @@ pub async fn export(
             base.sort_by(|a, b| a.digest.cmp(&b.digest));
             base
         },
+        verification: opts.verification.clone(),
     };
     let base_count = bundle_meta.base.len();
     let base_bytes: u64 = bundle_meta.base.iter().map(|b| b.size).sum();

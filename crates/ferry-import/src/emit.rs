@@ -1637,6 +1637,7 @@ mod tests {
             blobs: vec![],
             absent: vec![],
             base: vec![],
+            verification: None,
         }
     }
 

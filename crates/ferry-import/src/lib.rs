@@ -29,6 +29,7 @@ mod dest;
 mod run;
 pub mod store;
 mod tree;
+pub mod trust;
 
 pub use run::{
     import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry, SignatureCheck,

@@ -184,6 +184,10 @@ pub struct VerifyArgs {
     /// Require a valid signature by this minisign public key; checked before anything else is read.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+    /// Re-verify every carried image signature offline against this signature policy (a spec or a
+    /// file with a `verify:` section); without it, the policy the bundle carries is re-checked.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +324,11 @@ pub struct ImportArgs {
     /// Require a valid signature by this minisign public key; an unsigned, wrongly signed or altered bundle is refused before anything is loaded.
     #[arg(long, value_name = "PUB")]
     pub key: Option<PathBuf>,
+    /// Re-verify every carried image signature offline against this signature policy before
+    /// anything lands (a spec or a file with a `verify:` section); without it, the policy the
+    /// bundle carries is re-checked.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Push no provenance from the bundle (signatures, attestations, SBOMs,
     /// OCI 1.1 referrers), and leave the sha256-<hex> referrers fallback tags alone.
     #[arg(long)]

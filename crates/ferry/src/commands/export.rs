@@ -403,6 +403,34 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         }
         r
     };
+    // The signature policy: every matching item verified before a byte of
+    // the bundle is written.
+    let policy = ferry_export::trust::load_policy(&spec).map_err(Failure::input)?;
+    let verification = match (&policy, &spec.verify) {
+        (Some(p), Some(v)) => {
+            let out = ferry_export::trust::check(&client, &resolved, p, v)
+                .await
+                .map_err(|e| {
+                    if e.is_environment() {
+                        Failure::env(e).hint("check network access to the registries, then re-run")
+                    } else {
+                        Failure::input(e).hint("nothing was written; fix the signatures upstream, or change the rule (mode: warn, unsigned: allow) after review")
+                    }
+                })?;
+            for (r, w) in &out.warnings {
+                ev(Event::Warning {
+                    message: format!("signature policy (warn): {r}: {w}"),
+                });
+            }
+            ui.line(&format!(
+                "signature policy: {} item(s) checked: {}",
+                out.verification.verdicts.len(),
+                super::verify::verdict_counts(&out.verification.verdicts)
+            ));
+            Some(out.verification)
+        }
+        _ => None,
+    };
     let compression = match a.compression {
         CompressionArg::Zstd => Compression::Zstd {
             level: a.level.unwrap_or(3).clamp(1, 19),
@@ -426,6 +454,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         base,
         sign_key,
         split: a.split,
+        verification,
     };
     let summary = ferry_export::export(&client, &resolved, &opts, &ev)
         .await

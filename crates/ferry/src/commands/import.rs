@@ -47,6 +47,13 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
     // The trusted key is loaded before anything else is opened or created.
     let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
+    // The image signature policy, re-verified offline before anything
+    // lands (a refusal is exit 1 with nothing written).
+    if let Some(lines) =
+        super::verify::recheck_policy(&a.bundle, a.policy.as_deref(), a.key.as_deref(), ui).await?
+    {
+        ui.line(&lines);
+    }
     if let Some(dir) = &a.archives {
         return super::archives::write(&a, dir, key, ui, started).await;
     }

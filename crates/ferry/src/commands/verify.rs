@@ -196,6 +196,89 @@ fn bundle_failure(path: &Path, e: BundleError) -> Failure {
     }
 }
 
+/// `verified 3, allowed unsigned 1, warned 0`.
+pub fn verdict_counts(v: &[ferry_bundle::meta::ItemVerdict]) -> String {
+    use ferry_trust::Decision;
+    let n = |f: fn(&Decision) -> bool| v.iter().filter(|x| f(&x.decision)).count();
+    format!(
+        "{} verified, {} allowed unsigned, {} warned",
+        n(|d| matches!(d, Decision::Verified(_))),
+        n(|d| matches!(d, Decision::AllowedUnsigned { .. })),
+        n(|d| matches!(d, Decision::Warned(_))),
+    )
+}
+
+/// Re-verifies the bundle's image signatures offline (`--policy FILE`, else
+/// the policy it carries, if any); returns the lines to print. A refusal
+/// is exit 1 and nothing else happens.
+pub async fn recheck_policy(
+    bundle: &Path,
+    policy: Option<&Path>,
+    key: Option<&Path>,
+    ui: &Arc<Ui>,
+) -> Result<Option<String>, Failure> {
+    use ferry_import::trust::{describe, load_policy_file, recheck, PolicySource, RecheckError};
+    let carried = ferry_bundle::head::read_head(bundle)
+        .map(|h| h.meta.verification.is_some())
+        .unwrap_or(false);
+    if policy.is_none() && !carried {
+        return Ok(None);
+    }
+    let given = policy
+        .map(load_policy_file)
+        .transpose()
+        .map_err(Failure::input)?;
+    let key = key.map(super::key::trusted_key).transpose()?;
+    let (bundle, file) = (bundle.to_path_buf(), policy.map(Path::to_path_buf));
+    let report = tokio::task::spawn_blocking(move || {
+        let g = given
+            .as_ref()
+            .zip(file.as_ref())
+            .map(|((spec, base), f)| (spec, base.as_path(), f.as_path()));
+        recheck(&bundle, g, key.as_ref())
+    })
+    .await
+    .map_err(|e| Failure::env(anyhow!("the signature check stopped: {e}")))?
+    .map_err(|e| match e {
+        RecheckError::Refused(_) => Failure::input(e).hint(
+            "do not load this bundle: its image signatures do not satisfy the policy (see docs/verification.md)",
+        ),
+        other => Failure::input(other),
+    })?;
+    let Some(r) = report else {
+        return Ok(None);
+    };
+    let source = match &r.source {
+        PolicySource::Given(p) => format!("--policy {}", esc_path(p)),
+        PolicySource::Carried => {
+            "the policy the bundle carries (trust it only with --key)".to_string()
+        }
+    };
+    ui.json(json!({
+        "event": "signaturePolicy",
+        "verdicts": r.verdicts,
+    }));
+    let mut out = format!(
+        "image signatures re-verified offline against {source}: {}",
+        verdict_counts(&r.verdicts)
+    );
+    for v in &r.verdicts {
+        out.push_str(&format!(
+            "\n    {}: {}",
+            esc(&v.reference),
+            esc(&describe(v))
+        ));
+    }
+    for (reference, w) in &r.warnings {
+        ui.line(&format!(
+            "warning: signature policy (warn): {}: {}",
+            esc(reference),
+            esc(&w.to_string())
+        ));
+    }
+    Ok(Some(out))
+}
+
 pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
     let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
@@ -248,6 +331,8 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     .map_err(|e| e.failure(&path))?;
     ui.finish_bar();
     let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
+    let policy_lines =
+        recheck_policy(&a.bundle, a.policy.as_deref(), key_path.as_deref(), ui).await?;
     let secs = started.elapsed().as_secs_f64();
     let meta = &head.meta;
     ui.json(json!({
@@ -303,6 +388,9 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         secs,
         human_bytes((report.blob_bytes as f64 / secs.max(0.001)) as u64),
     ));
+    if let Some(lines) = policy_lines {
+        ui.result(&format!("  {lines}"));
+    }
     Ok(0)
 }
 
@@ -430,6 +518,19 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             None => "; not signed".to_string(),
         }
     ));
+    if let Some(v) = &head.meta.verification {
+        out.push_str(&format!(
+            "\nimage signatures as recorded at export (not re-checked here; `ferry verify --key … [--policy …]` re-verifies them offline): {}",
+            verdict_counts(&v.verdicts)
+        ));
+        for verdict in &v.verdicts {
+            out.push_str(&format!(
+                "\n  {}: {}",
+                esc(&verdict.reference),
+                esc(&ferry_import::trust::describe(verdict))
+            ));
+        }
+    }
     ui.result(&out);
     Ok(0)
 }
