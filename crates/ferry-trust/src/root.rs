@@ -154,6 +154,8 @@ pub struct TrustedRoot {
     pub certificate_authorities: Vec<CertificateAuthority>,
     /// CT logs (parsed and kept; SCTs are not verified, see docs/verification.md).
     pub ctlogs: Vec<LogKey>,
+    /// Log entries left out because of their key type, for a warning.
+    pub skipped: Vec<String>,
 }
 
 /// RFC 3339 → Unix seconds.
@@ -194,7 +196,12 @@ fn b64(s: &str, what: &str) -> Result<Vec<u8>, RootError> {
     })
 }
 
-fn logs(raw: &[RawLog], name: &str) -> Result<Vec<LogKey>, RootError> {
+/// Parses the logs; an entry whose key ferry cannot use (another key type,
+/// or not a SubjectPublicKeyInfo, like the PKCS#1 RSA CT key of Sigstore's
+/// staging root) is left out, named in `skipped`, rather than failing the
+/// whole root. That fails closed: an entry of a left-out log does not
+/// verify. Bad base64 or validity periods are errors.
+fn logs(raw: &[RawLog], name: &str, skipped: &mut Vec<String>) -> Result<Vec<LogKey>, RootError> {
     let mut out = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let what = format!("{name}[{i}]");
@@ -202,10 +209,17 @@ fn logs(raw: &[RawLog], name: &str) -> Result<Vec<LogKey>, RootError> {
             &l.public_key.raw_bytes,
             &format!("{what}.publicKey.rawBytes"),
         )?;
-        let key = PublicKey::from_pem(&der).map_err(|e| RootError::Field {
-            what: format!("{what}.publicKey"),
-            reason: e.to_string(),
-        })?;
+        let key = match PublicKey::from_pem(&der) {
+            Ok(k) => k,
+            Err(e) => {
+                skipped.push(format!(
+                    "{what} ({}, {}): {e}",
+                    l.base_url.escape_debug(),
+                    l.public_key.key_details.escape_debug()
+                ));
+                continue;
+            }
+        };
         let log_id = b64(&l.log_id.key_id, &format!("{what}.logId.keyId"))?;
         out.push(LogKey {
             base_url: l.base_url.clone(),
@@ -257,11 +271,15 @@ impl TrustedRoot {
                 valid_for: validity(ca.valid_for.as_ref(), &what)?,
             });
         }
+        let mut skipped = Vec::new();
+        let tlogs = logs(&raw.tlogs, "tlogs", &mut skipped)?;
+        let ctlogs = logs(&raw.ctlogs, "ctlogs", &mut skipped)?;
         Ok(TrustedRoot {
             bytes: bytes.to_vec(),
-            tlogs: logs(&raw.tlogs, "tlogs")?,
+            tlogs,
             certificate_authorities: cas,
-            ctlogs: logs(&raw.ctlogs, "ctlogs")?,
+            ctlogs,
+            skipped,
         })
     }
 
