@@ -40,7 +40,8 @@ fn sigstores_own_trusted_roots_parse() {
 #[test]
 fn hostile_trusted_roots_are_refused_naming_the_field() {
     let base: Value = serde_json::from_slice(PUBLIC_GOOD).unwrap();
-    let cases: Vec<(&str, fn(&mut Value), &str)> = vec![
+    type Mutation = fn(&mut Value);
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "media type",
             |v| v["mediaType"] = json!("application/json"),
