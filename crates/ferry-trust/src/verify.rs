@@ -224,20 +224,23 @@ fn check(
     if rule.keys.is_empty() && rule.identities.is_empty() {
         // `unsigned: allow` with nothing to check against, and something
         // that looks like a signature: it cannot be verified, refuse.
-        failures.push(Failure::NoMaterial(
-            "the rule lets unsigned content through but names no keys or identities to check the carried signature with".into(),
+        return Err((
+            Failure::NoMaterial(
+                "the rule lets unsigned content through but names no keys or identities to check the carried signature with".into(),
+            ),
+            failures.len() + sigs.len(),
         ));
     }
+    // Like `cosign verify`: one signature satisfying the rule is enough; an
+    // artifact that does not parse counts as a failed signature.
     let mut verdict = None;
-    if failures.is_empty() {
-        for c in &sigs {
-            match verify_candidate(policy, rule, subject.digest, c, now, true) {
-                Ok(sat) => {
-                    verdict = Some((c, sat));
-                    break;
-                }
-                Err(f) => failures.push(f),
+    for c in &sigs {
+        match verify_candidate(policy, rule, subject.digest, c, now, true) {
+            Ok(sat) => {
+                verdict = Some((c, sat));
+                break;
             }
+            Err(f) => failures.push(f),
         }
     }
     let Some((c, sat)) = verdict else {
