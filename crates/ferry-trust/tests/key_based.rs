@@ -577,3 +577,51 @@ fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[test]
+fn a_signature_on_a_platform_child_does_not_satisfy_the_index() {
+    // The rule applies to the digest as bundled: for a multi-arch image the
+    // index. A signature of one platform manifest says nothing about the
+    // others, nor about the index that binds them.
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::generate(dir.path(), "k", Alg::P256);
+    let p = key_policy(dir.path(), &key, json!({}));
+    let (child, child_d) = subject_manifest("linux/amd64");
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child_d, "size": child.len(),
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap();
+    let index_d = digest(&index);
+    let payload = simple_signing(&child_d, None);
+    let child_sig = cosign_manifest(&[SigLayer::new(payload.clone(), key.sign(&payload))]);
+    // The child's signature verifies for the child…
+    assert!(matches!(
+        verify(
+            &p,
+            "app",
+            &child,
+            &child_d,
+            std::slice::from_ref(&child_sig)
+        ),
+        Ok(Decision::Verified(_))
+    ));
+    // …and not for the index.
+    let r = reason(verify(&p, "app", &index, &index_d, &[child_sig]));
+    assert_eq!(
+        r,
+        Failure::PayloadDigestMismatch {
+            expected: index_d.clone(),
+            found: child_d.clone()
+        }
+    );
+    // The index signed: verified.
+    let payload = simple_signing(&index_d, None);
+    let index_sig = cosign_manifest(&[SigLayer::new(payload.clone(), key.sign(&payload))]);
+    assert!(matches!(
+        verify(&p, "app", &index, &index_d, &[index_sig]),
+        Ok(Decision::Verified(_))
+    ));
+}
