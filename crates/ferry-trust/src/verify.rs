@@ -197,7 +197,8 @@ fn check(
     let mut failures: Vec<Failure> = Vec::new();
     for a in artifacts {
         match candidates(a, subject.digest, subject.manifest) {
-            Ok(cs) => {
+            Ok((cs, bad)) => {
+                failures.extend(bad);
                 for c in cs {
                     let is_sig = match &c.signed {
                         Signed::Message { .. } => true,

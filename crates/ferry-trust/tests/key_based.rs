@@ -266,6 +266,33 @@ fn one_good_signature_among_bad_ones_is_enough() {
         verify(&p, "app", &m, &d, &arts),
         Ok(Decision::Verified(_))
     ));
+    // A malformed artifact next to a good one (a broken tool's leftover
+    // upstream) does not hide the good one.
+    let arts = [(b"not json".to_vec(), BTreeMap::new()), arts[0].clone()];
+    assert!(matches!(
+        verify(&p, "app", &m, &d, &arts),
+        Ok(Decision::Verified(_))
+    ));
+    // The same within one manifest: a layer with a broken Rekor bundle
+    // annotation next to a good layer.
+    let mut broken = SigLayer::new(payload.clone(), key.sign(&payload));
+    broken.rekor_bundle = Some(json!("not a Rekor bundle"));
+    let good = SigLayer::new(payload.clone(), key.sign(&payload));
+    let one = [cosign_manifest(&[broken, good])];
+    assert!(matches!(
+        verify(&p, "app", &m, &d, &one),
+        Ok(Decision::Verified(_))
+    ));
+    // Alone, each is a failure, not "unsigned".
+    let r = reason(verify(&p, "app", &m, &d, &arts[..1]));
+    assert!(matches!(r, Failure::Malformed(_)), "{r:?}");
+    let mut broken = SigLayer::new(payload.clone(), key.sign(&payload));
+    broken.rekor_bundle = Some(json!("not a Rekor bundle"));
+    let r = reason(verify(&p, "app", &m, &d, &[cosign_manifest(&[broken])]));
+    assert!(
+        matches!(r, Failure::Malformed(ref s) if s.contains("dev.sigstore.cosign/bundle")),
+        "{r:?}"
+    );
     // Two bad ones: the error says one more failed.
     let b1 = SigLayer::new(payload.clone(), other.sign(&payload));
     let (_, od) = subject_manifest("elsewhere");
