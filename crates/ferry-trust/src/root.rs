@@ -152,10 +152,15 @@ pub struct TrustedRoot {
     pub tlogs: Vec<LogKey>,
     /// Fulcio CAs.
     pub certificate_authorities: Vec<CertificateAuthority>,
-    /// CT logs (parsed and kept; SCTs are not verified, see docs/verification.md).
+    /// CT logs: a keyless leaf's embedded SCT must verify with one of them
+    /// when the file lists any ([`TrustedRoot::requires_sct`]).
     pub ctlogs: Vec<LogKey>,
     /// Log entries left out because of their key type, for a warning.
     pub skipped: Vec<String>,
+    /// Whether the file lists CT logs: then a keyless leaf must carry an
+    /// SCT that verifies with one of them (even if every listed CT key was
+    /// left out: that fails closed).
+    pub requires_sct: bool,
 }
 
 /// RFC 3339 → Unix seconds.
@@ -280,12 +285,18 @@ impl TrustedRoot {
             certificate_authorities: cas,
             ctlogs,
             skipped,
+            requires_sct: !raw.ctlogs.is_empty(),
         })
     }
 
     /// The file's exact bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The CT log whose id is `log_id`.
+    pub fn ctlog(&self, log_id: &[u8]) -> Option<&LogKey> {
+        self.ctlogs.iter().find(|l| l.log_id == log_id)
     }
 
     /// The Rekor log whose id is `log_id`.

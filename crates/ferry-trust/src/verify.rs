@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cert::{parse_leaf, verify_chain};
+use crate::cert::{parse_leaf, verify_chain, verify_sct};
 use crate::error::{Failure, TrustError};
 use crate::formats::{
     candidates, Candidate, Format, SignatureArtifact, Signed, COSIGN_SIGN_PREDICATE,
@@ -159,7 +159,7 @@ fn rank(f: &Failure) -> u8 {
         Failure::Malformed(_) => 1,
         Failure::NoMaterial(_) => 2,
         Failure::WrongKey { .. } => 3,
-        Failure::BadSignature | Failure::ChainNotTrusted(_) => 4,
+        Failure::BadSignature | Failure::ChainNotTrusted(_) | Failure::BadSct(_) => 4,
         Failure::CertificateExpired { .. } => 5,
         Failure::BadSet(_) | Failure::BadInclusionProof(_) | Failure::TlogRequired => 6,
         Failure::IdentityMismatch { .. } | Failure::IssuerMismatch { .. } => 7,
@@ -418,7 +418,10 @@ fn verify_candidate(
         }
         let entry = check_entries(&leaf.der)?;
         let at = entry.map_or(now, |e| e.integrated_time);
-        verify_chain(&leaf.der, root, at, entry.is_some())?;
+        let issuer_der = verify_chain(&leaf.der, root, at, entry.is_some())?;
+        if root.requires_sct {
+            verify_sct(&leaf.der, &issuer_der, root)?;
+        }
         let issuer = leaf.issuer.clone().unwrap_or_default();
         let mut subject_matched = Vec::new();
         let mut by = None;
