@@ -229,7 +229,7 @@ fn check(
             Failure::NoMaterial(
                 "the rule lets unsigned content through but names no keys or identities to check the carried signature with".into(),
             ),
-            failures.len() + sigs.len(),
+            (failures.len() + sigs.len()).saturating_sub(1),
         ));
     }
     // Like `cosign verify`: one signature satisfying the rule is enough; an
