@@ -635,6 +635,10 @@ fn every_byte_of_a_bundle_altered_never_panics_nor_changes_who_signed() {
     // Most alterations are refused; the few accepted ones change nothing
     // that is signed (e.g. a renamed optional key such as the promise,
     // while the inclusion proof still proves the entry).
+    eprintln!(
+        "{} alterations: refused {refused}, accepted {accepted}",
+        3 * b.len()
+    );
     assert!(
         refused > accepted * 10,
         "refused {refused}, accepted {accepted}"
