@@ -97,13 +97,14 @@ pub(crate) fn rfc3339(t: i64) -> String {
 }
 
 /// The leaf chains to a CA of `root` that was valid at `at`, every
-/// certificate in the path valid at `at`.
+/// certificate in the path valid at `at`. Returns the DER of the leaf's
+/// issuer (the CA chain's first certificate), for the SCT.
 pub(crate) fn verify_chain(
     leaf_der: &[u8],
     root: &TrustedRoot,
     at: i64,
     with_log_entry: bool,
-) -> Result<(), Failure> {
+) -> Result<Vec<u8>, Failure> {
     let secs = u64::try_from(at)
         .map_err(|_| Failure::ChainNotTrusted(format!("signing time {at} before 1970")))?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(secs));
@@ -120,6 +121,7 @@ pub(crate) fn verify_chain(
         let Some((anchor_der, intermediates)) = ca.chain.split_last() else {
             continue;
         };
+        let issuer = ca.chain.first().unwrap_or(anchor_der);
         let anchor_cert = CertificateDer::from(anchor_der.as_slice());
         let anchor = match webpki::anchor_from_trusted_cert(&anchor_cert) {
             Ok(a) => a.to_owned(),
@@ -144,7 +146,7 @@ pub(crate) fn verify_chain(
             None,
             None,
         ) {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(issuer.clone()),
             Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }) => {
                 last = Some(Failure::CertificateExpired {
                     at: rfc3339(at),
@@ -165,4 +167,118 @@ pub(crate) fn verify_chain(
         )));
     }
     Err(last.unwrap_or_else(|| Failure::ChainNotTrusted("no usable certificate authority".into())))
+}
+
+const SCT_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
+
+/// The leaf's embedded SCT (RFC 6962 §3.3, a precertificate entry) verifies
+/// with a CT log of the trusted root valid at the SCT's time. The SCT list
+/// is parsed by x509-cert (tls_codec); the signed structure (§3.2) is
+/// assembled here: version 0, signature type 0, the timestamp, entry type 1,
+/// the sha256 of the issuer's SubjectPublicKeyInfo, the 24-bit length and
+/// the leaf's TBSCertificate without the SCT extension (re-encoded by
+/// x509-cert; DER is canonical), the 16-bit length and the SCT extensions.
+pub(crate) fn verify_sct(
+    leaf_der: &[u8],
+    issuer_der: &[u8],
+    root: &TrustedRoot,
+) -> Result<(), Failure> {
+    use sha2::{Digest, Sha256};
+    use x509_cert::der::Encode;
+    use x509_cert::ext::pkix::sct::{SignedCertificateTimestampList, Version};
+    let bad = |why: String| Failure::BadSct(why);
+    let cert = Certificate::from_der(leaf_der)
+        .map_err(|e| Failure::Malformed(format!("certificate: {e}")))?;
+    let issuer =
+        Certificate::from_der(issuer_der).map_err(|e| bad(format!("issuer certificate: {e}")))?;
+    let issuer_key_hash = Sha256::digest(
+        issuer
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| bad(format!("issuer key: {e}")))?,
+    );
+    let mut tbs = cert.tbs_certificate.clone();
+    let exts = tbs.extensions.take().unwrap_or_default();
+    let (sct_exts, others): (Vec<_>, Vec<_>) =
+        exts.into_iter().partition(|e| e.extn_id == SCT_LIST);
+    let [sct_ext] = sct_exts.as_slice() else {
+        return Err(bad(format!(
+            "the certificate carries {} SCT list extensions (one expected)",
+            sct_exts.len()
+        )));
+    };
+    tbs.extensions = if others.is_empty() {
+        None
+    } else {
+        Some(others)
+    };
+    let precert = tbs
+        .to_der()
+        .map_err(|e| bad(format!("precertificate: {e}")))?;
+    let len24 = u32::try_from(precert.len())
+        .ok()
+        .filter(|l| *l < (1 << 24))
+        .ok_or_else(|| bad("precertificate too large".into()))?
+        .to_be_bytes();
+    let list = SignedCertificateTimestampList::from_der(sct_ext.extn_value.as_bytes())
+        .map_err(|e| bad(format!("SCT list: {e}")))?;
+    let scts = list
+        .parse_timestamps()
+        .map_err(|e| bad(format!("SCT list: {e:?}")))?;
+    let mut reasons = Vec::new();
+    for serialized in scts {
+        let sct = match serialized.parse_timestamp() {
+            Ok(s) => s,
+            Err(e) => {
+                reasons.push(format!("SCT: {e:?}"));
+                continue;
+            }
+        };
+        if sct.version != Version::V1 {
+            reasons.push("SCT version is not v1".into());
+            continue;
+        }
+        let Some(log) = root.ctlog(&sct.log_id.key_id) else {
+            reasons.push(format!(
+                "SCT from log {}, not a CT log of the trusted root",
+                hex::encode(sct.log_id.key_id)
+            ));
+            continue;
+        };
+        let secs = i64::try_from(sct.timestamp / 1000).unwrap_or(i64::MAX);
+        if !log.valid_for.contains(secs) {
+            reasons.push(format!(
+                "SCT time {} outside the CT log key's validity",
+                rfc3339(secs)
+            ));
+            continue;
+        }
+        let ext = sct.extensions.as_slice();
+        let mut signed = Vec::with_capacity(precert.len() + ext.len() + 50);
+        signed.extend_from_slice(&[0, 0]);
+        signed.extend_from_slice(&sct.timestamp.to_be_bytes());
+        signed.extend_from_slice(&1u16.to_be_bytes());
+        signed.extend_from_slice(&issuer_key_hash);
+        signed.extend_from_slice(&len24[1..]);
+        signed.extend_from_slice(&precert);
+        signed.extend_from_slice(
+            &u16::try_from(ext.len())
+                .map_err(|_| bad("SCT extensions too large".into()))?
+                .to_be_bytes(),
+        );
+        signed.extend_from_slice(ext);
+        if log.key.verify(&signed, sct.signature.signature.as_slice()) {
+            return Ok(());
+        }
+        reasons.push(format!(
+            "SCT signature does not verify with CT log {}",
+            log.key.key_id()
+        ));
+    }
+    Err(bad(if reasons.is_empty() {
+        "no SCT in the certificate".into()
+    } else {
+        reasons.join("; ")
+    }))
 }

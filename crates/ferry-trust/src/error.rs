@@ -55,6 +55,10 @@ pub enum Failure {
     /// the signing time.
     #[error("certificate chain not trusted: {}", .0.escape_debug())]
     ChainNotTrusted(String),
+    /// The trusted root lists CT logs and the leaf carries no SCT that
+    /// verifies with one of them.
+    #[error("certificate transparency: {}", .0.escape_debug())]
+    BadSct(String),
     /// The signature does not verify with the certificate's key.
     #[error("signature does not verify with the certificate's key")]
     BadSignature,

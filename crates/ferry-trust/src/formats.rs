@@ -520,13 +520,15 @@ fn bundle_candidate(
     })
 }
 
-/// Every signature in one artifact. `Err` when the artifact is a signature
-/// artifact that does not parse; `Ok(empty)` when it is not a signature.
+/// Every signature in one artifact, and a failure for each signature
+/// layer that does not parse (one bad layer does not hide a good one next
+/// to it). `Err` when the manifest itself does not parse or names another
+/// subject. Layers that are not signatures are ignored.
 pub(crate) fn candidates(
     a: &SignatureArtifact<'_>,
     subject_digest: &str,
     subject_manifest: &[u8],
-) -> Result<Vec<Candidate>, Failure> {
+) -> Result<(Vec<Candidate>, Vec<Failure>), Failure> {
     let artifact = format!("sha256:{}", hex::encode(Sha256::digest(a.manifest)));
     let m: Manifest = serde_json::from_slice(a.manifest)
         .map_err(|e| Failure::Malformed(format!("signature manifest {artifact}: {e}")))?;
@@ -539,40 +541,56 @@ pub(crate) fn candidates(
         }
     }
     let mut out = Vec::new();
+    let mut failures = Vec::new();
     for layer in &m.layers {
-        let mt = layer.media_type.as_str();
-        if mt == SIMPLESIGNING {
-            let payload = blob(a, layer)?;
-            let sig = layer.annotations.get(ANN_SIG).ok_or_else(|| {
-                Failure::Malformed(format!("layer {} has no {ANN_SIG}", layer.digest))
-            })?;
-            out.push(Candidate {
-                format: Format::CosignTag,
-                artifact: artifact.clone(),
-                signed: simple_signing(payload)?,
-                signature: b64(sig, ANN_SIG)?,
-                certs: legacy_certs(&layer.annotations)?,
-                tlog: legacy_tlog(&layer.annotations)?,
-            });
-        } else if mt == DSSE_LAYER {
-            let env: Envelope = serde_json::from_slice(blob(a, layer)?)
-                .map_err(|e| Failure::Malformed(format!("DSSE envelope {}: {e}", layer.digest)))?;
-            let (signed, signature) = dsse(&env)?;
-            out.push(Candidate {
-                format: Format::CosignTag,
-                artifact: artifact.clone(),
-                signed,
-                signature,
-                certs: legacy_certs(&layer.annotations)?,
-                tlog: legacy_tlog(&layer.annotations)?,
-            });
-        } else if is_bundle_type(mt) {
-            out.push(bundle_candidate(
-                blob(a, layer)?,
-                subject_manifest,
-                &artifact,
-            )?);
+        match layer_candidate(a, layer, &artifact, subject_manifest) {
+            Ok(Some(c)) => out.push(c),
+            Ok(None) => {}
+            Err(f) => failures.push(f),
         }
     }
-    Ok(out)
+    Ok((out, failures))
+}
+
+fn layer_candidate(
+    a: &SignatureArtifact<'_>,
+    layer: &Descriptor,
+    artifact: &str,
+    subject_manifest: &[u8],
+) -> Result<Option<Candidate>, Failure> {
+    let mt = layer.media_type.as_str();
+    if mt == SIMPLESIGNING {
+        let payload = blob(a, layer)?;
+        let sig = layer.annotations.get(ANN_SIG).ok_or_else(|| {
+            Failure::Malformed(format!("layer {} has no {ANN_SIG}", layer.digest))
+        })?;
+        Ok(Some(Candidate {
+            format: Format::CosignTag,
+            artifact: artifact.to_owned(),
+            signed: simple_signing(payload)?,
+            signature: b64(sig, ANN_SIG)?,
+            certs: legacy_certs(&layer.annotations)?,
+            tlog: legacy_tlog(&layer.annotations)?,
+        }))
+    } else if mt == DSSE_LAYER {
+        let env: Envelope = serde_json::from_slice(blob(a, layer)?)
+            .map_err(|e| Failure::Malformed(format!("DSSE envelope {}: {e}", layer.digest)))?;
+        let (signed, signature) = dsse(&env)?;
+        Ok(Some(Candidate {
+            format: Format::CosignTag,
+            artifact: artifact.to_owned(),
+            signed,
+            signature,
+            certs: legacy_certs(&layer.annotations)?,
+            tlog: legacy_tlog(&layer.annotations)?,
+        }))
+    } else if is_bundle_type(mt) {
+        Ok(Some(bundle_candidate(
+            blob(a, layer)?,
+            subject_manifest,
+            artifact,
+        )?))
+    } else {
+        Ok(None)
+    }
 }

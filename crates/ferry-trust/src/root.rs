@@ -152,8 +152,15 @@ pub struct TrustedRoot {
     pub tlogs: Vec<LogKey>,
     /// Fulcio CAs.
     pub certificate_authorities: Vec<CertificateAuthority>,
-    /// CT logs (parsed and kept; SCTs are not verified, see docs/verification.md).
+    /// CT logs: a keyless leaf's embedded SCT must verify with one of them
+    /// when the file lists any ([`TrustedRoot::requires_sct`]).
     pub ctlogs: Vec<LogKey>,
+    /// Log entries left out because of their key type, for a warning.
+    pub skipped: Vec<String>,
+    /// Whether the file lists CT logs: then a keyless leaf must carry an
+    /// SCT that verifies with one of them (even if every listed CT key was
+    /// left out: that fails closed).
+    pub requires_sct: bool,
 }
 
 /// RFC 3339 → Unix seconds.
@@ -194,7 +201,12 @@ fn b64(s: &str, what: &str) -> Result<Vec<u8>, RootError> {
     })
 }
 
-fn logs(raw: &[RawLog], name: &str) -> Result<Vec<LogKey>, RootError> {
+/// Parses the logs; an entry whose key ferry cannot use (another key type,
+/// or not a SubjectPublicKeyInfo, like the PKCS#1 RSA CT key of Sigstore's
+/// staging root) is left out, named in `skipped`, rather than failing the
+/// whole root. That fails closed: an entry of a left-out log does not
+/// verify. Bad base64 or validity periods are errors.
+fn logs(raw: &[RawLog], name: &str, skipped: &mut Vec<String>) -> Result<Vec<LogKey>, RootError> {
     let mut out = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let what = format!("{name}[{i}]");
@@ -202,10 +214,17 @@ fn logs(raw: &[RawLog], name: &str) -> Result<Vec<LogKey>, RootError> {
             &l.public_key.raw_bytes,
             &format!("{what}.publicKey.rawBytes"),
         )?;
-        let key = PublicKey::from_pem(&der).map_err(|e| RootError::Field {
-            what: format!("{what}.publicKey"),
-            reason: e.to_string(),
-        })?;
+        let key = match PublicKey::from_pem(&der) {
+            Ok(k) => k,
+            Err(e) => {
+                skipped.push(format!(
+                    "{what} ({}, {}): {e}",
+                    l.base_url.escape_debug(),
+                    l.public_key.key_details.escape_debug()
+                ));
+                continue;
+            }
+        };
         let log_id = b64(&l.log_id.key_id, &format!("{what}.logId.keyId"))?;
         out.push(LogKey {
             base_url: l.base_url.clone(),
@@ -257,17 +276,27 @@ impl TrustedRoot {
                 valid_for: validity(ca.valid_for.as_ref(), &what)?,
             });
         }
+        let mut skipped = Vec::new();
+        let tlogs = logs(&raw.tlogs, "tlogs", &mut skipped)?;
+        let ctlogs = logs(&raw.ctlogs, "ctlogs", &mut skipped)?;
         Ok(TrustedRoot {
             bytes: bytes.to_vec(),
-            tlogs: logs(&raw.tlogs, "tlogs")?,
+            tlogs,
             certificate_authorities: cas,
-            ctlogs: logs(&raw.ctlogs, "ctlogs")?,
+            ctlogs,
+            skipped,
+            requires_sct: !raw.ctlogs.is_empty(),
         })
     }
 
     /// The file's exact bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The CT log whose id is `log_id`.
+    pub fn ctlog(&self, log_id: &[u8]) -> Option<&LogKey> {
+        self.ctlogs.iter().find(|l| l.log_id == log_id)
     }
 
     /// The Rekor log whose id is `log_id`.

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cert::{parse_leaf, verify_chain};
+use crate::cert::{parse_leaf, verify_chain, verify_sct};
 use crate::error::{Failure, TrustError};
 use crate::formats::{
     candidates, Candidate, Format, SignatureArtifact, Signed, COSIGN_SIGN_PREDICATE,
@@ -159,7 +159,7 @@ fn rank(f: &Failure) -> u8 {
         Failure::Malformed(_) => 1,
         Failure::NoMaterial(_) => 2,
         Failure::WrongKey { .. } => 3,
-        Failure::BadSignature | Failure::ChainNotTrusted(_) => 4,
+        Failure::BadSignature | Failure::ChainNotTrusted(_) | Failure::BadSct(_) => 4,
         Failure::CertificateExpired { .. } => 5,
         Failure::BadSet(_) | Failure::BadInclusionProof(_) | Failure::TlogRequired => 6,
         Failure::IdentityMismatch { .. } | Failure::IssuerMismatch { .. } => 7,
@@ -197,7 +197,8 @@ fn check(
     let mut failures: Vec<Failure> = Vec::new();
     for a in artifacts {
         match candidates(a, subject.digest, subject.manifest) {
-            Ok(cs) => {
+            Ok((cs, bad)) => {
+                failures.extend(bad);
                 for c in cs {
                     let is_sig = match &c.signed {
                         Signed::Message { .. } => true,
@@ -224,20 +225,23 @@ fn check(
     if rule.keys.is_empty() && rule.identities.is_empty() {
         // `unsigned: allow` with nothing to check against, and something
         // that looks like a signature: it cannot be verified, refuse.
-        failures.push(Failure::NoMaterial(
-            "the rule lets unsigned content through but names no keys or identities to check the carried signature with".into(),
+        return Err((
+            Failure::NoMaterial(
+                "the rule lets unsigned content through but names no keys or identities to check the carried signature with".into(),
+            ),
+            (failures.len() + sigs.len()).saturating_sub(1),
         ));
     }
+    // Like `cosign verify`: one signature satisfying the rule is enough; an
+    // artifact that does not parse counts as a failed signature.
     let mut verdict = None;
-    if failures.is_empty() {
-        for c in &sigs {
-            match verify_candidate(policy, rule, subject.digest, c, now, true) {
-                Ok(sat) => {
-                    verdict = Some((c, sat));
-                    break;
-                }
-                Err(f) => failures.push(f),
+    for c in &sigs {
+        match verify_candidate(policy, rule, subject.digest, c, now, true) {
+            Ok(sat) => {
+                verdict = Some((c, sat));
+                break;
             }
+            Err(f) => failures.push(f),
         }
     }
     let Some((c, sat)) = verdict else {
@@ -414,7 +418,10 @@ fn verify_candidate(
         }
         let entry = check_entries(&leaf.der)?;
         let at = entry.map_or(now, |e| e.integrated_time);
-        verify_chain(&leaf.der, root, at, entry.is_some())?;
+        let issuer_der = verify_chain(&leaf.der, root, at, entry.is_some())?;
+        if root.requires_sct {
+            verify_sct(&leaf.der, &issuer_der, root)?;
+        }
         let issuer = leaf.issuer.clone().unwrap_or_default();
         let mut subject_matched = Vec::new();
         let mut by = None;

@@ -597,3 +597,50 @@ fn a_log_entry_of_another_signature_does_not_count() {
     ));
     assert!(matches!(r, Failure::BadSet(_)), "{r:?}");
 }
+
+#[test]
+fn every_byte_of_a_bundle_altered_never_panics_nor_changes_who_signed() {
+    let w = World::new();
+    let p = w.policy(json!({"tlog": "required"}));
+    let (m, d) = subject_manifest("flips");
+    let b = serde_json::to_vec(&w.message_bundle(&m, |body| vec![w.entry(body, 1, 3, true, true)]))
+        .unwrap();
+    let (mut refused, mut accepted) = (0, 0);
+    for i in 0..b.len() {
+        for bit in [0x01u8, 0x20, 0x80] {
+            let mut v = b.clone();
+            v[i] ^= bit;
+            // Re-pinned: the referrer manifest names the altered blob.
+            let Ok(value) = serde_json::from_slice::<Value>(&v) else {
+                refused += 1;
+                continue;
+            };
+            match run(&p, &m, &d, &[referrer_manifest(&value, &d, m.len())]) {
+                Ok(Decision::Verified(verdict)) => {
+                    accepted += 1;
+                    assert_eq!(verdict.subject, d);
+                    assert_eq!(
+                        verdict.satisfied_by,
+                        SatisfiedBy::Identity {
+                            issuer: ISSUER.into(),
+                            subject: SAN.into()
+                        }
+                    );
+                }
+                Ok(other) => panic!("byte {i}: {other:?}"),
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    // Most alterations are refused; the few accepted ones change nothing
+    // that is signed (e.g. a renamed optional key such as the promise,
+    // while the inclusion proof still proves the entry).
+    eprintln!(
+        "{} alterations: refused {refused}, accepted {accepted}",
+        3 * b.len()
+    );
+    assert!(
+        refused > accepted * 10,
+        "refused {refused}, accepted {accepted}"
+    );
+}

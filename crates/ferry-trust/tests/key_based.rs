@@ -266,6 +266,33 @@ fn one_good_signature_among_bad_ones_is_enough() {
         verify(&p, "app", &m, &d, &arts),
         Ok(Decision::Verified(_))
     ));
+    // A malformed artifact next to a good one (a broken tool's leftover
+    // upstream) does not hide the good one.
+    let arts = [(b"not json".to_vec(), BTreeMap::new()), arts[0].clone()];
+    assert!(matches!(
+        verify(&p, "app", &m, &d, &arts),
+        Ok(Decision::Verified(_))
+    ));
+    // The same within one manifest: a layer with a broken Rekor bundle
+    // annotation next to a good layer.
+    let mut broken = SigLayer::new(payload.clone(), key.sign(&payload));
+    broken.rekor_bundle = Some(json!("not a Rekor bundle"));
+    let good = SigLayer::new(payload.clone(), key.sign(&payload));
+    let one = [cosign_manifest(&[broken, good])];
+    assert!(matches!(
+        verify(&p, "app", &m, &d, &one),
+        Ok(Decision::Verified(_))
+    ));
+    // Alone, each is a failure, not "unsigned".
+    let r = reason(verify(&p, "app", &m, &d, &arts[..1]));
+    assert!(matches!(r, Failure::Malformed(_)), "{r:?}");
+    let mut broken = SigLayer::new(payload.clone(), key.sign(&payload));
+    broken.rekor_bundle = Some(json!("not a Rekor bundle"));
+    let r = reason(verify(&p, "app", &m, &d, &[cosign_manifest(&[broken])]));
+    assert!(
+        matches!(r, Failure::Malformed(ref s) if s.contains("dev.sigstore.cosign/bundle")),
+        "{r:?}"
+    );
     // Two bad ones: the error says one more failed.
     let b1 = SigLayer::new(payload.clone(), other.sign(&payload));
     let (_, od) = subject_manifest("elsewhere");
@@ -576,4 +603,52 @@ fn key_signature_with_a_rekor_set() {
 fn base64_of(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[test]
+fn a_signature_on_a_platform_child_does_not_satisfy_the_index() {
+    // The rule applies to the digest as bundled: for a multi-arch image the
+    // index. A signature of one platform manifest says nothing about the
+    // others, nor about the index that binds them.
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::generate(dir.path(), "k", Alg::P256);
+    let p = key_policy(dir.path(), &key, json!({}));
+    let (child, child_d) = subject_manifest("linux/amd64");
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": child_d, "size": child.len(),
+                       "platform": {"os": "linux", "architecture": "amd64"}}],
+    }))
+    .unwrap();
+    let index_d = digest(&index);
+    let payload = simple_signing(&child_d, None);
+    let child_sig = cosign_manifest(&[SigLayer::new(payload.clone(), key.sign(&payload))]);
+    // The child's signature verifies for the child…
+    assert!(matches!(
+        verify(
+            &p,
+            "app",
+            &child,
+            &child_d,
+            std::slice::from_ref(&child_sig)
+        ),
+        Ok(Decision::Verified(_))
+    ));
+    // …and not for the index.
+    let r = reason(verify(&p, "app", &index, &index_d, &[child_sig]));
+    assert_eq!(
+        r,
+        Failure::PayloadDigestMismatch {
+            expected: index_d.clone(),
+            found: child_d.clone()
+        }
+    );
+    // The index signed: verified.
+    let payload = simple_signing(&index_d, None);
+    let index_sig = cosign_manifest(&[SigLayer::new(payload.clone(), key.sign(&payload))]);
+    assert!(matches!(
+        verify(&p, "app", &index, &index_d, &[index_sig]),
+        Ok(Decision::Verified(_))
+    ));
 }

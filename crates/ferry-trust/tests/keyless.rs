@@ -515,3 +515,85 @@ fn most_specific_rule_wins() {
     .unwrap();
     assert_eq!(again.rules()[0].keys[0].1.key_id(), k.key_id());
 }
+
+#[test]
+fn an_sct_is_required_when_the_trusted_root_lists_ct_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("fulcio");
+    let log = Log::new(dir.path(), "rekor");
+    let ct = Key::generate(dir.path(), "ct", Alg::P256);
+    let rogue_ct = Key::generate(dir.path(), "rogue-ct", Alg::P256);
+    let root = write(
+        dir.path(),
+        "tr.json",
+        &trusted_root_ct(&[(&pki, EPOCH_2020, None)], &[&log], &[&ct]),
+    );
+    let p = policy(
+        dir.path(),
+        json!({"trustedRoot": root, "rules": [{"match": "**", "identities": [{"issuer": ISSUER, "subject": WORKFLOW}]}]}),
+    );
+    let (m, d) = subject_manifest("sct");
+    let sign = |leaf: &Leaf| {
+        let payload = simple_signing(&d, None);
+        let mut l = SigLayer::new(payload.clone(), leaf.key.sign(&payload));
+        l.certificate_pem = Some(leaf.pem.clone());
+        cosign_manifest(&[l])
+    };
+    let during = LEAF_START + 60;
+    let with_sct = pki.leaf_with_sct(dir.path(), WORKFLOW, ISSUER, LEAF_START, LEAF_END, &ct);
+    assert!(matches!(
+        run(&p, &m, &d, &sign(&with_sct), during),
+        Ok(Decision::Verified(_))
+    ));
+    let without = w_leaf(&pki, dir.path());
+    let r = reason(run(&p, &m, &d, &sign(&without), during));
+    assert!(
+        matches!(r, Failure::BadSct(ref s) if s.contains("0 SCT list extensions")),
+        "{r:?}"
+    );
+    let rogue = pki.leaf_with_sct(
+        dir.path(),
+        WORKFLOW,
+        ISSUER,
+        LEAF_START,
+        LEAF_END,
+        &rogue_ct,
+    );
+    let r = reason(run(&p, &m, &d, &sign(&rogue), during));
+    assert!(
+        matches!(r, Failure::BadSct(ref s) if s.contains("not a CT log of the trusted root")),
+        "{r:?}"
+    );
+    // An SCT dated before the CT log key's validity (which starts in 2020).
+    let early = pki.leaf_with_sct(
+        dir.path(),
+        WORKFLOW,
+        ISSUER,
+        EPOCH_2020 - 1000,
+        EPOCH_2020 + 1000,
+        &ct,
+    );
+    let r = reason(run(&p, &m, &d, &sign(&early), EPOCH_2020 + 100));
+    assert!(
+        matches!(r, Failure::BadSct(ref s) if s.contains("validity")),
+        "{r:?}"
+    );
+    // Without CT logs in the trusted root, an SCT is not required.
+    let root2 = write(
+        dir.path(),
+        "tr2.json",
+        &trusted_root(&[(&pki, EPOCH_2020, None)], &[&log]),
+    );
+    let p2 = policy(
+        dir.path(),
+        json!({"trustedRoot": root2, "rules": [{"match": "**", "identities": [{"issuer": ISSUER, "subject": WORKFLOW}]}]}),
+    );
+    assert!(matches!(
+        run(&p2, &m, &d, &sign(&without), during),
+        Ok(Decision::Verified(_))
+    ));
+}
+
+fn w_leaf(pki: &Pki, dir: &std::path::Path) -> Leaf {
+    pki.leaf(dir, WORKFLOW, ISSUER, LEAF_START, LEAF_END, IssuerExt::Both)
+}
