@@ -25,6 +25,7 @@ pub mod head;
 pub mod lock;
 pub mod meta;
 pub mod parts;
+pub mod placement;
 pub mod reader;
 pub mod relpath;
 pub mod sign;

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
-use ferry_bundle::artifact::{self, HELM_CONFIG};
+use ferry_bundle::artifact::{HELM_CHART_LAYER, HELM_CONFIG};
 use ferry_bundle::manifest::Parsed;
 use ferry_bundle::meta::{Item, Kind};
+use ferry_bundle::placement::Placements;
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::Repo;
@@ -29,6 +30,8 @@ pub(crate) struct FileWrite {
     pub path: RelPath,
     pub digest: Digest,
     pub size: u64,
+    /// A Helm chart archive layer.
+    pub is_chart: bool,
 }
 
 /// The file side of one item.
@@ -50,6 +53,9 @@ pub(crate) fn plan(
     manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
 ) -> Result<Vec<FilePlan>, String> {
     let mut out = Vec::new();
+    // Every file of every item in its kind's place, and on a path of its own
+    // (re-checked here whatever the export side checked).
+    let mut claims = Placements::new();
     for item in items {
         let Some(p) = &item.path else { continue };
         let path = RelPath::new(p).map_err(|e| format!("{}: {e}", item.reference))?;
@@ -59,8 +65,9 @@ pub(crate) fn plan(
                 item.reference, item.digest
             ));
         };
-        let layers =
-            artifact::file_layers(&path, parsed).map_err(|e| format!("{}: {e}", item.reference))?;
+        let layers = claims
+            .claim_item(item.kind, &item.reference, p, parsed)
+            .map_err(|e| e.to_string())?;
         if layers.is_empty() {
             return Err(format!("{}: no file layer to write", item.reference));
         }
@@ -68,6 +75,7 @@ pub(crate) fn plan(
             .into_iter()
             .map(|(path, d)| FileWrite {
                 path,
+                is_chart: d.media_type == HELM_CHART_LAYER,
                 digest: d.digest,
                 size: d.size,
             })
@@ -97,7 +105,8 @@ pub(crate) fn plan(
 }
 
 /// Which blobs must be kept in memory while they stream (chart configs for
-/// the Helm index, the falcoctl index to rewrite).
+/// the Helm index, the falcoctl index to rewrite, chart archives and
+/// OpenSearch `.sha512` files to re-check).
 pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
     let mut out = HashSet::new();
     for p in plans {
@@ -107,8 +116,103 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
         if p.item.kind == Kind::FalcoctlIndex {
             out.extend(p.files.iter().map(|f| f.digest.clone()));
         }
+        if let Some(tgz) = chart_archive(p) {
+            out.insert(tgz.digest.clone());
+        }
+        if let Some((_, Some(sum))) = plugin_files(p) {
+            out.insert(sum.digest.clone());
+        }
     }
     out
+}
+
+/// Blobs whose sha512 the reader computes while they stream: OpenSearch
+/// plugin zips, re-checked against their `.sha512` file.
+pub(crate) fn sha512_wanted(plans: &[FilePlan]) -> HashSet<Digest> {
+    plans
+        .iter()
+        .filter_map(plugin_files)
+        .map(|(zip, _)| zip.digest.clone())
+        .collect()
+}
+
+/// A chart's archive: its layer that lands at the item's path.
+fn chart_archive(p: &FilePlan) -> Option<&FileWrite> {
+    if p.item.kind != Kind::Chart {
+        return None;
+    }
+    p.files.iter().find(|f| f.path == p.path && f.is_chart)
+}
+
+/// An OpenSearch plugin's zip (at the item's path) and its `.sha512`.
+fn plugin_files(p: &FilePlan) -> Option<(&FileWrite, Option<&FileWrite>)> {
+    if p.item.kind != Kind::OpensearchPlugin {
+        return None;
+    }
+    let zip = p.files.iter().find(|f| f.path == p.path)?;
+    let sum_name = format!("{}.sha512", p.path.file_name());
+    let sum = p.files.iter().find(|f| f.path.file_name() == sum_name);
+    Some((zip, sum))
+}
+
+/// Re-checks what export checked, on the bytes that crossed: every chart
+/// archive is read with the validation export uses (no unsafe entry, bounded
+/// decompression, a valid `Chart.yaml`), and every OpenSearch plugin's zip
+/// must match the sha512 its `.sha512` file states. Returns the items that
+/// fail, with the reason; `captured` holds verified chart archives and
+/// `.sha512` files, `sha512` the sha512 (hex) of verified plugin zips.
+pub(crate) fn revalidate(
+    plans: &[FilePlan],
+    captured: &HashMap<Digest, Bytes>,
+    sha512: &HashMap<Digest, String>,
+) -> HashMap<String, String> {
+    let mut failed = HashMap::new();
+    for p in plans {
+        if let Some(tgz) = chart_archive(p) {
+            let why = match captured.get(&tgz.digest) {
+                None => Some(format!(
+                    "chart archive {} could not be re-checked (it did not arrive whole, or is larger than the {}-byte limit)",
+                    tgz.digest,
+                    crate::run::CAPTURE_LIMIT
+                )),
+                Some(bytes) => ferry_bundle::chart::read_chart(bytes, tgz.path.as_str())
+                    .err()
+                    .map(|e| format!("chart archive `{}` is refused: {e}", tgz.path)),
+            };
+            if let Some(why) = why {
+                failed.insert(p.item.reference.clone(), why);
+            }
+        }
+        if let Some((zip, sum)) = plugin_files(p) {
+            let why = (|| {
+                let sum = sum.ok_or_else(|| {
+                    format!("plugin `{}` carries no `.sha512` checksum file", zip.path)
+                })?;
+                let text = captured
+                    .get(&sum.digest)
+                    .ok_or_else(|| format!("checksum file `{}` did not arrive", sum.path))?;
+                let want = ferry_bundle::placement::parse_sha512(
+                    &String::from_utf8_lossy(text),
+                    zip.path.file_name(),
+                )
+                .map_err(|e| format!("`{}`: {e}", sum.path))?;
+                let got = sha512
+                    .get(&zip.digest)
+                    .ok_or_else(|| format!("plugin `{}` did not arrive whole", zip.path))?;
+                if *got != want {
+                    return Err(format!(
+                        "plugin `{}` has sha512 {got}, but `{}` says {want}",
+                        zip.path, sum.path
+                    ));
+                }
+                Ok(())
+            })();
+            if let Err(why) = why {
+                failed.insert(p.item.reference.clone(), why);
+            }
+        }
+    }
+    failed
 }
 
 /// `generated` timestamp in RFC 3339 (UTC) for `now`.
