@@ -242,6 +242,23 @@ pub fn check_items(items: &[Item]) -> Result<(), PlacementError> {
     Ok(())
 }
 
+/// Checks every file each item's manifest puts on the file server
+/// ([`Placements::claim_item`]), for the items whose manifest is in
+/// `manifests` (the graph check names a missing one). Linear in the number
+/// of files.
+pub fn check_layers(
+    items: &[Item],
+    manifests: &HashMap<crate::Digest, Parsed>,
+) -> Result<(), PlacementError> {
+    let mut claims = Placements::new();
+    for item in items {
+        if let (Some(p), Some(m)) = (&item.path, manifests.get(&item.digest)) {
+            claims.claim_item(item.kind, &item.reference, p, m)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a `.sha512` file (`<128 hex>  <file name>`, the name optional
 /// and, when present, `file`); returns the lowercase hex digest.
 pub fn parse_sha512(text: &str, file: &str) -> Result<String, String> {

@@ -891,6 +891,12 @@ impl State {
                 first: first.digest.clone(),
             });
         }
+        crate::placement::check_layers(&head.meta.items, &self.parsed).map_err(|e| {
+            BundleError::Malformed {
+                entry: "index.json".into(),
+                reason: format!("unsafe file path: {e}"),
+            }
+        })?;
         let graph = Graph {
             meta: &head.meta,
             declared: &self.declared,

@@ -1448,6 +1448,10 @@ pub async fn import(
                 .push(outcome("--no-referrers: provenance not pushed"));
         }
     }
+    if let Some(f) = &opts.files {
+        // Everything staged is published or dropped: no staging is left.
+        f.tidy().await;
+    }
     if let Some(store) = &opts.store {
         // The new index.json replaces the old one in one rename.
         store.commit().map_err(|e| ImportError::Task(chain(&e)))?;
