@@ -532,6 +532,47 @@ fn a_bundle_refused_after_its_files_streamed_publishes_nothing() {
 }
 
 #[test]
+fn a_refused_bundle_publishes_nothing_on_a_webdav_file_server() {
+    use ferry_testkit::nginx::{Nginx, NginxOptions};
+    let work = tempfile::tempdir().unwrap();
+    let served = tempfile::tempdir().unwrap();
+    std::fs::create_dir(served.path().join("mirror")).unwrap();
+    let nginx = Nginx::start(NginxOptions::webdav(served.path())).unwrap();
+    let url = format!("{}/mirror/", nginx.url());
+    let mirror = served.path().join("mirror");
+    let regular = |root: &Path| -> Vec<String> {
+        tree(root)
+            .into_iter()
+            .filter(|p| !p.ends_with('/'))
+            .collect()
+    };
+    let layer = noise(200_000, 2);
+    let tar = mixed(&layer).tar();
+    let last_data = tar.len() - 1024 - layer.len().div_ceil(512) * 512;
+    for cut in [last_data - 400, last_data + 1, last_data + layer.len() - 1] {
+        let bundle = write(work.path(), "cut.tar", &tar[..cut]);
+        let o = ferry(&["import", s(&bundle), "--files", &url]);
+        assert_eq!(o.status.code(), Some(1), "cut at {cut}:\n{}", text(&o));
+        // No file, staged or published (collections may have been made).
+        assert_eq!(regular(&mirror), Vec::<String>::new(), "cut at {cut}");
+    }
+    let bundle = write(work.path(), "good.tar", &tar);
+    let o = ferry(&["import", s(&bundle), "--files", &url]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        regular(&mirror),
+        [
+            "falco/driver/7.0.0/x86_64/f.ko",
+            "files/tools/tool.tar.gz",
+            "helm/stable/app-1.0.0.tgz",
+            "helm/stable/index.yaml",
+            "opensearch/plugins/p/1.0.0/p-1.0.0.zip",
+            "opensearch/plugins/p/1.0.0/p-1.0.0.zip.sha512",
+        ]
+    );
+}
+
+#[test]
 fn a_bundle_whose_every_item_fails_publishes_nothing() {
     // Bad bytes under a good name: the reader keeps going, each item that
     // needs the blob fails; a file whose own blob is bad is never
