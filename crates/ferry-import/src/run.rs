@@ -821,6 +821,8 @@ pub async fn import(
     let mut files_present: HashSet<RelPath> = HashSet::new();
     let mut captured: HashMap<Digest, Bytes> = HashMap::new();
     let mut capture_set: HashSet<Digest> = HashSet::new();
+    let mut chart_set: HashMap<Digest, RelPath> = HashMap::new();
+    let mut chart_checks: JoinSet<(Digest, Result<(), String>)> = JoinSet::new();
     let mut sha512s: HashMap<Digest, String> = HashMap::new();
     let mut file_tasks: JoinSet<FileTask> = JoinSet::new();
 
@@ -876,9 +878,15 @@ pub async fn import(
                             break;
                         }
                         let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
-                        let capture = tree::captures(&file_plans);
+                        capture_set = tree::captures(&file_plans);
+                        chart_set = tree::chart_archives(&file_plans);
+                        // Read whole as they stream: kept, or checked.
+                        let capture: HashSet<Digest> = capture_set
+                            .iter()
+                            .chain(chart_set.keys())
+                            .cloned()
+                            .collect();
                         let sha512 = tree::sha512_wanted(&file_plans);
-                        capture_set = capture.clone();
                         // Blobs the main reader must see itself.
                         let own: HashSet<Digest> = capture.union(&sha512).cloned().collect();
                         let delegated = start_lanes(
@@ -909,6 +917,12 @@ pub async fn import(
             Msg::Small(meta, data, held) => {
                 if capture_set.contains(&meta.digest) {
                     captured.insert(meta.digest.clone(), data.clone());
+                }
+                if let Some(path) = chart_set.get(&meta.digest) {
+                    // Checked now, off the async threads; only the verdict
+                    // is kept (the bytes go on to their uploads).
+                    let (tgz, path, d) = (data.clone(), path.clone(), meta.digest.clone());
+                    chart_checks.spawn_blocking(move || (d, tree::check_chart(&tgz, &path)));
                 }
                 if let (Some(files), Some(paths)) = (&opts.files, file_writes.get(&meta.digest)) {
                     for path in paths {
@@ -1051,8 +1065,13 @@ pub async fn import(
         .into_iter()
         .filter(|(d, _)| matches!(verdicts.get(d), Some(Ok(()))))
         .collect();
+    let mut chart_verdicts: HashMap<Digest, Result<(), String>> = HashMap::new();
+    while let Some(done) = chart_checks.join_next().await {
+        let (d, verdict) = done.map_err(|e| ImportError::Task(e.to_string()))?;
+        chart_verdicts.insert(d, verdict);
+    }
     let mut failed_items: HashMap<String, String> =
-        tree::revalidate(&file_plans, &captured, &verified_sha512);
+        tree::revalidate(&file_plans, &chart_verdicts, &captured, &verified_sha512);
     for (r, why) in &read_report.failed_items {
         failed_items.entry(r.clone()).or_insert_with(|| why.clone());
     }

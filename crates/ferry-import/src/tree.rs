@@ -104,9 +104,9 @@ pub(crate) fn plan(
     Ok(out)
 }
 
-/// Which blobs must be kept in memory while they stream (chart configs for
-/// the Helm index, the falcoctl index to rewrite, chart archives and
-/// OpenSearch `.sha512` files to re-check).
+/// Which blobs must be kept in memory after they streamed (chart configs
+/// for the Helm index, the falcoctl index to rewrite, OpenSearch `.sha512`
+/// files to re-check).
 pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
     let mut out = HashSet::new();
     for p in plans {
@@ -116,14 +116,29 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
         if p.item.kind == Kind::FalcoctlIndex {
             out.extend(p.files.iter().map(|f| f.digest.clone()));
         }
-        if let Some(tgz) = chart_archive(p) {
-            out.insert(tgz.digest.clone());
-        }
         if let Some((_, Some(sum))) = plugin_files(p) {
             out.insert(sum.digest.clone());
         }
     }
     out
+}
+
+/// Chart archives: read whole as they stream and checked at once with the
+/// validation export uses ([`check_chart`]); only the verdict is kept.
+pub(crate) fn chart_archives(plans: &[FilePlan]) -> HashMap<Digest, RelPath> {
+    plans
+        .iter()
+        .filter_map(chart_archive)
+        .map(|f| (f.digest.clone(), f.path.clone()))
+        .collect()
+}
+
+/// Reads a chart archive the way export does (no absolute path, `..`,
+/// link or device entry, bounded decompression, a valid `Chart.yaml`).
+pub(crate) fn check_chart(tgz: &[u8], path: &RelPath) -> Result<(), String> {
+    ferry_bundle::chart::read_chart(tgz, path.as_str())
+        .map(|_| ())
+        .map_err(|e| format!("chart archive `{path}` is refused: {e}"))
 }
 
 /// Blobs whose sha512 the reader computes while they stream: OpenSearch
@@ -156,28 +171,27 @@ fn plugin_files(p: &FilePlan) -> Option<(&FileWrite, Option<&FileWrite>)> {
 }
 
 /// Re-checks what export checked, on the bytes that crossed: every chart
-/// archive is read with the validation export uses (no unsafe entry, bounded
-/// decompression, a valid `Chart.yaml`), and every OpenSearch plugin's zip
-/// must match the sha512 its `.sha512` file states. Returns the items that
-/// fail, with the reason; `captured` holds verified chart archives and
-/// `.sha512` files, `sha512` the sha512 (hex) of verified plugin zips.
+/// archive must have passed [`check_chart`], and every OpenSearch plugin's
+/// zip must match the sha512 its `.sha512` file states. Returns the items
+/// that fail, with the reason. `charts` holds the verdicts on verified chart
+/// archives, `captured` verified `.sha512` files, `sha512` the sha512 (hex)
+/// of verified plugin zips.
 pub(crate) fn revalidate(
     plans: &[FilePlan],
+    charts: &HashMap<Digest, Result<(), String>>,
     captured: &HashMap<Digest, Bytes>,
     sha512: &HashMap<Digest, String>,
 ) -> HashMap<String, String> {
     let mut failed = HashMap::new();
     for p in plans {
         if let Some(tgz) = chart_archive(p) {
-            let why = match captured.get(&tgz.digest) {
+            let why = match charts.get(&tgz.digest) {
                 None => Some(format!(
                     "chart archive {} could not be re-checked (it did not arrive whole, or is larger than the {}-byte limit)",
                     tgz.digest,
                     crate::run::CAPTURE_LIMIT
                 )),
-                Some(bytes) => ferry_bundle::chart::read_chart(bytes, tgz.path.as_str())
-                    .err()
-                    .map(|e| format!("chart archive `{}` is refused: {e}", tgz.path)),
+                Some(verdict) => verdict.clone().err(),
             };
             if let Some(why) = why {
                 failed.insert(p.item.reference.clone(), why);
