@@ -103,7 +103,7 @@ pub enum ExportError {
     Abandoned,
     /// A file item would land outside its kind's place, on a dot-file, or
     /// on another item's path (import refuses such a bundle too).
-    #[error("refusing to export: {0}")]
+    #[error("refusing to export: a file would land out of its kind's place")]
     Placement(#[from] ferry_bundle::placement::PlacementError),
 }
 

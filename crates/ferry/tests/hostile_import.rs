@@ -1071,3 +1071,37 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
         );
     }
 }
+
+#[test]
+fn export_refuses_a_spec_whose_files_would_land_out_of_place() {
+    use ferry_testkit::nginx::{Nginx, NginxOptions};
+    let served = tempfile::tempdir().unwrap();
+    let tool = b"tool bytes";
+    std::fs::write(served.path().join("tool"), tool).unwrap();
+    let nginx = Nginx::start(NginxOptions::new(served.path())).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    for path in [".htaccess", "a/.git/config", "docs/.well-known/x"] {
+        let spec = work.path().join("bundle.yaml");
+        let yaml = format!(
+            "apiVersion: ferry.dev/v1\nname: placed\nfiles:\n  - url: {}/tool\n    sha256: {}\n    path: {path}\n",
+            nginx.url(),
+            Digest::of(tool).hex()
+        );
+        std::fs::write(&spec, yaml).unwrap();
+        let out = work.path().join("out.tar.zst");
+        let o = ferry(&[
+            "export",
+            "-f",
+            s(&spec),
+            "-o",
+            s(&out),
+            "--cache",
+            s(&work.path().join("cache")),
+        ]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{path}:\n{t}");
+        assert!(t.contains("refusing to export"), "{path}:\n{t}");
+        assert!(t.contains(&format!("files/{path}")), "{path}:\n{t}");
+        assert!(!out.exists(), "{path}: a bundle was written");
+    }
+}
