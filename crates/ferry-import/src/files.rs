@@ -4,19 +4,23 @@
 //! Two kinds, chosen by `--files`:
 //!
 //! - a local **directory** (`--files /srv/mirror`): each file is written to a
-//!   temporary name beside its destination (`.<name>.ferry-tmp-<random>`),
-//!   hashed as it is written, `fsync`ed, and renamed over the destination only
-//!   when its sha256 and size are the expected ones. Nothing is ever written
-//!   outside the root: paths are [`RelPath`]s, and a path whose existing
-//!   component under the root is a symbolic link is refused. Temporary files
-//!   left by a crash are removed by [`FileTarget::check`]
-//!   ([`FileTarget::sweep_temp`]), so one import at a time should write to a
-//!   given directory;
+//!   temporary name in the staging directory `<root>/.ferry-staging/`
+//!   (`.<name>.ferry-tmp-<random>`, on the same file system as its
+//!   destination), hashed as it is written and `fsync`ed; it is a
+//!   [`Staged`] file, renamed over its destination (its missing parents
+//!   created then) only by [`Staged::commit`], which the import calls once
+//!   the whole bundle verified. Nothing is ever written outside the root:
+//!   paths are [`RelPath`]s, and a path whose existing component under the
+//!   root is a symbolic link is refused. Staged and temporary files left by
+//!   a crash are removed by [`FileTarget::check`] ([`FileTarget::sweep_temp`]),
+//!   so one import at a time should write to a given directory;
 //! - an **HTTP file server** speaking WebDAV (`--files
 //!   https://files.internal/mirror`), e.g. nginx with `dav_methods PUT DELETE
 //!   MKCOL MOVE`: missing parent collections are created with `MKCOL`, the
 //!   bytes are `PUT` (streamed) to a temporary name beside the destination,
-//!   and `MOVE`d over the destination once verified. The streamed body holds
+//!   and `MOVE`d over the destination by [`Staged::commit`] (or `DELETE`d by
+//!   [`Staged::abort`]). The server lists no directory, so temporary files of
+//!   a killed run are not swept (they are never served under a final name). The streamed body holds
 //!   back its last chunk until the whole file is hashed, so a file whose
 //!   digest or size is wrong is never completely sent and the server stores
 //!   nothing. `MOVE` is required: a server that answers it 405/501 is
