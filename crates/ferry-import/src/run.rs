@@ -821,7 +821,7 @@ pub async fn import(
     let mut files_present: HashSet<RelPath> = HashSet::new();
     let mut captured: HashMap<Digest, Bytes> = HashMap::new();
     let mut capture_set: HashSet<Digest> = HashSet::new();
-    let mut chart_set: HashMap<Digest, RelPath> = HashMap::new();
+    let mut chart_set: HashMap<Digest, String> = HashMap::new();
     let mut chart_checks: JoinSet<(Digest, Result<(), String>)> = JoinSet::new();
     let mut sha512s: HashMap<Digest, String> = HashMap::new();
     let mut file_tasks: JoinSet<FileTask> = JoinSet::new();
@@ -879,7 +879,10 @@ pub async fn import(
                         }
                         let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
                         capture_set = tree::captures(&file_plans);
-                        chart_set = tree::chart_archives(&file_plans);
+                        chart_set = tree::chart_archives(&h.meta.items, &manifests)
+                            .into_iter()
+                            .filter_map(|(_, archive)| archive)
+                            .collect();
                         // Read whole as they stream: kept, or checked.
                         let capture: HashSet<Digest> = capture_set
                             .iter()
@@ -918,11 +921,11 @@ pub async fn import(
                 if capture_set.contains(&meta.digest) {
                     captured.insert(meta.digest.clone(), data.clone());
                 }
-                if let Some(path) = chart_set.get(&meta.digest) {
+                if let Some(name) = chart_set.get(&meta.digest) {
                     // Checked now, off the async threads; only the verdict
                     // is kept (the bytes go on to their uploads).
-                    let (tgz, path, d) = (data.clone(), path.clone(), meta.digest.clone());
-                    chart_checks.spawn_blocking(move || (d, tree::check_chart(&tgz, &path)));
+                    let (tgz, name, d) = (data.clone(), name.clone(), meta.digest.clone());
+                    chart_checks.spawn_blocking(move || (d, tree::check_chart(&tgz, &name)));
                 }
                 if let (Some(files), Some(paths)) = (&opts.files, file_writes.get(&meta.digest)) {
                     for path in paths {
@@ -1070,8 +1073,14 @@ pub async fn import(
         let (d, verdict) = done.map_err(|e| ImportError::Task(e.to_string()))?;
         chart_verdicts.insert(d, verdict);
     }
-    let mut failed_items: HashMap<String, String> =
-        tree::revalidate(&file_plans, &chart_verdicts, &captured, &verified_sha512);
+    let charts = tree::chart_archives(&h.meta.items, &manifests);
+    let mut failed_items: HashMap<String, String> = tree::revalidate(
+        &file_plans,
+        &charts,
+        &chart_verdicts,
+        &captured,
+        &verified_sha512,
+    );
     for (r, why) in &read_report.failed_items {
         failed_items.entry(r.clone()).or_insert_with(|| why.clone());
     }

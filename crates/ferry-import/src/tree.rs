@@ -30,8 +30,6 @@ pub(crate) struct FileWrite {
     pub path: RelPath,
     pub digest: Digest,
     pub size: u64,
-    /// A Helm chart archive layer.
-    pub is_chart: bool,
 }
 
 /// The file side of one item.
@@ -75,7 +73,6 @@ pub(crate) fn plan(
             .into_iter()
             .map(|(path, d)| FileWrite {
                 path,
-                is_chart: d.media_type == HELM_CHART_LAYER,
                 digest: d.digest,
                 size: d.size,
             })
@@ -123,22 +120,37 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
     out
 }
 
-/// Chart archives: read whole as they stream and checked at once with the
-/// validation export uses ([`check_chart`]); only the verdict is kept.
-pub(crate) fn chart_archives(plans: &[FilePlan]) -> HashMap<Digest, RelPath> {
-    plans
+/// The chart archive of every chart item, for the registry as for the file
+/// tree: `(item reference, its chart layer, a name for messages)`; `None`
+/// when the item's manifest has no chart layer. Read whole as they stream
+/// and checked at once with the validation export uses ([`check_chart`]);
+/// only the verdict is kept.
+pub(crate) fn chart_archives(
+    items: &[Item],
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+) -> Vec<(String, Option<(Digest, String)>)> {
+    items
         .iter()
-        .filter_map(chart_archive)
-        .map(|f| (f.digest.clone(), f.path.clone()))
+        .filter(|i| i.kind == Kind::Chart)
+        .map(|i| {
+            let layer = manifests.get(&i.digest).and_then(|(_, _, parsed)| {
+                parsed
+                    .layers
+                    .iter()
+                    .find(|l| l.media_type == HELM_CHART_LAYER)
+            });
+            let name = i.path.clone().unwrap_or_else(|| i.reference.clone());
+            (i.reference.clone(), layer.map(|l| (l.digest.clone(), name)))
+        })
         .collect()
 }
 
 /// Reads a chart archive the way export does (no absolute path, `..`,
 /// link or device entry, bounded decompression, a valid `Chart.yaml`).
-pub(crate) fn check_chart(tgz: &[u8], path: &RelPath) -> Result<(), String> {
-    ferry_bundle::chart::read_chart(tgz, path.as_str())
+pub(crate) fn check_chart(tgz: &[u8], name: &str) -> Result<(), String> {
+    ferry_bundle::chart::read_chart(tgz, name)
         .map(|_| ())
-        .map_err(|e| format!("chart archive `{path}` is refused: {e}"))
+        .map_err(|e| format!("chart archive `{name}` is refused: {e}"))
 }
 
 /// Blobs whose sha512 the reader computes while they stream: OpenSearch
@@ -149,14 +161,6 @@ pub(crate) fn sha512_wanted(plans: &[FilePlan]) -> HashSet<Digest> {
         .filter_map(plugin_files)
         .map(|(zip, _)| zip.digest.clone())
         .collect()
-}
-
-/// A chart's archive: its layer that lands at the item's path.
-fn chart_archive(p: &FilePlan) -> Option<&FileWrite> {
-    if p.item.kind != Kind::Chart {
-        return None;
-    }
-    p.files.iter().find(|f| f.path == p.path && f.is_chart)
 }
 
 /// An OpenSearch plugin's zip (at the item's path) and its `.sha512`.
@@ -171,32 +175,35 @@ fn plugin_files(p: &FilePlan) -> Option<(&FileWrite, Option<&FileWrite>)> {
 }
 
 /// Re-checks what export checked, on the bytes that crossed: every chart
-/// archive must have passed [`check_chart`], and every OpenSearch plugin's
-/// zip must match the sha512 its `.sha512` file states. Returns the items
-/// that fail, with the reason. `charts` holds the verdicts on verified chart
-/// archives, `captured` verified `.sha512` files, `sha512` the sha512 (hex)
-/// of verified plugin zips.
+/// item's archive must have passed [`check_chart`] (`charts`: from
+/// [`chart_archives`]; `verdicts`: on the verified archives), and every
+/// OpenSearch plugin's zip must match the sha512 its `.sha512` file states
+/// (`captured`: verified `.sha512` files; `sha512`: the sha512, in hex, of
+/// verified plugin zips). Returns the items that fail, with the reason.
 pub(crate) fn revalidate(
     plans: &[FilePlan],
-    charts: &HashMap<Digest, Result<(), String>>,
+    charts: &[(String, Option<(Digest, String)>)],
+    verdicts: &HashMap<Digest, Result<(), String>>,
     captured: &HashMap<Digest, Bytes>,
     sha512: &HashMap<Digest, String>,
 ) -> HashMap<String, String> {
     let mut failed = HashMap::new();
-    for p in plans {
-        if let Some(tgz) = chart_archive(p) {
-            let why = match charts.get(&tgz.digest) {
+    for (reference, archive) in charts {
+        let why = match archive {
+            None => Some("a chart item with no chart archive layer".to_string()),
+            Some((d, name)) => match verdicts.get(d) {
                 None => Some(format!(
-                    "chart archive {} could not be re-checked (it did not arrive whole, or is larger than the {}-byte limit)",
-                    tgz.digest,
+                    "chart archive `{name}` ({d}) could not be re-checked (it did not arrive whole, or is larger than the {}-byte limit)",
                     crate::run::CAPTURE_LIMIT
                 )),
                 Some(verdict) => verdict.clone().err(),
-            };
-            if let Some(why) = why {
-                failed.insert(p.item.reference.clone(), why);
-            }
+            },
+        };
+        if let Some(why) = why {
+            failed.insert(reference.clone(), why);
         }
+    }
+    for p in plans {
         if let Some((zip, sum)) = plugin_files(p) {
             let why = (|| {
                 let sum = sum.ok_or_else(|| {

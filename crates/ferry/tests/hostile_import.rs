@@ -198,6 +198,17 @@ impl Bundle {
 
     /// A Helm chart: its config and its archive (`tgz`, as given).
     fn chart(&mut self, reference: &str, path: &str, name: &str, tgz: &[u8]) -> &mut Self {
+        self.chart_at(reference, Some(path), name, tgz)
+    }
+
+    /// A Helm chart, with or without a place on the file server.
+    fn chart_at(
+        &mut self,
+        reference: &str,
+        path: Option<&str>,
+        name: &str,
+        tgz: &[u8],
+    ) -> &mut Self {
         let config = serde_json::to_vec(
             &serde_json::json!({"apiVersion": "v2", "name": name, "version": "1.0.0"}),
         )
@@ -211,7 +222,7 @@ impl Bundle {
             "layers": [{"mediaType": HELM_CHART_LAYER, "digest": ld.to_string(), "size": tgz.len()}],
         }))
         .unwrap();
-        self.item(Kind::Chart, reference, &manifest, Some(path));
+        self.item(Kind::Chart, reference, &manifest, path);
         self
     }
 
@@ -964,6 +975,15 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
             &tgz,
         );
         cases.push((format!("a chart with {what}"), b, "chart archive"));
+        // Without a file path, bound for the registry only: re-checked all
+        // the same.
+        let mut b = Bundle::default();
+        b.chart_at("charts.example/stable/app:1.0.0", None, "app", &tgz);
+        cases.push((
+            format!("a registry-only chart with {what}"),
+            b,
+            "chart archive",
+        ));
     }
     {
         let mut b = Bundle::default();
@@ -974,6 +994,21 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
             b"not a gzip stream",
         );
         cases.push(("a chart that is not a .tgz".into(), b, "chart archive"));
+    }
+    {
+        // A chart whose manifest carries no chart layer at all.
+        let mut b = Bundle::default();
+        b.file(
+            Kind::Chart,
+            "charts.example/stable/app:1.0.0",
+            "helm/stable/app-1.0.0.tgz",
+            &[("app-1.0.0.tgz", &valid_chart())],
+        );
+        cases.push((
+            "a chart without a chart layer".into(),
+            b,
+            "no chart archive layer",
+        ));
     }
     // OpenSearch plugins whose checksum file does not vouch for the zip.
     let zip = noise(5000, 3);
