@@ -29,6 +29,7 @@ pub mod input;
 pub mod lock;
 pub mod meta;
 pub mod parts;
+pub mod placement;
 pub mod reader;
 pub mod relpath;
 pub mod sign;

@@ -704,17 +704,10 @@ impl State {
                 "index.json and ferry/bundle.json list different items ({diff})"
             )));
         }
-        // File paths must be safe before anyone writes them anywhere.
-        for item in &head.meta.items {
-            if let Some(p) = &item.path {
-                crate::relpath::RelPath::new(p).map_err(|e| {
-                    malformed(format!(
-                        "item `{}` has an unsafe file path: {e}",
-                        item.reference
-                    ))
-                })?;
-            }
-        }
+        // File paths must be safe, in their kind's place and unique before
+        // anyone writes them anywhere.
+        crate::placement::check_items(&head.meta.items)
+            .map_err(|e| malformed(format!("unsafe file path: {e}")))?;
         head.index = parsed.manifests;
         head.meta_bytes = self.meta_bytes.take().unwrap_or_default();
         head.signature = self.signature.take();
@@ -898,6 +891,12 @@ impl State {
                 first: first.digest.clone(),
             });
         }
+        crate::placement::check_layers(&head.meta.items, &self.parsed).map_err(|e| {
+            BundleError::Malformed {
+                entry: "index.json".into(),
+                reason: format!("unsafe file path: {e}"),
+            }
+        })?;
         let graph = Graph {
             meta: &head.meta,
             declared: &self.declared,

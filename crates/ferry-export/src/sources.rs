@@ -431,21 +431,9 @@ async fn falcoctl_index(client: &Client, cache: &Path, url: &str) -> Result<Reso
     )
 }
 
-/// Parses a `.sha512` file: `<128 hex>  <file name>` (the name optional).
+/// Parses a `.sha512` file with the parser import re-checks it with.
 fn parse_sha512(text: &str, url: &Url, file: &str) -> Result<String, String> {
-    let line = text.lines().next().unwrap_or("").trim();
-    let mut parts = line.split_whitespace();
-    let hex = parts.next().unwrap_or("").to_ascii_lowercase();
-    if hex.len() != 128 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{url}: not a sha512 checksum file"));
-    }
-    if let Some(name) = parts.next() {
-        let name = name.trim_start_matches('*');
-        if name != file {
-            return Err(format!("{url}: the checksum is for `{name}`, not `{file}`"));
-        }
-    }
-    Ok(hex)
+    ferry_bundle::placement::parse_sha512(text, file).map_err(|e| format!("{url}: {e}"))
 }
 
 fn sha512_file(path: &Path) -> Result<String, String> {

@@ -104,6 +104,10 @@ pub enum ExportError {
     /// The bundle was abandoned because a blob could not be fetched.
     #[error("bundle abandoned: a blob could not be fetched")]
     Abandoned,
+    /// A file item would land outside its kind's place, on a dot-file, or
+    /// on another item's path (import refuses such a bundle too).
+    #[error("refusing to export: a file would land out of its kind's place")]
+    Placement(#[from] ferry_bundle::placement::PlacementError),
 }
 
 struct PlannedBlob {
@@ -279,6 +283,14 @@ pub async fn export(
                     layers.push(planned);
                 }
             }
+        }
+    }
+    // Every file lands in its kind's place, once: what import would refuse
+    // is refused here, before anything is fetched.
+    let mut claims = ferry_bundle::placement::Placements::new();
+    for img in &resolved.images {
+        if let Some(path) = &img.path {
+            claims.claim_item(img.kind, &img.name(), path, &img.top.parsed)?;
         }
     }
     absent.sort_by(|a: &meta::Absent, b| (&a.parent, &a.digest).cmp(&(&b.parent, &b.digest)));

@@ -4,19 +4,23 @@
 //! Two kinds, chosen by `--files`:
 //!
 //! - a local **directory** (`--files /srv/mirror`): each file is written to a
-//!   temporary name beside its destination (`.<name>.ferry-tmp-<random>`),
-//!   hashed as it is written, `fsync`ed, and renamed over the destination only
-//!   when its sha256 and size are the expected ones. Nothing is ever written
-//!   outside the root: paths are [`RelPath`]s, and a path whose existing
-//!   component under the root is a symbolic link is refused. Temporary files
-//!   left by a crash are removed by [`FileTarget::check`]
-//!   ([`FileTarget::sweep_temp`]), so one import at a time should write to a
-//!   given directory;
+//!   temporary name in the staging directory `<root>/.ferry-staging/`
+//!   (`.<name>.ferry-tmp-<random>`, on the same file system as its
+//!   destination), hashed as it is written and `fsync`ed; it is a
+//!   [`Staged`] file, renamed over its destination (its missing parents
+//!   created then) only by [`Staged::commit`], which the import calls once
+//!   the whole bundle verified. Nothing is ever written outside the root:
+//!   paths are [`RelPath`]s, and a path whose existing component under the
+//!   root is a symbolic link is refused. Staged and temporary files left by
+//!   a crash are removed by [`FileTarget::check`] ([`FileTarget::sweep_temp`]),
+//!   so one import at a time should write to a given directory;
 //! - an **HTTP file server** speaking WebDAV (`--files
 //!   https://files.internal/mirror`), e.g. nginx with `dav_methods PUT DELETE
 //!   MKCOL MOVE`: missing parent collections are created with `MKCOL`, the
 //!   bytes are `PUT` (streamed) to a temporary name beside the destination,
-//!   and `MOVE`d over the destination once verified. The streamed body holds
+//!   and `MOVE`d over the destination by [`Staged::commit`] (or `DELETE`d by
+//!   [`Staged::abort`]). The server lists no directory, so temporary files of
+//!   a killed run are not swept (they are never served under a final name). The streamed body holds
 //!   back its last chunk until the whole file is hashed, so a file whose
 //!   digest or size is wrong is never completely sent and the server stores
 //!   nothing. `MOVE` is required: a server that answers it 405/501 is
@@ -45,6 +49,10 @@ use tokio::sync::mpsc;
 
 /// Marker in the name of every temporary file ferry writes in a file target.
 pub const TEMP_MARKER: &str = ".ferry-tmp-";
+
+/// The directory under a directory target's root where files wait, under
+/// temporary names, until the whole bundle has verified.
+pub const STAGING_DIR: &str = ".ferry-staging";
 
 /// Default for [`FileTargetOptions::attempts`].
 pub const DEFAULT_ATTEMPTS: u32 = 4;
@@ -313,7 +321,8 @@ pub struct Staged {
 enum StagedInner {
     Dir {
         temp: PathBuf,
-        dest: PathBuf,
+        root: PathBuf,
+        path: RelPath,
     },
     Http {
         target: HttpTarget,
@@ -458,19 +467,33 @@ impl FileTarget {
     /// Writes `data` at `path` atomically (temporary name, then rename /
     /// `MOVE`), creating missing parents.
     pub async fn write_bytes(&self, path: &RelPath, data: Bytes) -> Result<(), FilesError> {
+        self.stage_bytes(path, data).await?.commit().await
+    }
+
+    /// Writes `data` under a temporary name for `path` (in the staging
+    /// directory of a directory target, beside the destination on an HTTP
+    /// target): nothing is visible at `path` until [`Staged::commit`].
+    pub async fn stage_bytes(&self, path: &RelPath, data: Bytes) -> Result<Staged, FilesError> {
         let digest = Digest::of(&data);
         let size = data.len() as u64;
-        let staged = match self {
+        match self {
             FileTarget::Dir(d) => {
                 let (tx, rx) = mpsc::channel(1);
                 // Capacity 1 and one message: this send never waits.
                 let _ = tx.try_send(data);
                 drop(tx);
-                d.write_stream(path, &digest, size, rx).await?
+                d.write_stream(path, &digest, size, rx).await
             }
-            FileTarget::Http(h) => h.put_bytes_staged(path, &digest, data).await?,
-        };
-        staged.commit().await
+            FileTarget::Http(h) => h.put_bytes_staged(path, &digest, data).await,
+        }
+    }
+
+    /// Removes the (empty) staging directory of a directory target after
+    /// an import published or dropped everything it staged.
+    pub async fn tidy(&self) {
+        if let FileTarget::Dir(d) = self {
+            let _ = tokio::fs::remove_dir(d.root.join(STAGING_DIR)).await;
+        }
     }
 }
 
@@ -482,10 +505,14 @@ impl Staged {
             return Ok(());
         };
         match inner {
-            StagedInner::Dir { temp, dest } => {
+            StagedInner::Dir { temp, root, path } => {
                 let t = temp.clone();
+                let dest = path.under(&root);
                 let result = blocking(&dest.display().to_string(), move || {
-                    commit_dir(&temp, &dest)
+                    // The parents are created only now: a refused import
+                    // leaves no directory behind either.
+                    walk_parents(&root, &path, true)?;
+                    commit_dir(&temp, &path.under(&root))
                 })
                 .await;
                 if result.is_err() {
@@ -777,9 +804,13 @@ impl DirTarget {
         let p = path.clone();
         let dest = path.under(&self.root);
         let location = dest.display().to_string();
+        let staged_root = self.root.clone();
+        let staged_path = path.clone();
         let temp = blocking(&location, move || {
             std::fs::create_dir_all(&root).map_err(|e| io_err("create", &root, e))?;
-            walk_parents(&root, &p, true)?;
+            // Existing parents must be directories, not links; missing ones
+            // are created when the file is committed.
+            walk_parents(&root, &p, false)?;
             let dest = p.under(&root);
             match std::fs::symlink_metadata(&dest) {
                 Ok(m) if m.file_type().is_symlink() => {
@@ -794,8 +825,8 @@ impl DirTarget {
                 }
                 _ => {}
             }
-            let parent = dest.parent().map(Path::to_path_buf).unwrap_or(root);
-            Ok(parent.join(temp_name(p.file_name())))
+            let staging = staging_dir(&root)?;
+            Ok(staging.join(temp_name(p.file_name())))
         })
         .await?;
 
@@ -832,7 +863,11 @@ impl DirTarget {
         drop(file);
         match result {
             Ok(()) => Ok(Staged {
-                inner: Some(StagedInner::Dir { temp, dest }),
+                inner: Some(StagedInner::Dir {
+                    temp,
+                    root: staged_root,
+                    path: staged_path,
+                }),
             }),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&temp).await;
@@ -904,8 +939,43 @@ fn commit_dir(temp: &Path, dest: &Path) -> Result<(), FilesError> {
     Ok(())
 }
 
-/// Removes temporary files under `root` (not following symbolic links).
+/// `root/.ferry-staging`, created if missing: where a directory target
+/// holds files until the import publishes them (same file system as their
+/// destinations, so publishing is a rename). `ferry serve` never serves a
+/// dot-directory, and [`sweep_dir`] empties it.
+fn staging_dir(root: &Path) -> Result<PathBuf, FilesError> {
+    let dir = root.join(STAGING_DIR);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err("create", &dir, e)),
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| io_err("inspect", &dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(FilesError::Symlink {
+            path: dir,
+            root: root.to_path_buf(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(FilesError::NotADirectory { path: dir });
+    }
+    Ok(dir)
+}
+
+/// Removes temporary files under `root` (not following symbolic links),
+/// and the staging directory once it is empty.
 fn sweep_dir(root: &Path) -> Result<usize, FilesError> {
+    let removed = sweep_temps(root)?;
+    let staging = root.join(STAGING_DIR);
+    if std::fs::symlink_metadata(&staging).is_ok_and(|m| m.is_dir()) {
+        // Fails (and is left) when something other than ours is inside.
+        let _ = std::fs::remove_dir(&staging);
+    }
+    Ok(removed)
+}
+
+fn sweep_temps(root: &Path) -> Result<usize, FilesError> {
     let mut removed = 0;
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

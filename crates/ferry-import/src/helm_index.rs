@@ -284,12 +284,18 @@ pub fn helm_index(
         Some(b) => existing_entries(b)?,
         None => BTreeMap::new(),
     };
+    // The new versions per chart name (a later one of the same version
+    // wins), then one pass over each name's list: linear in the entries.
+    let mut incoming: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
     for c in charts {
         let (name, entry) = chart_version(c, generated)?;
-        let list = entries.entry(name).or_default();
         let version = version_of(&entry).to_string();
-        list.retain(|e| version_of(e) != version);
-        list.push(entry);
+        incoming.entry(name).or_default().insert(version, entry);
+    }
+    for (name, versions) in incoming {
+        let list = entries.entry(name).or_default();
+        list.retain(|e| !versions.contains_key(version_of(e)));
+        list.extend(versions.into_values());
     }
     let mut out_entries = Mapping::new();
     for (name, mut list) in entries {

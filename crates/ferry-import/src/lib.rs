@@ -10,6 +10,13 @@
 //! verified and present are its manifests pushed, children first, tags last.
 //! A bad blob means no manifest that references it is pushed; the rest lands.
 //!
+//! File items (charts, drivers, plugins, files) are staged as they stream and
+//! published only once the whole bundle has verified and import has re-made
+//! the checks export made (chart archives, OpenSearch `.sha512`): a refused
+//! bundle publishes nothing. The plan refuses two sources on one target tag
+//! and a file out of its kind's place ([`ferry_bundle::placement`]) before
+//! anything is pushed, and every step is near-linear in the number of items.
+//!
 //! [`archives`] is the first node's path instead (`--archives DIR`): one OCI
 //! archive per image that `ctr images import`, k3s/RKE2 and `podman load`
 //! read directly, written all or nothing from one verified read.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
+use sha2::{Digest as _, Sha512};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -252,10 +253,13 @@ struct UploadPlan {
     /// Large blobs another reader of the bundle file uploads (a lane):
     /// this reader only verifies them.
     delegated: HashSet<Digest>,
+    /// Blobs whose sha512 is computed as they stream (OpenSearch plugin
+    /// zips, re-checked against their `.sha512`).
+    sha512: HashSet<Digest>,
 }
 
 /// Largest blob kept in memory for a derived file.
-const CAPTURE_LIMIT: u64 = 64 << 20;
+pub(crate) const CAPTURE_LIMIT: u64 = 64 << 20;
 
 enum Msg {
     Head(Box<Head>),
@@ -269,6 +273,8 @@ enum Msg {
         Arc<OwnedSemaphorePermit>,
     ),
     Verdict(Digest, Result<(), String>),
+    /// The sha512 (hex) of a blob's bytes (trusted once its verdict is ok).
+    Sha512(Digest, String),
 }
 
 /// Blob bytes held in memory at once (read ahead of their uploads, chunks
@@ -339,6 +345,7 @@ impl Feeder {
         data: &mut dyn Read,
         to_registry: bool,
         to_files: Vec<RelPath>,
+        mut sha512: Option<Sha512>,
     ) -> VisitResult {
         let permit = self.reserve(CHUNKS_IN_FLIGHT * self.chunk)?;
         let mut senders = Vec::new();
@@ -384,14 +391,38 @@ impl Feeder {
                 break;
             }
             remaining -= got as u64;
+            if let Some(h) = sha512.as_mut() {
+                h.update(&buf);
+            }
             (self.events)(Event::UploadProgress { bytes: got as u64 });
             let chunk = Bytes::from(buf);
             for slot in slots {
                 slot.send(chunk.clone());
             }
         }
+        if let (0, Some(h)) = (remaining, sha512) {
+            self.send_sha512(blob, h)?;
+        }
         Ok(())
     }
+
+    /// Reports the sha512 of a blob's bytes to the import loop.
+    fn send_sha512(&self, blob: &BlobMeta, h: Sha512) -> VisitResult {
+        use sha2::Digest as _;
+        self.tx
+            .blocking_send(Msg::Sha512(blob.digest.clone(), hex_lower(&h.finalize())))
+            .map_err(|_| stop())
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// How lanes get a [`Feeder`]: `proto`'s budget and settings with a
@@ -500,7 +531,7 @@ fn lane(src: ferry_bundle::parts::BundleSource, share: Vec<BlobMeta>, feed: Feed
             return;
         }
         if feed
-            .stream_large(&blob, &mut entry, true, Vec::new())
+            .stream_large(&blob, &mut entry, true, Vec::new(), None)
             .is_err()
         {
             return;
@@ -547,7 +578,20 @@ impl Visitor for StreamVisitor {
         let to_registry = plan.upload.contains(&blob.digest);
         let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
         let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
+        let sha512 = plan.sha512.contains(&blob.digest).then(Sha512::new);
         if !to_registry && to_files.is_empty() && !capture {
+            if let Some(mut h) = sha512 {
+                // Only hashed: read through in pieces.
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = data.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                return self.feed.send_sha512(blob, h);
+            }
             return Ok(()); // the reader drains and verifies it
         }
         if blob.size <= self.feed.chunk || capture {
@@ -557,6 +601,10 @@ impl Visitor for StreamVisitor {
             data.take(blob.size).read_to_end(&mut buf)?;
             // Only verified bytes leave this thread (the registry checks again).
             if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
+                if let Some(mut h) = sha512 {
+                    h.update(&buf);
+                    self.feed.send_sha512(blob, h)?;
+                }
                 self.feed
                     .tx
                     .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf), permit))
@@ -564,7 +612,8 @@ impl Visitor for StreamVisitor {
             }
             return Ok(());
         }
-        self.feed.stream_large(blob, data, to_registry, to_files)
+        self.feed
+            .stream_large(blob, data, to_registry, to_files, sha512)
     }
 
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
@@ -588,18 +637,35 @@ struct ItemPlan {
     sparse: bool,
 }
 
+/// What [`walk`] collects for one item: its manifests (children first)
+/// and blobs, each once (the sets make every step constant time).
+#[derive(Default)]
+struct Walked {
+    manifests: Vec<Digest>,
+    seen_manifests: HashSet<Digest>,
+    blobs: Vec<(Digest, u64)>,
+    seen_blobs: HashSet<Digest>,
+    sparse: bool,
+}
+
+impl Walked {
+    fn blob(&mut self, d: &Digest, size: u64) {
+        if self.seen_blobs.insert(d.clone()) {
+            self.blobs.push((d.clone(), size));
+        }
+    }
+}
+
 fn walk(
     d: &Digest,
     manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
     absent: &HashSet<(Digest, Digest)>,
-    out_m: &mut Vec<Digest>,
-    out_b: &mut Vec<(Digest, u64)>,
-    sparse: &mut bool,
+    out: &mut Walked,
     depth: usize,
 ) {
     // As deep as the reader accepts: a manifest at MAX_DEPTH has its blobs
     // deeper than that, so its item is refused; none of it is uploaded.
-    if depth >= ferry_bundle::reader::MAX_DEPTH || out_m.contains(d) {
+    if depth >= ferry_bundle::reader::MAX_DEPTH || out.seen_manifests.contains(d) {
         return;
     }
     let Some((_, _, parsed)) = manifests.get(d) else {
@@ -608,31 +674,23 @@ fn walk(
     if parsed.is_index() {
         for c in &parsed.manifests {
             if absent.contains(&(d.clone(), c.digest.clone())) {
-                *sparse = true;
+                out.sparse = true;
                 continue;
             }
             if manifest::is_any_manifest(&c.media_type) {
-                walk(
-                    &c.digest,
-                    manifests,
-                    absent,
-                    out_m,
-                    out_b,
-                    sparse,
-                    depth + 1,
-                );
-            } else if !out_b.iter().any(|(x, _)| x == &c.digest) {
-                out_b.push((c.digest.clone(), c.size));
+                walk(&c.digest, manifests, absent, out, depth + 1);
+            } else {
+                out.blob(&c.digest, c.size);
             }
         }
     } else {
         for b in parsed.blobs() {
-            if !out_b.iter().any(|(x, _)| x == &b.digest) {
-                out_b.push((b.digest.clone(), b.size));
-            }
+            out.blob(&b.digest, b.size);
         }
     }
-    out_m.push(d.clone());
+    if out.seen_manifests.insert(d.clone()) {
+        out.manifests.push(d.clone());
+    }
 }
 
 fn target_ref(repo: &Repo, r: &Reference, digest: &Digest) -> String {
@@ -762,7 +820,11 @@ pub async fn import(
     let mut file_writes: HashMap<Digest, Vec<RelPath>> = HashMap::new();
     let mut files_present: HashSet<RelPath> = HashSet::new();
     let mut captured: HashMap<Digest, Bytes> = HashMap::new();
-    let mut file_tasks: JoinSet<(Digest, RelPath, Result<Option<Staged>, String>)> = JoinSet::new();
+    let mut capture_set: HashSet<Digest> = HashSet::new();
+    let mut chart_set: HashMap<Digest, String> = HashMap::new();
+    let mut chart_checks: JoinSet<(Digest, Result<(), String>)> = JoinSet::new();
+    let mut sha512s: HashMap<Digest, String> = HashMap::new();
+    let mut file_tasks: JoinSet<FileTask> = JoinSet::new();
 
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -816,13 +878,26 @@ pub async fn import(
                             break;
                         }
                         let upload: HashSet<Digest> = first_repo.keys().cloned().collect();
-                        let capture = tree::captures(&file_plans);
+                        capture_set = tree::captures(&file_plans);
+                        chart_set = tree::chart_archives(&h.meta.items, &manifests)
+                            .into_iter()
+                            .filter_map(|(_, archive)| archive)
+                            .collect();
+                        // Read whole as they stream: kept, or checked.
+                        let capture: HashSet<Digest> = capture_set
+                            .iter()
+                            .chain(chart_set.keys())
+                            .cloned()
+                            .collect();
+                        let sha512 = tree::sha512_wanted(&file_plans);
+                        // Blobs the main reader must see itself.
+                        let own: HashSet<Digest> = capture.union(&sha512).cloned().collect();
                         let delegated = start_lanes(
                             opts,
                             h,
                             &upload,
                             &file_writes,
-                            &capture,
+                            &own,
                             &lane_feed,
                             &mut lanes,
                         );
@@ -832,6 +907,7 @@ pub async fn import(
                             files: file_writes.clone(),
                             capture,
                             delegated,
+                            sha512,
                         })));
                     }
                     Err(e) => {
@@ -842,12 +918,14 @@ pub async fn import(
                 }
             }
             Msg::Small(meta, data, held) => {
-                if file_plans.iter().any(|p| {
-                    p.chart_config.as_ref() == Some(&meta.digest)
-                        || (p.item.kind == Kind::FalcoctlIndex
-                            && p.files.iter().any(|f| f.digest == meta.digest))
-                }) {
+                if capture_set.contains(&meta.digest) {
                     captured.insert(meta.digest.clone(), data.clone());
+                }
+                if let Some(name) = chart_set.get(&meta.digest) {
+                    // Checked now, off the async threads; only the verdict
+                    // is kept (the bytes go on to their uploads).
+                    let (tgz, name, d) = (data.clone(), name.clone(), meta.digest.clone());
+                    chart_checks.spawn_blocking(move || (d, tree::check_chart(&tgz, &name)));
                 }
                 if let (Some(files), Some(paths)) = (&opts.files, file_writes.get(&meta.digest)) {
                     for path in paths {
@@ -858,11 +936,9 @@ pub async fn import(
                         let held = held.clone();
                         file_tasks.spawn(async move {
                             let _held = held;
-                            let r = files
-                                .write_bytes(&path, data)
-                                .await
-                                .map(|_| None)
-                                .map_err(|e| chain(&e));
+                            // Staged only: published once the whole bundle
+                            // has verified.
+                            let r = files.stage_bytes(&path, data).await.map_err(|e| chain(&e));
                             (d, path, r)
                         });
                     }
@@ -896,7 +972,6 @@ pub async fn import(
                             let r = files
                                 .write_stream(&path, &d, size, rx)
                                 .await
-                                .map(Some)
                                 .map_err(|e| chain(&e));
                             (d, path, r)
                         });
@@ -921,6 +996,9 @@ pub async fn import(
             Msg::Verdict(d, v) => {
                 verdicts.insert(d, v);
             }
+            Msg::Sha512(d, hex) => {
+                sha512s.insert(d, hex);
+            }
         }
     }
     // Stop the reader if we left the loop early, then collect it.
@@ -937,13 +1015,13 @@ pub async fn import(
         reader.await.map_err(|e| ImportError::Task(e.to_string()))?;
     if let Some(e) = early_error {
         uploads.abort_all();
-        abort_files(&mut file_tasks).await;
+        abort_files(&mut file_tasks, opts.files.as_ref()).await;
         return Err(e);
     }
     if let Some(source) = bad_part {
         uploads.abort_all();
         while uploads.join_next().await.is_some() {}
-        abort_files(&mut file_tasks).await;
+        abort_files(&mut file_tasks, opts.files.as_ref()).await;
         return Err(ImportError::Parts {
             path: opts.bundle.clone(),
             source,
@@ -955,7 +1033,7 @@ pub async fn import(
         Err(source) => {
             uploads.abort_all();
             while uploads.join_next().await.is_some() {}
-            abort_files(&mut file_tasks).await;
+            abort_files(&mut file_tasks, opts.files.as_ref()).await;
             return Err(ImportError::Bundle {
                 path: opts.bundle.clone(),
                 source,
@@ -983,18 +1061,48 @@ pub async fn import(
         }
     }
     let _ = &file_writes;
-    // Files: commit what verified, drop what did not.
+    // The whole bundle has verified. Items the bundle itself fails, and
+    // items that fail the checks export made (re-made here on the bytes
+    // that crossed), land nowhere.
+    let verified_sha512: HashMap<Digest, String> = sha512s
+        .into_iter()
+        .filter(|(d, _)| matches!(verdicts.get(d), Some(Ok(()))))
+        .collect();
+    let mut chart_verdicts: HashMap<Digest, Result<(), String>> = HashMap::new();
+    while let Some(done) = chart_checks.join_next().await {
+        let (d, verdict) = done.map_err(|e| ImportError::Task(e.to_string()))?;
+        chart_verdicts.insert(d, verdict);
+    }
+    let charts = tree::chart_archives(&h.meta.items, &manifests);
+    let mut failed_items: HashMap<String, String> = tree::revalidate(
+        &file_plans,
+        &charts,
+        &chart_verdicts,
+        &captured,
+        &verified_sha512,
+    );
+    for (r, why) in &read_report.failed_items {
+        failed_items.entry(r.clone()).or_insert_with(|| why.clone());
+    }
+    let held_back: HashMap<&RelPath, &str> = file_plans
+        .iter()
+        .filter_map(|p| failed_items.get(&p.item.reference).map(|why| (p, why)))
+        .flat_map(|(p, why)| p.files.iter().map(move |f| (&f.path, why.as_str())))
+        .collect();
+    // Files: publish what verified (nothing was visible until now), drop
+    // what did not.
     let mut file_errors: HashMap<RelPath, String> = HashMap::new();
     let mut files_landed: HashSet<RelPath> = files_present.clone();
     while let Some(done) = file_tasks.join_next().await {
         let (d, path, r) = done.map_err(|e| ImportError::Task(e.to_string()))?;
         let verified = matches!(verdicts.get(&d), Some(Ok(())));
         match r {
-            Ok(None) => {
-                report.files_written += 1;
-                files_landed.insert(path);
+            Ok(staged) if held_back.contains_key(&path) => {
+                staged.abort().await;
+                let why = held_back.get(&path).copied().unwrap_or_default();
+                file_errors.insert(path, why.to_string());
             }
-            Ok(Some(staged)) if verified => match staged.commit().await {
+            Ok(staged) if verified => match staged.commit().await {
                 Ok(()) => {
                     report.files_written += 1;
                     files_landed.insert(path);
@@ -1003,7 +1111,7 @@ pub async fn import(
                     file_errors.insert(path, chain(&e));
                 }
             },
-            Ok(Some(staged)) => {
+            Ok(staged) => {
                 staged.abort().await;
                 let why = match verdicts.get(&d) {
                     Some(Err(e)) => e.clone(),
@@ -1043,8 +1151,14 @@ pub async fn import(
         upload_errors.insert(f.digest.clone(), f.reason.clone());
     }
     // Blobs uploaded but never sent (verification failed before upload).
+    // Where each blob is now, per host (the first repository found).
+    let mut present_at: HashMap<(&str, &Digest), &Repo> = HashMap::new();
+    for (r, d) in &present {
+        present_at.entry((r.host.as_str(), d)).or_insert(r);
+    }
+    let present_anywhere: HashSet<&Digest> = present.iter().map(|(_, d)| d).collect();
     for d in first_repo.keys() {
-        if !present.iter().any(|(_, x)| x == d) && !upload_errors.contains_key(d) {
+        if !present_anywhere.contains(d) && !upload_errors.contains_key(d) {
             let why = match verdicts.get(d) {
                 Some(Err(e)) => e.clone(),
                 _ => "not uploaded".into(),
@@ -1054,21 +1168,22 @@ pub async fn import(
     }
     // Mounts: every repository that needs a blob gets it.
     let mut mounts: Vec<(Repo, Digest, Repo)> = Vec::new();
+    let mut mounting: HashSet<(&Repo, &Digest)> = HashSet::new();
     for p in &plans {
         for (d, _) in &p.blobs {
             if present.contains(&(p.repo.clone(), d.clone())) {
                 continue;
             }
-            if let Some((from, _)) = present
-                .iter()
-                .find(|(r, x)| x == d && r.host == p.repo.host)
-            {
-                if !mounts.iter().any(|(r, x, _)| r == &p.repo && x == d) {
-                    mounts.push((p.repo.clone(), d.clone(), from.clone()));
+            if let Some(from) = present_at.get(&(p.repo.host.as_str(), d)) {
+                if mounting.insert((&p.repo, d)) {
+                    mounts.push((p.repo.clone(), d.clone(), (*from).clone()));
                 }
             }
         }
     }
+    drop(mounting);
+    drop(present_at);
+    drop(present_anywhere);
     let mount_results: Vec<(Repo, Digest, Result<bool, String>)> = stream::iter(mounts)
         .map(|(repo, d, from)| {
             let dest = dest.clone();
@@ -1097,8 +1212,7 @@ pub async fn import(
         }
     }
     // Commit, item by item.
-    let failed_in_bundle: HashMap<&str, &str> = read_report
-        .failed_items
+    let failed_in_bundle: HashMap<&str, &str> = failed_items
         .iter()
         .map(|(r, why)| (r.as_str(), why.as_str()))
         .collect();
@@ -1118,6 +1232,7 @@ pub async fn import(
     // OCI 1.1 referrers pushed, per (repository, subject): their fallback-tag descriptors.
     let mut referrers_pushed: BTreeMap<(String, String, Digest), Vec<serde_json::Value>> =
         BTreeMap::new();
+    let carried_by = carriers(&plans);
     for p in &plans {
         let target = target_ref(&p.repo, &p.reference, &p.item.digest);
         let outcome = |note: Option<String>| ItemOutcome {
@@ -1131,9 +1246,7 @@ pub async fn import(
             continue;
         }
         if let Some(subject) = &p.item.subject {
-            let carried = plans
-                .iter()
-                .any(|q| q.repo == p.repo && q.manifests.contains(subject));
+            let carried = carried_by.contains_key(&(&p.repo, subject));
             if carried
                 && !landed.contains(&(p.repo.clone(), subject.clone()))
                 && dest
@@ -1307,11 +1420,11 @@ pub async fn import(
             .iter()
             .find(|p| p.item.kind == Kind::FalcoctlIndex)
         {
+            let loaded: HashSet<&str> = report.loaded.iter().map(|l| l.source.as_str()).collect();
             let bundled: Vec<(Reference, Repo)> = plans
                 .iter()
                 .filter(|p| {
-                    p.item.kind == Kind::FalcoArtifact
-                        && report.loaded.iter().any(|l| l.source == p.item.reference)
+                    p.item.kind == Kind::FalcoArtifact && loaded.contains(p.item.reference.as_str())
                 })
                 .map(|p| (p.reference.clone(), p.repo.clone()))
                 .collect();
@@ -1363,6 +1476,10 @@ pub async fn import(
                 .push(outcome("--no-referrers: provenance not pushed"));
         }
     }
+    if let Some(f) = &opts.files {
+        // Everything staged is published or dropped: no staging is left.
+        f.tidy().await;
+    }
     if let Some(store) = &opts.store {
         // The new index.json replaces the old one in one rename.
         store.commit().map_err(|e| ImportError::Task(chain(&e)))?;
@@ -1396,6 +1513,10 @@ async fn make_plan(
     let Some(target) = &opts.target else {
         return Ok((Vec::new(), HashSet::new(), HashMap::new(), Vec::new()));
     };
+    // Each target tag is claimed by one source: two sources that map to one
+    // repository and tag (`--flatten`, `--map`, hosts that map alike) with
+    // different content would both report ok while the last push wins.
+    let mut tags: HashMap<(String, String, String), (String, Digest)> = HashMap::new();
     for item in head
         .meta
         .items
@@ -1405,33 +1526,42 @@ async fn make_plan(
         let reference =
             Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
         let repo = opts.mapping.map(target, &reference)?;
-        let mut ms = Vec::new();
-        let mut bs = Vec::new();
-        let mut sparse = false;
-        walk(
-            &item.digest,
-            manifests,
-            &absent,
-            &mut ms,
-            &mut bs,
-            &mut sparse,
-            0,
-        );
+        if let Some(tag) = &reference.tag {
+            let key = (repo.host.clone(), repo.path.clone(), tag.clone());
+            match tags.get(&key) {
+                Some((first, digest)) if digest != &item.digest => {
+                    return Err(ImportError::Target(TargetError::Collision {
+                        target: format!("{}/{}:{tag}", repo.host, repo.path),
+                        first: first.clone(),
+                        first_digest: digest.to_string(),
+                        second: item.reference.clone(),
+                        second_digest: item.digest.to_string(),
+                    }));
+                }
+                Some(_) => {} // the same content under one tag: no conflict
+                None => {
+                    tags.insert(key, (item.reference.clone(), item.digest.clone()));
+                }
+            }
+        }
+        let mut walked = Walked::default();
+        walk(&item.digest, manifests, &absent, &mut walked, 0);
         plans.push(ItemPlan {
             item: item.clone(),
             reference,
             repo,
-            manifests: ms,
-            blobs: bs,
-            sparse,
+            manifests: walked.manifests,
+            blobs: walked.blobs,
+            sparse: walked.sparse,
         });
     }
     let plans = subjects_first(plans);
     // Which blobs does the target have already, in which repositories?
     let mut pairs: Vec<(Repo, Digest)> = Vec::new();
+    let mut paired: HashSet<(&Repo, &Digest)> = HashSet::new();
     for p in &plans {
         for (d, _) in &p.blobs {
-            if !pairs.iter().any(|(r, x)| r == &p.repo && x == d) {
+            if paired.insert((&p.repo, d)) {
                 pairs.push((p.repo.clone(), d.clone()));
             }
         }
@@ -1458,8 +1588,14 @@ async fn make_plan(
     // to be mounted from) before anything is pushed.
     if !head.meta.base.is_empty() && !opts.dry_run {
         let mut missing = Vec::new();
+        let mut present_anywhere: HashSet<Digest> =
+            present.iter().map(|(_, d)| d.clone()).collect();
+        let needed: HashSet<&Digest> = plans
+            .iter()
+            .flat_map(|p| p.blobs.iter().map(|(d, _)| d))
+            .collect();
         for b in &head.meta.base {
-            if present.iter().any(|(_, x)| x == &b.digest) {
+            if present_anywhere.contains(&b.digest) {
                 continue;
             }
             let mut found = false;
@@ -1470,13 +1606,11 @@ async fn make_plan(
                 };
                 if dest.head_blob(&repo, &b.digest).await {
                     present.insert((repo, b.digest.clone()));
+                    present_anywhere.insert(b.digest.clone());
                     found = true;
                 }
             }
-            let needed = plans
-                .iter()
-                .any(|p| p.blobs.iter().any(|(d, _)| d == &b.digest));
-            if !found && needed {
+            if !found && needed.contains(&b.digest) {
                 missing.push(b.digest.to_string());
             }
         }
@@ -1494,10 +1628,11 @@ async fn make_plan(
         .map(|b| (&b.digest, b.size))
         .collect();
     let mut upload_bytes = 0;
+    let present_anywhere: HashSet<&Digest> = present.iter().map(|(_, d)| d).collect();
     for p in &plans {
         let mut n = 0;
         for (d, _) in &p.blobs {
-            let anywhere = present.iter().any(|(_, x)| x == d);
+            let anywhere = present_anywhere.contains(d);
             if !anywhere && !first.contains_key(d) {
                 first.insert(d.clone(), p.repo.clone());
                 upload_bytes += sizes.get(d).copied().unwrap_or(0);
@@ -1527,28 +1662,55 @@ async fn make_plan(
 /// item one level after the item that carries its subject (a signature of
 /// an attestation after the attestation).
 fn subjects_first(plans: Vec<ItemPlan>) -> Vec<ItemPlan> {
-    let depth = |start: usize| -> usize {
-        let mut depth = 0;
-        let mut cur = start;
-        while let Some(subject) = &plans[cur].item.subject {
-            depth += 1;
-            if depth > plans.len() {
+    let carriers = carriers(&plans);
+    // The item that carries an item's subject, if any.
+    let parent = |i: usize| -> Option<usize> {
+        let subject = plans[i].item.subject.as_ref()?;
+        carriers
+            .get(&(&plans[i].repo, subject))
+            .copied()
+            .filter(|&q| q != i)
+    };
+    // depth(i) = 0 without a subject, else 1 + depth(carrier of the
+    // subject) (0 without one). Each depth is computed once, memoised along
+    // the chain: linear in the number of items.
+    let mut depths: Vec<Option<usize>> = vec![None; plans.len()];
+    for start in 0..plans.len() {
+        let mut chain = Vec::new();
+        let mut cur = Some(start);
+        let mut acc = 0;
+        while let Some(c) = cur {
+            if let Some(d) = depths[c] {
+                acc = d;
+                break;
+            }
+            if chain.len() > plans.len() {
                 break; // a cycle cannot happen with digests; stay safe anyway
             }
-            match plans
-                .iter()
-                .position(|q| q.repo == plans[cur].repo && q.manifests.contains(subject))
-            {
-                Some(q) if q != cur => cur = q,
-                _ => break,
-            }
+            chain.push(c);
+            cur = parent(c);
         }
-        depth
-    };
-    let depths: Vec<usize> = (0..plans.len()).map(depth).collect();
+        for &i in chain.iter().rev() {
+            acc += usize::from(plans[i].item.subject.is_some());
+            depths[i] = Some(acc);
+        }
+    }
+    let depths: Vec<usize> = depths.into_iter().map(|d| d.unwrap_or(0)).collect();
     let mut keyed: Vec<(usize, ItemPlan)> = depths.into_iter().zip(plans).collect();
     keyed.sort_by_key(|(d, _)| *d);
     keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Which plan carries each (repository, manifest): the first one, as a
+/// linear scan would find it.
+fn carriers(plans: &[ItemPlan]) -> HashMap<(&Repo, &Digest), usize> {
+    let mut out = HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for m in &p.manifests {
+            out.entry((&p.repo, m)).or_insert(i);
+        }
+    }
+    out
 }
 
 /// Reads the `sha256-<hex>` fallback tag of `subject`, adds `add` and pushes
@@ -1655,8 +1817,8 @@ async fn commit(
     Ok(note)
 }
 
-/// A file write: the blob, the path, and what it staged (`None`: written).
-type FileTask = (Digest, RelPath, Result<Option<Staged>, String>);
+/// A file write: the blob, the path, and what it staged.
+type FileTask = (Digest, RelPath, Result<Staged, String>);
 
 type FilesPlanned = (
     Vec<FilePlan>,
@@ -1685,10 +1847,11 @@ async fn plan_files(
             if has {
                 present.insert(f.path.clone());
             } else {
-                let paths = writes.entry(f.digest.clone()).or_default();
-                if !paths.contains(&f.path) {
-                    paths.push(f.path.clone());
-                }
+                // Paths are unique across items (tree::plan claims each once).
+                writes
+                    .entry(f.digest.clone())
+                    .or_default()
+                    .push(f.path.clone());
             }
         }
     }
@@ -1719,12 +1882,16 @@ fn file_plan_entries(
         .collect()
 }
 
-/// Waits for file writes and drops what they staged.
-async fn abort_files(tasks: &mut JoinSet<FileTask>) {
+/// Waits for file writes and drops what they staged: nothing of a refused
+/// bundle is published.
+async fn abort_files(tasks: &mut JoinSet<FileTask>, files: Option<&crate::files::FileTarget>) {
     while let Some(done) = tasks.join_next().await {
-        if let Ok((_, _, Ok(Some(staged)))) = done {
+        if let Ok((_, _, Ok(staged))) = done {
             staged.abort().await;
         }
+    }
+    if let Some(f) = files {
+        f.tidy().await;
     }
 }
 

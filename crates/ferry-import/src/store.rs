@@ -16,7 +16,7 @@
 //! import opens the store. An exclusive lock on `DIR/.ferry-lock` keeps two
 //! imports from interleaving their index updates.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -113,6 +113,9 @@ pub struct Store {
     dir: PathBuf,
     _lock: std::fs::File,
     pending: Mutex<Vec<Entry>>,
+    /// (repository, tag) → digest, index.json's and the pending entries',
+    /// read once on first use: a tag lookup per item stays constant time.
+    tags: Mutex<Option<HashMap<(String, String), Digest>>>,
 }
 
 impl Store {
@@ -150,6 +153,7 @@ impl Store {
             dir: dir.to_path_buf(),
             _lock: lock,
             pending: Mutex::new(Vec::new()),
+            tags: Mutex::new(None),
         })
     }
 
@@ -262,9 +266,32 @@ impl Store {
 
     /// Records an index.json entry, written by [`Store::commit`].
     pub fn add_entry(&self, e: Entry) {
+        if let Some(t) = &e.tag {
+            let key = (e.repository.clone(), t.clone());
+            let digest = e.digest.clone();
+            self.with_tags(move |m| m.insert(key, digest));
+        }
         if let Ok(mut p) = self.pending.lock() {
             p.push(e);
         }
+    }
+
+    /// Runs `f` on the tag map, reading index.json into it the first time.
+    fn with_tags<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<(String, String), Digest>) -> R,
+    ) -> Option<R> {
+        let mut guard = self.tags.lock().ok()?;
+        if guard.is_none() {
+            let mut m = HashMap::new();
+            for e in self.entries().ok()? {
+                if let Some(t) = e.tag {
+                    m.insert((e.repository, t), e.digest);
+                }
+            }
+            *guard = Some(m);
+        }
+        guard.as_mut().map(f)
     }
 
     /// The current index.json entries.
@@ -301,13 +328,8 @@ impl Store {
 
     /// The tag's digest, when the store has it (pending entries included).
     pub fn tag(&self, repository: &str, tag: &str) -> Option<Digest> {
-        let pending = self.pending.lock().ok()?.clone();
-        pending
-            .iter()
-            .rev()
-            .chain(self.entries().ok()?.iter())
-            .find(|e| e.repository == repository && e.tag.as_deref() == Some(tag))
-            .map(|e| e.digest.clone())
+        let key = (repository.to_string(), tag.to_string());
+        self.with_tags(|m| m.get(&key).cloned()).flatten()
     }
 
     /// Merges the pending entries into index.json (atomically). A tag

@@ -47,6 +47,20 @@ pub enum TargetError {
         /// What it mapped to.
         repository: String,
     },
+    /// Two sources with different content map to one target tag.
+    #[error("two sources map to one target `{}`: `{}` ({first_digest}) and `{}` ({second_digest}); nothing was pushed. Give them distinct targets with --map (or drop --flatten)", .target.escape_debug(), .first.escape_debug(), .second.escape_debug())]
+    Collision {
+        /// The target reference (`host/path:tag`).
+        target: String,
+        /// The source that claimed it first.
+        first: String,
+        /// Its digest.
+        first_digest: String,
+        /// The other source.
+        second: String,
+        /// Its digest.
+        second_digest: String,
+    },
 }
 
 impl Target {

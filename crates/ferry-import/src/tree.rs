@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
 
-use ferry_bundle::artifact::{self, HELM_CONFIG};
+use ferry_bundle::artifact::{HELM_CHART_LAYER, HELM_CONFIG};
 use ferry_bundle::manifest::Parsed;
 use ferry_bundle::meta::{Item, Kind};
+use ferry_bundle::placement::Placements;
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::Repo;
@@ -50,6 +51,9 @@ pub(crate) fn plan(
     manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
 ) -> Result<Vec<FilePlan>, String> {
     let mut out = Vec::new();
+    // Every file of every item in its kind's place, and on a path of its own
+    // (re-checked here whatever the export side checked).
+    let mut claims = Placements::new();
     for item in items {
         let Some(p) = &item.path else { continue };
         let path = RelPath::new(p).map_err(|e| format!("{}: {e}", item.reference))?;
@@ -59,8 +63,9 @@ pub(crate) fn plan(
                 item.reference, item.digest
             ));
         };
-        let layers =
-            artifact::file_layers(&path, parsed).map_err(|e| format!("{}: {e}", item.reference))?;
+        let layers = claims
+            .claim_item(item.kind, &item.reference, p, parsed)
+            .map_err(|e| e.to_string())?;
         if layers.is_empty() {
             return Err(format!("{}: no file layer to write", item.reference));
         }
@@ -96,8 +101,9 @@ pub(crate) fn plan(
     Ok(out)
 }
 
-/// Which blobs must be kept in memory while they stream (chart configs for
-/// the Helm index, the falcoctl index to rewrite).
+/// Which blobs must be kept in memory after they streamed (chart configs
+/// for the Helm index, the falcoctl index to rewrite, OpenSearch `.sha512`
+/// files to re-check).
 pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
     let mut out = HashSet::new();
     for p in plans {
@@ -107,8 +113,127 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
         if p.item.kind == Kind::FalcoctlIndex {
             out.extend(p.files.iter().map(|f| f.digest.clone()));
         }
+        if let Some((_, Some(sum))) = plugin_files(p) {
+            out.insert(sum.digest.clone());
+        }
     }
     out
+}
+
+/// The chart archive of every chart item, for the registry as for the file
+/// tree: `(item reference, its chart layer, a name for messages)`; `None`
+/// when the item's manifest has no chart layer. Read whole as they stream
+/// and checked at once with the validation export uses ([`check_chart`]);
+/// only the verdict is kept.
+pub(crate) fn chart_archives(
+    items: &[Item],
+    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+) -> Vec<(String, Option<(Digest, String)>)> {
+    items
+        .iter()
+        .filter(|i| i.kind == Kind::Chart)
+        .map(|i| {
+            let layer = manifests.get(&i.digest).and_then(|(_, _, parsed)| {
+                parsed
+                    .layers
+                    .iter()
+                    .find(|l| l.media_type == HELM_CHART_LAYER)
+            });
+            let name = i.path.clone().unwrap_or_else(|| i.reference.clone());
+            (i.reference.clone(), layer.map(|l| (l.digest.clone(), name)))
+        })
+        .collect()
+}
+
+/// Reads a chart archive the way export does (no absolute path, `..`,
+/// link or device entry, bounded decompression, a valid `Chart.yaml`).
+pub(crate) fn check_chart(tgz: &[u8], name: &str) -> Result<(), String> {
+    ferry_bundle::chart::read_chart(tgz, name)
+        .map(|_| ())
+        .map_err(|e| format!("chart archive `{name}` is refused: {e}"))
+}
+
+/// Blobs whose sha512 the reader computes while they stream: OpenSearch
+/// plugin zips, re-checked against their `.sha512` file.
+pub(crate) fn sha512_wanted(plans: &[FilePlan]) -> HashSet<Digest> {
+    plans
+        .iter()
+        .filter_map(plugin_files)
+        .map(|(zip, _)| zip.digest.clone())
+        .collect()
+}
+
+/// An OpenSearch plugin's zip (at the item's path) and its `.sha512`.
+fn plugin_files(p: &FilePlan) -> Option<(&FileWrite, Option<&FileWrite>)> {
+    if p.item.kind != Kind::OpensearchPlugin {
+        return None;
+    }
+    let zip = p.files.iter().find(|f| f.path == p.path)?;
+    let sum_name = format!("{}.sha512", p.path.file_name());
+    let sum = p.files.iter().find(|f| f.path.file_name() == sum_name);
+    Some((zip, sum))
+}
+
+/// Re-checks what export checked, on the bytes that crossed: every chart
+/// item's archive must have passed [`check_chart`] (`charts`: from
+/// [`chart_archives`]; `verdicts`: on the verified archives), and every
+/// OpenSearch plugin's zip must match the sha512 its `.sha512` file states
+/// (`captured`: verified `.sha512` files; `sha512`: the sha512, in hex, of
+/// verified plugin zips). Returns the items that fail, with the reason.
+pub(crate) fn revalidate(
+    plans: &[FilePlan],
+    charts: &[(String, Option<(Digest, String)>)],
+    verdicts: &HashMap<Digest, Result<(), String>>,
+    captured: &HashMap<Digest, Bytes>,
+    sha512: &HashMap<Digest, String>,
+) -> HashMap<String, String> {
+    let mut failed = HashMap::new();
+    for (reference, archive) in charts {
+        let why = match archive {
+            None => Some("a chart item with no chart archive layer".to_string()),
+            Some((d, name)) => match verdicts.get(d) {
+                None => Some(format!(
+                    "chart archive `{name}` ({d}) could not be re-checked (it did not arrive whole, or is larger than the {}-byte limit)",
+                    crate::run::CAPTURE_LIMIT
+                )),
+                Some(verdict) => verdict.clone().err(),
+            },
+        };
+        if let Some(why) = why {
+            failed.insert(reference.clone(), why);
+        }
+    }
+    for p in plans {
+        if let Some((zip, sum)) = plugin_files(p) {
+            let why = (|| {
+                let sum = sum.ok_or_else(|| {
+                    format!("plugin `{}` carries no `.sha512` checksum file", zip.path)
+                })?;
+                let text = captured
+                    .get(&sum.digest)
+                    .ok_or_else(|| format!("checksum file `{}` did not arrive", sum.path))?;
+                let want = ferry_bundle::placement::parse_sha512(
+                    &String::from_utf8_lossy(text),
+                    zip.path.file_name(),
+                )
+                .map_err(|e| format!("`{}`: {e}", sum.path))?;
+                let got = sha512
+                    .get(&zip.digest)
+                    .ok_or_else(|| format!("plugin `{}` did not arrive whole", zip.path))?;
+                if *got != want {
+                    return Err(format!(
+                        "plugin `{}` has sha512 {got}, but `{}` says {want}",
+                        zip.path, sum.path
+                    ));
+                }
+                Ok(())
+            })();
+            if let Err(why) = why {
+                failed.insert(p.item.reference.clone(), why);
+            }
+        }
+    }
+    failed
 }
 
 /// `generated` timestamp in RFC 3339 (UTC) for `now`.

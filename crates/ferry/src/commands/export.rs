@@ -463,6 +463,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
                 Failure::env(e).hint("re-run: blobs already downloaded are kept in the cache")
             }
             ferry_export::ExportError::CorruptCache { .. } => Failure::env(e),
+            ferry_export::ExportError::Placement(_) => Failure::input(e),
             other => Failure::env(other),
         })?;
     ui.finish_bar();
