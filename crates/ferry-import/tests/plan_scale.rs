@@ -206,6 +206,7 @@ fn bundle(shape: Shape) -> Vec<u8> {
         blobs: blob_metas,
         absent: vec![],
         base: vec![],
+        verification: None,
     };
     let mut entries = vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
