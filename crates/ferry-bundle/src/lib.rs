@@ -29,4 +29,5 @@ pub mod reader;
 pub mod relpath;
 pub mod sign;
 pub mod spec;
+pub mod text;
 pub mod writer;
