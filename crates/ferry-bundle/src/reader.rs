@@ -28,7 +28,10 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use crate::digest::{Digest, HashingReader};
 use crate::manifest::{self, Descriptor, Parsed};
-use crate::meta::{BlobMeta, BundleMeta, Item, ANN_REF_NAME, FORMAT_VERSION, META_PATH, SIG_PATH};
+use crate::meta::{
+    BlobMeta, BundleMeta, Item, ANN_CONTAINERD_SUBJECT, ANN_IMAGE_NAME, ANN_KIND, ANN_PATH,
+    ANN_REF_NAME, ANN_SUBJECT, FORMAT_VERSION, META_PATH, SIG_PATH,
+};
 use crate::text::escape;
 
 /// Largest `oci-layout` accepted.
@@ -958,16 +961,18 @@ impl<R: Read> Read for EntryData<'_, R> {
         let want = (buf.len() as u64).min(w.left) as usize;
         loop {
             match w.inner.read(&mut buf[..want]) {
-                Ok(0) => return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    Truncation(format!(
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        Truncation(format!(
                         "the stream ends at byte {} inside entry `{}`, after {} of its {} bytes",
                         w.offset,
                         escape(self.name),
                         w.size - w.left,
                         w.size
                     )),
-                )),
+                    ))
+                }
                 Ok(n) => {
                     w.left -= n as u64;
                     w.offset += n as u64;
@@ -1027,6 +1032,9 @@ struct State {
     bad: HashMap<Digest, String>,
     parsed: HashMap<Digest, Parsed>,
     streamed_any: bool,
+    /// Items with a file path, by top manifest: their layers must map to
+    /// safe file names.
+    file_items: HashMap<Digest, Vec<Item>>,
     report: Report,
     /// Reused by [`drain`].
     drain_buf: Vec<u8>,
@@ -1165,6 +1173,11 @@ impl State {
                 if meta.format_version != FORMAT_VERSION {
                     return Err(BundleError::Version(meta.format_version));
                 }
+                // Every string it carries, before anyone prints or acts on it.
+                meta.check().map_err(|reason| BundleError::Malformed {
+                    entry: name.into(),
+                    reason,
+                })?;
                 for b in &meta.blobs {
                     if self.declared.insert(b.digest.clone(), b.clone()).is_some() {
                         return Err(BundleError::Malformed {
@@ -1268,15 +1281,60 @@ impl State {
                 "index.json and ferry/bundle.json list different items ({diff})"
             )));
         }
-        // File paths must be safe before anyone writes them anywhere.
-        for item in &head.meta.items {
-            if let Some(p) = &item.path {
-                crate::relpath::RelPath::new(p).map_err(|e| {
-                    malformed(format!(
-                        "item `{}` has an unsafe file path: {e}",
-                        item.reference
-                    ))
-                })?;
+        // Every annotation is single-line text, and those ferry writes say
+        // what bundle.json says (containerd names images by
+        // `io.containerd.image.name`).
+        let items: HashMap<(&str, &Digest), &Item> = head
+            .meta
+            .items
+            .iter()
+            .map(|i| ((i.reference.as_str(), &i.digest), i))
+            .collect();
+        for d in &parsed.manifests {
+            let reference = d.annotations.get(ANN_REF_NAME).map(String::as_str);
+            let Some(item) = items.get(&(reference.unwrap_or_default(), &d.digest)) else {
+                continue;
+            };
+            for (key, value) in &d.annotations {
+                crate::text::check(
+                    &format!("annotation `{}`", escape(key)),
+                    key,
+                    crate::text::MAX_TEXT,
+                )
+                .and_then(|()| {
+                    crate::text::check(
+                        &format!("annotation `{}`", escape(key)),
+                        value,
+                        crate::text::MAX_TEXT,
+                    )
+                })
+                .map_err(|e| malformed(format!("item `{}`: {e}", item.reference)))?;
+                let expected = match key.as_str() {
+                    ANN_IMAGE_NAME => Some(item.reference.clone()),
+                    ANN_KIND => Some(item.kind.as_str().to_string()),
+                    ANN_PATH => Some(item.path.clone().unwrap_or_default()),
+                    ANN_SUBJECT | ANN_CONTAINERD_SUBJECT => Some(
+                        item.subject
+                            .as_ref()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                    ),
+                    _ => None,
+                };
+                if let Some(expected) = expected.filter(|e| e != value) {
+                    return Err(malformed(format!(
+                        "item `{}`: annotation `{key}` is `{}`, but ferry/bundle.json says `{}`",
+                        item.reference,
+                        escape(value),
+                        escape(&expected)
+                    )));
+                }
+            }
+            if item.path.is_some() {
+                self.file_items
+                    .entry(item.digest.clone())
+                    .or_default()
+                    .push((*item).clone());
             }
         }
         head.index = parsed.manifests;
@@ -1341,6 +1399,14 @@ impl State {
                             reason: format!("declared as `{media_type}` but is `{}`", p.media_type),
                         };
                         return self.fault(err, &meta, options, visitor, false);
+                    }
+                    // A file item's layers land under their titles: each
+                    // must make a safe path, exactly as import maps them.
+                    for item in self.file_items.get(&digest).into_iter().flatten() {
+                        file_item_layers(item, &p).map_err(|reason| BundleError::Malformed {
+                            entry: name.into(),
+                            reason,
+                        })?;
                     }
                     self.parsed.insert(digest.clone(), p);
                 }
@@ -1495,6 +1561,25 @@ impl State {
         }
         Ok(self.report)
     }
+}
+
+/// Where the layers of a file item (one with a `dev.ferry.path`) land, as
+/// import maps them ([`crate::artifact::file_layers`]): refused, naming the
+/// item, when a layer title is not a safe file name or no layer is a file.
+pub fn file_item_layers(
+    item: &Item,
+    manifest: &Parsed,
+) -> Result<Vec<(crate::relpath::RelPath, Descriptor)>, String> {
+    let Some(p) = &item.path else {
+        return Ok(Vec::new());
+    };
+    let path = crate::relpath::RelPath::new(p).map_err(|e| format!("{}: {e}", item.reference))?;
+    let layers = crate::artifact::file_layers(&path, manifest)
+        .map_err(|e| format!("{}: {e}", item.reference))?;
+    if layers.is_empty() {
+        return Err(format!("{}: no file layer to write", item.reference));
+    }
+    Ok(layers)
 }
 
 /// index.json descriptors in the order of bundle.json's items.
