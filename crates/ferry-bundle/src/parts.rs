@@ -548,20 +548,12 @@ pub enum PartsError {
         manifest: PathBuf,
     },
     /// The parts carry another bundle than the manifest names.
-    #[error("split bundle `{manifest}`: the parts manifest names bundle `{}` ({field} {}), but its parts carry bundle `{}` ({field} {}): the manifest and the parts belong to different bundles", escape(.listed_name), escape(.listed), escape(.carried_name), escape(.carried))]
+    #[error("split bundle `{manifest}`: {mismatch}")]
     Identity {
         /// The manifest.
         manifest: PathBuf,
-        /// The first field that differs (`bundleJson`, `index`, `name`, …).
-        field: &'static str,
-        /// The bundle name the manifest lists.
-        listed_name: String,
-        /// The field's value in the manifest.
-        listed: String,
-        /// The name in the carried `ferry/bundle.json`.
-        carried_name: String,
-        /// The field's value there.
-        carried: String,
+        /// What differs.
+        mismatch: Box<IdentityMismatch>,
     },
     /// Parts that are missing, of the wrong size, or corrupt.
     #[error("split bundle `{manifest}`: {}", describe_faults(.faults))]
@@ -571,6 +563,22 @@ pub enum PartsError {
         /// Each bad part (at least one).
         faults: Vec<PartFault>,
     },
+}
+
+/// How the bundle a parts manifest names differs from the one its parts carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the parts manifest names bundle `{}` ({field} {}), but its parts carry bundle `{}` ({field} {}): the manifest and the parts belong to different bundles", escape(.listed_name), escape(.listed), escape(.carried_name), escape(.carried))]
+pub struct IdentityMismatch {
+    /// The first field that differs (`bundleJson`, `index`, `name`, …).
+    pub field: &'static str,
+    /// The bundle name the manifest lists.
+    pub listed_name: String,
+    /// The field's value in the manifest.
+    pub listed: String,
+    /// The name in the carried `ferry/bundle.json`.
+    pub carried_name: String,
+    /// The field's value there.
+    pub carried: String,
 }
 
 fn describe_faults(faults: &[PartFault]) -> String {
@@ -1400,11 +1408,13 @@ fn check_identity(manifest_path: &Path, manifest: &PartsManifest) -> Result<(), 
     }
     Err(PartsError::Identity {
         manifest: manifest_path.to_path_buf(),
-        field,
-        listed_name: manifest.name.clone(),
-        listed,
-        carried_name: carried.name,
-        carried: carried_value,
+        mismatch: Box::new(IdentityMismatch {
+            field,
+            listed_name: manifest.name.clone(),
+            listed,
+            carried_name: carried.name,
+            carried: carried_value,
+        }),
     })
 }
 

@@ -14,7 +14,7 @@
 
 use std::io::{self, Read};
 
-use ferry_bundle::craft::{raw_tar, tar_header, tar_open, zstd, zstd_frame, Sample};
+use ferry_bundle::craft::{raw_tar, tar_header, tar_open, zstd_frame, Sample};
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::meta::{self, BlobMeta, IndexPin};
 use ferry_bundle::reader::{
