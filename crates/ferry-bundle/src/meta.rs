@@ -233,9 +233,10 @@ impl BundleMeta {
         for item in &self.items {
             let r = &item.reference;
             if item.kind.is_registry() {
-                check("an item reference", r, MAX_TEXT)?;
+                // The parse first: its error is the one import gives.
                 crate::Reference::parse(r)
                     .map_err(|e| format!("{} item: {e}", item.kind.as_str()))?;
+                check("an item reference", r, MAX_TEXT)?;
                 if r.trim() != r {
                     return Err(format!(
                         "{} item: reference `{}` has surrounding whitespace",
