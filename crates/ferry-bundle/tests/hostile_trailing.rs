@@ -588,7 +588,8 @@ fn references_import_refuses_are_refused_by_verify_with_the_same_error() {
 
 #[test]
 fn index_json_annotations_must_be_text_and_agree_with_bundle_json() {
-    let edits: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let edits: Vec<(&str, Edit, &str)> = vec![
         (
             "another image name",
             Box::new(|ann| ann[ANN_IMAGE_NAME] = "evil.example/x:1".into()),
