@@ -35,14 +35,22 @@ impl RawEntry {
     }
 }
 
-/// Writes entries as a plain tar, with no validation at all. Names longer
-/// than 100 bytes use GNU long-name records.
+/// Writes entries as a plain tar, with no validation at all, in the
+/// headers ferry's writer makes (ustar, mode 0644, 0755 for directories,
+/// uid/gid 0, mtime 0). Names longer than 100 bytes use GNU long-name
+/// records.
 pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
-        let mut h = tar::Header::new_gnu();
+        let mut h = tar::Header::new_ustar();
         h.set_entry_type(e.kind);
-        h.set_mode(0o644);
+        h.set_mode(if e.kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(0);
         let size = e.header_size.unwrap_or(e.data.len() as u64);
         h.set_size(size);

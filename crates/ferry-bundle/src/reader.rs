@@ -847,6 +847,7 @@ impl<R: Read> TarWalker<R> {
         let header = tar::Header::from_byte_slice(&block);
         check_header_sum(header, at, &self.after())?;
         let entry = accept_header(header, at)?;
+        check_canonical(&block, &entry)?;
         self.size = entry.size;
         self.left = entry.size;
         self.pad = (BLOCK - entry.size % BLOCK) % BLOCK;
@@ -902,6 +903,54 @@ impl<R: Read> TarWalker<R> {
     pub fn data<'w>(&'w mut self, name: &'w str) -> EntryData<'w, R> {
         EntryData { walker: self, name }
     }
+}
+
+/// The fields of a ustar header, by byte range, for messages.
+const HEADER_FIELDS: [(&str, std::ops::Range<usize>); 17] = [
+    ("name", 0..100),
+    ("mode", 100..108),
+    ("uid", 108..116),
+    ("gid", 116..124),
+    ("size", 124..136),
+    ("mtime", 136..148),
+    ("type", 156..157),
+    ("link name", 157..257),
+    ("magic", 257..263),
+    ("version", 263..265),
+    ("user name", 265..297),
+    ("group name", 297..329),
+    ("device major", 329..337),
+    ("device minor", 337..345),
+    ("prefix", 345..500),
+    ("padding", 500..512),
+    // Last: any other change changes it too.
+    ("checksum", 148..156),
+];
+
+/// An accepted entry's header must be byte for byte the one ferry's writer
+/// makes for it ([`crate::writer::header`]): no free field (mtime, ids,
+/// user names, link name, prefix, padding) can carry bytes no check covers.
+fn check_canonical(block: &[u8; BLOCK as usize], entry: &TarEntry) -> Result<(), BundleError> {
+    let expected = crate::writer::header(&entry.name, entry.size, entry.kind == EntryKind::Dir);
+    let expected = expected.as_bytes();
+    if &expected[..] == block {
+        return Ok(());
+    }
+    let (field, range) = HEADER_FIELDS
+        .iter()
+        .find(|(_, r)| block[r.clone()] != expected[r.clone()])
+        .cloned()
+        .unwrap_or(("checksum", 148..156));
+    let show = |b: &[u8]| escape(String::from_utf8_lossy(b).trim_end_matches('\0'));
+    Err(BundleError::ForbiddenEntry {
+        entry: entry.name.clone(),
+        reason: format!(
+            "its tar header (at byte {}) is not the one ferry writes: the {field} field differs (`{}`, expected `{}`); bundle headers are fixed (ustar, mode 0644/0755, uid/gid 0, mtime 0, no user names, links or prefix)",
+            entry.offset,
+            show(&block[range.clone()]),
+            show(&expected[range]),
+        ),
+    })
 }
 
 /// What a 512-byte block after the end of the archive looks like.

@@ -803,3 +803,49 @@ fn parts_must_add_up_exactly() {
     std::fs::write(&mp, m.to_json()).unwrap();
     read_source(&mp).unwrap();
 }
+
+#[test]
+fn tar_header_fields_ferry_does_not_write_are_refused_so_nothing_rides_in_them() {
+    // Every free field of a header could carry bytes across the gap that no
+    // hash covers: each is refused, naming the field, by the reader and by
+    // import's lanes alike.
+    let fields: &[(&str, std::ops::Range<usize>, &[u8])] = &[
+        ("mode", 100..108, b"0000600\0"),
+        ("uid", 108..116, b"0001750\0"),
+        ("gid", 116..124, b"0001750\0"),
+        ("mtime", 136..148, b"14712345670\0"),
+        ("link name", 157..257, b"smuggled"),
+        ("magic", 257..263, b"ustar "),
+        ("version", 263..265, b" \0"),
+        ("user name", 265..297, b"smuggled"),
+        ("group name", 297..329, b"wheel"),
+        ("device major", 329..337, b"0000001\0"),
+        ("device minor", 337..345, b"0000001\0"),
+        // The prefix is part of the name in ustar: the name read is then
+        // `smuggled/…`, which ferry would have written in the name field.
+        ("name", 345..500, b"smuggled"),
+        ("padding", 500..512, b"smuggled"),
+    ];
+    let entries = sample().entries();
+    let layer_at = tar_open(&entries[..5]).len();
+    for at in [0, 3, 5] {
+        let header_at = tar_open(&entries[..at]).len();
+        for (field, range, value) in fields {
+            let mut tar = raw_tar(&entries);
+            let h = &mut tar[header_at..header_at + 512];
+            h[range.start..range.start + value.len()].copy_from_slice(value);
+            let mut header = tar::Header::new_old();
+            header.as_mut_bytes().copy_from_slice(h);
+            header.set_cksum();
+            h.copy_from_slice(header.as_bytes());
+            let (err, msg, _) = refused(&tar);
+            assert!(
+                matches!(err, BundleError::ForbiddenEntry { .. })
+                    && msg.contains(&format!("the {field} field differs")),
+                "{field} at entry {at}: {msg}"
+            );
+            assert_eq!(walk(&tar).as_deref(), Some(msg.as_str()), "{field} at {at}");
+        }
+    }
+    assert!(layer_at > 0);
+}
