@@ -3,6 +3,15 @@
 //! [`read_bundle`] decompresses (zstd, gzip or none, detected from the first
 //! bytes) and walks the tar once, without extracting anything. It enforces:
 //!
+//! - the whole file is accounted for: one zstd frame or gzip member (or a
+//!   plain tar) with nothing before or after it, a tar that ends in exactly
+//!   two zero blocks with nothing after them, and every header byte for
+//!   byte the one ferry's writer makes ([`TarWalker`], shared with import's
+//!   lanes); a cut anywhere is [`BundleError::Truncated`], extra bytes
+//!   [`BundleError::Trailing`];
+//! - the strings bundle.json and index.json carry are single-line text and
+//!   follow their grammars ([`crate::meta::BundleMeta::check`]), before the
+//!   head is handed on;
 //! - the head comes first and in order: `oci-layout`, `ferry/bundle.json`,
 //!   the optional `ferry/bundle.json.sig`, `index.json`;
 //! - every entry is a regular file (or one of the three directories
