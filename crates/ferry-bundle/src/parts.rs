@@ -263,7 +263,7 @@ impl PartsManifest {
             if !is_plain_file_name(&p.name) {
                 return Err(bad(format!(
                     "part name `{}` is not a plain file name",
-                    p.name
+                    escape(&p.name)
                 )));
             }
             if !names.insert(p.name.as_str()) {
@@ -326,7 +326,8 @@ fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(crate::text::is_unsafe_char)
         && name.len() <= 255
 }
 
@@ -466,7 +467,7 @@ impl fmt::Display for PartProblem {
 
 /// One bad part, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("part {number} of {count} (`{name}`): {problem} — copy this part again")]
+#[error("part {number} of {count} (`{}`): {problem} — copy this part again", escape(.name))]
 pub struct PartFault {
     /// 1-based position in the stream.
     pub number: usize,
@@ -510,7 +511,7 @@ pub enum PartsError {
         source: io::Error,
     },
     /// The parts manifest is malformed.
-    #[error("parts manifest `{path}` is malformed: {reason}")]
+    #[error("parts manifest `{path}` is malformed: {}", escape(.reason))]
     ManifestMalformed {
         /// The manifest.
         path: PathBuf,

@@ -1272,7 +1272,36 @@ impl State {
                 found: name.into(),
             }),
             (Stage::Meta, SIG_PATH) if self.signature.is_none() => {
-                self.signature = Some(read_small(entry, name, size, MAX_SIG)?);
+                let sig = read_small(entry, name, size, MAX_SIG)?;
+                // A minisign signature is four lines of text; its comments
+                // are shown to the operator, so they are checked as text.
+                let text = std::str::from_utf8(&sig).map_err(|_| BundleError::Malformed {
+                    entry: name.into(),
+                    reason: "a minisign signature is text, this is not UTF-8".into(),
+                })?;
+                let lines: Vec<&str> = text
+                    .strip_suffix('\n')
+                    .unwrap_or(text)
+                    .split('\n')
+                    .collect();
+                if lines.len() != 4 {
+                    return Err(BundleError::Malformed {
+                        entry: name.into(),
+                        reason: format!(
+                            "a minisign signature has 4 lines, this one {}",
+                            lines.len()
+                        ),
+                    });
+                }
+                for line in lines {
+                    crate::text::check("a signature line", line, MAX_SIG as usize).map_err(
+                        |reason| BundleError::Malformed {
+                            entry: name.into(),
+                            reason,
+                        },
+                    )?;
+                }
+                self.signature = Some(sig);
                 Ok(())
             }
             (Stage::Meta, "index.json") => {

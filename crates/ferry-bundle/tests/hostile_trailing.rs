@@ -849,3 +849,49 @@ fn tar_header_fields_ferry_does_not_write_are_refused_so_nothing_rides_in_them()
     }
     assert!(layer_at > 0);
 }
+
+#[test]
+fn a_signature_entry_is_four_lines_of_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sample();
+    let generated = ferry_bundle::sign::generate(&dir.path().join("k"), None).unwrap();
+    let comment = ferry_bundle::sign::bundle_comment(&s.meta.name, &s.meta.index.digest);
+    let sig =
+        ferry_bundle::sign::sign(&generated.secret, None, &s.meta.to_json(), &comment).unwrap();
+    let with = |sig: &[u8]| {
+        let mut e = s.entries();
+        e.insert(2, RawEntry::file(ferry_bundle::meta::SIG_PATH, sig));
+        raw_tar(&e)
+    };
+    read(&with(&sig)).0.unwrap();
+    let text = String::from_utf8(sig.clone()).unwrap();
+    let mut bad: Vec<(String, Vec<u8>, &str)> = vec![
+        (
+            "a fifth line".into(),
+            [&sig[..], b"signed by key id 0000 and verified\n"].concat(),
+            "4 lines",
+        ),
+        (
+            "not UTF-8".into(),
+            [&sig[..sig.len() - 1], &[0xff, b'\n'][..]].concat(),
+            "not UTF-8",
+        ),
+    ];
+    for &c in CONTROL.iter().filter(|c| **c != '\n') {
+        bad.push((
+            format!("{c:?} in the untrusted comment"),
+            text.replacen("untrusted comment: ", &format!("untrusted comment: {c}"), 1)
+                .into_bytes(),
+            "control character",
+        ));
+    }
+    for (what, sig, named) in bad {
+        let (err, msg, seen) = refused(&with(&sig));
+        assert!(
+            matches!(&err, BundleError::Malformed { entry, .. } if entry == "ferry/bundle.json.sig")
+                && msg.contains(named),
+            "{what}: {msg}"
+        );
+        assert_eq!(seen.heads, 0, "{what}");
+    }
+}
