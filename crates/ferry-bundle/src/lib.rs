@@ -9,7 +9,9 @@
 //!   read as one verifying stream;
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
-//! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`.
+//! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
+//! - [`text`]: the single-line text rule for strings a bundle carries, and
+//!   escaping what messages quote from a bundle.
 
 pub mod digest;
 pub mod manifest;
