@@ -1072,6 +1072,12 @@ pub(crate) fn stream_error(at: String, source: io::Error) -> BundleError {
     }
     let kind = source.kind();
     let message = escape(&source.to_string());
+    if kind == io::ErrorKind::UnexpectedEof {
+        // The decompressor's input ended inside its frame: a cut file.
+        return BundleError::Truncated {
+            detail: format!("failed to read the bundle stream at {at}: {message}"),
+        };
+    }
     BundleError::Read {
         at,
         source: io::Error::new(kind, message),
