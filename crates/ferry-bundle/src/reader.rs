@@ -1092,6 +1092,9 @@ struct State {
     meta_bytes: Option<Vec<u8>>,
     signature: Option<Vec<u8>>,
     declared: HashMap<Digest, BlobMeta>,
+    /// The declared blobs in tar order, and how many have been seen.
+    order: Vec<Digest>,
+    next_blob: usize,
     verified: HashSet<Digest>,
     bad: HashMap<Digest, String>,
     parsed: HashMap<Digest, Parsed>,
@@ -1242,6 +1245,7 @@ impl State {
                     entry: name.into(),
                     reason,
                 })?;
+                self.order = meta.blobs.iter().map(|b| b.digest.clone()).collect();
                 for b in &meta.blobs {
                     if self.declared.insert(b.digest.clone(), b.clone()).is_some() {
                         return Err(BundleError::Malformed {
@@ -1466,6 +1470,20 @@ impl State {
                 actual: size,
             });
         }
+        // bundle.json lists the blobs in tar order, and they come in that
+        // order: the tar stream is then a function of bundle.json.
+        let next = self.order.get(self.next_blob);
+        if next != Some(&digest) {
+            return Err(BundleError::Malformed {
+                entry: name.into(),
+                reason: format!(
+                    "the bundle is not in streaming order: ferry/bundle.json lists its blobs in tar order, and {} comes next",
+                    next.map(|d| d.to_string())
+                        .unwrap_or_else(|| "no other blob".into())
+                ),
+            });
+        }
+        self.next_blob += 1;
         if meta.role.is_manifest() {
             if self.streamed_any {
                 return Err(BundleError::Malformed {

@@ -900,3 +900,20 @@ fn a_signature_entry_is_four_lines_of_text() {
         assert_eq!(seen.heads, 0, "{what}");
     }
 }
+
+#[test]
+fn blobs_come_in_the_order_bundle_json_lists_them() {
+    // bundle.json lists its blobs in tar order; any other order of the same
+    // entries is refused, so the tar stream is a function of bundle.json.
+    let entries = sample().entries();
+    for perm in [[3, 5, 4], [4, 3, 5], [4, 5, 3], [5, 3, 4], [5, 4, 3]] {
+        let mut e = entries[..3].to_vec();
+        e.extend(perm.iter().map(|i| entries[*i].clone()));
+        let (err, msg, _) = refused(&raw_tar(&e));
+        assert!(
+            matches!(err, BundleError::Malformed { .. }) && msg.contains("not in streaming order"),
+            "{perm:?}: {msg}"
+        );
+    }
+    read(&raw_tar(&entries)).0.unwrap();
+}
