@@ -17,14 +17,24 @@
 //! - bit 4: the rest is a tar whose header checksums are recomputed here
 //!   first (before compressing, with bit 0), so that mutated header fields
 //!   (sizes, types, names) reach the reader's own checks instead of the tar
-//!   crate's checksum test.
+//!   crate's checksum test;
+//! - bits 5-6: data appended after the file, its bytes taken from the end
+//!   of the input (the byte after the mode says how many, up to 255):
+//!   nothing, a zstd skippable frame carrying them, a second zstd frame of
+//!   them, or the bytes as they are. A file with anything appended must
+//!   never be read successfully (the whole file is accounted for);
+//! - bit 7: the appended data goes before the file instead (a skippable
+//!   frame or bytes in front of the stream), which must be refused too.
 //!
 //! The visitor does what the CLI's do with what it is handed: parses every
 //! manifest again, reads the signer's key id from a signature.
 //!
 //! Beyond "no panic, no hang, bounded memory", a successful read must agree
 //! with itself: a strict read reports no bad blob and no failed item, and
-//! every item of the head is reported good or failed.
+//! every item of the head is reported good or failed; the head it hands on
+//! carries no control character in any string (name, tool, references,
+//! paths, annotations); and no error message carries a raw control
+//! character (everything quoted from the bundle is escaped).
 
 #![no_main]
 
@@ -37,6 +47,7 @@ use ferry_bundle::reader::{
     read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult, Visitor,
 };
 use ferry_bundle::sign;
+use ferry_bundle::text::is_unsafe_char;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug)]
@@ -58,6 +69,25 @@ struct Harness {
 impl Visitor for Harness {
     fn head(&mut self, head: &Head) -> VisitResult {
         assert!(self.items.is_none(), "head visited twice");
+        // Nothing that could steer a terminal or an emitted file gets past
+        // the reader.
+        assert!(head.meta.check().is_ok(), "a head that fails its own check");
+        let meta = &head.meta;
+        for text in [&meta.name, &meta.tool]
+            .into_iter()
+            .chain(meta.items.iter().map(|i| &i.reference))
+            .chain(meta.items.iter().filter_map(|i| i.path.as_ref()))
+            .chain(
+                head.index
+                    .iter()
+                    .flat_map(|d| d.annotations.iter().flat_map(|(k, v)| [k, v])),
+            )
+        {
+            assert!(
+                !text.chars().any(is_unsafe_char),
+                "a control character handed on: {text:?}"
+            );
+        }
         self.items = Some(head.meta.items.len());
         if let Some(sig) = &head.signature {
             let _ = sign::signature_key_id(sig).map(|k| k.to_string());
@@ -139,9 +169,45 @@ fn debug() -> bool {
     *ON.get_or_init(|| std::env::var_os("FERRY_FUZZ_DEBUG").is_some())
 }
 
+/// The data bits 5-7 of the mode put around the file, and where.
+fn surround(mode: u8, file: &[u8], extra: &[u8]) -> Option<Vec<u8>> {
+    let piece = match (mode >> 5) & 3 {
+        0 => return None,
+        1 => {
+            let mut f = vec![
+                0x50 | (extra.first().copied().unwrap_or(0) & 0x0f),
+                0x2a,
+                0x4d,
+                0x18,
+            ];
+            f.extend_from_slice(&(extra.len() as u32).to_le_bytes());
+            f.extend_from_slice(extra);
+            f
+        }
+        2 => craft::zstd(extra),
+        _ if extra.is_empty() => return None,
+        _ => extra.to_vec(),
+    };
+    Some(if mode & 128 != 0 {
+        [&piece[..], file].concat()
+    } else {
+        [file, &piece[..]].concat()
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
+    };
+    // Bits 5-6: the last `n` bytes are the data put around the file.
+    let (rest, extra) = if (mode >> 5) & 3 != 0 {
+        let Some((&n, rest)) = rest.split_first() else {
+            return;
+        };
+        let n = (n as usize).min(rest.len());
+        rest.split_at(rest.len() - n)
+    } else {
+        (rest, &[][..])
     };
     let fixed;
     let rest: &[u8] = if mode & 16 != 0 {
@@ -157,6 +223,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         rest
     };
+    let surrounded = surround(mode, file, extra);
+    let file: &[u8] = surrounded.as_deref().unwrap_or(file);
     let options = ReadOptions {
         keep_going: mode & 2 != 0,
     };
@@ -171,6 +239,10 @@ fuzz_target!(|data: &[u8]| {
     }
     match result {
         Ok(report) => {
+            assert!(
+                surrounded.is_none(),
+                "a file with data around it was read as intact"
+            );
             let items = harness.items.expect("a bundle read without a head");
             assert_eq!(
                 report.good_items.len() + report.failed_items.len(),
@@ -195,6 +267,10 @@ fuzz_target!(|data: &[u8]| {
                 msg.push_str(&s.to_string());
                 source = s.source();
             }
+            assert!(
+                !msg.chars().any(is_unsafe_char),
+                "an error message with a raw control character: {msg:?}"
+            );
             if let BundleError::Visitor(v) = &e {
                 let _ = v.is::<Stop>();
             }

@@ -515,6 +515,23 @@ fn bundle_seeds() -> Result<Vec<(String, Vec<u8>)>> {
         ("signed-cksum".into(), with_mode(16 | 2, &signed)),
         ("multiarch-cksum".into(), with_mode(16 | 4, &multi)),
     ];
+    // Data around the file (bits 5-7): the byte after the mode says how
+    // many of the input's last bytes are put after (or before) it, as a
+    // skippable frame, a second zstd frame or as they are.
+    for (name, mode, file) in [
+        ("sample-zst-skippable-after", 32, &zst),
+        ("sample-zst-frame-after", 64, &zst),
+        ("sample-zst-bytes-after", 96, &zst),
+        ("sample-tar-bytes-after", 96, &tar),
+        ("sample-gz-frame-after", 64, &gz),
+        ("sample-zst-skippable-before", 128 | 32, &zst),
+        ("signed-frame-after", 64, &signed),
+    ] {
+        let mut input = vec![mode, 16];
+        input.extend_from_slice(file);
+        input.extend_from_slice(b"smuggled across");
+        seeds.push((name.into(), input));
+    }
     seeds.retain(|(_, b)| b.len() <= 64 * 1024);
     Ok(seeds)
 }

@@ -35,14 +35,22 @@ impl RawEntry {
     }
 }
 
-/// Writes entries as a plain tar, with no validation at all. Names longer
-/// than 100 bytes use GNU long-name records.
+/// Writes entries as a plain tar, with no validation at all, in the
+/// headers ferry's writer makes (ustar, mode 0644, 0755 for directories,
+/// uid/gid 0, mtime 0). Names longer than 100 bytes use GNU long-name
+/// records.
 pub fn raw_tar(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
-        let mut h = tar::Header::new_gnu();
+        let mut h = tar::Header::new_ustar();
         h.set_entry_type(e.kind);
-        h.set_mode(0o644);
+        h.set_mode(if e.kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(0);
         let size = e.header_size.unwrap_or(e.data.len() as u64);
         h.set_size(size);
@@ -301,6 +309,92 @@ impl Sample {
             urls: vec![],
         }
     }
+}
+
+/// A bundle with one file item of `kind` named `reference` (its source
+/// URL) at `path`, whose artifact manifest lists one layer per `(title,
+/// bytes)` (titles as given: they may be hostile), in streaming order.
+pub fn file_item_bundle(
+    kind: Kind,
+    reference: &str,
+    path: &str,
+    files: &[(&str, &[u8])],
+) -> Vec<RawEntry> {
+    let layers: Vec<crate::artifact::FileLayer> = files
+        .iter()
+        .map(|(title, bytes)| crate::artifact::FileLayer {
+            digest: Digest::of(bytes),
+            size: bytes.len() as u64,
+            media_type: "application/octet-stream".into(),
+            title: (*title).to_string(),
+        })
+        .collect();
+    let manifest =
+        crate::artifact::file_manifest(kind, &layers, &std::collections::BTreeMap::new());
+    let md = Digest::of(&manifest);
+    let items = vec![Item {
+        kind,
+        reference: reference.into(),
+        digest: md.clone(),
+        media_type: manifest::OCI_MANIFEST.into(),
+        size: manifest.len() as u64,
+        platforms: vec![],
+        path: Some(path.into()),
+        subject: None,
+    }];
+    let index = meta::index_json(&items);
+    let empty = crate::artifact::EMPTY_CONFIG;
+    let mut blobs = vec![
+        BlobMeta {
+            digest: md,
+            size: manifest.len() as u64,
+            role: Role::Manifest,
+            media_type: Some(manifest::OCI_MANIFEST.into()),
+        },
+        BlobMeta {
+            digest: Digest::of(empty),
+            size: empty.len() as u64,
+            role: Role::Config,
+            media_type: Some(manifest::OCI_EMPTY.into()),
+        },
+    ];
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    for (_, bytes) in files {
+        if seen.insert(Digest::of(bytes)) {
+            blobs.push(BlobMeta {
+                digest: Digest::of(bytes),
+                size: bytes.len() as u64,
+                role: Role::Layer,
+                media_type: Some("application/octet-stream".into()),
+            });
+            data.push(bytes.to_vec());
+        }
+    }
+    let meta = BundleMeta {
+        format_version: FORMAT_VERSION,
+        tool: "ferry test".into(),
+        name: "files".into(),
+        index: IndexPin {
+            digest: Digest::of(&index),
+            size: index.len() as u64,
+        },
+        items,
+        blobs,
+        absent: vec![],
+        base: vec![],
+        verification: None,
+    };
+    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+    let mut entries = vec![
+        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        RawEntry::file(meta::META_PATH, &meta.to_json()),
+        RawEntry::file("index.json", &index),
+        blob(&manifest),
+        blob(empty),
+    ];
+    entries.extend(data.iter().map(|d| blob(d)));
+    entries
 }
 
 /// gzip with a fixed header (no name, mtime 0), so equal input gives equal bytes.

@@ -10,7 +10,8 @@
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
 //! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
-//! - [`text`]: escaping untrusted text for output, the bundle-name grammar;
+//! - [`text`]: the single-line text rule for strings a bundle carries,
+//!   escaping untrusted text for output, the bundle-name grammar;
 //!   [`yaml`]: the nesting-depth guard every YAML read passes first;
 //!   [`input`]: bounded reading of the operator's text files.
 

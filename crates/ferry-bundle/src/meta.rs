@@ -56,6 +56,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether items of this kind go to the registry (and so carry an image
+    /// reference that parses), rather than only to the file server (whose
+    /// items are named by the URL they came from).
+    pub fn is_registry(&self) -> bool {
+        matches!(
+            self,
+            Kind::Image | Kind::TrivyDb | Kind::FalcoArtifact | Kind::Chart
+        )
+    }
+
     /// The annotation value (`image`, `chart`, …).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -261,6 +271,77 @@ impl BundleMeta {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');
         v
+    }
+
+    /// Checks every string bundle.json carries before anything prints,
+    /// emits or acts on it: the name and tool string are single-line text
+    /// ([`crate::text::check`]); a registry item's reference parses as an
+    /// image reference (the OCI grammar: no `..`, whitespace, userinfo or
+    /// tag over 128 characters), a file item's (its source URL) is one token
+    /// without whitespace or control characters; file paths are safe
+    /// relative paths; media types, platforms and base repositories follow
+    /// their grammars. The error names the field and quotes the value
+    /// escaped.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::text::{check, check_token, MAX_TEXT};
+        check("the bundle name", &self.name, MAX_TEXT)?;
+        if self.name.is_empty() {
+            return Err("the bundle name is empty".into());
+        }
+        check("the tool string", &self.tool, MAX_TEXT)?;
+        for item in &self.items {
+            let r = &item.reference;
+            if item.kind.is_registry() {
+                // The parse first: its error is the one import gives.
+                crate::Reference::parse(r)
+                    .map_err(|e| format!("{} item: {e}", item.kind.as_str()))?;
+                check("an item reference", r, MAX_TEXT)?;
+                if r.trim() != r {
+                    return Err(format!(
+                        "{} item: reference `{}` has surrounding whitespace",
+                        item.kind.as_str(),
+                        crate::text::escape(r)
+                    ));
+                }
+            } else {
+                check_token(
+                    &format!("the {} item reference", item.kind.as_str()),
+                    r,
+                    MAX_TEXT,
+                )?;
+            }
+            let what = |field: &str| format!("item `{r}`: {field}");
+            check_token(&what("media type"), &item.media_type, 255)?;
+            for p in &item.platforms {
+                check_token(&what("platform"), p, 255)?;
+            }
+            if let Some(p) = &item.path {
+                crate::relpath::RelPath::new(p)
+                    .map_err(|e| format!("item `{r}` has an unsafe file path: {e}"))?;
+            }
+        }
+        for b in &self.blobs {
+            if let Some(m) = &b.media_type {
+                check_token(&format!("blob {}: media type", b.digest), m, 255)?;
+            }
+        }
+        for a in &self.absent {
+            if let Some(p) = &a.platform {
+                check_token(&format!("absent child {}: platform", a.digest), p, 255)?;
+            }
+        }
+        for b in &self.base {
+            if let Some(repo) = &b.repository {
+                if !crate::reference::is_valid_repository(repo) {
+                    return Err(format!(
+                        "base blob {}: repository `{}` is not a repository path (lowercase name components separated by `/`)",
+                        b.digest,
+                        crate::text::escape(repo)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sum of the sizes of the blobs in the tar.

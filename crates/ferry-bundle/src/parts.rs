@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
 use crate::meta::IndexPin;
+use crate::text::escape;
 use crate::writer::WriteError;
 
 /// `parts.json` schema version this build writes and reads.
@@ -262,7 +263,7 @@ impl PartsManifest {
             if !is_plain_file_name(&p.name) {
                 return Err(bad(format!(
                     "part name `{}` is not a plain file name",
-                    p.name
+                    escape(&p.name)
                 )));
             }
             if !names.insert(p.name.as_str()) {
@@ -274,6 +275,17 @@ impl PartsManifest {
             total = total
                 .checked_add(p.size)
                 .ok_or_else(|| bad("part sizes overflow".into()))?;
+        }
+        // Cut at byte boundaries every `partSize` bytes: every part but
+        // the last is exactly that long, the last at most that.
+        let last = m.parts.len() - 1;
+        for (i, p) in m.parts.iter().enumerate() {
+            if (i < last && p.size != m.part_size) || p.size > m.part_size {
+                return Err(bad(format!(
+                    "part `{}` is listed with {} bytes, but the bundle was cut every {} bytes (partSize): only the last part may be shorter",
+                    p.name, p.size, m.part_size
+                )));
+            }
         }
         if total != m.size {
             return Err(bad(format!(
@@ -314,7 +326,8 @@ fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(crate::text::is_unsafe_char)
         && name.len() <= 255
 }
 
@@ -454,7 +467,7 @@ impl fmt::Display for PartProblem {
 
 /// One bad part, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("part {number} of {count} (`{name}`): {problem} — copy this part again")]
+#[error("part {number} of {count} (`{}`): {problem} — copy this part again", escape(.name))]
 pub struct PartFault {
     /// 1-based position in the stream.
     pub number: usize,
@@ -498,7 +511,7 @@ pub enum PartsError {
         source: io::Error,
     },
     /// The parts manifest is malformed.
-    #[error("parts manifest `{path}` is malformed: {reason}")]
+    #[error("parts manifest `{path}` is malformed: {}", escape(.reason))]
     ManifestMalformed {
         /// The manifest.
         path: PathBuf,
@@ -535,6 +548,14 @@ pub enum PartsError {
         /// The manifest.
         manifest: PathBuf,
     },
+    /// The parts carry another bundle than the manifest names.
+    #[error("split bundle `{manifest}`: {mismatch}")]
+    Identity {
+        /// The manifest.
+        manifest: PathBuf,
+        /// What differs.
+        mismatch: Box<IdentityMismatch>,
+    },
     /// Parts that are missing, of the wrong size, or corrupt.
     #[error("split bundle `{manifest}`: {}", describe_faults(.faults))]
     Parts {
@@ -543,6 +564,22 @@ pub enum PartsError {
         /// Each bad part (at least one).
         faults: Vec<PartFault>,
     },
+}
+
+/// How the bundle a parts manifest names differs from the one its parts carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the parts manifest names bundle `{}` ({field} {}), but its parts carry bundle `{}` ({field} {}): the manifest and the parts belong to different bundles", escape(.listed_name), escape(.listed), escape(.carried_name), escape(.carried))]
+pub struct IdentityMismatch {
+    /// The first field that differs (`bundleJson`, `index`, `name`, …).
+    pub field: &'static str,
+    /// The bundle name the manifest lists.
+    pub listed_name: String,
+    /// The field's value in the manifest.
+    pub listed: String,
+    /// The name in the carried `ferry/bundle.json`.
+    pub carried_name: String,
+    /// The field's value there.
+    pub carried: String,
 }
 
 fn describe_faults(faults: &[PartFault]) -> String {
@@ -1316,10 +1353,69 @@ fn open_parts(
             faults,
         });
     }
+    check_identity(manifest_path, reader.manifest())?;
     Ok(BundleSource {
         path: path.to_path_buf(),
         size,
         inner: Inner::Parts(Box::new(reader)),
+    })
+}
+
+/// Reads the head the parts carry (the first kilobytes of the stream) and
+/// checks that it is the bundle the manifest names: same `ferry/bundle.json`
+/// digest, index pin, name, tool and format version. A mismatch is blamed
+/// on the first part when that part is bad; a head that cannot be read is
+/// left to the full read to report.
+fn check_identity(manifest_path: &Path, manifest: &PartsManifest) -> Result<(), PartsError> {
+    let mut probe = PartsReader::new(manifest_path, manifest.clone());
+    let Ok(head) = crate::head::read_head_from(&mut probe, manifest_path) else {
+        return Ok(());
+    };
+    let carried = Identity::from_meta_json(&head.meta_bytes).ok();
+    let Some(carried) = carried else {
+        return Ok(());
+    };
+    let pin = |p: &IndexPin| format!("{} ({} bytes)", p.digest, p.size);
+    let differs: Option<(&'static str, String, String)> =
+        if carried.bundle_json != manifest.bundle_json {
+            Some((
+                "bundleJson",
+                manifest.bundle_json.to_string(),
+                carried.bundle_json.to_string(),
+            ))
+        } else if carried.index != manifest.index {
+            Some(("index", pin(&manifest.index), pin(&carried.index)))
+        } else if carried.name != manifest.name {
+            Some(("name", manifest.name.clone(), carried.name.clone()))
+        } else if carried.tool != manifest.tool {
+            Some(("tool", manifest.tool.clone(), carried.tool.clone()))
+        } else if carried.format_version != manifest.format_version {
+            Some((
+                "formatVersion",
+                manifest.format_version.to_string(),
+                carried.format_version.to_string(),
+            ))
+        } else {
+            None
+        };
+    let Some((field, listed, carried_value)) = differs else {
+        return Ok(());
+    };
+    if let Some(fault) = probe.diagnose() {
+        return Err(PartsError::Parts {
+            manifest: manifest_path.to_path_buf(),
+            faults: vec![fault],
+        });
+    }
+    Err(PartsError::Identity {
+        manifest: manifest_path.to_path_buf(),
+        mismatch: Box::new(IdentityMismatch {
+            field,
+            listed_name: manifest.name.clone(),
+            listed,
+            carried_name: carried.name,
+            carried: carried_value,
+        }),
     })
 }
 

@@ -28,7 +28,11 @@ pub struct Reference {
 
 /// A reference that does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid image reference `{value}`: {reason}")]
+#[error(
+    "invalid image reference `{}`: {}",
+    crate::text::escape(.value),
+    crate::text::escape(.reason)
+)]
 pub struct ReferenceError {
     /// The text that was refused.
     pub value: String,

@@ -2,8 +2,10 @@
 //! checking a signature against a trusted public key.
 //!
 //! `ferry/bundle.json` pins `index.json` by digest and every blob by digest
-//! and size, and the reader enforces every pin, so one signature over its
-//! exact bytes covers every byte of the bundle. The signature is a standard
+//! and size, and the reader enforces every pin and accepts no other byte
+//! (fixed tar headers, nothing after the end-of-archive blocks or the
+//! compressed frame), so one signature over its exact bytes covers every
+//! byte of the tar stream (see docs/signing.md, "What a signature covers"). The signature is a standard
 //! minisign signature (Ed25519 over the BLAKE2b-512 hash of the file, the
 //! "prehashed" format), stored as `ferry/bundle.json.sig`; the key files are
 //! standard minisign key files. The standalone `minisign` tool can therefore

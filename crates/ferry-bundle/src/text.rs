@@ -96,6 +96,50 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// [`escape`]d text is idempotent: escaping it again changes nothing, so a
+/// message built from escaped parts can be escaped again as a whole.
+/// [`escape`] of bytes that may not be UTF-8 (invalid sequences become
+/// U+FFFD first).
+pub fn escape_bytes(b: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(b)).into_owned()
+}
+
+/// Longest single-line string ferry accepts in a bundle's metadata
+/// (a name, a tool string, an annotation value).
+pub const MAX_TEXT: usize = 4096;
+
+/// Checks a single-line string from a bundle: no [unsafe
+/// character](is_unsafe_char), at most `max` bytes. The error says what is
+/// wrong and quotes the value escaped.
+pub fn check(what: &str, s: &str, max: usize) -> Result<(), String> {
+    if let Some(c) = s.chars().find(|c| is_unsafe_char(*c)) {
+        return Err(format!(
+            "{what} `{}` contains the control character {}: names, references and annotations are single-line text",
+            escape(s),
+            escape(&c.to_string())
+        ));
+    }
+    if s.len() > max {
+        return Err(format!(
+            "{what} is {} bytes, over the {max}-byte limit",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
+/// [`check`], and no whitespace at all (a reference or URL).
+pub fn check_token(what: &str, s: &str, max: usize) -> Result<(), String> {
+    check(what, s, max)?;
+    if s.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!("{what} `{}` contains whitespace", escape(s)));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +183,32 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn every_unsafe_character_is_escaped_and_refused() {
+        for c in ('\0'..='\u{1f}').chain([
+            '\u{7f}', '\u{85}', '\u{9b}', '\u{2028}', '\u{2029}', '\u{202e}', '\u{2066}',
+        ]) {
+            let s = format!("a{c}b");
+            let e = escape(&s);
+            assert!(!e.chars().any(is_unsafe_char), "{c:?} -> {e:?}");
+            assert!(e.starts_with('a') && e.ends_with('b'), "{e}");
+            let err = check("name", &s, MAX_TEXT).unwrap_err();
+            assert!(!err.chars().any(is_unsafe_char), "{err:?}");
+            assert!(err.contains("control character"), "{err}");
+        }
+    }
+
+    #[test]
+    fn plain_text_passes_unchanged() {
+        for s in ["ck8s-apps", "ferry 0.1.0", "Größe", "a\\b"] {
+            assert!(check("name", s, MAX_TEXT).is_ok());
+        }
+        assert_eq!(escape("a\nb"), "a\\nb");
+        assert_eq!(escape(&escape("a\nb\x1b")), escape("a\nb\x1b"));
+        assert_eq!(escape("x\x1b[2Jy"), "x\\x1b[2Jy");
+        assert!(check_token("reference", "a b", 100).is_err());
+        assert!(check("name", &"x".repeat(MAX_TEXT + 1), MAX_TEXT).is_err());
     }
 }

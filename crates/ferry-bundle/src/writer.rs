@@ -311,7 +311,11 @@ impl Encoder {
     }
 }
 
-fn header(path: &str, size: u64, dir: bool) -> tar::Header {
+/// The one tar header ferry writes for an entry (ustar, mode 0644 or 0755,
+/// uid/gid 0, mtime 0, no user or group names, no link, no prefix). The
+/// reader accepts no other: every byte of the tar stream is then a function
+/// of the entries' names, sizes and contents, all of which bundle.json pins.
+pub fn header(path: &str, size: u64, dir: bool) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(if dir {
         tar::EntryType::Directory

@@ -244,6 +244,21 @@ fn end_of_quote(line: &[u8], from: usize, q: Quote) -> Option<usize> {
     None
 }
 
+/// Why a document could not be rendered as YAML.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to render YAML: {0}")]
+pub struct RenderError(String);
+
+/// Renders `value` as YAML that YAML 1.1 readers (Helm's
+/// `sigs.k8s.io/yaml`, PyYAML, Ansible) read back as the same strings:
+/// every string a 1.1 resolver would take for something else (`on`, `yes`,
+/// `n`, `~`, `1_000`, `1:20`, `0o17`, `2001-01-01`, `<<`, `=`, …) is quoted.
+/// The one YAML writer of ferry's emitted files (serde-saphyr, which quotes
+/// by the YAML 1.1 and 1.2 resolvers both).
+pub fn to_string_yaml11<T: serde::Serialize>(value: &T) -> Result<String, RenderError> {
+    serde_saphyr::to_string(value).map_err(|e| RenderError(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,3 +102,69 @@ fn manifest_parser_platform_field_with_a_slash() {
     // does not select it.
     assert!(validate_platform("windows/amd/4").is_ok());
 }
+
+/// bundle_reader, mode bits 5-7 (data around the file): what the target
+/// asserts — a file with a skippable frame, a second zstd frame or bytes
+/// after (or before) it is never read as intact, and no error message
+/// carries a raw control character — on the seeds' shapes, on stable.
+#[test]
+fn bundle_reader_data_around_the_file_is_never_read_as_intact() {
+    let s = craft::Sample::new("example.org/team/app:1.0", &[42u8; 3000]);
+    let tar = craft::raw_tar(&s.entries());
+    let zst = craft::zstd(&tar);
+    let mut gz = Vec::new();
+    {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::default());
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap();
+    }
+    let mut n = 0;
+    for file in [&tar, &zst, &gz] {
+        assert!(read_bundle(&file[..], ReadOptions::default(), &mut ReadAll).is_ok());
+        for extra in [
+            &b""[..],
+            b"x",
+            b"\0\0\0\0",
+            b"smuggled \x1b[2J across\n",
+            &[0u8; 255],
+        ] {
+            for shape in 1..=3u8 {
+                for before in [false, true] {
+                    let piece = match shape {
+                        1 => {
+                            let mut f = vec![0x5e, 0x2a, 0x4d, 0x18];
+                            f.extend_from_slice(&(extra.len() as u32).to_le_bytes());
+                            f.extend_from_slice(extra);
+                            f
+                        }
+                        2 => craft::zstd(extra),
+                        _ if extra.is_empty() => continue,
+                        _ => extra.to_vec(),
+                    };
+                    let bytes = if before {
+                        [&piece[..], &file[..]].concat()
+                    } else {
+                        [&file[..], &piece[..]].concat()
+                    };
+                    for keep_going in [false, true] {
+                        let err = read_bundle(&bytes[..], ReadOptions { keep_going }, &mut ReadAll)
+                            .expect_err("read as intact");
+                        let mut msg = err.to_string();
+                        let mut src = std::error::Error::source(&err);
+                        while let Some(c) = src {
+                            msg.push_str(&c.to_string());
+                            src = c.source();
+                        }
+                        assert!(
+                            !msg.chars().any(ferry_bundle::text::is_unsafe_char),
+                            "{msg:?}"
+                        );
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(n > 100, "{n}");
+}

@@ -140,7 +140,7 @@ pub enum EmitError {
         file: String,
         /// Cause.
         #[source]
-        source: serde_yaml_ng::Error,
+        source: ferry_bundle::yaml::RenderError,
     },
     /// A file or directory could not be written.
     #[error("failed to write `{path}`")]
@@ -327,7 +327,7 @@ fn toml_doc(file: &str, table: &toml::Table) -> Result<String, EmitError> {
 }
 
 fn yaml(file: &str, head: &[String], v: &Value) -> Result<String, EmitError> {
-    let body = serde_yaml_ng::to_string(v).map_err(|source| EmitError::Yaml {
+    let body = ferry_bundle::yaml::to_string_yaml11(v).map_err(|source| EmitError::Yaml {
         file: file.to_string(),
         source,
     })?;

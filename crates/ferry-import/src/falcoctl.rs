@@ -40,7 +40,7 @@ pub enum FalcoctlError {
     },
     /// The rewritten index could not be serialised.
     #[error("failed to write the rewritten falcoctl index")]
-    Write(#[source] serde_yaml_ng::Error),
+    Write(#[source] ferry_bundle::yaml::RenderError),
 }
 
 fn str_field<'a>(entry: &'a Mapping, key: &str) -> Option<&'a str> {
@@ -140,7 +140,8 @@ pub fn rewrite_index(
     let body = if kept.is_empty() {
         "[]\n".to_string()
     } else {
-        serde_yaml_ng::to_string(&Value::Sequence(kept)).map_err(FalcoctlError::Write)?
+        ferry_bundle::yaml::to_string_yaml11(&Value::Sequence(kept))
+            .map_err(FalcoctlError::Write)?
     };
     out.push_str(&body);
     Ok(out.into_bytes())

@@ -73,7 +73,7 @@ pub enum HelmIndexError {
     },
     /// Serialisation failed.
     #[error("failed to write the Helm index")]
-    Write(#[source] serde_yaml_ng::Error),
+    Write(#[source] ferry_bundle::yaml::RenderError),
 }
 
 fn is_hex64(s: &str) -> bool {
@@ -306,7 +306,8 @@ pub fn helm_index(
     doc.insert("apiVersion".into(), "v1".into());
     doc.insert("entries".into(), Value::Mapping(out_entries));
     doc.insert("generated".into(), generated.into());
-    let text = serde_yaml_ng::to_string(&Value::Mapping(doc)).map_err(HelmIndexError::Write)?;
+    let text = ferry_bundle::yaml::to_string_yaml11(&Value::Mapping(doc))
+        .map_err(HelmIndexError::Write)?;
     Ok(text.into_bytes())
 }
 

@@ -512,26 +512,21 @@ fn lane(src: ferry_bundle::parts::BundleSource, share: Vec<BlobMeta>, feed: Feed
     else {
         return;
     };
-    let mut archive = tar::Archive::new(stream);
-    let Ok(entries) = archive.entries() else {
-        return;
-    };
-    for entry in entries.raw(true) {
+    // The reader's own walker: a lane accepts exactly the entries the
+    // reader accepts (same header checks), and stops at the first it refuses.
+    let mut walker = ferry_bundle::reader::TarWalker::new(stream);
+    while let Ok(Some(entry)) = walker.next_entry() {
         if want.is_empty() || feed.cancelled.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(mut entry) = entry else {
-            return;
-        };
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(blob) = want.remove(&name) else {
+        let Some(blob) = want.remove(&entry.name) else {
             continue;
         };
-        if entry.header().entry_type() != tar::EntryType::Regular || entry.size() != blob.size {
+        if entry.kind != ferry_bundle::reader::EntryKind::File || entry.size != blob.size {
             return;
         }
         if feed
-            .stream_large(&blob, &mut entry, true, Vec::new(), None)
+            .stream_large(&blob, &mut walker.data(&entry.name), true, Vec::new(), None)
             .is_err()
         {
             return;

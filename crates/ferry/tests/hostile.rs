@@ -227,11 +227,11 @@ fn layer_bomb(window_log: u8, declared: Option<u64>) -> Vec<u8> {
     let mut e = s.entries();
     e[5].header_size = Some(4 * GIB);
     e[5].data.clear();
+    // One frame: a second one would be refused as data after the first,
+    // before it is decoded.
     let t = tar_open(&e);
-    let (head, last) = t.split_at(t.len() - 512);
-    let mut out = zstd(head);
-    out.extend(zstd_frame(last, 0, 4 * GIB, window_log, declared));
-    out
+    let declared = declared.map(|d| d + t.len() as u64 - 512);
+    zstd_frame(&t, 0, 4 * GIB, window_log, declared)
 }
 
 /// A real 100 MB index.json (the index padded with spaces, in a hand-made
@@ -290,7 +290,6 @@ fn deep_manifest(depth: usize) -> (Vec<u8>, Digest) {
 }
 
 fn cases() -> Vec<Case> {
-    let config = Digest::of(&sample().config);
     let (index, index_size) = big_index();
     let (deep, deep_digest) = deep_manifest(1_000_000);
     vec![
@@ -312,21 +311,21 @@ fn cases() -> Vec<Case> {
         Case {
             name: "zstd-frame-declared-small",
             bundle: layer_bomb(20, Some(512 + 3000)),
-            // zstd refuses the frame as a whole (it declares 3512 bytes and
-            // holds far more) before handing out the layer's tar header, so
-            // the reader names the entry before it and the tar offset.
+            // zstd refuses the frame as a whole (it declares the head and
+            // 3512 bytes and holds far more) before handing out any of it,
+            // so the reader names the start of the tar stream.
             names: vec![
-                "failed to read the bundle stream at the tar header after".into(),
-                "decompression failed at byte".into(),
+                "failed to read the bundle stream at the tar stream at byte 0".into(),
+                "decompression failed at byte 0".into(),
                 "Destination buffer is too small".into(),
             ],
-            may_land: vec![config.clone()],
+            may_land: vec![],
         },
         Case {
             name: "zstd-frame-2-gib-window",
             bundle: layer_bomb(31, None),
             names: vec!["Frame requires too much memory for decoding".into()],
-            may_land: vec![config],
+            may_land: vec![],
         },
         Case {
             name: "100-mb-index-json",
