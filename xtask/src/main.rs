@@ -228,6 +228,35 @@ fn run(mut c: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// PyYAML, the YAML 1.1 reader (as Helm and Ansible read) that checks the
+/// emitted YAML: installed with pip when missing, else the install line.
+fn ensure_pyyaml(required: bool) -> Result<()> {
+    let has = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import yaml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if has("python3") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing PyYAML with pip");
+    let st = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "pyyaml"])
+        .status();
+    if matches!(st, Ok(s) if s.success()) && has("python3") {
+        return Ok(());
+    }
+    if required {
+        bail!("missing PyYAML: install with `python3 -m pip install pyyaml` (or `apt-get install -y python3-yaml`)");
+    }
+    eprintln!("xtask: PyYAML is missing; the tests that read emitted YAML as YAML 1.1 will fail: `python3 -m pip install pyyaml`");
+    Ok(())
+}
+
 fn test(no_lint: bool, args: &[String]) -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     ensure_tools(
@@ -241,6 +270,7 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
         ],
         ci,
     )?;
+    ensure_pyyaml(ci)?;
     if !no_lint {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);

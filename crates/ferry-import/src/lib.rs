@@ -22,6 +22,7 @@
 //! read directly, written all or nothing from one verified read.
 
 pub mod archives;
+pub mod content;
 pub mod emit;
 pub mod falcoctl;
 pub mod files;

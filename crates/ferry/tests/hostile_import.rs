@@ -757,9 +757,16 @@ fn file_items_out_of_their_place_are_refused_by_verify_and_import() {
     let work = tempfile::tempdir().unwrap();
     // (case, bundle, words the error must contain)
     let mut cases: Vec<(String, Bundle, Vec<String>)> = Vec::new();
+    // Registry kinds carry a reference the reader parses (a URL there is
+    // refused earlier, as an invalid reference); file kinds their URL.
     let single = |kind: Kind, path: &str, title: &str| {
         let mut b = Bundle::default();
-        b.file(kind, "https://evil.example/x", path, &[(title, b"payload")]);
+        let reference = if kind.is_registry() {
+            "evil.example/x:1"
+        } else {
+            "https://evil.example/x"
+        };
+        b.file(kind, reference, path, &[(title, b"payload")]);
         b
     };
     for (kind, path) in [
@@ -1063,6 +1070,14 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
     }
     for (case, b, word) in &cases {
         let bundle = write(work.path(), "b.tar", &b.tar());
+        // verify refuses first, with import's words (class 7).
+        let v = ferry(&["verify", s(&bundle)]);
+        let vt = text(&v);
+        assert_eq!(v.status.code(), Some(1), "{case}: verify\n{vt}");
+        assert!(
+            vt.contains(word),
+            "{case}: verify does not name `{word}`:\n{vt}"
+        );
         let reg = Registry::start().unwrap();
         let sink = Sink::new();
         for o in sink.import(&bundle, &reg, &["--chunk-mib", "1"]) {
@@ -1071,7 +1086,7 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
             assert!(t.contains(word), "{case}: `{word}` not named:\n{t}");
         }
         sink.assert_nothing_landed(&reg, case);
-        eprintln!("re-checked and refused on import: {case}");
+        eprintln!("re-checked and refused by verify and import: {case}");
     }
 
     // The right checksum, small and large, lands.
@@ -1091,6 +1106,8 @@ fn import_rechecks_chart_archives_and_plugin_checksums() {
             ],
         );
         let bundle = write(work.path(), "ok.tar", &b.tar());
+        let v = ferry(&["verify", s(&bundle)]);
+        assert_eq!(v.status.code(), Some(0), "{}", text(&v));
         let files = work.path().join(format!("ok-{size}"));
         let o = ferry(&[
             "import",

@@ -33,6 +33,9 @@ struct Progress {
     key: Option<TrustedKey>,
     /// The signature that verified with `key`.
     verified: Option<Verified>,
+    /// Import's content re-checks (chart archives, plugin sha512), planned
+    /// once the manifests are in.
+    content: Option<ferry_import::content::ContentChecks>,
 }
 
 #[derive(Debug)]
@@ -62,9 +65,20 @@ impl Visitor for Progress {
         }
         Ok(())
     }
-    fn blob(&mut self, _blob: &BlobMeta, _data: &mut dyn Read) -> VisitResult {
+    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
         if self.stop_after_manifests {
             return Err(Box::new(Enough));
+        }
+        if self.content.is_none() {
+            if let Some(h) = &self.head {
+                self.content = Some(ferry_import::content::ContentChecks::plan(
+                    &h.meta.items,
+                    &self.manifests,
+                ));
+            }
+        }
+        if let Some(c) = &mut self.content {
+            c.consume(blob, data)?;
         }
         Ok(())
     }
@@ -303,7 +317,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let split = src.parts().map(|(p, m)| (p.to_path_buf(), m.parts.len()));
     let ui2 = ui.clone();
     let path = a.bundle.clone();
-    let (report, head, verified) = tokio::task::spawn_blocking(move || {
+    let (report, head, verified, content_failures) = tokio::task::spawn_blocking(move || {
         let mut v = Progress {
             ui: ui2,
             head: None,
@@ -311,6 +325,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
             stop_after_manifests: false,
             key,
             verified: None,
+            content: None,
         };
         let r = read_bundle(
             std::io::BufReader::with_capacity(1 << 20, &mut src),
@@ -320,7 +335,12 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         match r {
             // The tar ends before the stream does: check the parts to their last byte.
             Ok(r) => match src.finish() {
-                Ok(()) => Ok((r, v.head, v.verified)),
+                Ok(()) => Ok((
+                    r,
+                    v.head,
+                    v.verified,
+                    v.content.map(|c| c.finish()).unwrap_or_default(),
+                )),
                 Err(e) => Err(ReadFailure::Parts(e)),
             },
             Err(e) => Err(ReadFailure::of(&mut src, e)),
@@ -331,6 +351,21 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     .map_err(|e| e.failure(&path))?;
     ui.finish_bar();
     let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
+    // What import re-checks (chart archives, plugin sha512), verify refuses
+    // first, with import's words.
+    if !content_failures.is_empty() {
+        let list: Vec<String> = content_failures
+            .iter()
+            .map(|(r, why)| format!("{}: {}", esc(r), esc(why)))
+            .collect();
+        return Err(Failure::input(anyhow!(
+            "bundle `{}` failed verification: {} item(s) fail the checks export made:\n{}",
+            esc_path(&a.bundle),
+            list.len(),
+            list.join("\n")
+        ))
+        .hint("do not load this bundle: its content differs from what was checked at export"));
+    }
     let policy_lines =
         recheck_policy(&a.bundle, a.policy.as_deref(), key_path.as_deref(), ui).await?;
     let secs = started.elapsed().as_secs_f64();
@@ -406,6 +441,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             stop_after_manifests: true,
             key: None,
             verified: None,
+            content: None,
         };
         match read_bundle(
             std::io::BufReader::new(&mut src),
