@@ -352,23 +352,53 @@ impl SigningKey {
     }
 
     /// Signs `bytes` with `trusted_comment` and returns the signature file
-    /// (minisign format, prehashed). Ed25519 signing here is randomised, so
-    /// two signatures of the same bytes differ; both verify.
+    /// (minisign format, prehashed: Ed25519 over BLAKE2b-512 of the bytes,
+    /// and a global signature over that signature and the trusted comment).
+    ///
+    /// Deterministic (RFC 8032 Ed25519, by ring): the same key, bytes and
+    /// comment always give the same signature file, so a signed bundle is as
+    /// reproducible as an unsigned one. minisign's own signer adds random
+    /// noise (hedged signatures); both verify the same way, and the result
+    /// is checked with minisign before it is returned.
     pub fn sign(&self, bytes: &[u8], trusted_comment: &str) -> Result<Vec<u8>, SignError> {
-        let untrusted = format!("signature of {META} by ferry key id {}", self.key_id);
-        let sig = minisign::sign(
-            Some(&self.pk),
-            &self.sk,
-            Cursor::new(bytes),
-            Some(trusted_comment),
-            Some(&untrusted),
-        )
-        .map_err(|e| SignError::Sign {
+        use base64::Engine;
+        use blake2::Digest as _;
+        let fail = |reason: String| SignError::Sign {
             path: self.path.clone(),
             key_id: self.key_id,
-            reason: e.to_string(),
-        })?;
-        Ok(sig.to_bytes())
+            reason,
+        };
+        // The decrypted secret key (libsodium layout: 32-byte seed, then the
+        // public key) follows algorithms, KDF salt and limits, and the key id.
+        let raw = self.sk.to_bytes();
+        const SK_AT: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8;
+        let (Some(keynum), Some(sk)) = (raw.get(SK_AT - 8..SK_AT), raw.get(SK_AT..SK_AT + 64))
+        else {
+            return Err(fail("the secret key is shorter than a minisign key".into()));
+        };
+        let pair = ring::signature::Ed25519KeyPair::from_seed_and_public_key(&sk[..32], &sk[32..])
+            .map_err(|e| fail(format!("the secret key is not an Ed25519 key pair: {e}")))?;
+        let prehash = blake2::Blake2b512::digest(bytes);
+        let sig = pair.sign(&prehash);
+        let mut sig_line = Vec::with_capacity(2 + 8 + 64);
+        sig_line.extend_from_slice(b"ED");
+        sig_line.extend_from_slice(keynum);
+        sig_line.extend_from_slice(sig.as_ref());
+        let mut global_input = sig.as_ref().to_vec();
+        global_input.extend_from_slice(trusted_comment.as_bytes());
+        let global = pair.sign(&global_input);
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let text = format!(
+            "untrusted comment: signature of {META} by ferry key id {}\n{}\ntrusted comment: {trusted_comment}\n{}\n",
+            self.key_id,
+            b64(&sig_line),
+            b64(global.as_ref())
+        );
+        // minisign itself must accept what was written.
+        let sig_box = minisign::SignatureBox::from_string(&text).map_err(|e| fail(e.to_string()))?;
+        minisign::verify(&self.pk, &sig_box, Cursor::new(bytes), true, false, false)
+            .map_err(|e| fail(format!("the signature does not verify with its own public key: {e}")))?;
+        Ok(text.into_bytes())
     }
 }
 
@@ -674,14 +704,28 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_randomised_but_both_verify() {
+    fn signatures_are_deterministic_and_verify() {
+        // Issue 15: signed bundles reproduce, so the same key, bytes and
+        // comment give the same signature file; other bytes or another
+        // comment give another one, and every one verifies.
         let dir = tempfile::tempdir().unwrap();
         let g = pair(dir.path(), "k", None);
         let a = sign(&g.secret, None, b"same", "c").unwrap();
         let b = sign(&g.secret, None, b"same", "c").unwrap();
-        assert_ne!(a, b);
+        assert_eq!(a, b);
+        let other_bytes = sign(&g.secret, None, b"other", "c").unwrap();
+        let other_comment = sign(&g.secret, None, b"same", "d").unwrap();
+        assert_ne!(a, other_bytes);
+        assert_ne!(a, other_comment);
         assert!(verify(&g.public, b"same", Some(&a)).is_ok());
-        assert!(verify(&g.public, b"same", Some(&b)).is_ok());
+        assert!(verify(&g.public, b"other", Some(&other_bytes)).is_ok());
+        assert!(verify(&g.public, b"same", Some(&other_comment)).is_ok());
+        assert!(verify(&g.public, b"other", Some(&a)).is_err());
+        // An encrypted key signs the same way once unlocked.
+        let e = pair(dir.path(), "e", Some("pw"));
+        let x = sign(&e.secret, Some("pw"), b"same", "c").unwrap();
+        assert_eq!(x, sign(&e.secret, Some("pw"), b"same", "c").unwrap());
+        assert!(verify(&e.public, b"same", Some(&x)).is_ok());
     }
 
     #[test]

@@ -36,9 +36,9 @@ pub struct ExportOptions {
     /// and listed as its base, with a repository at the target that has them.
     pub base: std::collections::HashMap<Digest, Option<String>>,
     /// Sign `ferry/bundle.json` with this key (`--sign-key`) and write the
-    /// signature as `ferry/bundle.json.sig`. Unsigned bundles stay
-    /// byte-reproducible; a signature is randomised, so two signed exports
-    /// of the same content differ in the `.sig` entry only.
+    /// signature as `ferry/bundle.json.sig`. The signature is deterministic
+    /// (RFC 8032 Ed25519, no timestamp in the trusted comment), so signed
+    /// bundles are byte-reproducible like unsigned ones.
     pub sign_key: Option<ferry_bundle::sign::SigningKey>,
     /// Cut the bundle into parts of this many bytes (`--split`): `OUT.part-000`,
     /// … and the parts manifest instead of `OUT` and `OUT.sha256`.
