@@ -5,10 +5,15 @@
 //!    artifact, a Helm chart repository, a Falco driver, an OpenSearch
 //!    plugin, a plain file) into a store, and `ferry serve` it as the
 //!    *upstream* on a free loopback port.
-//! 2. `ferry export` with `fixtures/demo/bundle.yaml`, whose real-looking
+//!    One image (`docker.io/fixtures/docker-v2`) carries a vendor's cosign
+//!    signature (ECDSA P-256, a `sha256-<hex>.sig` tag).
+//! 2. `ferry export` with `fixtures/demo/bundle.yaml` plus a `verify:` policy
+//!    (the vendor's key for that image, `unsigned: allow` for the others),
+//!    signed with an operator key; the verdicts travel in the bundle. Its real-looking
 //!    `docker.io/…` references and `https://…` URLs are fetched from that
 //!    upstream through `--upstream-mirror`.
-//! 3. `ferry verify`, `ferry inspect`, `ferry import --store` into a mirror
+//! 3. `ferry verify --key` (the image signatures re-verified offline),
+//!    `ferry inspect`, `ferry import --key --store` into a mirror
 //!    store (with `--emit-config` for an authenticated TLS mirror: a private
 //!    CA carried to the nodes, a pull-only user), `ferry serve` over the
 //!    mirror with TLS and htpasswd, and pull every image and a file back
@@ -150,6 +155,68 @@ const DRIVER: &str = "falco_ubuntu-generic_5.15.0-91-generic_101.ko";
 const DEMO_USER: &str = "demo-puller";
 const DEMO_PASSWORD: &str = "demo-pull-password";
 
+/// A cosign signature of `image` by a fresh vendor key (ECDSA P-256, as
+/// `cosign generate-key-pair` makes): the public key PEM and the
+/// `sha256-<hex>.sig` image (a simple-signing payload layer, its signature
+/// in the `dev.cosignproject.cosign/signature` annotation).
+fn vendor_signature(
+    image: &ferry_testkit::fixtures::FixtureImage,
+) -> Result<(String, ferry_testkit::fixtures::FixtureImage)> {
+    use base64::Engine;
+    use ferry_testkit::fixtures::{Blob, FixtureImage, FixtureManifest};
+    let key = rcgen::KeyPair::generate().context("failed to generate the vendor key")?;
+    let rng = ring::rand::SystemRandom::new();
+    let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &key.serialize_der(),
+        &rng,
+    )
+    .map_err(|e| anyhow::anyhow!("the vendor key: {e}"))?;
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": format!("docker.io/{}", image.repository)},
+            "image": {"docker-manifest-digest": image.top.digest.to_string()},
+            "type": "cosign container image signature"
+        },
+        "optional": null
+    }))?;
+    let signature = signer
+        .sign(&rng, &payload)
+        .map_err(|e| anyhow::anyhow!("signing failed: {e}"))?;
+    let config = b"{}".to_vec();
+    let blob = |data: &[u8], media_type: &str| Blob {
+        digest: Digest::of(data),
+        media_type: media_type.to_string(),
+        data: bytes::Bytes::copy_from_slice(data),
+    };
+    let payload_blob = blob(&payload, "application/vnd.dev.cosign.simplesigning.v1+json");
+    let config_blob = blob(&config, "application/vnd.oci.image.config.v1+json");
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": config_blob.media_type, "digest": config_blob.digest.to_string(), "size": config.len()},
+        "layers": [{
+            "mediaType": payload_blob.media_type,
+            "digest": payload_blob.digest.to_string(),
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": base64::engine::general_purpose::STANDARD.encode(signature.as_ref())},
+        }],
+    }))?;
+    let sig_image = FixtureImage {
+        repository: image.repository.clone(),
+        tag: format!("sha256-{}.sig", image.top.digest.hex()),
+        top: FixtureManifest {
+            digest: Digest::of(&manifest),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            bytes: bytes::Bytes::from(manifest),
+            platform: None,
+        },
+        children: Vec::new(),
+        blobs: vec![payload_blob, config_blob],
+    };
+    Ok((key.public_key_pem(), sig_image))
+}
+
 /// Files under `dir`, relative, sorted.
 fn walk_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -225,6 +292,14 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
         .map(|i| (i, i.repository.clone()))
         .collect();
     let files = upstream_files();
+    // A vendor signs one upstream image (docker.io/fixtures/docker-v2) with
+    // a cosign key: the signature is an ordinary `sha256-<hex>.sig` tag.
+    let signed = set.image("fixtures/docker-v2");
+    let (vendor_pub, sig_image) = vendor_signature(signed)?;
+    let vendor_key = out.join("vendor-cosign.pub");
+    std::fs::write(&vendor_key, vendor_pub)?;
+    let mut images = images;
+    images.push((&sig_image, sig_image.repository.clone()));
     write_store(&upstream_dir, &images, &files)?;
     let upstream = serve(&ferry, &upstream_dir, &out.join("upstream-serve.log"))?;
     let u = format!("http://{}", upstream.addr);
@@ -241,6 +316,12 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     if big_mib.is_some() {
         spec = spec.replace("images:\n", "images:\n  - docker.io/fixtures/big:1.0\n");
     }
+    // The signature policy: the vendor's image must carry the vendor's
+    // signature; the other demo images are unsigned third-party content,
+    // let through by name and recorded as such.
+    spec.push_str(
+        "verify:\n  rules:\n    - match: docker.io/fixtures/docker-v2\n      keys: [vendor-cosign.pub]\n    - match: docker.io/fixtures/*\n      unsigned: allow\n",
+    );
     let spec_path = out.join("bundle.yaml");
     std::fs::write(&spec_path, &spec)?;
     println!(
@@ -256,6 +337,21 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
         format!("https://artifacts.opensearch.org/releases/plugins={u}/os"),
         format!("https://downloads.demo.example={u}/dl"),
     ];
+    // The bundle itself is signed by the operator's key (the policy and its
+    // verdicts travel inside it, covered by that signature).
+    let ops = out.join("ops");
+    step(
+        &ferry,
+        &[
+            "key",
+            "generate",
+            "--out",
+            &ops.to_string_lossy(),
+            "--no-password",
+        ],
+    )?;
+    let ops_key = out.join("ops.key");
+    let ops_pub = out.join("ops.pub");
     let bundle = out.join("demo.tar.zst");
     let lock = out.join("ferry.lock");
     let cache = out.join("cache");
@@ -269,6 +365,8 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
         &lock.to_string_lossy(),
         "--cache",
         &cache.to_string_lossy(),
+        "--sign-key",
+        &ops_key.to_string_lossy(),
     ]
     .iter()
     .map(|s| s.to_string())
@@ -284,7 +382,15 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     drop(upstream);
 
     let t = Instant::now();
-    step(&ferry, &["verify", &bundle.to_string_lossy()])?;
+    step(
+        &ferry,
+        &[
+            "verify",
+            &bundle.to_string_lossy(),
+            "--key",
+            &ops_pub.to_string_lossy(),
+        ],
+    )?;
     let verify_secs = t.elapsed().as_secs_f64();
     step(&ferry, &["inspect", &bundle.to_string_lossy()])?;
 
@@ -324,6 +430,8 @@ pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
             &pki.ca.to_string_lossy(),
             "--emit-username",
             DEMO_USER,
+            "--key",
+            &ops_pub.to_string_lossy(),
         ],
         &[("FERRY_EMIT_PASSWORD", DEMO_PASSWORD)],
     )?;

@@ -395,9 +395,15 @@ impl SigningKey {
             b64(global.as_ref())
         );
         // minisign itself must accept what was written.
-        let sig_box = minisign::SignatureBox::from_string(&text).map_err(|e| fail(e.to_string()))?;
-        minisign::verify(&self.pk, &sig_box, Cursor::new(bytes), true, false, false)
-            .map_err(|e| fail(format!("the signature does not verify with its own public key: {e}")))?;
+        let sig_box =
+            minisign::SignatureBox::from_string(&text).map_err(|e| fail(e.to_string()))?;
+        minisign::verify(&self.pk, &sig_box, Cursor::new(bytes), true, false, false).map_err(
+            |e| {
+                fail(format!(
+                    "the signature does not verify with its own public key: {e}"
+                ))
+            },
+        )?;
         Ok(text.into_bytes())
     }
 }
