@@ -24,6 +24,9 @@ pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation: the ferry content kind.
 pub const ANN_KIND: &str = "dev.ferry.kind";
+/// index.json: where a file item came from (its URL; file items are named
+/// by [`Item::index_name`], which the image-spec grammar admits).
+pub const ANN_SOURCE: &str = "dev.ferry.source";
 /// Annotation: a file kind's path on the file server.
 pub const ANN_PATH: &str = "dev.ferry.path";
 /// Annotation: the subject a provenance item (signature, attestation, SBOM,
@@ -129,6 +132,93 @@ pub struct Item {
     /// referrer by digest). Import pushes it after its subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Digest>,
+}
+
+/// Whether `s` follows the OCI image-spec grammar of
+/// `org.opencontainers.image.ref.name`: components of `[A-Za-z0-9]+`
+/// joined by one of `-._:@+` or `--`, components separated by `/`.
+pub fn is_ref_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|component| {
+            let b = component.as_bytes();
+            if b.is_empty()
+                || !b[0].is_ascii_alphanumeric()
+                || !b[b.len() - 1].is_ascii_alphanumeric()
+            {
+                return false;
+            }
+            let mut i = 0;
+            while i < b.len() {
+                if b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                    continue;
+                }
+                // A separator: one of -._:@+ or exactly "--".
+                let sep_len = if b[i] == b'-' && b.get(i + 1) == Some(&b'-') {
+                    2
+                } else {
+                    1
+                };
+                if !matches!(b[i], b'-' | b'.' | b'_' | b':' | b'@' | b'+') {
+                    return false;
+                }
+                i += sep_len;
+                if !b.get(i).is_some_and(|c| c.is_ascii_alphanumeric()) {
+                    return false;
+                }
+            }
+            true
+        })
+}
+
+/// `s` made into one image-spec component: runs of anything else become
+/// one `-`, and it starts and ends with a letter or digit.
+fn ref_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut pending_sep: Option<char> = None;
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            if let Some(sep) = pending_sep.take() {
+                if !out.is_empty() {
+                    out.push(sep);
+                }
+            }
+            out.push(c);
+        } else {
+            let sep = if matches!(c, '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '-'
+            };
+            pending_sep = Some(match pending_sep {
+                None => sep,
+                Some(_) => '-',
+            });
+        }
+    }
+    if out.is_empty() {
+        out.push('x');
+    }
+    out
+}
+
+impl Item {
+    /// The name index.json gives this item (`org.opencontainers.image.ref.name`):
+    /// its reference for registry content; for a file item (named by a URL,
+    /// which the image-spec grammar refuses) `ferry.files/<path>`, each path
+    /// component made grammar-valid, the URL kept in [`ANN_SOURCE`].
+    pub fn index_name(&self) -> String {
+        if self.kind.is_registry() {
+            return self.reference.clone();
+        }
+        let path = self.path.as_deref().unwrap_or(&self.reference);
+        let components: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(ref_component)
+            .collect();
+        format!("ferry.files/{}", components.join("/"))
+    }
 }
 
 /// One blob in the tar, in tar order.
@@ -358,7 +448,11 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
         .map(|it| {
             let mut ann = Map::new();
             ann.insert(ANN_KIND.into(), Value::String(it.kind.as_str().into()));
-            ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
+            if it.kind.is_registry() {
+                ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
+            } else {
+                ann.insert(ANN_SOURCE.into(), Value::String(it.reference.clone()));
+            }
             if let Some(p) = &it.path {
                 ann.insert(ANN_PATH.into(), Value::String(p.clone()));
             }
@@ -368,7 +462,7 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
                     ann.insert(ANN_CONTAINERD_SUBJECT.into(), Value::String(s.to_string()));
                 }
             }
-            ann.insert(ANN_REF_NAME.into(), Value::String(it.reference.clone()));
+            ann.insert(ANN_REF_NAME.into(), Value::String(it.index_name()));
             json!({
                 "mediaType": it.media_type,
                 "digest": it.digest.to_string(),
@@ -385,4 +479,61 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     v.push(b'\n');
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_follow_the_image_spec_grammar() {
+        for ok in [
+            "a",
+            "docker.io/library/nginx:1.27",
+            "a/b@sha256:ab",
+            "a--b",
+            "v1.2+build_3",
+        ] {
+            assert!(is_ref_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "http://x/y",
+            "a//b",
+            "-a",
+            "a-",
+            "a__b",
+            "a b",
+            "a/",
+            "ä",
+            "a---b",
+        ] {
+            assert!(!is_ref_name(bad), "{bad}");
+        }
+        let file = |path: &str| Item {
+            kind: Kind::File,
+            reference: "https://dl.example/x%2By?q=1".into(),
+            digest: Digest::of(b"x"),
+            media_type: crate::manifest::OCI_MANIFEST.into(),
+            size: 1,
+            platforms: vec![],
+            path: Some(path.into()),
+            subject: None,
+        };
+        for path in [
+            "files/tools/tool-1.0.tar.gz",
+            "falco/driver/7.0.0+driver/x86_64/falco_ubuntu-generic_5.15.0-91-generic_101.ko",
+            "files/a__b/c d/--x--/é",
+            "opensearch/plugins/repository-s3/2.8.0/repository-s3-2.8.0.zip",
+        ] {
+            let name = file(path).index_name();
+            assert!(is_ref_name(&name), "{path} -> {name}");
+            assert!(name.starts_with("ferry.files/"), "{name}");
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&index_json(&[file("files/x")])).unwrap();
+        let ann = &index["manifests"][0]["annotations"];
+        assert_eq!(ann[ANN_SOURCE], "https://dl.example/x%2By?q=1");
+        assert!(ann.get(ANN_IMAGE_NAME).is_none());
+    }
 }

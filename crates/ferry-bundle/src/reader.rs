@@ -39,7 +39,7 @@ use crate::digest::{Digest, HashingReader};
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::meta::{
     BlobMeta, BundleMeta, Item, ANN_CONTAINERD_SUBJECT, ANN_IMAGE_NAME, ANN_KIND, ANN_PATH,
-    ANN_REF_NAME, ANN_SUBJECT, FORMAT_VERSION, META_PATH, SIG_PATH,
+    ANN_REF_NAME, ANN_SOURCE, ANN_SUBJECT, FORMAT_VERSION, META_PATH, SIG_PATH,
 };
 use crate::text::escape;
 
@@ -1352,21 +1352,17 @@ impl State {
             return Err(malformed("index.json must be an image index".into()));
         }
         // index.json and bundle.json must list the same items.
+        let legacy = legacy_names(&head.meta);
         let from_index: BTreeSet<(String, Digest)> = parsed
             .manifests
             .iter()
-            .map(|d| {
-                (
-                    d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default(),
-                    d.digest.clone(),
-                )
-            })
+            .map(|d| (index_key(&legacy, d), d.digest.clone()))
             .collect();
         let from_meta: BTreeSet<(String, Digest)> = head
             .meta
             .items
             .iter()
-            .map(|i| (i.reference.clone(), i.digest.clone()))
+            .map(|i| (i.index_name(), i.digest.clone()))
             .collect();
         if from_index != from_meta || parsed.manifests.len() != head.meta.items.len() {
             let diff = from_index
@@ -1385,15 +1381,14 @@ impl State {
         // Every annotation is single-line text, and those ferry writes say
         // what bundle.json says (containerd names images by
         // `io.containerd.image.name`).
-        let items: HashMap<(&str, &Digest), &Item> = head
+        let items: HashMap<(String, &Digest), &Item> = head
             .meta
             .items
             .iter()
-            .map(|i| ((i.reference.as_str(), &i.digest), i))
+            .map(|i| ((i.index_name(), &i.digest), i))
             .collect();
         for d in &parsed.manifests {
-            let reference = d.annotations.get(ANN_REF_NAME).map(String::as_str);
-            let Some(item) = items.get(&(reference.unwrap_or_default(), &d.digest)) else {
+            let Some(item) = items.get(&(index_key(&legacy, d), &d.digest)) else {
                 continue;
             };
             for (key, value) in &d.annotations {
@@ -1411,7 +1406,7 @@ impl State {
                 })
                 .map_err(|e| malformed(format!("item `{}`: {e}", item.reference)))?;
                 let expected = match key.as_str() {
-                    ANN_IMAGE_NAME => Some(item.reference.clone()),
+                    ANN_IMAGE_NAME | ANN_SOURCE => Some(item.reference.clone()),
                     ANN_KIND => Some(item.kind.as_str().to_string()),
                     ANN_PATH => Some(item.path.clone().unwrap_or_default()),
                     ANN_SUBJECT | ANN_CONTAINERD_SUBJECT => Some(
@@ -1705,28 +1700,40 @@ pub fn file_item_layers(
 
 /// index.json descriptors in the order of bundle.json's items.
 fn sorted_index(head: &Head) -> Vec<&Descriptor> {
+    let legacy = legacy_names(&head.meta);
     let by_key: BTreeMap<(String, Digest), &Descriptor> = head
         .index
         .iter()
-        .map(|d| {
-            (
-                (
-                    d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default(),
-                    d.digest.clone(),
-                ),
-                d,
-            )
-        })
+        .map(|d| ((index_key(&legacy, d), d.digest.clone()), d))
         .collect();
     head.meta
         .items
         .iter()
-        .filter_map(|i| {
-            by_key
-                .get(&(i.reference.clone(), i.digest.clone()))
-                .copied()
-        })
+        .filter_map(|i| by_key.get(&(i.index_name(), i.digest.clone())).copied())
         .collect()
+}
+
+/// File items by (reference, digest) → their [`Item::index_name`]: an
+/// index.json entry of a bundle written before file items got
+/// grammar-valid names carries the URL as its `ref.name`.
+type LegacyNames<'a> = HashMap<(&'a str, &'a Digest), String>;
+
+fn legacy_names(meta: &BundleMeta) -> LegacyNames<'_> {
+    meta.items
+        .iter()
+        .filter(|i| !i.kind.is_registry())
+        .map(|i| ((i.reference.as_str(), &i.digest), i.index_name()))
+        .collect()
+}
+
+/// The item name an index.json entry stands for: its `ref.name`, or for a
+/// legacy file entry named by its URL, that item's [`Item::index_name`].
+fn index_key(legacy: &LegacyNames<'_>, d: &Descriptor) -> String {
+    let name = d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default();
+    legacy
+        .get(&(name.as_str(), &d.digest))
+        .cloned()
+        .unwrap_or(name)
 }
 
 struct Graph<'a> {

@@ -271,6 +271,12 @@ impl Containerd {
     /// --snapshotter native [--all-platforms] FILE` (the current platform
     /// only, unless `all_platforms`). The error carries ctr's output.
     pub fn import(&self, archive: &Path, all_platforms: bool) -> Result<String> {
+        self.import_with(archive, all_platforms, true)
+    }
+
+    /// [`Containerd::import`], unpacking the images or not (`--no-unpack`:
+    /// content and names only, for archives that hold artifacts too).
+    pub fn import_with(&self, archive: &Path, all_platforms: bool, unpack: bool) -> Result<String> {
         let mut args = self.ctr_args();
         args.extend([
             "images".into(),
@@ -280,6 +286,9 @@ impl Containerd {
         ]);
         if all_platforms {
             args.push("--all-platforms".into());
+        }
+        if !unpack {
+            args.push("--no-unpack".into());
         }
         args.push(archive.to_string_lossy().into_owned());
         let out = run_tool(CTR_BIN, &args).map_err(|e| {

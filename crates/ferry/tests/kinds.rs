@@ -313,6 +313,58 @@ fn check_tree(root: &Path, u: &Upstream, target_host: &str) {
     assert!(list[0].get("signature").is_none(), "{idx}");
 }
 
+/// Every `org.opencontainers.image.ref.name` in the bundle's index.json
+/// follows the image-spec grammar (file items are `ferry.files/<path>`,
+/// their URL in `dev.ferry.source`), and containerd importing the
+/// decompressed bundle creates no image named by a URL (issue 13).
+fn index_names_follow_the_grammar_and_ctr_names_no_url(bundle: &Path, dir: &Path) {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    ferry_bundle::reader::decompress(std::fs::File::open(bundle).unwrap())
+        .unwrap()
+        .read_to_end(&mut raw)
+        .unwrap();
+    let mut index = None;
+    for e in tar::Archive::new(&raw[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("index.json") {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            index = Some(v);
+        }
+    }
+    let index: serde_json::Value = serde_json::from_slice(&index.unwrap()).unwrap();
+    let mut files = 0;
+    for m in index["manifests"].as_array().unwrap() {
+        let name = m["annotations"]["org.opencontainers.image.ref.name"]
+            .as_str()
+            .unwrap();
+        assert!(ferry_bundle::meta::is_ref_name(name), "{name}");
+        if let Some(src) = m["annotations"]["dev.ferry.source"].as_str() {
+            assert!(src.starts_with("http"), "{src}");
+            assert!(name.starts_with("ferry.files/"), "{name}");
+            assert!(m["annotations"].get("io.containerd.image.name").is_none());
+            files += 1;
+        }
+    }
+    assert!(
+        files >= 3,
+        "drivers, plugins and files carry their URL: {index:#}"
+    );
+    if !ferry_testkit::containerd::require_containerd() {
+        return;
+    }
+    let tar_path = dir.join("bundle-decompressed.tar");
+    std::fs::write(&tar_path, &raw).unwrap();
+    let ctd = ferry_testkit::containerd::Containerd::start().unwrap();
+    // Content and names only: the bundle also holds artifacts (charts,
+    // drivers) that are not images to unpack.
+    ctd.import_with(&tar_path, true, false).unwrap();
+    let images = ctd.images().unwrap();
+    assert!(!images.is_empty());
+    assert!(images.iter().all(|i| !i.contains("://")), "{images:?}");
+}
+
 #[test]
 fn every_kind_lands_where_its_consumer_looks() {
     if !tools() {
@@ -336,6 +388,7 @@ fn every_kind_lands_where_its_consumer_looks() {
         lock.to_str().unwrap(),
     ]));
     ok(&ferry(&["verify", out.to_str().unwrap()]));
+    index_names_follow_the_grammar_and_ctr_names_no_url(&out, &u.dir);
     // `--no-cache` streams the image blobs into the bundle (charts, drivers
     // and files come through a scratch directory): the same bytes, and
     // nothing left beside the bundle.
