@@ -1043,6 +1043,11 @@ impl<'a> Plan<'a> {
             s(if self.insecure() { "true" } else { "false" }),
         );
         trivy.insert(s("offlineScan"), Value::Bool(true));
+        if self.opts.auth.is_some() {
+            // The pull Secret of kubernetes/pull-secret.yaml, for the
+            // scan jobs that pull the images from the mirror.
+            trivy.insert(s("imagePullSecret"), s("ferry-mirror-pull"));
+        }
         if self.scheme == "http" {
             trivy.insert(
                 s("nonSslRegistries"),

@@ -233,7 +233,10 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         ui.result(&out);
         return Ok(0);
     }
-    if let Some(path) = &a.receipt {
+    // Exit 1 (every item failed) means nothing landed: no receipt either.
+    let nothing_landed = report.loaded.is_empty() && !report.failed.is_empty();
+    let receipt = a.receipt.as_ref().filter(|_| !nothing_landed);
+    if let Some(path) = receipt {
         ferry_bundle::writer::write_atomic(path, &report.receipt.to_json()).map_err(|e| {
             Failure::env(
                 anyhow::Error::new(e)
@@ -258,7 +261,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "skipped": report.skipped,
         "filesWritten": report.files_written,
         "filesPresent": report.files_present,
-        "receipt": a.receipt,
+        "receipt": receipt,
         "seconds": secs,
     }));
     let mut out = format!(
@@ -303,7 +306,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
             esc(f.note.as_deref().unwrap_or_default())
         ));
     }
-    if let Some(r) = &a.receipt {
+    if let Some(r) = receipt {
         out.push_str(&format!("\nreceipt written to {}", esc_path(r)));
     }
     if report.failed.is_empty() {
