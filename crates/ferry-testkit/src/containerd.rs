@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::registry::{on_path, under_ci};
+use crate::registry::on_path;
 use crate::tools::run_tool;
 
 /// The daemon binary.
@@ -70,9 +70,8 @@ const DISABLED_PLUGINS: &[&str] = &[
 ];
 
 /// Whether `containerd` and `ctr` are installed, for tests that need them:
-/// `true` when both are on `PATH`; when one is missing, a panic under
-/// `CI=true` (naming the Debian package), otherwise a `skipping:` line on
-/// stderr and `false`.
+/// `true` when both are on `PATH`; when one is missing, the test fails with
+/// the install line (never a silent skip).
 pub fn require_containerd() -> bool {
     let missing: Vec<&str> = [CONTAINERD_BIN, CTR_BIN]
         .into_iter()
@@ -81,17 +80,10 @@ pub fn require_containerd() -> bool {
     if missing.is_empty() {
         return true;
     }
-    if under_ci() {
-        panic!(
-            "required tool(s) {} missing under CI=true: install them with `apt-get install -y containerd`",
-            missing.join(", ")
-        );
-    }
-    eprintln!(
-        "skipping: {} not installed (install with `apt-get install -y containerd`)",
+    panic!(
+        "required tool(s) {} missing: install them with `apt-get install -y containerd` (or run `cargo xtask test`, which installs them)",
         missing.join(", ")
     );
-    false
 }
 
 /// A running containerd on a socket in a temporary directory, killed and

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::registry::{on_path, package_for, under_ci};
+use crate::registry::{on_path, package_for};
 
 /// The file server binary started by [`Nginx::start`].
 pub const NGINX_BIN: &str = "nginx";
@@ -83,21 +83,16 @@ pub fn nginx_binary() -> Option<PathBuf> {
 /// `/usr/sbin` is not on `PATH`):
 ///
 /// - found: returns `true`;
-/// - missing under `CI=true`: panics, naming the Debian package to install;
-/// - missing otherwise: prints `skipping: nginx not installed` to stderr and
-///   returns `false`.
+/// - missing: the test fails, naming the Debian package to install (never a
+///   silent skip).
 pub fn require_nginx() -> bool {
     if nginx_binary().is_some() {
         return true;
     }
     let pkg = package_for(NGINX_BIN);
-    if under_ci() {
-        panic!(
-            "required tool `{NGINX_BIN}` is missing under CI=true: install it with `apt-get install -y {pkg}`"
-        );
-    }
-    eprintln!("skipping: {NGINX_BIN} not installed (install it with `apt-get install -y {pkg}`)");
-    false
+    panic!(
+        "required tool `{NGINX_BIN}` is missing: install it with `apt-get install -y {pkg}` (or run `cargo xtask test`, which installs it)"
+    );
 }
 
 /// How [`Nginx::start`] configures the server.

@@ -421,12 +421,10 @@ pub fn under_ci() -> bool {
         .unwrap_or(false)
 }
 
-/// Whether the tool `name` is installed, for tests that need it:
-///
-/// - on `PATH`: returns `true`;
-/// - missing under `CI=true`: panics, naming the Debian package to install;
-/// - missing otherwise: prints `skipping: <name> not installed` to stderr and
-///   returns `false`.
+/// Makes sure the tool `name` is installed, for tests that need it: returns
+/// `true` when it is on `PATH`, and otherwise fails the test with the line
+/// that installs it. A test never passes by skipping: `cargo xtask test`
+/// installs every tool the tests use (as root, with apt-get).
 ///
 /// ```no_run
 /// # use ferry_testkit::registry::require_tool;
@@ -438,15 +436,8 @@ pub fn require_tool(name: &str) -> bool {
     if on_path(name) {
         return true;
     }
-    if under_ci() {
-        panic!(
-            "required tool `{name}` is missing under CI=true: install it with `apt-get install -y {}`",
-            package_for(name)
-        );
-    }
-    eprintln!(
-        "skipping: {name} not installed (install it with `apt-get install -y {}`)",
+    panic!(
+        "required tool `{name}` is missing: install it with `apt-get install -y {}` (or run `cargo xtask test`, which installs it)",
         package_for(name)
     );
-    false
 }
