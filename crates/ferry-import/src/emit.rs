@@ -1689,6 +1689,7 @@ mod tests {
             dir: dir.to_path_buf(),
             target: Some(Target::parse("harbor.internal/mirror").unwrap()),
             mapping: Mapping {
+                max_depth: None,
                 rules: vec![
                     MapRule::parse("docker.io=dockerhub").unwrap(),
                     MapRule::parse("registry.k8s.io/pause=k8s/pause").unwrap(),
@@ -1846,6 +1847,7 @@ mod tests {
             dir: tmp.path().to_path_buf(),
             target: Some(Target::parse("127.0.0.1:5000").unwrap()),
             mapping: Mapping {
+                max_depth: None,
                 rules: vec![],
                 flatten: true,
             },

@@ -143,6 +143,25 @@ pub struct Mapping {
     pub rules: Vec<MapRule>,
     /// `--flatten`.
     pub flatten: bool,
+    /// `--max-path-depth N`: every target repository keeps at most this
+    /// many path components (registries such as GitLab or Harbor limit
+    /// nesting); the components past the limit are joined with `-` into the
+    /// last one (`a/b/c/d` at 2 → `a/b-c-d`). Two sources that end up on one
+    /// name are refused by the plan, naming both.
+    pub max_depth: Option<usize>,
+}
+
+/// `path` with at most `max` components: the first `max - 1` kept, the
+/// rest joined with `-` into the last.
+pub fn limit_depth(path: &str, max: usize) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    if max == 0 || parts.len() <= max {
+        return path.to_string();
+    }
+    let (keep, rest) = parts.split_at(max - 1);
+    let mut out: Vec<String> = keep.iter().map(|s| s.to_string()).collect();
+    out.push(rest.join("-"));
+    out.join("/")
 }
 
 /// Makes a source host path-safe: `127.0.0.1:5001` → `127.0.0.1-5001`.
@@ -185,6 +204,10 @@ impl Mapping {
         } else {
             format!("{}/{}", target.prefix, path)
         };
+        let path = match self.max_depth {
+            Some(max) => limit_depth(&path, max),
+            None => path,
+        };
         if !is_valid_repository(&path) {
             return Err(TargetError::BadName {
                 reference: r.to_string(),
@@ -204,6 +227,26 @@ mod tests {
 
     fn r(s: &str) -> Reference {
         Reference::parse(s).unwrap()
+    }
+
+    #[test]
+    fn max_depth_joins_the_deepest_components() {
+        assert_eq!(limit_depth("a/b/c/d", 2), "a/b-c-d");
+        assert_eq!(limit_depth("a/b/c/d", 3), "a/b/c-d");
+        assert_eq!(limit_depth("a/b", 2), "a/b");
+        assert_eq!(limit_depth("a", 1), "a");
+        assert_eq!(limit_depth("a/b/c", 1), "a-b-c");
+        let t = Target::parse("harbor.internal/project").unwrap();
+        let m = Mapping {
+            max_depth: Some(2),
+            ..Mapping::default()
+        };
+        assert_eq!(
+            m.map(&t, &r("registry.k8s.io/sig-storage/csi-provisioner:v5"))
+                .unwrap()
+                .path,
+            "project/registry.k8s.io-sig-storage-csi-provisioner"
+        );
     }
 
     #[test]
@@ -227,6 +270,7 @@ mod tests {
     fn map_rules_pick_the_longest_prefix_and_flatten_drops_the_host() {
         let t = Target::parse("harbor.internal").unwrap();
         let m = Mapping {
+            max_depth: None,
             rules: vec![
                 MapRule::parse("docker.io=dockerhub").unwrap(),
                 MapRule::parse("registry.k8s.io=k8s").unwrap(),
@@ -253,6 +297,7 @@ mod tests {
             "k8s/pausex"
         );
         let f = Mapping {
+            max_depth: None,
             rules: vec![],
             flatten: true,
         };

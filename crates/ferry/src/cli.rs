@@ -306,6 +306,10 @@ pub struct ImportArgs {
     /// Drop the source host from target repository names.
     #[arg(long)]
     pub flatten: bool,
+    /// Keep every target repository within N path components (GitLab, Harbor): the deeper
+    /// components are joined with `-` into the last; two sources on one name are refused.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub max_path_depth: Option<usize>,
     /// Print the plan and stop.
     #[arg(long)]
     pub dry_run: bool,

@@ -114,6 +114,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     let mapping = Mapping {
         rules,
         flatten: a.flatten,
+        max_depth: a.max_path_depth,
     };
     let mapping_for_emit = mapping.clone();
     let creds = match (&a.username, a.password_stdin) {
