@@ -15,23 +15,20 @@
 //! multi-arch image); a signature made on a platform child does not satisfy
 //! it (docs/verification.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use futures_util::StreamExt;
 
 use ferry_bundle::meta::{ItemVerdict, Kind, Verification};
 use ferry_bundle::spec::Spec;
+use ferry_bundle::Digest;
 use ferry_registry::Client;
 use ferry_trust::{
     Decision, Policy, PolicyError, SignatureArtifact, Subject, TrustError, VerifySpec,
 };
 
 use crate::{Resolved, ResolvedImage};
-
-/// The largest signature-artifact blob read into memory (a DSSE envelope
-/// carrying an SBOM can be several MiB).
-pub const MAX_SIGNATURE_BLOB: u64 = 64 << 20;
 
 /// Why the policy refused the export (nothing was written).
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +106,13 @@ pub async fn check(
     let mut verdicts = Vec::new();
     let mut refused = Vec::new();
     let mut warnings = Vec::new();
+    // The provenance the bundle carries, by the subject it belongs to.
+    let mut by_subject: HashMap<&Digest, Vec<&ResolvedImage>> = HashMap::new();
+    for a in &resolved.images {
+        if let Some(s) = &a.subject {
+            by_subject.entry(s).or_default().push(a);
+        }
+    }
     for item in subjects(resolved) {
         let registry = item.reference.registry.as_str();
         let repository = item.reference.repository.as_str();
@@ -118,14 +122,10 @@ pub async fn check(
         let name = item.name();
         // The provenance the bundle carries for this subject, with blobs.
         let mut owned: Vec<(bytes::Bytes, BTreeMap<String, Vec<u8>>)> = Vec::new();
-        for art in resolved
-            .images
-            .iter()
-            .filter(|a| a.subject.as_ref() == Some(&item.top.digest))
-        {
+        for art in by_subject.get(&item.top.digest).into_iter().flatten() {
             let mut blobs = BTreeMap::new();
             for d in art.top.parsed.blobs() {
-                if d.size > MAX_SIGNATURE_BLOB {
+                if d.size > ferry_trust::MAX_ARTIFACT_BLOB {
                     continue;
                 }
                 let fetch_err = |reason: String| PolicyCheckError::Fetch {

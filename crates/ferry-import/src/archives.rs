@@ -188,18 +188,16 @@ impl Open {
             .ok_or_else(|| std::io::Error::other("archive already finished"))
     }
 
-    fn header(&mut self, digest: &Digest, size: u64) -> std::io::Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(format!("blobs/sha256/{}", digest.hex()))?;
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        let out = self.out()?;
-        out.write_all(h.as_bytes())?;
+    /// A tar header for `path`: the one ferry's bundle writer makes.
+    fn header_for(&mut self, path: &str, size: u64) -> std::io::Result<()> {
+        let h = ferry_bundle::writer::header(path, size, false);
+        self.out()?.write_all(h.as_bytes())?;
         self.written += 512;
         Ok(())
+    }
+
+    fn header(&mut self, digest: &Digest, size: u64) -> std::io::Result<()> {
+        self.header_for(&digest.layout_path(), size)
     }
 
     fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -214,21 +212,11 @@ impl Open {
     }
 
     fn entry(&mut self, digest: &Digest, bytes: &[u8]) -> std::io::Result<()> {
-        self.header(digest, bytes.len() as u64)?;
-        self.data(bytes)?;
-        self.pad(bytes.len() as u64)
+        self.named(&digest.layout_path(), bytes)
     }
 
     fn named(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name)?;
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_cksum();
-        self.out()?.write_all(h.as_bytes())?;
-        self.written += 512;
+        self.header_for(name, bytes.len() as u64)?;
         self.data(bytes)?;
         self.pad(bytes.len() as u64)
     }

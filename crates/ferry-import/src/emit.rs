@@ -30,7 +30,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use ferry_bundle::meta::{BundleMeta, Item, Kind};
@@ -189,37 +188,18 @@ pub fn emit(opts: &EmitOptions, meta: &BundleMeta) -> Result<Vec<PathBuf>, EmitE
             })?;
         }
         let secret = plan.is_secret(&content);
-        write_file(&path, content.as_bytes(), secret).map_err(|source| EmitError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        // A file holding the credential is created 0600 before a byte of it
+        // is written.
+        let mode = if secret { 0o600 } else { 0o644 };
+        ferry_bundle::writer::write_atomic_mode(&path, content.as_bytes(), mode).map_err(
+            |source| EmitError::Write {
+                path: path.clone(),
+                source,
+            },
+        )?;
         written.push(path);
     }
     Ok(written)
-}
-
-/// Writes atomically; a file holding a credential is created mode 0600
-/// before a byte is written (never readable by others, not even briefly).
-fn write_file(path: &std::path::Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".ferry-")
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(if secret {
-            0o600
-        } else {
-            0o644
-        }))
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // An existing file keeps the mode of the new one.
-    std::fs::set_permissions(
-        path,
-        std::fs::Permissions::from_mode(if secret { 0o600 } else { 0o644 }),
-    )
 }
 
 /// A registry item with its parsed source and (with a target) its target repository.
@@ -284,7 +264,8 @@ fn upstream_server(host: &str) -> String {
     }
 }
 
-fn s(v: impl Into<String>) -> Value {
+/// A YAML string value.
+pub(crate) fn s(v: impl Into<String>) -> Value {
     Value::String(v.into())
 }
 
@@ -292,7 +273,8 @@ fn seq(v: Vec<Value>) -> Value {
     Value::Sequence(v)
 }
 
-fn map(pairs: Vec<(&str, Value)>) -> Value {
+/// A YAML mapping, keys in the order given.
+pub(crate) fn map(pairs: Vec<(&str, Value)>) -> Value {
     let mut m = YamlMap::new();
     for (k, v) in pairs {
         m.insert(Value::String(k.to_string()), v);

@@ -435,38 +435,53 @@ pub async fn plan(
             }
         }
     }
-    loop {
-        let before = kept.len();
-        let snapshot_kept: Vec<(String, Digest)> = kept.iter().cloned().collect();
-        for (repo, d) in &snapshot_kept {
-            if let Some(n) = nodes.get(&(repo.clone(), d.clone())) {
-                for c in &n.children {
-                    kept.insert((repo.clone(), c.clone()));
-                }
+    // Referrers by (repository, subject): an OCI `subject`, or a
+    // cosign-style `sha256-<hex>[.sig|.att|.sbom]` tag.
+    let mut referrers: BTreeMap<(String, Digest), Vec<Digest>> = BTreeMap::new();
+    for ((repo, d), n) in &nodes {
+        if let Some(s) = &n.subject {
+            referrers
+                .entry((repo.clone(), s.clone()))
+                .or_default()
+                .push(d.clone());
+        }
+    }
+    for (repo, tags) in &snapshot {
+        for (t, d) in tags {
+            if let Some(s) = tag_subject(t) {
+                referrers
+                    .entry((repo.clone(), s))
+                    .or_default()
+                    .push(d.clone());
             }
         }
-        for ((repo, d), n) in &nodes {
-            let subject = n.subject.clone().or_else(|| {
-                snapshot
-                    .get(repo)
-                    .and_then(|tags| tags.iter().find(|(_, td)| *td == d))
-                    .and_then(|(t, _)| tag_subject(t))
-            });
-            if let Some(s) = subject {
-                if kept.contains(&(repo.clone(), s)) {
-                    kept.insert((repo.clone(), d.clone()));
-                }
+    }
+    // Everything a kept manifest reaches (children) or is referred to by.
+    let mut queue: Vec<(String, Digest)> = kept.iter().cloned().collect();
+    while let Some(key) = queue.pop() {
+        let children = nodes
+            .get(&key)
+            .map(|n| n.children.as_slice())
+            .unwrap_or(&[]);
+        let refs = referrers.get(&key).map(Vec::as_slice).unwrap_or(&[]);
+        for c in children.iter().chain(refs) {
+            let next = (key.0.clone(), c.clone());
+            if kept.insert(next.clone()) {
+                queue.push(next);
             }
-        }
-        if kept.len() == before {
-            break;
         }
     }
     // What goes: ferry's manifests that are present and not kept; indexes
     // (and referrers' subjects) first.
     let mut delete = Vec::new();
     for (repo, digests) in &ours {
-        let tags = &snapshot[repo];
+        // Tags by the digest they point at (sorted: a BTreeMap walk).
+        let mut tags_of: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
+        for (t, td) in &snapshot[repo] {
+            if !t.starts_with('@') {
+                tags_of.entry(td).or_default().push(t.clone());
+            }
+        }
         let mut goes: Vec<&Digest> = digests
             .iter()
             .filter(|d| present.contains(&(repo.clone(), (*d).clone())))
@@ -495,12 +510,7 @@ pub async fn plan(
         });
         goes.dedup();
         for d in goes {
-            let mut on: Vec<String> = tags
-                .iter()
-                .filter(|(t, td)| *td == d && !t.starts_with('@'))
-                .map(|(t, _)| t.clone())
-                .collect();
-            on.sort();
+            let on = tags_of.get(d).cloned().unwrap_or_default();
             delete.push(Deletion {
                 repository: repo.clone(),
                 digest: d.clone(),

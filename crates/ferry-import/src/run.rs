@@ -258,8 +258,8 @@ struct UploadPlan {
     sha512: HashSet<Digest>,
 }
 
-/// Largest blob kept in memory for a derived file.
-pub(crate) const CAPTURE_LIMIT: u64 = 64 << 20;
+/// The largest blob kept in memory after it streamed (one home: [`crate::content`]).
+pub(crate) use crate::content::CAPTURE_LIMIT;
 
 enum Msg {
     Head(Box<Head>),

@@ -20,6 +20,8 @@ use base64::Engine;
 use serde_json::json;
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::emit::{map, s};
+
 /// One source registry and where the mirror holds its repositories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMirror {
@@ -100,18 +102,6 @@ impl NodeMirror {
             format!("{}/{path}", self.host)
         }
     }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::String(v.into())
-}
-
-fn map(pairs: Vec<(&str, Value)>) -> Value {
-    let mut m = Mapping::new();
-    for (k, v) in pairs {
-        m.insert(s(k), v);
-    }
-    Value::Mapping(m)
 }
 
 /// containers-registries.conf v2: one `[[registry]]` per source with the

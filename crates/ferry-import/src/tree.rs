@@ -150,7 +150,7 @@ pub(crate) fn chart_archives(
 pub(crate) fn check_chart(tgz: &[u8], name: &str) -> Result<(), String> {
     ferry_bundle::chart::read_chart(tgz, name)
         .map(|_| ())
-        .map_err(|e| format!("chart archive `{name}` is refused: {e}"))
+        .map_err(|e| crate::content::chart_refused(name, &e.to_string()))
 }
 
 /// Blobs whose sha512 the reader computes while they stream: OpenSearch
@@ -221,9 +221,11 @@ pub(crate) fn revalidate(
                     .get(&zip.digest)
                     .ok_or_else(|| format!("plugin `{}` did not arrive whole", zip.path))?;
                 if *got != want {
-                    return Err(format!(
-                        "plugin `{}` has sha512 {got}, but `{}` says {want}",
-                        zip.path, sum.path
+                    return Err(crate::content::sha512_mismatch(
+                        &zip.path.to_string(),
+                        got,
+                        &sum.path.to_string(),
+                        &want,
                     ));
                 }
                 Ok(())

@@ -29,9 +29,6 @@ use ferry_trust::{Decision, Policy, SignatureArtifact, Subject, TrustError, Veri
 /// A signature artifact's blobs, by digest.
 type ArtifactBlobs = BTreeMap<String, Vec<u8>>;
 
-/// The largest signature blob kept in memory (as at export).
-const MAX_SIGNATURE_BLOB: u64 = 64 << 20;
-
 /// Where the policy came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicySource {
@@ -114,6 +111,8 @@ struct Collect<'a> {
     meta: Option<BundleMeta>,
     /// Manifests kept: subjects and signature artifacts.
     keep_manifests: HashSet<Digest>,
+    /// The signature artifacts among them (items with a subject).
+    artifacts: HashSet<Digest>,
     manifests: HashMap<Digest, Vec<u8>>,
     /// Blobs kept: the artifacts' layers.
     keep_blobs: HashSet<Digest>,
@@ -128,6 +127,9 @@ impl Visitor for Collect<'_> {
         }
         for item in &head.meta.items {
             self.keep_manifests.insert(item.digest.clone());
+            if item.subject.is_some() {
+                self.artifacts.insert(item.digest.clone());
+            }
         }
         self.meta = Some(head.meta.clone());
         Ok(())
@@ -137,15 +139,10 @@ impl Visitor for Collect<'_> {
         if self.keep_manifests.contains(&blob.digest) {
             self.manifests.insert(blob.digest.clone(), bytes.to_vec());
             // An artifact's layers are what its signature is made of.
-            let is_artifact = self.meta.as_ref().is_some_and(|m| {
-                m.items
-                    .iter()
-                    .any(|i| i.digest == blob.digest && i.subject.is_some())
-            });
-            if is_artifact {
+            if self.artifacts.contains(&blob.digest) {
                 if let Ok(p) = ferry_bundle::manifest::parse(bytes, blob.media_type.as_deref()) {
                     for d in p.blobs() {
-                        if d.size <= MAX_SIGNATURE_BLOB {
+                        if d.size <= ferry_trust::MAX_ARTIFACT_BLOB {
                             self.keep_blobs.insert(d.digest.clone());
                         }
                     }
@@ -158,7 +155,8 @@ impl Visitor for Collect<'_> {
     fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
         if self.keep_blobs.contains(&blob.digest) {
             let mut v = Vec::with_capacity(blob.size as usize);
-            data.take(MAX_SIGNATURE_BLOB).read_to_end(&mut v)?;
+            data.take(ferry_trust::MAX_ARTIFACT_BLOB)
+                .read_to_end(&mut v)?;
             self.blobs.insert(blob.digest.clone(), v);
         }
         Ok(())
@@ -190,6 +188,7 @@ pub fn recheck(
         key,
         meta: None,
         keep_manifests: HashSet::new(),
+        artifacts: HashSet::new(),
         manifests: HashMap::new(),
         keep_blobs: HashSet::new(),
         blobs: HashMap::new(),
@@ -234,6 +233,12 @@ pub fn recheck(
     let mut verdicts = Vec::new();
     let mut warnings = Vec::new();
     let mut refused = Vec::new();
+    let mut by_subject: HashMap<&Digest, Vec<&ferry_bundle::meta::Item>> = HashMap::new();
+    for a in &meta.items {
+        if let Some(s) = &a.subject {
+            by_subject.entry(s).or_default().push(a);
+        }
+    }
     for item in meta
         .items
         .iter()
@@ -248,10 +253,10 @@ pub fn recheck(
         let Some(subject_bytes) = c.manifests.get(&item.digest) else {
             continue;
         };
-        let owned: Vec<(&Vec<u8>, ArtifactBlobs)> = meta
-            .items
-            .iter()
-            .filter(|a| a.subject.as_ref() == Some(&item.digest))
+        let owned: Vec<(&Vec<u8>, ArtifactBlobs)> = by_subject
+            .get(&item.digest)
+            .into_iter()
+            .flatten()
             .filter_map(|a| {
                 let m = c.manifests.get(&a.digest)?;
                 let parsed = ferry_bundle::manifest::parse(m, Some(&a.media_type)).ok()?;

@@ -23,6 +23,11 @@ use sha2::{Digest, Sha256};
 use crate::error::Failure;
 use crate::tlog::{InclusionProof, LogEntry};
 
+/// The largest blob of a signature artifact read into memory (a DSSE
+/// envelope carrying an SBOM can be several MiB); larger blobs are left
+/// out, and an artifact that needs one does not verify.
+pub const MAX_ARTIFACT_BLOB: u64 = 64 << 20;
+
 /// A signature artifact as the bundle carries it: the manifest's bytes and
 /// its blobs (`sha256:<hex>` → bytes). Blobs not present are treated as
 /// missing (a layer whose blob is missing makes the artifact malformed).

@@ -71,7 +71,7 @@ pub mod tlog;
 mod verify;
 
 pub use error::{Failure, TrustError};
-pub use formats::{Format, SignatureArtifact};
+pub use formats::{Format, SignatureArtifact, MAX_ARTIFACT_BLOB};
 pub use keys::{KeyError, KeyKind, PublicKey};
 pub use policy::{Mode, Policy, PolicyError, Rule, TlogRequirement, Unsigned, VerifySpec};
 pub use root::{RootError, TrustedRoot};

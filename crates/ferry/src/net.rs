@@ -125,3 +125,67 @@ pub fn client(
         .context("failed to set up the registry client")
         .map_err(Failure::input)
 }
+
+/// Where a password comes from, for the messages.
+pub struct PasswordFlags {
+    /// The user flag (`--username`).
+    pub user_flag: &'static str,
+    /// The stdin flag (`--password-stdin`).
+    pub stdin_flag: &'static str,
+    /// The environment variable (`FERRY_PASSWORD`).
+    pub env: &'static str,
+}
+
+/// `--username` / `--password-stdin` / `FERRY_PASSWORD`, and their
+/// `--emit-…` twins: the credentials, `None` without a user, an input error
+/// for a user without a password or stdin without a user.
+pub fn credentials(
+    user: Option<&String>,
+    stdin: bool,
+    flags: &PasswordFlags,
+) -> Result<Option<Credentials>, Failure> {
+    use std::io::Read;
+    let Some(u) = user else {
+        return if stdin {
+            Err(Failure::input(anyhow::anyhow!(
+                "{} needs {}",
+                flags.stdin_flag,
+                flags.user_flag
+            )))
+        } else {
+            Ok(None)
+        };
+    };
+    let password = if stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p).map_err(|e| {
+            Failure::input(anyhow::anyhow!(
+                "failed to read the {} password from stdin: {e}",
+                flags.user_flag
+            ))
+        })?;
+        p.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        std::env::var(flags.env).map_err(|_| {
+            Failure::input(anyhow::anyhow!(
+                "{} given without a password",
+                flags.user_flag
+            ))
+            .hint(format!(
+                "pass it in {}, or on stdin with {}",
+                flags.env, flags.stdin_flag
+            ))
+        })?
+    };
+    Ok(Some(Credentials {
+        username: u.clone(),
+        password,
+    }))
+}
+
+/// The flags of the registry credential (`--username`).
+pub const PUSH_PASSWORD: PasswordFlags = PasswordFlags {
+    user_flag: "--username",
+    stdin_flag: "--password-stdin",
+    env: "FERRY_PASSWORD",
+};

@@ -3,40 +3,15 @@
 //! archive, with the upstream digest; skopeo reads each as an OCI archive; a
 //! refused bundle leaves no archive.
 
+mod common;
+use common::{ferry, ok, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ferry_testkit::containerd::{require_containerd, Containerd};
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
 use ferry_testkit::registry::{require_tool, Registry};
 use ferry_testkit::tools::run_tool;
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(
-        o.status.success(),
-        "ferry failed ({:?}):\n{t}",
-        o.status.code()
-    );
-    t
-}
 
 struct World {
     _tmp: tempfile::TempDir,

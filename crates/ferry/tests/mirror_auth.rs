@@ -6,6 +6,9 @@
 //! `docker-registry` with htpasswd over TLS, and `ferry serve --tls-cert
 //! --tls-key --htpasswd`.
 
+mod common;
+use common::ferry_env as ferry;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,31 +23,9 @@ const USER: &str = "node-puller";
 const PASSWORD: &str = "pull-only-s3cret";
 const PULLED: [&str; 2] = ["fixtures/multiarch", "fixtures/docker-v2"];
 
-fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .env_remove("FERRY_USERNAME")
-        .env_remove("FERRY_PASSWORD")
-        .env_remove("FERRY_EMIT_PASSWORD");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
 #[track_caller]
 fn ok(o: &Output) -> String {
-    let t = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        o.status.success(),
-        "ferry failed ({:?}):\n{t}",
-        o.status.code()
-    );
+    let t = common::ok(o);
     assert!(!t.contains(PASSWORD), "the password is never printed:\n{t}");
     t
 }
@@ -302,7 +283,14 @@ fn nodes_pull_from_ferry_serve_with_tls_and_htpasswd_through_the_emitted_config(
     ));
     check_secrets(&emit);
     let htpasswd = w.dir.join("htpasswd");
-    std::fs::write(&htpasswd, format!("{USER}:{}\n", bcrypt_hash(PASSWORD))).unwrap();
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "{USER}:{}\n",
+            ferry_testkit::registry::bcrypt_entry(PASSWORD)
+        ),
+    )
+    .unwrap();
     w.upstream.stop();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args([
@@ -333,9 +321,4 @@ fn nodes_pull_from_ferry_serve_with_tls_and_htpasswd_through_the_emitted_config(
     w.skopeo_reads(&emit, &host);
     let _ = serve.kill();
     let _ = serve.wait();
-}
-
-/// An htpasswd bcrypt hash (what `htpasswd -B` writes).
-fn bcrypt_hash(password: &str) -> String {
-    ferry_testkit::registry::bcrypt_entry(password)
 }

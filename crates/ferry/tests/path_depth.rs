@@ -3,27 +3,12 @@
 //! components; two sources that collapse onto one name are refused before
 //! anything is pushed, naming both.
 
-use std::process::{Command, Output};
+mod common;
+use common::{ferry, text};
 
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
 use ferry_testkit::registry::{require_tool, Registry};
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn targets_stay_within_the_depth_and_collapsing_collisions_are_refused() {

@@ -3,43 +3,17 @@
 //! its garbage collection run to show the space comes back) and a `ferry
 //! serve` store. skopeo and containerd (not ferry) check what stays.
 
+mod common;
+use common::{ferry, ok, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use ferry_testkit::containerd::{require_containerd, Containerd};
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
 use ferry_testkit::proxy::{Action, Fault, FaultProxy};
 use ferry_testkit::registry::{require_tool, Registry, RegistryOptions};
 use ferry_testkit::tools::run_tool;
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .env_remove("FERRY_USERNAME")
-        .env_remove("FERRY_PASSWORD")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(
-        o.status.success(),
-        "ferry failed ({:?}):\n{t}",
-        o.status.code()
-    );
-    t
-}
 
 /// A: multiarch + docker-v2 + many-layers; B: multiarch + docker-list.
 const A: [&str; 3] = [

@@ -8,6 +8,9 @@
 //! (re-pinned so its own table of contents is consistent) is refused with
 //! nothing landed.
 
+mod common;
+use common::{ferry, ok, text};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,33 +23,6 @@ use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
 use ferry_testkit::registry::{require_tool, Registry};
 use serde_json::json;
-
-fn ferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(
-        o.status.success(),
-        "ferry failed ({:?}):\n{t}",
-        o.status.code()
-    );
-    t
-}
 
 fn openssl(args: &[&str]) -> Vec<u8> {
     let o = Command::new("openssl").args(args).output().unwrap();

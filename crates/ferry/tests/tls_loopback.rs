@@ -4,6 +4,9 @@
 //! a private CA; it is addressed as `localhost:PORT` and `127.0.0.1:PORT`,
 //! with and without `https://`. skopeo (not ferry) checks what landed.
 
+mod common;
+use common::{ferry_env as ferry, text};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,35 +18,10 @@ use ferry_testkit::tools::run_tool;
 const USER: &str = "pusher";
 const PASSWORD: &str = "tls-loopback-pw";
 
-fn ferry(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    c.args(args)
-        .env_remove("FERRY_USERNAME")
-        .env_remove("FERRY_PASSWORD")
-        .env("DOCKER_CONFIG", "/nonexistent-ferry-test");
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[track_caller]
 fn ok(o: &Output) -> String {
-    let t = text(o);
-    assert!(
-        o.status.success(),
-        "ferry failed ({:?}):\n{t}",
-        o.status.code()
-    );
-    assert!(!t.contains(PASSWORD), "the password is never printed: {t}");
+    let t = common::ok(o);
+    assert!(!t.contains(PASSWORD), "the password is never printed:\n{t}");
     t
 }
 

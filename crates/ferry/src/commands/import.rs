@@ -1,6 +1,5 @@
 //! `ferry import`.
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +8,6 @@ use serde_json::json;
 
 use ferry_import::target::{MapRule, Mapping, Target};
 use ferry_import::{Event, Events, ImportError};
-use ferry_registry::Credentials;
 
 use crate::cli::ImportArgs;
 use crate::ui::{esc, esc_path, human_bytes, Ui};
@@ -117,32 +115,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         max_depth: a.max_path_depth,
     };
     let mapping_for_emit = mapping.clone();
-    let creds = match (&a.username, a.password_stdin) {
-        (Some(u), true) => {
-            let mut p = String::new();
-            std::io::stdin().read_to_string(&mut p).map_err(|e| {
-                Failure::input(anyhow!("failed to read the password from stdin: {e}"))
-            })?;
-            Some(Credentials {
-                username: u.clone(),
-                password: p.trim_end_matches(['\n', '\r']).to_string(),
-            })
-        }
-        (Some(u), false) => match std::env::var("FERRY_PASSWORD") {
-            Ok(p) => Some(Credentials {
-                username: u.clone(),
-                password: p,
-            }),
-            Err(_) => {
-                return Err(
-                    Failure::input(anyhow!("--username given without a password"))
-                        .hint("pass it on stdin with --password-stdin, or in FERRY_PASSWORD"),
-                )
-            }
-        },
-        (None, true) => return Err(Failure::input(anyhow!("--password-stdin needs --username"))),
-        (None, false) => None,
-    };
+    let creds = net::credentials(a.username.as_ref(), a.password_stdin, &net::PUSH_PASSWORD)?;
     let client = net::client(
         &a.net,
         &Default::default(),
@@ -387,32 +360,19 @@ fn emit_config(
         [cert, key] => Some((cert.clone(), key.clone())),
         _ => None,
     };
-    let auth =
-        match (&a.emit_username, a.emit_password_stdin) {
-            (Some(u), true) => {
-                let mut p = String::new();
-                std::io::stdin().read_to_string(&mut p).map_err(|e| {
-                    Failure::input(anyhow!(
-                        "failed to read the --emit-username password from stdin: {e}"
-                    ))
-                })?;
-                Some(ferry_import::runtimes::PullCredential {
-                    username: u.clone(),
-                    password: p.trim_end_matches(['\n', '\r']).to_string(),
-                })
-            }
-            (Some(u), false) => match std::env::var("FERRY_EMIT_PASSWORD") {
-                Ok(p) => Some(ferry_import::runtimes::PullCredential {
-                    username: u.clone(),
-                    password: p,
-                }),
-                Err(_) => return Err(Failure::input(anyhow!(
-                    "--emit-username given without a password"
-                ))
-                .hint("pass it in FERRY_EMIT_PASSWORD, or on stdin with --emit-password-stdin")),
-            },
-            (None, _) => None,
-        };
+    let auth = net::credentials(
+        a.emit_username.as_ref(),
+        a.emit_password_stdin,
+        &net::PasswordFlags {
+            user_flag: "--emit-username",
+            stdin_flag: "--emit-password-stdin",
+            env: "FERRY_EMIT_PASSWORD",
+        },
+    )?
+    .map(|c| ferry_import::runtimes::PullCredential {
+        username: c.username,
+        password: c.password,
+    });
     let opts = EmitOptions {
         dir: dir.clone(),
         target: target.cloned(),

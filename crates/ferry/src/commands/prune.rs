@@ -1,7 +1,6 @@
 //! `ferry prune`: plan (`--plan FILE`) or apply (`--apply FILE`); the work is
 //! [`ferry_import::prune`].
 
-use std::io::Read;
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -10,38 +9,10 @@ use serde_json::json;
 use ferry_import::prune::{self, Mirror, PruneError, PrunePlan, PruneTarget};
 use ferry_import::store::Store;
 use ferry_import::target::Target;
-use ferry_registry::Credentials;
 
 use crate::cli::PruneArgs;
 use crate::ui::{esc, human_bytes, Ui};
 use crate::{net, CmdResult, Failure};
-
-fn credentials(a: &PruneArgs) -> Result<Option<Credentials>, Failure> {
-    match (&a.username, a.password_stdin) {
-        (Some(u), true) => {
-            let mut p = String::new();
-            std::io::stdin().read_to_string(&mut p).map_err(|e| {
-                Failure::input(anyhow!("failed to read the password from stdin: {e}"))
-            })?;
-            Ok(Some(Credentials {
-                username: u.clone(),
-                password: p.trim_end_matches(['\n', '\r']).to_string(),
-            }))
-        }
-        (Some(u), false) => match std::env::var("FERRY_PASSWORD") {
-            Ok(p) => Ok(Some(Credentials {
-                username: u.clone(),
-                password: p,
-            })),
-            Err(_) => Err(
-                Failure::input(anyhow!("--username given without a password"))
-                    .hint("pass it on stdin with --password-stdin, or in FERRY_PASSWORD"),
-            ),
-        },
-        (None, true) => Err(Failure::input(anyhow!("--password-stdin needs --username"))),
-        (None, false) => Ok(None),
-    }
-}
 
 fn failure(e: PruneError) -> Failure {
     match e {
@@ -74,7 +45,7 @@ pub async fn prune(a: PruneArgs, ui: &Arc<Ui>) -> CmdResult {
         .as_deref()
         .and_then(|r| Target::parse(r).ok())
         .and_then(|t| t.plain_http);
-    let creds = credentials(&a)?;
+    let creds = net::credentials(a.username.as_ref(), a.password_stdin, &net::PUSH_PASSWORD)?;
     let client;
     let store;
     let mirror = match &target {

@@ -1,0 +1,47 @@
+//! What the CLI suites share: run the `ferry` binary with a clean
+//! environment (no docker config, no credentials from the caller's shell),
+//! and read its output.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Runs `ferry args` with `envs` set, and nothing of the caller's docker
+/// config or ferry credentials.
+pub fn ferry_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.args(args)
+        .env("DOCKER_CONFIG", "/nonexistent-ferry-test")
+        .env_remove("FERRY_USERNAME")
+        .env_remove("FERRY_PASSWORD")
+        .env_remove("FERRY_EMIT_PASSWORD");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run ferry")
+}
+
+/// Runs `ferry args`.
+pub fn ferry(args: &[&str]) -> Output {
+    ferry_env(args, &[])
+}
+
+/// stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The output of a run that must have succeeded.
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    let t = text(o);
+    assert!(
+        o.status.success(),
+        "ferry failed ({:?}):\n{t}",
+        o.status.code()
+    );
+    t
+}
