@@ -106,8 +106,12 @@ pub fn load_policy_file(path: &Path) -> Result<(VerifySpec, PathBuf), RecheckErr
     Ok((spec, base))
 }
 
-struct Collect<'a> {
-    key: Option<&'a TrustedKey>,
+/// What the signature check needs from one read of a bundle: the manifests
+/// of every item and the blobs of the signature artifacts. Fed by any
+/// visitor ([`recheck`]'s own, or `ferry verify`'s, so verify reads the
+/// bundle once), then [`SignatureCollector::decide`].
+#[derive(Default)]
+pub struct SignatureCollector {
     meta: Option<BundleMeta>,
     /// Manifests kept: subjects and signature artifacts.
     keep_manifests: HashSet<Digest>,
@@ -119,52 +123,97 @@ struct Collect<'a> {
     blobs: HashMap<Digest, Vec<u8>>,
 }
 
+impl SignatureCollector {
+    /// The bundle's head (checked).
+    pub fn head(&mut self, meta: &BundleMeta) {
+        for item in &meta.items {
+            self.keep_manifests.insert(item.digest.clone());
+            if item.subject.is_some() {
+                self.artifacts.insert(item.digest.clone());
+            }
+        }
+        self.meta = Some(meta.clone());
+    }
+
+    /// A verified manifest.
+    pub fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) {
+        if !self.keep_manifests.contains(&blob.digest) {
+            return;
+        }
+        self.manifests.insert(blob.digest.clone(), bytes.to_vec());
+        // An artifact's layers are what its signature is made of.
+        if self.artifacts.contains(&blob.digest) {
+            if let Ok(p) = ferry_bundle::manifest::parse(bytes, blob.media_type.as_deref()) {
+                for d in p.blobs() {
+                    if d.size <= ferry_trust::MAX_ARTIFACT_BLOB {
+                        self.keep_blobs.insert(d.digest.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the check needs this blob's bytes.
+    pub fn wants(&self, d: &Digest) -> bool {
+        self.keep_blobs.contains(d)
+    }
+
+    /// A wanted blob's bytes (before the reader's verdict).
+    pub fn blob(&mut self, blob: &BlobMeta, bytes: Vec<u8>) {
+        self.blobs.insert(blob.digest.clone(), bytes);
+    }
+
+    /// A blob that failed verification is not used.
+    pub fn blob_failed(&mut self, d: &Digest) {
+        self.blobs.remove(d);
+    }
+
+    /// Verifies every subject against `given` or, without it, the policy the
+    /// bundle carries; `Ok(None)`: no policy at all.
+    pub fn decide(
+        self,
+        given: Option<(&VerifySpec, &Path, &Path)>,
+    ) -> Result<Option<TrustReport>, RecheckError> {
+        match self.meta.clone() {
+            Some(meta) => decide(&self, &meta, given),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Collect<'a> {
+    key: Option<&'a TrustedKey>,
+    c: SignatureCollector,
+}
+
 impl Visitor for Collect<'_> {
     fn head(&mut self, head: &Head) -> VisitResult {
         if let Some(k) = self.key {
             k.verify(&head.meta_bytes, head.signature.as_deref())
                 .map_err(|e| Box::new(e) as Box<_>)?;
         }
-        for item in &head.meta.items {
-            self.keep_manifests.insert(item.digest.clone());
-            if item.subject.is_some() {
-                self.artifacts.insert(item.digest.clone());
-            }
-        }
-        self.meta = Some(head.meta.clone());
+        self.c.head(&head.meta);
         Ok(())
     }
 
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
-        if self.keep_manifests.contains(&blob.digest) {
-            self.manifests.insert(blob.digest.clone(), bytes.to_vec());
-            // An artifact's layers are what its signature is made of.
-            if self.artifacts.contains(&blob.digest) {
-                if let Ok(p) = ferry_bundle::manifest::parse(bytes, blob.media_type.as_deref()) {
-                    for d in p.blobs() {
-                        if d.size <= ferry_trust::MAX_ARTIFACT_BLOB {
-                            self.keep_blobs.insert(d.digest.clone());
-                        }
-                    }
-                }
-            }
-        }
+        self.c.manifest(blob, bytes);
         Ok(())
     }
 
     fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
-        if self.keep_blobs.contains(&blob.digest) {
+        if self.c.wants(&blob.digest) {
             let mut v = Vec::with_capacity(blob.size as usize);
             data.take(ferry_trust::MAX_ARTIFACT_BLOB)
                 .read_to_end(&mut v)?;
-            self.blobs.insert(blob.digest.clone(), v);
+            self.c.blob(blob, v);
         }
         Ok(())
     }
 
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
         if verdict.is_err() {
-            self.blobs.remove(&blob.digest);
+            self.c.blob_failed(&blob.digest);
         }
         verdict.map_err(|f| format!("blob {}: {}", f.digest, f.reason).into())
     }
@@ -186,12 +235,7 @@ pub fn recheck(
     })?;
     let mut c = Collect {
         key,
-        meta: None,
-        keep_manifests: HashSet::new(),
-        artifacts: HashSet::new(),
-        manifests: HashMap::new(),
-        keep_blobs: HashSet::new(),
-        blobs: HashMap::new(),
+        c: SignatureCollector::default(),
     };
     let read = read_bundle(
         std::io::BufReader::with_capacity(1 << 20, &mut src),
@@ -208,9 +252,14 @@ pub fn recheck(
         path: bundle.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let Some(meta) = c.meta.take() else {
-        return Ok(None);
-    };
+    c.c.decide(given)
+}
+
+fn decide(
+    c: &SignatureCollector,
+    meta: &BundleMeta,
+    given: Option<(&VerifySpec, &Path, &Path)>,
+) -> Result<Option<TrustReport>, RecheckError> {
     let (policy, source): (Policy, PolicySource) = match given {
         Some((spec, base, file)) => (
             Policy::load_from_dir(spec, base).map_err(|e| RecheckError::Policy {

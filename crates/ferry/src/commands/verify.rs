@@ -36,6 +36,8 @@ struct Progress {
     /// Import's content re-checks (chart archives, plugin sha512), planned
     /// once the manifests are in.
     content: Option<ferry_import::content::ContentChecks>,
+    /// What the offline signature check needs, from this same read.
+    signatures: ferry_import::trust::SignatureCollector,
 }
 
 #[derive(Debug)]
@@ -55,11 +57,13 @@ impl Visitor for Progress {
         if !self.stop_after_manifests {
             self.ui.start_bar("verify", head.meta.blob_bytes());
         }
+        self.signatures.head(&head.meta);
         self.head = Some(head.clone());
         Ok(())
     }
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
         self.ui.inc(blob.size);
+        self.signatures.manifest(blob, bytes);
         if let Ok(p) = manifest::parse(bytes, blob.media_type.as_deref()) {
             self.manifests.insert(blob.digest.clone(), p);
         }
@@ -77,13 +81,25 @@ impl Visitor for Progress {
                 ));
             }
         }
-        if let Some(c) = &mut self.content {
+        if self.signatures.wants(&blob.digest) {
+            // Small signature blobs: read once, handed to both checks.
+            let mut bytes = Vec::with_capacity(blob.size as usize);
+            data.take(ferry_trust::MAX_ARTIFACT_BLOB)
+                .read_to_end(&mut bytes)?;
+            if let Some(c) = &mut self.content {
+                c.consume(blob, &mut std::io::Cursor::new(&bytes))?;
+            }
+            self.signatures.blob(blob, bytes);
+        } else if let Some(c) = &mut self.content {
             c.consume(blob, data)?;
         }
         Ok(())
     }
-    fn blob_end(&mut self, blob: &BlobMeta, _verdict: Result<(), &BlobFault>) -> VisitResult {
+    fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
         self.ui.inc(blob.size);
+        if verdict.is_err() {
+            self.signatures.blob_failed(&blob.digest);
+        }
         Ok(())
     }
 }
@@ -225,43 +241,31 @@ pub fn verdict_counts(v: &[ferry_bundle::meta::ItemVerdict]) -> String {
 /// Re-verifies the bundle's image signatures offline (`--policy FILE`, else
 /// the policy it carries, if any); returns the lines to print. A refusal
 /// is exit 1 and nothing else happens.
-pub async fn recheck_policy(
-    bundle: &Path,
-    policy: Option<&Path>,
-    key: Option<&Path>,
-    ui: &Arc<Ui>,
-) -> Result<Option<String>, Failure> {
-    use ferry_import::trust::{describe, load_policy_file, recheck, PolicySource, RecheckError};
-    let carried = ferry_bundle::head::read_head(bundle)
-        .map(|h| h.meta.verification.is_some())
-        .unwrap_or(false);
-    if policy.is_none() && !carried {
-        return Ok(None);
-    }
-    let given = policy
-        .map(load_policy_file)
-        .transpose()
-        .map_err(Failure::input)?;
-    let key = key.map(super::key::trusted_key).transpose()?;
-    let (bundle, file) = (bundle.to_path_buf(), policy.map(Path::to_path_buf));
-    let report = tokio::task::spawn_blocking(move || {
-        let g = given
-            .as_ref()
-            .zip(file.as_ref())
-            .map(|((spec, base), f)| (spec, base.as_path(), f.as_path()));
-        recheck(&bundle, g, key.as_ref())
-    })
-    .await
-    .map_err(|e| Failure::env(anyhow!("the signature check stopped: {e}")))?
-    .map_err(|e| match e {
-        RecheckError::Refused(_) => Failure::input(e).hint(
+/// A refusal by the signature policy: exit 1, and what to do.
+fn policy_failure(e: ferry_import::trust::RecheckError) -> Failure {
+    match e {
+        ferry_import::trust::RecheckError::Refused(_) => Failure::input(e).hint(
             "do not load this bundle: its image signatures do not satisfy the policy (see docs/verification.md)",
         ),
         other => Failure::input(other),
-    })?;
-    let Some(r) = report else {
-        return Ok(None);
-    };
+    }
+}
+
+/// The policy given with `--policy FILE` (its `verify:` section and the
+/// directory its paths are relative to).
+type GivenPolicy = Option<(ferry_trust::VerifySpec, std::path::PathBuf)>;
+
+fn load_given(policy: Option<&Path>) -> Result<GivenPolicy, Failure> {
+    policy
+        .map(ferry_import::trust::load_policy_file)
+        .transpose()
+        .map_err(Failure::input)
+}
+
+/// Renders what the offline signature check decided: the JSON event, the
+/// warnings, and the lines of the human summary.
+fn policy_lines(r: &ferry_import::trust::TrustReport, ui: &Arc<Ui>) -> String {
+    use ferry_import::trust::{describe, PolicySource};
     let source = match &r.source {
         PolicySource::Given(p) => format!("--policy {}", esc_path(p)),
         PolicySource::Carried => {
@@ -290,7 +294,38 @@ pub async fn recheck_policy(
             esc(&w.to_string())
         ));
     }
-    Ok(Some(out))
+    out
+}
+
+/// Import's offline signature check, before anything lands: one read of
+/// the bundle when it carries a policy or `--policy` is given (import's own
+/// read uploads as it goes, so the check comes first); the lines to print.
+pub async fn recheck_policy(
+    bundle: &Path,
+    policy: Option<&Path>,
+    key: Option<&Path>,
+    ui: &Arc<Ui>,
+) -> Result<Option<String>, Failure> {
+    let carried = ferry_bundle::head::read_head(bundle)
+        .map(|h| h.meta.verification.is_some())
+        .unwrap_or(false);
+    if policy.is_none() && !carried {
+        return Ok(None);
+    }
+    let given = load_given(policy)?;
+    let key = key.map(super::key::trusted_key).transpose()?;
+    let (bundle, file) = (bundle.to_path_buf(), policy.map(Path::to_path_buf));
+    let report = tokio::task::spawn_blocking(move || {
+        let g = given
+            .as_ref()
+            .zip(file.as_ref())
+            .map(|((spec, base), f)| (spec, base.as_path(), f.as_path()));
+        ferry_import::trust::recheck(&bundle, g, key.as_ref())
+    })
+    .await
+    .map_err(|e| Failure::env(anyhow!("the signature check stopped: {e}")))?
+    .map_err(policy_failure)?;
+    Ok(report.map(|r| policy_lines(&r, ui)))
 }
 
 pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
@@ -317,38 +352,43 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let split = src.parts().map(|(p, m)| (p.to_path_buf(), m.parts.len()));
     let ui2 = ui.clone();
     let path = a.bundle.clone();
-    let (report, head, verified, content_failures) = tokio::task::spawn_blocking(move || {
-        let mut v = Progress {
-            ui: ui2,
-            head: None,
-            manifests: HashMap::new(),
-            stop_after_manifests: false,
-            key,
-            verified: None,
-            content: None,
-        };
-        let r = read_bundle(
-            std::io::BufReader::with_capacity(1 << 20, &mut src),
-            ReadOptions::default(),
-            &mut v,
-        );
-        match r {
-            // The tar ends before the stream does: check the parts to their last byte.
-            Ok(r) => match src.finish() {
-                Ok(()) => Ok((
-                    r,
-                    v.head,
-                    v.verified,
-                    v.content.map(|c| c.finish()).unwrap_or_default(),
-                )),
-                Err(e) => Err(ReadFailure::Parts(e)),
-            },
-            Err(e) => Err(ReadFailure::of(&mut src, e)),
-        }
-    })
-    .await
-    .map_err(|e| Failure::env(anyhow!("verify thread failed: {e}")))?
-    .map_err(|e| e.failure(&path))?;
+    // A bad --policy file is refused before the bundle is read.
+    let given = load_given(a.policy.as_deref())?;
+    let (report, head, verified, content_failures, signatures) =
+        tokio::task::spawn_blocking(move || {
+            let mut v = Progress {
+                ui: ui2,
+                head: None,
+                manifests: HashMap::new(),
+                stop_after_manifests: false,
+                key,
+                verified: None,
+                content: None,
+                signatures: Default::default(),
+            };
+            let r = read_bundle(
+                std::io::BufReader::with_capacity(1 << 20, &mut src),
+                ReadOptions::default(),
+                &mut v,
+            );
+            match r {
+                // The tar ends before the stream does: check the parts to their last byte.
+                Ok(r) => match src.finish() {
+                    Ok(()) => Ok((
+                        r,
+                        v.head,
+                        v.verified,
+                        v.content.map(|c| c.finish()).unwrap_or_default(),
+                        v.signatures,
+                    )),
+                    Err(e) => Err(ReadFailure::Parts(e)),
+                },
+                Err(e) => Err(ReadFailure::of(&mut src, e)),
+            }
+        })
+        .await
+        .map_err(|e| Failure::env(anyhow!("verify thread failed: {e}")))?
+        .map_err(|e| e.failure(&path))?;
     ui.finish_bar();
     let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
     // What import re-checks (chart archives, plugin sha512), verify refuses
@@ -366,8 +406,16 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         ))
         .hint("do not load this bundle: its content differs from what was checked at export"));
     }
-    let policy_lines =
-        recheck_policy(&a.bundle, a.policy.as_deref(), key_path.as_deref(), ui).await?;
+    // The image signatures, re-verified offline from what this read kept.
+    let policy_lines = signatures
+        .decide(
+            given
+                .as_ref()
+                .zip(a.policy.as_deref())
+                .map(|((spec, base), f)| (spec, base.as_path(), f)),
+        )
+        .map_err(policy_failure)?
+        .map(|r| policy_lines(&r, ui));
     let secs = started.elapsed().as_secs_f64();
     let meta = &head.meta;
     ui.json(json!({
@@ -442,6 +490,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             key: None,
             verified: None,
             content: None,
+            signatures: Default::default(),
         };
         match read_bundle(
             std::io::BufReader::new(&mut src),
