@@ -134,6 +134,7 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace root (the directory above `xtask/`).
 pub fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

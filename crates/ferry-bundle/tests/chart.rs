@@ -1,6 +1,7 @@
 //! Chart archives as an attacker would write them: every hostile archive is
 //! refused with an error that names the archive and the entry, and a
 //! decompression bomb is refused without the memory it asks for.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -28,6 +29,12 @@ fn track(delta: isize) {
     });
 }
 
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counting beside it touches only thread-locals.
+#[allow(
+    unsafe_code,
+    reason = "a counting allocator measures this test's peak memory"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         track(layout.size() as isize);

@@ -5,6 +5,7 @@
 //!
 //! Binary inputs live in `fixtures/fuzz/`, named `<target>-<what>.bin`,
 //! first byte the target's mode byte as the target reads it.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::Read;
 use std::path::Path;

@@ -11,6 +11,7 @@
 //! The bombs here are read lazily from [`Lazy`], which refuses to be read
 //! past a limit: a reader that regressed into reading a bomb fails the test
 //! with that message instead of exhausting the machine's memory.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::{self, Read};
 

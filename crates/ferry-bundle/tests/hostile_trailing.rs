@@ -4,6 +4,7 @@
 //! names, references, annotations and file titles, and parts manifests
 //! that do not add up. Each case asserts the named error; the CLI side
 //! (exit codes, nothing at the registry) is in `ferry/tests/hostile_format.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::{Read, Write};
 

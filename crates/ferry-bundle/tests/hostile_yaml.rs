@@ -12,6 +12,7 @@
 //! - `list:` and `fromManifests:` files that are devices, FIFOs, over the
 //!   size limit or with an overlong line are refused quickly, naming the
 //!   path and the limit.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -1,4 +1,5 @@
 //! Split bundles through the bundle writer and the verifying reader.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

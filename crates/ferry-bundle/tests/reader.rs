@@ -1,4 +1,5 @@
 //! The verifying reader against valid and hostile bundles.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::Read;
 

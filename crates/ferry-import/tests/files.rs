@@ -1,5 +1,6 @@
 //! File targets: a local directory and nginx WebDAV (with basic auth,
 //! `create_full_put_path off`, so parents must be created with MKCOL).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! `on`, `yes`, `n`, `1_000`, `1:20`, `2001-01-01`, `~`, … as other types and
 //! then refuses the whole index. Every string ferry writes must come back as
 //! the same string from PyYAML, which follows the same YAML 1.1 resolver.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::process::Command;
 

@@ -4,6 +4,7 @@
 //! store lands every one. Nothing here times the run; a watchdog far above
 //! what a linear run takes catches a quadratic step coming back (at these
 //! sizes one costs minutes).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::collections::HashSet;
 use std::sync::Arc;

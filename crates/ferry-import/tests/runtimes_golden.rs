@@ -2,6 +2,7 @@
 //! exact bytes `--emit-config` writes for one fixed mirror (TLS with a CA,
 //! a pull credential, a mapped and an unmapped source registry). Any change
 //! to what a consumer reads shows up as a reviewed snapshot diff.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use ferry_import::runtimes::{
     containerd_auth, containers_auth, docker_daemon, k3s_registries, openshift_mirror_sets,

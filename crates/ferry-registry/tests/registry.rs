@@ -1,4 +1,5 @@
 //! The client against a real `docker-registry` 2.8.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

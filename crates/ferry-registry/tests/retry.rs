@@ -1,4 +1,5 @@
 //! Retries, through a fault-injecting proxy in front of a real registry.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Protocol behaviours checked against a scripted HTTP server: auth flows,
 //! mirrors, pagination, verification, upload-session recovery.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

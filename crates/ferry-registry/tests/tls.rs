@@ -1,5 +1,6 @@
 //! TLS settings against a real registry serving HTTPS with client-certificate
 //! checks: custom CA, client certificate, skip-verify.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Independent clients pull from `ferry serve` and get the exact digests:
 //! skopeo (containers/image) and Debian's containerd through a `hosts.toml`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The read endpoints of the distribution API and the file server, checked
 //! with a plain HTTP client against a store built by hand.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

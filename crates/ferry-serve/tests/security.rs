@@ -1,5 +1,6 @@
 //! Serving beyond loopback: htpasswd, TLS, the refusal to expose an
 //! unprotected server, and refusals of stores that are not stores.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -46,6 +46,11 @@
 //! ```
 
 #![warn(missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed set-up fails the test that asked for it"
+)]
 
 pub mod containerd;
 pub mod dataset;

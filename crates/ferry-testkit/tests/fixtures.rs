@@ -1,4 +1,5 @@
 //! The fixture generator: deterministic, self-consistent, shaped as documented.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -1,6 +1,7 @@
 //! The fault-injecting proxy in front of a real registry: forwards unchanged,
 //! injects statuses, 429 with Retry-After, cuts and stalls, and streams large
 //! uploads.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,6 @@
 //! The fault proxy's deterministic hooks: a request held until the test
 //! releases it, and a request body cut mid-upload.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Pushing the fixtures into a real registry keeps every byte: skopeo, an
 //! independent client, reads back manifests whose digests are the fixtures'.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::time::Duration;
 

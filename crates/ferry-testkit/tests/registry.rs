@@ -1,5 +1,6 @@
 //! The registry harness: starts Debian's docker-registry on loopback with its
 //! own storage, stops, restarts on the same port, and cleans up.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! DSSE envelopes, keyless (Fulcio-shaped PKI) and key-based (openssl),
 //! transparency-log entries with SETs and RFC 6962 inclusion proofs against
 //! signed checkpoints.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Hostile signature artifacts: control characters in every string that is
 //! printed, truncation at every offset, and the verdicts' serialisation.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

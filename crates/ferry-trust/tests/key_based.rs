@@ -2,6 +2,7 @@
 //! -sign`, the format cosign documents for key-based signing), in the cosign
 //! tag scheme: accepted with the right key of every supported type, refused
 //! otherwise, with the named reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

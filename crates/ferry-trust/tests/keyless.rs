@@ -2,6 +2,7 @@
 //! intermediate, leaf with the SAN identity and the OIDC issuer extensions,
 //! made by rcgen), signatures by openssl with the leaf's key, a fake Rekor
 //! whose key signs SETs; checked against a matching trusted_root.json.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

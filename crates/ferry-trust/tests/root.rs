@@ -1,5 +1,6 @@
 //! Trusted roots: Sigstore's own (public-good and staging, as shipped by
 //! sigstore-python 4.5.1 in its embedded TUF store), and hostile variants.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

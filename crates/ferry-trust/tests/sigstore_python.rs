@@ -9,6 +9,7 @@
 //! `sigstore` installed), or a venv created under the target directory with
 //! `pip install sigstore==4.5.1`. Only when pip cannot reach PyPI is the
 //! test skipped, and it says so on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 

@@ -11,20 +11,26 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Exit codes (DESIGN.md): 0 success, 1 bad input or bundle, 2 environment or
-/// network, 3 partial success.
+/// network, 3 partial success. Exit code 1: bad input or bundle, nothing landed.
 pub const EXIT_BAD_INPUT: u8 = 1;
+/// Exit code 2: the environment or the network failed.
 pub const EXIT_ENVIRONMENT: u8 = 2;
+/// Exit code 3: part of the work landed (the report says which).
 pub const EXIT_PARTIAL: u8 = 3;
 
 /// A failure with its exit code and an optional hint.
 #[derive(Debug)]
 pub struct Failure {
+    /// The exit code (one of the `EXIT_*` constants).
     pub code: u8,
+    /// What failed, printed with its causes.
     pub error: anyhow::Error,
+    /// What the operator can do about it, printed after the error.
     pub hint: Option<String>,
 }
 
 impl Failure {
+    /// Bad input or bundle (exit 1): nothing landed.
     pub fn input(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             code: EXIT_BAD_INPUT,
@@ -32,6 +38,7 @@ impl Failure {
             hint: None,
         }
     }
+    /// Partial success (exit 3).
     pub fn partial(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             code: EXIT_PARTIAL,
@@ -39,6 +46,7 @@ impl Failure {
         }
     }
 
+    /// The environment or the network failed (exit 2).
     pub fn env(error: impl Into<anyhow::Error>) -> Failure {
         Failure {
             code: EXIT_ENVIRONMENT,
@@ -46,12 +54,14 @@ impl Failure {
             hint: None,
         }
     }
+    /// Adds what the operator can do about it.
     pub fn hint(mut self, hint: impl Into<String>) -> Failure {
         self.hint = Some(hint.into());
         self
     }
 }
 
+/// What a command returns: its exit code, or a failure.
 pub type CmdResult = Result<u8, Failure>;
 
 /// Buffers of a MiB or more (upload chunks, blobs read ahead) come from
@@ -62,6 +72,7 @@ pub type CmdResult = Result<u8, Failure>;
 /// benchmark). musl's allocator always maps large blocks.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code, reason = "mallopt has no safe wrapper; see SAFETY")]
     // SAFETY: mallopt only sets an allocator parameter; it is called once,
     // before any thread starts.
     unsafe {

@@ -2,6 +2,7 @@
 //! exists (issue 13). A real containerd (`ctr images import`) loads every
 //! archive, with the upstream digest; skopeo reads each as an OCI archive; a
 //! refused bundle leaves no archive.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::{ferry, ok, text};

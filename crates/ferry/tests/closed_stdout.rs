@@ -1,5 +1,6 @@
 //! A reader that closes ferry's stdout early (`ferry … | head`) ends the
 //! output quietly: no panic, no error text, the command's own exit code.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

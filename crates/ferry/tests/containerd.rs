@@ -5,6 +5,7 @@
 //! into a target registry with `--emit-config`, stop the upstream, and have
 //! containerd pull the *source* names through the emitted `certs.d`: the
 //! digest it records must be the upstream's.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

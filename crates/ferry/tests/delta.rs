@@ -1,4 +1,5 @@
 //! Differential bundles (`export --since RECEIPT|LOCK`) against real registries.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! End to end against real registries: upstream → export → verify → import →
 //! target, checked with skopeo (an independent client).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

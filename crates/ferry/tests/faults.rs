@@ -15,6 +15,7 @@
 //! each followed by success: the statuses here hit other requests (tag
 //! resolution, chunk PATCHes, upload POSTs, plan-time HEADs, mounts) and add
 //! the faults that do not go away.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};

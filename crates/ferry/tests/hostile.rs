@@ -11,6 +11,7 @@
 //! the CLI; `signatures.rs` a wrong or missing signature; `parts.rs` a
 //! missing, truncated or corrupt part. The library-level checks of the
 //! bundles here are in `ferry-bundle/tests/hostile.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

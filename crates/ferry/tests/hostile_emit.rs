@@ -17,6 +17,7 @@
 //! - `-f`, `list:` and `fromManifests:` naming `/dev/zero`, a FIFO, a 1 GiB
 //!   file or an overlong line: exit 1 quickly, the path and the limit named,
 //!   in bounded memory (peak RSS measured with `/usr/bin/time`).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

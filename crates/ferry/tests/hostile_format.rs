@@ -9,6 +9,7 @@
 //! been uploaded, never referenced), nothing under `--files`, no
 //! `--emit-config` output, no receipt. The library-level variants (every
 //! shape, offset and entry type) are in `ferry-bundle/tests/hostile_trailing.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -11,6 +11,7 @@
 //!   `verify` and `import` alike;
 //! - import re-checks what export checked: chart archives for unsafe
 //!   entries, OpenSearch plugins against their `.sha512`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

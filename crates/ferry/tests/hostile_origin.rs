@@ -9,6 +9,7 @@
 //! ports of 127.0.0.1: if ferry sent the password to the second port the
 //! download would succeed, so the refusal (401 from the second server)
 //! proves the credential was not sent there.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,4 +1,5 @@
 //! `ferry images from-chart`, driven through the built binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 //! server (nginx) → export → verify → import into a real registry and into
 //! both file targets (a directory and nginx WebDAV) → bytes and digests
 //! checked at every destination.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

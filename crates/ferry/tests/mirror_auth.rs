@@ -5,6 +5,7 @@
 //! `auth.json`, both with the upstream stopped. Mirrors: Debian's
 //! `docker-registry` with htpasswd over TLS, and `ferry serve --tls-cert
 //! --tls-key --htpasswd`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::ferry_env as ferry;

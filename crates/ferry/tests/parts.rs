@@ -1,5 +1,6 @@
 //! `ferry export --split`: a bundle carried in parts, verified and imported
 //! part by part (never concatenated on disk), against a real registry.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,6 +2,7 @@
 //! (GitLab, Harbor's project/repository) get every target within N path
 //! components; two sources that collapse onto one name are refused before
 //! anything is pushed, naming both.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::{ferry, text};

@@ -4,6 +4,7 @@
 //! subjects at import with the fallback tag kept on a registry without the
 //! referrers API (Debian's docker-registry), and served from a store by
 //! `ferry serve`'s referrers API. Checked with skopeo and curl.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

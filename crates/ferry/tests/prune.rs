@@ -2,6 +2,7 @@
 //! the second's lock. Against Debian's `docker-registry` (deletes enabled;
 //! its garbage collection run to show the space comes back) and a `ferry
 //! serve` store. skopeo and containerd (not ferry) check what stays.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::{ferry, ok, text};

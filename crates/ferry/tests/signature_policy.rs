@@ -7,6 +7,7 @@
 //! re-verify offline, and a bundle whose signature was stripped after export
 //! (re-pinned so its own table of contents is consistent) is refused with
 //! nothing landed.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::{ferry, ok, text};

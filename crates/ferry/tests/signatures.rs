@@ -1,6 +1,7 @@
 //! Bundle signatures end to end: `ferry key generate`, `ferry export
 //! --sign-key`, `ferry verify --key`, `ferry import --key`, against a real
 //! upstream registry, and checked with Debian's standalone `minisign`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

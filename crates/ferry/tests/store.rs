@@ -1,4 +1,5 @@
 //! `ferry import --store DIR`: bundles into a local OCI-layout mirror store.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 use std::path::Path;
 use std::process::{Command, Output};

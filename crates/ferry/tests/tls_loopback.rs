@@ -3,6 +3,7 @@
 //! into Harbor. The registry is Debian's `docker-registry` serving HTTPS with
 //! a private CA; it is addressed as `localhost:PORT` and `127.0.0.1:PORT`,
 //! with and without `https://`. skopeo (not ferry) checks what landed.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
 use common::{ferry_env as ferry, text};

@@ -1,6 +1,6 @@
 //! Test support: a real `docker-registry` process, a fault-injecting proxy in
 //! front of it, and a scripted HTTP server for auth flows.
-
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(dead_code)]
 
 use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 //! A store built by hand (the layout `ferry import --store` writes) and a
 //! server over it on a free loopback port.
-
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

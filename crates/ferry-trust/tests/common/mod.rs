@@ -2,6 +2,7 @@
 //! `openssl`, a Fulcio-shaped PKI by rcgen, a fake Rekor log whose key
 //! (openssl) signs SETs and checkpoints; manifests and bundles written with
 //! serde_json.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! What the CLI suites share: run the `ferry` binary with a clean
 //! environment (no docker config, no credentials from the caller's shell),
 //! and read its output.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(dead_code)]
 
 use std::process::{Command, Output};
