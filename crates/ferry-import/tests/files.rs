@@ -80,21 +80,19 @@ struct Dav {
 }
 
 impl Dav {
-    fn start() -> Option<Dav> {
+    fn start() -> Dav {
         Dav::start_with(|_| {})
     }
 
-    fn start_with(tweak: impl FnOnce(&mut NginxOptions)) -> Option<Dav> {
-        if !require_nginx() {
-            return None;
-        }
+    fn start_with(tweak: impl FnOnce(&mut NginxOptions)) -> Dav {
+        require_nginx();
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("mirror")).unwrap();
         let mut opts = NginxOptions::webdav(root.path());
         opts.basic_auth = Some((USER.into(), PASSWORD.into()));
         tweak(&mut opts);
         let nginx = Nginx::start(opts).unwrap();
-        Some(Dav { root, nginx })
+        Dav { root, nginx }
     }
 
     /// The directory nginx serves at `/mirror`.
@@ -453,7 +451,7 @@ async fn dir_refuses_a_file_where_a_directory_is_needed() {
 
 #[tokio::test]
 async fn dav_stream_commit_lands_exact_bytes_with_a_literal_plus() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     let target = dav.target();
     target.check().await.unwrap();
     assert!(temps(&dav.mirror()).is_empty(), "the probe is cleaned up");
@@ -474,31 +472,31 @@ async fn dav_stream_commit_lands_exact_bytes_with_a_literal_plus() {
 
 #[tokio::test]
 async fn dav_bad_data_leaves_nothing() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     bad_data_leaves_nothing(&dav.target(), &dav.mirror()).await;
 }
 
 #[tokio::test]
 async fn dav_abort_leaves_nothing() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     abort_leaves_nothing(&dav.target(), &dav.mirror()).await;
 }
 
 #[tokio::test]
 async fn dav_has_compares_size_and_content() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     has_compares_size_and_content(&dav.target(), &dav.mirror()).await;
 }
 
 #[tokio::test]
 async fn dav_read_returns_content_or_none() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     read_returns_content_or_none(&dav.target()).await;
 }
 
 #[tokio::test]
 async fn dav_wrong_password_is_a_clear_error_without_the_password() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     let wrong = "not-the-Pa55word";
     let target = dav.target_with(wrong);
     let url = format!("{}/mirror", dav.nginx.url());
@@ -532,9 +530,7 @@ async fn dav_wrong_password_is_a_clear_error_without_the_password() {
 
 #[tokio::test]
 async fn dav_server_without_move_is_reported() {
-    let Some(dav) = Dav::start_with(|o| o.dav_methods = Some("PUT DELETE MKCOL".into())) else {
-        return;
-    };
+    let dav = Dav::start_with(|o| o.dav_methods = Some("PUT DELETE MKCOL".into()));
     let e = dav.target().check().await.unwrap_err();
     assert!(matches!(e, FilesError::NoMove { .. }), "{e}");
     assert!(
@@ -547,7 +543,7 @@ async fn dav_server_without_move_is_reported() {
 
 #[tokio::test]
 async fn dav_missing_base_collection_is_reported() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     let opts = FileTargetOptions {
         username: Some(USER.into()),
         password: Some(PASSWORD.into()),
@@ -562,7 +558,7 @@ async fn dav_missing_base_collection_is_reported() {
 
 #[tokio::test]
 async fn dav_unreachable_server_names_the_url() {
-    let Some(dav) = Dav::start() else { return };
+    let dav = Dav::start();
     let url = format!("{}/mirror", dav.nginx.url());
     let mut dav = dav;
     dav.nginx.stop();

@@ -38,13 +38,13 @@ fn image_manifest(
 
 #[tokio::test]
 async fn ping_answers_for_a_running_registry() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     client().ping(&reg.host()).await.unwrap();
 }
 
 #[tokio::test]
 async fn oci_manifest_referencing_uploaded_blobs_round_trips_byte_exact() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/oci");
     let layer = bytes_of(300_000, 1);
@@ -88,7 +88,7 @@ async fn oci_manifest_referencing_uploaded_blobs_round_trips_byte_exact() {
 
 #[tokio::test]
 async fn docker_schema2_manifest_round_trips_byte_exact() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/docker");
     let layer = bytes_of(10_000, 2);
@@ -121,7 +121,7 @@ async fn docker_schema2_manifest_round_trips_byte_exact() {
 
 #[tokio::test]
 async fn index_pushed_by_digest_round_trips_and_children_first_is_required() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/index");
     let layer = bytes_of(1000, 3);
@@ -177,7 +177,7 @@ async fn index_pushed_by_digest_round_trips_and_children_first_is_required() {
 
 #[tokio::test]
 async fn put_manifest_by_digest_refuses_bytes_of_another_digest() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let e = c
         .put_manifest(
@@ -193,7 +193,7 @@ async fn put_manifest_by_digest_refuses_bytes_of_another_digest() {
 
 #[tokio::test]
 async fn unknown_manifest_is_not_found_and_head_says_none() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/nothing");
     let e = c.get_manifest(&repo, "nope").await.unwrap_err();
@@ -208,7 +208,7 @@ async fn unknown_manifest_is_not_found_and_head_says_none() {
 
 #[tokio::test]
 async fn uploaded_blob_is_found_by_head_and_streams_back_verified() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/blobs");
     let data = bytes_of(2_500_000, 4);
@@ -235,7 +235,7 @@ async fn uploaded_blob_is_found_by_head_and_streams_back_verified() {
 
 #[tokio::test]
 async fn get_blob_with_a_wrong_expected_size_fails() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/size");
     let data = bytes_of(1000, 5);
@@ -268,7 +268,7 @@ async fn get_blob_with_a_wrong_expected_size_fails() {
 
 #[tokio::test]
 async fn upload_blob_refuses_data_that_does_not_match_the_digest() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/wrong");
     let claimed = Digest::of(b"a");
@@ -283,7 +283,7 @@ async fn upload_blob_refuses_data_that_does_not_match_the_digest() {
 
 #[tokio::test]
 async fn chunked_upload_of_3_mib_in_1_mib_chunks_stores_the_blob() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = Client::new(ClientConfig {
         chunk_size: 1 << 20,
         ..fast_config()
@@ -316,7 +316,7 @@ async fn chunked_upload_of_3_mib_in_1_mib_chunks_stores_the_blob() {
 
 #[tokio::test]
 async fn chunked_upload_with_wrong_content_is_refused_and_nothing_is_stored() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/chunked-bad");
     let data = bytes_of(100_000, 7);
@@ -340,7 +340,7 @@ async fn chunked_upload_with_wrong_content_is_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn chunked_upload_whose_source_ends_early_fails() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/chunked-short");
     let data = bytes_of(100_000, 8);
@@ -360,7 +360,7 @@ async fn chunked_upload_whose_source_ends_early_fails() {
 
 #[tokio::test]
 async fn empty_blob_uploads_chunked_with_no_chunks() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/empty");
     let d = Digest::of(b"");
@@ -372,7 +372,7 @@ async fn empty_blob_uploads_chunked_with_no_chunks() {
 
 #[tokio::test]
 async fn mount_across_repositories_links_the_blob() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let src = reg.repo("ferry/mount-src");
     let dst = reg.repo("ferry/mount-dst");
@@ -395,7 +395,7 @@ async fn mount_across_repositories_links_the_blob() {
 
 #[tokio::test]
 async fn download_blob_writes_the_file_atomically_and_reports_progress() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/download");
     let data = bytes_of(1_234_567, 10);
@@ -425,7 +425,7 @@ async fn download_blob_writes_the_file_atomically_and_reports_progress() {
 
 #[tokio::test]
 async fn download_blob_with_a_wrong_size_leaves_nothing_behind() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/download-bad");
     let data = bytes_of(10_000, 11);
@@ -464,7 +464,7 @@ async fn download_blob_with_a_wrong_size_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn list_tags_returns_all_tags_and_nothing_for_an_unknown_repository() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/tags");
     c.upload_blob(

@@ -80,7 +80,7 @@ async fn manifest_get_is_retried_after_two_503s_and_each_retry_is_logged() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(2, "GET", "/manifests/v1", || Action::status(503)),
@@ -110,7 +110,7 @@ async fn manifest_get_is_retried_after_two_503s_and_each_retry_is_logged() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(1, "GET", "/manifests/v1", || {
@@ -137,7 +137,7 @@ async fn a_429_with_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn persistent_503_gives_up_after_max_attempts() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(usize::MAX, "GET", "/manifests/v1", || Action::status(503)),
@@ -155,7 +155,7 @@ async fn persistent_503_gives_up_after_max_attempts() {
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(Some(reg.addr), |_: &Seen| Action::Forward).await;
     let c = client();
     let e = c
@@ -191,7 +191,7 @@ async fn connection_refused_is_retried_then_reported_with_the_url() {
 
 #[tokio::test]
 async fn download_cut_mid_body_resumes_with_a_range_request() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(1, "GET", "/blobs/sha256:", || {
@@ -238,7 +238,7 @@ async fn download_cut_mid_body_resumes_with_a_range_request() {
 
 #[tokio::test]
 async fn get_blob_stream_reports_a_cut_body_as_an_error_item() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(1, "GET", "/blobs/sha256:", || {
@@ -265,7 +265,7 @@ async fn get_blob_stream_reports_a_cut_body_as_an_error_item() {
 
 #[tokio::test]
 async fn upload_blob_retries_the_whole_sequence_after_a_failed_put() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(1, "PUT", "/blobs/uploads/", || Action::status(502)),
@@ -298,7 +298,7 @@ async fn upload_blob_retries_the_whole_sequence_after_a_failed_put() {
 
 #[tokio::test]
 async fn chunked_upload_resends_a_chunk_after_a_503() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = n.clone();
     let proxy = Proxy::start(Some(reg.addr), move |s: &Seen| {
@@ -347,7 +347,7 @@ async fn chunked_upload_to_registry_2_8_fails_clearly_when_an_accepted_patch_los
     // Distribution signs the offset into each Location (`_state`): after a
     // lost answer the older Location is refused, so the session cannot go
     // on. The client must say so instead of retrying blindly.
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let n = Arc::new(AtomicUsize::new(0));
     let n2 = n.clone();
     let proxy = Proxy::start(Some(reg.addr), move |s: &Seen| {
@@ -398,7 +398,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<Bytes>) -> (Vec<u8>, usize,
 
 #[tokio::test]
 async fn stream_cut_mid_body_resumes_with_a_range_request() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(
         Some(reg.addr),
         first_n(1, "GET", "/blobs/sha256:", || {
@@ -464,7 +464,7 @@ fn cut_then_whole(body: Vec<u8>) -> impl Fn(&Seen) -> Action + Send + Sync + 'st
 
 #[tokio::test]
 async fn stream_from_a_registry_that_ignores_the_range_drops_what_was_already_sent() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let data = bytes_of(1_000_000, 24);
     let d = Digest::of(&data);
     let proxy = Proxy::start(Some(reg.addr), cut_then_whole(data.clone())).await;
@@ -485,7 +485,7 @@ async fn stream_from_a_registry_that_ignores_the_range_drops_what_was_already_se
 
 #[tokio::test]
 async fn stream_resumed_with_other_bytes_fails_without_the_end_mark() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let data = bytes_of(1_000_000, 25);
     let d = Digest::of(&data);
     let mut other = data.clone();
@@ -513,7 +513,7 @@ async fn stream_resumed_with_other_bytes_fails_without_the_end_mark() {
 
 #[tokio::test]
 async fn stream_stops_when_its_reader_goes_away() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client();
     let repo = reg.repo("ferry/stream-gone");
     let data = bytes_of(2_000_000, 26);

@@ -17,9 +17,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_inspects_every_image_with_its_digest() {
-    if !require_tool("skopeo") {
-        return;
-    }
+    require_tool("skopeo");
     let store = build_store();
     let srv = start(ServeOptions::new(store.dir(), loopback())).await;
     for image in store.set.images.clone() {
@@ -72,9 +70,7 @@ fn skopeo_copy(src: &str, dst: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_whole_images_out_with_their_digests() {
-    if !require_tool("skopeo") {
-        return;
-    }
+    require_tool("skopeo");
     let store = build_store();
     let srv = start(ServeOptions::new(store.dir(), loopback())).await;
     let out = tempfile::tempdir().unwrap();
@@ -136,9 +132,7 @@ async fn skopeo_copies_whole_images_out_with_their_digests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_docker_io_names_through_a_hosts_toml() {
-    if !require_containerd() {
-        return;
-    }
+    require_containerd();
     let store = build_store();
     let srv = start(ServeOptions::new(store.dir(), loopback())).await;
     let hosts = tempfile::tempdir().unwrap();

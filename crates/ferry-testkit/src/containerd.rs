@@ -70,15 +70,15 @@ const DISABLED_PLUGINS: &[&str] = &[
 ];
 
 /// Whether `containerd` and `ctr` are installed, for tests that need them:
-/// `true` when both are on `PATH`; when one is missing, the test fails with
+/// returns when both are on `PATH`; when one is missing, the test fails with
 /// the install line (never a silent skip).
-pub fn require_containerd() -> bool {
+pub fn require_containerd() {
     let missing: Vec<&str> = [CONTAINERD_BIN, CTR_BIN]
         .into_iter()
         .filter(|t| !on_path(t))
         .collect();
     if missing.is_empty() {
-        return true;
+        return;
     }
     panic!(
         "required tool(s) {} missing: install them with `apt-get install -y containerd` (or run `cargo xtask test`, which installs them)",
@@ -351,9 +351,7 @@ mod tests {
 
     #[test]
     fn starts_on_its_own_socket_and_holds_no_images() {
-        if !require_containerd() {
-            return;
-        }
+        require_containerd();
         let c = Containerd::start().unwrap();
         assert!(c.address().starts_with(std::env::temp_dir()));
         assert!(c.images().unwrap().is_empty());
@@ -368,9 +366,7 @@ mod tests {
 
     #[test]
     fn a_pull_without_a_reachable_registry_fails_naming_the_reference() {
-        if !require_containerd() {
-            return;
-        }
+        require_containerd();
         let c = Containerd::start().unwrap();
         let hosts = tempfile::tempdir().unwrap();
         // A port nothing listens on (bound, then released).
@@ -386,9 +382,7 @@ mod tests {
 
     #[test]
     fn the_daemon_is_gone_after_drop() {
-        if !require_containerd() {
-            return;
-        }
+        require_containerd();
         let mut c = Containerd::start().unwrap();
         let pid = c.child.as_ref().map(|ch| ch.id()).unwrap();
         assert!(Path::new(&format!("/proc/{pid}")).exists());

@@ -82,12 +82,12 @@ pub fn nginx_binary() -> Option<PathBuf> {
 /// [`crate::registry::require_tool`], but also finds [`NGINX_SBIN`] when
 /// `/usr/sbin` is not on `PATH`):
 ///
-/// - found: returns `true`;
+/// - found: returns;
 /// - missing: the test fails, naming the Debian package to install (never a
 ///   silent skip).
-pub fn require_nginx() -> bool {
+pub fn require_nginx() {
     if nginx_binary().is_some() {
-        return true;
+        return;
     }
     let pkg = package_for(NGINX_BIN);
     panic!(
@@ -524,9 +524,7 @@ mod tests {
 
     #[tokio::test]
     async fn read_only_server_serves_files_and_refuses_writes() {
-        if !require_nginx() {
-            return;
-        }
+        require_nginx();
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("charts")).unwrap();
         std::fs::write(root.path().join("charts/index.yaml"), b"apiVersion: v1\n").unwrap();
@@ -559,9 +557,7 @@ mod tests {
 
     #[tokio::test]
     async fn webdav_needs_mkcol_and_keeps_plus_literal() {
-        if !require_nginx() {
-            return;
-        }
+        require_nginx();
         let root = tempfile::tempdir().unwrap();
         let mut opts = NginxOptions::webdav(root.path());
         opts.basic_auth = Some(("ferry".into(), "s3cret".into()));

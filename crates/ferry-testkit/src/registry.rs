@@ -422,19 +422,17 @@ pub fn under_ci() -> bool {
 }
 
 /// Makes sure the tool `name` is installed, for tests that need it: returns
-/// `true` when it is on `PATH`, and otherwise fails the test with the line
+/// when it is on `PATH`, and otherwise fails the test with the line
 /// that installs it. A test never passes by skipping: `cargo xtask test`
 /// installs every tool the tests use (as root, with apt-get).
 ///
 /// ```no_run
 /// # use ferry_testkit::registry::require_tool;
-/// if !require_tool("docker-registry") {
-///     return;
-/// }
+/// require_tool("docker-registry");
 /// ```
-pub fn require_tool(name: &str) -> bool {
+pub fn require_tool(name: &str) {
     if on_path(name) {
-        return true;
+        return;
     }
     panic!(
         "required tool `{name}` is missing: install it with `apt-get install -y {}` (or run `cargo xtask test`, which installs it)",

@@ -59,20 +59,16 @@ fn pseudo_random(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn start(faults: Vec<Fault>) -> Option<(Registry, FaultProxy)> {
-    if !require_tool("docker-registry") {
-        return None;
-    }
+fn start(faults: Vec<Fault>) -> (Registry, FaultProxy) {
+    require_tool("docker-registry");
     let reg = Registry::start().unwrap();
     let proxy = FaultProxy::start(reg.addr(), faults);
-    Some((reg, proxy))
+    (reg, proxy)
 }
 
 #[tokio::test]
 async fn requests_without_a_fault_are_forwarded_unchanged() {
-    let Some((reg, proxy)) = start(vec![]) else {
-        return;
-    };
+    let (reg, proxy) = start(vec![]);
     let r = http()
         .get(format!("{}/v2/", proxy.url()))
         .send()
@@ -106,12 +102,9 @@ async fn requests_without_a_fault_are_forwarded_unchanged() {
 
 #[tokio::test]
 async fn a_status_fault_answers_an_oci_error_then_lets_requests_through() {
-    let Some((_reg, proxy)) = start(vec![Fault::new(Action::Status(503))
+    let (_reg, proxy) = start(vec![Fault::new(Action::Status(503))
         .on_path("/v2/")
-        .times(2)])
-    else {
-        return;
-    };
+        .times(2)]);
     let c = http();
     for _ in 0..2 {
         let r = c.get(format!("{}/v2/", proxy.url())).send().await.unwrap();
@@ -132,11 +125,9 @@ async fn a_status_fault_answers_an_oci_error_then_lets_requests_through() {
 
 #[tokio::test]
 async fn too_many_requests_carries_retry_after() {
-    let Some((_reg, proxy)) = start(vec![Fault::new(Action::TooManyRequests {
+    let (_reg, proxy) = start(vec![Fault::new(Action::TooManyRequests {
         retry_after_secs: 3,
-    })]) else {
-        return;
-    };
+    })]);
     let r = http()
         .get(format!("{}/v2/", proxy.url()))
         .send()
@@ -156,14 +147,12 @@ async fn too_many_requests_carries_retry_after() {
 
 #[tokio::test]
 async fn faults_match_on_method_and_path_in_order() {
-    let Some((_reg, proxy)) = start(vec![
+    let (_reg, proxy) = start(vec![
         Fault::new(Action::Status(500))
             .on_method("PUT")
             .on_path("/blobs/uploads/"),
         Fault::new(Action::Status(502)).on_method("PUT"),
-    ]) else {
-        return;
-    };
+    ]);
     // GET and POST pass; the first PUT gets the first fault (after its body
     // was read, so the client sees the answer), the second PUT the second.
     let (_, status) = upload(&proxy.url(), "t/order", pseudo_random(300_000)).await;
@@ -195,12 +184,9 @@ async fn faults_match_on_method_and_path_in_order() {
 
 #[tokio::test]
 async fn a_cut_closes_the_response_after_the_given_body_bytes() {
-    let Some((reg, proxy)) = start(vec![Fault::new(Action::CutAfter(1000))
+    let (reg, proxy) = start(vec![Fault::new(Action::CutAfter(1000))
         .on_method("GET")
-        .on_path("/blobs/sha256:")])
-    else {
-        return;
-    };
+        .on_path("/blobs/sha256:")]);
     let data = pseudo_random(1 << 20);
     let (digest, status) = upload(&reg.url(), "t/cut", data.clone()).await;
     assert_eq!(status, 201);
@@ -226,9 +212,7 @@ async fn a_cut_closes_the_response_after_the_given_body_bytes() {
 
 #[tokio::test]
 async fn a_stall_says_nothing_until_the_client_gives_up() {
-    let Some((_reg, proxy)) = start(vec![Fault::new(Action::Stall(Duration::from_secs(5)))]) else {
-        return;
-    };
+    let (_reg, proxy) = start(vec![Fault::new(Action::Stall(Duration::from_secs(5)))]);
     let c = reqwest::Client::builder()
         .timeout(Duration::from_millis(400))
         .build()
@@ -247,9 +231,7 @@ async fn a_stall_says_nothing_until_the_client_gives_up() {
 
 #[tokio::test]
 async fn large_uploads_stream_through_the_proxy() {
-    let Some((reg, proxy)) = start(vec![]) else {
-        return;
-    };
+    let (reg, proxy) = start(vec![]);
     // A chunked upload: POST, one 24 MiB PATCH, then PUT.
     let data = pseudo_random(24 << 20);
     let digest = Digest::of(&data);

@@ -24,9 +24,8 @@ fn client() -> Client {
 
 #[test]
 fn pushed_fixtures_read_back_byte_exact_with_skopeo() {
-    if !require_tool("docker-registry") || !require_tool("skopeo") {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let reg = Registry::start().unwrap();
     let host = reg.host();
     let set = FixtureSet::generate(&FixtureOptions {
@@ -95,9 +94,8 @@ fn pushed_fixtures_read_back_byte_exact_with_skopeo() {
 
 #[test]
 fn skopeo_copies_the_pushed_images_keeping_digests() {
-    if !require_tool("docker-registry") || !require_tool("skopeo") {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let a = Registry::start().unwrap();
     let b = Registry::start().unwrap();
     let set = FixtureSet::generate(&FixtureOptions::default());
@@ -140,9 +138,8 @@ fn skopeo_copies_the_pushed_images_keeping_digests() {
 
 #[test]
 fn a_push_through_the_fault_proxy_survives_retryable_faults() {
-    if !require_tool("docker-registry") || !require_tool("skopeo") {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let reg = Registry::start().unwrap();
     let proxy = FaultProxy::start(
         reg.addr(),
@@ -180,9 +177,7 @@ fn a_push_through_the_fault_proxy_survives_retryable_faults() {
 
 #[test]
 fn tool_errors_carry_the_tools_stderr() {
-    if !require_tool("skopeo") {
-        return;
-    }
+    require_tool("skopeo");
     let err = skopeo_inspect_raw("127.0.0.1:1/nothing/here:1").unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("skopeo inspect --raw"), "{msg}");

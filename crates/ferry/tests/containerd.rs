@@ -42,8 +42,9 @@ fn ok(o: &Output) -> String {
     text
 }
 
-fn tools() -> bool {
-    require_tool("docker-registry") && require_containerd()
+fn tools() {
+    require_tool("docker-registry");
+    require_containerd();
 }
 
 struct World {
@@ -154,9 +155,7 @@ fn hosts_toml(emit: &Path, host: &str) -> String {
 
 #[test]
 fn containerd_pulls_docker_hub_names_through_a_mapped_mirror() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut w = world();
     let bundle = w.export("docker.io");
     let emit = w.import(&bundle, &w.target.host(), &["--map", "docker.io=dockerhub"]);
@@ -179,9 +178,7 @@ fn containerd_pulls_docker_hub_names_through_a_mapped_mirror() {
 
 #[test]
 fn containerd_pulls_through_the_default_mapping_under_a_target_prefix() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut w = world();
     let bundle = w.export("docker.io");
     let registry = format!("{}/mirror", w.target.host());
@@ -200,9 +197,7 @@ fn containerd_pulls_through_the_default_mapping_under_a_target_prefix() {
 
 #[test]
 fn containerd_finds_a_source_host_with_a_port_in_its_host_port_directory() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut w = world();
     // The upstream's own address is the source registry: host:port.
     let source = w.upstream.host();
@@ -227,9 +222,7 @@ fn containerd_finds_a_source_host_with_a_port_in_its_host_port_directory() {
 /// with `ferry serve`, and containerd pulls through the emitted hosts.toml.
 #[test]
 fn containerd_pulls_from_ferry_serve_through_the_emitted_config() {
-    if !tools() {
-        return;
-    }
+    tools();
     let mut w = world();
     let bundle = w.export("docker.io");
     let store = w.dir.join("store");

@@ -99,9 +99,8 @@ fn bundle_meta(bundle: &Path) -> serde_json::Value {
 
 #[test]
 fn a_delta_carries_only_what_changed_and_needs_its_base() {
-    if !(require_tool("docker-registry") && require_tool("skopeo")) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let upstream = Registry::start().unwrap();

@@ -47,8 +47,9 @@ fn ok(o: &Output) -> String {
     text(o)
 }
 
-fn tools() -> bool {
-    require_tool("docker-registry") && require_tool("skopeo")
+fn tools() {
+    require_tool("docker-registry");
+    require_tool("skopeo");
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -181,9 +182,7 @@ impl World {
 
 #[test]
 fn images_arrive_byte_exact_at_the_target_and_a_second_import_changes_nothing() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(true);
     let bundle = w.export(&[]);
     let b = bundle.to_str().unwrap();
@@ -262,9 +261,7 @@ fn images_arrive_byte_exact_at_the_target_and_a_second_import_changes_nothing() 
 
 #[test]
 fn the_decompressed_bundle_is_an_oci_archive_skopeo_reads() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let bundle = w.export(&["--compression", "none"]);
     for i in w
@@ -293,9 +290,7 @@ fn the_decompressed_bundle_is_an_oci_archive_skopeo_reads() {
 
 #[test]
 fn two_exports_of_the_same_content_are_byte_identical() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let a = std::fs::read(w.export(&[])).unwrap();
     let b = std::fs::read(w.export(&[])).unwrap();
@@ -304,9 +299,7 @@ fn two_exports_of_the_same_content_are_byte_identical() {
 
 #[test]
 fn a_platform_filter_keeps_the_index_bytes_and_records_what_is_absent() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let multi = w.set.image("fixtures/multiarch");
     let spec = write_spec(
@@ -363,9 +356,7 @@ fn a_platform_filter_keeps_the_index_bytes_and_records_what_is_absent() {
 
 #[test]
 fn locked_export_refuses_when_a_tag_moved_and_names_it() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let refs = w.refs();
     let spec = write_spec(&w.dir, &refs, "");
@@ -462,9 +453,7 @@ fn locked_export_refuses_when_a_tag_moved_and_names_it() {
 /// and leaves the target without any manifest.
 #[test]
 fn hostile_bundles_are_refused_and_nothing_is_pushed() {
-    if !require_tool("docker-registry") {
-        return;
-    }
+    require_tool("docker-registry");
     let dir = tempfile::tempdir().unwrap();
     let target = Registry::start().unwrap();
     let s = Sample::new("example.org/team/app:1.0", &vec![7u8; 5000]);
@@ -604,9 +593,7 @@ fn hostile_bundles_are_refused_and_nothing_is_pushed() {
 
 #[test]
 fn a_corrupt_layer_keeps_its_image_out_and_lets_the_rest_land_with_exit_3() {
-    if !tools() {
-        return;
-    }
+    tools();
     let dir = tempfile::tempdir().unwrap();
     let target = Registry::start().unwrap();
     // Two images in one hand-made bundle: the second's layer is corrupted.
@@ -771,9 +758,7 @@ fn bad_specs_name_the_file_line_and_key() {
 #[test]
 fn transient_registry_errors_are_retried_on_both_sides() {
     use ferry_testkit::proxy::{Action, Fault, FaultProxy};
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let proxy = FaultProxy::start(
         w.upstream.addr(),
@@ -854,9 +839,7 @@ fn transient_registry_errors_are_retried_on_both_sides() {
 
 #[test]
 fn dry_run_prints_the_plan_and_pushes_nothing() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let bundle = w.export(&[]);
     let o = ok(&ferry(&[
@@ -922,9 +905,7 @@ fn images_from_manifests_prints_a_list_file_and_from_manifests_feeds_the_spec() 
 
 #[test]
 fn from_manifests_in_the_spec_resolves_every_image_found() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let a = w
         .set
@@ -973,9 +954,7 @@ spec:
 
 #[test]
 fn trivy_databases_travel_as_byte_exact_artifacts() {
-    if !tools() {
-        return;
-    }
+    tools();
     let w = world(false);
     let db = w.set.image("fixtures/trivy-db");
     let spec = w.dir.join("trivy.yaml");
@@ -1024,9 +1003,7 @@ fn trivy_databases_travel_as_byte_exact_artifacts() {
 
 #[test]
 fn large_blobs_stream_side_by_side_from_several_readers_byte_exact() {
-    if !tools() {
-        return;
-    }
+    tools();
     // Four 6 MiB layers: with 1 MiB chunks every one is streamed, and with
     // --jobs 3 two lanes (extra readers of the bundle file) take a share.
     let w = world_with(&FixtureOptions {

@@ -45,8 +45,10 @@ fn ok(o: &Output) -> String {
     text(o)
 }
 
-fn tools() -> bool {
-    require_tool("docker-registry") && require_tool("skopeo") && require_nginx()
+fn tools() {
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    require_nginx();
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -352,9 +354,7 @@ fn index_names_follow_the_grammar_and_ctr_names_no_url(bundle: &Path, dir: &Path
         files >= 3,
         "drivers, plugins and files carry their URL: {index:#}"
     );
-    if !ferry_testkit::containerd::require_containerd() {
-        return;
-    }
+    ferry_testkit::containerd::require_containerd();
     let tar_path = dir.join("bundle-decompressed.tar");
     std::fs::write(&tar_path, &raw).unwrap();
     let ctd = ferry_testkit::containerd::Containerd::start().unwrap();
@@ -368,9 +368,7 @@ fn index_names_follow_the_grammar_and_ctr_names_no_url(bundle: &Path, dir: &Path
 
 #[test]
 fn every_kind_lands_where_its_consumer_looks() {
-    if !tools() {
-        return;
-    }
+    tools();
     let u = upstream();
     let target = Registry::start().unwrap();
     let spec = spec(&u, false);
@@ -532,9 +530,7 @@ fn every_kind_lands_where_its_consumer_looks() {
 
 #[test]
 fn bad_sources_are_refused_naming_what_is_wrong() {
-    if !tools() {
-        return;
-    }
+    tools();
     let u = upstream();
     let root = u.files.root().to_path_buf();
     let base = spec(&u, false);
@@ -650,9 +646,7 @@ fn text_of(o: &Output) -> String {
 
 #[test]
 fn classic_repositories_with_basic_auth() {
-    if !tools() {
-        return;
-    }
+    tools();
     let u = upstream();
     let guarded = Nginx::start(NginxOptions {
         basic_auth: Some(("ci".into(), "s3cret".into())),

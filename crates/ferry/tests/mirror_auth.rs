@@ -177,9 +177,9 @@ fn base64_of(s: &str) -> String {
 
 #[test]
 fn nodes_pull_from_a_tls_registry_with_htpasswd_through_the_emitted_config() {
-    if !(require_tool("docker-registry") && require_tool("skopeo") && require_containerd()) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    require_containerd();
     let mut w = world();
     let bundle = w.export();
     let target = Registry::start_with(RegistryOptions {
@@ -250,9 +250,9 @@ fn nodes_pull_from_a_tls_registry_with_htpasswd_through_the_emitted_config() {
 
 #[test]
 fn nodes_pull_from_ferry_serve_with_tls_and_htpasswd_through_the_emitted_config() {
-    if !(require_tool("docker-registry") && require_tool("skopeo") && require_containerd()) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    require_containerd();
     let mut w = world();
     let bundle = w.export();
     let store = w.dir.join("store");

@@ -201,9 +201,9 @@ struct Setup {
 }
 
 fn setup() -> Option<Setup> {
-    if !(require_tool("docker-registry") && require_tool("skopeo") && require_tool("curl")) {
-        return None;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    require_tool("curl");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let upstream = Registry::start().unwrap();

@@ -117,9 +117,9 @@ fn skopeo_raw(host: &str, repo: &str, tag: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn prune_a_registry_keeps_the_second_bundle_and_frees_the_first_ones_extras() {
-    if !(require_tool("docker-registry") && require_tool("skopeo") && require_containerd()) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    require_containerd();
     let w = World::new();
     let (bundle_a, _lock_a) = w.bundle("a", &A);
     let (bundle_b, lock_b) = w.bundle("b", &B);
@@ -300,9 +300,8 @@ fn prune_a_registry_keeps_the_second_bundle_and_frees_the_first_ones_extras() {
 
 #[test]
 fn prune_refuses_a_registry_without_deletes_and_deletes_nothing() {
-    if !(require_tool("docker-registry") && require_tool("skopeo")) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let w = World::new();
     let (bundle_a, _) = w.bundle("a", &A);
     let (_, lock_b) = w.bundle("b", &B);
@@ -356,9 +355,7 @@ fn prune_refuses_a_registry_without_deletes_and_deletes_nothing() {
 
 #[test]
 fn prune_a_store_frees_blobs_and_refuses_after_a_concurrent_import() {
-    if !require_tool("docker-registry") {
-        return;
-    }
+    require_tool("docker-registry");
     let w = World::new();
     let (bundle_a, _) = w.bundle("a", &A);
     let (bundle_b, lock_b) = w.bundle("b", &B);

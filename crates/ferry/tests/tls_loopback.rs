@@ -120,9 +120,8 @@ fn export(
 
 #[test]
 fn import_into_a_tls_registry_on_localhost_and_127_0_0_1() {
-    if !(require_tool("docker-registry") && require_tool("skopeo")) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let s = setup();
     let h = s.upstream.host();
     let multi = s.set.image("fixtures/multiarch");
@@ -201,9 +200,8 @@ fn import_into_a_tls_registry_on_localhost_and_127_0_0_1() {
 
 #[test]
 fn export_from_a_tls_registry_on_localhost_with_its_ca() {
-    if !(require_tool("docker-registry") && require_tool("skopeo")) {
-        return;
-    }
+    require_tool("docker-registry");
+    require_tool("skopeo");
     let s = setup();
     let port = s.target.port();
     let multi = s.set.image("fixtures/multiarch");

@@ -31,24 +31,23 @@ fn free_port() -> u16 {
 
 /// Starts a registry, or returns `None` (with a message) when the binary is
 /// missing. Under `CI=true` a missing binary fails the test.
-pub fn registry() -> Option<Registry> {
-    if !registry_available() {
-        return None;
-    }
-    Some(Registry::start(tempfile::tempdir().expect("tempdir"), None))
+pub fn registry() -> Registry {
+    registry_available();
+    Registry::start(tempfile::tempdir().expect("tempdir"), None)
 }
 
 /// Like [`registry`], serving HTTPS with `tls` (the YAML of `http.tls`,
 /// paths inside `dir`).
-pub fn registry_with_tls(dir: tempfile::TempDir, tls: &str) -> Option<Registry> {
-    registry_available().then(|| Registry::start(dir, Some(tls)))
+pub fn registry_with_tls(dir: tempfile::TempDir, tls: &str) -> Registry {
+    registry_available();
+    Registry::start(dir, Some(tls))
 }
 
-/// Whether the registry binary is there: `true`, or the test fails with
+/// Makes sure the registry binary is there: returns, or the test fails with
 /// the install line (never a silent skip; `cargo xtask test` installs it).
-pub fn registry_available() -> bool {
+pub fn registry_available() {
     if Path::new(REGISTRY_BIN).exists() {
-        return true;
+        return;
     }
     panic!("{REGISTRY_BIN} is missing: install it with `apt-get install -y docker-registry` (or run `cargo xtask test`, which installs it)");
 }
