@@ -21,7 +21,7 @@ use crate::relpath::{RelPath, RelPathError};
 use crate::Digest;
 
 /// The layer annotation that names a file.
-pub const ANN_TITLE: &str = "org.opencontainers.image.title";
+pub const ANN_TITLE: &str = oci_spec::image::ANNOTATION_TITLE;
 /// Manifest annotation: where the file was fetched from.
 pub const ANN_SOURCE_URL: &str = "dev.ferry.url";
 /// The empty config's bytes (`{}`).

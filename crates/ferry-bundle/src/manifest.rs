@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+/// The OCI media types as the OCI image spec's own crate knows them; a
+/// string from a manifest becomes one with `MediaType::from(&str)`
+/// (anything unknown is `MediaType::Other`). The constants below are the
+/// same strings where a `&'static str` is needed (an `Accept` header, a
+/// `match`); a test holds them equal.
+pub use oci_spec::image::MediaType;
+
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// OCI image index.
@@ -27,12 +34,12 @@ pub const MANIFEST_ACCEPT: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST,
 
 /// Whether a media type names an index / manifest list.
 pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
+    MediaType::from(media_type) == MediaType::ImageIndex || media_type == DOCKER_LIST
 }
 
 /// Whether a media type names a single-image manifest.
 pub fn is_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
+    MediaType::from(media_type) == MediaType::ImageManifest || media_type == DOCKER_MANIFEST
 }
 
 /// Whether a media type is any kind of manifest ferry can carry.
@@ -304,5 +311,28 @@ mod tests {
             parse(doc.as_bytes(), Some(OCI_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn the_media_type_constants_are_the_oci_specs_own() {
+        assert_eq!(MediaType::ImageManifest.to_string(), OCI_MANIFEST);
+        assert_eq!(MediaType::ImageIndex.to_string(), OCI_INDEX);
+        assert_eq!(MediaType::EmptyJSON.to_string(), OCI_EMPTY);
+        for (mt, index, manifest) in [
+            (OCI_INDEX, true, false),
+            (DOCKER_LIST, true, false),
+            (OCI_MANIFEST, false, true),
+            (DOCKER_MANIFEST, false, true),
+            ("application/vnd.oci.image.config.v1+json", false, false),
+            (
+                "application/vnd.oci.image.index.v1+json; charset=x",
+                false,
+                false,
+            ),
+            ("", false, false),
+        ] {
+            assert_eq!(is_index(mt), index, "{mt}");
+            assert_eq!(is_manifest(mt), manifest, "{mt}");
+        }
     }
 }

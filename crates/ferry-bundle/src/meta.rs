@@ -21,7 +21,7 @@ pub const SIG_PATH: &str = "ferry/bundle.json.sig";
 /// Annotation: the full source reference (containerd's convention).
 pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
 /// Annotation: the OCI ref name (ferry writes the full source reference).
-pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANN_REF_NAME: &str = oci_spec::image::ANNOTATION_REF_NAME;
 /// Annotation: the ferry content kind.
 pub const ANN_KIND: &str = "dev.ferry.kind";
 /// index.json: where a file item came from (its URL; file items are named
