@@ -8,10 +8,11 @@
 //!   the adaptive per-host gate, error answers);
 //! - `manifests`: get/head/put/delete manifests;
 //! - `blobs`: head, get, download and stream blobs, resumed and verified;
-//! - `uploads`: mount, monolithic, streamed and chunked uploads;
+//! - `uploads`: mount, monolithic and chunked uploads;
+//! - `streamed`: one streamed PUT per blob, falling back to chunks;
 //! - `listing`: tag lists and referrers, page by page.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ mod connect;
 mod listing;
 mod manifests;
 mod request;
+mod streamed;
 mod uploads;
 
 /// A blob body being received: bytes as they arrive, checked against the
@@ -64,6 +66,8 @@ pub(crate) struct Inner {
     /// Loopback hosts given without a scheme, by whether they turned out to
     /// speak plain HTTP (`true`) or HTTPS (`false`).
     plain_loopback: std::sync::Mutex<HashMap<String, bool>>,
+    /// Hosts that refused a streamed PUT (their uploads go in chunks).
+    no_streamed_put: std::sync::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -95,6 +99,7 @@ impl Client {
                 jobs,
                 gates: std::sync::Mutex::new(HashMap::new()),
                 plain_loopback: std::sync::Mutex::new(HashMap::new()),
+                no_streamed_put: std::sync::Mutex::new(HashSet::new()),
             }),
         })
     }

@@ -14,6 +14,7 @@ use reqwest::header::{
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
+use super::streamed::Feed;
 use super::{Client, DOCKER_CONTENT_DIGEST};
 use crate::auth::{self, Challenge, Creds};
 use crate::endpoint::{authority_of, safe_url, Endpoint};
@@ -53,6 +54,8 @@ pub(super) struct Req {
     pub(super) url: Url,
     pub(super) headers: HeaderMap,
     pub(super) body: Option<Bytes>,
+    /// A streamed body instead (a fresh one for each send).
+    pub(super) stream: Option<Arc<Feed>>,
     pub(super) limit: Limit,
 }
 
@@ -63,6 +66,7 @@ impl Req {
             url,
             headers: HeaderMap::new(),
             body: None,
+            stream: None,
             limit: Limit::Total,
         }
     }
@@ -82,6 +86,12 @@ impl Req {
     /// An empty body with `Content-Length: 0` (POST/PUT without content).
     pub(super) fn empty(self) -> Req {
         self.header(CONTENT_LENGTH, "0").body(Bytes::new())
+    }
+
+    /// Sends `feed`'s bytes as the body (sent again only while it holds them).
+    pub(super) fn stream(mut self, feed: Arc<Feed>) -> Req {
+        self.stream = Some(feed);
+        self
     }
 
     pub(super) fn limit(mut self, limit: Limit) -> Req {
@@ -280,6 +290,8 @@ impl Client {
         }
         if let Some(b) = &req.body {
             rb = rb.body(b.clone());
+        } else if let Some(feed) = &req.stream {
+            rb = rb.body(feed.body());
         }
         let transport = |source: reqwest::Error| Error::Transport {
             method: req.method.to_string(),
@@ -293,7 +305,11 @@ impl Client {
         let sent = match req.limit {
             Limit::Total => rb.timeout(timeout).send().await.map_err(transport),
             Limit::Upload => {
-                let len = req.body.as_ref().map_or(0, |b| b.len() as u64);
+                let len = match (&req.body, &req.stream) {
+                    (Some(b), _) => b.len() as u64,
+                    (None, Some(feed)) => feed.size(),
+                    (None, None) => 0,
+                };
                 let t = timeout + Duration::from_secs(len / MIN_UPLOAD_RATE);
                 rb.timeout(t).send().await.map_err(transport)
             }

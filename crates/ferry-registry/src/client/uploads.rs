@@ -1,6 +1,8 @@
 //! Uploads: cross-repository mount, monolithic upload of a blob in memory,
 //! chunked upload (PATCH per chunk, resumed from the registry's `Range`).
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use ferry_bundle::digest::{Digest, Hasher};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
@@ -40,6 +42,33 @@ pub(super) fn stored_bytes(range: &str, acknowledged: u64) -> Option<u64> {
         return Some(0);
     }
     Some(end + 1)
+}
+
+/// The chunks of a blob being uploaded: some already taken from the
+/// caller's channel (kept by a streamed attempt), then the channel.
+pub(super) struct Chunks {
+    first: VecDeque<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl Chunks {
+    pub(super) fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Chunks {
+        Chunks::with_first(VecDeque::new(), rx)
+    }
+
+    pub(super) fn with_first(
+        first: VecDeque<Bytes>,
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Chunks {
+        Chunks { first, rx }
+    }
+
+    async fn recv(&mut self) -> Option<Bytes> {
+        match self.first.pop_front() {
+            Some(c) => Some(c),
+            None => self.rx.recv().await,
+        }
+    }
 }
 
 impl Client {
@@ -160,16 +189,29 @@ impl Client {
         repo: &Repo,
         digest: &Digest,
         size: u64,
-        mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<(), Error> {
         let t = self.repo_target(repo, true, None).await?;
-        let tr = &t;
+        self.chunked_upload(&t, repo, digest, size, Chunks::new(chunks))
+            .await
+    }
+
+    /// The chunked upload of `chunks` to `t` (see [`Client::upload_blob_chunked`]).
+    pub(super) async fn chunked_upload(
+        &self,
+        t: &Target<'_>,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        mut chunks: Chunks,
+    ) -> Result<(), Error> {
+        let tr = t;
         let mut location = self.retry_op(|| self.start_upload(tr, repo)).await?;
         if let Err(e) = self
-            .send_chunks(&t, repo, digest, size, &mut chunks, &mut location)
+            .send_chunks(t, repo, digest, size, &mut chunks, &mut location)
             .await
         {
-            self.cancel(&t, &location).await;
+            self.cancel(t, &location).await;
             return Err(e);
         }
         let req = Req::new(Method::PUT, with_digest(&location, digest)).empty();
@@ -192,7 +234,7 @@ impl Client {
         {
             return Ok(());
         }
-        self.cancel(&t, &location).await;
+        self.cancel(t, &location).await;
         Err(e)
     }
 
@@ -202,7 +244,7 @@ impl Client {
         repo: &Repo,
         digest: &Digest,
         size: u64,
-        chunks: &mut tokio::sync::mpsc::Receiver<Bytes>,
+        chunks: &mut Chunks,
         location: &mut Url,
     ) -> Result<(), Error> {
         let upload_error = |reason: String| Error::Upload {
