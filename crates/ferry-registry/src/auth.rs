@@ -423,9 +423,9 @@ pub(crate) async fn fetch_token(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| crate::retry::parse_retry_after(v, std::time::SystemTime::now()));
-    let body = crate::client::read_capped(resp, TOKEN_BODY_LIMIT, method, &shown).await?;
+    let body = crate::response::read_capped(resp, TOKEN_BODY_LIMIT, method, &shown).await?;
     if !(200..300).contains(&status) {
-        let (code, message) = crate::client::parse_error_body(&body);
+        let (code, message) = crate::response::parse_error_body(&body);
         if crate::retry::is_retryable_status(status) {
             return Err(Error::Http {
                 method: method.to_string(),

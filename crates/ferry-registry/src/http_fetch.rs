@@ -15,8 +15,9 @@ use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use url::Url;
 
-use crate::client::{part_path, read_capped, read_prefix, retry_after_of, PartFile};
 use crate::endpoint::safe_url;
+use crate::part_file::{part_path, PartFile};
+use crate::response::{read_capped, read_prefix, retry_after_of};
 use crate::{Client, Credentials, Error};
 
 /// A file fetched to disk.

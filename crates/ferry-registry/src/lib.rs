@@ -20,6 +20,24 @@
 //!   arrive and compared with the digest (and size) they were asked for.
 //!   Blobs stream; only [`Client::upload_blob`] takes a whole blob in memory.
 //!
+//! Modules:
+//!
+//! - `client`: the [`Client`] and the distribution API, one submodule each
+//!   for connections and the endpoint probe (`connect`), one request with
+//!   auth and retries (`request`), `manifests`, `blobs` (downloads),
+//!   `uploads`, and tag/referrer `listing`;
+//! - `auth`: `WWW-Authenticate` challenges, credentials, bearer tokens and
+//!   their cache (uses `response`, never the client);
+//! - `docker_config`: credentials from the docker config file;
+//! - `endpoint`: scheme, authority and mirror prefix of a host;
+//! - `error`: the [`Error`] type and [`chain`];
+//! - `gate`: adaptive concurrency per host (429);
+//! - `http_fetch`: plain HTTP(S) file fetches;
+//! - `part_file`: `.part-<random>` files beside a destination;
+//! - `response`: capped body reads, error bodies, `Retry-After`, headers;
+//! - `retry`: which failures are retried and the wait before the next try;
+//! - `verify`: a byte stream checked against size and digest.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), ferry_registry::Error> {
 //! use ferry_registry::{Client, ClientConfig, Repo};
@@ -42,11 +60,13 @@ mod endpoint;
 mod error;
 mod gate;
 mod http_fetch;
+mod part_file;
+mod response;
 mod retry;
 mod verify;
 
-pub use client::{chain, BlobStream, Client, Progress};
-pub use error::Error;
+pub use client::{BlobStream, Client, Progress};
+pub use error::{chain, Error};
 pub use http_fetch::{Fetched, OriginCredentials};
 
 use std::collections::HashMap;

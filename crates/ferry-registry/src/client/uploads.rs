@@ -1,0 +1,417 @@
+//! Uploads: cross-repository mount, monolithic upload of a blob in memory,
+//! chunked upload (PATCH per chunk, resumed from the registry's `Range`).
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use ferry_bundle::digest::{Digest, Hasher};
+use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::request::{check_served_digest, location_of, Limit, Req, Target};
+use super::{Client, OCTET_STREAM};
+use crate::endpoint::safe_url;
+use crate::error::chain;
+use crate::response::header_str;
+use crate::{Error, Repo};
+
+/// `<location>` with `digest=<d>` appended to its query (never rebuilt).
+pub(crate) fn with_digest(location: &Url, digest: &Digest) -> Url {
+    let mut u = location.clone();
+    let q = match u.query() {
+        Some(q) if !q.is_empty() => format!("{q}&digest={digest}"),
+        _ => format!("digest={digest}"),
+    };
+    u.set_query(Some(&q));
+    u
+}
+
+/// Parses the upload-status `Range` header (`0-<last byte>`) into the number
+/// of bytes the registry holds. `0-0` is ambiguous (distribution sends it for
+/// an empty session too); it counts as `0` while nothing was acknowledged.
+pub(super) fn stored_bytes(range: &str, acknowledged: u64) -> Option<u64> {
+    let r = range.trim();
+    let r = r.strip_prefix("bytes=").unwrap_or(r);
+    let (start, end) = r.split_once('-')?;
+    let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    if start != 0 {
+        return None;
+    }
+    if end == 0 && acknowledged == 0 {
+        return Some(0);
+    }
+    Some(end + 1)
+}
+
+/// The chunks of a blob being uploaded: some already taken from the
+/// caller's channel (kept by a streamed attempt), then the channel.
+pub(super) struct Chunks {
+    first: VecDeque<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl Chunks {
+    pub(super) fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Chunks {
+        Chunks::with_first(VecDeque::new(), rx)
+    }
+
+    pub(super) fn with_first(
+        first: VecDeque<Bytes>,
+        rx: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Chunks {
+        Chunks { first, rx }
+    }
+
+    async fn recv(&mut self) -> Option<Bytes> {
+        match self.first.pop_front() {
+            Some(c) => Some(c),
+            None => self.rx.recv().await,
+        }
+    }
+}
+
+impl Client {
+    /// Mounts a blob from another repository of the same registry:
+    /// `Ok(true)` when the registry mounted it (201), `Ok(false)` when it
+    /// opened an upload session instead (202, cancelled here) or when `from`
+    /// is on another host (no request is sent).
+    pub async fn mount_blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        from: &Repo,
+    ) -> Result<bool, Error> {
+        if from.host != repo.host {
+            tracing::debug!("not mounting {digest} from {from} into {repo}: different hosts");
+            return Ok(false);
+        }
+        let t = self.repo_target(repo, true, Some(from)).await?;
+        let mut url = t.ep.repo_url(&repo.path, "blobs/uploads/");
+        url.set_query(Some(&format!(
+            "mount={digest}&from={}",
+            t.ep.name(&from.path)
+        )));
+        let req = Req::new(Method::POST, url).empty();
+        let (t, req) = (&t, &req);
+        self.retry_op(|| async move {
+            let resp = self.execute(t, req).await?;
+            match resp.status() {
+                StatusCode::CREATED => Ok(true),
+                StatusCode::ACCEPTED => {
+                    if let Ok(loc) = location_of(req, &resp) {
+                        self.cancel(t, &loc).await;
+                    }
+                    Ok(false)
+                }
+                _ => Err(self.http_error(req, resp).await),
+            }
+        })
+        .await
+    }
+
+    /// Opens an upload session: `POST …/blobs/uploads/` → 202 + `Location`.
+    pub(super) async fn start_upload(&self, t: &Target<'_>, repo: &Repo) -> Result<Url, Error> {
+        let req = Req::new(Method::POST, t.ep.repo_url(&repo.path, "blobs/uploads/")).empty();
+        let resp = self.execute(t, &req).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.http_error(&req, resp).await);
+        }
+        location_of(&req, &resp)
+    }
+
+    /// Cancels an upload session; failures are only logged.
+    pub(super) async fn cancel(&self, t: &Target<'_>, location: &Url) {
+        let req = Req::new(Method::DELETE, location.clone());
+        match self.execute(t, &req).await {
+            Ok(r) => tracing::debug!(
+                "cancelled upload session {}: {}",
+                req.shown(),
+                r.status().as_u16()
+            ),
+            Err(e) => tracing::debug!(
+                "could not cancel upload session {}: {}",
+                req.shown(),
+                chain(&e)
+            ),
+        }
+    }
+
+    /// Uploads a blob held in memory: POST, then PUT `<location>&digest=` with
+    /// the bytes. The whole sequence is retried on retryable failures.
+    pub async fn upload_blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), Error> {
+        let actual = Digest::of(&data);
+        if actual != *digest {
+            return Err(Error::Upload {
+                repository: repo.to_string(),
+                digest: digest.clone(),
+                reason: format!("the data to send hashes to {actual}"),
+            });
+        }
+        let t = self.repo_target(repo, true, None).await?;
+        let t = &t;
+        let data = &data;
+        self.retry_op(|| async move {
+            let location = self.start_upload(t, repo).await?;
+            let req = Req::new(Method::PUT, with_digest(&location, digest))
+                .header(CONTENT_TYPE, OCTET_STREAM)
+                .body(data.clone())
+                .limit(Limit::Upload);
+            let resp = match self.execute(t, &req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.cancel(t, &location).await;
+                    return Err(e);
+                }
+            };
+            if resp.status() != StatusCode::CREATED {
+                let e = self.http_error(&req, resp).await;
+                self.cancel(t, &location).await;
+                return Err(e);
+            }
+            check_served_digest(&req, &resp, digest)
+        })
+        .await
+    }
+
+    /// Uploads a blob in chunks as they arrive on `chunks`: one PATCH per
+    /// chunk (empty chunks skipped), each retried until acknowledged, then
+    /// `PUT <location>&digest=`. The chunks must add up to `size` bytes
+    /// hashing to `digest`; otherwise, or if the channel closes early, the
+    /// session is cancelled and an error returned.
+    pub async fn upload_blob_chunked(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    ) -> Result<(), Error> {
+        let t = self.repo_target(repo, true, None).await?;
+        self.chunked_upload(&t, repo, digest, size, Chunks::new(chunks))
+            .await
+    }
+
+    /// The chunked upload of `chunks` to `t` (see [`Client::upload_blob_chunked`]).
+    pub(super) async fn chunked_upload(
+        &self,
+        t: &Target<'_>,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        mut chunks: Chunks,
+    ) -> Result<(), Error> {
+        let tr = t;
+        let mut location = self.retry_op(|| self.start_upload(tr, repo)).await?;
+        if let Err(e) = self
+            .send_chunks(t, repo, digest, size, &mut chunks, &mut location)
+            .await
+        {
+            self.cancel(t, &location).await;
+            return Err(e);
+        }
+        let req = Req::new(Method::PUT, with_digest(&location, digest)).empty();
+        let rr = &req;
+        let put = self
+            .retry_op(|| async move {
+                let resp = self.execute(tr, rr).await?;
+                if resp.status() != StatusCode::CREATED {
+                    return Err(self.http_error(rr, resp).await);
+                }
+                check_served_digest(rr, &resp, digest)
+            })
+            .await;
+        let Err(e) = put else {
+            return Ok(());
+        };
+        // A retried PUT after a lost 201 finds the session gone: the blob may be there.
+        if e.is_not_found()
+            && matches!(self.head_blob(repo, digest).await, Ok(Some(n)) if n == size)
+        {
+            return Ok(());
+        }
+        self.cancel(t, &location).await;
+        Err(e)
+    }
+
+    pub(super) async fn send_chunks(
+        &self,
+        t: &Target<'_>,
+        repo: &Repo,
+        digest: &Digest,
+        size: u64,
+        chunks: &mut Chunks,
+        location: &mut Url,
+    ) -> Result<(), Error> {
+        let upload_error = |reason: String| Error::Upload {
+            repository: repo.to_string(),
+            digest: digest.clone(),
+            reason,
+        };
+        let mut hasher = Hasher::new();
+        let mut offset = 0u64;
+        while let Some(chunk) = chunks.recv().await {
+            if chunk.is_empty() {
+                continue;
+            }
+            let end = offset + chunk.len() as u64;
+            if end > size {
+                return Err(upload_error(format!(
+                    "the chunks hold more than the announced {size} bytes ({end} or more)"
+                )));
+            }
+            hasher.update(&chunk);
+            self.patch_chunk(t, repo, digest, location, offset, chunk)
+                .await?;
+            offset = end;
+        }
+        if offset != size {
+            return Err(upload_error(format!(
+                "the chunk source ended after {offset} of {size} bytes"
+            )));
+        }
+        let actual = hasher.finish();
+        if actual != *digest {
+            return Err(upload_error(format!("the chunks hash to {actual}")));
+        }
+        Ok(())
+    }
+
+    /// PATCHes one chunk starting at `offset`, retrying until the registry
+    /// holds all of it; after a failure asks the session (`GET <location>`)
+    /// how much arrived and sends only the rest.
+    pub(super) async fn patch_chunk(
+        &self,
+        t: &Target<'_>,
+        repo: &Repo,
+        digest: &Digest,
+        location: &mut Url,
+        offset: u64,
+        chunk: Bytes,
+    ) -> Result<(), Error> {
+        let chunk_end = offset + chunk.len() as u64;
+        let max = self.max_attempts();
+        let mut attempt = 1;
+        let mut start = offset;
+        let mut pending = chunk.clone();
+        loop {
+            let last = start + pending.len() as u64 - 1;
+            let req = Req::new(Method::PATCH, location.clone())
+                .header(CONTENT_TYPE, OCTET_STREAM)
+                .header(CONTENT_RANGE, &format!("{start}-{last}"))
+                .body(pending.clone())
+                .limit(Limit::Upload);
+            let result = async {
+                let resp = self.execute(t, &req).await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(self.http_error(&req, resp).await);
+                }
+                location_of(&req, &resp)
+            }
+            .await;
+            let e = match result {
+                Ok(next) => {
+                    *location = next;
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            let out_of_order = e.status() == Some(416);
+            if !(e.is_retryable() || out_of_order) || attempt >= max {
+                return Err(e);
+            }
+            self.pause(&e, attempt, max).await;
+            attempt += 1;
+            match self.upload_status(t, location, offset).await {
+                Ok((next_location, stored)) => {
+                    if let Some(l) = next_location {
+                        *location = l;
+                    }
+                    match stored {
+                        Some(n) if n >= chunk_end => return Ok(()),
+                        Some(n) if n >= offset => {
+                            start = n;
+                            pending = chunk.slice((n - offset) as usize..);
+                        }
+                        Some(n) => {
+                            return Err(Error::InvalidResponse {
+                                method: "GET".into(),
+                                url: safe_url(location),
+                                reason: format!(
+                                    "the upload session holds {n} bytes although {offset} were acknowledged"
+                                ),
+                            })
+                        }
+                        None => {}
+                    }
+                }
+                Err(se) if se.is_retryable() => {}
+                Err(se) => {
+                    // Distribution signs the offset into the Location: once an
+                    // answer is lost, the older Location is refused for good.
+                    return Err(Error::Upload {
+                        repository: repo.to_string(),
+                        digest: digest.clone(),
+                        reason: format!(
+                            "sending bytes {start}-{last} failed ({}) and the upload session cannot be resumed ({})",
+                            chain(&e),
+                            chain(&se)
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `GET <location>`: the session's newest Location and how many bytes it
+    /// holds (when it says).
+    pub(super) async fn upload_status(
+        &self,
+        t: &Target<'_>,
+        location: &Url,
+        acknowledged: u64,
+    ) -> Result<(Option<Url>, Option<u64>), Error> {
+        let req = Req::new(Method::GET, location.clone());
+        let resp = self.execute(t, &req).await?;
+        if !resp.status().is_success() {
+            return Err(self.http_error(&req, resp).await);
+        }
+        let next = location_of(&req, &resp).ok();
+        let stored = header_str(&resp, RANGE.as_str()).and_then(|r| stored_bytes(r, acknowledged));
+        Ok((next, stored))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_is_appended_to_the_location_query_without_rebuilding_it() {
+        let d = Digest::of(b"x");
+        let rel = Url::parse("http://r:5000/v2/a/blobs/uploads/u1?_state=abc%3D%3D").unwrap();
+        assert_eq!(
+            with_digest(&rel, &d).as_str(),
+            format!("http://r:5000/v2/a/blobs/uploads/u1?_state=abc%3D%3D&digest={d}")
+        );
+        let plain = Url::parse("https://r/upload/u1").unwrap();
+        assert_eq!(
+            with_digest(&plain, &d).as_str(),
+            format!("https://r/upload/u1?digest={d}")
+        );
+    }
+
+    #[test]
+    fn upload_status_range_counts_stored_bytes() {
+        assert_eq!(stored_bytes("0-1048575", 0), Some(1 << 20));
+        assert_eq!(stored_bytes("bytes=0-9", 0), Some(10));
+        assert_eq!(stored_bytes("0-0", 0), Some(0));
+        assert_eq!(stored_bytes("0-0", 1), Some(1));
+        assert_eq!(stored_bytes("5-9", 0), None);
+        assert_eq!(stored_bytes("x", 0), None);
+    }
+}
