@@ -56,7 +56,7 @@ fn puts_with_body(seen: &[Seen]) -> Vec<&Seen> {
 
 #[tokio::test]
 async fn a_blob_goes_as_one_put_with_the_whole_body() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(Some(reg.addr), |_: &Seen| Action::Forward).await;
     let c = client_with_window(64 << 10);
     let repo = proxy.repo("ferry/streamed");
@@ -79,7 +79,7 @@ async fn a_blob_goes_as_one_put_with_the_whole_body() {
 
 #[tokio::test]
 async fn a_5xx_answered_while_the_blob_is_still_held_is_retried_on_a_new_session() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n2 = n.clone();
     let proxy = Proxy::start(Some(reg.addr), move |s: &Seen| {
@@ -108,7 +108,7 @@ async fn a_5xx_answered_while_the_blob_is_still_held_is_retried_on_a_new_session
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured_before_the_resend() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let n2 = n.clone();
     let proxy = Proxy::start(Some(reg.addr), move |s: &Seen| {
@@ -139,7 +139,7 @@ async fn a_429_with_retry_after_is_honoured_before_the_resend() {
 
 #[tokio::test]
 async fn a_5xx_after_the_held_bytes_fails_and_the_blob_is_not_reported_present() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     // The proxy reads the whole body, then answers 503 itself: the blob
     // never reaches the registry, and the client no longer holds it.
     let proxy = FaultProxy::start(
@@ -176,7 +176,7 @@ async fn a_5xx_after_the_held_bytes_fails_and_the_blob_is_not_reported_present()
 
 #[tokio::test]
 async fn a_reset_in_the_middle_of_the_put_fails_and_nothing_lands() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = FaultProxy::start(
         reg.addr,
         vec![FaultRule::new(Fault::CutRequestAfter(400_000))
@@ -206,7 +206,7 @@ async fn a_reset_in_the_middle_of_the_put_fails_and_nothing_lands() {
 
 #[tokio::test]
 async fn a_reset_while_the_blob_is_still_held_is_retried() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = FaultProxy::start(
         reg.addr,
         vec![FaultRule::new(Fault::CutRequestAfter(50_000)).on_method("PUT")],
@@ -227,7 +227,7 @@ async fn a_reset_while_the_blob_is_still_held_is_retried() {
 
 #[tokio::test]
 async fn a_lost_answer_after_the_whole_body_counts_only_if_the_registry_has_the_blob() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(Some(reg.addr), |s: &Seen| {
         if s.method == "PUT" {
             Action::ForwardThenDrop
@@ -250,7 +250,7 @@ async fn a_lost_answer_after_the_whole_body_counts_only_if_the_registry_has_the_
 
 #[tokio::test]
 async fn a_registry_refusing_a_large_put_gets_the_blob_in_chunks_from_then_on() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let proxy = Proxy::start(Some(reg.addr), |s: &Seen| {
         if s.method == "PUT" && s.header("content-length") != Some("0") {
             Action::status(413)
@@ -282,7 +282,7 @@ async fn a_registry_refusing_a_large_put_gets_the_blob_in_chunks_from_then_on() 
 
 #[tokio::test]
 async fn chunks_that_are_not_the_blob_fail_and_nothing_lands() {
-    let Some(reg) = registry() else { return };
+    let reg = registry();
     let c = client_with_window(64 << 10);
     let repo = reg.repo("ferry/streamed-bad");
     let data = bytes_of(300_000, 50);
@@ -318,7 +318,7 @@ async fn chunks_that_are_not_the_blob_fail_and_nothing_lands() {
 
 #[tokio::test]
 async fn a_streamed_put_reaches_an_htpasswd_registry_over_tls() {
-    assert!(common::registry_available());
+    common::registry_available();
     let dir = tempfile::tempdir().unwrap();
     let pki = ferry_testkit::pki::Pki::generate(dir.path()).unwrap();
     let reg =
