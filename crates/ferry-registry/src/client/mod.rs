@@ -29,6 +29,7 @@ mod blobs;
 mod connect;
 mod listing;
 mod manifests;
+mod probe;
 mod request;
 mod streamed;
 mod uploads;
