@@ -10,8 +10,10 @@
 //! bundle is then written in streaming order from memory and the cache.
 
 mod local;
+pub mod ops;
 pub mod provenance;
 mod resolve;
+pub mod since;
 pub mod sources;
 pub mod trust;
 mod write;
@@ -51,6 +53,11 @@ pub enum Event {
         digest: String,
         /// Its size.
         size: u64,
+    },
+    /// The signature policy checked every item it matches (before writing).
+    PolicyChecked {
+        /// The verdicts, as `bundle.json` records them.
+        verdicts: Vec<ferry_bundle::meta::ItemVerdict>,
     },
     /// Something the operator should know (a driver missing upstream, …).
     Warning {

@@ -127,8 +127,9 @@ pub struct ExportArgs {
     pub allow_missing_drivers: bool,
     /// Differential bundle: leave out every blob the other side already has, per FILE
     /// (the `--receipt` of an import there, or the lock of the bundle it last imported).
+    /// Repeatable, one per destination: a blob any of them lacks travels.
     #[arg(long, value_name = "RECEIPT|LOCK")]
-    pub since: Option<PathBuf>,
+    pub since: Vec<PathBuf>,
     /// Cut the bundle into parts for removable media: OUT.part-000, … plus the parts manifest
     /// (OUT without .tar.zst, + .parts.json). SIZE: 700MiB, 4GiB, 4.7G, bytes, or `fat32`
     /// (4 GiB - 1 byte, the largest file FAT32 holds).
