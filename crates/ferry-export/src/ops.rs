@@ -6,7 +6,7 @@
 //! ```text
 //! load (spec → requests) ─▶ collect (sources) ─▶ resolve ─▶ provenance
 //!   ─▶ lock (write or check --locked) ─▶ signature policy (trust)
-//!   ─▶ base (--since) ─▶ plan + write (write)
+//!   ─▶ base (--since) ─▶ plan ─▶ preflight (counts, room; --dry-run stops here) ─▶ write
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use ferry_bundle::writer::Compression;
 use ferry_bundle::Reference;
 use ferry_registry::Client;
 
+use crate::preflight::Preflight;
 use crate::since::SinceError;
 use crate::sources::{CollectError, CollectOptions};
 use crate::trust::PolicyCheckError;
@@ -261,16 +262,28 @@ pub struct ExportRun {
     pub sign_key: Option<ferry_bundle::sign::SigningKey>,
     /// Cut into parts of this many bytes.
     pub split: Option<u64>,
+    /// Resolve and count, fetch and write nothing (not even the lock).
+    pub dry_run: bool,
+}
+
+/// What [`export`] did.
+#[derive(Debug, Clone)]
+pub enum Exported {
+    /// `dry_run`: the plan, nothing fetched or written.
+    Planned(Preflight),
+    /// The bundle was written.
+    Written(Box<ExportSummary>),
 }
 
 /// `ferry export`: resolve (against the lock), check the signature policy,
-/// compute the base, fetch and write the bundle.
+/// compute the base, count the plan and check the room (a
+/// [`Event::Preflight`]), then fetch and write the bundle.
 pub async fn export(
     client: &Client,
     loaded: &Loaded,
     run: ExportRun,
     ev: &Events,
-) -> Result<ExportSummary, OpError> {
+) -> Result<Exported, OpError> {
     let scratch = if run.no_cache {
         Some(scratch_dir(&run.output)?)
     } else {
@@ -301,9 +314,14 @@ pub async fn export(
         split: run.split,
         verification,
     };
+    if run.dry_run {
+        let plan = crate::preflight(&resolved, &opts)?;
+        ev(Event::Preflight(plan.clone()));
+        return Ok(Exported::Planned(plan));
+    }
     let summary = crate::export(client, &resolved, &opts, ev).await?;
     drop(scratch);
-    Ok(summary)
+    Ok(Exported::Written(Box::new(summary)))
 }
 
 /// `--no-cache`: a temporary directory beside the bundle for what
@@ -353,7 +371,7 @@ async fn resolve_locked(
         return Ok(fresh);
     }
     let r = resolve_all(client, loaded, existing.as_ref(), opts, ev).await?;
-    if let Some(p) = &run.lock {
+    if let Some(p) = run.lock.as_ref().filter(|_| !run.dry_run) {
         write_lock(p, &r.lock())?;
     }
     Ok(r)

@@ -29,6 +29,7 @@ fn run(dir: &Path, output: &Path) -> ExportRun {
         compression: Compression::Zstd { level: 3 },
         sign_key: None,
         split: None,
+        dry_run: false,
     }
 }
 
@@ -58,9 +59,13 @@ async fn export_verify_and_import_into_a_store_through_the_libraries() {
     });
     let loaded = ops::load(&dir.path().join("bundle.yaml"), &[]).unwrap();
     let out = dir.path().join("lib.tar.zst");
-    let summary = ops::export(&client, &loaded, run(dir.path(), &out), &ev)
+    let summary = match ops::export(&client, &loaded, run(dir.path(), &out), &ev)
         .await
-        .unwrap();
+        .unwrap()
+    {
+        ops::Exported::Written(s) => *s,
+        other => panic!("not written: {other:?}"),
+    };
     assert_eq!(summary.items, set.images.len());
     assert_eq!(seen.lock().unwrap().len(), set.images.len());
     assert!(out.is_file() && dir.path().join("ferry.lock").is_file());

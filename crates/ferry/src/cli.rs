@@ -142,6 +142,14 @@ pub struct ExportArgs {
     /// (cosign `sha256-<hex>.sig/.att/.sbom` tags, OCI 1.1 referrers) of the images.
     #[arg(long)]
     pub no_referrers: bool,
+    /// Resolve and print the plan (what is fetched from where, bytes to download and
+    /// to write, room on the output's and the cache's filesystems); download and write
+    /// nothing, not even the lock.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the plan as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub plan_json: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
 }

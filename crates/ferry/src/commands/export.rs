@@ -4,7 +4,8 @@
 //! The operations are [`ferry_export::ops`]; this renders their events,
 //! summaries and errors (exit codes and hints).
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::json;
@@ -12,12 +13,13 @@ use serde_json::json;
 use ferry_bundle::spec::Spec;
 use ferry_bundle::writer::Compression;
 use ferry_export::ops::{self, OpError};
+use ferry_export::preflight::Preflight;
 use ferry_export::sources::CollectError;
 use ferry_export::{Event, Events, ExportError};
 use ferry_registry::Client;
 
 use crate::cli::{CompressionArg, ExportArgs, LockArgs, NetArgs};
-use crate::ui::{esc, human_bytes, Ui};
+use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{net, CmdResult, Failure};
 
 /// Renders an operation error: its exit code and what to do about it.
@@ -58,13 +60,19 @@ fn op_failure(e: OpError, no_cache: bool) -> Failure {
             }
             ExportError::CorruptCache { .. } => Failure::env(e),
             ExportError::Placement(_) => Failure::input(e),
+            ExportError::NoRoom(_) => Failure::env(e).hint(
+                "nothing was downloaded: free space, or choose another --output directory or --cache",
+            ),
             other => Failure::env(other),
         },
         other => Failure::input(other),
     }
 }
 
-fn events(ui: &Arc<Ui>) -> Events {
+/// The preflight, where the events leave it (for `--plan-json`).
+type PlanSlot = Arc<Mutex<Option<Preflight>>>;
+
+fn events(ui: &Arc<Ui>, plan: PlanSlot) -> Events {
     let shared = ui.clone();
     Arc::new(move |e: Event| match e {
         Event::Resolved {
@@ -108,6 +116,12 @@ fn events(ui: &Arc<Ui>) -> Events {
             shared.extend_bar("fetch+write", bytes);
         }
         Event::WriteProgress { bytes } => shared.inc(bytes),
+        Event::Preflight(p) => {
+            render_preflight(&shared, &p);
+            if let Ok(mut slot) = plan.lock() {
+                *slot = Some(p);
+            }
+        }
         Event::PolicyChecked { verdicts } => {
             shared.line(&format!(
                 "signature policy: {} item(s) checked: {}",
@@ -122,6 +136,55 @@ fn events(ui: &Arc<Ui>) -> Events {
     })
 }
 
+/// The plan, before any download: totals, sources, room.
+fn render_preflight(ui: &Ui, p: &Preflight) {
+    ui.json(json!({"event": "preflight", "plan": p}));
+    ui.line(&format!(
+        "plan: {} item(s), {} blob(s); fetch {} blob(s) ({}) from {} source(s), {} cached; write up to {} to {}",
+        p.items,
+        p.blobs,
+        p.fetch_blobs,
+        human_bytes(p.fetch_bytes),
+        p.sources.len(),
+        p.cached_blobs,
+        human_bytes(p.write_bytes),
+        esc_path(&p.output)
+    ));
+    for (source, s) in &p.sources {
+        ui.line(&format!(
+            "  from {}: {} blob(s), {}",
+            esc(source),
+            s.blobs,
+            human_bytes(s.bytes)
+        ));
+    }
+    for r in &p.rooms {
+        ui.line(&format!(
+            "  room: {} `{}` needs {}, {} available{}",
+            r.what,
+            esc_path(&r.path),
+            human_bytes(r.needed),
+            human_bytes(r.available),
+            if r.fits() { "" } else { ": NOT ENOUGH" }
+        ));
+    }
+}
+
+/// `--plan-json FILE`: the plan as JSON, written atomically.
+fn write_plan(path: &Path, plan: &PlanSlot) -> Result<(), Failure> {
+    let Some(p) = plan.lock().ok().and_then(|g| g.clone()) else {
+        return Ok(());
+    };
+    let mut bytes = serde_json::to_vec_pretty(&p)
+        .map_err(|e| Failure::env(anyhow::anyhow!("failed to serialise the plan: {e}")))?;
+    bytes.push(b'\n');
+    ferry_bundle::writer::write_atomic(path, &bytes).map_err(|e| {
+        Failure::env(
+            anyhow::Error::new(e).context(format!("failed to write the plan `{}`", path.display())),
+        )
+    })
+}
+
 fn client_for(net: &NetArgs, spec: &Spec, mirrors: &[String]) -> Result<Client, Failure> {
     let mirrors = net::parse_mirrors(mirrors)?;
     net::client(net, &spec.registries, &mirrors, None)
@@ -130,7 +193,7 @@ fn client_for(net: &NetArgs, spec: &Spec, mirrors: &[String]) -> Result<Client, 
 pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
     let loaded = ops::load(&a.spec, &a.platforms).map_err(|e| op_failure(e, false))?;
     let client = client_for(&a.net, &loaded.spec, &a.upstream_mirror)?;
-    let ev = events(ui);
+    let ev = events(ui, Default::default());
     let opts = ops::ResolveOptions {
         cache_dir: a.cache.clone().unwrap_or_else(ops::default_cache),
         jobs: a.net.jobs,
@@ -161,7 +224,8 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     let signed_by = sign_key.as_ref().map(|k| k.key_id().to_string());
     let loaded = ops::load(&a.spec, &a.platforms).map_err(|e| op_failure(e, a.no_cache))?;
     let client = client_for(&a.net, &loaded.spec, &a.upstream_mirror)?;
-    let ev = events(ui);
+    let plan = PlanSlot::default();
+    let ev = events(ui, plan.clone());
     let compression = match a.compression {
         CompressionArg::Zstd => Compression::Zstd {
             level: a.level.unwrap_or(3).clamp(1, 19),
@@ -185,10 +249,30 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         compression,
         sign_key,
         split: a.split,
+        dry_run: a.dry_run,
     };
-    let summary = ops::export(&client, &loaded, run, &ev)
-        .await
-        .map_err(|e| op_failure(e, a.no_cache))?;
+    let outcome = ops::export(&client, &loaded, run, &ev).await;
+    // The plan is written whether the run went ahead or was refused for room.
+    if let Some(path) = &a.plan_json {
+        write_plan(path, &plan)?;
+    }
+    let summary = match outcome.map_err(|e| op_failure(e, a.no_cache))? {
+        ops::Exported::Written(s) => *s,
+        ops::Exported::Planned(p) => {
+            ui.json(json!({"event": "planned", "planJson": a.plan_json}));
+            ui.result(&format!(
+                "dry run: nothing downloaded or written; {} blob(s) ({}) to fetch, up to {} to write{}",
+                p.fetch_blobs,
+                human_bytes(p.fetch_bytes),
+                human_bytes(p.write_bytes),
+                match &a.plan_json {
+                    Some(f) => format!("; plan in {}", esc_path(f)),
+                    None => String::new(),
+                }
+            ));
+            return Ok(0);
+        }
+    };
     ui.finish_bar();
     let secs = started.elapsed().as_secs_f64();
     ui.json(json!({
