@@ -22,7 +22,7 @@
 //! - [`trust`]: the spec's signature policy, checked before anything is written;
 //! - [`since`]: `--since`, the blobs the destinations already hold;
 //! - `plan`: items, manifests and blobs in bundle order, the base, file placement;
-//! - [`preflight`]: what will be fetched from where, the bytes to download
+//! - [`mod@preflight`]: what will be fetched from where, the bytes to download
 //!   and to write, and the room on the output's and the cache's filesystems;
 //! - `write`: fetch what the cache lacks and write the bundle ([`export()`]).
 

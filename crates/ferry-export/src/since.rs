@@ -95,18 +95,22 @@ pub async fn load(paths: &[PathBuf], client: &Client) -> Result<Base, SinceError
         let base = load_one(p, client).await?;
         out = Some(match out {
             None => base,
-            Some(mut acc) => {
-                acc.retain(|d, _| base.contains_key(d));
-                for (d, repo) in acc.iter_mut() {
-                    if base.get(d) != Some(repo) {
-                        *repo = None;
-                    }
-                }
-                acc
-            }
+            Some(acc) => intersect(acc, &base),
         });
     }
     Ok(out.unwrap_or_default())
+}
+
+/// What two destinations both hold; the repository hint survives only
+/// when both name the same one.
+fn intersect(mut acc: Base, other: &Base) -> Base {
+    acc.retain(|d, _| other.contains_key(d));
+    for (d, repo) in acc.iter_mut() {
+        if other.get(d) != Some(repo) {
+            *repo = None;
+        }
+    }
+    acc
 }
 
 /// One destination's blobs, from a receipt (with the repository holding
@@ -184,4 +188,66 @@ async fn from_lock(lock: &Lock, path: &Path, client: &Client) -> Result<Base, Si
         }
     }
     Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_bundle::receipt::{RepoContent, RECEIPT_VERSION};
+
+    fn d(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn receipt(repos: &[(&str, &[u8])]) -> Receipt {
+        Receipt {
+            receipt_version: RECEIPT_VERSION,
+            target: "t".into(),
+            bundle: "b".into(),
+            repositories: repos
+                .iter()
+                .map(|(r, blobs)| {
+                    (
+                        r.to_string(),
+                        RepoContent {
+                            blobs: blobs.iter().map(|n| d(*n)).collect(),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+            files: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_blob_any_destination_lacks_travels() {
+        let a = from_receipt(&receipt(&[("app", &[1, 2, 3])]));
+        let b = from_receipt(&receipt(&[("app", &[2]), ("other", &[3, 4])]));
+        let both = intersect(a, &b);
+        assert_eq!(both.len(), 2, "{both:?}");
+        // Same repository at both: kept; different ones: no hint.
+        assert_eq!(both.get(&d(2)), Some(&Some("app".to_string())));
+        assert_eq!(both.get(&d(3)), Some(&None));
+        assert!(!both.contains_key(&d(1)) && !both.contains_key(&d(4)));
+    }
+
+    #[tokio::test]
+    async fn receipts_on_disk_are_read_and_a_bad_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, bad) = (
+            dir.path().join("a.json"),
+            dir.path().join("b.json"),
+            dir.path().join("bad.json"),
+        );
+        std::fs::write(&a, receipt(&[("app", &[1, 2])]).to_json()).unwrap();
+        std::fs::write(&b, receipt(&[("app", &[2, 3])]).to_json()).unwrap();
+        std::fs::write(&bad, b"{\"hello\": 1}").unwrap();
+        let client = Client::new(ferry_registry::ClientConfig::default()).unwrap();
+        let base = load(&[a.clone(), b], &client).await.unwrap();
+        assert_eq!(base.keys().collect::<Vec<_>>(), vec![&d(2)]);
+        let e = load(&[a, bad.clone()], &client).await.unwrap_err();
+        assert!(matches!(e, SinceError::Neither { .. }), "{e}");
+        assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    }
 }

@@ -369,15 +369,14 @@ fn write_bundle(
     manifests: &[(BlobMeta, bytes::Bytes)],
     large: &[BlobMeta],
     mut ready_rx: tokio::sync::mpsc::UnboundedReceiver<Ready>,
-    events2: &Events,
+    events: &Events,
 ) -> Result<Written, ExportError> {
-    let opts2 = opts;
-    let mut w = match opts2.split {
-        Some(size) => BundleWriter::create_split(&opts2.output, opts2.compression, size)?,
-        None => BundleWriter::create(&opts2.output, opts2.compression)?,
+    let mut w = match opts.split {
+        Some(size) => BundleWriter::create_split(&opts.output, opts.compression, size)?,
+        None => BundleWriter::create(&opts.output, opts.compression)?,
     };
     let meta_json = bundle_meta.to_json();
-    let signature = match &opts2.sign_key {
+    let signature = match &opts.sign_key {
         Some(key) => Some(key.sign(
             &meta_json,
             &ferry_bundle::sign::bundle_comment(&bundle_meta.name, &bundle_meta.index.digest),
@@ -387,7 +386,7 @@ fn write_bundle(
     w.write_head(&meta_json, signature.as_deref(), index)?;
     for (m, bytes) in manifests {
         w.write_blob(&m.digest, m.size, &bytes[..])?;
-        events2(Event::WriteProgress { bytes: m.size });
+        events(Event::WriteProgress { bytes: m.size });
     }
     for b in large {
         // One message per blob, in this order; a failed download means
@@ -415,7 +414,7 @@ fn write_bundle(
                         return Err(ExportError::Abandoned);
                     }
                 }
-                let path = cache_path(&opts2.cache_dir, &b.digest);
+                let path = cache_path(&opts.cache_dir, &b.digest);
                 let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
                     path: path.clone(),
                     source,
@@ -434,7 +433,7 @@ fn write_bundle(
                 }
             }
         }
-        events2(Event::WriteProgress { bytes: b.size });
+        events(Event::WriteProgress { bytes: b.size });
     }
     Ok(w.finish()?)
 }
