@@ -5,6 +5,8 @@
 //! - [`manifest`]: reading OCI / Docker schema2 manifests and indexes (never rewriting them);
 //! - [`spec`]: the `bundle.yaml` spec; [`lock`]: the `ferry.lock` file;
 //! - [`meta`]: `ferry/bundle.json`, the bundle's signed table of contents;
+//! - [`receipt`]: what an import left at the target (`import --receipt`),
+//!   the base of `export --since` and the input of `ferry prune`;
 //! - [`writer`] and [`reader`]: the bundle tarball, written reproducibly and
 //!   read as one verifying stream;
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
@@ -32,6 +34,7 @@ pub mod meta;
 pub mod parts;
 pub mod placement;
 pub mod reader;
+pub mod receipt;
 pub mod relpath;
 pub mod sign;
 pub mod spec;

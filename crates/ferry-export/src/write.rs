@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 
 use futures_util::stream::{self, StreamExt};
 
-use ferry_bundle::manifest::Descriptor;
-use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Role, FORMAT_VERSION};
+use ferry_bundle::meta::{BlobMeta, BundleMeta};
 use ferry_bundle::writer::{BundleWriter, Compression, WriteError, Written};
 use ferry_bundle::Digest;
-use ferry_registry::{Client, Repo};
+use ferry_registry::Client;
 
+use crate::plan::{Plan, PlannedBlob};
+use crate::preflight::{Preflight, Room, SourcePlan};
 use crate::resolve::Resolved;
 use crate::{Event, Events};
 
@@ -104,17 +105,14 @@ pub enum ExportError {
     /// The bundle was abandoned because a blob could not be fetched.
     #[error("bundle abandoned: a blob could not be fetched")]
     Abandoned,
+    /// The output's or the cache's filesystem lacks room (checked before
+    /// any download).
+    #[error("not enough room, the write would end in \"No space left on device\": {}", .0.iter().map(|r| format!("{} `{}` needs {} bytes, {} available", r.what, r.path.display(), r.needed, r.available)).collect::<Vec<_>>().join("; "))]
+    NoRoom(Vec<Room>),
     /// A file item would land outside its kind's place, on a dot-file, or
     /// on another item's path (import refuses such a bundle too).
     #[error("refusing to export: a file would land out of its kind's place")]
     Placement(#[from] ferry_bundle::placement::PlacementError),
-}
-
-struct PlannedBlob {
-    meta: BlobMeta,
-    source: Repo,
-    /// Fetched over HTTP at resolution: only ever read from the cache.
-    local: bool,
 }
 
 /// Pieces of a streamed blob waiting for the writer, per download.
@@ -196,106 +194,97 @@ fn cached_size(path: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
-/// Fetches every blob of `resolved` into the cache and writes the bundle.
+/// The blobs the cache lacks (a file kind's blob, fetched at resolution,
+/// must be there: its absence is a corrupt cache).
+fn missing_blobs(blobs: &[PlannedBlob], cache: &Path) -> Result<HashSet<Digest>, ExportError> {
+    let mut missing = HashSet::new();
+    for b in blobs {
+        if cached_size(&cache_path(cache, &b.meta.digest)) == Some(b.meta.size) {
+            continue;
+        }
+        if b.local {
+            return Err(ExportError::CorruptCache {
+                path: cache_path(cache, &b.meta.digest),
+            });
+        }
+        missing.insert(b.meta.digest.clone());
+    }
+    Ok(missing)
+}
+
+/// The preflight of `plan`: what is fetched from where, what is written,
+/// and the room each filesystem needs.
+fn count(plan: &Plan, missing: &HashSet<Digest>, opts: &ExportOptions) -> Preflight {
+    let mut sources: std::collections::BTreeMap<String, SourcePlan> = Default::default();
+    let mut fetch_bytes = 0;
+    for b in plan
+        .blobs
+        .iter()
+        .filter(|b| missing.contains(&b.meta.digest))
+    {
+        let s = sources
+            .entry(format!("{}/{}", b.source.host, b.source.path))
+            .or_default();
+        s.blobs += 1;
+        s.bytes += b.meta.size;
+        fetch_bytes += b.meta.size;
+    }
+    let blobs = plan.manifests.len() + plan.blobs.len();
+    let write_bytes: u64 = plan.manifests.iter().map(|(m, _)| m.size).sum::<u64>()
+        + plan.blobs.iter().map(|b| b.meta.size).sum::<u64>();
+    // Streaming (--no-cache) keeps nothing in the cache.
+    let cache_needed = if opts.stream { 0 } else { fetch_bytes };
+    Preflight {
+        output: opts.output.clone(),
+        items: plan.items.len(),
+        blobs,
+        fetch_blobs: missing.len(),
+        fetch_bytes,
+        sources,
+        cached_blobs: plan.blobs.len() - missing.len(),
+        write_bytes,
+        base_blobs: plan.base.len(),
+        base_bytes: plan.base.iter().map(|b| b.size).sum(),
+        rooms: crate::preflight::rooms(
+            &opts.output,
+            crate::preflight::bundle_bytes(blobs, write_bytes),
+            &opts.cache_dir,
+            cache_needed,
+        ),
+    }
+}
+
+/// The plan of exporting `resolved` with `opts`, counted without fetching
+/// or writing anything (`--dry-run`).
+pub fn preflight(resolved: &Resolved, opts: &ExportOptions) -> Result<Preflight, ExportError> {
+    let plan = Plan::new(resolved, &opts.base)?;
+    let missing = missing_blobs(&plan.blobs, &opts.cache_dir)?;
+    Ok(count(&plan, &missing, opts))
+}
+
+/// Fetches every blob of `resolved` into the cache and writes the bundle,
+/// once the preflight found room for it.
 pub async fn export(
     client: &Client,
     resolved: &Resolved,
     opts: &ExportOptions,
     events: &Events,
 ) -> Result<ExportSummary, ExportError> {
-    // 1. Plan: manifests first (item order), then configs, then layers.
-    let mut seen: HashSet<Digest> = HashSet::new();
-    let mut manifests: Vec<(BlobMeta, bytes::Bytes)> = Vec::new();
-    let mut configs: Vec<PlannedBlob> = Vec::new();
-    let mut layers: Vec<PlannedBlob> = Vec::new();
-    let mut items = Vec::new();
-    let mut absent = Vec::new();
-    let mut base: Vec<meta::BaseBlob> = Vec::new();
-    for img in &resolved.images {
-        items.push(Item {
-            kind: img.kind,
-            reference: img.name(),
-            digest: img.top.digest.clone(),
-            media_type: img.top.media_type.clone(),
-            size: img.top.bytes.len() as u64,
-            platforms: img.platforms(),
-            path: img.path.clone(),
-            subject: img.subject.clone(),
-        });
-        absent.extend(img.absent.iter().cloned());
-        for m in std::iter::once(&img.top).chain(img.children.iter()) {
-            if seen.insert(m.digest.clone()) {
-                manifests.push((
-                    BlobMeta {
-                        digest: m.digest.clone(),
-                        size: m.bytes.len() as u64,
-                        role: if m.parsed.is_index() {
-                            Role::Index
-                        } else {
-                            Role::Manifest
-                        },
-                        media_type: Some(m.media_type.clone()),
-                    },
-                    m.bytes.clone(),
-                ));
-            }
-            let config_digest = m.parsed.config.as_ref().map(|c| c.digest.clone());
-            let descriptors: Vec<Descriptor> = if m.parsed.is_index() {
-                m.parsed
-                    .manifests
-                    .iter()
-                    .filter(|d| !ferry_bundle::manifest::is_any_manifest(&d.media_type))
-                    .cloned()
-                    .collect()
-            } else {
-                m.parsed.blobs().cloned().collect()
-            };
-            for d in descriptors {
-                if !seen.insert(d.digest.clone()) {
-                    continue;
-                }
-                // Only registry-bound content may be left out: a file kind's
-                // bytes (and a chart's .tgz) must travel to the file server.
-                if img.path.is_none() {
-                    if let Some(repo) = opts.base.get(&d.digest) {
-                        base.push(meta::BaseBlob {
-                            digest: d.digest.clone(),
-                            size: d.size,
-                            repository: repo.clone(),
-                        });
-                        continue;
-                    }
-                }
-                let is_config = config_digest.as_ref() == Some(&d.digest);
-                let planned = PlannedBlob {
-                    meta: BlobMeta {
-                        digest: d.digest.clone(),
-                        size: d.size,
-                        role: if is_config { Role::Config } else { Role::Layer },
-                        media_type: (!d.media_type.is_empty()).then(|| d.media_type.clone()),
-                    },
-                    source: img.repo.clone(),
-                    local: img.local,
-                };
-                if is_config {
-                    configs.push(planned);
-                } else {
-                    layers.push(planned);
-                }
-            }
-        }
+    // 1. Plan (refuses a file out of its place before anything is fetched)
+    // and preflight: the counts, and room for them, before any download.
+    let plan = Plan::new(resolved, &opts.base)?;
+    let missing_set = missing_blobs(&plan.blobs, &opts.cache_dir)?;
+    let preflight = count(&plan, &missing_set, opts);
+    events(Event::Preflight(preflight.clone()));
+    let short: Vec<Room> = preflight.short().into_iter().cloned().collect();
+    if !short.is_empty() {
+        return Err(ExportError::NoRoom(short));
     }
-    // Every file lands in its kind's place, once: what import would refuse
-    // is refused here, before anything is fetched.
-    let mut claims = ferry_bundle::placement::Placements::new();
-    for img in &resolved.images {
-        if let Some(path) = &img.path {
-            claims.claim_item(img.kind, &img.name(), path, &img.top.parsed)?;
-        }
-    }
-    absent.sort_by(|a: &meta::Absent, b| (&a.parent, &a.digest).cmp(&(&b.parent, &b.digest)));
-    absent.dedup();
-    let blobs: Vec<PlannedBlob> = configs.into_iter().chain(layers).collect();
+    // Metadata: everything it needs is known before any blob arrives.
+    let (bundle_meta, index) = plan.meta(&opts.name, opts.verification.clone());
+    let Plan {
+        manifests, blobs, ..
+    } = plan;
 
     // 2. Fetch what the cache lacks.
     let blob_dir = opts.cache_dir.join("blobs").join("sha256");
@@ -303,43 +292,10 @@ pub async fn export(
         path: blob_dir.clone(),
         source,
     })?;
-    let missing: Vec<&PlannedBlob> = blobs
-        .iter()
-        .filter(|b| cached_size(&cache_path(&opts.cache_dir, &b.meta.digest)) != Some(b.meta.size))
-        .collect();
-    if let Some(b) = missing.iter().find(|b| b.local) {
-        return Err(ExportError::CorruptCache {
-            path: cache_path(&opts.cache_dir, &b.meta.digest),
-        });
-    }
-    let fetch_bytes: u64 = missing.iter().map(|b| b.meta.size).sum();
-    let missing_count = missing.len();
-    let missing_set: HashSet<&Digest> = missing.iter().map(|b| &b.meta.digest).collect();
+    let fetch_bytes = preflight.fetch_bytes;
+    let missing_count = preflight.fetch_blobs;
+    let missing_set: HashSet<&Digest> = missing_set.iter().collect();
 
-    // 3. Metadata (everything it needs is known before any blob arrives).
-    let index = meta::index_json(&items);
-    let all_blobs: Vec<BlobMeta> = manifests
-        .iter()
-        .map(|(m, _)| m.clone())
-        .chain(blobs.iter().map(|b| b.meta.clone()))
-        .collect();
-    let bundle_meta = BundleMeta {
-        format_version: FORMAT_VERSION,
-        tool: format!("ferry {}", env!("CARGO_PKG_VERSION")),
-        name: opts.name.clone(),
-        index: IndexPin {
-            digest: Digest::of(&index),
-            size: index.len() as u64,
-        },
-        items,
-        blobs: all_blobs,
-        absent,
-        base: {
-            base.sort_by(|a, b| a.digest.cmp(&b.digest));
-            base
-        },
-        verification: opts.verification.clone(),
-    };
     let base_count = bundle_meta.base.len();
     let base_bytes: u64 = bundle_meta.base.iter().map(|b| b.size).sum();
     let summary_items = bundle_meta.items.len();
@@ -352,83 +308,153 @@ pub async fn export(
     });
     events(Event::WriteStart { bytes: blob_bytes });
 
-    // 4. Fetch and write at once: the writer (blocking I/O on its own
+    // 3. Fetch and write at once: the writer (blocking I/O on its own
     // thread) takes each blob in bundle order as soon as it can: from the
     // cache once it is there, or (streaming) straight from its download,
     // while later blobs are still downloading.
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
+    let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
     let opts2 = opts.clone();
     let events2 = events.clone();
     let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Written, ExportError> {
-        let mut w = match opts2.split {
-            Some(size) => BundleWriter::create_split(&opts2.output, opts2.compression, size)?,
-            None => BundleWriter::create(&opts2.output, opts2.compression)?,
-        };
-        let meta_json = bundle_meta.to_json();
-        let signature = match &opts2.sign_key {
-            Some(key) => Some(key.sign(
-                &meta_json,
-                &ferry_bundle::sign::bundle_comment(&bundle_meta.name, &bundle_meta.index.digest),
-            )?),
-            None => None,
-        };
-        w.write_head(&meta_json, signature.as_deref(), &index)?;
-        for (m, bytes) in &manifests {
-            w.write_blob(&m.digest, m.size, &bytes[..])?;
-            events2(Event::WriteProgress { bytes: m.size });
-        }
-        for b in &large {
-            // One message per blob, in this order; a failed download means
-            // the bundle is abandoned (its temp file goes).
-            let Some(ready) = ready_rx.blocking_recv() else {
-                return Err(ExportError::Abandoned);
-            };
-            match ready {
-                Ready::Stream(rx) => {
-                    let mut src = Piped {
-                        rx,
-                        piece: bytes::Bytes::new(),
-                        ended: false,
-                    };
-                    match w.write_verified_blob(&b.digest, b.size, &mut src) {
-                        Ok(()) => {}
-                        Err(WriteError::Source { .. }) => return Err(ExportError::Abandoned),
-                        Err(e) => return Err(e.into()),
-                    }
-                    src.verified().map_err(|_| ExportError::Abandoned)?;
-                }
-                Ready::Cached(wait) => {
-                    if let Some(rx) = wait {
-                        if rx.blocking_recv().is_err() {
-                            return Err(ExportError::Abandoned);
-                        }
-                    }
-                    let path = cache_path(&opts2.cache_dir, &b.digest);
-                    let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    match w.write_blob(
-                        &b.digest,
-                        b.size,
-                        std::io::BufReader::with_capacity(256 << 10, file),
-                    ) {
-                        Ok(()) => {}
-                        Err(WriteError::BlobMismatch { .. }) => {
-                            let _ = std::fs::remove_file(&path);
-                            return Err(ExportError::CorruptCache { path });
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            events2(Event::WriteProgress { bytes: b.size });
-        }
-        Ok(w.finish()?)
+    let writer = tokio::task::spawn_blocking(move || {
+        write_bundle(
+            &opts2,
+            &bundle_meta,
+            &index,
+            &manifests,
+            &large,
+            ready_rx,
+            &events2,
+        )
     });
 
-    let missing_ref = &missing_set;
+    let failures = fetch_all(
+        client,
+        &blobs,
+        &missing_set,
+        opts,
+        events,
+        ready_tx,
+        &writer,
+    )
+    .await;
+    let written = writer.await.map_err(|e| ExportError::Join(e.to_string()))?;
+    let mut failed = failures;
+    if !failed.is_empty() {
+        failed.sort();
+        return Err(ExportError::Fetch(failed));
+    }
+    let written = written?;
+    Ok(ExportSummary {
+        written,
+        items: summary_items,
+        blobs: summary_blobs,
+        blob_bytes,
+        fetched: missing_count,
+        fetched_bytes: fetch_bytes,
+        cached: blobs.len() - missing_count,
+        base: base_count,
+        base_bytes,
+    })
+}
+
+/// The writer's thread: the head (signed with `opts.sign_key`), the
+/// manifests from memory, then each blob in bundle order as [`Ready`]
+/// says: from the cache, or straight from its download. A blob that does
+/// not come abandons the bundle (its temporary file goes).
+fn write_bundle(
+    opts: &ExportOptions,
+    bundle_meta: &BundleMeta,
+    index: &[u8],
+    manifests: &[(BlobMeta, bytes::Bytes)],
+    large: &[BlobMeta],
+    mut ready_rx: tokio::sync::mpsc::UnboundedReceiver<Ready>,
+    events: &Events,
+) -> Result<Written, ExportError> {
+    let mut w = match opts.split {
+        Some(size) => BundleWriter::create_split(&opts.output, opts.compression, size)?,
+        None => BundleWriter::create(&opts.output, opts.compression)?,
+    };
+    let meta_json = bundle_meta.to_json();
+    let signature = match &opts.sign_key {
+        Some(key) => Some(key.sign(
+            &meta_json,
+            &ferry_bundle::sign::bundle_comment(&bundle_meta.name, &bundle_meta.index.digest),
+        )?),
+        None => None,
+    };
+    w.write_head(&meta_json, signature.as_deref(), index)?;
+    for (m, bytes) in manifests {
+        w.write_blob(&m.digest, m.size, &bytes[..])?;
+        events(Event::WriteProgress { bytes: m.size });
+    }
+    for b in large {
+        // One message per blob, in this order; a failed download means
+        // the bundle is abandoned (its temp file goes).
+        let Some(ready) = ready_rx.blocking_recv() else {
+            return Err(ExportError::Abandoned);
+        };
+        match ready {
+            Ready::Stream(rx) => {
+                let mut src = Piped {
+                    rx,
+                    piece: bytes::Bytes::new(),
+                    ended: false,
+                };
+                match w.write_verified_blob(&b.digest, b.size, &mut src) {
+                    Ok(()) => {}
+                    Err(WriteError::Source { .. }) => return Err(ExportError::Abandoned),
+                    Err(e) => return Err(e.into()),
+                }
+                src.verified().map_err(|_| ExportError::Abandoned)?;
+            }
+            Ready::Cached(wait) => {
+                if let Some(rx) = wait {
+                    if rx.blocking_recv().is_err() {
+                        return Err(ExportError::Abandoned);
+                    }
+                }
+                let path = cache_path(&opts.cache_dir, &b.digest);
+                let file = std::fs::File::open(&path).map_err(|source| ExportError::Cache {
+                    path: path.clone(),
+                    source,
+                })?;
+                match w.write_blob(
+                    &b.digest,
+                    b.size,
+                    std::io::BufReader::with_capacity(256 << 10, file),
+                ) {
+                    Ok(()) => {}
+                    Err(WriteError::BlobMismatch { .. }) => {
+                        let _ = std::fs::remove_file(&path);
+                        return Err(ExportError::CorruptCache { path });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        events(Event::WriteProgress { bytes: b.size });
+    }
+    Ok(w.finish()?)
+}
+
+/// Downloads what the cache lacks, in bundle order, up to `jobs` at once,
+/// each a task of its own (hashing spreads over the runtime's threads).
+/// Each blob's way to the writer is queued as its download starts (so in
+/// bundle order); cached blobs are ready at once. Every download started
+/// is waited for, so that every failure is recorded; once the writer has
+/// stopped (done, or abandoned after a failed download or a write error)
+/// no new one starts. Returns the failures: (what, why).
+async fn fetch_all(
+    client: &Client,
+    blobs: &[PlannedBlob],
+    missing_set: &HashSet<&Digest>,
+    opts: &ExportOptions,
+    events: &Events,
+    ready_tx: tokio::sync::mpsc::UnboundedSender<Ready>,
+    writer: &tokio::task::JoinHandle<Result<Written, ExportError>>,
+) -> Vec<(String, String)> {
+    let missing_ref = missing_set;
     let failures: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let stop_ref = &stop;
@@ -517,22 +543,5 @@ pub async fn export(
     }
     drop(fetches);
     drop(ready_tx);
-    let written = writer.await.map_err(|e| ExportError::Join(e.to_string()))?;
-    let mut failed = failures.lock().map(|f| f.clone()).unwrap_or_default();
-    if !failed.is_empty() {
-        failed.sort();
-        return Err(ExportError::Fetch(failed));
-    }
-    let written = written?;
-    Ok(ExportSummary {
-        written,
-        items: summary_items,
-        blobs: summary_blobs,
-        blob_bytes,
-        fetched: missing_count,
-        fetched_bytes: fetch_bytes,
-        cached: blobs.len() - missing_count,
-        base: base_count,
-        base_bytes,
-    })
+    failures.lock().map(|f| f.clone()).unwrap_or_default()
 }

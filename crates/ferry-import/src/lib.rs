@@ -17,6 +17,10 @@
 //! and a file out of its kind's place ([`ferry_bundle::placement`]) before
 //! anything is pushed, and every step is near-linear in the number of items.
 //!
+//! [`verify`] is `ferry verify` and `ferry inspect` as library operations
+//! (the same checks, one read, a report). [`receipt`] re-exports the
+//! receipt format from [`ferry_bundle::receipt`].
+//!
 //! [`archives`] is the first node's path instead (`--archives DIR`): one OCI
 //! archive per image that `ctr images import`, k3s/RKE2 and `podman load`
 //! read directly, written all or nothing from one verified read.
@@ -38,6 +42,7 @@ mod run;
 pub mod store;
 mod tree;
 pub mod trust;
+pub mod verify;
 
 pub use run::{
     import, ImportError, ImportOptions, ImportReport, ItemOutcome, PlanEntry, SignatureCheck,

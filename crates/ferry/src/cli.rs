@@ -127,8 +127,9 @@ pub struct ExportArgs {
     pub allow_missing_drivers: bool,
     /// Differential bundle: leave out every blob the other side already has, per FILE
     /// (the `--receipt` of an import there, or the lock of the bundle it last imported).
+    /// Repeatable, one per destination: a blob any of them lacks travels.
     #[arg(long, value_name = "RECEIPT|LOCK")]
-    pub since: Option<PathBuf>,
+    pub since: Vec<PathBuf>,
     /// Cut the bundle into parts for removable media: OUT.part-000, … plus the parts manifest
     /// (OUT without .tar.zst, + .parts.json). SIZE: 700MiB, 4GiB, 4.7G, bytes, or `fat32`
     /// (4 GiB - 1 byte, the largest file FAT32 holds).
@@ -141,6 +142,14 @@ pub struct ExportArgs {
     /// (cosign `sha256-<hex>.sig/.att/.sbom` tags, OCI 1.1 referrers) of the images.
     #[arg(long)]
     pub no_referrers: bool,
+    /// Resolve and print the plan (what is fetched from where, bytes to download and
+    /// to write, room on the output's and the cache's filesystems); download and write
+    /// nothing, not even the lock.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the plan as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub plan_json: Option<PathBuf>,
     #[command(flatten)]
     pub net: NetArgs,
 }

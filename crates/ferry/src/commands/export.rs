@@ -1,66 +1,78 @@
 //! `ferry export` and `ferry lock`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+//!
+//! The operations are [`ferry_export::ops`]; this renders their events,
+//! summaries and errors (exit codes and hints).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::anyhow;
 use serde_json::json;
 
-use ferry_bundle::lock::Lock;
-use ferry_bundle::meta::Kind;
-use ferry_bundle::spec::{validate_platform, ImageRequest, Spec, SpecError};
+use ferry_bundle::spec::Spec;
 use ferry_bundle::writer::Compression;
-use ferry_bundle::Reference;
-use ferry_export::{Event, Events, ResolveError, Resolved};
+use ferry_export::ops::{self, OpError};
+use ferry_export::preflight::Preflight;
+use ferry_export::sources::CollectError;
+use ferry_export::{Event, Events, ExportError};
 use ferry_registry::Client;
 
 use crate::cli::{CompressionArg, ExportArgs, LockArgs, NetArgs};
-use crate::ui::{esc, human_bytes, Ui};
+use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{net, CmdResult, Failure};
 
-fn load_requests(
-    spec_path: &Path,
-    platforms: &[String],
-) -> Result<(Spec, Vec<ImageRequest>), Failure> {
-    let spec = Spec::load(spec_path).map_err(Failure::input)?;
-    for p in platforms {
-        validate_platform(p).map_err(|e| Failure::input(anyhow!("--platform: {e}")))?;
-    }
-    let from_manifests = |p: &Path| -> Result<Vec<Reference>, SpecError> {
-        ferry_bundle::discover::images_in_file(p).map_err(|e| SpecError::Invalid {
-            path: spec_path.to_path_buf(),
-            message: format!("fromManifests: {e}"),
-        })
-    };
-    let mut requests = spec
-        .image_requests(platforms, &from_manifests)
-        .map_err(Failure::input)?;
-    if let Some(f) = &spec.falco {
-        for r in &f.artifacts {
-            // falcoctl artifacts (plugins are indexes) travel whole.
-            requests.retain(|q| &q.reference != r);
-            requests.push(ImageRequest {
-                reference: r.clone(),
-                kind: Kind::FalcoArtifact,
-                platforms: Vec::new(),
-            });
+/// Renders an operation error: its exit code and what to do about it.
+fn op_failure(e: OpError, no_cache: bool) -> Failure {
+    match e {
+        OpError::Collect(e) if e.is_environment() => Failure::env(e)
+            .hint("check network access to the sources (or --upstream-mirror), then re-run"),
+        OpError::Collect(e @ CollectError::MissingDrivers(_)) => Failure::partial(e).hint(
+            "not every kernel has a prebuilt driver: remove those kernels, or pass --allow-missing-drivers",
+        ),
+        OpError::Resolve(e) if e.is_environment() => Failure::env(e)
+            .hint("check network access to the registries (or --upstream-mirror), then re-run"),
+        OpError::Provenance(e) if e.is_environment() => Failure::env(e).hint(
+            "check network access to the registries, then re-run (or --no-referrers to carry no provenance)",
+        ),
+        OpError::LockMissing { lock, spec } => {
+            let hint = format!(
+                "create it with `ferry lock -f {} -o {}`",
+                spec.display(),
+                lock.display()
+            );
+            Failure::input(OpError::LockMissing { lock, spec }).hint(hint)
         }
+        e @ OpError::Drift { .. } => Failure::input(e).hint(
+            "review the change, then update the lock with `ferry lock` (or export without --locked)",
+        ),
+        e @ (OpError::LockWrite { .. } | OpError::Scratch { .. }) => Failure::env(e),
+        OpError::Policy(e) if e.is_environment() => {
+            Failure::env(e).hint("check network access to the registries, then re-run")
+        }
+        OpError::Policy(e) => Failure::input(e).hint(
+            "nothing was written; fix the signatures upstream, or change the rule (mode: warn, unsigned: allow) after review",
+        ),
+        OpError::Since(e) if e.is_environment() => Failure::env(e),
+        OpError::Write(e) => match e {
+            ExportError::Fetch(_) if !no_cache => {
+                Failure::env(e).hint("re-run: blobs already downloaded are kept in the cache")
+            }
+            ExportError::CorruptCache { .. } => Failure::env(e),
+            ExportError::Placement(_) => Failure::input(e),
+            ExportError::NoRoom(_) => Failure::env(e).hint(
+                "nothing was downloaded: free space, or choose another --output directory or --cache",
+            ),
+            other => Failure::env(other),
+        },
+        other => Failure::input(other),
     }
-    let has_other = !spec.charts.is_empty()
-        || spec.falco.is_some()
-        || spec.opensearch.is_some()
-        || !spec.files.is_empty();
-    if requests.is_empty() && !has_other {
-        return Err(Failure::input(anyhow!(
-            "spec `{}` lists nothing to carry",
-            spec_path.display()
-        )));
-    }
-    Ok((spec, requests))
 }
 
-fn events(ui: &Arc<Ui>) -> Events {
+/// The preflight, where the events leave it (for `--plan-json`).
+type PlanSlot = Arc<Mutex<Option<Preflight>>>;
+
+fn events(ui: &Arc<Ui>, plan: PlanSlot) -> Events {
     let shared = ui.clone();
     Arc::new(move |e: Event| match e {
         Event::Resolved {
@@ -104,10 +116,72 @@ fn events(ui: &Arc<Ui>) -> Events {
             shared.extend_bar("fetch+write", bytes);
         }
         Event::WriteProgress { bytes } => shared.inc(bytes),
+        Event::Preflight(p) => {
+            render_preflight(&shared, &p);
+            if let Ok(mut slot) = plan.lock() {
+                *slot = Some(p);
+            }
+        }
+        Event::PolicyChecked { verdicts } => {
+            shared.line(&format!(
+                "signature policy: {} item(s) checked: {}",
+                verdicts.len(),
+                super::verify::verdict_counts(&verdicts)
+            ));
+        }
         Event::Warning { message } => {
             shared.line(&format!("warning: {}", esc(&message)));
             shared.json(json!({"event": "warning", "message": message}));
         }
+    })
+}
+
+/// The plan, before any download: totals, sources, room.
+fn render_preflight(ui: &Ui, p: &Preflight) {
+    ui.json(json!({"event": "preflight", "plan": p}));
+    ui.line(&format!(
+        "plan: {} item(s), {} blob(s); fetch {} blob(s) ({}) from {} source(s), {} cached; write up to {} to {}",
+        p.items,
+        p.blobs,
+        p.fetch_blobs,
+        human_bytes(p.fetch_bytes),
+        p.sources.len(),
+        p.cached_blobs,
+        human_bytes(p.write_bytes),
+        esc_path(&p.output)
+    ));
+    for (source, s) in &p.sources {
+        ui.line(&format!(
+            "  from {}: {} blob(s), {}",
+            esc(source),
+            s.blobs,
+            human_bytes(s.bytes)
+        ));
+    }
+    for r in &p.rooms {
+        ui.line(&format!(
+            "  room: {} `{}` needs {}, {} available{}",
+            r.what,
+            esc_path(&r.path),
+            human_bytes(r.needed),
+            human_bytes(r.available),
+            if r.fits() { "" } else { ": NOT ENOUGH" }
+        ));
+    }
+}
+
+/// `--plan-json FILE`: the plan as JSON, written atomically.
+fn write_plan(path: &Path, plan: &PlanSlot) -> Result<(), Failure> {
+    let Some(p) = plan.lock().ok().and_then(|g| g.clone()) else {
+        return Ok(());
+    };
+    let mut bytes = serde_json::to_vec_pretty(&p)
+        .map_err(|e| Failure::env(anyhow::anyhow!("failed to serialise the plan: {e}")))?;
+    bytes.push(b'\n');
+    ferry_bundle::writer::write_atomic(path, &bytes).map_err(|e| {
+        Failure::env(
+            anyhow::Error::new(e).context(format!("failed to write the plan `{}`", path.display())),
+        )
     })
 }
 
@@ -116,187 +190,19 @@ fn client_for(net: &NetArgs, spec: &Spec, mirrors: &[String]) -> Result<Client, 
     net::client(net, &spec.registries, &mirrors, None)
 }
 
-/// Resolves everything the spec names: charts, drivers, plugins and files
-/// first (charts may add images), then the images, then (with `referrers`)
-/// the provenance of every registry item.
-#[allow(clippy::too_many_arguments)]
-async fn resolve(
-    client: &Client,
-    spec: &Spec,
-    requests: &[ImageRequest],
-    lock: Option<&Lock>,
-    cache_dir: &Path,
-    jobs: usize,
-    allow_missing_drivers: bool,
-    referrers: bool,
-    ev: &Events,
-) -> Result<Resolved, Failure> {
-    let opts = ferry_export::sources::CollectOptions {
-        cache_dir: cache_dir.to_path_buf(),
-        jobs,
-        allow_missing_drivers,
-    };
-    let collected = ferry_export::sources::collect(client, spec, lock, &opts, ev)
-        .await
-        .map_err(|e| {
-            if e.is_environment() {
-                Failure::env(e).hint("check network access to the sources (or --upstream-mirror), then re-run")
-            } else if matches!(e, ferry_export::sources::CollectError::MissingDrivers(_)) {
-                Failure::partial(e).hint("not every kernel has a prebuilt driver: remove those kernels, or pass --allow-missing-drivers")
-            } else {
-                Failure::input(e)
-            }
-        })?;
-    for u in &collected.missing_drivers {
-        ev(Event::Warning {
-            message: format!("no prebuilt Falco driver upstream: {u}"),
-        });
-    }
-    let mut all: Vec<ImageRequest> = requests.to_vec();
-    for r in collected.chart_images {
-        if !all.iter().any(|q| q.reference == r.reference) {
-            all.push(r);
-        }
-    }
-    all.sort();
-    let mut resolved = ferry_export::resolve(client, &all, lock, jobs, ev)
-        .await
-        .map_err(|e: ResolveError| {
-            if e.is_environment() {
-                Failure::env(e).hint(
-                    "check network access to the registries (or --upstream-mirror), then re-run",
-                )
-            } else {
-                Failure::input(e)
-            }
-        })?;
-    resolved.images.extend(collected.items);
-    if referrers {
-        let found = ferry_export::provenance::discover(client, &resolved.images, lock, jobs, ev)
-            .await
-            .map_err(|e: ResolveError| {
-                if e.is_environment() {
-                    Failure::env(e).hint(
-                        "check network access to the registries, then re-run (or --no-referrers to carry no provenance)",
-                    )
-                } else {
-                    Failure::input(e)
-                }
-            })?;
-        resolved.images.extend(found);
-    }
-    resolved.images.sort_by_key(|a| a.name());
-    Ok(resolved)
-}
-
-/// The blobs the other side holds, from a receipt (with the repository
-/// holding each) or from a lock (every config and layer of the manifests it
-/// pins, fetched from the source by digest).
-async fn load_base(
-    path: &Path,
-    client: &Client,
-) -> Result<std::collections::HashMap<ferry_bundle::Digest, Option<String>>, Failure> {
-    use ferry_bundle::manifest;
-    let bytes = std::fs::read(path).map_err(|e| {
-        Failure::input(anyhow!("--since: failed to read `{}`: {e}", path.display()))
-    })?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        Failure::input(anyhow!(
-            "--since: `{}` is not a receipt or lock file: {e}",
-            path.display()
-        ))
-    })?;
-    let mut base = std::collections::HashMap::new();
-    if v.get("receiptVersion").is_some() {
-        let r: ferry_import::receipt::Receipt = serde_json::from_value(v).map_err(|e| {
-            Failure::input(anyhow!(
-                "--since: invalid receipt `{}`: {e}",
-                path.display()
-            ))
-        })?;
-        for (repo, content) in &r.repositories {
-            for d in &content.blobs {
-                base.entry(d.clone()).or_insert_with(|| Some(repo.clone()));
-            }
-        }
-        return Ok(base);
-    }
-    if v.get("lockVersion").is_none() {
-        return Err(Failure::input(anyhow!(
-            "--since: `{}` is neither a receipt (receiptVersion) nor a lock file (lockVersion)",
-            path.display()
-        )));
-    }
-    let lock = Lock::load(path).map_err(Failure::input)?;
-    for e in lock.entries() {
-        let Ok(r) = Reference::parse(&e.reference) else {
-            continue; // file kinds always travel
-        };
-        let repo = ferry_registry::Repo {
-            host: r.registry.clone(),
-            path: r.repository.clone(),
-        };
-        let mut queue = vec![e.digest.clone()];
-        queue.extend(e.platforms.iter().map(|p| p.digest.clone()));
-        while let Some(d) = queue.pop() {
-            let m = client
-                .get_manifest(&repo, &d.to_string())
-                .await
-                .map_err(|err| {
-                    Failure::env(anyhow!(
-                        "--since: cannot read {}@{d} named by `{}`: {err}",
-                        e.reference,
-                        path.display()
-                    ))
-                })?;
-            let parsed = manifest::parse(&m.bytes, Some(&m.media_type))
-                .map_err(|err| Failure::input(anyhow!("--since: {}@{d}: {err}", e.reference)))?;
-            for b in parsed.blobs() {
-                base.insert(b.digest.clone(), None);
-            }
-        }
-    }
-    Ok(base)
-}
-
-fn default_cache() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(x).join("ferry");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache").join("ferry"),
-        None => std::env::temp_dir().join("ferry-cache"),
-    }
-}
-
-fn write_lock(path: &Path, lock: &Lock) -> Result<(), Failure> {
-    ferry_bundle::writer::write_atomic(path, &lock.to_json()).map_err(|e| {
-        Failure::env(
-            anyhow::Error::new(e)
-                .context(format!("failed to write lock file `{}`", path.display())),
-        )
-    })
-}
-
 pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
-    let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
-    let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
-    let ev = events(ui);
-    let cache = a.cache.clone().unwrap_or_else(default_cache);
-    let resolved = resolve(
-        &client,
-        &spec,
-        &requests,
-        None,
-        &cache,
-        a.net.jobs,
-        a.allow_missing_drivers,
-        !a.no_referrers,
-        &ev,
-    )
-    .await?;
-    let lock = resolved.lock();
-    write_lock(&a.output, &lock)?;
+    let loaded = ops::load(&a.spec, &a.platforms).map_err(|e| op_failure(e, false))?;
+    let client = client_for(&a.net, &loaded.spec, &a.upstream_mirror)?;
+    let ev = events(ui, Default::default());
+    let opts = ops::ResolveOptions {
+        cache_dir: a.cache.clone().unwrap_or_else(ops::default_cache),
+        jobs: a.net.jobs,
+        allow_missing_drivers: a.allow_missing_drivers,
+        referrers: !a.no_referrers,
+    };
+    let lock = ops::lock(&client, &loaded, &opts, &a.output, &ev)
+        .await
+        .map_err(|e| op_failure(e, false))?;
     ui.json(json!({"event": "locked", "path": a.output, "images": lock.images.len(), "artifacts": lock.artifacts.len()}));
     ui.result(&format!(
         "wrote {} ({} images, {} other items)",
@@ -316,121 +222,10 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         .map(super::key::signing_key)
         .transpose()?;
     let signed_by = sign_key.as_ref().map(|k| k.key_id().to_string());
-    let (spec, requests) = load_requests(&a.spec, &a.platforms)?;
-    let client = client_for(&a.net, &spec, &a.upstream_mirror)?;
-    let ev = events(ui);
-    // --no-cache: what resolution fetches (charts, files) goes to a
-    // temporary directory beside the bundle, removed when done.
-    let scratch = if a.no_cache {
-        let dir = match a.output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        Some(
-            tempfile::Builder::new()
-                .prefix(".ferry-export-")
-                .tempdir_in(&dir)
-                .map_err(|e| {
-                    Failure::env(anyhow::Error::new(e).context(format!(
-                        "failed to create a scratch directory in `{}`",
-                        dir.display()
-                    )))
-                })?,
-        )
-    } else {
-        None
-    };
-    let cache = match &scratch {
-        Some(d) => d.path().to_path_buf(),
-        None => a.cache.clone().unwrap_or_else(default_cache),
-    };
-    let existing = match &a.lock {
-        Some(p) if p.exists() => Some(Lock::load(p).map_err(Failure::input)?),
-        Some(p) if a.locked => {
-            return Err(Failure::input(anyhow!(
-                "--locked: lock file `{}` does not exist",
-                p.display()
-            ))
-            .hint(format!(
-                "create it with `ferry lock -f {} -o {}`",
-                a.spec.display(),
-                p.display()
-            )))
-        }
-        _ => None,
-    };
-    let resolved = if a.locked {
-        let fresh = resolve(
-            &client,
-            &spec,
-            &requests,
-            None,
-            &cache,
-            a.net.jobs,
-            a.allow_missing_drivers,
-            !a.no_referrers,
-            &ev,
-        )
-        .await?;
-        let drift = existing
-            .as_ref()
-            .map(|l| l.drift(&fresh.lock()))
-            .unwrap_or_default();
-        if !drift.is_empty() {
-            return Err(Failure::input(anyhow!(
-                "--locked: the spec resolves differently from `{}`:\n  {}",
-                a.lock.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                drift.join("\n  ")
-            ))
-            .hint("review the change, then update the lock with `ferry lock` (or export without --locked)"));
-        }
-        fresh
-    } else {
-        let r = resolve(
-            &client,
-            &spec,
-            &requests,
-            existing.as_ref(),
-            &cache,
-            a.net.jobs,
-            a.allow_missing_drivers,
-            !a.no_referrers,
-            &ev,
-        )
-        .await?;
-        if let Some(p) = &a.lock {
-            write_lock(p, &r.lock())?;
-        }
-        r
-    };
-    // The signature policy: every matching item verified before a byte of
-    // the bundle is written.
-    let policy = ferry_export::trust::load_policy(&spec).map_err(Failure::input)?;
-    let verification = match (&policy, &spec.verify) {
-        (Some(p), Some(v)) => {
-            let out = ferry_export::trust::check(&client, &resolved, p, v)
-                .await
-                .map_err(|e| {
-                    if e.is_environment() {
-                        Failure::env(e).hint("check network access to the registries, then re-run")
-                    } else {
-                        Failure::input(e).hint("nothing was written; fix the signatures upstream, or change the rule (mode: warn, unsigned: allow) after review")
-                    }
-                })?;
-            for (r, w) in &out.warnings {
-                ev(Event::Warning {
-                    message: format!("signature policy (warn): {r}: {w}"),
-                });
-            }
-            ui.line(&format!(
-                "signature policy: {} item(s) checked: {}",
-                out.verification.verdicts.len(),
-                super::verify::verdict_counts(&out.verification.verdicts)
-            ));
-            Some(out.verification)
-        }
-        _ => None,
-    };
+    let loaded = ops::load(&a.spec, &a.platforms).map_err(|e| op_failure(e, a.no_cache))?;
+    let client = client_for(&a.net, &loaded.spec, &a.upstream_mirror)?;
+    let plan = PlanSlot::default();
+    let ev = events(ui, plan.clone());
     let compression = match a.compression {
         CompressionArg::Zstd => Compression::Zstd {
             level: a.level.unwrap_or(3).clamp(1, 19),
@@ -440,32 +235,44 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         },
         CompressionArg::None => Compression::None,
     };
-    let base = match &a.since {
-        Some(p) => load_base(p, &client).await?,
-        None => Default::default(),
-    };
-    let opts = ferry_export::ExportOptions {
+    let run = ops::ExportRun {
+        spec_path: a.spec.clone(),
         output: a.output.clone(),
-        compression,
-        cache_dir: cache.clone(),
-        stream: a.no_cache,
+        lock: a.lock.clone(),
+        locked: a.locked,
+        cache: a.cache.clone(),
+        no_cache: a.no_cache,
         jobs: a.net.jobs,
-        name: spec.name.clone(),
-        base,
+        allow_missing_drivers: a.allow_missing_drivers,
+        referrers: !a.no_referrers,
+        since: a.since.clone(),
+        compression,
         sign_key,
         split: a.split,
-        verification,
+        dry_run: a.dry_run,
     };
-    let summary = ferry_export::export(&client, &resolved, &opts, &ev)
-        .await
-        .map_err(|e| match e {
-            ferry_export::ExportError::Fetch(_) if !a.no_cache => {
-                Failure::env(e).hint("re-run: blobs already downloaded are kept in the cache")
-            }
-            ferry_export::ExportError::CorruptCache { .. } => Failure::env(e),
-            ferry_export::ExportError::Placement(_) => Failure::input(e),
-            other => Failure::env(other),
-        })?;
+    let outcome = ops::export(&client, &loaded, run, &ev).await;
+    // The plan is written whether the run went ahead or was refused for room.
+    if let Some(path) = &a.plan_json {
+        write_plan(path, &plan)?;
+    }
+    let summary = match outcome.map_err(|e| op_failure(e, a.no_cache))? {
+        ops::Exported::Written(s) => *s,
+        ops::Exported::Planned(p) => {
+            ui.json(json!({"event": "planned", "planJson": a.plan_json}));
+            ui.result(&format!(
+                "dry run: nothing downloaded or written; {} blob(s) ({}) to fetch, up to {} to write{}",
+                p.fetch_blobs,
+                human_bytes(p.fetch_bytes),
+                human_bytes(p.write_bytes),
+                match &a.plan_json {
+                    Some(f) => format!("; plan in {}", esc_path(f)),
+                    None => String::new(),
+                }
+            ));
+            return Ok(0);
+        }
+    };
     ui.finish_bar();
     let secs = started.elapsed().as_secs_f64();
     ui.json(json!({
@@ -484,7 +291,7 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         "baseBytes": summary.base_bytes,
         "seconds": secs,
     }));
-    if a.since.is_some() {
+    if !a.since.is_empty() {
         ui.line(&format!(
             "differential: {} blob(s) ({}) left out, the other side has them",
             summary.base,

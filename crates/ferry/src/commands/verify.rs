@@ -1,7 +1,9 @@
 //! `ferry verify` and `ferry inspect`.
+//!
+//! The operations are [`ferry_import::verify`]; this renders their reports
+//! and errors (escaping what the bundle says).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,104 +11,14 @@ use std::time::Instant;
 use anyhow::anyhow;
 use serde_json::json;
 
-use ferry_bundle::manifest::{self, Parsed};
-use ferry_bundle::meta::BlobMeta;
-use ferry_bundle::parts::{
-    locate_part, open_bundle, BundlePath, BundleSource, LocatedPart, PartsError,
-};
-use ferry_bundle::reader::{
-    read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult, Visitor,
-};
-use ferry_bundle::sign::{SignError, TrustedKey, Verified};
-use ferry_bundle::Digest;
+use ferry_bundle::parts::{LocatedPart, PartsError};
+use ferry_bundle::reader::Head;
+use ferry_bundle::sign::Verified;
+use ferry_import::verify::{GivenPolicy, Progress, VerifyError, VerifyOptions};
 
 use crate::cli::{InspectArgs, VerifyArgs};
 use crate::ui::{esc, esc_path, human_bytes, Ui};
 use crate::{CmdResult, Failure};
-
-struct Progress {
-    ui: Arc<Ui>,
-    head: Option<Head>,
-    manifests: HashMap<Digest, Parsed>,
-    stop_after_manifests: bool,
-    /// `--key`: the signature must verify before anything past the head is read.
-    key: Option<TrustedKey>,
-    /// The signature that verified with `key`.
-    verified: Option<Verified>,
-    /// Import's content re-checks (chart archives, plugin sha512), planned
-    /// once the manifests are in.
-    content: Option<ferry_import::content::ContentChecks>,
-    /// What the offline signature check needs, from this same read.
-    signatures: ferry_import::trust::SignatureCollector,
-}
-
-#[derive(Debug)]
-struct Enough;
-impl std::fmt::Display for Enough {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stopped after the manifests")
-    }
-}
-impl std::error::Error for Enough {}
-
-impl Visitor for Progress {
-    fn head(&mut self, head: &Head) -> VisitResult {
-        if let Some(key) = &self.key {
-            self.verified = Some(key.verify(&head.meta_bytes, head.signature.as_deref())?);
-        }
-        if !self.stop_after_manifests {
-            self.ui.start_bar("verify", head.meta.blob_bytes());
-        }
-        self.signatures.head(&head.meta);
-        self.head = Some(head.clone());
-        Ok(())
-    }
-    fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
-        self.ui.inc(blob.size);
-        self.signatures.manifest(blob, bytes);
-        if let Ok(p) = manifest::parse(bytes, blob.media_type.as_deref()) {
-            self.manifests.insert(blob.digest.clone(), p);
-        }
-        Ok(())
-    }
-    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
-        if self.stop_after_manifests {
-            return Err(Box::new(Enough));
-        }
-        if self.content.is_none() {
-            if let Some(h) = &self.head {
-                self.content = Some(ferry_import::content::ContentChecks::plan(
-                    &h.meta.items,
-                    &self.manifests,
-                ));
-            }
-        }
-        if self.signatures.wants(&blob.digest) {
-            // Small signature blobs: read once, handed to both checks.
-            let mut bytes = Vec::with_capacity(blob.size as usize);
-            data.take(ferry_trust::MAX_ARTIFACT_BLOB)
-                .read_to_end(&mut bytes)?;
-            if let Some(c) = &mut self.content {
-                c.consume(blob, &mut std::io::Cursor::new(&bytes))?;
-            }
-            self.signatures.blob(blob, bytes);
-        } else if let Some(c) = &mut self.content {
-            c.consume(blob, data)?;
-        }
-        Ok(())
-    }
-    fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
-        self.ui.inc(blob.size);
-        if verdict.is_err() {
-            self.signatures.blob_failed(&blob.digest);
-        }
-        Ok(())
-    }
-}
-
-fn open(path: &Path) -> Result<BundleSource, Failure> {
-    open_bundle(path).map_err(parts_failure)
-}
 
 /// A split bundle's manifest or parts are bad: exit 1, with what to re-copy.
 fn parts_failure(e: PartsError) -> Failure {
@@ -126,27 +38,30 @@ fn parts_failure(e: PartsError) -> Failure {
     }
 }
 
-/// Why a read of the bundle stream failed: the bundle, or a part it came in.
-enum ReadFailure {
-    Bundle(BundleError),
-    Parts(PartsError),
-}
-
-impl ReadFailure {
-    /// After `read_bundle` failed on `src`: a bad part explains it better
-    /// than what the bad bytes decoded to.
-    fn of(src: &mut BundleSource, e: BundleError) -> ReadFailure {
-        match src.diagnose() {
-            Some(p) => ReadFailure::Parts(p),
-            None => ReadFailure::Bundle(e),
+/// A bundle that failed verification: exit 1, and what to do.
+fn verify_failure(e: VerifyError) -> Failure {
+    match e {
+        VerifyError::Parts(e) => parts_failure(e),
+        e @ VerifyError::Signature { .. } => Failure::input(e).hint(
+            "do not import this bundle: it was not signed with the key you trust, or was altered after signing; get a fresh copy from the export side",
+        ),
+        e @ VerifyError::Bundle { .. } if e.is_truncation() => Failure::input(e)
+            .hint("the file is truncated: copy it again and compare with its .sha256 file"),
+        VerifyError::Content { path, failures } => {
+            let list: Vec<String> = failures
+                .iter()
+                .map(|(r, why)| format!("{}: {}", esc(r), esc(why)))
+                .collect();
+            Failure::input(anyhow!(
+                "bundle `{}` failed verification: {} item(s) fail the checks export made:\n{}",
+                esc_path(&path),
+                list.len(),
+                list.join("\n")
+            ))
+            .hint("do not load this bundle: its content differs from what was checked at export")
         }
-    }
-
-    fn failure(self, path: &Path) -> Failure {
-        match self {
-            ReadFailure::Bundle(e) => bundle_failure(path, e),
-            ReadFailure::Parts(e) => parts_failure(e),
-        }
+        VerifyError::Policy(e) => policy_failure(e),
+        other => Failure::input(other),
     }
 }
 
@@ -203,29 +118,6 @@ fn verify_one_part(
     Ok(0)
 }
 
-fn bundle_failure(path: &Path, e: BundleError) -> Failure {
-    let truncated = e.is_truncation();
-    let context = format!("bundle `{}` failed verification", path.display());
-    // A refused signature is the cause itself (not wrapped twice).
-    let e = match e {
-        BundleError::Visitor(v) => match v.downcast::<SignError>() {
-            Ok(sig) => {
-                return Failure::input(anyhow::Error::new(*sig).context(context)).hint(
-                    "do not import this bundle: it was not signed with the key you trust, or was altered after signing; get a fresh copy from the export side",
-                )
-            }
-            Err(v) => BundleError::Visitor(v),
-        },
-        other => other,
-    };
-    let f = Failure::input(anyhow::Error::new(e).context(context));
-    if truncated {
-        f.hint("the file is truncated: copy it again and compare with its .sha256 file")
-    } else {
-        f
-    }
-}
-
 /// `verified 3, allowed unsigned 1, warned 0`.
 pub fn verdict_counts(v: &[ferry_bundle::meta::ItemVerdict]) -> String {
     use ferry_trust::Decision;
@@ -249,17 +141,6 @@ fn policy_failure(e: ferry_import::trust::RecheckError) -> Failure {
         ),
         other => Failure::input(other),
     }
-}
-
-/// The policy given with `--policy FILE` (its `verify:` section and the
-/// directory its paths are relative to).
-type GivenPolicy = Option<(ferry_trust::VerifySpec, std::path::PathBuf)>;
-
-fn load_given(policy: Option<&Path>) -> Result<GivenPolicy, Failure> {
-    policy
-        .map(ferry_import::trust::load_policy_file)
-        .transpose()
-        .map_err(Failure::input)
 }
 
 /// Renders what the offline signature check decided: the JSON event, the
@@ -312,15 +193,18 @@ pub async fn recheck_policy(
     if policy.is_none() && !carried {
         return Ok(None);
     }
-    let given = load_given(policy)?;
+    let given = policy
+        .map(GivenPolicy::load)
+        .transpose()
+        .map_err(Failure::input)?;
     let key = key.map(super::key::trusted_key).transpose()?;
-    let (bundle, file) = (bundle.to_path_buf(), policy.map(Path::to_path_buf));
+    let bundle = bundle.to_path_buf();
     let report = tokio::task::spawn_blocking(move || {
-        let g = given
-            .as_ref()
-            .zip(file.as_ref())
-            .map(|((spec, base), f)| (spec, base.as_path(), f.as_path()));
-        ferry_import::trust::recheck(&bundle, g, key.as_ref())
+        ferry_import::trust::recheck(
+            &bundle,
+            given.as_ref().map(GivenPolicy::as_parts),
+            key.as_ref(),
+        )
     })
     .await
     .map_err(|e| Failure::env(anyhow!("the signature check stopped: {e}")))?
@@ -332,90 +216,37 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
     let started = Instant::now();
     let key = a.key.as_deref().map(super::key::trusted_key).transpose()?;
     let key_path = a.key.clone();
-    // A part other than the first, or a first part with none of the others
-    // beside it (a USB stick before it is carried): check that part alone.
-    // A first part with some of the others is the bundle, and a missing
-    // one is named.
-    if let BundlePath::Part { .. } = BundlePath::of(&a.bundle) {
-        let located = locate_part(&a.bundle).map_err(parts_failure)?;
-        let missing = located.missing_others();
-        let alone = !missing.is_empty() && missing.len() + 1 == located.manifest.parts.len();
-        if located.index != 0 || alone {
-            if a.key.is_some() {
-                ui.line("note: --key is checked on the whole bundle (all parts together), not on one part");
-            }
-            return verify_one_part(&a.bundle, &located, &missing, ui);
-        }
-    }
-    let mut src = open(&a.bundle)?;
-    let size = src.size();
-    let split = src.parts().map(|(p, m)| (p.to_path_buf(), m.parts.len()));
-    let ui2 = ui.clone();
-    let path = a.bundle.clone();
-    // A bad --policy file is refused before the bundle is read.
-    let given = load_given(a.policy.as_deref())?;
-    let (report, head, verified, content_failures, signatures) =
-        tokio::task::spawn_blocking(move || {
-            let mut v = Progress {
-                ui: ui2,
-                head: None,
-                manifests: HashMap::new(),
-                stop_after_manifests: false,
-                key,
-                verified: None,
-                content: None,
-                signatures: Default::default(),
-            };
-            let r = read_bundle(
-                std::io::BufReader::with_capacity(1 << 20, &mut src),
-                ReadOptions::default(),
-                &mut v,
+    // One part alone (a USB stick before it is carried): check that part.
+    if let Some((located, missing)) =
+        ferry_import::verify::lone_part(&a.bundle).map_err(parts_failure)?
+    {
+        if a.key.is_some() {
+            ui.line(
+                "note: --key is checked on the whole bundle (all parts together), not on one part",
             );
-            match r {
-                // The tar ends before the stream does: check the parts to their last byte.
-                Ok(r) => match src.finish() {
-                    Ok(()) => Ok((
-                        r,
-                        v.head,
-                        v.verified,
-                        v.content.map(|c| c.finish()).unwrap_or_default(),
-                        v.signatures,
-                    )),
-                    Err(e) => Err(ReadFailure::Parts(e)),
-                },
-                Err(e) => Err(ReadFailure::of(&mut src, e)),
-            }
-        })
-        .await
-        .map_err(|e| Failure::env(anyhow!("verify thread failed: {e}")))?
-        .map_err(|e| e.failure(&path))?;
-    ui.finish_bar();
-    let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
-    // What import re-checks (chart archives, plugin sha512), verify refuses
-    // first, with import's words.
-    if !content_failures.is_empty() {
-        let list: Vec<String> = content_failures
-            .iter()
-            .map(|(r, why)| format!("{}: {}", esc(r), esc(why)))
-            .collect();
-        return Err(Failure::input(anyhow!(
-            "bundle `{}` failed verification: {} item(s) fail the checks export made:\n{}",
-            esc_path(&a.bundle),
-            list.len(),
-            list.join("\n")
-        ))
-        .hint("do not load this bundle: its content differs from what was checked at export"));
+        }
+        return verify_one_part(&a.bundle, &located, &missing, ui);
     }
-    // The image signatures, re-verified offline from what this read kept.
-    let policy_lines = signatures
-        .decide(
-            given
-                .as_ref()
-                .zip(a.policy.as_deref())
-                .map(|((spec, base), f)| (spec, base.as_path(), f)),
-        )
-        .map_err(policy_failure)?
-        .map(|r| policy_lines(&r, ui));
+    let shared = ui.clone();
+    let progress: ferry_import::verify::ProgressFn = Arc::new(move |p| match p {
+        Progress::Start { bytes } => shared.start_bar("verify", bytes),
+        Progress::Read { bytes } => shared.inc(bytes),
+    });
+    let opts = VerifyOptions {
+        key,
+        policy: a.policy.clone(),
+    };
+    let path = a.bundle.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        ferry_import::verify::verify(&path, &opts, Some(progress))
+    })
+    .await
+    .map_err(|e| Failure::env(anyhow!("verify thread failed: {e}")))?
+    .map_err(verify_failure)?;
+    ui.finish_bar();
+    let (report, head, verified, split, size) =
+        (&r.read, &r.head, r.signature.as_ref(), &r.split, r.size);
+    let policy_lines = r.policy.as_ref().map(|p| policy_lines(p, ui));
     let secs = started.elapsed().as_secs_f64();
     let meta = &head.meta;
     ui.json(json!({
@@ -429,7 +260,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         "absentChildren": meta.absent.len(),
         "baseBlobs": meta.base.len(),
         "signed": head.signature.is_some(),
-        "signedBy": signer_json(&head, verified.as_ref()),
+        "signedBy": signer_json(head, verified),
         "signatureChecked": verified.is_some(),
         "parts": split.as_ref().map(|(_, n)| n),
         "seconds": secs,
@@ -467,7 +298,7 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
         } else {
             format!(" ({} base blob(s) expected at the target)", meta.base.len())
         },
-        signature_line(&head, verified.as_ref(), key_path.as_deref()),
+        signature_line(head, verified, key_path.as_deref()),
         secs,
         human_bytes((report.blob_bytes as f64 / secs.max(0.001)) as u64),
     ));
@@ -478,70 +309,13 @@ pub async fn verify(a: VerifyArgs, ui: &Arc<Ui>) -> CmdResult {
 }
 
 pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
-    let mut src = open(&a.bundle)?;
-    let ui2 = ui.clone();
     let path = a.bundle.clone();
-    let (head, manifests) = tokio::task::spawn_blocking(move || {
-        let mut v = Progress {
-            ui: ui2,
-            head: None,
-            manifests: HashMap::new(),
-            stop_after_manifests: true,
-            key: None,
-            verified: None,
-            content: None,
-            signatures: Default::default(),
-        };
-        match read_bundle(
-            std::io::BufReader::new(&mut src),
-            ReadOptions::default(),
-            &mut v,
-        ) {
-            Ok(_) => Ok((v.head, v.manifests)),
-            Err(BundleError::Visitor(e)) if e.is::<Enough>() => Ok((v.head, v.manifests)),
-            Err(e) => Err(ReadFailure::of(&mut src, e)),
-        }
-    })
-    .await
-    .map_err(|e| Failure::env(anyhow!("inspect thread failed: {e}")))?
-    .map_err(|e| e.failure(&path))?;
-    let head = head.ok_or_else(|| Failure::input(anyhow!("bundle has no head")))?;
-    let sizes: HashMap<&Digest, u64> = head
-        .meta
-        .blobs
-        .iter()
-        .map(|b| (&b.digest, b.size))
-        .collect();
-    let absent: HashSet<(&Digest, &Digest)> = head
-        .meta
-        .absent
-        .iter()
-        .map(|x| (&x.parent, &x.digest))
-        .collect();
-    let mut rows = Vec::new();
-    for item in &head.meta.items {
-        // Unique bytes reachable from the item.
-        let mut seen = HashSet::new();
-        let mut stack = vec![item.digest.clone()];
-        let mut total = 0u64;
-        while let Some(d) = stack.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            total += sizes.get(&d).copied().unwrap_or(0);
-            if let Some(p) = manifests.get(&d) {
-                for c in &p.manifests {
-                    if !absent.contains(&(&d, &c.digest)) {
-                        stack.push(c.digest.clone());
-                    }
-                }
-                for b in p.blobs() {
-                    stack.push(b.digest.clone());
-                }
-            }
-        }
-        rows.push((item, total));
-    }
+    let inspection = tokio::task::spawn_blocking(move || ferry_import::verify::inspect(&path))
+        .await
+        .map_err(|e| Failure::env(anyhow!("inspect thread failed: {e}")))?
+        .map_err(verify_failure)?;
+    let head = &inspection.head;
+    let rows = &inspection.items;
     let total: u64 = head.meta.blob_bytes();
     if ui.mode == crate::ui::Mode::Json {
         let items: Vec<_> = rows
@@ -561,7 +335,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             "absentChildren": head.meta.absent.len(),
             "baseBlobs": head.meta.base.len(),
             "signed": head.signature.is_some(),
-            "signedBy": signer_json(&head, None),
+            "signedBy": signer_json(head, None),
         }));
         return Ok(0);
     }
@@ -576,7 +350,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
         "{:<8} {:<60} {:<20} {:>10}  platforms\n",
         "KIND", "REFERENCE", "DIGEST", "SIZE"
     ));
-    for (i, size) in &rows {
+    for (i, size) in rows {
         *by_kind.entry(i.kind.as_str()).or_default() += 1;
         out.push_str(&format!(
             "{:<8} {:<60} {:<20} {:>10}  {}\n",
