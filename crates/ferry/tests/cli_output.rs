@@ -69,6 +69,8 @@ fn settings(w: &World) -> insta::Settings {
     );
     s.add_filter(r"\b\d+(\.\d+)?\s?(ms|s|µs)\b", "[duration]");
     s.add_filter(r"\b\d+(\.\d+)?\s?[KMG]i?B/s\b", "[rate]");
+    // Free space on the machine's disk.
+    s.add_filter(r"[\d.]+ [KMGT]?i?B available", "[free] available");
     s.add_filter(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[date]");
     s
 }
