@@ -261,24 +261,39 @@ pub fn check_layers(
 
 /// Parses a `.sha512` file (`<128 hex>  <file name>`, the name optional
 /// and, when present, `file`); returns the lowercase hex digest.
-pub fn parse_sha512(text: &str, file: &str) -> Result<String, String> {
+pub fn parse_sha512(text: &str, file: &str) -> Result<String, ChecksumError> {
     let line = text.lines().next().unwrap_or("").trim();
     let mut parts = line.split_whitespace();
     let hex = parts.next().unwrap_or("").to_ascii_lowercase();
     if hex.len() != 128 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("not a sha512 checksum file".into());
+        return Err(ChecksumError::NotSha512);
     }
     if let Some(name) = parts.next() {
         let name = name.trim_start_matches('*');
         if name != file {
-            return Err(format!(
-                "the checksum is for `{}`, not `{}`",
-                shown(name),
-                shown(file)
-            ));
+            return Err(ChecksumError::OtherFile {
+                named: shown(name),
+                file: shown(file),
+            });
         }
     }
     Ok(hex)
+}
+
+/// Why a `.sha512` file was refused ([`parse_sha512`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChecksumError {
+    /// The first word is not 128 hex digits.
+    #[error("not a sha512 checksum file")]
+    NotSha512,
+    /// The file names another file.
+    #[error("the checksum is for `{named}`, not `{file}`")]
+    OtherFile {
+        /// The name in the checksum file, escaped.
+        named: String,
+        /// The file it should name, escaped.
+        file: String,
+    },
 }
 
 #[cfg(test)]

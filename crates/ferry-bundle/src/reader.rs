@@ -1305,9 +1305,9 @@ impl State {
                 }
                 for line in lines {
                     crate::text::check("a signature line", line, MAX_SIG as usize).map_err(
-                        |reason| BundleError::Malformed {
+                        |e| BundleError::Malformed {
                             entry: name.into(),
-                            reason,
+                            reason: e.to_string(),
                         },
                     )?;
                 }

@@ -233,24 +233,20 @@ impl ChartEntry {
     }
 
     /// The OCI reference (`+` in the version becomes `_` in the tag, as Helm does).
-    pub fn oci_reference(&self) -> Result<Reference, String> {
+    pub fn oci_reference(&self) -> Result<Reference, ValueError> {
         let Some(oci) = &self.oci else {
-            return Err("not an OCI chart".into());
+            return Err(ValueError::NotOci);
         };
         let rest = oci
             .strip_prefix("oci://")
-            .ok_or_else(|| format!("oci `{oci}` must start with oci://"))?;
+            .ok_or_else(|| ValueError::NoOciScheme { oci: oci.clone() })?;
         let has_tag = rest
             .rsplit('/')
             .next()
             .is_some_and(|last| last.contains(':') || last.contains('@'));
         let full = match (&self.version, has_tag) {
             (Some(v), false) => format!("{rest}:{}", v.replace('+', "_")),
-            (Some(_), true) => {
-                return Err(format!(
-                    "oci `{oci}` has a tag and `version` is set too; give one"
-                ))
-            }
+            (Some(_), true) => return Err(ValueError::TagAndVersion { oci: oci.clone() }),
             (None, _) => {
                 // A `+` in the tag is Helm's version syntax.
                 match rest.rsplit_once(':') {
@@ -261,7 +257,10 @@ impl ChartEntry {
                 }
             }
         };
-        Reference::parse(&full).map_err(|e| format!("oci `{oci}`: {e}"))
+        Reference::parse(&full).map_err(|e| ValueError::BadOciReference {
+            oci: oci.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -441,11 +440,13 @@ impl FileEntry {
     }
 
     /// The expected digest.
-    pub fn digest(&self) -> Result<crate::Digest, String> {
+    pub fn digest(&self) -> Result<crate::Digest, ValueError> {
         let hex = self.sha256.strip_prefix("sha256:").unwrap_or(&self.sha256);
         format!("sha256:{}", hex.to_ascii_lowercase())
             .parse()
-            .map_err(|_| format!("sha256 `{}` is not 64 hex digits", self.sha256))
+            .map_err(|_| ValueError::BadSha256 {
+                given: self.sha256.clone(),
+            })
     }
 }
 
@@ -516,8 +517,58 @@ pub enum ImageEntry {
     },
 }
 
+/// Why one value of a spec entry was refused (a platform, a chart's
+/// `oci:` reference, a file's `sha256`). Spec values are quoted as written:
+/// the spec checks every string for unsafe characters before this runs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A platform that is not `os/arch[/variant]`.
+    #[error("invalid platform `{given}`: expected `os/arch` or `os/arch/variant`, e.g. `linux/arm64/v8`")]
+    BadPlatform {
+        /// The platform as written.
+        given: String,
+    },
+    /// `oci_reference` of a chart that has no `oci:`.
+    #[error("not an OCI chart")]
+    NotOci,
+    /// An `oci:` without the `oci://` scheme.
+    #[error("oci `{oci}` must start with oci://")]
+    NoOciScheme {
+        /// The `oci:` value.
+        oci: String,
+    },
+    /// An `oci:` with a tag and a `version:` too.
+    #[error("oci `{oci}` has a tag and `version` is set too; give one")]
+    TagAndVersion {
+        /// The `oci:` value.
+        oci: String,
+    },
+    /// An `oci:` that is not a valid reference.
+    #[error("oci `{oci}`: {reason}")]
+    BadOciReference {
+        /// The `oci:` value.
+        oci: String,
+        /// What the reference grammar says.
+        reason: String,
+    },
+    /// A `sha256:` that is not 64 hex digits.
+    #[error("sha256 `{given}` is not 64 hex digits")]
+    BadSha256 {
+        /// The value as written.
+        given: String,
+    },
+}
+
+/// Where a caller still collects its reasons as text, a [`ValueError`]
+/// is its message.
+impl From<ValueError> for String {
+    fn from(e: ValueError) -> String {
+        e.to_string()
+    }
+}
+
 /// Checks `os/arch[/variant]`.
-pub fn validate_platform(p: &str) -> Result<(), String> {
+pub fn validate_platform(p: &str) -> Result<(), ValueError> {
     let parts: Vec<&str> = p.split('/').collect();
     let ok_part = |s: &str| {
         !s.is_empty()
@@ -527,7 +578,9 @@ pub fn validate_platform(p: &str) -> Result<(), String> {
     if (parts.len() == 2 || parts.len() == 3) && parts.iter().all(|s| ok_part(s)) {
         Ok(())
     } else {
-        Err(format!("invalid platform `{p}`: expected `os/arch` or `os/arch/variant`, e.g. `linux/arm64/v8`"))
+        Err(ValueError::BadPlatform {
+            given: p.to_string(),
+        })
     }
 }
 
@@ -680,7 +733,7 @@ impl Spec {
                 spec.api_version
             )));
         }
-        crate::text::check_name(&spec.name).map_err(invalid)?;
+        crate::text::check_name(&spec.name).map_err(|e| invalid(e.to_string()))?;
         for host in spec.registries.keys() {
             if host.contains('/') || host.is_empty() {
                 return Err(invalid(format!(

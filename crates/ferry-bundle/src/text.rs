@@ -73,27 +73,86 @@ pub const MAX_NAME_LEN: usize = 128;
 /// It is written into file names' neighbourhood, comments, signatures'
 /// trusted comments and terminal output, so it holds nothing that could
 /// mean anything there.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let shown = escape(name);
+pub fn check_name(name: &str) -> Result<(), TextError> {
     if name.is_empty() {
-        return Err("`name` must not be empty".into());
+        return Err(TextError::EmptyName);
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!(
-            "`name` is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
-        ));
+        return Err(TextError::NameTooLong { len: name.len() });
     }
     let first_ok = name.as_bytes()[0].is_ascii_alphanumeric();
     let rest_ok = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
     if !first_ok || !rest_ok {
-        return Err(format!(
-            "`name` `{shown}` must match [A-Za-z0-9][A-Za-z0-9._+-]* (letters, digits, `.`, `_`, `+`, `-`; no spaces or control characters)"
-        ));
+        return Err(TextError::BadName {
+            shown: escape(name).into_owned(),
+        });
     }
     Ok(())
+}
+
+/// Why a string from a spec or a bundle was refused ([`check_name`],
+/// [`check`], [`check_token`]). The value is quoted [`escape`]d.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    /// An empty bundle name.
+    #[error("`name` must not be empty")]
+    EmptyName,
+    /// A bundle name over [`MAX_NAME_LEN`] bytes.
+    #[error("`name` is {len} bytes long; the limit is {MAX_NAME_LEN}")]
+    NameTooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A bundle name outside the grammar.
+    #[error("`name` `{shown}` must match [A-Za-z0-9][A-Za-z0-9._+-]* (letters, digits, `.`, `_`, `+`, `-`; no spaces or control characters)")]
+    BadName {
+        /// The name, escaped.
+        shown: String,
+    },
+    /// A string holding an [unsafe character](is_unsafe_char).
+    #[error("{what} `{shown}` contains the control character {char}: names, references and annotations are single-line text")]
+    Unsafe {
+        /// What the string is (`annotation `x``, `a signature line`, …).
+        what: String,
+        /// The string, escaped.
+        shown: String,
+        /// The first unsafe character, escaped.
+        char: String,
+    },
+    /// A string over its length limit.
+    #[error("{what} is {len} bytes, over the {max}-byte limit")]
+    TooLong {
+        /// What the string is.
+        what: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An empty token.
+    #[error("{what} is empty")]
+    Empty {
+        /// What the string is.
+        what: String,
+    },
+    /// A token (a reference, a media type, a URL) with whitespace.
+    #[error("{what} `{shown}` contains whitespace")]
+    Whitespace {
+        /// What the string is.
+        what: String,
+        /// The string, escaped.
+        shown: String,
+    },
+}
+
+/// Where a caller still collects its reasons as text (a message built
+/// from several checks), a [`TextError`] is its message.
+impl From<TextError> for String {
+    fn from(e: TextError) -> String {
+        e.to_string()
+    }
 }
 
 /// [`escape`]d text is idempotent: escaping it again changes nothing, so a
@@ -111,31 +170,37 @@ pub const MAX_TEXT: usize = 4096;
 /// Checks a single-line string from a bundle: no [unsafe
 /// character](is_unsafe_char), at most `max` bytes. The error says what is
 /// wrong and quotes the value escaped.
-pub fn check(what: &str, s: &str, max: usize) -> Result<(), String> {
+pub fn check(what: &str, s: &str, max: usize) -> Result<(), TextError> {
     if let Some(c) = s.chars().find(|c| is_unsafe_char(*c)) {
-        return Err(format!(
-            "{what} `{}` contains the control character {}: names, references and annotations are single-line text",
-            escape(s),
-            escape(&c.to_string())
-        ));
+        return Err(TextError::Unsafe {
+            what: what.to_string(),
+            shown: escape(s).into_owned(),
+            char: escape(&c.to_string()).into_owned(),
+        });
     }
     if s.len() > max {
-        return Err(format!(
-            "{what} is {} bytes, over the {max}-byte limit",
-            s.len()
-        ));
+        return Err(TextError::TooLong {
+            what: what.to_string(),
+            len: s.len(),
+            max,
+        });
     }
     Ok(())
 }
 
 /// [`check`], and no whitespace at all (a reference or URL).
-pub fn check_token(what: &str, s: &str, max: usize) -> Result<(), String> {
+pub fn check_token(what: &str, s: &str, max: usize) -> Result<(), TextError> {
     check(what, s, max)?;
     if s.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(TextError::Empty {
+            what: what.to_string(),
+        });
     }
     if s.chars().any(char::is_whitespace) {
-        return Err(format!("{what} `{}` contains whitespace", escape(s)));
+        return Err(TextError::Whitespace {
+            what: what.to_string(),
+            shown: escape(s).into_owned(),
+        });
     }
     Ok(())
 }
@@ -194,7 +259,7 @@ mod tests {
             let e = escape(&s);
             assert!(!e.chars().any(is_unsafe_char), "{c:?} -> {e:?}");
             assert!(e.starts_with('a') && e.ends_with('b'), "{e}");
-            let err = check("name", &s, MAX_TEXT).unwrap_err();
+            let err = check("name", &s, MAX_TEXT).unwrap_err().to_string();
             assert!(!err.chars().any(is_unsafe_char), "{err:?}");
             assert!(err.contains("control character"), "{err}");
         }

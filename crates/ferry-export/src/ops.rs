@@ -34,7 +34,7 @@ pub enum OpError {
     Spec(#[from] SpecError),
     /// A `--platform` is not `os/arch[/variant]`.
     #[error("--platform: {0}")]
-    Platform(String),
+    Platform(ferry_bundle::spec::ValueError),
     /// The spec carries nothing.
     #[error("spec `{}` lists nothing to carry", .0.display())]
     Empty(PathBuf),
