@@ -344,7 +344,7 @@ fn chart_images(ch: &chart::Chart) -> Vec<String> {
 }
 
 /// The URL of one driver: `<repo>/<version, query-escaped>/<arch>/<file>`.
-pub fn driver_url(repo: &str, version: &str, arch: &str, file: &str) -> Result<Url, String> {
+pub(crate) fn driver_url(repo: &str, version: &str, arch: &str, file: &str) -> Result<Url, String> {
     let escaped: String = url::form_urlencoded::byte_serialize(version.as_bytes()).collect();
     parse_url(&format!(
         "{}/{}/{}/{}",
