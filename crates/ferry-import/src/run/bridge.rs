@@ -3,6 +3,12 @@
 //! hands the head, the manifests and every blob's bytes over a channel of
 //! [`Msg`]s, within [`BUFFER_BUDGET`] bytes of memory, once the import loop
 //! has answered with an [`UploadPlan`].
+//!
+//! The bundle is read once: one decompression, and one sha256 per blob,
+//! the reader's ([`ferry_bundle::reader`]), which is the check. Bytes leave
+//! before the verdict only as chunks of a streamed blob, and its last chunk
+//! is held back until the reader's verdict is in: a blob whose bytes do not
+//! match its digest never completes an upload or a file write.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -11,6 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha512};
+use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use ferry_bundle::meta::BlobMeta;
@@ -21,7 +28,6 @@ use ferry_bundle::reader::{
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
 
-use super::lanes::{start_lanes, LaneSeed, MAX_STREAMS};
 use crate::content::CAPTURE_LIMIT;
 use crate::{Event, Events};
 
@@ -43,9 +49,6 @@ pub(super) struct UploadPlan {
     pub(super) files: HashMap<Digest, Vec<RelPath>>,
     /// Blobs kept in memory (chart metadata, the falcoctl index).
     pub(super) capture: HashSet<Digest>,
-    /// Large blobs another reader of the bundle file uploads (a lane):
-    /// this reader only verifies them.
-    pub(super) delegated: HashSet<Digest>,
     /// Blobs whose sha512 is computed as they stream (OpenSearch plugin
     /// zips, re-checked against their `.sha512`).
     pub(super) sha512: HashSet<Digest>,
@@ -59,14 +62,14 @@ pub(super) enum Msg {
     Manifest(BlobMeta, Bytes),
     /// The first blob is coming: the reader waits for the plan.
     NeedPlan(oneshot::Sender<Option<Arc<UploadPlan>>>),
-    /// A blob read whole, with the budget it holds.
+    /// A blob read whole and verified, with the budget it holds.
     Small(BlobMeta, Bytes, Arc<OwnedSemaphorePermit>),
-    /// A blob streamed in chunks: to the registry, to file paths.
+    /// A blob streamed in chunks: to the registry, to file paths. Each
+    /// chunk holds its share of the budget until its last clone is dropped.
     Large(
         BlobMeta,
         Option<mpsc::Receiver<Bytes>>,
         Vec<(RelPath, mpsc::Receiver<Bytes>)>,
-        Arc<OwnedSemaphorePermit>,
     ),
     /// The reader's verdict on a streamed blob (its digest and size).
     Verdict(Digest, Result<(), String>),
@@ -75,34 +78,59 @@ pub(super) enum Msg {
 }
 
 /// Blob bytes held in memory at once (read ahead of their uploads, chunks
-/// in flight), whatever the bundle's size: the import's memory stays flat.
-/// A streamed blob holds two chunks (one being sent, one being filled); the
-/// budget grows to hold [`MAX_STREAMS`] of those when `--chunk-mib` asks
-/// for more.
+/// queued and in flight), whatever the bundle's size: the import's memory
+/// stays flat. The one reader runs ahead of the uploads within it, so that
+/// a streamed blob's upload goes on while the next ones start; it grows to
+/// [`MIN_CHUNKS`] chunks when `--chunk-mib` asks for more.
 pub(crate) const BUFFER_BUDGET: u64 = 28 << 20;
 
-/// Chunks in flight for one streamed blob (see [`BUFFER_BUDGET`]): one
-/// being sent, one being filled.
-pub(super) const CHUNKS_IN_FLIGHT: u64 = 2;
+/// The fewest chunks the budget holds (one being sent, one queued, one
+/// being filled).
+const MIN_CHUNKS: u64 = 3;
 
-/// What a thread feeding uploads needs: the channel to the import loop,
-/// the memory budget, the chunk size.
+/// What the reader thread needs: the channel to the import loop, the
+/// memory budget, the chunk size.
 #[derive(Clone)]
-pub(super) struct Feeder {
-    pub(super) tx: mpsc::Sender<Msg>,
-    pub(super) chunk: u64,
+struct Feeder {
+    tx: mpsc::Sender<Msg>,
+    chunk: u64,
     /// Bytes of [`BUFFER_BUDGET`] (permits are bytes).
     budget: Arc<Semaphore>,
     budget_total: u64,
     rt: tokio::runtime::Handle,
     events: Events,
-    pub(super) cancelled: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// A chunk's bytes and the budget they hold: the permit goes back when
+/// the last clone of the [`Bytes`] made from it is dropped (the upload has
+/// sent it, the file writer has written it).
+struct Held {
+    buf: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A blob the reader has read but not yet handed over: it goes once the
+/// reader's verdict on it is in ([`Visitor::blob_end`]), and only if good.
+enum Pending {
+    /// A small blob, read whole.
+    Small(Bytes, Arc<OwnedSemaphorePermit>),
+    /// A streamed blob's last chunk and the slots reserved for it in each
+    /// sink (registry upload, file writes).
+    Last(Bytes, Vec<OwnedPermit<Bytes>>),
 }
 
 /// The reader's visitor: hands everything to the import loop.
 struct StreamVisitor {
     feed: Feeder,
     plan: Option<Arc<UploadPlan>>,
+    pending: Option<(Digest, Pending)>,
 }
 
 fn stop() -> Box<dyn std::error::Error + Send + Sync> {
@@ -110,43 +138,40 @@ fn stop() -> Box<dyn std::error::Error + Send + Sync> {
 }
 
 impl Feeder {
-    /// The same budget and settings, sending on `tx`.
-    pub(super) fn with_tx(&self, tx: mpsc::Sender<Msg>) -> Feeder {
-        Feeder { tx, ..self.clone() }
-    }
-
     /// Blocks the reader until `bytes` of the buffer budget are free.
     fn reserve(
         &self,
         bytes: u64,
-    ) -> Result<Arc<OwnedSemaphorePermit>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<OwnedSemaphorePermit, Box<dyn std::error::Error + Send + Sync>> {
         // Never more than the whole budget (a blob larger than it waits
         // until nothing else is in flight).
         let n = bytes.clamp(1, self.budget_total) as u32;
         let budget = self.budget.clone();
-        let permit = self
-            .rt
+        self.rt
             .block_on(budget.acquire_many_owned(n))
-            .map_err(|_| stop())?;
-        Ok(Arc::new(permit))
+            .map_err(|_| stop())
     }
-}
 
-impl Feeder {
+    /// Chunks a sink may queue: as many as the budget holds.
+    fn queue_depth(&self) -> usize {
+        (self.budget_total / self.chunk).max(1) as usize
+    }
+
     /// Streams `blob` from `data` to its upload (and file targets) in
-    /// chunks, within two chunks of the budget.
-    pub(super) fn stream_large(
+    /// chunks, each holding its share of the budget; returns the last
+    /// chunk, held back until the verdict.
+    fn stream_large(
         &self,
         blob: &BlobMeta,
         data: &mut dyn Read,
         to_registry: bool,
         to_files: Vec<RelPath>,
         mut sha512: Option<Sha512>,
-    ) -> VisitResult {
-        let permit = self.reserve(CHUNKS_IN_FLIGHT * self.chunk)?;
+    ) -> Result<Option<Pending>, Box<dyn std::error::Error + Send + Sync>> {
+        let depth = self.queue_depth();
         let mut senders = Vec::new();
         let registry_rx = if to_registry {
-            let (ctx, crx) = mpsc::channel::<Bytes>(1);
+            let (ctx, crx) = mpsc::channel::<Bytes>(depth);
             senders.push(ctx);
             Some(crx)
         } else {
@@ -154,21 +179,21 @@ impl Feeder {
         };
         let mut file_rx = Vec::new();
         for path in to_files {
-            let (ctx, crx) = mpsc::channel::<Bytes>(1);
+            let (ctx, crx) = mpsc::channel::<Bytes>(depth);
             senders.push(ctx);
             file_rx.push((path, crx));
         }
         self.tx
-            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx, permit))
+            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx))
             .map_err(|_| stop())?;
         let mut remaining = blob.size;
+        let mut last = None;
         while remaining > 0 {
             if self.cancelled.load(Ordering::Relaxed) {
                 return Err(stop());
             }
-            // Room in every sink first, then read: one chunk being sent and
-            // one being filled is all a stream ever holds. A sink that gave
-            // up is dropped; the reader still drains and verifies.
+            // Room in every sink and in the budget first, then read. A sink
+            // that gave up is dropped; the reader still drains and verifies.
             let mut slots = Vec::with_capacity(senders.len());
             senders.retain(|tx| match self.rt.block_on(tx.clone().reserve_owned()) {
                 Ok(slot) => {
@@ -181,6 +206,7 @@ impl Feeder {
                 break;
             }
             let want = remaining.min(self.chunk);
+            let permit = self.reserve(want)?;
             let mut buf = Vec::with_capacity(want as usize);
             let got = data.take(want).read_to_end(&mut buf)?;
             if got == 0 {
@@ -191,7 +217,14 @@ impl Feeder {
                 h.update(&buf);
             }
             (self.events)(Event::UploadProgress { bytes: got as u64 });
-            let chunk = Bytes::from(buf);
+            let chunk = Bytes::from_owner(Held {
+                buf,
+                _permit: permit,
+            });
+            if remaining == 0 {
+                last = Some(Pending::Last(chunk, slots));
+                break;
+            }
             for slot in slots {
                 slot.send(chunk.clone());
             }
@@ -199,12 +232,11 @@ impl Feeder {
         if let (0, Some(h)) = (remaining, sha512) {
             self.send_sha512(blob, h)?;
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Reports the sha512 of a blob's bytes to the import loop.
     fn send_sha512(&self, blob: &BlobMeta, h: Sha512) -> VisitResult {
-        use sha2::Digest as _;
         self.tx
             .blocking_send(Msg::Sha512(blob.digest.clone(), hex_lower(&h.finalize())))
             .map_err(|_| stop())
@@ -219,6 +251,27 @@ fn hex_lower(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
     }
     out
+}
+
+impl StreamVisitor {
+    /// The plan, asked for when the first blob comes.
+    fn plan(&mut self) -> Result<Arc<UploadPlan>, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(plan) = &self.plan {
+            return Ok(plan.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.feed
+            .tx
+            .blocking_send(Msg::NeedPlan(tx))
+            .map_err(|_| stop())?;
+        match rx.blocking_recv() {
+            Ok(Some(plan)) => {
+                self.plan = Some(plan.clone());
+                Ok(plan)
+            }
+            _ => Err(stop()),
+        }
+    }
 }
 
 impl Visitor for StreamVisitor {
@@ -240,23 +293,7 @@ impl Visitor for StreamVisitor {
         if self.feed.cancelled.load(Ordering::Relaxed) {
             return Err(stop());
         }
-        if self.plan.is_none() {
-            let (tx, rx) = oneshot::channel();
-            self.feed
-                .tx
-                .blocking_send(Msg::NeedPlan(tx))
-                .map_err(|_| stop())?;
-            match rx.blocking_recv() {
-                Ok(Some(plan)) => self.plan = Some(plan),
-                _ => return Err(stop()),
-            }
-        }
-        let Some(plan) = &self.plan else {
-            return Err(stop());
-        };
-        if plan.delegated.contains(&blob.digest) {
-            return Ok(()); // a lane uploads it; the reader drains and verifies it
-        }
+        let plan = self.plan()?;
         let to_registry = plan.upload.contains(&blob.digest);
         let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
         let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
@@ -278,27 +315,45 @@ impl Visitor for StreamVisitor {
         }
         if blob.size <= self.feed.chunk || capture {
             // Wait for room before reading: uploads in flight give it back.
-            let permit = self.feed.reserve(blob.size)?;
+            let permit = Arc::new(self.feed.reserve(blob.size)?);
             let mut buf = Vec::with_capacity(blob.size as usize);
             data.take(blob.size).read_to_end(&mut buf)?;
-            // Only verified bytes leave this thread (the registry checks again).
-            if Digest::of(&buf) == blob.digest && buf.len() as u64 == blob.size {
-                if let Some(mut h) = sha512 {
-                    h.update(&buf);
-                    self.feed.send_sha512(blob, h)?;
-                }
-                self.feed
-                    .tx
-                    .blocking_send(Msg::Small(blob.clone(), Bytes::from(buf), permit))
-                    .map_err(|_| stop())?;
+            if let Some(mut h) = sha512 {
+                h.update(&buf);
+                self.feed.send_sha512(blob, h)?;
             }
+            // Handed over once the reader's hash has checked it.
+            let pending = Pending::Small(Bytes::from(buf), permit);
+            self.pending = Some((blob.digest.clone(), pending));
             return Ok(());
         }
-        self.feed
-            .stream_large(blob, data, to_registry, to_files, sha512)
+        let last = self
+            .feed
+            .stream_large(blob, data, to_registry, to_files, sha512)?;
+        self.pending = last.map(|p| (blob.digest.clone(), p));
+        Ok(())
     }
 
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
+        // What was held back goes only if the blob verified; dropped
+        // otherwise, which fails its upload and file writes.
+        let pending = match self.pending.take() {
+            Some((d, p)) if d == blob.digest && verdict.is_ok() => Some(p),
+            _ => None,
+        };
+        match pending {
+            Some(Pending::Small(bytes, permit)) => self
+                .feed
+                .tx
+                .blocking_send(Msg::Small(blob.clone(), bytes, permit))
+                .map_err(|_| stop())?,
+            Some(Pending::Last(chunk, slots)) => {
+                for slot in slots {
+                    slot.send(chunk.clone());
+                }
+            }
+            None => {}
+        }
         let v = verdict.map_err(|f| f.reason.clone());
         self.feed
             .tx
@@ -311,16 +366,12 @@ impl Visitor for StreamVisitor {
 /// (named rather than what its bytes decoded to).
 pub(super) type ReadOutcome = (Result<Report, BundleError>, Option<PartsError>);
 
-/// The reader thread, the channel it feeds, and its lanes.
+/// The reader thread and the channel it feeds.
 pub(super) struct Bridge {
-    /// What the reader (and its lanes) send.
+    /// What the reader sends.
     pub(super) rx: mpsc::Receiver<Msg>,
     reader: tokio::task::JoinHandle<ReadOutcome>,
     cancelled: Arc<AtomicBool>,
-    /// How lanes get their feeders.
-    seed: Option<LaneSeed>,
-    /// The lanes started.
-    pub(super) lanes: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Bridge {
@@ -333,10 +384,8 @@ impl Bridge {
     ) -> Bridge {
         let (tx, rx) = mpsc::channel::<Msg>(16);
         let chunk = opts.chunk_size.max(1024 * 1024);
-        // Room for every stream's chunks, however large `--chunk-mib` is.
-        let budget_total = BUFFER_BUDGET
-            .max(MAX_STREAMS as u64 * CHUNKS_IN_FLIGHT * chunk)
-            .min(u32::MAX as u64);
+        // Room for a few chunks, however large `--chunk-mib` is.
+        let budget_total = BUFFER_BUDGET.max(MIN_CHUNKS * chunk).min(u32::MAX as u64);
         let cancelled = Arc::new(AtomicBool::new(false));
         let feed = Feeder {
             tx,
@@ -347,16 +396,11 @@ impl Bridge {
             events: events.clone(),
             cancelled: cancelled.clone(),
         };
-        // Lanes get their own senders when they start (a weak one here would
-        // otherwise keep the import loop from ever seeing the reader finish).
-        let seed = LaneSeed {
-            tx: feed.tx.downgrade(),
-            proto: Feeder {
-                tx: mpsc::channel(1).0,
-                ..feed.clone()
-            },
+        let mut visitor = StreamVisitor {
+            feed,
+            plan: None,
+            pending: None,
         };
-        let mut visitor = StreamVisitor { feed, plan: None };
         let reader = tokio::task::spawn_blocking(move || {
             let read = read_bundle(
                 std::io::BufReader::with_capacity(1 << 20, &mut src),
@@ -376,40 +420,13 @@ impl Bridge {
             rx,
             reader,
             cancelled,
-            seed: Some(seed),
-            lanes: Vec::new(),
         }
     }
 
-    /// Hands large uploads to lanes (see [`super::lanes::start_lanes`]);
-    /// returns the blobs they upload.
-    pub(super) fn start_lanes(
-        &mut self,
-        opts: &super::ImportOptions,
-        head: &Head,
-        upload: &HashSet<Digest>,
-        files: &HashMap<Digest, Vec<RelPath>>,
-        own: &HashSet<Digest>,
-    ) -> HashSet<Digest> {
-        match &self.seed {
-            Some(seed) => start_lanes(opts, head, upload, files, own, seed, &mut self.lanes),
-            None => HashSet::new(),
-        }
-    }
-
-    /// Stops the reader if the import loop left early, then collects it
-    /// and its lanes.
-    pub(super) async fn stop(mut self) -> Result<ReadOutcome, super::ImportError> {
+    /// Stops the reader if the import loop left early, then collects it.
+    pub(super) async fn stop(self) -> Result<ReadOutcome, super::ImportError> {
         self.cancelled.store(true, Ordering::Relaxed);
         drop(self.rx);
-        drop(self.seed.take());
-        let lanes = std::mem::take(&mut self.lanes);
-        let _ = tokio::task::spawn_blocking(move || {
-            for lane in lanes {
-                let _ = lane.join();
-            }
-        })
-        .await;
         self.reader
             .await
             .map_err(|e| super::ImportError::Task(e.to_string()))

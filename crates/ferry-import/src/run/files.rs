@@ -127,7 +127,6 @@ impl FileSide {
         opts: &ImportOptions,
         meta: &BlobMeta,
         file_chunks: Vec<(RelPath, mpsc::Receiver<Bytes>)>,
-        held: &Arc<OwnedSemaphorePermit>,
     ) {
         let Some(files) = &opts.files else {
             return;
@@ -136,9 +135,7 @@ impl FileSide {
             let files = files.clone();
             let d = meta.digest.clone();
             let size = meta.size;
-            let held = held.clone();
             self.tasks.spawn(async move {
-                let _held = held;
                 let r = files
                     .write_stream(&path, &d, size, rx)
                     .await

@@ -4,9 +4,8 @@
 //! named for what it does:
 //!
 //! - [`bridge`]: the sync bundle reader (a blocking thread) feeding the
-//!   async import loop: head, manifests, blob bytes within a memory budget.
-//! - [`lanes`]: extra readers of the bundle file that stream large blobs
-//!   side by side.
+//!   async import loop: head, manifests, blob bytes within a memory budget;
+//!   the bundle is read once, each blob hashed once (by the reader).
 //! - [`plan`]: what goes where: each item's target repository (collisions
 //!   refused), its manifests and blobs, what the target already has,
 //!   provenance after its subjects.
@@ -42,7 +41,6 @@ use crate::Events;
 mod bridge;
 mod commit;
 mod files;
-mod lanes;
 mod plan;
 mod report;
 mod upload;
@@ -213,11 +211,9 @@ impl<'a> ImportRun<'a> {
             let flow = match msg {
                 Msg::Head(h) => self.on_head(*h)?,
                 Msg::Manifest(meta, bytes) => self.on_manifest(meta, bytes),
-                Msg::NeedPlan(reply) => self.on_need_plan(reply, bridge).await?,
+                Msg::NeedPlan(reply) => self.on_need_plan(reply).await?,
                 Msg::Small(meta, data, held) => self.upload_small(meta, data, held).await,
-                Msg::Large(meta, registry, files, held) => {
-                    self.upload_large(meta, registry, files, held).await
-                }
+                Msg::Large(meta, registry, files) => self.upload_large(meta, registry, files).await,
                 Msg::Verdict(d, v) => {
                     self.verdicts.insert(d, v);
                     ControlFlow::Continue(())
@@ -262,7 +258,6 @@ impl<'a> ImportRun<'a> {
     async fn on_need_plan(
         &mut self,
         reply: oneshot::Sender<Option<Arc<UploadPlan>>>,
-        bridge: &mut Bridge,
     ) -> Result<ControlFlow<()>, ImportError> {
         if self.head.is_none() {
             return Ok(ControlFlow::Break(()));
@@ -275,31 +270,25 @@ impl<'a> ImportRun<'a> {
             let _ = reply.send(None);
             return Ok(ControlFlow::Break(()));
         }
-        let plan = self.upload_plan(bridge);
+        let plan = self.upload_plan();
         let _ = reply.send(Some(Arc::new(plan)));
         Ok(ControlFlow::Continue(()))
     }
 
     /// What the reader does with each blob: upload, write to files, keep
-    /// in memory, hash with sha512, or leave to a lane.
-    fn upload_plan(&mut self, bridge: &mut Bridge) -> UploadPlan {
+    /// in memory, hash with sha512.
+    fn upload_plan(&mut self) -> UploadPlan {
         let upload: HashSet<Digest> = self.first_repo.keys().cloned().collect();
         let (capture, sha512) = match &self.head {
             Some(h) => self.files.streamed(h, &self.manifests),
             None => Default::default(),
         };
-        // Blobs the main reader must see itself.
-        let own: HashSet<Digest> = capture.union(&sha512).cloned().collect();
-        let delegated = match &self.head {
-            Some(h) => bridge.start_lanes(self.opts, h, &upload, &self.files.writes, &own),
-            None => HashSet::new(),
-        };
-        self.report.readers = 1 + bridge.lanes.len();
+        // One reader of the bundle, whatever `--jobs` is.
+        self.report.readers = 1;
         UploadPlan {
             upload,
             files: self.files.writes.clone(),
             capture,
-            delegated,
             sha512,
         }
     }

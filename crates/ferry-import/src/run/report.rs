@@ -70,8 +70,8 @@ pub struct ImportReport {
     pub blobs_uploaded: usize,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
-    /// Readers of the bundle that streamed large blobs side by side (the
-    /// main one and its lanes).
+    /// Readers of the bundle: 1 (the bundle is decompressed once, and each
+    /// blob hashed once, whatever `--jobs` is).
     pub readers: usize,
     /// Blobs mounted from another repository.
     pub blobs_mounted: usize,

@@ -92,9 +92,8 @@ impl ImportRun<'_> {
         meta: BlobMeta,
         registry_chunks: Option<mpsc::Receiver<Bytes>>,
         file_chunks: Vec<(RelPath, mpsc::Receiver<Bytes>)>,
-        held: Arc<OwnedSemaphorePermit>,
     ) -> ControlFlow<()> {
-        self.files.take_large(self.opts, &meta, file_chunks, &held);
+        self.files.take_large(self.opts, &meta, file_chunks);
         let (Some(repo), Some(chunks)) =
             (self.first_repo.get(&meta.digest).cloned(), registry_chunks)
         else {
@@ -104,7 +103,6 @@ impl ImportRun<'_> {
         let dest = self.dest.clone();
         self.uploads.set.spawn(async move {
             let _permit = permit;
-            let _held = held;
             let r = upload_streamed(&dest, &repo, &meta, chunks).await;
             (meta.digest, meta.size, r)
         });
