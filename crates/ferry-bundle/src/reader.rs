@@ -6,8 +6,8 @@
 //! - the whole file is accounted for: one zstd frame or gzip member (or a
 //!   plain tar) with nothing before or after it, a tar that ends in exactly
 //!   two zero blocks with nothing after them, and every header byte for
-//!   byte the one ferry's writer makes ([`TarWalker`], shared with import's
-//!   lanes); a cut anywhere is [`BundleError::Truncated`], extra bytes
+//!   byte the one ferry's writer makes ([`TarWalker`], public for tests
+//!   and tools); a cut anywhere is [`BundleError::Truncated`], extra bytes
 //!   [`BundleError::Trailing`];
 //! - the strings bundle.json and index.json carry are single-line text and
 //!   follow their grammars ([`crate::meta::BundleMeta::check`]), before the
@@ -616,8 +616,8 @@ pub struct TarEntry {
 }
 
 /// The one decision on which tar entries a bundle may hold, by header: the
-/// reader ([`read_bundle`]) and import's parallel lanes both call it, so
-/// they accept exactly the same entries. Regular files (type `0`) and the
+/// reader ([`read_bundle`]) and [`TarWalker`] both call it, so they accept
+/// exactly the same entries. Regular files (type `0`) and the
 /// directories `ferry/`, `blobs/`, `blobs/sha256/` only; contiguous files
 /// (type `7`), sparse files, links, devices, FIFOs, GNU long names and PAX
 /// records are refused by type before their size is even read. Names must
@@ -714,7 +714,7 @@ pub fn accept_header(header: &tar::Header, offset: u64) -> Result<TarEntry, Bund
 /// entry's data and padding, then exactly two zero blocks and the end of the
 /// stream. A cut anywhere is [`BundleError::Truncated`] (naming the offset
 /// and what was expected there); anything after the two zero blocks is
-/// [`BundleError::Trailing`]. Shared by the reader and import's lanes.
+/// [`BundleError::Trailing`]. The reader's own walker.
 pub struct TarWalker<R> {
     inner: R,
     /// Bytes of the tar stream consumed.

@@ -1,0 +1,434 @@
+//! The bridge between the bundle reader (sync, on a blocking thread) and
+//! the import loop (async): [`StreamVisitor`] is the reader's visitor; it
+//! hands the head, the manifests and every blob's bytes over a channel of
+//! [`Msg`]s, within [`BUFFER_BUDGET`] bytes of memory, once the import loop
+//! has answered with an [`UploadPlan`].
+//!
+//! The bundle is read once: one decompression, and one sha256 per blob,
+//! the reader's ([`ferry_bundle::reader`]), which is the check. Bytes leave
+//! before the verdict only as chunks of a streamed blob, and its last chunk
+//! is held back until the reader's verdict is in: a blob whose bytes do not
+//! match its digest never completes an upload or a file write.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha512};
+use tokio::sync::mpsc::OwnedPermit;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use ferry_bundle::meta::BlobMeta;
+use ferry_bundle::parts::{BundleSource, PartsError};
+use ferry_bundle::reader::{
+    read_bundle, BlobFault, BundleError, Head, ReadOptions, Report, VisitResult, Visitor,
+};
+use ferry_bundle::relpath::RelPath;
+use ferry_bundle::Digest;
+
+use crate::content::CAPTURE_LIMIT;
+use crate::{Event, Events};
+
+/// The reader was told to stop (the import loop gave up or finished early).
+#[derive(Debug)]
+pub(super) struct Stopped;
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("import stopped")
+    }
+}
+impl std::error::Error for Stopped {}
+
+/// What the async side tells the reader thread once planned.
+pub(super) struct UploadPlan {
+    /// Blobs to upload to the registry (or store).
+    pub(super) upload: HashSet<Digest>,
+    /// Blobs to write to the file target, and where.
+    pub(super) files: HashMap<Digest, Vec<RelPath>>,
+    /// Blobs kept in memory (chart metadata, the falcoctl index).
+    pub(super) capture: HashSet<Digest>,
+    /// Blobs whose sha512 is computed as they stream (OpenSearch plugin
+    /// zips, re-checked against their `.sha512`).
+    pub(super) sha512: HashSet<Digest>,
+}
+
+/// What the reader thread tells the import loop.
+pub(super) enum Msg {
+    /// The bundle's head (`ferry/bundle.json`, its signature).
+    Head(Box<Head>),
+    /// A verified manifest, exactly as in the bundle.
+    Manifest(BlobMeta, Bytes),
+    /// The first blob is coming: the reader waits for the plan.
+    NeedPlan(oneshot::Sender<Option<Arc<UploadPlan>>>),
+    /// A blob read whole and verified, with the budget it holds.
+    Small(BlobMeta, Bytes, Arc<OwnedSemaphorePermit>),
+    /// A blob streamed in chunks: to the registry, to file paths. Each
+    /// chunk holds its share of the budget until its last clone is dropped.
+    Large(
+        BlobMeta,
+        Option<mpsc::Receiver<Bytes>>,
+        Vec<(RelPath, mpsc::Receiver<Bytes>)>,
+    ),
+    /// The reader's verdict on a streamed blob (its digest and size).
+    Verdict(Digest, Result<(), String>),
+    /// The sha512 (hex) of a blob's bytes (trusted once its verdict is ok).
+    Sha512(Digest, String),
+}
+
+/// Blob bytes held in memory at once (read ahead of their uploads, chunks
+/// queued and in flight), whatever the bundle's size: the import's memory
+/// stays flat. The one reader runs ahead of the uploads within it, so that
+/// a streamed blob's upload goes on while the next ones start; it grows to
+/// [`MIN_CHUNKS`] chunks when `--chunk-mib` asks for more.
+pub(crate) const BUFFER_BUDGET: u64 = 28 << 20;
+
+/// The fewest chunks the budget holds (one being sent, one queued, one
+/// being filled).
+const MIN_CHUNKS: u64 = 3;
+
+/// What the reader thread needs: the channel to the import loop, the
+/// memory budget, the chunk size.
+#[derive(Clone)]
+struct Feeder {
+    tx: mpsc::Sender<Msg>,
+    chunk: u64,
+    /// Bytes of [`BUFFER_BUDGET`] (permits are bytes).
+    budget: Arc<Semaphore>,
+    budget_total: u64,
+    rt: tokio::runtime::Handle,
+    events: Events,
+    cancelled: Arc<AtomicBool>,
+}
+
+/// A chunk's bytes and the budget they hold: the permit goes back when
+/// the last clone of the [`Bytes`] made from it is dropped (the upload has
+/// sent it, the file writer has written it).
+struct Held {
+    buf: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// A blob the reader has read but not yet handed over: it goes once the
+/// reader's verdict on it is in ([`Visitor::blob_end`]), and only if good.
+enum Pending {
+    /// A small blob, read whole.
+    Small(Bytes, Arc<OwnedSemaphorePermit>),
+    /// A streamed blob's last chunk and the slots reserved for it in each
+    /// sink (registry upload, file writes).
+    Last(Bytes, Vec<OwnedPermit<Bytes>>),
+}
+
+/// The reader's visitor: hands everything to the import loop.
+struct StreamVisitor {
+    feed: Feeder,
+    plan: Option<Arc<UploadPlan>>,
+    pending: Option<(Digest, Pending)>,
+}
+
+fn stop() -> Box<dyn std::error::Error + Send + Sync> {
+    Box::new(Stopped)
+}
+
+impl Feeder {
+    /// Blocks the reader until `bytes` of the buffer budget are free.
+    fn reserve(
+        &self,
+        bytes: u64,
+    ) -> Result<OwnedSemaphorePermit, Box<dyn std::error::Error + Send + Sync>> {
+        // Never more than the whole budget (a blob larger than it waits
+        // until nothing else is in flight).
+        let n = bytes.clamp(1, self.budget_total) as u32;
+        let budget = self.budget.clone();
+        self.rt
+            .block_on(budget.acquire_many_owned(n))
+            .map_err(|_| stop())
+    }
+
+    /// Chunks a sink may queue: as many as the budget holds.
+    fn queue_depth(&self) -> usize {
+        (self.budget_total / self.chunk).max(1) as usize
+    }
+
+    /// Streams `blob` from `data` to its upload (and file targets) in
+    /// chunks, each holding its share of the budget; returns the last
+    /// chunk, held back until the verdict.
+    fn stream_large(
+        &self,
+        blob: &BlobMeta,
+        data: &mut dyn Read,
+        to_registry: bool,
+        to_files: Vec<RelPath>,
+        mut sha512: Option<Sha512>,
+    ) -> Result<Option<Pending>, Box<dyn std::error::Error + Send + Sync>> {
+        let depth = self.queue_depth();
+        let mut senders = Vec::new();
+        let registry_rx = if to_registry {
+            let (ctx, crx) = mpsc::channel::<Bytes>(depth);
+            senders.push(ctx);
+            Some(crx)
+        } else {
+            None
+        };
+        let mut file_rx = Vec::new();
+        for path in to_files {
+            let (ctx, crx) = mpsc::channel::<Bytes>(depth);
+            senders.push(ctx);
+            file_rx.push((path, crx));
+        }
+        self.tx
+            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx))
+            .map_err(|_| stop())?;
+        let mut remaining = blob.size;
+        let mut last = None;
+        while remaining > 0 {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return Err(stop());
+            }
+            // Room in every sink and in the budget first, then read. A sink
+            // that gave up is dropped; the reader still drains and verifies.
+            let mut slots = Vec::with_capacity(senders.len());
+            senders.retain(|tx| match self.rt.block_on(tx.clone().reserve_owned()) {
+                Ok(slot) => {
+                    slots.push(slot);
+                    true
+                }
+                Err(_) => false,
+            });
+            if slots.is_empty() {
+                break;
+            }
+            let want = remaining.min(self.chunk);
+            let permit = self.reserve(want)?;
+            let mut buf = Vec::with_capacity(want as usize);
+            let got = data.take(want).read_to_end(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            remaining -= got as u64;
+            if let Some(h) = sha512.as_mut() {
+                h.update(&buf);
+            }
+            (self.events)(Event::UploadProgress { bytes: got as u64 });
+            let chunk = Bytes::from_owner(Held {
+                buf,
+                _permit: permit,
+            });
+            if remaining == 0 {
+                last = Some(Pending::Last(chunk, slots));
+                break;
+            }
+            for slot in slots {
+                slot.send(chunk.clone());
+            }
+        }
+        if let (0, Some(h)) = (remaining, sha512) {
+            self.send_sha512(blob, h)?;
+        }
+        Ok(last)
+    }
+
+    /// Reports the sha512 of a blob's bytes to the import loop.
+    fn send_sha512(&self, blob: &BlobMeta, h: Sha512) -> VisitResult {
+        self.tx
+            .blocking_send(Msg::Sha512(blob.digest.clone(), hex_lower(&h.finalize())))
+            .map_err(|_| stop())
+    }
+}
+
+/// Lowercase hex of `bytes`.
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+impl StreamVisitor {
+    /// The plan, asked for when the first blob comes.
+    fn plan(&mut self) -> Result<Arc<UploadPlan>, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(plan) = &self.plan {
+            return Ok(plan.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.feed
+            .tx
+            .blocking_send(Msg::NeedPlan(tx))
+            .map_err(|_| stop())?;
+        match rx.blocking_recv() {
+            Ok(Some(plan)) => {
+                self.plan = Some(plan.clone());
+                Ok(plan)
+            }
+            _ => Err(stop()),
+        }
+    }
+}
+
+impl Visitor for StreamVisitor {
+    fn head(&mut self, head: &Head) -> VisitResult {
+        self.feed
+            .tx
+            .blocking_send(Msg::Head(Box::new(head.clone())))
+            .map_err(|_| stop())
+    }
+
+    fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
+        self.feed
+            .tx
+            .blocking_send(Msg::Manifest(blob.clone(), Bytes::copy_from_slice(bytes)))
+            .map_err(|_| stop())
+    }
+
+    fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult {
+        if self.feed.cancelled.load(Ordering::Relaxed) {
+            return Err(stop());
+        }
+        let plan = self.plan()?;
+        let to_registry = plan.upload.contains(&blob.digest);
+        let to_files = plan.files.get(&blob.digest).cloned().unwrap_or_default();
+        let capture = plan.capture.contains(&blob.digest) && blob.size <= CAPTURE_LIMIT;
+        let sha512 = plan.sha512.contains(&blob.digest).then(Sha512::new);
+        if !to_registry && to_files.is_empty() && !capture {
+            if let Some(mut h) = sha512 {
+                // Only hashed: read through in pieces.
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = data.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                return self.feed.send_sha512(blob, h);
+            }
+            return Ok(()); // the reader drains and verifies it
+        }
+        if blob.size <= self.feed.chunk || capture {
+            // Wait for room before reading: uploads in flight give it back.
+            let permit = Arc::new(self.feed.reserve(blob.size)?);
+            let mut buf = Vec::with_capacity(blob.size as usize);
+            data.take(blob.size).read_to_end(&mut buf)?;
+            if let Some(mut h) = sha512 {
+                h.update(&buf);
+                self.feed.send_sha512(blob, h)?;
+            }
+            // Handed over once the reader's hash has checked it.
+            let pending = Pending::Small(Bytes::from(buf), permit);
+            self.pending = Some((blob.digest.clone(), pending));
+            return Ok(());
+        }
+        let last = self
+            .feed
+            .stream_large(blob, data, to_registry, to_files, sha512)?;
+        self.pending = last.map(|p| (blob.digest.clone(), p));
+        Ok(())
+    }
+
+    fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
+        // What was held back goes only if the blob verified; dropped
+        // otherwise, which fails its upload and file writes.
+        let pending = match self.pending.take() {
+            Some((d, p)) if d == blob.digest && verdict.is_ok() => Some(p),
+            _ => None,
+        };
+        match pending {
+            Some(Pending::Small(bytes, permit)) => self
+                .feed
+                .tx
+                .blocking_send(Msg::Small(blob.clone(), bytes, permit))
+                .map_err(|_| stop())?,
+            Some(Pending::Last(chunk, slots)) => {
+                for slot in slots {
+                    slot.send(chunk.clone());
+                }
+            }
+            None => {}
+        }
+        let v = verdict.map_err(|f| f.reason.clone());
+        self.feed
+            .tx
+            .blocking_send(Msg::Verdict(blob.digest.clone(), v))
+            .map_err(|_| stop())
+    }
+}
+
+/// What the reader returns: the read, and a bad part of a split bundle
+/// (named rather than what its bytes decoded to).
+pub(super) type ReadOutcome = (Result<Report, BundleError>, Option<PartsError>);
+
+/// The reader thread and the channel it feeds.
+pub(super) struct Bridge {
+    /// What the reader sends.
+    pub(super) rx: mpsc::Receiver<Msg>,
+    reader: tokio::task::JoinHandle<ReadOutcome>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Bridge {
+    /// Starts reading `src` on a blocking thread, with every check `ferry
+    /// verify` makes.
+    pub(super) fn start(
+        mut src: BundleSource,
+        opts: &super::ImportOptions,
+        events: &Events,
+    ) -> Bridge {
+        let (tx, rx) = mpsc::channel::<Msg>(16);
+        let chunk = opts.chunk_size.max(1024 * 1024);
+        // Room for a few chunks, however large `--chunk-mib` is.
+        let budget_total = BUFFER_BUDGET.max(MIN_CHUNKS * chunk).min(u32::MAX as u64);
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let feed = Feeder {
+            tx,
+            chunk,
+            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget_total,
+            rt: tokio::runtime::Handle::current(),
+            events: events.clone(),
+            cancelled: cancelled.clone(),
+        };
+        let mut visitor = StreamVisitor {
+            feed,
+            plan: None,
+            pending: None,
+        };
+        let reader = tokio::task::spawn_blocking(move || {
+            let read = read_bundle(
+                std::io::BufReader::with_capacity(1 << 20, &mut src),
+                ReadOptions { keep_going: true },
+                &mut visitor,
+            );
+            // A bad part is named rather than what its bytes decoded to;
+            // after a good read, the parts are checked to their last byte.
+            let bad_part = match &read {
+                Ok(_) => src.finish().err(),
+                Err(BundleError::Visitor(e)) if e.is::<Stopped>() => None,
+                Err(_) => src.diagnose(),
+            };
+            (read, bad_part)
+        });
+        Bridge {
+            rx,
+            reader,
+            cancelled,
+        }
+    }
+
+    /// Stops the reader if the import loop left early, then collects it.
+    pub(super) async fn stop(self) -> Result<ReadOutcome, super::ImportError> {
+        self.cancelled.store(true, Ordering::Relaxed);
+        drop(self.rx);
+        self.reader
+            .await
+            .map_err(|e| super::ImportError::Task(e.to_string()))
+    }
+}

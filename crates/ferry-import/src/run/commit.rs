@@ -1,0 +1,312 @@
+//! Commit: pushing each item's manifests, children first, tags last
+//! ([`push_manifests`]), once every blob it needs is at the target;
+//! provenance only where its subject landed; the `sha256-<hex>` referrers
+//! fallback tag on a registry without the referrers API.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+
+use ferry_bundle::manifest;
+use ferry_bundle::reader::Head;
+use ferry_bundle::Digest;
+use ferry_registry::{chain, Client, Repo};
+
+use super::plan::{carriers, target_ref, ItemPlan};
+use super::{ImportOptions, ImportReport, ImportRun, ItemOutcome, Manifests};
+use crate::dest::Dest;
+use crate::receipt::{Receipt, RECEIPT_VERSION};
+use crate::Event;
+
+/// OCI 1.1 referrers pushed, per (host, repository, subject): their
+/// fallback-tag descriptors.
+pub(super) type ReferrersPushed = BTreeMap<(String, String, Digest), Vec<serde_json::Value>>;
+
+/// An empty receipt for this bundle at this target.
+pub(super) fn new_receipt(opts: &ImportOptions, h: &Head) -> Receipt {
+    Receipt {
+        receipt_version: RECEIPT_VERSION,
+        target: match &opts.target {
+            Some(t) if t.prefix.is_empty() => t.host.clone(),
+            Some(t) => format!("{}/{}", t.host, t.prefix),
+            None => String::new(),
+        },
+        files: BTreeMap::new(),
+        bundle: h.meta.name.clone(),
+        repositories: BTreeMap::new(),
+    }
+}
+
+impl ImportRun<'_> {
+    /// Commits item by item, in plan order (provenance after its subject):
+    /// an item lands only if the bundle did not fail it, its subject
+    /// landed and every blob it needs is at the target.
+    pub(super) async fn commit_items(
+        &mut self,
+        failed_items: &HashMap<String, String>,
+        upload_errors: &HashMap<Digest, String>,
+        receipt: &mut Receipt,
+    ) -> ReferrersPushed {
+        // Manifests now at the target (provenance goes only where its subject is).
+        let mut landed: HashSet<(Repo, Digest)> = HashSet::new();
+        let mut referrers_pushed = ReferrersPushed::new();
+        let plans = std::mem::take(&mut self.plans);
+        let carried_by = carriers(&plans);
+        for p in &plans {
+            let target = target_ref(&p.repo, &p.reference, &p.item.digest);
+            let outcome = |note: Option<String>| ItemOutcome {
+                source: p.item.reference.clone(),
+                target: target.clone(),
+                digest: p.item.digest.to_string(),
+                note,
+            };
+            if let Some(why) = failed_items.get(p.item.reference.as_str()) {
+                self.report.failed.push(outcome(Some(why.clone())));
+                continue;
+            }
+            if let Some(subject) = &p.item.subject {
+                let carried = carried_by.contains_key(&(&p.repo, subject));
+                if carried
+                    && !landed.contains(&(p.repo.clone(), subject.clone()))
+                    && self
+                        .dest
+                        .head_manifest(&p.repo, &subject.to_string())
+                        .await
+                        .is_none()
+                {
+                    self.report.failed.push(outcome(Some(format!(
+                        "its subject {subject} did not land at the target; provenance not pushed"
+                    ))));
+                    continue;
+                }
+            }
+            if let Some((d, _)) = p
+                .blobs
+                .iter()
+                .find(|(d, _)| !self.present.contains(&(p.repo.clone(), d.clone())))
+            {
+                let why = upload_errors
+                    .get(d)
+                    .cloned()
+                    .unwrap_or_else(|| "not at the target".into());
+                self.report.failed.push(outcome(Some(format!(
+                    "blob {d} is not at the target ({why}); no manifest pushed"
+                ))));
+                continue;
+            }
+            match push_manifests(&self.dest, p, &self.manifests, &mut self.report).await {
+                Ok(note) => {
+                    self.record_landed(p, &note, receipt, &mut landed, &mut referrers_pushed);
+                    (self.events)(Event::Committed {
+                        reference: p.item.reference.clone(),
+                        target: target.clone(),
+                    });
+                    let text = note.map(|(t, _)| t);
+                    if let Some(t) = &text {
+                        (self.events)(Event::Warning { message: t.clone() });
+                    }
+                    self.report.loaded.push(outcome(text));
+                }
+                Err(why) => self.report.failed.push(outcome(Some(why))),
+            }
+        }
+        self.plans = plans;
+        referrers_pushed
+    }
+
+    /// Records a committed item: the store's untagged entry, the receipt,
+    /// the manifests landed, the referrer it adds to its subject.
+    fn record_landed(
+        &self,
+        p: &ItemPlan,
+        note: &Option<(String, Digest)>,
+        receipt: &mut Receipt,
+        landed: &mut HashSet<(Repo, Digest)>,
+        referrers_pushed: &mut ReferrersPushed,
+    ) {
+        if let (Some(store), None) = (&self.opts.store, &p.reference.tag) {
+            store.add_entry(crate::store::Entry {
+                repository: p.repo.path.clone(),
+                tag: None,
+                digest: p.item.digest.clone(),
+                media_type: p.item.media_type.clone(),
+                size: p.item.size,
+            });
+        }
+        let content = receipt.repositories.entry(p.repo.path.clone()).or_default();
+        content.blobs.extend(p.blobs.iter().map(|(d, _)| d.clone()));
+        if let Some(tag) = &p.reference.tag {
+            let pointed = note
+                .as_ref()
+                .map(|(_, d)| d.clone())
+                .unwrap_or_else(|| p.item.digest.clone());
+            content.tags.insert(tag.clone(), pointed);
+        }
+        let pushed_index = note.is_none() || !p.sparse;
+        for m in &p.manifests {
+            if m != &p.item.digest || pushed_index {
+                content.manifests.insert(m.clone());
+                landed.insert((p.repo.clone(), m.clone()));
+            }
+        }
+        if let (Some(subject), Some((mt, bytes, parsed))) =
+            (&p.item.subject, self.manifests.get(&p.item.digest))
+        {
+            if parsed.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+                referrers_pushed
+                    .entry((p.repo.host.clone(), p.repo.path.clone(), subject.clone()))
+                    .or_default()
+                    .push(crate::referrers::descriptor(mt, bytes));
+            }
+        }
+    }
+
+    /// Registries without the referrers API: the `sha256-<hex>` fallback tag.
+    pub(super) async fn push_fallback_tags(
+        &mut self,
+        referrers_pushed: ReferrersPushed,
+        receipt: &mut Receipt,
+    ) {
+        let Dest::Registry(c) = &self.dest else {
+            return;
+        };
+        let mut has_api: HashMap<String, bool> = HashMap::new();
+        for ((host, path, subject), add) in referrers_pushed {
+            let repo = Repo { host, path };
+            let api = match has_api.get(&repo.host) {
+                Some(v) => *v,
+                None => {
+                    let v = matches!(c.referrers(&repo, &subject).await, Ok(Some(_)));
+                    has_api.insert(repo.host.clone(), v);
+                    v
+                }
+            };
+            if api {
+                continue; // the registry lists referrers from their `subject`
+            }
+            let tag = subject.fallback_tag();
+            let target = format!("{}/{}:{tag}", repo.host, repo.path);
+            match update_fallback(c, &repo, &subject, &add).await {
+                Ok(d) => {
+                    let content = receipt.repositories.entry(repo.path.clone()).or_default();
+                    content.tags.insert(tag, d.clone());
+                    content.manifests.insert(d);
+                    (self.events)(Event::Committed {
+                        reference: format!("referrers of {subject}"),
+                        target,
+                    });
+                }
+                Err(why) => self.report.failed.push(ItemOutcome {
+                    source: format!("referrers of {subject}"),
+                    target,
+                    digest: String::new(),
+                    note: Some(why),
+                }),
+            }
+        }
+    }
+}
+
+/// Reads the `sha256-<hex>` fallback tag of `subject`, adds `add` and pushes
+/// it back when it changed; returns the digest the tag points at.
+async fn update_fallback(
+    client: &Client,
+    repo: &Repo,
+    subject: &Digest,
+    add: &[serde_json::Value],
+) -> Result<Digest, String> {
+    let tag = subject.fallback_tag();
+    let existing = match client.get_manifest(repo, &tag).await {
+        Ok(m) => Some(m.bytes),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            return Err(format!(
+                "reading the referrers fallback tag {tag} failed: {}",
+                chain(&e)
+            ))
+        }
+    };
+    match crate::referrers::merged(subject, existing.as_deref(), add).map_err(|e| e.to_string())? {
+        None => Ok(Digest::of(existing.as_deref().unwrap_or_default())),
+        Some(bytes) => client
+            .put_manifest(repo, &tag, manifest::OCI_INDEX, Bytes::from(bytes))
+            .await
+            .map_err(|e| {
+                format!(
+                    "pushing the referrers fallback tag {tag} failed: {}",
+                    chain(&e)
+                )
+            }),
+    }
+}
+
+/// Pushes an item's manifests children-first, then its tag. Returns a note
+/// (and the digest the tag points at) when it had to land differently.
+async fn push_manifests(
+    dest: &Dest,
+    p: &ItemPlan,
+    manifests: &Manifests,
+    report: &mut ImportReport,
+) -> Result<Option<(String, Digest)>, String> {
+    let mut note = None;
+    for d in &p.manifests {
+        let Some((mt, bytes, _)) = manifests.get(d) else {
+            return Err(format!("manifest {d} missing from the bundle"));
+        };
+        if dest.head_manifest(&p.repo, &d.to_string()).await.is_some() {
+            report.manifests_present += 1;
+            continue;
+        }
+        match dest
+            .put_manifest(&p.repo, &d.to_string(), mt, bytes.clone())
+            .await
+        {
+            Ok(_) => report.manifests_pushed += 1,
+            Err(e) if d == &p.item.digest && p.sparse && e.contains("MANIFEST_BLOB_UNKNOWN") => {
+                // The registry refuses an index whose children are absent
+                // (distribution 2.x validates every child). Fall back.
+                let children: Vec<&Digest> = p.manifests.iter().filter(|m| *m != d).collect();
+                if children.len() == 1 {
+                    note = Some((
+                        format!(
+                            "{}: the registry refuses an index with absent platforms, so tag `{}` points at the {} manifest {} (the index {} is not at the mirror)",
+                            p.item.reference,
+                            p.reference.tag.clone().unwrap_or_default(),
+                            p.item.platforms.join(","),
+                            children[0],
+                            d
+                        ),
+                        children[0].clone(),
+                    ));
+                } else {
+                    return Err(format!(
+                        "the registry refuses index {d} because platforms left out by the export filter are absent; its {} platform manifests were pushed by digest. Export without a platform filter, or use a registry that accepts sparse indexes",
+                        children.len()
+                    ));
+                }
+            }
+            Err(e) => return Err(format!("pushing manifest {d} failed: {e}")),
+        }
+    }
+    if let Some(tag) = &p.reference.tag {
+        let (digest, mt, bytes) = match &note {
+            Some((_, child)) => {
+                let (mt, bytes, _) = manifests.get(child).ok_or("child manifest missing")?;
+                (child.clone(), mt, bytes)
+            }
+            None => {
+                let (mt, bytes, _) = manifests.get(&p.item.digest).ok_or("manifest missing")?;
+                (p.item.digest.clone(), mt, bytes)
+            }
+        };
+        match dest.head_manifest(&p.repo, tag).await {
+            Some(current) if current == digest => {}
+            _ => {
+                dest.put_manifest(&p.repo, tag, mt, bytes.clone())
+                    .await
+                    .map_err(|e| format!("tagging {tag} failed: {e}"))?;
+            }
+        }
+    }
+    Ok(note)
+}

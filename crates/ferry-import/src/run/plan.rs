@@ -1,0 +1,443 @@
+//! What goes where: each registry item's target repository (two sources on
+//! one target tag refused), its manifests (children first) and blobs, which
+//! blobs the target already has, where each missing blob is uploaded first,
+//! and provenance ordered after its subjects.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::stream::{self, StreamExt};
+
+use ferry_bundle::manifest;
+use ferry_bundle::meta::Item;
+use ferry_bundle::reader::Head;
+use ferry_bundle::{Digest, Reference};
+use ferry_registry::{Client, Repo};
+
+use super::{ImportError, ImportOptions, Manifests, PlanEntry};
+use crate::dest::Dest;
+use crate::target::TargetError;
+use crate::tree;
+use crate::{Event, Events};
+
+/// One registry item: where it goes and what it needs.
+pub(super) struct ItemPlan {
+    pub(super) item: Item,
+    pub(super) reference: Reference,
+    pub(super) repo: Repo,
+    /// Manifests to push, children first.
+    pub(super) manifests: Vec<Digest>,
+    /// Config/layer blobs the item needs.
+    pub(super) blobs: Vec<(Digest, u64)>,
+    /// Index children left out by a platform filter.
+    pub(super) sparse: bool,
+}
+
+/// and blobs, each once (the sets make every step constant time).
+#[derive(Default)]
+struct Walked {
+    manifests: Vec<Digest>,
+    seen_manifests: HashSet<Digest>,
+    blobs: Vec<(Digest, u64)>,
+    seen_blobs: HashSet<Digest>,
+    sparse: bool,
+}
+
+impl Walked {
+    fn blob(&mut self, d: &Digest, size: u64) {
+        if self.seen_blobs.insert(d.clone()) {
+            self.blobs.push((d.clone(), size));
+        }
+    }
+}
+
+/// Walks an item's manifests from `d` down, collecting manifests (children
+/// first) and blobs.
+fn walk(
+    d: &Digest,
+    manifests: &Manifests,
+    absent: &HashSet<(Digest, Digest)>,
+    out: &mut Walked,
+    depth: usize,
+) {
+    // As deep as the reader accepts: a manifest at MAX_DEPTH has its blobs
+    // deeper than that, so its item is refused; none of it is uploaded.
+    if depth >= ferry_bundle::reader::MAX_DEPTH || out.seen_manifests.contains(d) {
+        return;
+    }
+    let Some((_, _, parsed)) = manifests.get(d) else {
+        return;
+    };
+    if parsed.is_index() {
+        for c in &parsed.manifests {
+            if absent.contains(&(d.clone(), c.digest.clone())) {
+                out.sparse = true;
+                continue;
+            }
+            if manifest::is_any_manifest(&c.media_type) {
+                walk(&c.digest, manifests, absent, out, depth + 1);
+            } else {
+                out.blob(&c.digest, c.size);
+            }
+        }
+    } else {
+        for b in parsed.blobs() {
+            out.blob(&b.digest, b.size);
+        }
+    }
+    if out.seen_manifests.insert(d.clone()) {
+        out.manifests.push(d.clone());
+    }
+}
+
+/// The target reference shown for an item: repository and tag, or @digest.
+pub(super) fn target_ref(repo: &Repo, r: &Reference, digest: &Digest) -> String {
+    match &r.tag {
+        Some(t) => format!("{}/{}:{}", repo.host, repo.path, t),
+        None => format!("{}/{}@{}", repo.host, repo.path, digest),
+    }
+}
+
+/// The registry plan.
+pub(super) struct Planned {
+    /// Items, in commit order.
+    pub(super) items: Vec<ItemPlan>,
+    /// (repository, blob) pairs the target already has.
+    pub(super) present: HashSet<(Repo, Digest)>,
+    /// Blobs to upload, each to the first repository that needs it.
+    pub(super) first_repo: HashMap<Digest, Repo>,
+    /// The plan as reported.
+    pub(super) entries: Vec<PlanEntry>,
+}
+
+/// Plans the registry side (nothing without a target registry): the items
+/// ([`map_items`]), what the target has ([`present_blobs`], [`check_base`]),
+/// where each missing blob goes first.
+pub(super) async fn make_plan(
+    client: &Client,
+    dest: &Dest,
+    opts: &ImportOptions,
+    head: &Head,
+    manifests: &Manifests,
+    events: &Events,
+) -> Result<Planned, ImportError> {
+    let Some(target) = &opts.target else {
+        return Ok(Planned {
+            items: Vec::new(),
+            present: HashSet::new(),
+            first_repo: HashMap::new(),
+            entries: Vec::new(),
+        });
+    };
+    let plans = subjects_first(map_items(opts, target, head, manifests)?);
+    let (pairs, mut present) = present_blobs(client, dest, opts, target, &plans).await;
+    check_base(dest, opts, target, head, &plans, &mut present).await?;
+    let mut first: HashMap<Digest, Repo> = HashMap::new();
+    let mut entries = Vec::new();
+    let sizes: HashMap<&Digest, u64> = head
+        .meta
+        .blobs
+        .iter()
+        .map(|b| (&b.digest, b.size))
+        .collect();
+    let mut upload_bytes = 0;
+    let present_anywhere: HashSet<&Digest> = present.iter().map(|(_, d)| d).collect();
+    for p in &plans {
+        let mut n = 0;
+        for (d, _) in &p.blobs {
+            let anywhere = present_anywhere.contains(d);
+            if !anywhere && !first.contains_key(d) {
+                first.insert(d.clone(), p.repo.clone());
+                upload_bytes += sizes.get(d).copied().unwrap_or(0);
+                n += 1;
+            }
+        }
+        entries.push(PlanEntry {
+            kind: p.item.kind.as_str().into(),
+            source: p.item.reference.clone(),
+            target: target_ref(&p.repo, &p.reference, &p.item.digest),
+            digest: p.item.digest.to_string(),
+            upload_blobs: n,
+        });
+    }
+    let present_count = pairs.iter().filter(|pair| present.contains(pair)).count();
+    events(Event::Planned {
+        items: plans.len(),
+        upload: first.len(),
+        upload_bytes,
+        present: present_count,
+    });
+    Ok(Planned {
+        items: plans,
+        present,
+        first_repo: first,
+        entries,
+    })
+}
+
+/// Each registry item's target repository, manifests and blobs; two
+/// sources on one target tag are refused.
+// `ImportError` is the crate's public error, which `import` returns as is.
+#[allow(clippy::result_large_err)]
+fn map_items(
+    opts: &ImportOptions,
+    target: &crate::target::Target,
+    head: &Head,
+    manifests: &Manifests,
+) -> Result<Vec<ItemPlan>, ImportError> {
+    let absent: HashSet<(Digest, Digest)> = head
+        .meta
+        .absent
+        .iter()
+        .map(|a| (a.parent.clone(), a.digest.clone()))
+        .collect();
+    let mut plans = Vec::new();
+    // Each target tag is claimed by one source: two sources that map to one
+    // repository and tag (`--flatten`, `--map`, hosts that map alike) with
+    // different content would both report ok while the last push wins.
+    let mut tags: HashMap<(String, String, String), (String, Digest)> = HashMap::new();
+    for item in head
+        .meta
+        .items
+        .iter()
+        .filter(|i| tree::is_registry_kind(i.kind) && (opts.referrers || i.subject.is_none()))
+    {
+        let reference =
+            Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
+        let repo = opts.mapping.map(target, &reference)?;
+        if let Some(tag) = &reference.tag {
+            let key = (repo.host.clone(), repo.path.clone(), tag.clone());
+            match tags.get(&key) {
+                Some((first, digest)) if digest != &item.digest => {
+                    return Err(ImportError::Target(TargetError::Collision {
+                        target: format!("{}/{}:{tag}", repo.host, repo.path),
+                        first: first.clone(),
+                        first_digest: digest.to_string(),
+                        second: item.reference.clone(),
+                        second_digest: item.digest.to_string(),
+                    }));
+                }
+                Some(_) => {} // the same content under one tag: no conflict
+                None => {
+                    tags.insert(key, (item.reference.clone(), item.digest.clone()));
+                }
+            }
+        }
+        let mut walked = Walked::default();
+        walk(&item.digest, manifests, &absent, &mut walked, 0);
+        plans.push(ItemPlan {
+            item: item.clone(),
+            reference,
+            repo,
+            manifests: walked.manifests,
+            blobs: walked.blobs,
+            sparse: walked.sparse,
+        });
+    }
+    Ok(plans)
+}
+
+/// Which blobs the target has already, in which repositories (HEAD of
+/// every (repository, blob) pair the plans need, each once). Returns the
+/// pairs asked about and those present.
+async fn present_blobs(
+    client: &Client,
+    dest: &Dest,
+    opts: &ImportOptions,
+    target: &crate::target::Target,
+    plans: &[ItemPlan],
+) -> (Vec<(Repo, Digest)>, HashSet<(Repo, Digest)>) {
+    let mut pairs: Vec<(Repo, Digest)> = Vec::new();
+    let mut paired: HashSet<(&Repo, &Digest)> = HashSet::new();
+    for p in plans {
+        for (d, _) in &p.blobs {
+            if paired.insert((&p.repo, d)) {
+                pairs.push((p.repo.clone(), d.clone()));
+            }
+        }
+    }
+    let mut present = HashSet::new();
+    let reachable = opts.store.is_some() || client.ping(&target.host).await.is_ok();
+    if !opts.dry_run || reachable {
+        let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
+            .map(|(repo, d)| async move {
+                let has = dest.head_blob(&repo, &d).await;
+                (repo, d, has)
+            })
+            .buffer_unordered(opts.jobs.max(1) * 2)
+            .collect()
+            .await;
+        for (repo, d, has) in results {
+            if has {
+                present.insert((repo, d));
+            }
+        }
+    }
+    (pairs, present)
+}
+
+/// A differential bundle leaves out blobs the target already holds: each
+/// must be there (in the item's repository, or where the receipt saw it,
+/// to be mounted from) before anything is pushed.
+async fn check_base(
+    dest: &Dest,
+    opts: &ImportOptions,
+    target: &crate::target::Target,
+    head: &Head,
+    plans: &[ItemPlan],
+    present: &mut HashSet<(Repo, Digest)>,
+) -> Result<(), ImportError> {
+    if !head.meta.base.is_empty() && !opts.dry_run {
+        let mut missing = Vec::new();
+        let mut present_anywhere: HashSet<Digest> =
+            present.iter().map(|(_, d)| d.clone()).collect();
+        let needed: HashSet<&Digest> = plans
+            .iter()
+            .flat_map(|p| p.blobs.iter().map(|(d, _)| d))
+            .collect();
+        for b in &head.meta.base {
+            if present_anywhere.contains(&b.digest) {
+                continue;
+            }
+            let mut found = false;
+            if let Some(hint) = &b.repository {
+                let repo = Repo {
+                    host: target.host.clone(),
+                    path: hint.clone(),
+                };
+                if dest.head_blob(&repo, &b.digest).await {
+                    present.insert((repo, b.digest.clone()));
+                    present_anywhere.insert(b.digest.clone());
+                    found = true;
+                }
+            }
+            if !found && needed.contains(&b.digest) {
+                missing.push(b.digest.to_string());
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(ImportError::MissingBase(missing));
+        }
+    }
+    Ok(())
+}
+
+/// Orders the plans so that provenance comes after what it refers to:
+/// items without a subject first (in bundle order), then each provenance
+/// item one level after the item that carries its subject (a signature of
+/// an attestation after the attestation).
+fn subjects_first(plans: Vec<ItemPlan>) -> Vec<ItemPlan> {
+    let carriers = carriers(&plans);
+    // The item that carries an item's subject, if any.
+    let parent = |i: usize| -> Option<usize> {
+        let subject = plans[i].item.subject.as_ref()?;
+        carriers
+            .get(&(&plans[i].repo, subject))
+            .copied()
+            .filter(|&q| q != i)
+    };
+    // depth(i) = 0 without a subject, else 1 + depth(carrier of the
+    // subject) (0 without one). Each depth is computed once, memoised along
+    // the chain: linear in the number of items.
+    let mut depths: Vec<Option<usize>> = vec![None; plans.len()];
+    for start in 0..plans.len() {
+        let mut chain = Vec::new();
+        let mut cur = Some(start);
+        let mut acc = 0;
+        while let Some(c) = cur {
+            if let Some(d) = depths[c] {
+                acc = d;
+                break;
+            }
+            if chain.len() > plans.len() {
+                break; // a cycle cannot happen with digests; stay safe anyway
+            }
+            chain.push(c);
+            cur = parent(c);
+        }
+        for &i in chain.iter().rev() {
+            acc += usize::from(plans[i].item.subject.is_some());
+            depths[i] = Some(acc);
+        }
+    }
+    let depths: Vec<usize> = depths.into_iter().map(|d| d.unwrap_or(0)).collect();
+    let mut keyed: Vec<(usize, ItemPlan)> = depths.into_iter().zip(plans).collect();
+    keyed.sort_by_key(|(d, _)| *d);
+    keyed.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Which plan carries each (repository, manifest): the first one, as a
+/// linear scan would find it.
+pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&Repo, &Digest), usize> {
+    let mut out = HashMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for m in &p.manifests {
+            out.entry((&p.repo, m)).or_insert(i);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_bundle::meta::Kind;
+
+    fn plan(reference: &str, manifests: &[&Digest], subject: Option<&Digest>) -> ItemPlan {
+        let digest = manifests[0].clone();
+        ItemPlan {
+            item: Item {
+                kind: Kind::Image,
+                reference: reference.into(),
+                digest,
+                media_type: manifest::OCI_MANIFEST.into(),
+                size: 1,
+                platforms: vec![],
+                path: None,
+                subject: subject.cloned(),
+            },
+            reference: Reference::parse(reference).unwrap(),
+            repo: Repo {
+                host: "mirror.example".into(),
+                path: "a/b".into(),
+            },
+            manifests: manifests.iter().map(|d| (*d).clone()).collect(),
+            blobs: vec![],
+            sparse: false,
+        }
+    }
+
+    #[test]
+    fn provenance_is_committed_after_its_subject_and_its_subjects_provenance() {
+        let (index, child) = (Digest::of(b"index"), Digest::of(b"child"));
+        let (att, att_sig, sig) = (
+            Digest::of(b"att"),
+            Digest::of(b"att-sig"),
+            Digest::of(b"sig"),
+        );
+        // Bundle order (sorted by reference) puts provenance before subjects.
+        let plans = vec![
+            plan(
+                "r.io/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                &[&att_sig],
+                Some(&att),
+            ),
+            plan("r.io/a/b:a-sig", &[&sig], Some(&index)),
+            plan("r.io/a/b:b-att", &[&att], Some(&child)),
+            plan("r.io/a/b:c-image", &[&index, &child], None),
+        ];
+        let order: Vec<String> = subjects_first(plans)
+            .into_iter()
+            .map(|p| p.item.reference)
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                "r.io/a/b:c-image",
+                "r.io/a/b:a-sig",
+                "r.io/a/b:b-att",
+                "r.io/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            ]
+        );
+    }
+}

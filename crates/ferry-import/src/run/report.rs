@@ -1,0 +1,186 @@
+//! What an import reports: the plan, what landed and what did not
+//! ([`ImportReport`], [`ItemOutcome`], [`PlanEntry`]), and why a run stopped
+//! before committing anything ([`ImportError`]).
+
+use std::path::PathBuf;
+
+use ferry_bundle::parts::PartsError;
+use ferry_bundle::reader::BundleError;
+
+use crate::receipt::Receipt;
+use crate::target::TargetError;
+
+/// The bundle's signature, as the import saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureCheck {
+    /// The key id the signature names.
+    pub key_id: String,
+    /// Verified with `key` (without a key, a signature is only reported).
+    pub verified: bool,
+}
+
+/// One planned item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlanEntry {
+    /// Kind.
+    pub kind: String,
+    /// Source reference.
+    pub source: String,
+    /// Target reference.
+    pub target: String,
+    /// Digest.
+    pub digest: String,
+    /// Blobs to upload for it (not already at the target).
+    pub upload_blobs: usize,
+}
+
+/// What happened to one item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemOutcome {
+    /// Source reference.
+    pub source: String,
+    /// Target reference (repository + tag, or @digest).
+    pub target: String,
+    /// Digest.
+    pub digest: String,
+    /// Why it failed, or a note on how it landed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ImportReport {
+    /// The plan.
+    pub plan: Vec<PlanEntry>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Items now at the target.
+    pub loaded: Vec<ItemOutcome>,
+    /// Items that did not land, with the reason in `note`.
+    pub failed: Vec<ItemOutcome>,
+    /// Items left alone because no target of their kind was given.
+    pub skipped: Vec<ItemOutcome>,
+    /// Files written to the file target (derived ones included).
+    pub files_written: usize,
+    /// Files the file target already had.
+    pub files_present: usize,
+    /// Blobs uploaded.
+    pub blobs_uploaded: usize,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Readers of the bundle: 1 (the bundle is decompressed once, and each
+    /// blob hashed once, whatever `--jobs` is).
+    pub readers: usize,
+    /// Blobs mounted from another repository.
+    pub blobs_mounted: usize,
+    /// Blobs the target already had.
+    pub blobs_present: usize,
+    /// Manifests pushed.
+    pub manifests_pushed: usize,
+    /// Manifests the target already had.
+    pub manifests_present: usize,
+    /// Blobs that failed verification.
+    pub bad_blobs: Vec<String>,
+    /// The bundle's signature, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureCheck>,
+    /// What the target holds of this bundle, per repository.
+    #[serde(skip)]
+    pub receipt: Receipt,
+}
+
+/// Why an import stopped before committing anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The bundle could not be opened.
+    #[error("failed to open bundle `{path}`")]
+    Open {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bundle failed verification (nothing was pushed).
+    #[error("bundle `{path}` failed verification; no manifest was pushed")]
+    Bundle {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: BundleError,
+    },
+    /// A split bundle's manifest or a part is bad: missing, truncated or
+    /// corrupt (nothing was pushed; the error names the part).
+    #[error("bundle `{path}` failed verification; no manifest was pushed")]
+    Parts {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: PartsError,
+    },
+    /// `--key` was given and the signature over `ferry/bundle.json` does
+    /// not verify (unsigned, another key, altered): nothing was loaded.
+    #[error("bundle `{path}` is refused: its signature does not verify; nothing was loaded")]
+    Signature {
+        /// Path.
+        path: PathBuf,
+        /// Cause (names the key file and key ids).
+        #[source]
+        source: ferry_bundle::sign::SignError,
+    },
+    /// A mapping produced an invalid name.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// The bundle holds content this version cannot import.
+    #[error("bundle item `{reference}` is of kind `{kind}`, which this version of ferry cannot import yet")]
+    UnsupportedKind {
+        /// Item.
+        reference: String,
+        /// Kind.
+        kind: String,
+    },
+    /// The file target cannot be used.
+    #[error("file target `{target}` is not usable")]
+    Files {
+        /// The target.
+        target: String,
+        /// Cause.
+        #[source]
+        source: crate::files::FilesError,
+    },
+    /// The bundle's file items cannot be planned.
+    #[error("bad file item in the bundle: {0}")]
+    FileItem(String),
+    /// A differential bundle's base is not at the target.
+    #[error("this is a differential bundle, and {} base blob(s) it relies on are not at the target; nothing was pushed:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
+    MissingBase(Vec<String>),
+    /// The target registry cannot be reached.
+    #[error("target registry `{host}` is not reachable")]
+    Unreachable {
+        /// Host.
+        host: String,
+        /// Cause.
+        #[source]
+        source: ferry_registry::Error,
+    },
+    /// An internal task failed.
+    #[error("import task failed: {0}")]
+    Task(String),
+}
+
+impl ImportError {
+    /// Whether the cause is the environment (network, registry) rather than the input.
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Unreachable { .. }
+                | ImportError::Files { .. }
+                | ImportError::Task(_)
+                | ImportError::Open { .. }
+        )
+    }
+}
