@@ -9,6 +9,10 @@
 use ferry_bundle::reference::{is_valid_repository, Reference};
 use ferry_registry::Repo;
 
+/// The host name a store target's repositories are written under
+/// (`store/<repository>`); never a registry to connect to.
+pub const STORE_HOST: &str = "store";
+
 /// The target registry: host and optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -64,6 +68,20 @@ pub enum TargetError {
 }
 
 impl Target {
+    /// The target of an import into a store.
+    pub fn store() -> Target {
+        Target {
+            host: STORE_HOST.into(),
+            prefix: String::new(),
+            plain_http: None,
+        }
+    }
+
+    /// Whether this is a store's target (nothing to connect to).
+    pub fn is_store(&self) -> bool {
+        self.host == STORE_HOST
+    }
+
     /// Parses `[http(s)://]HOST[:PORT][/PREFIX]`.
     pub fn parse(value: &str) -> Result<Target, TargetError> {
         let err = |reason: &str| TargetError::Registry {

@@ -256,7 +256,10 @@ async fn present_blobs(
         }
     }
     let mut present = HashSet::new();
-    let reachable = opts.store.is_some() || client.ping(&target.host).await.is_ok();
+    // A store (opened, or not opened because this is a dry run) is never
+    // pinged as a registry.
+    let reachable =
+        opts.store.is_some() || (!target.is_store() && client.ping(&target.host).await.is_ok());
     if !opts.dry_run || reachable {
         let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
             .map(|(repo, d)| async move {

@@ -63,11 +63,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
     };
     let target = match (&a.registry, &a.store) {
         (Some(r), _) => Some(Target::parse(r).map_err(Failure::input)?),
-        (None, Some(_)) => Some(Target {
-            host: "store".into(),
-            prefix: String::new(),
-            plain_http: None,
-        }),
+        (None, Some(_)) => Some(Target::store()),
         (None, None) => None,
     };
     let registry = match (&a.registry, &a.files, &a.store) {
