@@ -1107,7 +1107,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
 /// The first YAML document (what Go's `yaml.Unmarshal` reads); `Null` when empty.
 fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> {
     crate::yaml::check_depth(bytes).map_err(|e| e.to_string())?;
-    match serde_yaml_ng::Deserializer::from_slice(bytes).next() {
+    match yaml_serde::Deserializer::from_slice(bytes).next() {
         None => Ok(Node::Null),
         Some(doc) => NodeSeed { cost }
             .deserialize(doc)
@@ -1119,7 +1119,7 @@ fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> 
 fn parse_values(text: &str, cost: &Cell<u64>) -> Result<Node, String> {
     let mut merged = Node::Map(Vec::new());
     crate::yaml::check_depth(text.as_bytes()).map_err(|e| e.to_string())?;
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let node = NodeSeed { cost }
             .deserialize(doc)
             .map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@
 //! | `README.md` | which file goes where, and what the configuration cannot express |
 //!
 //! Every file is written by a serializer (`toml` for hosts.toml,
-//! serde_yaml_ng for YAML); the comment headers quote the bundle's name,
+//! yaml_serde for YAML); the comment headers quote the bundle's name,
 //! tool and item references, which are untrusted, so every header line is
 //! escaped ([`ferry_bundle::text::escape`]) and no line break can end the
 //! comment. Option values with control characters are refused.
@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use ferry_bundle::meta::{BundleMeta, Item, Kind};
 use ferry_bundle::reference::{Reference, ReferenceError, DOCKER_HUB};
 use ferry_registry::Repo;
-use serde_yaml_ng::{Mapping as YamlMap, Value};
+use yaml_serde::{Mapping as YamlMap, Value};
 
 use ferry_bundle::text::escape as esc;
 
@@ -1696,7 +1696,7 @@ mod tests {
     }
 
     fn yaml_of(dir: &Path, rel: &str) -> Value {
-        serde_yaml_ng::from_str(&read(dir, rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+        yaml_serde::from_str(&read(dir, rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
     fn toml_of(dir: &Path, rel: &str) -> toml::Table {

@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
-use serde_yaml_ng::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// One chart to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub enum HelmIndexError {
     },
     /// The existing index is not YAML.
     #[error("the existing index.yaml is not valid YAML")]
-    ExistingParse(#[source] serde_yaml_ng::Error),
+    ExistingParse(#[source] yaml_serde::Error),
     /// The existing index is not a Helm v1 index.
     #[error("the existing index.yaml is not a Helm repository index: {reason}")]
     ExistingShape {
@@ -238,7 +238,7 @@ fn existing_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<Value>>, HelmIn
         reason: reason.into(),
     };
     ferry_bundle::yaml::check_depth(bytes).map_err(|e| shape(&e.to_string()))?;
-    let doc: Value = serde_yaml_ng::from_slice(bytes).map_err(HelmIndexError::ExistingParse)?;
+    let doc: Value = yaml_serde::from_slice(bytes).map_err(HelmIndexError::ExistingParse)?;
     let Value::Mapping(doc) = doc else {
         return Err(shape("not a mapping"));
     };
@@ -331,7 +331,7 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Value {
-        serde_yaml_ng::from_slice(bytes).unwrap()
+        yaml_serde::from_slice(bytes).unwrap()
     }
 
     fn versions(doc: &Value, name: &str) -> Vec<String> {
