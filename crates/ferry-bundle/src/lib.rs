@@ -23,6 +23,7 @@ pub use digest::Digest;
 pub use reference::Reference;
 pub mod artifact;
 pub mod chart;
+#[cfg(any(test, feature = "craft"))]
 pub mod craft;
 pub mod discover;
 pub mod head;

@@ -409,8 +409,8 @@ async fn falcoctl_index(client: &Client, cache: &Path, url: &str) -> Result<Reso
     let bytes = fetch_doc(client, &u, None).await?;
     ferry_bundle::yaml::check_depth(&bytes)
         .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
-    let v: yaml_serde::Value = yaml_serde::from_slice(&bytes)
-        .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
+    let v: yaml_serde::Value =
+        yaml_serde::from_slice(&bytes).map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
     if !v.is_sequence() {
         return Err(format!(
             "{url}: not a falcoctl index (expected a YAML list of entries)"

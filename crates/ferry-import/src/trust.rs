@@ -92,8 +92,7 @@ pub fn load_policy_file(path: &Path) -> Result<(VerifySpec, PathBuf), RecheckErr
     let text = ferry_bundle::input::read_text(path, ferry_bundle::input::SPEC)
         .map_err(|e| bad(e.to_string()))?;
     ferry_bundle::yaml::check_depth(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let doc: yaml_serde::Value =
-        yaml_serde::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let doc: yaml_serde::Value = yaml_serde::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let section = doc
         .get("verify")
         .cloned()

@@ -290,8 +290,7 @@ fn check_tree(root: &Path, u: &Upstream, target_host: &str) {
     .starts_with(&sha512_hex(&u.plugin)));
     assert_eq!(read("files/tools/tool-1.0.tar.gz"), u.tool);
     // The regenerated Helm index parses and its digests match the files.
-    let index: yaml_serde::Value =
-        yaml_serde::from_slice(&read("helm/stable/index.yaml")).unwrap();
+    let index: yaml_serde::Value = yaml_serde::from_slice(&read("helm/stable/index.yaml")).unwrap();
     assert_eq!(index["apiVersion"].as_str(), Some("v1"));
     for (name, file, bytes) in [
         ("app", "app-1.2.3+build.1.tgz", &u.app_tgz),
