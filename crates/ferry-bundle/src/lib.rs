@@ -34,6 +34,7 @@ pub mod parts;
 pub mod placement;
 pub mod reader;
 pub mod relpath;
+pub mod semver;
 pub mod sign;
 pub mod spec;
 pub mod text;

@@ -648,38 +648,23 @@ fn redact_spec(spec: &str) -> String {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Za-z0-9-._~`).
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// Decodes `%XX` sequences (user info taken from a URL).
 fn decode_percent(s: &str) -> String {
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                // Two hex digits: at most 0xff.
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// An error and its causes, on one line.
@@ -1632,6 +1617,14 @@ mod tests {
         assert_eq!(encode_component("7.0.0+driver"), "7.0.0%2Bdriver");
         assert_eq!(encode_component("a b%c/ü"), "a%20b%25c%2F%C3%BC");
         assert_eq!(encode_component("A-z_0.9~"), "A-z_0.9~");
+    }
+
+    #[test]
+    fn user_info_is_percent_decoded_to_the_last_escape() {
+        // An escape at the very end is decoded too; a broken one stays as it is.
+        assert_eq!(decode_percent("p%40ss%3A%41"), "p@ss:A");
+        assert_eq!(decode_percent("100%"), "100%");
+        assert_eq!(decode_percent("%zz%C3%BC"), "%zzü");
     }
 
     #[test]

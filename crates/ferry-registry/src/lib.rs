@@ -46,6 +46,7 @@ mod retry;
 mod verify;
 
 pub use client::{chain, BlobStream, Client, Progress};
+pub use endpoint::is_loopback;
 pub use error::Error;
 pub use http_fetch::{Fetched, OriginCredentials};
 
