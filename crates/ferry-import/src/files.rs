@@ -42,6 +42,7 @@ use bytes::Bytes;
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
+use ferry_registry::retry;
 use reqwest::header::{HeaderValue, CONTENT_LENGTH};
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -1068,23 +1069,20 @@ impl BodyState {
     }
 }
 
-fn is_retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
-}
+/// The first wait between two tries; doubled after each failure.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between two tries, a server's `Retry-After` included.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-fn is_retryable_transport(e: &reqwest::Error) -> bool {
-    if e.is_builder() || e.is_redirect() || e.is_status() {
-        return false;
-    }
-    !chain(e).to_ascii_lowercase().contains("certificate")
-}
-
-/// `200ms * 2^(attempt-1)`, capped at 5 s, with jitter in its upper half.
-fn backoff(attempt: u32) -> Duration {
-    let full = Duration::from_millis(200)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(10))
-        .min(Duration::from_secs(5));
-    full.mul_f64(0.5 + 0.5 * rand::random::<f64>())
+/// How long to wait after try `attempt` was answered `resp` (retryable): the
+/// server's `Retry-After` when it sent one, else the backoff; ferry-registry's
+/// retry policy, the same as the registry client's.
+fn retry_delay(attempt: u32, resp: Option<&reqwest::Response>) -> Duration {
+    let retry_after = resp
+        .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
+    retry::delay(INITIAL_BACKOFF, MAX_BACKOFF, attempt, retry_after)
 }
 
 /// The start of a response body, whitespace collapsed, for errors.
@@ -1227,13 +1225,19 @@ impl HttpTarget {
         let mut attempt = 1;
         loop {
             let req = build(self.request(method.clone(), url));
-            match req.send().await {
-                Ok(resp) if is_retryable_status(resp.status()) && attempt < self.attempts => {
-                    tracing::debug!(%method, url, status = %resp.status(), attempt, "retrying");
+            let wait = match req.send().await {
+                Ok(resp)
+                    if retry::is_retryable_status(resp.status().as_u16())
+                        && attempt < self.attempts =>
+                {
+                    let wait = retry_delay(attempt, Some(&resp));
+                    tracing::debug!(%method, url, status = %resp.status(), attempt, ?wait, "retrying");
+                    wait
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if is_retryable_transport(&e) && attempt < self.attempts => {
+                Err(e) if retry::is_retryable_transport(&e) && attempt < self.attempts => {
                     tracing::debug!(%method, url, error = %chain(&e), attempt, "retrying");
+                    retry_delay(attempt, None)
                 }
                 Err(e) => {
                     return Err(FilesError::Transport {
@@ -1242,8 +1246,8 @@ impl HttpTarget {
                         reason: chain(&e),
                     })
                 }
-            }
-            tokio::time::sleep(backoff(attempt)).await;
+            };
+            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }

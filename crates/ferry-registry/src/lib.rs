@@ -42,7 +42,7 @@ mod endpoint;
 mod error;
 mod gate;
 mod http_fetch;
-mod retry;
+pub mod retry;
 mod verify;
 
 pub use client::{chain, BlobStream, Client, Progress};
