@@ -1107,7 +1107,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_> {
 /// The first YAML document (what Go's `yaml.Unmarshal` reads); `Null` when empty.
 fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> {
     crate::yaml::check_depth(bytes).map_err(|e| e.to_string())?;
-    match serde_yaml_ng::Deserializer::from_slice(bytes).next() {
+    match yaml_serde::Deserializer::from_slice(bytes).next() {
         None => Ok(Node::Null),
         Some(doc) => NodeSeed { cost }
             .deserialize(doc)
@@ -1119,7 +1119,7 @@ fn parse_first_document(bytes: &[u8], cost: &Cell<u64>) -> Result<Node, String> 
 fn parse_values(text: &str, cost: &Cell<u64>) -> Result<Node, String> {
     let mut merged = Node::Map(Vec::new());
     crate::yaml::check_depth(text.as_bytes()).map_err(|e| e.to_string())?;
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let node = NodeSeed { cost }
             .deserialize(doc)
             .map_err(|e| e.to_string())?;
@@ -1426,7 +1426,7 @@ impl Metadata {
         if self.version.is_empty() {
             return Err("chart.metadata.version is required".into());
         }
-        if !is_semver(&self.version) {
+        if !crate::semver::is_valid(&self.version) {
             return Err(format!(
                 "chart.metadata.version {:?} is invalid",
                 self.version
@@ -1600,31 +1600,6 @@ fn is_format_char(c: char) -> bool {
 
 fn is_private_use(c: char) -> bool {
     matches!(c as u32, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD)
-}
-
-/// Masterminds/semver's `NewVersion` (the loose form helm accepts):
-/// `v?MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]`.
-fn is_semver(v: &str) -> bool {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    let (v, build) = match v.split_once('+') {
-        Some((a, b)) => (a, Some(b)),
-        None => (v, None),
-    };
-    let (core, pre) = match v.split_once('-') {
-        Some((a, b)) => (a, Some(b)),
-        None => (v, None),
-    };
-    let numbers: Vec<&str> = core.split('.').collect();
-    let idents_ok = |s: &str| {
-        s.split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    };
-    numbers.len() <= 3
-        && numbers.iter().all(|n| {
-            !n.is_empty() && n.parse::<u64>().is_ok() && n.bytes().all(|b| b.is_ascii_digit())
-        })
-        && pre.is_none_or(idents_ok)
-        && build.is_none_or(idents_ok)
 }
 
 // ---------------------------------------------------------------------------
@@ -2384,25 +2359,6 @@ unknown: ignored
         );
         bad("name: [\n", "app/Chart.yaml");
         bad("- a\n", "cannot unmarshal array");
-    }
-
-    #[test]
-    fn semver_is_the_loose_masterminds_form() {
-        for ok in ["1", "1.2", "v1.2.3", "1.2.3-rc.1+build.5", "0.0.0-0"] {
-            assert!(is_semver(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "v",
-            "1.2.3.4",
-            "1..2",
-            "1.2.3-",
-            "1.2.3+a..b",
-            "x1.2.3",
-            "1.2.3_4",
-        ] {
-            assert!(!is_semver(bad), "{bad}");
-        }
     }
 
     #[test]

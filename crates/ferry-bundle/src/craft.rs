@@ -1,5 +1,7 @@
 //! Building bundles by hand, valid or deliberately broken, for tests and
-//! fuzzing. Nothing here checks anything: that is its purpose.
+//! fuzzing. Nothing here checks anything: that is its purpose. Behind the
+//! `craft` feature (enabled by the dev-dependencies, testkit users, xtask and
+//! the fuzz targets), so the ferry binary does not carry it.
 
 use std::io::Write;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_yaml_ng::Value;
+use yaml_serde::Value;
 
 use crate::reference::Reference;
 
@@ -50,14 +50,14 @@ pub enum DiscoverError {
     },
 }
 
-fn str_of<'a>(m: &'a serde_yaml_ng::Mapping, key: &str) -> Option<&'a str> {
+fn str_of<'a>(m: &'a yaml_serde::Mapping, key: &str) -> Option<&'a str> {
     m.get(Value::String(key.into()))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
 }
 
 /// A values-style image map, e.g. `{registry: docker.io, repository: bitnami/redis, tag: "7"}`.
-fn from_map(m: &serde_yaml_ng::Mapping) -> Option<String> {
+fn from_map(m: &yaml_serde::Mapping) -> Option<String> {
     let repository = str_of(m, "repository").or_else(|| str_of(m, "name"))?;
     let mut s = match str_of(m, "registry") {
         Some(r) => format!("{r}/{repository}"),
@@ -105,7 +105,7 @@ pub fn images_in_yaml(text: &str, path: &Path) -> Result<Vec<Reference>, Discove
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| DiscoverError::Yaml {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Digest, Hasher};
 use crate::meta::IndexPin;
 use crate::text::escape;
-use crate::writer::WriteError;
+use crate::write_error::WriteError;
 
 /// `parts.json` schema version this build writes and reads.
 pub const PARTS_VERSION: u32 = 1;
@@ -779,7 +779,7 @@ impl PartsWriter {
             part_size: self.part_size,
             parts: entries,
         };
-        crate::writer::write_atomic(&manifest_path, &manifest.to_json())
+        crate::atomic::write_atomic(&manifest_path, &manifest.to_json())
             .map_err(at(&manifest_path))?;
         // Parts beyond the new last one are left from an earlier export.
         let mut stale = manifest.parts.len();

@@ -270,6 +270,51 @@ impl<'de> Deserialize<'de> for Reference {
 mod tests {
     use super::*;
 
+    #[test]
+    fn repository_names_follow_the_distribution_grammar() {
+        for ok in [
+            "a",
+            "dockerhub/library/nginx",
+            "a.b/c_d/e__f/g-h/i---j",
+            "0/9",
+            "ghcr.io/falcosecurity/rules/falco-rules",
+        ] {
+            assert!(is_valid_repository(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a//b",
+            "/a",
+            "a/",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a/../b",
+            "a/.",
+            "a b",
+            "a:b",
+            "a%2fb",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_valid_repository(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_grammar() {
+        assert!(is_valid_tag("1.27"));
+        assert!(is_valid_tag("_x"));
+        assert!(is_valid_tag("v1.0.0-rc.1_build"));
+        assert!(is_valid_tag(&"a".repeat(128)));
+        assert!(!is_valid_tag(&"a".repeat(129)));
+        assert!(!is_valid_tag(".x"));
+        assert!(!is_valid_tag("-x"));
+        assert!(!is_valid_tag(""));
+        assert!(!is_valid_tag("a+b"));
+    }
+
     fn norm(s: &str) -> String {
         Reference::parse(s).unwrap().to_string()
     }

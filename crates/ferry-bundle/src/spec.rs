@@ -452,11 +452,11 @@ impl FileEntry {
 
 /// Reads a YAML scalar (string or number) as its text.
 fn scalar_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let v = serde_yaml_ng::Value::deserialize(d)?;
+    let v = yaml_serde::Value::deserialize(d)?;
     match v {
-        serde_yaml_ng::Value::String(s) => Ok(s),
-        serde_yaml_ng::Value::Number(n) if !n.is_f64() => Ok(n.to_string()),
-        serde_yaml_ng::Value::Number(n) => Err(de::Error::custom(format!(
+        yaml_serde::Value::String(s) => Ok(s),
+        yaml_serde::Value::Number(n) if !n.is_f64() => Ok(n.to_string()),
+        yaml_serde::Value::Number(n) => Err(de::Error::custom(format!(
             "put the version `{n}` in quotes: YAML reads an unquoted 2.10 as the number 2.1"
         ))),
         _ => Err(de::Error::custom("expected a string or number")),
@@ -718,7 +718,7 @@ impl Spec {
         // Every string of the spec may end up in a bundle, a comment or a
         // terminal: none may hold a line break, escape or other control.
         // (YAML that does not parse is reported by the typed parse below.)
-        if let Ok(tree) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        if let Ok(tree) = yaml_serde::from_str::<yaml_serde::Value>(text) {
             unsafe_strings(&tree, "").map_err(|(at, value)| {
                 invalid(format!(
                     "{at}: `{}` holds a control, line-break or formatting character; spec strings may not",
@@ -726,7 +726,7 @@ impl Spec {
                 ))
             })?;
         }
-        let mut spec: Spec = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut spec: Spec = yaml_serde::from_str(text).map_err(|e| invalid(e.to_string()))?;
         if spec.api_version != API_VERSION {
             return Err(invalid(format!(
                 "apiVersion `{}` is not supported (expected `{API_VERSION}`)",
@@ -770,8 +770,8 @@ impl Spec {
 
 /// The first string in `v` (a key or a value) with an unsafe character, as
 /// (where, the string).
-fn unsafe_strings(v: &serde_yaml_ng::Value, at: &str) -> Result<(), (String, String)> {
-    use serde_yaml_ng::Value;
+fn unsafe_strings(v: &yaml_serde::Value, at: &str) -> Result<(), (String, String)> {
+    use yaml_serde::Value;
     let here = || {
         if at.is_empty() {
             "(top level)".to_string()
@@ -796,7 +796,7 @@ fn unsafe_strings(v: &serde_yaml_ng::Value, at: &str) -> Result<(), (String, Str
                         }
                         k.clone()
                     }
-                    other => serde_yaml_ng::to_string(other)
+                    other => yaml_serde::to_string(other)
                         .unwrap_or_default()
                         .trim()
                         .to_string(),

@@ -21,6 +21,9 @@ use crate::digest::{Digest, HashingWriter};
 use crate::meta::{META_PATH, SIG_PATH};
 use crate::parts::{Identity, PartsWriter, PartsWritten};
 
+pub use crate::atomic::{write_atomic, write_atomic_mode};
+pub use crate::write_error::WriteError;
+
 /// zstd worker threads (fixed so that output bytes never depend on the machine).
 const ZSTD_WORKERS: u32 = 4;
 
@@ -82,41 +85,6 @@ impl Compression {
             Compression::None => ".tar",
         }
     }
-}
-
-/// Errors while writing a bundle.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    /// An I/O failure on the output.
-    #[error("failed to write bundle `{path}`")]
-    Io {
-        /// The output path.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// A blob source gave other bytes than announced.
-    #[error("blob {expected} gave bytes with digest {actual} ({len} bytes, expected {size})")]
-    BlobMismatch {
-        /// Announced digest.
-        expected: Digest,
-        /// What the bytes hashed to.
-        actual: Digest,
-        /// Bytes read.
-        len: u64,
-        /// Announced size.
-        size: u64,
-    },
-    /// Reading a blob source failed.
-    #[error("failed to read blob {digest} from its source")]
-    Source {
-        /// The blob.
-        digest: Digest,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// A bundle being written.
@@ -657,37 +625,4 @@ fn incompressible(sample: &[u8]) -> bool {
         Ok(out) => out.len() as u64 * 100 >= sample.len() as u64 * 98,
         Err(_) => false,
     }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_with(path, bytes, None)
-}
-
-/// [`write_atomic`] with the file's Unix mode: the temporary file is created
-/// with it before a byte is written (a secret is never readable by others,
-/// not even briefly), and a file it replaces ends up with it too.
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomic_with(path, bytes, Some(mode))
-}
-
-fn write_atomic_with(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".ferry-").suffix(".tmp");
-    if let Some(m) = mode {
-        builder.permissions(std::fs::Permissions::from_mode(m));
-    }
-    let mut tmp = builder.tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    if let Some(m) = mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))?;
-    }
-    Ok(())
 }

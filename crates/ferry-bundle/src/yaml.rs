@@ -1,6 +1,6 @@
 //! The nesting-depth guard every YAML ferry reads passes first.
 //!
-//! The YAML library (libyaml underneath `serde_yaml_ng`) tokenises a whole
+//! The YAML library (libyaml underneath `yaml_serde`) tokenises a whole
 //! document before its recursion limit applies, and that tokenising is
 //! quadratic in flow nesting inside a block value (`a: [[[[…`: 40 000 levels
 //! take 1.4 s, a million would take minutes) and slow even when linear.
@@ -12,7 +12,7 @@
 //! it. Where it is unsure it counts a level rather than skip one, so it may
 //! over-count odd but valid YAML; real files stay far below the limit.
 
-/// The deepest nesting accepted. `serde_yaml_ng` itself stops at 128.
+/// The deepest nesting accepted. `yaml_serde` itself stops at 128.
 pub const MAX_DEPTH: usize = 256;
 
 /// YAML nested deeper than the limit.

@@ -174,7 +174,7 @@ fn yaml_just_under_the_limit_is_still_read() {
     // The guard refuses nesting, not ordinary YAML: 100 levels of every shape parse.
     let deep_ok = format!("{}1{}", "[".repeat(100), "]".repeat(100));
     check_depth(deep_ok.as_bytes()).unwrap();
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&deep_ok).unwrap();
+    let v: yaml_serde::Value = yaml_serde::from_str(&deep_ok).unwrap();
     assert!(v.is_sequence());
     let refs = images_in_yaml(
         "a:\n  b:\n    c:\n      - image: nginx:1.27\n        note: \"[[[[[[[[\"\n      - script: |\n          [[[[[[[[[[[[\n",

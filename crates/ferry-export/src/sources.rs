@@ -146,10 +146,10 @@ struct IndexEntry {
 }
 
 fn loose_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let v = serde_yaml_ng::Value::deserialize(d)?;
+    let v = yaml_serde::Value::deserialize(d)?;
     Ok(match v {
-        serde_yaml_ng::Value::String(s) => s,
-        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        yaml_serde::Value::String(s) => s,
+        yaml_serde::Value::Number(n) => n.to_string(),
         _ => String::new(),
     })
 }
@@ -172,7 +172,7 @@ async fn classic_chart(
     let text = fetch_doc(client, &index_url, auth.as_ref()).await?;
     ferry_bundle::yaml::check_depth(&text)
         .map_err(|e| format!("{index_url}: not a Helm repository index: {e}"))?;
-    let index: RepoIndex = serde_yaml_ng::from_slice(&text)
+    let index: RepoIndex = yaml_serde::from_slice(&text)
         .map_err(|e| format!("{index_url}: not a Helm repository index: {e}"))?;
     if index.api_version.is_none() {
         return Err(format!(
@@ -409,8 +409,8 @@ async fn falcoctl_index(client: &Client, cache: &Path, url: &str) -> Result<Reso
     let bytes = fetch_doc(client, &u, None).await?;
     ferry_bundle::yaml::check_depth(&bytes)
         .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&bytes)
-        .map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
+    let v: yaml_serde::Value =
+        yaml_serde::from_slice(&bytes).map_err(|e| format!("{url}: not a falcoctl index: {e}"))?;
     if !v.is_sequence() {
         return Err(format!(
             "{url}: not a falcoctl index (expected a YAML list of entries)"

@@ -18,7 +18,7 @@
 //! | `README.md` | which file goes where, and what the configuration cannot express |
 //!
 //! Every file is written by a serializer (`toml` for hosts.toml,
-//! serde_yaml_ng for YAML); the comment headers quote the bundle's name,
+//! yaml_serde for YAML); the comment headers quote the bundle's name,
 //! tool and item references, which are untrusted, so every header line is
 //! escaped ([`ferry_bundle::text::escape`]) and no line break can end the
 //! comment. Option values with control characters are refused.
@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use ferry_bundle::meta::{BundleMeta, Item, Kind};
 use ferry_bundle::reference::{Reference, ReferenceError, DOCKER_HUB};
 use ferry_registry::Repo;
-use serde_yaml_ng::{Mapping as YamlMap, Value};
+use yaml_serde::{Mapping as YamlMap, Value};
 
 use ferry_bundle::text::escape as esc;
 
@@ -156,21 +156,9 @@ pub enum EmitError {
 pub const KUBESPRAY_FILE: &str = "kubespray/containerd_registries_mirrors.yaml";
 
 /// Whether `host` (`name[:port]`) is a loopback address, which ferry (like
-/// docker) speaks plain HTTP to when no scheme was given.
-pub fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        match host.rsplit_once(':') {
-            Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => host,
-        }
-    };
-    if name.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+/// docker) speaks plain HTTP to when no scheme was given: the one loopback
+/// policy, [`ferry_registry::is_loopback`], under the name callers know.
+pub use ferry_registry::is_loopback as is_loopback_host;
 
 /// Writes the client configuration for `meta` into `opts.dir` and returns the
 /// paths written, in a fixed order. Everything is rendered before anything is
@@ -1696,7 +1684,7 @@ mod tests {
     }
 
     fn yaml_of(dir: &Path, rel: &str) -> Value {
-        serde_yaml_ng::from_str(&read(dir, rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+        yaml_serde::from_str(&read(dir, rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
     fn toml_of(dir: &Path, rel: &str) -> toml::Table {
@@ -2164,16 +2152,6 @@ mod tests {
                     assert!(!text.contains(brk), "{rel} {brk:?}:\n{text}");
                 }
             }
-        }
-    }
-
-    #[test]
-    fn loopback_hosts_are_recognised() {
-        for h in ["127.0.0.1:5000", "localhost", "[::1]:5000", "127.1.2.3"] {
-            assert!(is_loopback_host(h), "{h}");
-        }
-        for h in ["registry.internal:5000", "10.0.0.1", "[fd00::1]:443"] {
-            assert!(!is_loopback_host(h), "{h}");
         }
     }
 }

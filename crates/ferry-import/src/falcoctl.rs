@@ -11,14 +11,14 @@
 
 use ferry_bundle::Reference;
 use ferry_registry::Repo;
-use serde_yaml_ng::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// Why an index could not be rewritten.
 #[derive(Debug, thiserror::Error)]
 pub enum FalcoctlError {
     /// The original is not YAML.
     #[error("the falcoctl index is not valid YAML")]
-    Parse(#[source] serde_yaml_ng::Error),
+    Parse(#[source] yaml_serde::Error),
     /// The original nests deeper than any index does (refused before parsing).
     #[error("the falcoctl index is refused: {0}")]
     TooDeep(#[source] ferry_bundle::yaml::DepthError),
@@ -75,7 +75,7 @@ pub fn rewrite_index(
     note: &str,
 ) -> Result<Vec<u8>, FalcoctlError> {
     ferry_bundle::yaml::check_depth(original).map_err(FalcoctlError::TooDeep)?;
-    let doc: Value = serde_yaml_ng::from_slice(original).map_err(FalcoctlError::Parse)?;
+    let doc: Value = yaml_serde::from_slice(original).map_err(FalcoctlError::Parse)?;
     let entries = match doc {
         Value::Sequence(s) => s,
         Value::Null => Vec::new(),
@@ -217,7 +217,7 @@ mod tests {
         assert!(text.starts_with("# Written by ferry.\n"), "{text}");
         assert!(text.contains("1 upstream entry left out"), "{text}");
         assert!(text.contains("# `signature` was removed"), "{text}");
-        let v: Vec<Mapping> = serde_yaml_ng::from_str(&text).unwrap();
+        let v: Vec<Mapping> = yaml_serde::from_str(&text).unwrap();
         assert_eq!(v.len(), 2);
         // Original order: falco-rules before k8saudit.
         assert_eq!(str_field(&v[0], "name"), Some("falco-rules"));
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn an_index_with_nothing_bundled_is_an_empty_list() {
         let out = rewrite_index(UPSTREAM.as_bytes(), &[], "n").unwrap();
-        let v: Vec<Mapping> = serde_yaml_ng::from_slice(&out).unwrap();
+        let v: Vec<Mapping> = yaml_serde::from_slice(&out).unwrap();
         assert!(v.is_empty());
         assert!(String::from_utf8_lossy(&out).contains("3 upstream entries left out"));
     }
@@ -271,7 +271,7 @@ mod tests {
             },
         )];
         let out = rewrite_index(idx.as_bytes(), &b, "").unwrap();
-        let v: Vec<Mapping> = serde_yaml_ng::from_slice(&out).unwrap();
+        let v: Vec<Mapping> = yaml_serde::from_slice(&out).unwrap();
         assert_eq!(
             str_field(&v[0], "repository"),
             Some("dockerhub/falcosecurity/x")

@@ -42,6 +42,7 @@ use bytes::Bytes;
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
+use ferry_registry::retry;
 use reqwest::header::{HeaderValue, CONTENT_LENGTH};
 use reqwest::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -648,38 +649,23 @@ fn redact_spec(spec: &str) -> String {
     }
 }
 
+/// Everything but RFC 3986's unreserved characters (`A-Za-z0-9-._~`).
+const NOT_UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, NOT_UNRESERVED).to_string()
 }
 
 /// Decodes `%XX` sequences (user info taken from a URL).
 fn decode_percent(s: &str) -> String {
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                // Two hex digits: at most 0xff.
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// An error and its causes, on one line.
@@ -1083,23 +1069,20 @@ impl BodyState {
     }
 }
 
-fn is_retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 429 | 500 | 502 | 503 | 504)
-}
+/// The first wait between two tries; doubled after each failure.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between two tries, a server's `Retry-After` included.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-fn is_retryable_transport(e: &reqwest::Error) -> bool {
-    if e.is_builder() || e.is_redirect() || e.is_status() {
-        return false;
-    }
-    !chain(e).to_ascii_lowercase().contains("certificate")
-}
-
-/// `200ms * 2^(attempt-1)`, capped at 5 s, with jitter in its upper half.
-fn backoff(attempt: u32) -> Duration {
-    let full = Duration::from_millis(200)
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(10))
-        .min(Duration::from_secs(5));
-    full.mul_f64(0.5 + 0.5 * rand::random::<f64>())
+/// How long to wait after try `attempt` was answered `resp` (retryable): the
+/// server's `Retry-After` when it sent one, else the backoff; ferry-registry's
+/// retry policy, the same as the registry client's.
+fn retry_delay(attempt: u32, resp: Option<&reqwest::Response>) -> Duration {
+    let retry_after = resp
+        .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
+    retry::delay(INITIAL_BACKOFF, MAX_BACKOFF, attempt, retry_after)
 }
 
 /// The start of a response body, whitespace collapsed, for errors.
@@ -1242,13 +1225,19 @@ impl HttpTarget {
         let mut attempt = 1;
         loop {
             let req = build(self.request(method.clone(), url));
-            match req.send().await {
-                Ok(resp) if is_retryable_status(resp.status()) && attempt < self.attempts => {
-                    tracing::debug!(%method, url, status = %resp.status(), attempt, "retrying");
+            let wait = match req.send().await {
+                Ok(resp)
+                    if retry::is_retryable_status(resp.status().as_u16())
+                        && attempt < self.attempts =>
+                {
+                    let wait = retry_delay(attempt, Some(&resp));
+                    tracing::debug!(%method, url, status = %resp.status(), attempt, ?wait, "retrying");
+                    wait
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if is_retryable_transport(&e) && attempt < self.attempts => {
+                Err(e) if retry::is_retryable_transport(&e) && attempt < self.attempts => {
                     tracing::debug!(%method, url, error = %chain(&e), attempt, "retrying");
+                    retry_delay(attempt, None)
                 }
                 Err(e) => {
                     return Err(FilesError::Transport {
@@ -1257,8 +1246,8 @@ impl HttpTarget {
                         reason: chain(&e),
                     })
                 }
-            }
-            tokio::time::sleep(backoff(attempt)).await;
+            };
+            tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
@@ -1632,6 +1621,14 @@ mod tests {
         assert_eq!(encode_component("7.0.0+driver"), "7.0.0%2Bdriver");
         assert_eq!(encode_component("a b%c/ü"), "a%20b%25c%2F%C3%BC");
         assert_eq!(encode_component("A-z_0.9~"), "A-z_0.9~");
+    }
+
+    #[test]
+    fn user_info_is_percent_decoded_to_the_last_escape() {
+        // An escape at the very end is decoded too; a broken one stays as it is.
+        assert_eq!(decode_percent("p%40ss%3A%41"), "p@ss:A");
+        assert_eq!(decode_percent("100%"), "100%");
+        assert_eq!(decode_percent("%zz%C3%BC"), "%zzü");
     }
 
     #[test]

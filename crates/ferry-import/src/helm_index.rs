@@ -12,8 +12,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use ferry_bundle::semver;
 use serde_json::Value as Json;
-use serde_yaml_ng::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// One chart to list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub enum HelmIndexError {
     },
     /// The existing index is not YAML.
     #[error("the existing index.yaml is not valid YAML")]
-    ExistingParse(#[source] serde_yaml_ng::Error),
+    ExistingParse(#[source] yaml_serde::Error),
     /// The existing index is not a Helm v1 index.
     #[error("the existing index.yaml is not a Helm repository index: {reason}")]
     ExistingShape {
@@ -82,69 +83,11 @@ fn is_hex64(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A parsed semantic version (a leading `v` is accepted, as Helm does).
-#[derive(Debug, PartialEq, Eq)]
-struct SemVer<'a> {
-    core: [u64; 3],
-    pre: Vec<&'a str>,
-}
-
-fn parse_semver(v: &str) -> Option<SemVer<'_>> {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    let v = v.split_once('+').map_or(v, |(a, _)| a);
-    let (core, pre) = match v.split_once('-') {
-        Some((c, p)) => (c, Some(p)),
-        None => (v, None),
-    };
-    let mut nums = [0u64; 3];
-    let parts: Vec<&str> = core.split('.').collect();
-    if parts.is_empty() || parts.len() > 3 {
-        return None;
-    }
-    for (i, p) in parts.iter().enumerate() {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        nums[i] = p.parse().ok()?;
-    }
-    let pre = match pre {
-        Some("") => return None,
-        Some(p) => p.split('.').collect(),
-        None => Vec::new(),
-    };
-    Some(SemVer { core: nums, pre })
-}
-
-fn cmp_pre(a: &[&str], b: &[&str]) -> Ordering {
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => return Ordering::Equal,
-        (true, false) => return Ordering::Greater, // a release sorts above its pre-releases
-        (false, true) => return Ordering::Less,
-        _ => {}
-    }
-    for (x, y) in a.iter().zip(b) {
-        let o = match (x.parse::<u64>(), y.parse::<u64>()) {
-            (Ok(m), Ok(n)) => m.cmp(&n),
-            (Ok(_), Err(_)) => Ordering::Less,
-            (Err(_), Ok(_)) => Ordering::Greater,
-            (Err(_), Err(_)) => x.cmp(y),
-        };
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    a.len().cmp(&b.len())
-}
-
 /// Orders versions the way an index lists them: highest semver first;
 /// strings that are not semver after every semver one, in reverse lexical order.
 fn version_desc(a: &str, b: &str) -> Ordering {
-    match (parse_semver(a), parse_semver(b)) {
-        (Some(x), Some(y)) => y
-            .core
-            .cmp(&x.core)
-            .then_with(|| cmp_pre(&y.pre, &x.pre))
-            .then_with(|| b.cmp(a)),
+    match (semver::parse(a), semver::parse(b)) {
+        (Some(x), Some(y)) => y.cmp_precedence(&x).then_with(|| b.cmp(a)),
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
         (None, None) => b.cmp(a),
@@ -238,7 +181,7 @@ fn existing_entries(bytes: &[u8]) -> Result<BTreeMap<String, Vec<Value>>, HelmIn
         reason: reason.into(),
     };
     ferry_bundle::yaml::check_depth(bytes).map_err(|e| shape(&e.to_string()))?;
-    let doc: Value = serde_yaml_ng::from_slice(bytes).map_err(HelmIndexError::ExistingParse)?;
+    let doc: Value = yaml_serde::from_slice(bytes).map_err(HelmIndexError::ExistingParse)?;
     let Value::Mapping(doc) = doc else {
         return Err(shape("not a mapping"));
     };
@@ -331,7 +274,7 @@ mod tests {
     }
 
     fn parse(bytes: &[u8]) -> Value {
-        serde_yaml_ng::from_slice(bytes).unwrap()
+        yaml_serde::from_slice(bytes).unwrap()
     }
 
     fn versions(doc: &Value, name: &str) -> Vec<String> {

@@ -18,7 +18,7 @@
 
 use base64::Engine;
 use serde_json::json;
-use serde_yaml_ng::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 use crate::emit::{map, s};
 
@@ -383,8 +383,8 @@ mod tests {
     #[test]
     fn credentials_survive_any_characters_through_the_serializers() {
         let m = mirror();
-        let k3s = serde_yaml_ng::to_string(&k3s_registries(&m, &sources())).unwrap();
-        let back: Value = serde_yaml_ng::from_str(&k3s).unwrap();
+        let k3s = yaml_serde::to_string(&k3s_registries(&m, &sources())).unwrap();
+        let back: Value = yaml_serde::from_str(&k3s).unwrap();
         assert_eq!(
             back["configs"]["harbor.internal:8443"]["auth"]["password"].as_str(),
             Some("p\"w\n#x")

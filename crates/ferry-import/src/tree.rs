@@ -240,29 +240,17 @@ pub(crate) fn revalidate(
 
 /// `generated` timestamp in RFC 3339 (UTC) for `now`.
 pub(crate) fn rfc3339(now: std::time::SystemTime) -> String {
+    // Whole seconds: the index's `generated`/`created` carry no fraction.
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+        .map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
 /// Writes `helm/<repo>/index.yaml` for every repository directory that
@@ -365,5 +353,10 @@ mod tests {
         assert_eq!(t(0), "1970-01-01T00:00:00Z");
         assert_eq!(t(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(t(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(t(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(t(253_402_300_799), "9999-12-31T23:59:59Z");
+        // A fraction of a second is dropped, not rounded.
+        let frac = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_999);
+        assert_eq!(rfc3339(frac), "1970-01-01T00:00:01Z");
     }
 }

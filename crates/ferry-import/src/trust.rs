@@ -92,13 +92,12 @@ pub fn load_policy_file(path: &Path) -> Result<(VerifySpec, PathBuf), RecheckErr
     let text = ferry_bundle::input::read_text(path, ferry_bundle::input::SPEC)
         .map_err(|e| bad(e.to_string()))?;
     ferry_bundle::yaml::check_depth(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let doc: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let doc: yaml_serde::Value = yaml_serde::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let section = doc
         .get("verify")
         .cloned()
         .ok_or_else(|| bad("no `verify:` section".into()))?;
-    let spec: VerifySpec = serde_yaml_ng::from_value(section).map_err(|e| bad(e.to_string()))?;
+    let spec: VerifySpec = yaml_serde::from_value(section).map_err(|e| bad(e.to_string()))?;
     let base = path
         .parent()
         .map(Path::to_path_buf)

@@ -25,8 +25,11 @@ pub(crate) struct Endpoint {
     pub may_fall_back: bool,
 }
 
-/// Whether `host[:port]` names the local machine (`localhost`, `127.0.0.0/8`, `::1`).
-pub(crate) fn is_loopback(host: &str) -> bool {
+/// Whether `host[:port]` names the local machine: `localhost` (any case),
+/// `127.0.0.0/8`, `::1` (bare or bracketed, with or without a port) and the
+/// IPv4-mapped `::ffff:127.x.y.z`. The one loopback policy: the client's
+/// HTTPS-then-plain fallback and the emitted client configuration use it.
+pub fn is_loopback(host: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else if host.matches(':').count() > 1 {
@@ -211,6 +214,37 @@ mod tests {
         assert_eq!(e.v2().as_str(), "https://registry.corp:8443/v2/");
         assert_eq!(e.authority, "registry.corp:8443");
         assert_eq!(e.cred_host, "registry.corp:8443");
+    }
+
+    #[test]
+    fn the_loopback_policy_knows_every_loopback_spelling() {
+        for h in [
+            "localhost",
+            "LocalHost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "[::1]",
+            "::1",
+            "0:0:0:0:0:0:0:1",
+            "::ffff:127.0.0.1",
+            "[::ffff:127.9.8.7]:5000",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "registry.internal:5000",
+            "10.0.0.1",
+            "[fd00::1]:443",
+            "::ffff:10.0.0.1",
+            "[::ffff:10.0.0.1]:5000",
+            "localhost.corp",
+            "128.0.0.1",
+            "",
+            "[",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
     }
 
     #[test]

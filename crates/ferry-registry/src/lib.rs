@@ -62,10 +62,11 @@ mod gate;
 mod http_fetch;
 mod part_file;
 mod response;
-mod retry;
+pub mod retry;
 mod verify;
 
 pub use client::{BlobStream, Client, Progress};
+pub use endpoint::is_loopback;
 pub use error::{chain, Error};
 pub use http_fetch::{Fetched, OriginCredentials};
 

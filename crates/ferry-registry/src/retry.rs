@@ -1,16 +1,18 @@
-//! Which failures are retried, and how long to wait before the next try.
+//! Which failures are retried, and how long to wait before the next try:
+//! the one retry policy of ferry's HTTP clients (the registry client, and
+//! the file server / WebDAV target in ferry-import).
 
 use std::error::Error as _;
 use std::time::{Duration, SystemTime};
 
 /// 429 and the transient 5xx answers.
-pub(crate) fn is_retryable_status(status: u16) -> bool {
+pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// Connection errors, timeouts and bodies cut short are retryable; a request
 /// that could not be built, a redirect loop or a refused certificate is not.
-pub(crate) fn is_retryable_transport(e: &reqwest::Error) -> bool {
+pub fn is_retryable_transport(e: &reqwest::Error) -> bool {
     if e.is_builder() || e.is_redirect() || e.is_status() {
         return false;
     }
@@ -27,7 +29,7 @@ pub(crate) fn is_retryable_transport(e: &reqwest::Error) -> bool {
 }
 
 /// Parses a `Retry-After` value: delay seconds or an HTTP date.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -38,7 +40,7 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration
 
 /// The delay before try `attempt + 1` after try `attempt` (1-based) failed:
 /// `initial * 2^(attempt-1)`, capped at `max`, with jitter in its upper half.
-pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
+pub fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(20);
     let full = initial.saturating_mul(1u32 << exp).min(max);
     let jitter: f64 = rand::random::<f64>();
@@ -47,7 +49,7 @@ pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duratio
 
 /// The delay to honour: `Retry-After` when the registry sent one (capped at
 /// `max`), else the exponential backoff.
-pub(crate) fn delay(
+pub fn delay(
     initial: Duration,
     max: Duration,
     attempt: u32,

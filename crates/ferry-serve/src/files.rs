@@ -89,23 +89,21 @@ pub fn relative_path(url_path: &str) -> Option<PathBuf> {
 }
 
 /// Decodes `%XX` escapes (`%2B` is `+`; a `+` stays a `+`). `None` for a
-/// broken escape or a result that is not UTF-8.
+/// broken escape (a `%` not followed by two hex digits, which the decoder
+/// would pass through as it is) or a result that is not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let broken = s.match_indices('%').any(|(i, _)| {
+        s.as_bytes()
+            .get(i + 1..i + 3)
+            .is_none_or(|h| !h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if broken {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(String::from)
 }
 
 /// A `Content-Type` from the file name (`application/octet-stream` unless known).

@@ -1,50 +1,11 @@
-//! The distribution spec's grammars: repository names, tags, digests.
+//! The distribution spec's grammars as serve reads them from URLs: repository
+//! names and tags (ferry_bundle's, re-exported), digests of any algorithm.
 
 use ferry_bundle::Digest;
 
-/// The longest repository name accepted (CNCF distribution's limit).
-pub const MAX_NAME_LEN: usize = 255;
-
-/// Whether `name` matches the spec's repository grammar
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.split('/').all(valid_component)
-}
-
-fn valid_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether `tag` matches `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-pub fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    !b.is_empty()
-        && b.len() <= 128
-        && word(b[0])
-        && b[1..].iter().all(|&x| word(x) || x == b'.' || x == b'-')
-}
+/// The repository and tag grammars are the bundle's, defined once in
+/// [`ferry_bundle::reference`]: a name the store serves is one a bundle can carry.
+pub use ferry_bundle::reference::{is_valid_repository as valid_name, is_valid_tag as valid_tag};
 
 /// A digest from a URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,51 +49,6 @@ pub fn parse_digest(s: &str) -> DigestRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_follow_the_spec_grammar() {
-        for ok in [
-            "a",
-            "dockerhub/library/nginx",
-            "a.b/c_d/e__f/g-h/i---j",
-            "0/9",
-            "ghcr.io/falcosecurity/rules/falco-rules",
-        ] {
-            assert!(valid_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "A",
-            "a//b",
-            "/a",
-            "a/",
-            "a..b",
-            "a___b",
-            "-a",
-            "a-",
-            "a/../b",
-            "a/.",
-            "a b",
-            "a:b",
-            "a%2fb",
-            &"a".repeat(256),
-        ] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn tags_follow_the_spec_grammar() {
-        assert!(valid_tag("1.27"));
-        assert!(valid_tag("_x"));
-        assert!(valid_tag("v1.0.0-rc.1_build"));
-        assert!(valid_tag(&"a".repeat(128)));
-        assert!(!valid_tag(&"a".repeat(129)));
-        assert!(!valid_tag(".x"));
-        assert!(!valid_tag("-x"));
-        assert!(!valid_tag(""));
-        assert!(!valid_tag("a+b"));
-    }
 
     #[test]
     fn digests_are_sha256_other_or_invalid() {

@@ -56,6 +56,13 @@ pub enum Action {
         /// The `Retry-After` value, in seconds.
         retry_after_secs: u64,
     },
+    /// Read the request, then answer `503 Service Unavailable` with
+    /// `Retry-After: <retry_after_secs>` and an error body (a server in
+    /// maintenance, a WebDAV target behind a busy proxy).
+    Unavailable {
+        /// The `Retry-After` value, in seconds.
+        retry_after_secs: u64,
+    },
     /// Forward the request, pass the response head and this many body bytes
     /// through, then close the connection (a connection cut mid-blob).
     CutAfter(u64),
@@ -482,6 +489,20 @@ async fn handle(mut client: TcpStream, state: Arc<State>) -> std::io::Result<()>
                 &method,
                 rest,
                 429,
+                &[("Retry-After", &retry)],
+                &body,
+            )
+            .await
+        }
+        Some(Action::Unavailable { retry_after_secs }) => {
+            let body = error_body(503);
+            let retry = retry_after_secs.to_string();
+            reply(
+                client,
+                &head,
+                &method,
+                rest,
+                503,
                 &[("Retry-After", &retry)],
                 &body,
             )

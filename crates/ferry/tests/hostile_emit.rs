@@ -8,7 +8,7 @@
 //! - A bundle crafted by hand with such characters in its name, tool string
 //!   or item reference: `ferry verify` and `ferry inspect` print no raw
 //!   control character and no injected line; `ferry import --emit-config`
-//!   writes files that real parsers (the `toml` crate, serde_yaml_ng,
+//!   writes files that real parsers (the `toml` crate, yaml_serde,
 //!   Python's tomllib and PyYAML) read with exactly the expected hosts and
 //!   keys, or (when the reader refuses the bundle) exits 1 and writes
 //!   nothing.
@@ -430,8 +430,8 @@ fn emitted_configuration_from_a_hostile_bundle_holds_exactly_the_expected_hosts_
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(t.keys().collect::<Vec<_>>(), ["host"], "{what}");
             assert_eq!(t["host"].as_table().unwrap().len(), 1, "{what}");
-            // serde_yaml_ng: one key, two entries (example.org and _default).
-            let k: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+            // yaml_serde: one key, two entries (example.org and _default).
+            let k: yaml_serde::Value = yaml_serde::from_str(
                 &std::fs::read_to_string(emit.join("kubespray/containerd_registries_mirrors.yaml"))
                     .unwrap(),
             )
@@ -484,7 +484,7 @@ fn emitted_configuration_from_a_hostile_bundle_holds_exactly_the_expected_hosts_
         }
     }
     eprintln!(
-        "hostile emit: import --emit-config of {} hostile bundles: {emitted} emitted with exactly the expected hosts and keys (toml, serde_yaml_ng, tomllib, PyYAML), {refused} refused with nothing written",
+        "hostile emit: import --emit-config of {} hostile bundles: {emitted} emitted with exactly the expected hosts and keys (toml, yaml_serde, tomllib, PyYAML), {refused} refused with nothing written",
         HOSTILE.len() * 2
     );
 }
@@ -506,7 +506,7 @@ fn the_falcoctl_index_comment_cannot_be_broken_out_of() {
         let out = rewrite_index(upstream, &bundled, &note).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(raw_unsafe(&text).is_empty(), "{c:?}: {text:?}");
-        let v: Vec<serde_yaml_ng::Mapping> = serde_yaml_ng::from_str(&text).unwrap();
+        let v: Vec<yaml_serde::Mapping> = yaml_serde::from_str(&text).unwrap();
         assert_eq!(v.len(), 1, "{c:?}: {text}");
         assert_eq!(
             v[0].get("name").and_then(|n| n.as_str()),

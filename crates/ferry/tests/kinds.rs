@@ -292,8 +292,7 @@ fn check_tree(root: &Path, u: &Upstream, target_host: &str) {
     .starts_with(&sha512_hex(&u.plugin)));
     assert_eq!(read("files/tools/tool-1.0.tar.gz"), u.tool);
     // The regenerated Helm index parses and its digests match the files.
-    let index: serde_yaml_ng::Value =
-        serde_yaml_ng::from_slice(&read("helm/stable/index.yaml")).unwrap();
+    let index: yaml_serde::Value = yaml_serde::from_slice(&read("helm/stable/index.yaml")).unwrap();
     assert_eq!(index["apiVersion"].as_str(), Some("v1"));
     for (name, file, bytes) in [
         ("app", "app-1.2.3+build.1.tgz", &u.app_tgz),
@@ -309,7 +308,7 @@ fn check_tree(root: &Path, u: &Upstream, target_host: &str) {
     }
     // The falcoctl index points at the mirror, lists only what is bundled, unsigned.
     let idx = String::from_utf8(read("falco/index.yaml")).unwrap();
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&idx).unwrap();
+    let v: yaml_serde::Value = yaml_serde::from_str(&idx).unwrap();
     let list = v.as_sequence().unwrap();
     assert_eq!(list.len(), 1, "{idx}");
     assert_eq!(list[0]["registry"].as_str(), Some(target_host), "{idx}");
