@@ -13,6 +13,7 @@
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
 //! - [`atomic`]: the atomic whole-file write (temporary file, fsync, rename);
+//!   [`room`]: room on a local filesystem (`statvfs`), for preflights;
 //! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
 //! - [`artifact`]: file kinds as OCI artifacts; [`placement`]: where each
 //!   file kind may land; [`relpath`]: validated relative paths of the file tree;
@@ -47,6 +48,7 @@ pub mod placement;
 pub mod reader;
 pub mod receipt;
 pub mod relpath;
+pub mod room;
 pub mod semver;
 pub mod sign;
 pub mod spec;

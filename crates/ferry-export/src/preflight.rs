@@ -8,7 +8,6 @@
 //! upper bound for image layers, which are compressed already.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -28,27 +27,8 @@ pub struct SourcePlan {
     pub bytes: u64,
 }
 
-/// A filesystem the export writes to, with what it needs and has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Room {
-    /// What is written there (`output`, `cache`, or `output+cache` when
-    /// both are on one filesystem).
-    pub what: String,
-    /// The directory checked (the nearest existing one).
-    pub path: PathBuf,
-    /// Bytes the export writes there.
-    pub needed: u64,
-    /// Bytes available to this user there.
-    pub available: u64,
-}
-
-impl Room {
-    /// Whether the need fits.
-    pub fn fits(&self) -> bool {
-        self.needed <= self.available
-    }
-}
+pub use ferry_bundle::room::Room;
+use ferry_bundle::room::{existing_dir, free};
 
 /// The plan of an export (`--dry-run` prints it and `--plan-json` writes it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -83,32 +63,6 @@ impl Preflight {
     pub fn short(&self) -> Vec<&Room> {
         self.rooms.iter().filter(|r| !r.fits()).collect()
     }
-}
-
-/// The nearest existing directory at or above `path` (an output directory
-/// is not created by export; a cache directory is).
-fn existing_dir(path: &Path) -> PathBuf {
-    let mut p = if path.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        path.to_path_buf()
-    };
-    loop {
-        if p.is_dir() {
-            return p;
-        }
-        match p.parent() {
-            Some(up) if !up.as_os_str().is_empty() => p = up.to_path_buf(),
-            _ => return PathBuf::from("."),
-        }
-    }
-}
-
-/// What is free to this user on `dir`'s filesystem, and the filesystem's id.
-fn free(dir: &Path) -> std::io::Result<(u64, u64)> {
-    let st = rustix::fs::statvfs(dir)?;
-    let dev = std::fs::metadata(dir)?.dev();
-    Ok((st.f_bavail.saturating_mul(st.f_frsize), dev))
 }
 
 /// The rooms for `output_needed` bytes beside `output` and `cache_needed`

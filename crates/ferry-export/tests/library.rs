@@ -113,6 +113,7 @@ async fn export_verify_and_import_into_a_store_through_the_libraries() {
         }),
         files: None,
         store: Some(store),
+        store_dir: None,
         mapping: Mapping::default(),
         dry_run: false,
         jobs: 4,

@@ -6,8 +6,8 @@
 //! - [`registry`]: starts Debian's CNCF distribution server
 //!   (`/usr/bin/docker-registry`) on a free loopback port with its own
 //!   configuration and temporary storage ([`registry::Registry`]), and
-//!   [`registry::require_tool`], which skips a test when a tool is missing,
-//!   or fails it under `CI=true`;
+//!   [`registry::require_tool`], which fails a test with the install line
+//!   when a tool is missing (never a skip);
 //! - [`fixtures`]: a deterministic generator of images (a multi-arch OCI
 //!   index, Docker schema2 images and lists, shared base layers, many small
 //!   layers, a Trivy-DB-shaped artifact, an optional large layer) with their
@@ -23,7 +23,9 @@
 //! - [`nginx`]: Debian's nginx on a free loopback port, read-only (an
 //!   upstream file server) or with WebDAV (a file target);
 //! - [`containerd`]: Debian's containerd with its own root, state and
-//!   socket, to pull through emitted `hosts.toml` files (a real consumer).
+//!   socket, to pull through emitted `hosts.toml` files (a real consumer);
+//! - [`dataset`]: the benchmark's image sets; [`store`]: a `ferry serve`
+//!   store written directly; [`tmpfs`]: a small tmpfs for full-disk tests.
 //!
 //! ```no_run
 //! use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
@@ -60,4 +62,5 @@ pub mod pki;
 pub mod proxy;
 pub mod registry;
 pub mod store;
+pub mod tmpfs;
 pub mod tools;

@@ -319,9 +319,13 @@ pub struct ImportArgs {
     /// components are joined with `-` into the last; two sources on one name are refused.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub max_path_depth: Option<usize>,
-    /// Print the plan and stop.
+    /// Print the plan and stop: what lands where, what the target already has, and the
+    /// preflight (every target repository accepts a push; the store has room).
     #[arg(long)]
     pub dry_run: bool,
+    /// Also write the plan and the preflight as JSON to FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "archives")]
+    pub plan_json: Option<PathBuf>,
     /// Write what the target now holds (per repository) to FILE.
     #[arg(long, value_name = "FILE")]
     pub receipt: Option<PathBuf>,

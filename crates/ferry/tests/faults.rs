@@ -28,6 +28,7 @@ use ferry_bundle::Digest;
 use ferry_testkit::fixtures::{push, FixtureImage, FixtureOptions, FixtureSet};
 use ferry_testkit::proxy::{Action, Fault, FaultProxy};
 use ferry_testkit::registry::{require_tool, under_ci, Registry};
+use ferry_testkit::tmpfs::Tmpfs;
 
 /// Size of `fixtures/big`'s layer: with `--chunk-mib 1` it uploads in 8 PATCHes.
 const BIG_MIB: u64 = 8;
@@ -798,53 +799,6 @@ fn scenarios(w: &World) -> Vec<Scenario> {
 
 // ---------------------------------------------------------------- running a scenario
 
-/// A small tmpfs, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                s(dir),
-            ])
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-        }
-        Ok(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// Gives the full tmpfs room again (the re-run "without the fault").
-    fn grow(&self, size: &str) {
-        let o = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}"), s(&self.dir)])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -1026,7 +980,7 @@ fn run_export(w: &World, i: usize, sc: &Scenario, disk: Option<Disk>) -> Outcome
     // The re-run without the fault: same cache (with whatever the failed
     // run left in it), same output path, with room on the tmpfs.
     if let Some(t) = &tmpfs {
-        t.grow("256m");
+        t.grow("256m").unwrap();
     }
     let r2 = run(&args(&out).iter().map(String::as_str).collect::<Vec<_>>());
     ok(&r2, &format!("{}: re-run", sc.name));

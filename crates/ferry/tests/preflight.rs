@@ -7,13 +7,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{ferry, ok, text};
 use ferry_registry::{Client, ClientConfig};
 use ferry_testkit::fixtures::{push, write_spec_images, FixtureOptions, FixtureSet};
 use ferry_testkit::proxy::FaultProxy;
 use ferry_testkit::registry::Registry;
+use ferry_testkit::tmpfs::Tmpfs;
 
 /// An upstream registry with the fixtures (one 2 MiB layer among them),
 /// seen through a recording proxy.
@@ -81,36 +81,11 @@ fn plan(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// A 1 MiB tmpfs, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", s(dir)])
-            .output()
-            .expect("run mount (the suite runs as root: cargo xtask test)");
-        assert!(
-            o.status.success(),
-            "mount -t tmpfs (needs root): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-    }
-}
-
 #[test]
 fn an_export_too_big_for_its_disk_is_refused_before_any_download() {
     let w = world();
     let mnt = w.dir.path().join("small");
-    let _tmpfs = Tmpfs::mount(&mnt);
+    let _tmpfs = Tmpfs::mount(&mnt, "1m").unwrap();
     let out = mnt.join("b.tar.zst");
     let plan_file = w.dir.path().join("plan.json");
     let o = ferry(&[

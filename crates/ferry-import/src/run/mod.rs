@@ -42,6 +42,7 @@ mod bridge;
 mod commit;
 mod files;
 mod plan;
+mod preflight;
 mod report;
 mod upload;
 
@@ -65,6 +66,9 @@ pub struct ImportOptions {
     /// Import into this local store instead of a registry (`target` then
     /// names it; its file tree is `files`).
     pub store: Option<Arc<crate::store::Store>>,
+    /// The store's directory when it is not opened (a dry run creates and
+    /// locks nothing): its room is still checked.
+    pub store_dir: Option<PathBuf>,
     /// Mapping rules.
     pub mapping: Mapping,
     /// Print the plan, push nothing.
@@ -135,13 +139,20 @@ fn open(opts: &ImportOptions) -> Result<BundleSource, ImportError> {
 /// The targets answer before anything is read.
 async fn preflight(client: &Client, opts: &ImportOptions) -> Result<(), ImportError> {
     if let (Some(t), None) = (&opts.target, &opts.store) {
-        client
-            .ping(&t.host)
-            .await
-            .map_err(|source| ImportError::Unreachable {
-                host: t.host.clone(),
-                source,
-            })?;
+        client.ping(&t.host).await.map_err(|source| {
+            // It answered, and refused these credentials: not unreachable.
+            if matches!(source.status(), Some(401 | 403)) {
+                ImportError::Unauthorized {
+                    host: t.host.clone(),
+                    source,
+                }
+            } else {
+                ImportError::Unreachable {
+                    host: t.host.clone(),
+                    source,
+                }
+            }
+        })?;
     }
     if let Some(f) = &opts.files {
         f.check().await.map_err(|source| ImportError::Files {
@@ -312,6 +323,18 @@ impl<'a> ImportRun<'a> {
         self.plans = planned.items;
         self.present = planned.present;
         self.first_repo = planned.first_repo;
+        if !self.plans.is_empty() {
+            self.report.preflight = Some(
+                preflight::check(
+                    self.client,
+                    &self.dest,
+                    self.opts,
+                    &self.plans,
+                    &self.first_repo,
+                )
+                .await?,
+            );
+        }
         self.report.plan = planned.entries;
         self.files.set_plan(planned_files);
         self.report

@@ -86,6 +86,9 @@ pub struct ImportReport {
     /// The bundle's signature, if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureCheck>,
+    /// What the preflight checked before the first upload (`None` when
+    /// there was nothing to push).
+    pub preflight: Option<Preflight>,
     /// What the target holds of this bundle, per repository.
     #[serde(skip)]
     pub receipt: Receipt,
@@ -167,9 +170,49 @@ pub enum ImportError {
         #[source]
         source: ferry_registry::Error,
     },
+    /// The target registry answers, and refuses these credentials.
+    #[error("target registry `{host}` refuses these credentials; nothing was pushed")]
+    Unauthorized {
+        /// Host.
+        host: String,
+        /// Its answer.
+        #[source]
+        source: ferry_registry::Error,
+    },
+    /// A target repository refuses pushes (credentials or permissions),
+    /// found before anything was pushed.
+    #[error("the target refuses pushes to `{repository}`; nothing was pushed")]
+    PushRefused {
+        /// The repository.
+        repository: String,
+        /// The registry's answer.
+        #[source]
+        source: ferry_registry::Error,
+    },
+    /// The store's filesystem lacks room for the blobs to write, found
+    /// before anything was written.
+    #[error("not enough room in `{}`: the import writes {needed} bytes there and {available} are available; nothing was written", path.display())]
+    NoRoom {
+        /// The directory measured.
+        path: std::path::PathBuf,
+        /// Bytes the import writes.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
     /// An internal task failed.
     #[error("import task failed: {0}")]
     Task(String),
+}
+
+/// What an import checked before its first upload.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preflight {
+    /// Target repositories that accepted an upload session (a push).
+    pub repositories: usize,
+    /// The store's room (a store target).
+    pub room: Option<ferry_bundle::room::Room>,
 }
 
 impl ImportError {
@@ -178,6 +221,9 @@ impl ImportError {
         matches!(
             self,
             ImportError::Unreachable { .. }
+                | ImportError::PushRefused { .. }
+                | ImportError::Unauthorized { .. }
+                | ImportError::NoRoom { .. }
                 | ImportError::Files { .. }
                 | ImportError::Task(_)
                 | ImportError::Open { .. }

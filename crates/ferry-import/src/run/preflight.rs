@@ -1,0 +1,103 @@
+//! Preflight: once planned, before the first byte is uploaded, the target
+//! is asked what would otherwise fail halfway: every target repository
+//! must accept a push (an upload session opened and cancelled at once, so
+//! the registry's own credentials and permission rules answer), and a
+//! store must have room for the blobs it lacks. A dry run makes the same
+//! checks; a refusal stops the run with nothing pushed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use futures_util::stream::{self, StreamExt};
+
+use ferry_bundle::room::{room, Room};
+use ferry_bundle::Digest;
+use ferry_registry::{Client, Repo};
+
+use super::plan::ItemPlan;
+use super::report::{ImportError, Preflight};
+use super::ImportOptions;
+use crate::dest::Dest;
+
+/// Checks push permission on every target repository (registry) or the
+/// room of the store, for the blobs `first_repo` says will be uploaded.
+pub(super) async fn check(
+    client: &Client,
+    dest: &Dest,
+    opts: &ImportOptions,
+    plans: &[ItemPlan],
+    first_repo: &HashMap<Digest, Repo>,
+) -> Result<Preflight, ImportError> {
+    let upload_bytes = upload_bytes(plans, first_repo);
+    let store_dir = match (dest, &opts.store_dir) {
+        (Dest::Store(store), _) => Some(store.dir()),
+        (Dest::Registry(_), Some(dir)) => Some(dir.as_path()),
+        (Dest::Registry(_), None) => None,
+    };
+    match store_dir {
+        Some(dir) => {
+            let room = store_room(dir, upload_bytes)?;
+            Ok(Preflight {
+                repositories: 0,
+                room,
+            })
+        }
+        None => {
+            let repositories = check_pushes(client, opts, plans).await?;
+            Ok(Preflight {
+                repositories,
+                room: None,
+            })
+        }
+    }
+}
+
+/// Bytes of the blobs to upload (each once).
+fn upload_bytes(plans: &[ItemPlan], first_repo: &HashMap<Digest, Repo>) -> u64 {
+    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
+    for p in plans {
+        for (d, size) in &p.blobs {
+            if first_repo.contains_key(d) {
+                sizes.insert(d, *size);
+            }
+        }
+    }
+    sizes.values().sum()
+}
+
+/// The store's room for `needed` bytes: refused when short.
+// `ImportError` is the crate's public error, returned as is.
+#[allow(clippy::result_large_err)]
+fn store_room(dir: &std::path::Path, needed: u64) -> Result<Option<Room>, ImportError> {
+    match room("store", dir, needed) {
+        Some(r) if !r.fits() => Err(ImportError::NoRoom {
+            path: r.path,
+            needed: r.needed,
+            available: r.available,
+        }),
+        r => Ok(r),
+    }
+}
+
+/// Every distinct target repository accepts a push; the number checked.
+async fn check_pushes(
+    client: &Client,
+    opts: &ImportOptions,
+    plans: &[ItemPlan],
+) -> Result<usize, ImportError> {
+    let repos: BTreeSet<&Repo> = plans.iter().map(|p| &p.repo).collect();
+    let n = repos.len();
+    let results: Vec<(String, Result<(), ferry_registry::Error>)> = stream::iter(repos)
+        .map(|repo| async move { (repo.to_string(), client.check_push(repo).await) })
+        .buffer_unordered(opts.jobs.max(1))
+        .collect()
+        .await;
+    let mut refused: Vec<(String, ferry_registry::Error)> = results
+        .into_iter()
+        .filter_map(|(r, res)| res.err().map(|e| (r, e)))
+        .collect();
+    refused.sort_by(|a, b| a.0.cmp(&b.0));
+    match refused.into_iter().next() {
+        Some((repository, source)) => Err(ImportError::PushRefused { repository, source }),
+        None => Ok(n),
+    }
+}
