@@ -11,6 +11,8 @@
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
 //! - [`atomic`]: the atomic whole-file write (temporary file, fsync, rename);
+//!   [`store_layout`]: the store's paths and index annotations (import writes,
+//!   serve reads);
 //! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
 //! - [`artifact`]: file kinds as OCI artifacts; [`placement`]: where each
 //!   file kind may land; [`relpath`]: validated relative paths of the file tree;
@@ -47,6 +49,7 @@ pub mod relpath;
 pub mod semver;
 pub mod sign;
 pub mod spec;
+pub mod store_layout;
 pub mod text;
 pub mod write_error;
 pub mod writer;
