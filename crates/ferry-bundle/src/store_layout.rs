@@ -9,7 +9,8 @@
 //! DIR/.ferry-lock        the importers' exclusive lock
 //! ```
 //!
-//! and the annotation keys of `index.json` entries.
+//! and the annotation keys of `index.json` entries. [`BlobDir`] is the
+//! blob directory alone, which the export cache shares.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,32 @@ pub const ANN_TAG: &str = "dev.ferry.tag";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation: containerd's image name (`ctr import` reads it).
 pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// A directory of blobs named by their digest, `ROOT/blobs/sha256/<hex>`:
+/// the store's and the export cache's (`--cache-dir`) layout alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDir {
+    dir: PathBuf,
+}
+
+impl BlobDir {
+    /// The blob directory under `root` (`root/blobs/sha256`).
+    pub fn under(root: &Path) -> BlobDir {
+        BlobDir {
+            dir: root.join("blobs").join("sha256"),
+        }
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob `digest` lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+}
 
 /// The paths of one store directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +103,12 @@ impl StoreLayout {
 
     /// `DIR/blobs/sha256`.
     pub fn blobs(&self) -> PathBuf {
-        self.dir.join("blobs").join("sha256")
+        BlobDir::under(&self.dir).dir().to_path_buf()
     }
 
     /// `DIR/blobs/sha256/<hex>`: where the blob `digest` lives.
     pub fn blob(&self, digest: &Digest) -> PathBuf {
-        self.blobs().join(digest.hex())
+        BlobDir::under(&self.dir).path(digest)
     }
 }
 
@@ -99,6 +126,9 @@ mod tests {
         assert_eq!(l.lock_file(), Path::new("/s/.ferry-lock"));
         assert_eq!(l.blobs(), Path::new("/s/blobs/sha256"));
         assert_eq!(l.blob(&d), Path::new("/s/blobs/sha256").join(d.hex()));
+        let cache = BlobDir::under(Path::new("/c"));
+        assert_eq!(cache.dir(), Path::new("/c/blobs/sha256"));
+        assert_eq!(cache.path(&d), Path::new("/c/blobs/sha256").join(d.hex()));
         assert_eq!(OCI_LAYOUT_CONTENT, br#"{"imageLayoutVersion":"1.0.0"}"#);
     }
 }
