@@ -14,6 +14,8 @@
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
 //! - [`atomic`]: the atomic whole-file write (temporary file, fsync, rename);
 //!   [`room`]: room on a local filesystem (`statvfs`), for preflights;
+//!   [`store_layout`]: the store's paths and index annotations (import writes,
+//!   serve reads);
 //! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
 //! - [`artifact`]: file kinds as OCI artifacts; [`placement`]: where each
 //!   file kind may land; [`relpath`]: validated relative paths of the file tree;
@@ -52,6 +54,7 @@ pub mod room;
 pub mod semver;
 pub mod sign;
 pub mod spec;
+pub mod store_layout;
 pub mod text;
 pub mod write_error;
 pub mod writer;

@@ -11,6 +11,7 @@ use ferry_bundle::artifact::{self, FileLayer, ANN_SOURCE_URL};
 use ferry_bundle::manifest;
 use ferry_bundle::meta::Kind;
 use ferry_bundle::spec::HttpAuth;
+use ferry_bundle::store_layout::BlobDir;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Credentials, Fetched, OriginCredentials, Repo};
 
@@ -22,7 +23,7 @@ pub(crate) const FILE_LIMIT: u64 = 64 << 30;
 pub(crate) const DOC_LIMIT: usize = 64 << 20;
 
 pub(crate) fn cache_blob(cache: &Path, d: &Digest) -> PathBuf {
-    cache.join("blobs").join("sha256").join(d.hex())
+    BlobDir::under(cache).path(d)
 }
 
 fn tmp_dir(cache: &Path) -> PathBuf {
@@ -100,7 +101,7 @@ pub(crate) async fn fetch_file_opt(
     }
     let tmp = tmp_dir(cache);
     std::fs::create_dir_all(&tmp)
-        .and_then(|_| std::fs::create_dir_all(cache.join("blobs").join("sha256")))
+        .and_then(|_| std::fs::create_dir_all(BlobDir::under(cache).dir()))
         .map_err(|e| format!("failed to prepare the cache `{}`: {e}", cache.display()))?;
     let dest = tmp.join(format!("fetch-{:016x}", rand_u64()));
     let f = match client

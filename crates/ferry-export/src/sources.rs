@@ -317,7 +317,7 @@ async fn oci_chart(
     let images = if entry.images {
         let dest = cache_blob(cache, &layer.digest);
         if std::fs::metadata(&dest).ok().map(|m| m.len()) != Some(layer.size) {
-            std::fs::create_dir_all(cache.join("blobs").join("sha256"))
+            std::fs::create_dir_all(ferry_bundle::store_layout::BlobDir::under(cache).dir())
                 .map_err(|e| format!("failed to prepare the cache: {e}"))?;
             client
                 .download_blob(&item.repo, &layer.digest, Some(layer.size), &dest, None)

@@ -28,13 +28,11 @@ use tokio::sync::mpsc;
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::Digest;
 
-/// Annotation: the repository an index.json entry belongs to.
-pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
-/// Annotation: the tag of an index.json entry.
-pub const ANN_TAG: &str = "dev.ferry.tag";
-const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
-const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
-const TMP_PREFIX: &str = ".tmp-";
+use ferry_bundle::store_layout::{
+    StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME, BLOB_TMP_PREFIX as TMP_PREFIX, OCI_LAYOUT_CONTENT,
+};
+/// The index annotations, defined once in [`ferry_bundle::store_layout`].
+pub use ferry_bundle::store_layout::{ANN_REPOSITORY, ANN_TAG};
 
 /// A store operation that failed; names the path.
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +120,11 @@ impl Store {
     /// Opens (creating when needed) the store at `dir`, takes its lock and
     /// removes temporary files a crashed import left.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let blobs = dir.join("blobs").join("sha256");
+        let layout = StoreLayout::new(dir);
+        let blobs = layout.blobs();
         std::fs::create_dir_all(&blobs).map_err(io("create", &blobs))?;
-        std::fs::create_dir_all(dir.join("files")).map_err(io("create", dir))?;
-        let lock_path = dir.join(".ferry-lock");
+        std::fs::create_dir_all(layout.files()).map_err(io("create", dir))?;
+        let lock_path = layout.lock_file();
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -133,14 +132,15 @@ impl Store {
             .open(&lock_path)
             .map_err(io("open", &lock_path))?;
         lock.lock().map_err(io("lock", &lock_path))?;
-        let layout = dir.join("oci-layout");
-        if !layout.exists() {
-            ferry_bundle::writer::write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
-                .map_err(|e| StoreError::Io {
+        let oci_layout = layout.oci_layout();
+        if !oci_layout.exists() {
+            ferry_bundle::atomic::write_atomic(&oci_layout, OCI_LAYOUT_CONTENT).map_err(|e| {
+                StoreError::Io {
                     op: "write",
-                    path: layout.clone(),
+                    path: oci_layout.clone(),
                     source: std::io::Error::other(e.to_string()),
-                })?;
+                }
+            })?;
         }
         if let Ok(rd) = std::fs::read_dir(&blobs) {
             for e in rd.flatten() {
@@ -164,15 +164,15 @@ impl Store {
 
     /// The file tree's root.
     pub fn files_dir(&self) -> PathBuf {
-        self.dir.join("files")
+        StoreLayout::new(&self.dir).files()
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.dir.join("blobs").join("sha256").join(d.hex())
+        StoreLayout::new(&self.dir).blob(d)
     }
 
     fn tmp_path(&self, d: &Digest) -> PathBuf {
-        self.dir.join("blobs").join("sha256").join(format!(
+        StoreLayout::new(&self.dir).blobs().join(format!(
             "{TMP_PREFIX}{}-{:x}",
             d.hex(),
             std::process::id() as u64 ^ rand_suffix()
@@ -296,7 +296,7 @@ impl Store {
 
     /// The current index.json entries.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
-        let path = self.dir.join("index.json");
+        let path = StoreLayout::new(&self.dir).index_json();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -385,7 +385,7 @@ impl Store {
                 }
             }
         }
-        let dir = self.dir.join("blobs").join("sha256");
+        let dir = StoreLayout::new(&self.dir).blobs();
         let mut removed = (0usize, 0u64);
         for e in std::fs::read_dir(&dir).map_err(io("read", &dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -438,7 +438,7 @@ impl Store {
         });
         let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         bytes.push(b'\n');
-        let path = self.dir.join("index.json");
+        let path = StoreLayout::new(&self.dir).index_json();
         ferry_bundle::writer::write_atomic(&path, &bytes).map_err(|e| StoreError::Io {
             op: "write",
             path: path.clone(),

@@ -257,7 +257,7 @@ pub async fn bind(opts: ServeOptions) -> Result<Server, ServeError> {
     };
     let store = Arc::new(Store::new(opts.dir.clone()));
     let repositories = store.preload().await.map_err(|reason| ServeError::Index {
-        path: opts.dir.join("index.json"),
+        path: ferry_bundle::store_layout::StoreLayout::new(&opts.dir).index_json(),
         reason,
     })?;
     let listen = |addr: SocketAddr| async move {
@@ -493,10 +493,11 @@ fn check_store(dir: &Path) -> Result<(), ServeError> {
             path: dir.to_path_buf(),
         });
     }
-    let layout = dir.join("oci-layout");
-    if !["oci-layout", "index.json", "files"]
+    let store = ferry_bundle::store_layout::StoreLayout::new(dir);
+    let layout = store.oci_layout();
+    if ![store.oci_layout(), store.index_json(), store.files()]
         .iter()
-        .any(|e| dir.join(e).exists())
+        .any(|p| p.exists())
     {
         return Err(ServeError::NotAStore {
             path: dir.to_path_buf(),

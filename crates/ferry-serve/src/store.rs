@@ -17,12 +17,9 @@ use ferry_bundle::manifest::{OCI_INDEX, OCI_MANIFEST};
 use ferry_bundle::Digest;
 use serde::Deserialize;
 
-/// Annotation: the repository an index.json entry belongs to.
-pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
-/// Annotation: the tag of an index.json entry (absent when kept by digest).
-pub const ANN_TAG: &str = "dev.ferry.tag";
-const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
-const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+use ferry_bundle::store_layout::{StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME};
+/// The index annotations, defined once in [`ferry_bundle::store_layout`].
+pub use ferry_bundle::store_layout::{ANN_REPOSITORY, ANN_TAG};
 
 /// Documents larger than this are not read as manifests while walking
 /// (distribution refuses manifests above 4 MiB; this leaves room).
@@ -226,7 +223,7 @@ fn repository_of(annotations: &BTreeMap<String, String>) -> Option<(String, Opti
 
 /// The path of a blob in the store.
 pub fn blob_path(dir: &Path, digest: &Digest) -> PathBuf {
-    dir.join("blobs").join("sha256").join(digest.hex())
+    StoreLayout::new(dir).blob(digest)
 }
 
 /// Reads the manifest `digest` and everything below it into `out` (each
@@ -384,11 +381,11 @@ impl Store {
 
     /// The root of the file tree.
     pub fn files_dir(&self) -> PathBuf {
-        self.dir.join("files")
+        StoreLayout::new(&self.dir).files()
     }
 
     fn index_path(&self) -> PathBuf {
-        self.dir.join("index.json")
+        StoreLayout::new(&self.dir).index_json()
     }
 
     fn cached(&self) -> Arc<Cached> {

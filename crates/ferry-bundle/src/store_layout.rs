@@ -1,0 +1,134 @@
+//! The store's layout on disk, the one definition that `ferry import
+//! --store` writes, `ferry serve` reads and the tests build:
+//!
+//! ```text
+//! DIR/oci-layout         {"imageLayoutVersion":"1.0.0"}
+//! DIR/index.json         one descriptor per (repository, tag), and per item kept by digest only
+//! DIR/blobs/sha256/<hex> every manifest, index, config and layer, once
+//! DIR/files/...          the file tree (falco/, helm/, opensearch/, files/)
+//! DIR/.ferry-lock        the importers' exclusive lock
+//! ```
+//!
+//! and the annotation keys of `index.json` entries. [`BlobDir`] is the
+//! blob directory alone, which the export cache shares.
+
+use std::path::{Path, PathBuf};
+
+use crate::digest::Digest;
+
+/// The `oci-layout` file's name.
+pub const OCI_LAYOUT: &str = "oci-layout";
+/// The `oci-layout` file's exact content.
+pub const OCI_LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// The index file's name.
+pub const INDEX_JSON: &str = "index.json";
+/// The directory of the file tree.
+pub const FILES_DIR: &str = "files";
+/// The lock file importers hold while they change the store.
+pub const LOCK_FILE: &str = ".ferry-lock";
+/// The prefix of a blob being written (swept when the next import opens the store).
+pub const BLOB_TMP_PREFIX: &str = ".tmp-";
+
+/// Annotation: the repository an index.json entry belongs to.
+pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
+/// Annotation: the tag of an index.json entry (absent when kept by digest).
+pub const ANN_TAG: &str = "dev.ferry.tag";
+/// Annotation: the OCI reference name (`repository:tag`), for other OCI tools.
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Annotation: containerd's image name (`ctr import` reads it).
+pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+
+/// A directory of blobs named by their digest, `ROOT/blobs/sha256/<hex>`:
+/// the store's and the export cache's (`--cache-dir`) layout alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobDir {
+    dir: PathBuf,
+}
+
+impl BlobDir {
+    /// The blob directory under `root` (`root/blobs/sha256`).
+    pub fn under(root: &Path) -> BlobDir {
+        BlobDir {
+            dir: root.join("blobs").join("sha256"),
+        }
+    }
+
+    /// The directory itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob `digest` lives.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+}
+
+/// The paths of one store directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLayout {
+    dir: PathBuf,
+}
+
+impl StoreLayout {
+    /// The layout of the store at `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreLayout {
+        StoreLayout { dir: dir.into() }
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `DIR/oci-layout`.
+    pub fn oci_layout(&self) -> PathBuf {
+        self.dir.join(OCI_LAYOUT)
+    }
+
+    /// `DIR/index.json`.
+    pub fn index_json(&self) -> PathBuf {
+        self.dir.join(INDEX_JSON)
+    }
+
+    /// `DIR/files`.
+    pub fn files(&self) -> PathBuf {
+        self.dir.join(FILES_DIR)
+    }
+
+    /// `DIR/.ferry-lock`.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join(LOCK_FILE)
+    }
+
+    /// `DIR/blobs/sha256`.
+    pub fn blobs(&self) -> PathBuf {
+        BlobDir::under(&self.dir).dir().to_path_buf()
+    }
+
+    /// `DIR/blobs/sha256/<hex>`: where the blob `digest` lives.
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        BlobDir::under(&self.dir).path(digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_the_documented_layout() {
+        let l = StoreLayout::new("/s");
+        let d = Digest::of(b"x");
+        assert_eq!(l.oci_layout(), Path::new("/s/oci-layout"));
+        assert_eq!(l.index_json(), Path::new("/s/index.json"));
+        assert_eq!(l.files(), Path::new("/s/files"));
+        assert_eq!(l.lock_file(), Path::new("/s/.ferry-lock"));
+        assert_eq!(l.blobs(), Path::new("/s/blobs/sha256"));
+        assert_eq!(l.blob(&d), Path::new("/s/blobs/sha256").join(d.hex()));
+        let cache = BlobDir::under(Path::new("/c"));
+        assert_eq!(cache.dir(), Path::new("/c/blobs/sha256"));
+        assert_eq!(cache.path(&d), Path::new("/c/blobs/sha256").join(d.hex()));
+        assert_eq!(OCI_LAYOUT_CONTENT, br#"{"imageLayoutVersion":"1.0.0"}"#);
+    }
+}
