@@ -256,10 +256,7 @@ pub async fn bind(opts: ServeOptions) -> Result<Server, ServeError> {
         None => None,
     };
     let store = Arc::new(Store::new(opts.dir.clone()));
-    let repositories = store.preload().await.map_err(|reason| ServeError::Index {
-        path: ferry_bundle::store_layout::StoreLayout::new(&opts.dir).index_json(),
-        reason,
-    })?;
+    let repositories = store.preload().await?;
     let listen = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await

@@ -397,13 +397,17 @@ impl Store {
 
     /// Loads index.json now (at startup), so that a broken one is an error
     /// rather than an empty registry. Returns the number of repositories.
-    pub async fn preload(&self) -> Result<usize, String> {
+    pub async fn preload(&self) -> Result<usize, crate::ServeError> {
         let dir = self.dir.clone();
         let path = self.index_path();
+        let bad = |reason: String| crate::ServeError::Index {
+            path: self.index_path(),
+            reason,
+        };
         let loaded = tokio::task::spawn_blocking(move || load(&dir, &path))
             .await
-            .map_err(|e| e.to_string())?;
-        let (key, snapshot) = loaded.map_err(|(_, reason)| reason)?;
+            .map_err(|e| bad(e.to_string()))?;
+        let (key, snapshot) = loaded.map_err(|(_, reason)| bad(reason))?;
         let repositories = snapshot.repos.len();
         let next = Arc::new(Cached {
             key,

@@ -11,19 +11,19 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`1m`, `64k`) on `dir` (created).
-    pub fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    pub fn mount(dir: &Path, size: &str) -> anyhow::Result<Tmpfs> {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
         let o = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
             .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot run mount: {e}"))?;
         if !o.status.success() {
-            return Err(format!(
+            anyhow::bail!(
                 "mount -t tmpfs on {} (needs root): {}",
                 dir.display(),
                 String::from_utf8_lossy(&o.stderr).trim()
-            ));
+            );
         }
         Ok(Tmpfs {
             dir: dir.to_path_buf(),
@@ -36,16 +36,16 @@ impl Tmpfs {
     }
 
     /// Gives the tmpfs `size` of room (a re-run "without the fault").
-    pub fn grow(&self, size: &str) -> Result<(), String> {
+    pub fn grow(&self, size: &str) -> anyhow::Result<()> {
         let o = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])
             .arg(&self.dir)
             .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot run mount: {e}"))?;
         if o.status.success() {
             Ok(())
         } else {
-            Err(format!(
+            Err(anyhow::anyhow!(
                 "remount {}: {}",
                 self.dir.display(),
                 String::from_utf8_lossy(&o.stderr).trim()
