@@ -981,6 +981,17 @@ pub(crate) fn spec_text(set: &Dataset, host: &str) -> String {
     spec
 }
 
+/// How the scaling curve is run (kept in the report, see `curve.rs`).
+const CURVE_NOTE: &str = "The scaling curve (issue 17) runs apart from this comparison: \
+`cargo xtask bench --sizes 0.5,2,8 --refs 25,500,2000,10000 [--runs N] [--curve-out FILE]` measures, at \
+each data-set size (GB, the set above) and each count of small images (`small/app-<n>:1.0`: a 256 KiB \
+base layer all share, an 8 KiB layer and a config of its own), `ferry export --no-cache`, `ferry verify` \
+and `ferry import` with the time of each phase from their `--json` events (resolve, fetch, write; verify; \
+plan, upload, commit), each beside its floor (`dd`, curl fetching every manifest and blob, the raw \
+keep-alive ingest, `openssl dgst -sha256` and `zstd -d`), the cost per reference in ms beside the floor of \
+the requests each reference needs, and the targets table; it writes `target/bench/curve.md`. Pick points \
+with `--sizes` and `--refs` to keep it small on a shared machine.";
+
 /// A minimal HTTP/1.1 keep-alive client for the ingest floor.
 struct Conn {
     host: String,
@@ -1726,6 +1737,7 @@ fn render(
             pt["date"].as_str().unwrap_or("")
         );
     }
+    let _ = writeln!(o, "\n{CURVE_NOTE}");
     if !r.profiles.is_empty() {
         let _ = writeln!(
             o,
