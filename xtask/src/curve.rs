@@ -591,3 +591,81 @@ fn targets(sizes: &[Point], counts: &[Point]) -> String {
     );
     s
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn run(wall: f64, rss: f64, events: &[(&str, f64)]) -> Run {
+        Run {
+            wall,
+            rss_mib: rss,
+            events: events.iter().map(|(e, t)| (e.to_string(), *t)).collect(),
+        }
+    }
+
+    fn point(label: &str, refs: usize, export: f64, import: f64, rss: f64) -> Point {
+        Point {
+            label: label.into(),
+            refs,
+            blobs: refs * 2,
+            bytes: 1_000_000,
+            bundle: 900_000,
+            export: vec![run(
+                export,
+                rss,
+                &[("fetch-start", 0.5), ("write-start", 1.0)],
+            )],
+            verify: vec![run(1.0, 16.0, &[])],
+            import: vec![run(import, rss, &[("planned", 0.25), ("loaded", 1.5)])],
+            dd: vec![1.0],
+            fetch: vec![0.5],
+            ingest: vec![2.0],
+            openssl: vec![1.2],
+            zstd_d: vec![0.8],
+        }
+    }
+
+    #[test]
+    fn the_report_has_phases_per_reference_costs_and_targets_by_how_much() {
+        let sizes = vec![point("0.5gb", 25, 1.1, 2.0, 40.0)];
+        let counts = vec![
+            point("25refs", 25, 0.5, 1.0, 30.0),
+            point("500refs", 500, 15.0, 30.0, 60.0),
+        ];
+        let text = render(&sizes, &counts, 1);
+        // Export 1.1 s against dd 1.0 s: within 1.2×.
+        assert!(
+            text.contains(
+                "| 0.5gb: export ≤ 1.2 × disk-write floor | 1.10× (1.10 s vs `dd` 1.00 s) | met |"
+            ),
+            "{text}"
+        );
+        // Export 15 s against dd 1 s: 12.5× over, so not met by 1150 %.
+        assert!(text.contains("| 500refs: export ≤ 1.2 × disk-write floor | 15.00× (15.00 s vs `dd` 1.00 s) | **not met** by 1150 % |"), "{text}");
+        // Verify 1.0 s against the faster floor 0.8 s: 80 %.
+        assert!(text.contains("| 0.5gb: verify ≥ 100 % of the faster of openssl / `zstd -d` | 80 % | **not met** |"), "{text}");
+        // Phases from the events: resolve 0.5, fetch 0.5, write 0.1; plan 0.25, upload 1.25, commit 0.5.
+        assert!(
+            text.contains("| 0.5gb | 0.50 | 0.50 | 0.10 | 1.00 | 0.25 | 1.25 | 0.50 |"),
+            "{text}"
+        );
+        // Per reference at 500: 30 ms export, 1 ms floor; 60 ms import, 4 ms floor.
+        assert!(
+            text.contains("| 500 | 30.00 | 1.00 | 29.00 | 60.00 | 4.00 | 56.00 |"),
+            "{text}"
+        );
+        // 30 → 60 MiB across counts is not flat; 20 ms → 30 ms per reference neither.
+        assert!(text.contains("| import peak RSS flat across reference counts (largest / smallest ≤ 1.2) | 2.00 (30.0–60.0 MiB) | **not met** |"), "{text}");
+        assert!(text.contains("| export cost per reference flat from 25 to 500 refs (ratio ≤ 1.2) | 20.00 ms → 30.00 ms (1.50×) | **not met** |"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_event_leaves_its_phase_blank() {
+        let r = run(3.0, 1.0, &[("planned", 1.0)]);
+        assert_eq!(r.span(Some("planned"), Some("loaded")), None);
+        assert_eq!(r.span(Some("planned"), None), Some(2.0));
+        assert_eq!(secs(None), "–");
+    }
+}
