@@ -214,7 +214,11 @@ fn measure(
     let host = source.host();
     let spec = work.join(format!("{label}.yaml"));
     std::fs::write(&spec, spec_text(set, &host))?;
-    let mut curl = String::new();
+    // Without an Accept list distribution answers 404 for OCI manifests.
+    let mut curl = String::from(
+        "header = \"Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json\"\n",
+    );
     for i in &set.images {
         for m in i.manifests() {
             let _ = writeln!(
