@@ -60,12 +60,18 @@ pub struct Options {
     /// Serve the data set from the source registry and wait (for measuring
     /// or profiling by hand), measure nothing.
     pub serve: bool,
+    /// The scaling curve instead (see `curve.rs`): these data-set sizes in GB …
+    pub sizes: Vec<f64>,
+    /// … and these reference counts of the many-small-images set.
+    pub refs: Vec<usize>,
+    /// The curve's report.
+    pub curve_out: PathBuf,
 }
 
 /// One measured run.
 #[derive(Debug, Clone, Copy, Default)]
-struct Sample {
-    wall: f64,
+pub(crate) struct Sample {
+    pub(crate) wall: f64,
     rss_kib: u64,
     written: u64,
     /// User + system CPU seconds of the command (all its threads).
@@ -411,6 +417,21 @@ pub fn run(opts: &Options) -> Result<()> {
         return Ok(());
     }
     let ferry = build_ferry()?;
+    if !opts.sizes.is_empty() || !opts.refs.is_empty() {
+        if let Some(bad) = opts.sizes.iter().find(|&&gb| !(gb > 0.0 && gb <= 64.0)) {
+            bail!("--sizes must be in (0, 64] GB (got {bad})");
+        }
+        return crate::curve::run(
+            &crate::curve::CurveOptions {
+                sizes: opts.sizes.clone(),
+                refs: opts.refs.clone(),
+                runs,
+                out: opts.curve_out.clone(),
+            },
+            &ferry,
+            &bench,
+        );
+    }
     let load_start = loadavg();
     let ferry_s = p(&ferry);
 
@@ -439,21 +460,7 @@ pub fn run(opts: &Options) -> Result<()> {
         set.images.len()
     );
 
-    let trivy = set
-        .images
-        .iter()
-        .find(|i| i.repository.ends_with("trivy-db"));
-    let mut spec = String::from("apiVersion: ferry.dev/v1\nname: bench\nimages:\n");
-    for i in set.images.iter().filter(|i| Some(*i) != trivy) {
-        let _ = writeln!(spec, "  - {}", i.reference(&host));
-    }
-    if let Some(t) = trivy {
-        let _ = write!(
-            spec,
-            "trivy:\n  db: {}\n  javaDb: false\n  checks: false\n",
-            t.reference(&host)
-        );
-    }
+    let spec = spec_text(&set, &host);
     let spec_path = work.join("bundle.yaml");
     std::fs::write(&spec_path, &spec)?;
     if opts.serve {
@@ -894,7 +901,7 @@ curl -sS -f -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "
 /// POST then PUT per blob, over one keep-alive HTTP/1.1 connection per
 /// worker, the file sent with `std::io::copy` (sendfile), into a fresh
 /// registry.
-fn raw_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
+pub(crate) fn raw_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
     let target = Registry::start()?;
     let _ = Command::new("sync").status();
     let t = Instant::now();
@@ -952,6 +959,38 @@ fn raw_upload(set: &Dataset, addr: std::net::SocketAddr, jobs: usize) -> Result<
         Ok(())
     })
 }
+
+/// The export spec of `set` served at `host`: every image, the Trivy-DB
+/// artifact as `trivy.db`.
+pub(crate) fn spec_text(set: &Dataset, host: &str) -> String {
+    let trivy = set
+        .images
+        .iter()
+        .find(|i| i.repository.ends_with("trivy-db"));
+    let mut spec = String::from("apiVersion: ferry.dev/v1\nname: bench\nimages:\n");
+    for i in set.images.iter().filter(|i| Some(*i) != trivy) {
+        let _ = writeln!(spec, "  - {}", i.reference(host));
+    }
+    if let Some(t) = trivy {
+        let _ = write!(
+            spec,
+            "trivy:\n  db: {}\n  javaDb: false\n  checks: false\n",
+            t.reference(host)
+        );
+    }
+    spec
+}
+
+/// How the scaling curve is run (kept in the report, see `curve.rs`).
+const CURVE_NOTE: &str = "The scaling curve (issue 17) runs apart from this comparison: \
+`cargo xtask bench --sizes 0.5,2,8 --refs 25,500,2000,10000 [--runs N] [--curve-out FILE]` measures, at \
+each data-set size (GB, the set above) and each count of small images (`small/app-<n>:1.0`: a 256 KiB \
+base layer all share, an 8 KiB layer and a config of its own), `ferry export --no-cache`, `ferry verify` \
+and `ferry import` with the time of each phase from their `--json` events (resolve, fetch, write; verify; \
+plan, upload, commit), each beside its floor (`dd`, curl fetching every manifest and blob, the raw \
+keep-alive ingest, `openssl dgst -sha256` and `zstd -d`), the cost per reference in ms beside the floor of \
+the requests each reference needs, and the targets table; it writes `target/bench/curve.md`. Pick points \
+with `--sizes` and `--refs` to keep it small on a shared machine.";
 
 /// A minimal HTTP/1.1 keep-alive client for the ingest floor.
 struct Conn {
@@ -1698,6 +1737,7 @@ fn render(
             pt["date"].as_str().unwrap_or("")
         );
     }
+    let _ = writeln!(o, "\n{CURVE_NOTE}");
     if !r.profiles.is_empty() {
         let _ = writeln!(
             o,

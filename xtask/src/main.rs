@@ -14,6 +14,7 @@
 //!   nightly (not part of `test` or CI; see `fuzz.rs`, docs/fuzzing.md).
 
 mod bench;
+mod curve;
 mod demo;
 mod dist;
 mod fuzz;
@@ -75,6 +76,16 @@ enum Task {
         /// Serve the data set from a registry and wait, for measuring by hand.
         #[arg(long, conflicts_with = "generate_only")]
         serve: bool,
+        /// Run the scaling curve at these data-set sizes in GB (e.g. 0.5,2,8)
+        /// instead of the comparison with skopeo.
+        #[arg(long, value_delimiter = ',', value_name = "GB,...")]
+        sizes: Vec<f64>,
+        /// … and at these counts of small images (e.g. 25,500,2000,10000).
+        #[arg(long, value_delimiter = ',', value_name = "N,...")]
+        refs: Vec<usize>,
+        /// Where the curve's report goes.
+        #[arg(long, default_value = "target/bench/curve.md", value_name = "FILE")]
+        curve_out: std::path::PathBuf,
     },
     /// Run the cargo-fuzz targets (nightly) for N seconds each; see docs/fuzzing.md.
     Fuzz {
@@ -106,6 +117,9 @@ fn main() -> Result<()> {
             perf,
             generate_only,
             serve,
+            sizes,
+            refs,
+            curve_out,
         } => bench::run(&bench::Options {
             scale,
             runs,
@@ -118,6 +132,13 @@ fn main() -> Result<()> {
             perf,
             generate_only,
             serve,
+            sizes,
+            refs,
+            curve_out: if curve_out.is_absolute() {
+                curve_out
+            } else {
+                root().join(curve_out)
+            },
         }),
         Task::Dist => dist::run(),
         Task::Fuzz {

@@ -25,7 +25,8 @@
 //! - `client`: the [`Client`] and the distribution API, one submodule each
 //!   for connections and the endpoint probe (`connect`), one request with
 //!   auth and retries (`request`), `manifests`, `blobs` (downloads),
-//!   `uploads`, and tag/referrer `listing`;
+//!   `uploads` (mount, whole, chunked), `streamed` (one streamed PUT per
+//!   blob), and tag/referrer `listing`;
 //! - `auth`: `WWW-Authenticate` challenges, credentials, bearer tokens and
 //!   their cache (uses `response`, never the client);
 //! - `docker_config`: credentials from the docker config file;

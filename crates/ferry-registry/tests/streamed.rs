@@ -383,3 +383,68 @@ async fn a_streamed_put_reaches_an_htpasswd_registry_over_tls() {
     assert_eq!(e.status(), Some(401), "{e}");
     assert_eq!(c.head_blob(&repo, &od).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn credentials_stay_with_their_origin_when_the_upload_goes_elsewhere() {
+    // Storage on another origin takes the PUT; it must not see the password.
+    let storage = Proxy::start(None, |s: &Seen| {
+        if s.method == "PUT" {
+            Action::status(201)
+                .with_header("Docker-Content-Digest", &Digest::of(&s.body).to_string())
+        } else {
+            Action::status(404)
+        }
+    })
+    .await;
+    let storage_host = storage.host();
+    let registry = Proxy::start(None, move |s: &Seen| {
+        if s.header("authorization").is_none() {
+            return Action::status(401).with_header("WWW-Authenticate", "Basic realm=\"r\"");
+        }
+        match s.method.as_str() {
+            "POST" => Action::status(202).with_header(
+                "Location",
+                &format!("http://{storage_host}/upload/session-1?sig=abc"),
+            ),
+            _ => Action::status(404),
+        }
+    })
+    .await;
+    let mut config = fast_config();
+    config.hosts.insert(
+        registry.host(),
+        HostConfig {
+            credentials: Some(Credentials {
+                username: "u".into(),
+                password: "secret-pw".into(),
+            }),
+            ..HostConfig::default()
+        },
+    );
+    let c = Client::new(config).unwrap();
+    let data = bytes_of(100_000, 54);
+    let d = Digest::of(&data);
+    c.upload_blob_streamed(
+        &registry.repo("ferry/elsewhere"),
+        &d,
+        data.len() as u64,
+        chunks_of(&data, 30_000),
+    )
+    .await
+    .unwrap();
+    let posts: Vec<Seen> = registry
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST")
+        .collect();
+    assert!(posts.iter().any(|s| s.header("authorization").is_some()));
+    let puts = storage.seen();
+    assert_eq!(puts.len(), 1);
+    assert_eq!(
+        puts[0].header("authorization"),
+        None,
+        "no credentials off origin"
+    );
+    assert_eq!(puts[0].body, data);
+    assert!(puts[0].target.contains(&format!("sig=abc&digest={d}")));
+}

@@ -29,6 +29,11 @@
 //! (mtime 0, uid/gid 0) so the same machine and options give the same bytes
 //! on every run; another machine's `/usr/lib` gives other digests.
 //!
+//! [`Dataset::load_or_generate_many`] writes the other set of the scaling
+//! curve, many small images (per-reference overhead): `small/app-<n>:1.0`,
+//! each a 256 KiB base layer all share, an 8 KiB layer and a config of its
+//! own (seeded random bytes, gzip'd tars with normalized headers).
+//!
 //! [`Dataset::populate_registry_storage`] lays the set out in the storage
 //! tree of a `docker-registry` (CNCF distribution 2.x filesystem driver),
 //! hard-linking the blobs, so a source registry serves gigabytes at once.
@@ -71,6 +76,12 @@ pub struct DatasetOptions {
     /// Worker threads for generation (0: one per core).
     #[serde(skip)]
     pub threads: usize,
+    /// `0`: the realistic set above. Otherwise the many-small-images set of
+    /// [`Dataset::load_or_generate_many`]: this many single-platform images,
+    /// each a shared base layer plus one small layer and config of its own
+    /// (`scale_gb` is then ignored).
+    #[serde(default)]
+    pub small_images: usize,
 }
 
 impl Default for DatasetOptions {
@@ -80,6 +91,7 @@ impl Default for DatasetOptions {
             seed: 0,
             real_root: PathBuf::from("/usr/lib"),
             threads: 0,
+            small_images: 0,
         }
     }
 }
@@ -173,7 +185,27 @@ impl Dataset {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("failed to remove {}", dir.display()))?;
         }
+        if opts.small_images > 0 {
+            return generate_many(dir, opts, progress);
+        }
         generate(dir, opts, progress)
+    }
+
+    /// The many-small-images set of `count` references (the per-reference
+    /// overhead of the scaling curve): like [`Dataset::load_or_generate`]
+    /// with [`DatasetOptions::small_images`] set to `count`.
+    pub fn load_or_generate_many(
+        dir: &Path,
+        count: usize,
+        seed: u64,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Dataset> {
+        let opts = DatasetOptions {
+            seed,
+            small_images: count.max(1),
+            ..DatasetOptions::default()
+        };
+        Dataset::load_or_generate(dir, &opts, progress)
     }
 
     /// Reads `dir/dataset.json`, if present.
@@ -270,7 +302,10 @@ impl Dataset {
 }
 
 fn same_options(a: &DatasetOptions, b: &DatasetOptions) -> bool {
-    (a.scale_gb - b.scale_gb).abs() < 1e-9 && a.seed == b.seed && a.real_root == b.real_root
+    (a.scale_gb - b.scale_gb).abs() < 1e-9
+        && a.seed == b.seed
+        && a.real_root == b.real_root
+        && a.small_images == b.small_images
 }
 
 // ---------------------------------------------------------------------------
@@ -1068,12 +1103,23 @@ fn generate(
             }
         }
     }
+    finish_set(dir, opts, images, w.all, progress)
+}
+
+/// Writes the layout's `index.json`, `oci-layout` and, last, `dataset.json`.
+fn finish_set(
+    dir: &Path,
+    opts: &DatasetOptions,
+    images: Vec<DataImage>,
+    all: BTreeMap<Digest, DataBlob>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Dataset> {
     let set = Dataset {
         version: GENERATOR_VERSION,
         options: opts.clone(),
         dir: dir.to_path_buf(),
         images,
-        blobs: w.all.into_values().collect(),
+        blobs: all.into_values().collect(),
     };
     // The OCI layout's index (skopeo can read the set as `oci:DIR:REF`).
     let manifests: Vec<serde_json::Value> = set
@@ -1104,6 +1150,99 @@ fn generate(
     Ok(set)
 }
 
+// ---------------------------------------------------------------------------
+// The many-small-images set
+
+/// Bytes of the base layer every small image shares (seeded random, stored).
+const SMALL_BASE: usize = 256 << 10;
+/// Bytes of each small image's own file.
+const SMALL_OWN: usize = 8 << 10;
+
+/// A gzip'd tar (level 6, mtime 0) of one file: (blob bytes, diff_id).
+fn small_layer(path: &str, content: &[u8]) -> Result<(Vec<u8>, Digest)> {
+    let mut tar_bytes = Vec::new();
+    {
+        let mut tar = tar::Builder::new(&mut tar_bytes);
+        append(&mut tar, path, content.len() as u64, false, content)?;
+        tar.finish().context("failed to finish a small layer")?;
+    }
+    let diff_id = Digest::of(&tar_bytes);
+    let mut gz = GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), Compression::new(6));
+    gz.write_all(&tar_bytes)?;
+    Ok((gz.finish()?, diff_id))
+}
+
+fn seeded(seed: u64, label: &str, len: usize) -> Vec<u8> {
+    let mut rng = ChaCha8Rng::from_seed(seed_for(seed, label));
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Writes `opts.small_images` images `small/app-<n>:1.0`, each the shared
+/// base layer, a small layer of its own and its config.
+fn generate_many(
+    dir: &Path,
+    opts: &DatasetOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Dataset> {
+    let blobs_dir = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs_dir)
+        .with_context(|| format!("failed to create {}", blobs_dir.display()))?;
+    let mut w = Writer {
+        blobs: &blobs_dir,
+        all: BTreeMap::new(),
+    };
+    let (base, base_diff) = small_layer("base/data", &seeded(opts.seed, "small-base", SMALL_BASE))?;
+    let (bd, bs) = w.blob(&base, true)?;
+    let base = LayerOut {
+        digest: bd,
+        size: bs,
+        diff_id: base_diff,
+    };
+    let mut images = Vec::with_capacity(opts.small_images);
+    for n in 0..opts.small_images {
+        let name = format!("app-{n:05}");
+        let (own, own_diff) =
+            small_layer(&format!("app/{name}"), &seeded(opts.seed, &name, SMALL_OWN))?;
+        let (od, os) = w.blob(&own, true)?;
+        let layers = [
+            LayerOut {
+                digest: base.digest.clone(),
+                size: base.size,
+                diff_id: base.diff_id.clone(),
+            },
+            LayerOut {
+                digest: od,
+                size: os,
+                diff_id: own_diff,
+            },
+        ];
+        let plan = ManifestPlan {
+            platform: "linux/amd64",
+            layers: vec![0, 1],
+        };
+        let (top, blobs) = w.manifest(&name, Kind::Oci, &plan, &layers)?;
+        images.push(DataImage {
+            repository: format!("small/{name}"),
+            tag: "1.0".into(),
+            top,
+            children: Vec::new(),
+            blobs,
+        });
+        if (n + 1) % 1000 == 0 {
+            progress(&format!(
+                "data set: {}/{} small images",
+                n + 1,
+                opts.small_images
+            ));
+        }
+    }
+    finish_set(dir, opts, images, w.all, progress)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1130,6 +1269,7 @@ mod tests {
             seed: 7,
             real_root: src.clone(),
             threads: 2,
+            small_images: 0,
         };
         let one = Dataset::load_or_generate(&root.path().join("one"), &opts, &|_| {}).unwrap();
         let two = Dataset::load_or_generate(&root.path().join("two"), &opts, &|_| {}).unwrap();
@@ -1148,5 +1288,30 @@ mod tests {
         // Reused, not regenerated.
         let again = Dataset::load_or_generate(&root.path().join("one"), &opts, &|_| {}).unwrap();
         assert_eq!(again.blobs, one.blobs);
+    }
+
+    #[test]
+    fn the_many_small_images_set_is_deterministic_and_complete() {
+        let root = tempfile::tempdir().unwrap();
+        let one = Dataset::load_or_generate_many(&root.path().join("one"), 5, 3, &|_| {}).unwrap();
+        let two = Dataset::load_or_generate_many(&root.path().join("two"), 5, 3, &|_| {}).unwrap();
+        assert_eq!(one.images, two.images);
+        assert_eq!(one.images.len(), 5);
+        // The shared base layer, then a layer and a config per image.
+        assert_eq!(one.blobs.len(), 1 + 5 * 2);
+        for img in &one.images {
+            assert_eq!(img.blobs.len(), 3, "{}", img.repository);
+            let bytes = std::fs::read(one.blob_path(&img.top.digest)).unwrap();
+            assert_eq!(Digest::of(&bytes), img.top.digest);
+        }
+        for b in &one.blobs {
+            let bytes = std::fs::read(one.blob_path(&b.digest)).unwrap();
+            assert_eq!(Digest::of(&bytes), b.digest);
+            assert_eq!(bytes.len() as u64, b.size);
+        }
+        // Another count is another set; the same count is reused.
+        let other =
+            Dataset::load_or_generate_many(&root.path().join("one"), 6, 3, &|_| {}).unwrap();
+        assert_eq!(other.images.len(), 6);
     }
 }
