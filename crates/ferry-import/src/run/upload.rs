@@ -24,10 +24,15 @@ use std::ops::ControlFlow;
 /// An upload's outcome: the blob, its size, and how it went.
 type UploadDone = (Digest, u64, Result<(), String>);
 
-/// The uploads in flight, at most `--jobs` at once.
+/// The uploads in flight, at most `--jobs` at once, and the outcomes of
+/// those done.
 pub(super) struct Uploads {
     pub(super) set: JoinSet<UploadDone>,
     permits: Arc<Semaphore>,
+    /// Outcomes of finished uploads, taken from `set` as the run goes: a
+    /// finished task keeps its whole allocation (the size of its future)
+    /// until joined, which would grow with the number of blobs.
+    done: Vec<Result<UploadDone, tokio::task::JoinError>>,
 }
 
 impl Uploads {
@@ -35,7 +40,24 @@ impl Uploads {
         Uploads {
             set: JoinSet::new(),
             permits: Arc::new(Semaphore::new(jobs.max(1))),
+            done: Vec::new(),
         }
+    }
+
+    /// Takes the outcomes of the uploads that have finished.
+    fn reap(&mut self) {
+        while let Some(done) = self.set.try_join_next() {
+            self.done.push(done);
+        }
+    }
+
+    /// Every outcome: those taken already, then the rest as they finish.
+    async fn join_all(&mut self) -> Vec<Result<UploadDone, tokio::task::JoinError>> {
+        let mut all = std::mem::take(&mut self.done);
+        while let Some(done) = self.set.join_next().await {
+            all.push(done);
+        }
+        all
     }
 
     /// Stops every upload and waits until they are gone.
@@ -83,6 +105,7 @@ impl ImportRun<'_> {
             }
             (meta.digest, size, r)
         });
+        self.uploads.reap();
         ControlFlow::Continue(())
     }
 
@@ -106,6 +129,7 @@ impl ImportRun<'_> {
             let r = upload_streamed(&dest, &repo, &meta, chunks).await;
             (meta.digest, meta.size, r)
         });
+        self.uploads.reap();
         ControlFlow::Continue(())
     }
 
@@ -117,7 +141,7 @@ impl ImportRun<'_> {
         read: &Report,
     ) -> Result<HashMap<Digest, String>, ImportError> {
         let mut upload_errors: HashMap<Digest, String> = HashMap::new();
-        while let Some(done) = self.uploads.set.join_next().await {
+        for done in self.uploads.join_all().await {
             let (d, size, r) = done.map_err(|e| ImportError::Task(e.to_string()))?;
             let verified = matches!(self.verdicts.get(&d), Some(Ok(())));
             match r {
