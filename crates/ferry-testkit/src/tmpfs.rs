@@ -12,7 +12,8 @@ pub struct Tmpfs {
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (`1m`, `64k`) on `dir` (created).
     pub fn mount(dir: &Path, size: &str) -> anyhow::Result<Tmpfs> {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
         let o = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
