@@ -340,7 +340,42 @@ pub async fn plan(
     receipt_paths: &[PathBuf],
     keep_paths: &[PathBuf],
 ) -> Result<PrunePlan, PruneError> {
-    // Inputs.
+    let receipts = load_receipts(mirror, receipt_paths)?;
+    let pinned = pinned_digests(keep_paths)?;
+    let (mut ours, our_tags) = ferrys_own(&receipts);
+    for repo in mirror.repositories()? {
+        ours.entry(repo).or_default();
+    }
+    let graph = read_graph(mirror, &ours).await?;
+    let kept = keep_closure(&graph, &pinned, &ours, &our_tags);
+    let (delete, kept_why) = deletions(&graph, &ours, &kept);
+    let gone: BTreeSet<(String, Digest)> = delete
+        .iter()
+        .map(|x| (x.repository.clone(), x.digest.clone()))
+        .collect();
+    let gone_blobs = freed_blobs(&graph, &gone);
+    let receipts = receipts_after(receipts, &gone, &gone_blobs);
+    Ok(PrunePlan {
+        plan_version: PLAN_VERSION,
+        target: mirror.target(),
+        keep: keep_paths.to_vec(),
+        snapshot: graph.snapshot,
+        delete,
+        kept: kept_why,
+        bytes_freed: gone_blobs.values().sum(),
+        blobs_freed: gone_blobs.len(),
+        receipts,
+    })
+}
+
+/// A receipt as read: its path, the digest of its bytes, its content.
+type LoadedReceipt = (PathBuf, Digest, Receipt);
+
+/// The receipts, each for this target.
+fn load_receipts(
+    mirror: &Mirror<'_>,
+    receipt_paths: &[PathBuf],
+) -> Result<Vec<LoadedReceipt>, PruneError> {
     let mut receipts = Vec::new();
     for p in receipt_paths {
         let (r, bytes): (Receipt, Vec<u8>) = load_json(p)?;
@@ -356,7 +391,12 @@ pub async fn plan(
         }
         receipts.push((p.clone(), Digest::of(&bytes), r));
     }
-    let mut pinned: BTreeSet<Digest> = BTreeSet::new();
+    Ok(receipts)
+}
+
+/// Every digest a kept lock pins (indexes and their platform children).
+fn pinned_digests(keep_paths: &[PathBuf]) -> Result<BTreeSet<Digest>, PruneError> {
+    let mut pinned = BTreeSet::new();
     for p in keep_paths {
         let lock = Lock::load(p).map_err(|e| PruneError::Input {
             path: p.clone(),
@@ -367,10 +407,16 @@ pub async fn plan(
             pinned.extend(e.platforms.iter().map(|c| c.digest.clone()));
         }
     }
-    // What ferry put there, per repository.
-    let mut ours: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
-    let mut our_tags: BTreeSet<(String, String)> = BTreeSet::new();
-    for (_, _, r) in &receipts {
+    Ok(pinned)
+}
+
+/// What ferry put there, per repository: manifests, and the tags it set.
+type Ours = BTreeMap<String, BTreeSet<Digest>>;
+
+fn ferrys_own(receipts: &[LoadedReceipt]) -> (Ours, BTreeSet<(String, String)>) {
+    let mut ours: Ours = BTreeMap::new();
+    let mut our_tags = BTreeSet::new();
+    for (_, _, r) in receipts {
         for (repo, c) in &r.repositories {
             let set = ours.entry(repo.clone()).or_default();
             set.extend(c.manifests.iter().cloned());
@@ -380,16 +426,27 @@ pub async fn plan(
             }
         }
     }
-    // The target now, and the graph of everything in those repositories. A
-    // store's snapshot covers every repository (a concurrent import anywhere
-    // in it refuses the apply); a registry's, the repositories ferry touched.
-    let mut snapshot = BTreeMap::new();
-    for repo in mirror.repositories()? {
-        ours.entry(repo).or_default();
-    }
-    let mut nodes: BTreeMap<(String, Digest), Node> = BTreeMap::new();
-    let mut present: BTreeSet<(String, Digest)> = BTreeSet::new();
-    for (repo, digests) in &ours {
+    (ours, our_tags)
+}
+
+/// The target now: every tag (the snapshot an apply is checked against),
+/// and the graph of every manifest reachable from ferry's and the tags.
+struct Graph {
+    snapshot: BTreeMap<String, BTreeMap<String, Digest>>,
+    nodes: BTreeMap<(String, Digest), Node>,
+    present: BTreeSet<(String, Digest)>,
+}
+
+/// A store's snapshot covers every repository (a concurrent import
+/// anywhere in it refuses the apply); a registry's, the repositories
+/// ferry touched.
+async fn read_graph(mirror: &Mirror<'_>, ours: &Ours) -> Result<Graph, PruneError> {
+    let mut g = Graph {
+        snapshot: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        present: BTreeSet::new(),
+    };
+    for (repo, digests) in ours {
         let tags = mirror.tags(repo).await?;
         let mut queue: Vec<Digest> = digests
             .iter()
@@ -397,14 +454,14 @@ pub async fn plan(
             .chain(tags.values().cloned())
             .collect();
         while let Some(d) = queue.pop() {
-            if nodes.contains_key(&(repo.clone(), d.clone())) {
+            if g.nodes.contains_key(&(repo.clone(), d.clone())) {
                 continue;
             }
             let Some(bytes) = mirror.manifest(repo, &d).await? else {
-                nodes.insert((repo.clone(), d.clone()), Node::default());
+                g.nodes.insert((repo.clone(), d.clone()), Node::default());
                 continue;
             };
-            present.insert((repo.clone(), d.clone()));
+            g.present.insert((repo.clone(), d.clone()));
             let parsed = manifest::parse(&bytes, None)
                 .map_err(|e| mirror.read_err(format!("{repo}@{d}"), e))?;
             let node = Node {
@@ -413,20 +470,28 @@ pub async fn plan(
                 subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
             };
             queue.extend(node.children.iter().cloned());
-            nodes.insert((repo.clone(), d), node);
+            g.nodes.insert((repo.clone(), d), node);
         }
-        snapshot.insert(repo.clone(), tags);
+        g.snapshot.insert(repo.clone(), tags);
     }
-    // What stays: pinned digests, what a foreign tag points at, their
-    // children, and referrers of anything kept, to a fixed point.
+    Ok(g)
+}
+
+/// What stays: pinned digests, what a foreign tag points at, their
+/// children, and referrers of anything kept, to a fixed point.
+fn keep_closure(
+    g: &Graph,
+    pinned: &BTreeSet<Digest>,
+    ours: &Ours,
+    our_tags: &BTreeSet<(String, String)>,
+) -> BTreeSet<(String, Digest)> {
     let mut kept: BTreeSet<(String, Digest)> = BTreeSet::new();
-    let mut kept_why: BTreeMap<String, usize> = BTreeMap::new();
-    for (repo, d) in &present {
+    for (repo, d) in &g.present {
         if pinned.contains(d) {
             kept.insert((repo.clone(), d.clone()));
         }
     }
-    for (repo, tags) in &snapshot {
+    for (repo, tags) in &g.snapshot {
         for (t, d) in tags {
             let foreign = !t.starts_with('@') && !our_tags.contains(&(repo.clone(), t.clone()));
             let not_ours = !ours.get(repo).is_some_and(|s| s.contains(d));
@@ -435,31 +500,12 @@ pub async fn plan(
             }
         }
     }
-    // Referrers by (repository, subject): an OCI `subject`, or a
-    // cosign-style `sha256-<hex>[.sig|.att|.sbom]` tag.
-    let mut referrers: BTreeMap<(String, Digest), Vec<Digest>> = BTreeMap::new();
-    for ((repo, d), n) in &nodes {
-        if let Some(s) = &n.subject {
-            referrers
-                .entry((repo.clone(), s.clone()))
-                .or_default()
-                .push(d.clone());
-        }
-    }
-    for (repo, tags) in &snapshot {
-        for (t, d) in tags {
-            if let Some(s) = tag_subject(t) {
-                referrers
-                    .entry((repo.clone(), s))
-                    .or_default()
-                    .push(d.clone());
-            }
-        }
-    }
+    let referrers = referrers_by_subject(g);
     // Everything a kept manifest reaches (children) or is referred to by.
     let mut queue: Vec<(String, Digest)> = kept.iter().cloned().collect();
     while let Some(key) = queue.pop() {
-        let children = nodes
+        let children = g
+            .nodes
             .get(&key)
             .map(|n| n.children.as_slice())
             .unwrap_or(&[]);
@@ -471,49 +517,57 @@ pub async fn plan(
             }
         }
     }
-    // What goes: ferry's manifests that are present and not kept; indexes
-    // (and referrers' subjects) first.
+    kept
+}
+
+/// Referrers by (repository, subject): an OCI `subject`, or a cosign-style
+/// `sha256-<hex>[.sig|.att|.sbom]` tag.
+fn referrers_by_subject(g: &Graph) -> BTreeMap<(String, Digest), Vec<Digest>> {
+    let mut referrers: BTreeMap<(String, Digest), Vec<Digest>> = BTreeMap::new();
+    for ((repo, d), n) in &g.nodes {
+        if let Some(s) = &n.subject {
+            referrers
+                .entry((repo.clone(), s.clone()))
+                .or_default()
+                .push(d.clone());
+        }
+    }
+    for (repo, tags) in &g.snapshot {
+        for (t, d) in tags {
+            if let Some(s) = tag_subject(t) {
+                referrers
+                    .entry((repo.clone(), s))
+                    .or_default()
+                    .push(d.clone());
+            }
+        }
+    }
+    referrers
+}
+
+/// What goes: ferry's manifests that are present and not kept (and their
+/// present, unkept children); indexes (and referrers' subjects) first.
+/// Also counts what stays and why.
+fn deletions(
+    g: &Graph,
+    ours: &Ours,
+    kept: &BTreeSet<(String, Digest)>,
+) -> (Vec<Deletion>, BTreeMap<String, usize>) {
     let mut delete = Vec::new();
-    for (repo, digests) in &ours {
+    let mut kept_why: BTreeMap<String, usize> = BTreeMap::new();
+    for (repo, digests) in ours {
         // Tags by the digest they point at (sorted: a BTreeMap walk).
         let mut tags_of: BTreeMap<&Digest, Vec<String>> = BTreeMap::new();
-        for (t, td) in &snapshot[repo] {
+        for (t, td) in &g.snapshot[repo] {
             if !t.starts_with('@') {
                 tags_of.entry(td).or_default().push(t.clone());
             }
         }
-        let mut goes: Vec<&Digest> = digests
-            .iter()
-            .filter(|d| present.contains(&(repo.clone(), (*d).clone())))
-            .filter(|d| !kept.contains(&(repo.clone(), (*d).clone())))
-            .collect();
-        // Children present in the repository and not kept go too, when a
-        // receipt lists their parent.
-        let mut extra = BTreeSet::new();
-        for d in &goes {
-            if let Some(n) = nodes.get(&(repo.clone(), (*d).clone())) {
-                for c in &n.children {
-                    if present.contains(&(repo.clone(), c.clone()))
-                        && !kept.contains(&(repo.clone(), c.clone()))
-                    {
-                        extra.insert(c.clone());
-                    }
-                }
-            }
-        }
-        goes.extend(extra.iter().filter(|c| !digests.contains(*c)));
-        goes.sort_by_key(|d| {
-            let is_parent = nodes
-                .get(&(repo.clone(), (*d).clone()))
-                .is_some_and(|n| !n.children.is_empty());
-            (!is_parent, (*d).clone())
-        });
-        goes.dedup();
-        for d in goes {
-            let on = tags_of.get(d).cloned().unwrap_or_default();
+        for d in going(g, repo, digests, kept) {
+            let on = tags_of.get(&d).cloned().unwrap_or_default();
             delete.push(Deletion {
                 repository: repo.clone(),
-                digest: d.clone(),
+                digest: d,
                 tags: on,
                 reason: "listed in a receipt, pinned by no kept lock, referenced by nothing kept"
                     .into(),
@@ -529,15 +583,52 @@ pub async fn plan(
                 .or_default() += stays;
         }
     }
-    // Bytes: blobs only deleted manifests reference.
-    let gone: BTreeSet<(String, Digest)> = delete
+    (delete, kept_why)
+}
+
+/// One repository's manifests that go, parents first.
+fn going(
+    g: &Graph,
+    repo: &str,
+    digests: &BTreeSet<Digest>,
+    kept: &BTreeSet<(String, Digest)>,
+) -> Vec<Digest> {
+    let here = |d: &Digest| (repo.to_string(), d.clone());
+    let mut goes: Vec<Digest> = digests
         .iter()
-        .map(|x| (x.repository.clone(), x.digest.clone()))
+        .filter(|d| g.present.contains(&here(d)) && !kept.contains(&here(d)))
+        .cloned()
         .collect();
+    // Children present in the repository and not kept go too, when a
+    // receipt lists their parent.
+    let mut extra = BTreeSet::new();
+    for d in &goes {
+        if let Some(n) = g.nodes.get(&here(d)) {
+            for c in &n.children {
+                if g.present.contains(&here(c)) && !kept.contains(&here(c)) {
+                    extra.insert(c.clone());
+                }
+            }
+        }
+    }
+    goes.extend(extra.into_iter().filter(|c| !digests.contains(c)));
+    goes.sort_by_key(|d| {
+        let is_parent = g
+            .nodes
+            .get(&here(d))
+            .is_some_and(|n| !n.children.is_empty());
+        (!is_parent, d.clone())
+    });
+    goes.dedup();
+    goes
+}
+
+/// Blobs only deleted manifests reference, with their sizes.
+fn freed_blobs(g: &Graph, gone: &BTreeSet<(String, Digest)>) -> BTreeMap<Digest, u64> {
     let mut kept_blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut gone_blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-    for (key, n) in &nodes {
-        if !present.contains(key) {
+    for (key, n) in &g.nodes {
+        if !g.present.contains(key) {
             continue;
         }
         if gone.contains(key) {
@@ -547,7 +638,15 @@ pub async fn plan(
         }
     }
     gone_blobs.retain(|d, _| !kept_blobs.contains(d));
-    // Receipts after.
+    gone_blobs
+}
+
+/// The receipts as they will read after the apply.
+fn receipts_after(
+    receipts: Vec<LoadedReceipt>,
+    gone: &BTreeSet<(String, Digest)>,
+    gone_blobs: &BTreeMap<Digest, u64>,
+) -> Vec<ReceiptUpdate> {
     let mut updates = Vec::new();
     for (path, before, r) in receipts {
         let mut after = r.clone();
@@ -567,17 +666,7 @@ pub async fn plan(
             after,
         });
     }
-    Ok(PrunePlan {
-        plan_version: PLAN_VERSION,
-        target: mirror.target(),
-        keep: keep_paths.to_vec(),
-        snapshot,
-        delete,
-        kept: kept_why,
-        bytes_freed: gone_blobs.values().sum(),
-        blobs_freed: gone_blobs.len(),
-        receipts: updates,
-    })
+    updates
 }
 
 /// Loads a plan file.

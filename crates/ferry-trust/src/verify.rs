@@ -316,145 +316,17 @@ fn verify_candidate(
     now: i64,
     check_annotations: bool,
 ) -> Result<Sat, Failure> {
-    let (signed_bytes, payload_sha256, dsse): (&[u8], Vec<u8>, bool) = match &c.signed {
-        Signed::Message { message, .. } => (message, Sha256::digest(message).to_vec(), false),
-        Signed::Dsse {
-            pae,
-            payload_sha256,
-            ..
-        } => (pae, payload_sha256.clone(), true),
-    };
-    let root = policy.trusted_root();
-    // Log entries: every one present must verify and be about this
-    // signature; the first gives the signing time.
-    let check_entries = |verifier_der: &[u8]| -> Result<Option<VerifiedEntry>, Failure> {
-        let Some(root) = root else {
-            return Ok(None);
-        };
-        let mut first = None;
-        for e in &c.tlog {
-            check_binding(
-                e,
-                &Binding {
-                    signature: &c.signature,
-                    payload_sha256: &payload_sha256,
-                    verifier_der,
-                    dsse,
-                },
-            )?;
-            let v = verify_entry(e, root)?;
-            first.get_or_insert(v);
-        }
-        Ok(first)
-    };
-
+    let ck = Checked::new(policy, c);
     let mut sat = None;
     let mut key_failure = None;
     if !rule.keys.is_empty() {
-        match rule
-            .keys
-            .iter()
-            .find(|(_, k)| k.verify(signed_bytes, &c.signature))
-        {
-            Some((path, key)) => {
-                let verifier = if let Some(leaf) = c.certs.first() {
-                    // cosign with a key and a certificate: Rekor records
-                    // the certificate. Accept either as the entry's verifier.
-                    let ok_key = c.tlog.iter().all(|e| {
-                        check_binding(
-                            e,
-                            &Binding {
-                                signature: &c.signature,
-                                payload_sha256: &payload_sha256,
-                                verifier_der: key.spki_der(),
-                                dsse,
-                            },
-                        )
-                        .is_ok()
-                    });
-                    if ok_key {
-                        key.spki_der().to_vec()
-                    } else {
-                        leaf.clone()
-                    }
-                } else {
-                    key.spki_der().to_vec()
-                };
-                let entry = check_entries(&verifier)?;
-                sat = Some(Sat {
-                    by: SatisfiedBy::Key {
-                        key_id: key.key_id().to_owned(),
-                        path: path.clone(),
-                    },
-                    entry,
-                });
-            }
-            None => {
-                key_failure = Some(Failure::WrongKey {
-                    keys: rule
-                        .keys
-                        .iter()
-                        .map(|(p, k)| format!("{p} ({})", k.key_id()))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-            }
+        match by_key(rule, &ck)? {
+            Ok(s) => sat = Some(s),
+            Err(f) => key_failure = Some(f),
         }
     }
     if sat.is_none() && !rule.identities.is_empty() {
-        let Some(leaf_der) = c.certs.first() else {
-            return Err(key_failure.unwrap_or_else(|| {
-                Failure::NoMaterial(
-                    "the signature carries no certificate and the rule has no keys".into(),
-                )
-            }));
-        };
-        let Some(root) = root else {
-            return Err(Failure::ChainNotTrusted("no trusted root".into()));
-        };
-        let leaf = parse_leaf(leaf_der)?;
-        if !leaf.key.verify(signed_bytes, &c.signature) {
-            return Err(Failure::BadSignature);
-        }
-        let entry = check_entries(&leaf.der)?;
-        let at = entry.map_or(now, |e| e.integrated_time);
-        let issuer_der = verify_chain(&leaf.der, root, at, entry.is_some())?;
-        if root.requires_sct {
-            verify_sct(&leaf.der, &issuer_der, root)?;
-        }
-        let issuer = leaf.issuer.clone().unwrap_or_default();
-        let mut subject_matched = Vec::new();
-        let mut by = None;
-        'outer: for id in &rule.identities {
-            for san in &leaf.sans {
-                if id.subject.matches(san) {
-                    if leaf.issuer.as_deref() == Some(id.issuer.as_str()) {
-                        by = Some(SatisfiedBy::Identity {
-                            issuer: issuer.clone(),
-                            subject: san.clone(),
-                        });
-                        break 'outer;
-                    }
-                    subject_matched.push(id.issuer.clone());
-                }
-            }
-        }
-        let by = match by {
-            Some(b) => b,
-            None if !subject_matched.is_empty() => {
-                return Err(Failure::IssuerMismatch {
-                    found: issuer,
-                    expected: subject_matched.join(", "),
-                })
-            }
-            None => {
-                return Err(Failure::IdentityMismatch {
-                    found: leaf.sans.join(", "),
-                    issuer,
-                })
-            }
-        };
-        sat = Some(Sat { by, entry });
+        sat = Some(by_identity(rule, &ck, now, key_failure.take())?);
     }
     let Some(sat) = sat else {
         return Err(key_failure
@@ -463,6 +335,177 @@ fn verify_candidate(
     if rule.tlog == TlogRequirement::Required && sat.entry.is_none() {
         return Err(Failure::TlogRequired);
     }
+    check_payload(rule, subject_digest, c, check_annotations)?;
+    Ok(sat)
+}
+
+/// One candidate signature with what its checks share: the bytes signed
+/// (a message, or DSSE's PAE), the payload's sha256 the log entry binds,
+/// and the trusted root.
+struct Checked<'a> {
+    c: &'a Candidate,
+    signed_bytes: &'a [u8],
+    payload_sha256: Vec<u8>,
+    dsse: bool,
+    root: Option<&'a crate::root::TrustedRoot>,
+}
+
+impl<'a> Checked<'a> {
+    fn new(policy: &'a Policy, c: &'a Candidate) -> Checked<'a> {
+        let (signed_bytes, payload_sha256, dsse): (&[u8], Vec<u8>, bool) = match &c.signed {
+            Signed::Message { message, .. } => (message, Sha256::digest(message).to_vec(), false),
+            Signed::Dsse {
+                pae,
+                payload_sha256,
+                ..
+            } => (pae, payload_sha256.clone(), true),
+        };
+        Checked {
+            c,
+            signed_bytes,
+            payload_sha256,
+            dsse,
+            root: policy.trusted_root(),
+        }
+    }
+
+    fn binding<'b>(&'b self, verifier_der: &'b [u8]) -> Binding<'b> {
+        Binding {
+            signature: &self.c.signature,
+            payload_sha256: &self.payload_sha256,
+            verifier_der,
+            dsse: self.dsse,
+        }
+    }
+
+    /// Log entries: every one present must verify and be about this
+    /// signature; the first gives the signing time.
+    fn entries(&self, verifier_der: &[u8]) -> Result<Option<VerifiedEntry>, Failure> {
+        let Some(root) = self.root else {
+            return Ok(None);
+        };
+        let mut first = None;
+        for e in &self.c.tlog {
+            check_binding(e, &self.binding(verifier_der))?;
+            let v = verify_entry(e, root)?;
+            first.get_or_insert(v);
+        }
+        Ok(first)
+    }
+}
+
+/// The rule's keys: `Ok(Ok(sat))` when one verifies the signature,
+/// `Ok(Err(WrongKey))` when none does (identities may still satisfy the
+/// rule), `Err` when a key verifies but its log entries do not.
+fn by_key(rule: &Rule, ck: &Checked<'_>) -> Result<Result<Sat, Failure>, Failure> {
+    let c = ck.c;
+    let Some((path, key)) = rule
+        .keys
+        .iter()
+        .find(|(_, k)| k.verify(ck.signed_bytes, &c.signature))
+    else {
+        return Ok(Err(Failure::WrongKey {
+            keys: rule
+                .keys
+                .iter()
+                .map(|(p, k)| format!("{p} ({})", k.key_id()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }));
+    };
+    let verifier = match c.certs.first() {
+        // cosign with a key and a certificate: Rekor records the
+        // certificate. Accept either as the entry's verifier.
+        Some(leaf) => {
+            let ok_key = c
+                .tlog
+                .iter()
+                .all(|e| check_binding(e, &ck.binding(key.spki_der())).is_ok());
+            if ok_key {
+                key.spki_der().to_vec()
+            } else {
+                leaf.clone()
+            }
+        }
+        None => key.spki_der().to_vec(),
+    };
+    let entry = ck.entries(&verifier)?;
+    Ok(Ok(Sat {
+        by: SatisfiedBy::Key {
+            key_id: key.key_id().to_owned(),
+            path: path.clone(),
+        },
+        entry,
+    }))
+}
+
+/// The rule's keyless identities: the certificate chains to the trusted
+/// root at the signing time (the log's, or now), its SCT verifies where
+/// required, and one identity names its issuer and a subject.
+fn by_identity(
+    rule: &Rule,
+    ck: &Checked<'_>,
+    now: i64,
+    key_failure: Option<Failure>,
+) -> Result<Sat, Failure> {
+    let c = ck.c;
+    let Some(leaf_der) = c.certs.first() else {
+        return Err(key_failure.unwrap_or_else(|| {
+            Failure::NoMaterial(
+                "the signature carries no certificate and the rule has no keys".into(),
+            )
+        }));
+    };
+    let Some(root) = ck.root else {
+        return Err(Failure::ChainNotTrusted("no trusted root".into()));
+    };
+    let leaf = parse_leaf(leaf_der)?;
+    if !leaf.key.verify(ck.signed_bytes, &c.signature) {
+        return Err(Failure::BadSignature);
+    }
+    let entry = ck.entries(&leaf.der)?;
+    let at = entry.map_or(now, |e| e.integrated_time);
+    let issuer_der = verify_chain(&leaf.der, root, at, entry.is_some())?;
+    if root.requires_sct {
+        verify_sct(&leaf.der, &issuer_der, root)?;
+    }
+    let issuer = leaf.issuer.clone().unwrap_or_default();
+    let mut subject_matched = Vec::new();
+    for id in &rule.identities {
+        for san in &leaf.sans {
+            if id.subject.matches(san) {
+                if leaf.issuer.as_deref() == Some(id.issuer.as_str()) {
+                    let by = SatisfiedBy::Identity {
+                        issuer,
+                        subject: san.clone(),
+                    };
+                    return Ok(Sat { by, entry });
+                }
+                subject_matched.push(id.issuer.clone());
+            }
+        }
+    }
+    if subject_matched.is_empty() {
+        Err(Failure::IdentityMismatch {
+            found: leaf.sans.join(", "),
+            issuer,
+        })
+    } else {
+        Err(Failure::IssuerMismatch {
+            found: issuer,
+            expected: subject_matched.join(", "),
+        })
+    }
+}
+
+/// What was signed is about this subject (and carries the rule's
+/// annotations, where they are checked).
+fn check_payload(
+    rule: &Rule,
+    subject_digest: &str,
+    c: &Candidate,
+    check_annotations: bool,
+) -> Result<(), Failure> {
     match &c.signed {
         Signed::Message {
             digest_named,
@@ -506,5 +549,5 @@ fn verify_candidate(
             }
         }
     }
-    Ok(sat)
+    Ok(())
 }
