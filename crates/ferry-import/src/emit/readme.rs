@@ -5,6 +5,17 @@ use super::*;
 impl<'a> Plan<'a> {
     pub(super) fn readme(&self, hosts: &[HostPlan], files: &[(String, String)]) -> String {
         let mut r = String::new();
+        self.readme_intro(&mut r);
+        self.readme_where(&mut r, files);
+        readme_exceptions(&mut r, hosts);
+        self.readme_charts(&mut r);
+        self.readme_files(&mut r);
+        self.readme_check(&mut r);
+        r
+    }
+
+    /// The title, where it came from, the mirror and the file server.
+    fn readme_intro(&self, r: &mut String) {
         r.push_str(&format!(
             "# Client configuration for bundle `{}`\n\n",
             esc(&self.meta.name)
@@ -32,6 +43,10 @@ impl<'a> Plan<'a> {
         if let Some(u) = &self.files_url {
             r.push_str(&format!("File server: `{u}`.\n"));
         }
+    }
+
+    /// Which file goes where, and what the credentials and CA mean for them.
+    fn readme_where(&self, r: &mut String, files: &[(String, String)]) {
         r.push_str("\n## Where each file goes\n\n| file | where it goes |\n|---|---|\n");
         for (f, _) in files {
             let what = if let Some(host) = f
@@ -91,15 +106,10 @@ impl<'a> Plan<'a> {
         if self.opts.target.is_some() && !files.iter().any(|(f, _)| f == "docker/daemon.json") {
             r.push_str("No `docker/daemon.json`: Docker Engine can mirror only `docker.io`, and only to a mirror serving it at its root (this mapping gives it a path, or the bundle has no docker.io content).\n");
         }
-        let exceptions: Vec<&(String, String)> =
-            hosts.iter().flat_map(|h| h.exceptions.iter()).collect();
-        if !exceptions.is_empty() {
-            r.push_str("\n## What containerd's hosts.toml cannot express\n\n");
-            r.push_str("A hosts.toml maps a whole source host to one path at the mirror. These items were sent\nelsewhere by a `--map` rule finer than their host, so a pull by their source name does not\nreach them; pull them by their target name, or import them with a host-level mapping:\n\n");
-            for (src, dst) in exceptions {
-                r.push_str(&format!("- `{}` -> `{}`\n", esc(src), esc(dst)));
-            }
-        }
+    }
+
+    /// Helm: the classic repositories and the OCI charts.
+    fn readme_charts(&self, r: &mut String) {
         let repos = self.classic_repos();
         let oci: Vec<&RegItem<'_>> = self
             .registry
@@ -150,6 +160,10 @@ impl<'a> Plan<'a> {
                 r.push_str("```\n");
             }
         }
+    }
+
+    /// Plain files on the file server.
+    fn readme_files(&self, r: &mut String) {
         let plain_files: Vec<&str> = self
             .meta
             .items
@@ -167,6 +181,10 @@ impl<'a> Plan<'a> {
                 }
             }
         }
+    }
+
+    /// Falco without an index; a pull to check from a node.
+    fn readme_check(&self, r: &mut String) {
         if self.has(Kind::FalcoArtifact) && !self.has(Kind::FalcoctlIndex) {
             r.push_str("\n## Falco\n\nThe bundle carries falco artifacts but no falcoctl index: refer to them by their full\nmirror reference (as `falco-values.yaml` does), not by index name (`falco-rules:3`).\n");
         }
@@ -183,6 +201,18 @@ impl<'a> Plan<'a> {
             ));
             r.push_str("```\n\nThe pull uses the source name; containerd finds the mirror through hosts.toml.\n");
         }
-        r
+    }
+}
+
+/// What containerd's hosts.toml cannot express (finer `--map` rules).
+fn readme_exceptions(r: &mut String, hosts: &[HostPlan]) {
+    let exceptions: Vec<&(String, String)> =
+        hosts.iter().flat_map(|h| h.exceptions.iter()).collect();
+    if !exceptions.is_empty() {
+        r.push_str("\n## What containerd's hosts.toml cannot express\n\n");
+        r.push_str("A hosts.toml maps a whole source host to one path at the mirror. These items were sent\nelsewhere by a `--map` rule finer than their host, so a pull by their source name does not\nreach them; pull them by their target name, or import them with a host-level mapping:\n\n");
+        for (src, dst) in exceptions {
+            r.push_str(&format!("- `{}` -> `{}`\n", esc(src), esc(dst)));
+        }
     }
 }
