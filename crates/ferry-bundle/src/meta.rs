@@ -301,6 +301,52 @@ pub struct BundleMeta {
     /// `verify`/`import`, docs/verification.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Where a re-exported bundle (`ferry export --from`) came from; absent
+    /// in bundles exported from the registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// What a re-exported bundle was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginKind {
+    /// A bundle file (or its parts).
+    Bundle,
+    /// A mirror store (`import --store`, served by `ferry serve`).
+    Store,
+}
+
+impl OriginKind {
+    /// `bundle` or `store`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OriginKind::Bundle => "bundle",
+            OriginKind::Store => "store",
+        }
+    }
+}
+
+/// `bundle.json` `origin`: the source of a re-exported bundle (covered by
+/// the bundle's signature like every other field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Origin {
+    /// A bundle or a store.
+    pub kind: OriginKind,
+    /// The source bundle's `name`, or the store directory's name.
+    pub name: String,
+    /// sha256 of the source bundle as carried (the whole stream, all parts
+    /// in order); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// sha256 of the source bundle's `ferry/bundle.json` (what its
+    /// signature covers); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_sha256: Option<Digest>,
+    /// The source bundle's `tool` string (`ferry <version>`); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// The signature policy a bundle carries (`bundle.json` `verification`).
@@ -418,6 +464,15 @@ impl BundleMeta {
         for a in &self.absent {
             if let Some(p) = &a.platform {
                 check_token(&format!("absent child {}: platform", a.digest), p, 255)?;
+            }
+        }
+        if let Some(o) = &self.origin {
+            check("the origin name", &o.name, MAX_TEXT)?;
+            if o.name.is_empty() {
+                return Err("the origin name is empty".into());
+            }
+            if let Some(t) = &o.tool {
+                check("the origin tool string", t, MAX_TEXT)?;
             }
         }
         for b in &self.base {

@@ -102,6 +102,7 @@ pub async fn check(
     resolved: &Resolved,
     policy: &Policy,
     spec: &VerifySpec,
+    local_blobs: Option<&std::path::Path>,
 ) -> Result<PolicyOutcome, PolicyCheckError> {
     let mut verdicts = Vec::new();
     let mut refused = Vec::new();
@@ -133,16 +134,28 @@ pub async fn check(
                     digest: d.digest.to_string(),
                     reason,
                 };
-                let mut stream = client
-                    .get_blob(&art.repo, &d.digest, Some(d.size))
-                    .await
-                    .map_err(|e| fetch_err(ferry_registry::chain(&e)))?;
-                let mut data = Vec::with_capacity(d.size as usize);
-                while let Some(chunk) = stream.next().await {
-                    data.extend_from_slice(
-                        &chunk.map_err(|e| fetch_err(ferry_registry::chain(&e)))?,
-                    );
-                }
+                let data = match local_blobs.filter(|_| art.local) {
+                    // A re-export: the blob is staged (hashed) already.
+                    Some(dir) => {
+                        let path = dir.join("blobs").join("sha256").join(d.digest.hex());
+                        std::fs::read(&path).map_err(|e| {
+                            fetch_err(format!("failed to read `{}`: {e}", path.display()))
+                        })?
+                    }
+                    None => {
+                        let mut stream = client
+                            .get_blob(&art.repo, &d.digest, Some(d.size))
+                            .await
+                            .map_err(|e| fetch_err(ferry_registry::chain(&e)))?;
+                        let mut data = Vec::with_capacity(d.size as usize);
+                        while let Some(chunk) = stream.next().await {
+                            data.extend_from_slice(
+                                &chunk.map_err(|e| fetch_err(ferry_registry::chain(&e)))?,
+                            );
+                        }
+                        data
+                    }
+                };
                 blobs.insert(d.digest.to_string(), data);
             }
             owned.push((art.top.bytes.clone(), blobs));

@@ -1625,6 +1625,7 @@ mod tests {
             absent: vec![],
             base: vec![],
             verification: None,
+            origin: None,
         }
     }
 
