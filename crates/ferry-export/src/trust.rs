@@ -88,15 +88,18 @@ pub struct PolicyOutcome {
 
 /// The items a policy looks at: registry content that is not itself
 /// provenance.
-fn subjects(resolved: &Resolved) -> impl Iterator<Item = &ResolvedImage> {
-    resolved
-        .images
-        .iter()
-        .filter(|i| !i.local && i.subject.is_none() && i.kind != Kind::FalcoctlIndex)
+/// With `staged` (a re-export: every item is local, its blobs staged),
+/// local items are subjects too; else they are ferry's own file artifacts.
+fn subjects(resolved: &Resolved, staged: bool) -> impl Iterator<Item = &ResolvedImage> {
+    resolved.images.iter().filter(move |i| {
+        (staged || !i.local) && i.subject.is_none() && i.kind != Kind::FalcoctlIndex
+    })
 }
 
 /// Verifies every matching item against `policy`; `Err` lists every item
-/// an `enforce` rule refused (reference, rule and why).
+/// an `enforce` rule refused (reference, rule and why). `local_blobs`: a
+/// re-export's staging directory, where the signatures' blobs are read
+/// (nothing is fetched).
 pub async fn check(
     client: &Client,
     resolved: &Resolved,
@@ -114,7 +117,7 @@ pub async fn check(
             by_subject.entry(s).or_default().push(a);
         }
     }
-    for item in subjects(resolved) {
+    for item in subjects(resolved, local_blobs.is_some()) {
         let registry = item.reference.registry.as_str();
         let repository = item.reference.repository.as_str();
         if policy.rule_for(registry, repository).is_none() {
