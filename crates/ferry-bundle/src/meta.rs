@@ -541,6 +541,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_origin_is_optional_validated_and_round_trips() {
+        let mut s = crate::craft::Sample::new("reg.example/a:1", b"layer");
+        // Written before re-export existed: no origin, still read.
+        let old = s.meta.to_json();
+        assert!(!String::from_utf8_lossy(&old).contains("origin"));
+        let back: BundleMeta = serde_json::from_slice(&old).unwrap();
+        assert_eq!(back.origin, None);
+        s.meta.origin = Some(Origin {
+            kind: OriginKind::Bundle,
+            name: "outer".into(),
+            sha256: Some(Digest::of(b"x")),
+            meta_sha256: None,
+            tool: Some("ferry 0.1.0".into()),
+        });
+        s.meta.check().unwrap();
+        let json = s.meta.to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""kind": "bundle""#));
+        let back: BundleMeta = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, s.meta);
+        for bad in ["", "a\u{1b}[31mb", "line\nbreak"] {
+            if let Some(o) = &mut s.meta.origin {
+                o.name = bad.into();
+            }
+            assert!(s.meta.check().is_err(), "{bad:?}");
+        }
+        // An unknown field inside the origin is refused like any other.
+        let tampered = String::from_utf8_lossy(&json)
+            .replace(r#""kind": "bundle""#, r#""kind": "bundle", "x": 1"#);
+        assert!(serde_json::from_str::<BundleMeta>(&tampered).is_err());
+    }
+
+    #[test]
     fn index_names_follow_the_image_spec_grammar() {
         for ok in [
             "a",
