@@ -565,3 +565,85 @@ fn a_reexport_from_a_store_keeps_the_signatures_the_original_policy_checks() {
     assert!(t.contains("signature"), "{t}");
     assert_nothing_written(&refused);
 }
+
+/// `--since` the inner network's receipt: what it holds is left out of the
+/// re-export (listed as base), the delta imports there complete; a lock
+/// file is refused for `--since` (reading it needs the upstream).
+#[test]
+fn a_reexport_with_since_leaves_out_what_the_inner_network_holds() {
+    require_tool("docker-registry");
+    require_tool("skopeo");
+    let mut w = world();
+    let both = ["fixtures/multiarch", "fixtures/docker-v2"];
+    let spec = w.spec("outer", &both, json!({}));
+    let bundle = w.dir.join("outer.tar.zst");
+    let lock = w.dir.join("outer.lock");
+    w.export(&spec, &bundle, &["--lock", s(&lock)]);
+    let store = w.dir.join("store");
+    ok(&ferry(&["import", s(&bundle), "--store", s(&store)]));
+    w.stop_upstream();
+
+    // The inner network first receives docker-v2 alone.
+    let inner = Registry::start().unwrap();
+    let first = w.dir.join("first.tar.zst");
+    let one = w.spec("first", &["fixtures/docker-v2"], json!({}));
+    ok(&ferry(&[
+        "export",
+        "--from",
+        s(&store),
+        "-f",
+        s(&one),
+        "-o",
+        s(&first),
+    ]));
+    let receipt = w.dir.join("inner.receipt.json");
+    ok(&ferry(&[
+        "import",
+        s(&first),
+        "--registry",
+        &inner.host(),
+        "--receipt",
+        s(&receipt),
+    ]));
+
+    // Then both, since its receipt: docker-v2's blobs stay home.
+    let delta = w.dir.join("delta.tar.zst");
+    let two = w.spec("second", &both, json!({}));
+    let t = ok(&ferry(&[
+        "export",
+        "--from",
+        s(&store),
+        "-f",
+        s(&two),
+        "--since",
+        s(&receipt),
+        "-o",
+        s(&delta),
+    ]));
+    let docker = w.image("fixtures/docker-v2");
+    assert!(
+        t.contains(&format!("differential: {} blob(s)", docker.blobs.len())),
+        "{t}"
+    );
+    ok(&ferry(&["import", s(&delta), "--registry", &inner.host()]));
+    for name in both {
+        assert_byte_exact(&inner, &w.target_repo(&inner, name), w.image(name));
+    }
+
+    // A lock for --since: refused before anything is written.
+    let out = w.dir.join("refused.tar.zst");
+    let t = fails(
+        &ferry(&[
+            "export",
+            "--from",
+            s(&store),
+            "--since",
+            s(&lock),
+            "-o",
+            s(&out),
+        ]),
+        1,
+    );
+    assert!(t.contains("is a lock file"), "{t}");
+    assert_nothing_written(&out);
+}
