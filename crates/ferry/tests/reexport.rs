@@ -539,6 +539,30 @@ fn a_reexport_from_a_store_keeps_the_signatures_the_original_policy_checks() {
     let t = ok(&ferry(&["verify", s(&everything), "--policy", s(&spec)]));
     assert!(t.contains("2 verified"), "{t}");
 
+    // From the carried bundle, its signatures re-verified offline against the
+    // policy file first: the bundle's recorded verdicts travel with the items.
+    let from_bundle = w.dir.join("from-bundle.tar.zst");
+    let t = ok(&ferry(&[
+        "export",
+        "--from",
+        s(&bundle),
+        "--policy",
+        s(&spec),
+        "-o",
+        s(&from_bundle),
+    ]));
+    assert!(t.contains("verified"), "{t}");
+    let t = ok(&ferry(&["inspect", s(&from_bundle)]));
+    assert!(
+        t.contains("image signatures as recorded at export") && t.contains("fixtures/docker-v2"),
+        "{t}"
+    );
+    let t = ok(&ferry(&["verify", s(&from_bundle)]));
+    assert!(
+        t.contains("the policy the bundle carries") && t.contains("2 verified"),
+        "{t}"
+    );
+
     // The signature's tag removed from the store's index: the policy refuses,
     // nothing is written.
     let index_path = store.join("index.json");

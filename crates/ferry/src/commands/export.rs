@@ -2,7 +2,9 @@
 
 //!
 //! The operations are [`ferry_export::ops`]; this renders their events,
-//! summaries and errors (exit codes and hints).
+//! summaries and errors (exit codes and hints). `export --from` verifies
+//! its source (a bundle through `ferry_import::verify`, a store opened
+//! through `ferry_import::store`) and runs [`ferry_export::reexport`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
