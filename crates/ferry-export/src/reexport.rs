@@ -124,6 +124,9 @@ pub enum ReexportError {
     /// A blocking task died.
     #[error("re-export thread failed: {0}")]
     Join(String),
+    /// The writer's (host-less) client could not be built.
+    #[error("failed to set up the writer: {0}")]
+    Client(String),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ReexportError + 'a {
@@ -268,12 +271,7 @@ fn offline_client() -> Result<Client, ReexportError> {
         max_attempts: 1,
         ..ClientConfig::default()
     };
-    Client::new(config).map_err(|e| {
-        ReexportError::Write(ExportError::Fetch(vec![(
-            "offline client".into(),
-            ferry_registry::chain(&e),
-        )]))
-    })
+    Client::new(config).map_err(|e| ReexportError::Client(ferry_registry::chain(&e)))
 }
 
 /// A temporary directory beside the output for the staged blobs.

@@ -564,7 +564,7 @@ async fn verified_bundle(
 fn reexport_failure(e: ferry_export::reexport::ReexportError) -> Failure {
     use ferry_export::reexport::ReexportError as R;
     match e {
-        R::Io { .. } | R::Join(_) => Failure::env(e),
+        R::Io { .. } | R::Join(_) | R::Client(_) => Failure::env(e),
         R::Write(w) => op_failure(OpError::Write(w), true),
         e @ R::Tampered { .. } => Failure::input(e)
             .hint("the source was altered since it was written: nothing was written; re-import the bundle into the store, or carry the bundle again"),
