@@ -253,6 +253,7 @@ fuzz_target!(|data: &[u8]| {
         absent,
         base,
         verification: None,
+        origin: None,
     };
     let mut entries = vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),

@@ -437,6 +437,7 @@ impl Bundle {
                 absent,
                 base,
                 verification: None,
+                origin: None,
             },
             index,
             blobs,

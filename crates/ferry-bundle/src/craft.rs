@@ -198,6 +198,7 @@ impl Sample {
             absent: vec![],
             base: vec![],
             verification: None,
+            origin: None,
         };
         Sample {
             meta,
@@ -386,6 +387,7 @@ pub fn file_item_bundle(
         absent: vec![],
         base: vec![],
         verification: None,
+        origin: None,
     };
     let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
     let mut entries = vec![

@@ -301,6 +301,52 @@ pub struct BundleMeta {
     /// `verify`/`import`, docs/verification.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Where a re-exported bundle (`ferry export --from`) came from; absent
+    /// in bundles exported from the registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// What a re-exported bundle was built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginKind {
+    /// A bundle file (or its parts).
+    Bundle,
+    /// A mirror store (`import --store`, served by `ferry serve`).
+    Store,
+}
+
+impl OriginKind {
+    /// `bundle` or `store`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OriginKind::Bundle => "bundle",
+            OriginKind::Store => "store",
+        }
+    }
+}
+
+/// `bundle.json` `origin`: the source of a re-exported bundle (covered by
+/// the bundle's signature like every other field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Origin {
+    /// A bundle or a store.
+    pub kind: OriginKind,
+    /// The source bundle's `name`, or the store directory's name.
+    pub name: String,
+    /// sha256 of the source bundle as carried (the whole stream, all parts
+    /// in order); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Digest>,
+    /// sha256 of the source bundle's `ferry/bundle.json` (what its
+    /// signature covers); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_sha256: Option<Digest>,
+    /// The source bundle's `tool` string (`ferry <version>`); none for a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// The signature policy a bundle carries (`bundle.json` `verification`).
@@ -420,6 +466,15 @@ impl BundleMeta {
                 check_token(&format!("absent child {}: platform", a.digest), p, 255)?;
             }
         }
+        if let Some(o) = &self.origin {
+            check("the origin name", &o.name, MAX_TEXT)?;
+            if o.name.is_empty() {
+                return Err("the origin name is empty".into());
+            }
+            if let Some(t) = &o.tool {
+                check("the origin tool string", t, MAX_TEXT)?;
+            }
+        }
         for b in &self.base {
             if let Some(repo) = &b.repository {
                 if !crate::reference::is_valid_repository(repo) {
@@ -484,6 +539,38 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_optional_validated_and_round_trips() {
+        let mut s = crate::craft::Sample::new("reg.example/a:1", b"layer");
+        // Written before re-export existed: no origin, still read.
+        let old = s.meta.to_json();
+        assert!(!String::from_utf8_lossy(&old).contains("origin"));
+        let back: BundleMeta = serde_json::from_slice(&old).unwrap();
+        assert_eq!(back.origin, None);
+        s.meta.origin = Some(Origin {
+            kind: OriginKind::Bundle,
+            name: "outer".into(),
+            sha256: Some(Digest::of(b"x")),
+            meta_sha256: None,
+            tool: Some("ferry 0.1.0".into()),
+        });
+        s.meta.check().unwrap();
+        let json = s.meta.to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""kind": "bundle""#));
+        let back: BundleMeta = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, s.meta);
+        for bad in ["", "a\u{1b}[31mb", "line\nbreak"] {
+            if let Some(o) = &mut s.meta.origin {
+                o.name = bad.into();
+            }
+            assert!(s.meta.check().is_err(), "{bad:?}");
+        }
+        // An unknown field inside the origin is refused like any other.
+        let tampered = String::from_utf8_lossy(&json)
+            .replace(r#""kind": "bundle""#, r#""kind": "bundle", "x": 1"#);
+        assert!(serde_json::from_str::<BundleMeta>(&tampered).is_err());
+    }
 
     #[test]
     fn index_names_follow_the_image_spec_grammar() {

@@ -24,13 +24,16 @@
 //! - `plan`: items, manifests and blobs in bundle order, the base, file placement;
 //! - [`mod@preflight`]: what will be fetched from where, the bytes to download
 //!   and to write, and the room on the output's and the cache's filesystems;
-//! - `write`: fetch what the cache lacks and write the bundle ([`export()`]).
+//! - `write`: fetch what the cache lacks and write the bundle ([`export()`]);
+//! - [`reexport`]: `export --from`, offline: a subset of a verified bundle or
+//!   of a mirror store, staged (every blob hashed) and written by the same writer.
 
 mod local;
 pub mod ops;
 mod plan;
 pub mod preflight;
 pub mod provenance;
+pub mod reexport;
 mod resolve;
 pub mod since;
 pub mod sources;

@@ -187,7 +187,7 @@ pub(crate) fn local_item(
     })
 }
 
-fn placeholder_ref(d: &Digest) -> Result<Reference, String> {
+pub(crate) fn placeholder_ref(d: &Digest) -> Result<Reference, String> {
     // Never shown: `display` carries the URL for file kinds.
     Reference::parse(&format!("ferry.invalid/local@{d}")).map_err(|e| e.to_string())
 }

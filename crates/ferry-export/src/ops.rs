@@ -313,6 +313,7 @@ pub async fn export(
         sign_key: run.sign_key,
         split: run.split,
         verification,
+        origin: None,
     };
     if run.dry_run {
         let plan = crate::preflight(&resolved, &opts)?;
@@ -389,7 +390,7 @@ async fn signature_policy(
     let (Some(p), Some(v)) = (&policy, &spec.verify) else {
         return Ok(None);
     };
-    let out = crate::trust::check(client, resolved, p, v)
+    let out = crate::trust::check(client, resolved, p, v, None)
         .await
         .map_err(OpError::Policy)?;
     for (r, w) in &out.warnings {

@@ -151,6 +151,7 @@ impl Plan {
         &self,
         name: &str,
         verification: Option<meta::Verification>,
+        origin: Option<meta::Origin>,
     ) -> (BundleMeta, Vec<u8>) {
         let index = meta::index_json(&self.items);
         let all_blobs: Vec<BlobMeta> = self
@@ -172,6 +173,7 @@ impl Plan {
             absent: self.absent.clone(),
             base: self.base.clone(),
             verification,
+            origin,
         };
         (bundle_meta, index)
     }

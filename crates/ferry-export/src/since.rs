@@ -67,6 +67,12 @@ pub enum SinceError {
         /// Why.
         error: String,
     },
+    /// A lock file given to a re-export, which reaches no registry.
+    #[error("--since: `{}` is a lock file; a re-export (--from) reads no registry, give the destination's receipt (import --receipt)", .path.display())]
+    LockOffline {
+        /// The file.
+        path: PathBuf,
+    },
     /// A manifest the lock pins does not parse.
     #[error("--since: {reference}@{digest}: {error}")]
     Manifest {
@@ -117,6 +123,39 @@ fn intersect(mut acc: Base, other: &Base) -> Base {
 /// each) or from a lock (every config and layer of the manifests it pins,
 /// fetched from the source by digest).
 pub async fn load_one(path: &Path, client: &Client) -> Result<Base, SinceError> {
+    match read_since(path)? {
+        SinceFile::Receipt(r) => Ok(from_receipt(&r)),
+        SinceFile::Lock => {
+            let lock = Lock::load(path)?;
+            from_lock(&lock, path, client).await
+        }
+    }
+}
+
+/// `--since` for a re-export (`export --from`), which reaches no network:
+/// receipts only (a lock's blobs would have to be read upstream).
+pub fn load_offline(paths: &[PathBuf]) -> Result<Base, SinceError> {
+    let mut out: Option<Base> = None;
+    for p in paths {
+        let base = match read_since(p)? {
+            SinceFile::Receipt(r) => from_receipt(&r),
+            SinceFile::Lock => return Err(SinceError::LockOffline { path: p.clone() }),
+        };
+        out = Some(match out {
+            None => base,
+            Some(acc) => intersect(acc, &base),
+        });
+    }
+    Ok(out.unwrap_or_default())
+}
+
+/// A `--since` file: a receipt (parsed), or a lock file (loaded by its own reader).
+enum SinceFile {
+    Receipt(Receipt),
+    Lock,
+}
+
+fn read_since(path: &Path) -> Result<SinceFile, SinceError> {
     let bytes = std::fs::read(path).map_err(|error| SinceError::Read {
         path: path.to_path_buf(),
         error,
@@ -131,15 +170,14 @@ pub async fn load_one(path: &Path, client: &Client) -> Result<Base, SinceError> 
             path: path.to_path_buf(),
             error,
         })?;
-        return Ok(from_receipt(&r));
+        return Ok(SinceFile::Receipt(r));
     }
     if v.get("lockVersion").is_none() {
         return Err(SinceError::Neither {
             path: path.to_path_buf(),
         });
     }
-    let lock = Lock::load(path)?;
-    from_lock(&lock, path, client).await
+    Ok(SinceFile::Lock)
 }
 
 /// Every blob of every repository a receipt lists.

@@ -88,20 +88,24 @@ pub struct PolicyOutcome {
 
 /// The items a policy looks at: registry content that is not itself
 /// provenance.
-fn subjects(resolved: &Resolved) -> impl Iterator<Item = &ResolvedImage> {
-    resolved
-        .images
-        .iter()
-        .filter(|i| !i.local && i.subject.is_none() && i.kind != Kind::FalcoctlIndex)
+/// With `staged` (a re-export: every item is local, its blobs staged),
+/// local items are subjects too; else they are ferry's own file artifacts.
+fn subjects(resolved: &Resolved, staged: bool) -> impl Iterator<Item = &ResolvedImage> {
+    resolved.images.iter().filter(move |i| {
+        (staged || !i.local) && i.subject.is_none() && i.kind != Kind::FalcoctlIndex
+    })
 }
 
 /// Verifies every matching item against `policy`; `Err` lists every item
-/// an `enforce` rule refused (reference, rule and why).
+/// an `enforce` rule refused (reference, rule and why). `local_blobs`: a
+/// re-export's staging directory, where the signatures' blobs are read
+/// (nothing is fetched).
 pub async fn check(
     client: &Client,
     resolved: &Resolved,
     policy: &Policy,
     spec: &VerifySpec,
+    local_blobs: Option<&std::path::Path>,
 ) -> Result<PolicyOutcome, PolicyCheckError> {
     let mut verdicts = Vec::new();
     let mut refused = Vec::new();
@@ -113,7 +117,7 @@ pub async fn check(
             by_subject.entry(s).or_default().push(a);
         }
     }
-    for item in subjects(resolved) {
+    for item in subjects(resolved, local_blobs.is_some()) {
         let registry = item.reference.registry.as_str();
         let repository = item.reference.repository.as_str();
         if policy.rule_for(registry, repository).is_none() {
@@ -133,16 +137,28 @@ pub async fn check(
                     digest: d.digest.to_string(),
                     reason,
                 };
-                let mut stream = client
-                    .get_blob(&art.repo, &d.digest, Some(d.size))
-                    .await
-                    .map_err(|e| fetch_err(ferry_registry::chain(&e)))?;
-                let mut data = Vec::with_capacity(d.size as usize);
-                while let Some(chunk) = stream.next().await {
-                    data.extend_from_slice(
-                        &chunk.map_err(|e| fetch_err(ferry_registry::chain(&e)))?,
-                    );
-                }
+                let data = match local_blobs.filter(|_| art.local) {
+                    // A re-export: the blob is staged (hashed) already.
+                    Some(dir) => {
+                        let path = dir.join("blobs").join("sha256").join(d.digest.hex());
+                        std::fs::read(&path).map_err(|e| {
+                            fetch_err(format!("failed to read `{}`: {e}", path.display()))
+                        })?
+                    }
+                    None => {
+                        let mut stream = client
+                            .get_blob(&art.repo, &d.digest, Some(d.size))
+                            .await
+                            .map_err(|e| fetch_err(ferry_registry::chain(&e)))?;
+                        let mut data = Vec::with_capacity(d.size as usize);
+                        while let Some(chunk) = stream.next().await {
+                            data.extend_from_slice(
+                                &chunk.map_err(|e| fetch_err(ferry_registry::chain(&e)))?,
+                            );
+                        }
+                        data
+                    }
+                };
                 blobs.insert(d.digest.to_string(), data);
             }
             owned.push((art.top.bytes.clone(), blobs));

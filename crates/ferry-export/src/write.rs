@@ -47,6 +47,8 @@ pub struct ExportOptions {
     /// The signature policy checked before writing and its verdicts
     /// (`bundle.json` `verification`, covered by the bundle's signature).
     pub verification: Option<ferry_bundle::meta::Verification>,
+    /// Where a re-exported bundle came from (`bundle.json` `origin`).
+    pub origin: Option<ferry_bundle::meta::Origin>,
 }
 
 /// What an export produced.
@@ -281,7 +283,8 @@ pub async fn export(
         return Err(ExportError::NoRoom(short));
     }
     // Metadata: everything it needs is known before any blob arrives.
-    let (bundle_meta, index) = plan.meta(&opts.name, opts.verification.clone());
+    let (bundle_meta, index) =
+        plan.meta(&opts.name, opts.verification.clone(), opts.origin.clone());
     let Plan {
         manifests, blobs, ..
     } = plan;

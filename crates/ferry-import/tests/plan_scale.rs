@@ -208,6 +208,7 @@ fn bundle(shape: Shape) -> Vec<u8> {
         absent: vec![],
         base: vec![],
         verification: None,
+        origin: None,
     };
     let mut entries = vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),

@@ -91,13 +91,32 @@ pub struct NetArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The bundle spec.
-    #[arg(short = 'f', long = "file", value_name = "bundle.yaml")]
-    pub spec: PathBuf,
+    /// The bundle spec (with --from: the images to re-export, and the `verify:` policy
+    /// re-checked offline over the signatures carried).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "bundle.yaml",
+        required_unless_present = "from"
+    )]
+    pub spec: Option<PathBuf>,
+    /// Re-export, offline, from a bundle (file, parts manifest or first part; verified
+    /// whole first) or a mirror store directory: a subset given by -f or --lock (digests),
+    /// else everything it holds. No registry is contacted.
+    #[arg(long, value_name = "BUNDLE|STORE", conflicts_with_all = ["locked", "platforms", "cache", "no_cache", "upstream_mirror", "allow_missing_drivers", "no_referrers", "dry_run", "plan_json"])]
+    pub from: Option<PathBuf>,
+    /// With --from BUNDLE: its signature must verify with this public key.
+    #[arg(long, value_name = "PUB", requires = "from")]
+    pub source_key: Option<PathBuf>,
+    /// With --from BUNDLE: re-verify its image signatures against this policy file offline
+    /// (as `ferry verify --policy`).
+    #[arg(long, value_name = "FILE", requires = "from")]
+    pub policy: Option<PathBuf>,
     /// Output bundle file.
     #[arg(short, long, value_name = "OUT.tar.zst")]
     pub output: PathBuf,
-    /// Lock file: pins tags to digests; created or updated unless --locked.
+    /// Lock file: pins tags to digests; created or updated unless --locked. With --from:
+    /// the items to re-export, by digest (read only).
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
     /// Refuse to export if anything resolves differently from the lock file.

@@ -246,6 +246,7 @@ impl Bundle {
             absent: vec![],
             base: vec![],
             verification: None,
+            origin: None,
         };
         let mut out = vec![
             RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),

@@ -616,6 +616,7 @@ mod tests {
             absent: vec![],
             base: vec![],
             verification: None,
+            origin: None,
         }
     }
 

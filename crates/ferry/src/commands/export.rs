@@ -2,7 +2,9 @@
 
 //!
 //! The operations are [`ferry_export::ops`]; this renders their events,
-//! summaries and errors (exit codes and hints).
+//! summaries and errors (exit codes and hints). `export --from` verifies
+//! its source (a bundle through `ferry_import::verify`, a store opened
+//! through `ferry_import::store`) and runs [`ferry_export::reexport`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use ferry_bundle::writer::Compression;
 use ferry_export::ops::{self, OpError};
 use ferry_export::preflight::Preflight;
 use ferry_export::sources::CollectError;
-use ferry_export::{Event, Events, ExportError};
+use ferry_export::{Event, Events, ExportError, ExportSummary};
 use ferry_registry::Client;
 
 use crate::cli::{CompressionArg, ExportArgs, LockArgs, NetArgs};
@@ -214,6 +216,9 @@ pub async fn lock(a: LockArgs, ui: &Arc<Ui>) -> CmdResult {
 }
 
 pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
+    if let Some(from) = a.from.clone() {
+        return export_from(a, &from, ui).await;
+    }
     let started = Instant::now();
     // Load (and decrypt) the signing key first: a wrong password costs nothing.
     let sign_key = a
@@ -222,21 +227,17 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         .map(super::key::signing_key)
         .transpose()?;
     let signed_by = sign_key.as_ref().map(|k| k.key_id().to_string());
-    let loaded = ops::load(&a.spec, &a.platforms).map_err(|e| op_failure(e, a.no_cache))?;
+    let spec_path = a
+        .spec
+        .clone()
+        .ok_or_else(|| Failure::input(anyhow::anyhow!("-f/--file SPEC is required (or --from)")))?;
+    let loaded = ops::load(&spec_path, &a.platforms).map_err(|e| op_failure(e, a.no_cache))?;
     let client = client_for(&a.net, &loaded.spec, &a.upstream_mirror)?;
     let plan = PlanSlot::default();
     let ev = events(ui, plan.clone());
-    let compression = match a.compression {
-        CompressionArg::Zstd => Compression::Zstd {
-            level: a.level.unwrap_or(3).clamp(1, 19),
-        },
-        CompressionArg::Gzip => Compression::Gzip {
-            level: a.level.unwrap_or(6).clamp(0, 9) as u32,
-        },
-        CompressionArg::None => Compression::None,
-    };
+    let compression = compression(&a);
     let run = ops::ExportRun {
-        spec_path: a.spec.clone(),
+        spec_path,
         output: a.output.clone(),
         lock: a.lock.clone(),
         locked: a.locked,
@@ -273,6 +274,36 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
             return Ok(0);
         }
     };
+    report_written(
+        ui,
+        &summary,
+        signed_by.as_deref(),
+        !a.since.is_empty(),
+        started,
+    );
+    Ok(0)
+}
+
+fn compression(a: &ExportArgs) -> Compression {
+    match a.compression {
+        CompressionArg::Zstd => Compression::Zstd {
+            level: a.level.unwrap_or(3).clamp(1, 19),
+        },
+        CompressionArg::Gzip => Compression::Gzip {
+            level: a.level.unwrap_or(6).clamp(0, 9) as u32,
+        },
+        CompressionArg::None => Compression::None,
+    }
+}
+
+/// The bundle written: its path, size, counts and checksum (and parts).
+fn report_written(
+    ui: &Arc<Ui>,
+    summary: &ExportSummary,
+    signed_by: Option<&str>,
+    differential: bool,
+    started: Instant,
+) {
     ui.finish_bar();
     let secs = started.elapsed().as_secs_f64();
     ui.json(json!({
@@ -291,14 +322,14 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
         "baseBytes": summary.base_bytes,
         "seconds": secs,
     }));
-    if !a.since.is_empty() {
+    if differential {
         ui.line(&format!(
             "differential: {} blob(s) ({}) left out, the other side has them",
             summary.base,
             human_bytes(summary.base_bytes)
         ));
     }
-    if let Some(id) = &signed_by {
+    if let Some(id) = signed_by {
         ui.line(&format!(
             "signed ferry/bundle.json with key id {id} (ferry/bundle.json.sig)"
         ));
@@ -319,7 +350,6 @@ pub async fn export(a: ExportArgs, ui: &Arc<Ui>) -> CmdResult {
     if let Some(p) = &summary.written.parts {
         report_parts(ui, p);
     }
-    Ok(0)
 }
 
 /// `--split`: the parts written and where their checksums are.
@@ -351,4 +381,195 @@ fn report_parts(ui: &Arc<Ui>, p: &ferry_bundle::parts::PartsWritten) {
         },
         p.manifest_path.display()
     ));
+}
+
+/// `export --from`: verify the source (a bundle whole, with `--source-key`
+/// and `--policy`; a store is re-hashed as it is read), select, write.
+async fn export_from(a: ExportArgs, from: &Path, ui: &Arc<Ui>) -> CmdResult {
+    use ferry_export::reexport::{self, ReexportRun};
+    let started = Instant::now();
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(super::key::signing_key)
+        .transpose()?;
+    let signed_by = sign_key.as_ref().map(|k| k.key_id().to_string());
+    let loaded = match &a.spec {
+        Some(p) => Some(ops::load(p, &[]).map_err(|e| op_failure(e, false))?),
+        None => None,
+    };
+    let selection = selection(&a, loaded.as_ref())?;
+    // The store's lock is held until the bundle is written (no import
+    // changes it meanwhile).
+    let mut _store = None;
+    let source = if from.is_dir() {
+        let (store, source) = open_store(from, &selection)?;
+        _store = Some(store);
+        source
+    } else {
+        verified_bundle(&a, from, ui).await?
+    };
+    let ev = events(ui, Default::default());
+    let run = ReexportRun {
+        output: a.output.clone(),
+        name: loaded.as_ref().map(|l| l.spec.name.clone()),
+        selection,
+        since: a.since.clone(),
+        compression: compression(&a),
+        sign_key,
+        split: a.split,
+        policy: loaded.map(|l| l.spec),
+    };
+    let summary = reexport::reexport(source, run, &ev)
+        .await
+        .map_err(reexport_failure)?;
+    report_written(
+        ui,
+        &summary,
+        signed_by.as_deref(),
+        !a.since.is_empty(),
+        started,
+    );
+    Ok(0)
+}
+
+/// What `-f` (its images) or `--lock` (its digests) names, else everything.
+fn selection(
+    a: &ExportArgs,
+    loaded: Option<&ops::Loaded>,
+) -> Result<ferry_export::reexport::Selection, Failure> {
+    use ferry_export::reexport::Selection;
+    if let Some(lock) = &a.lock {
+        let lock = ferry_bundle::lock::Lock::load(lock).map_err(Failure::input)?;
+        let pins = lock
+            .images
+            .iter()
+            .chain(lock.artifacts.iter())
+            .map(|l| (l.reference.clone(), l.digest.clone()))
+            .collect();
+        return Ok(Selection::Digests(pins));
+    }
+    let Some(l) = loaded else {
+        return Ok(Selection::All);
+    };
+    let s = &l.spec;
+    if !s.charts.is_empty() || !s.files.is_empty() || s.opensearch.is_some() {
+        return Err(Failure::input(anyhow::anyhow!(
+            "export --from -f selects the spec's images; charts, OpenSearch plugins and files are selected by digest with --lock"
+        ))
+        .hint("select them with the lock of the bundle: export --from SOURCE --lock LOCK"));
+    }
+    Ok(Selection::References(
+        l.requests.iter().map(|r| r.reference.clone()).collect(),
+    ))
+}
+
+/// A store: its entries, and the upstream name of each repository the
+/// selection names (the store keeps `host-with-dashes/repository`).
+fn open_store(
+    dir: &Path,
+    selection: &ferry_export::reexport::Selection,
+) -> Result<
+    (
+        ferry_import::store::Store,
+        ferry_export::reexport::FromSource,
+    ),
+    Failure,
+> {
+    use ferry_export::reexport::{FromSource, Selection, StoreEntry};
+    if !dir.join("index.json").is_file() || !dir.join("blobs").join("sha256").is_dir() {
+        return Err(Failure::input(anyhow::anyhow!(
+            "`{}` is not a ferry store (no index.json and blobs/sha256)",
+            dir.display()
+        )));
+    }
+    let store = ferry_import::store::Store::open(dir).map_err(Failure::input)?;
+    let entries = store
+        .entries()
+        .map_err(Failure::input)?
+        .into_iter()
+        .map(|e| StoreEntry {
+            repository: e.repository,
+            tag: e.tag,
+            digest: e.digest,
+            media_type: e.media_type,
+        })
+        .collect();
+    let wanted: Vec<ferry_bundle::Reference> = match selection {
+        Selection::All => Vec::new(),
+        Selection::References(r) => r.clone(),
+        Selection::Digests(pins) => pins
+            .iter()
+            .filter_map(|(r, _)| ferry_bundle::Reference::parse(r).ok())
+            .collect(),
+    };
+    let mapping = ferry_import::target::Mapping::default();
+    let upstream = wanted
+        .iter()
+        .map(|r| {
+            (
+                mapping.map_path(r),
+                format!("{}/{}", r.registry, r.repository),
+            )
+        })
+        .collect();
+    Ok((
+        store,
+        FromSource::Store {
+            dir: dir.to_path_buf(),
+            entries,
+            upstream,
+        },
+    ))
+}
+
+/// A bundle, verified whole (as `ferry verify` does) before anything is taken from it.
+async fn verified_bundle(
+    a: &ExportArgs,
+    from: &Path,
+    ui: &Arc<Ui>,
+) -> Result<ferry_export::reexport::FromSource, Failure> {
+    let key = a
+        .source_key
+        .as_deref()
+        .map(super::key::trusted_key)
+        .transpose()?;
+    let opts = ferry_import::verify::VerifyOptions {
+        key,
+        policy: a.policy.clone(),
+    };
+    let path = from.to_path_buf();
+    let report =
+        tokio::task::spawn_blocking(move || ferry_import::verify::verify(&path, &opts, None))
+            .await
+            .map_err(|e| Failure::env(anyhow::anyhow!("verify thread failed: {e}")))?
+            .map_err(super::verify::verify_failure)?;
+    ui.line(&format!(
+        "verified {} ({} blobs{})",
+        esc_path(from),
+        report.read.blobs,
+        match &report.signature {
+            Some(v) => format!(", signed by {}", v.key_id),
+            None => String::new(),
+        }
+    ));
+    Ok(ferry_export::reexport::FromSource::Bundle {
+        path: from.to_path_buf(),
+        head: Box::new(report.head),
+    })
+}
+
+/// A re-export that failed: exit 1 for a source that does not hold or
+/// match what was asked (nothing was written), 2 for the environment.
+fn reexport_failure(e: ferry_export::reexport::ReexportError) -> Failure {
+    use ferry_export::reexport::ReexportError as R;
+    match e {
+        R::Io { .. } | R::Join(_) | R::Client(_) => Failure::env(e),
+        R::Write(w) => op_failure(OpError::Write(w), true),
+        e @ R::Tampered { .. } => Failure::input(e)
+            .hint("the source was altered since it was written: nothing was written; re-import the bundle into the store, or carry the bundle again"),
+        e @ R::Missing { .. } => Failure::input(e)
+            .hint("nothing was written; `ferry inspect` lists what a bundle holds"),
+        other => Failure::input(other),
+    }
 }

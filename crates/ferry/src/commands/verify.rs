@@ -39,7 +39,7 @@ fn parts_failure(e: PartsError) -> Failure {
 }
 
 /// A bundle that failed verification: exit 1, and what to do.
-fn verify_failure(e: VerifyError) -> Failure {
+pub(crate) fn verify_failure(e: VerifyError) -> Failure {
     match e {
         VerifyError::Parts(e) => parts_failure(e),
         e @ VerifyError::Signature { .. } => Failure::input(e).hint(
@@ -336,6 +336,7 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             "baseBlobs": head.meta.base.len(),
             "signed": head.signature.is_some(),
             "signedBy": signer_json(head, None),
+            "origin": head.meta.origin,
         }));
         return Ok(0);
     }
@@ -377,6 +378,17 @@ pub async fn inspect(a: InspectArgs, ui: &Arc<Ui>) -> CmdResult {
             None => "; not signed".to_string(),
         }
     ));
+    if let Some(o) = &head.meta.origin {
+        out.push_str(&format!(
+            "\nre-exported from {} `{}`{}",
+            o.kind.as_str(),
+            esc(&o.name),
+            match &o.sha256 {
+                Some(d) => format!(" (sha256 {})", d.hex()),
+                None => String::new(),
+            }
+        ));
+    }
     if let Some(v) = &head.meta.verification {
         out.push_str(&format!(
             "\nimage signatures as recorded at export (not re-checked here; `ferry verify --key … [--policy …]` re-verifies them offline): {}",
