@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Hasher;
 
-use super::*;
+use super::error::{PartFault, PartProblem, PartsError};
+use super::manifest::{PartEntry, PartsManifest};
+use super::names::{dir_of, file_name, manifest_path_for, BundlePath};
+use super::MANIFEST_SUFFIX;
 
 /// A part found with its manifest.
 #[derive(Debug, Clone)]

@@ -10,7 +10,8 @@ use crate::digest::Digest;
 use crate::meta::IndexPin;
 use crate::text::escape;
 
-use super::*;
+use super::error::PartsError;
+use super::{MAX_MANIFEST, MAX_PARTS, PARTS_VERSION};
 
 /// sha256 digests written as bare hex (the way `sha256sum` prints them).
 mod hex_digest {

@@ -54,9 +54,6 @@ pub use reader::PartsReader;
 pub use size::{parse_part_size, parse_size, SizeError};
 pub use writer::{Identity, PartsWriter, PartsWritten};
 
-use manifest::with_path;
-use names::{dir_of, file_name};
-
 /// `parts.json` schema version this build writes and reads.
 pub const PARTS_VERSION: u32 = 1;
 /// The largest file FAT32 can hold: 4 GiB − 1 byte (its size field is 32

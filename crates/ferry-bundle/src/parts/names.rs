@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{BUNDLE_SUFFIXES, MANIFEST_SUFFIX, PART_MARKER};
 
 /// The parts manifest of a bundle written to `bundle`:
 /// `demo.tar.zst` → `demo.parts.json` (the `.tar.zst`, `.tar.gz`, `.tgz` or

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::meta::IndexPin;
 
-use super::*;
+use super::error::{IdentityMismatch, PartsError};
+use super::locate::locate_part;
+use super::manifest::PartsManifest;
+use super::names::{manifest_path_for, BundlePath};
+use super::reader::PartsReader;
+use super::writer::Identity;
 
 enum Inner {
     Plain(File),

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
 
-use super::*;
+use super::error::{PartFault, PartProblem};
+use super::manifest::PartsManifest;
+use super::names::dir_of;
 
 struct ReadingPart {
     file: File,

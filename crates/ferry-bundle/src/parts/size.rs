@@ -1,6 +1,6 @@
 //! `--split SIZE`: sizes with decimal and binary units, and the part size bounds.
 
-use super::*;
+use super::{FAT32_MAX_FILE, MIN_PART_SIZE};
 
 /// A size that `--split` does not accept.
 #[derive(Debug, thiserror::Error)]

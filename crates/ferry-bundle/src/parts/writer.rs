@@ -11,7 +11,9 @@ use crate::digest::{Digest, Hasher};
 use crate::meta::IndexPin;
 use crate::write_error::WriteError;
 
-use super::*;
+use super::manifest::{with_path, PartEntry, PartsManifest};
+use super::names::{dir_of, file_name, manifest_path_for, part_name};
+use super::PARTS_VERSION;
 
 struct OpenPart {
     name: String,
