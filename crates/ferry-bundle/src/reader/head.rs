@@ -1,0 +1,330 @@
+//! The head entries, in order and bounded: `oci-layout`, `ferry/bundle.json`,
+//! the optional signature and `index.json` (pinned by bundle.json, listing
+//! exactly its items, annotations agreeing with it).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Read};
+
+use crate::digest::Digest;
+use crate::manifest::{self, Descriptor};
+use crate::meta::{
+    BundleMeta, Item, ANN_CONTAINERD_SUBJECT, ANN_IMAGE_NAME, ANN_KIND, ANN_PATH, ANN_REF_NAME,
+    ANN_SOURCE, ANN_SUBJECT, FORMAT_VERSION, META_PATH, SIG_PATH,
+};
+use crate::text::escape;
+
+use super::entry::{EntryKind, TarEntry};
+use super::error::stream_error;
+use super::{
+    BundleError, Head, ReadOptions, Stage, State, Visitor, MAX_INDEX, MAX_LAYOUT, MAX_META, MAX_SIG,
+};
+
+pub(super) fn read_small(
+    entry: &mut dyn Read,
+    name: &str,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>, BundleError> {
+    if size > limit {
+        return Err(BundleError::TooLarge {
+            entry: name.into(),
+            size,
+            limit,
+        });
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| stream_error(format!("`{name}`"), source))?;
+    if buf.len() as u64 != size {
+        return Err(BundleError::Read {
+            at: format!("`{name}`"),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("entry ended after {} of {size} bytes", buf.len()),
+            ),
+        });
+    }
+    Ok(buf)
+}
+
+impl State {
+    pub(super) fn entry(
+        &mut self,
+        header: &TarEntry,
+        entry: &mut dyn Read,
+        options: ReadOptions,
+        visitor: &mut dyn Visitor,
+    ) -> Result<(), BundleError> {
+        let name = header.name.as_str();
+        let size = header.size;
+        if !self.seen.insert(name.to_string()) {
+            return Err(BundleError::Duplicate(name.into()));
+        }
+        if header.kind == EntryKind::Dir {
+            return Ok(());
+        }
+        match (self.stage, name) {
+            (Stage::Start, "oci-layout") => {
+                let bytes = read_small(entry, name, size, MAX_LAYOUT)?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+                        entry: name.into(),
+                        reason: e.to_string(),
+                    })?;
+                if v.get("imageLayoutVersion").and_then(|x| x.as_str()) != Some("1.0.0") {
+                    return Err(BundleError::Malformed {
+                        entry: name.into(),
+                        reason: "imageLayoutVersion must be \"1.0.0\"".into(),
+                    });
+                }
+                self.stage = Stage::Layout;
+                Ok(())
+            }
+            (Stage::Start, _) => Err(BundleError::HeadOrder {
+                expected: "oci-layout",
+                found: name.into(),
+            }),
+            (Stage::Layout, META_PATH) => {
+                let bytes = read_small(entry, name, size, MAX_META)?;
+                let meta: BundleMeta = serde_json::from_slice(&bytes).map_err(|e| {
+                    // Check the version first so a newer format gets the right message.
+                    let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
+                    match version {
+                        Some(v) if v != FORMAT_VERSION as u64 => BundleError::Version(v as u32),
+                        _ => BundleError::Malformed {
+                            entry: name.into(),
+                            reason: e.to_string(),
+                        },
+                    }
+                })?;
+                if meta.format_version != FORMAT_VERSION {
+                    return Err(BundleError::Version(meta.format_version));
+                }
+                // Every string it carries, before anyone prints or acts on it.
+                meta.check().map_err(|reason| BundleError::Malformed {
+                    entry: name.into(),
+                    reason,
+                })?;
+                self.order = meta.blobs.iter().map(|b| b.digest.clone()).collect();
+                for b in &meta.blobs {
+                    if self.declared.insert(b.digest.clone(), b.clone()).is_some() {
+                        return Err(BundleError::Malformed {
+                            entry: name.into(),
+                            reason: format!("blob {} is declared twice", b.digest),
+                        });
+                    }
+                    if b.role.is_manifest()
+                        && b.media_type
+                            .as_deref()
+                            .is_none_or(|m| !manifest::is_any_manifest(m))
+                    {
+                        return Err(BundleError::Malformed {
+                            entry: name.into(),
+                            reason: format!(
+                                "manifest blob {} has no manifest media type",
+                                b.digest
+                            ),
+                        });
+                    }
+                }
+                self.meta_bytes = Some(bytes);
+                self.head = Some(Head {
+                    meta,
+                    meta_bytes: Vec::new(),
+                    signature: None,
+                    index: Vec::new(),
+                });
+                self.stage = Stage::Meta;
+                Ok(())
+            }
+            (Stage::Layout, _) => Err(BundleError::HeadOrder {
+                expected: META_PATH,
+                found: name.into(),
+            }),
+            (Stage::Meta, SIG_PATH) if self.signature.is_none() => {
+                let sig = read_small(entry, name, size, MAX_SIG)?;
+                // A minisign signature is four lines of text; its comments
+                // are shown to the operator, so they are checked as text.
+                let text = std::str::from_utf8(&sig).map_err(|_| BundleError::Malformed {
+                    entry: name.into(),
+                    reason: "a minisign signature is text, this is not UTF-8".into(),
+                })?;
+                let lines: Vec<&str> = text
+                    .strip_suffix('\n')
+                    .unwrap_or(text)
+                    .split('\n')
+                    .collect();
+                if lines.len() != 4 {
+                    return Err(BundleError::Malformed {
+                        entry: name.into(),
+                        reason: format!(
+                            "a minisign signature has 4 lines, this one {}",
+                            lines.len()
+                        ),
+                    });
+                }
+                for line in lines {
+                    crate::text::check("a signature line", line, MAX_SIG as usize).map_err(
+                        |e| BundleError::Malformed {
+                            entry: name.into(),
+                            reason: e.to_string(),
+                        },
+                    )?;
+                }
+                self.signature = Some(sig);
+                Ok(())
+            }
+            (Stage::Meta, "index.json") => {
+                let bytes = read_small(entry, name, size, MAX_INDEX)?;
+                self.index(bytes, visitor)?;
+                self.stage = Stage::Index;
+                Ok(())
+            }
+            (Stage::Meta, _) => Err(BundleError::HeadOrder {
+                expected: "index.json",
+                found: name.into(),
+            }),
+            (Stage::Index, _) => self.blob(name, size, entry, options, visitor),
+        }
+    }
+
+    fn index(&mut self, bytes: Vec<u8>, visitor: &mut dyn Visitor) -> Result<(), BundleError> {
+        let malformed = |reason: String| BundleError::Malformed {
+            entry: "index.json".into(),
+            reason,
+        };
+        let Some(mut head) = self.head.take() else {
+            return Err(BundleError::HeadOrder {
+                expected: META_PATH,
+                found: "index.json".into(),
+            });
+        };
+        let actual = Digest::of(&bytes);
+        if actual != head.meta.index.digest || bytes.len() as u64 != head.meta.index.size {
+            return Err(BundleError::IndexMismatch {
+                expected: head.meta.index.digest.clone(),
+                actual,
+            });
+        }
+        let parsed = manifest::parse(&bytes, Some(manifest::OCI_INDEX))
+            .map_err(|e| malformed(e.to_string()))?;
+        if !parsed.is_index() {
+            return Err(malformed("index.json must be an image index".into()));
+        }
+        // index.json and bundle.json must list the same items.
+        let legacy = legacy_names(&head.meta);
+        let from_index: BTreeSet<(String, Digest)> = parsed
+            .manifests
+            .iter()
+            .map(|d| (index_key(&legacy, d), d.digest.clone()))
+            .collect();
+        let from_meta: BTreeSet<(String, Digest)> = head
+            .meta
+            .items
+            .iter()
+            .map(|i| (i.index_name(), i.digest.clone()))
+            .collect();
+        if from_index != from_meta || parsed.manifests.len() != head.meta.items.len() {
+            let diff = from_index
+                .symmetric_difference(&from_meta)
+                .next()
+                .map(|(r, d)| format!("{r}@{d}"))
+                .unwrap_or_else(|| "a duplicate entry".into());
+            return Err(malformed(format!(
+                "index.json and ferry/bundle.json list different items ({diff})"
+            )));
+        }
+        // File paths must be safe, in their kind's place and unique before
+        // anyone writes them anywhere.
+        crate::placement::check_items(&head.meta.items)
+            .map_err(|e| malformed(format!("unsafe file path: {e}")))?;
+        // Every annotation is single-line text, and those ferry writes say
+        // what bundle.json says (containerd names images by
+        // `io.containerd.image.name`).
+        let items: HashMap<(String, &Digest), &Item> = head
+            .meta
+            .items
+            .iter()
+            .map(|i| ((i.index_name(), &i.digest), i))
+            .collect();
+        for d in &parsed.manifests {
+            let Some(item) = items.get(&(index_key(&legacy, d), &d.digest)) else {
+                continue;
+            };
+            for (key, value) in &d.annotations {
+                crate::text::check(
+                    &format!("annotation `{}`", escape(key)),
+                    key,
+                    crate::text::MAX_TEXT,
+                )
+                .and_then(|()| {
+                    crate::text::check(
+                        &format!("annotation `{}`", escape(key)),
+                        value,
+                        crate::text::MAX_TEXT,
+                    )
+                })
+                .map_err(|e| malformed(format!("item `{}`: {e}", item.reference)))?;
+                let expected = match key.as_str() {
+                    ANN_IMAGE_NAME | ANN_SOURCE => Some(item.reference.clone()),
+                    ANN_KIND => Some(item.kind.as_str().to_string()),
+                    ANN_PATH => Some(item.path.clone().unwrap_or_default()),
+                    ANN_SUBJECT | ANN_CONTAINERD_SUBJECT => Some(
+                        item.subject
+                            .as_ref()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                    ),
+                    _ => None,
+                };
+                if let Some(expected) = expected.filter(|e| e != value) {
+                    return Err(malformed(format!(
+                        "item `{}`: annotation `{key}` is `{}`, but ferry/bundle.json says `{}`",
+                        item.reference,
+                        escape(value),
+                        escape(&expected)
+                    )));
+                }
+            }
+            if item.path.is_some() {
+                self.file_items
+                    .entry(item.digest.clone())
+                    .or_default()
+                    .push((*item).clone());
+            }
+        }
+        head.index = parsed.manifests;
+        head.meta_bytes = self.meta_bytes.take().unwrap_or_default();
+        head.signature = self.signature.take();
+        visitor.head(&head).map_err(BundleError::Visitor)?;
+        self.head = Some(head);
+        Ok(())
+    }
+}
+
+/// File items by (reference, digest) → their [`Item::index_name`]: an
+/// index.json entry of a bundle written before file items got
+/// grammar-valid names carries the URL as its `ref.name`.
+pub(super) type LegacyNames<'a> = HashMap<(&'a str, &'a Digest), String>;
+
+pub(super) fn legacy_names(meta: &BundleMeta) -> LegacyNames<'_> {
+    meta.items
+        .iter()
+        .filter(|i| !i.kind.is_registry())
+        .map(|i| ((i.reference.as_str(), &i.digest), i.index_name()))
+        .collect()
+}
+
+/// The item name an index.json entry stands for: its `ref.name`, or for a
+/// legacy file entry named by its URL, that item's [`Item::index_name`].
+pub(super) fn index_key(legacy: &LegacyNames<'_>, d: &Descriptor) -> String {
+    let name = d.annotations.get(ANN_REF_NAME).cloned().unwrap_or_default();
+    legacy
+        .get(&(name.as_str(), &d.digest))
+        .cloned()
+        .unwrap_or(name)
+}
