@@ -418,43 +418,15 @@ impl BundleMeta {
     /// relative paths; media types, platforms and base repositories follow
     /// their grammars. The error names the field and quotes the value
     /// escaped.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), MetaError> {
         use crate::text::{check, check_token, MAX_TEXT};
         check("the bundle name", &self.name, MAX_TEXT)?;
         if self.name.is_empty() {
-            return Err("the bundle name is empty".into());
+            return Err(MetaError::Empty("the bundle name"));
         }
         check("the tool string", &self.tool, MAX_TEXT)?;
         for item in &self.items {
-            let r = &item.reference;
-            if item.kind.is_registry() {
-                // The parse first: its error is the one import gives.
-                crate::Reference::parse(r)
-                    .map_err(|e| format!("{} item: {e}", item.kind.as_str()))?;
-                check("an item reference", r, MAX_TEXT)?;
-                if r.trim() != r {
-                    return Err(format!(
-                        "{} item: reference `{}` has surrounding whitespace",
-                        item.kind.as_str(),
-                        crate::text::escape(r)
-                    ));
-                }
-            } else {
-                check_token(
-                    &format!("the {} item reference", item.kind.as_str()),
-                    r,
-                    MAX_TEXT,
-                )?;
-            }
-            let what = |field: &str| format!("item `{r}`: {field}");
-            check_token(&what("media type"), &item.media_type, 255)?;
-            for p in &item.platforms {
-                check_token(&what("platform"), p, 255)?;
-            }
-            if let Some(p) = &item.path {
-                crate::relpath::RelPath::new(p)
-                    .map_err(|e| format!("item `{r}` has an unsafe file path: {e}"))?;
-            }
+            check_item(item)?;
         }
         for b in &self.blobs {
             if let Some(m) = &b.media_type {
@@ -469,7 +441,7 @@ impl BundleMeta {
         if let Some(o) = &self.origin {
             check("the origin name", &o.name, MAX_TEXT)?;
             if o.name.is_empty() {
-                return Err("the origin name is empty".into());
+                return Err(MetaError::Empty("the origin name"));
             }
             if let Some(t) = &o.tool {
                 check("the origin tool string", t, MAX_TEXT)?;
@@ -478,11 +450,10 @@ impl BundleMeta {
         for b in &self.base {
             if let Some(repo) = &b.repository {
                 if !crate::reference::is_valid_repository(repo) {
-                    return Err(format!(
-                        "base blob {}: repository `{}` is not a repository path (lowercase name components separated by `/`)",
-                        b.digest,
-                        crate::text::escape(repo)
-                    ));
+                    return Err(MetaError::BaseRepository {
+                        digest: b.digest.clone(),
+                        shown: crate::text::escape(repo).into_owned(),
+                    });
                 }
             }
         }
@@ -534,6 +505,88 @@ pub fn index_json(items: &[Item]) -> Vec<u8> {
     let mut v = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     v.push(b'\n');
     v
+}
+
+/// One item of `bundle.json`: its reference as import will read it, its
+/// media type, platforms and file path.
+fn check_item(item: &Item) -> Result<(), MetaError> {
+    use crate::text::{check, check_token, MAX_TEXT};
+    let r = &item.reference;
+    if item.kind.is_registry() {
+        // The parse first: its error is the one import gives.
+        crate::Reference::parse(r).map_err(|e| MetaError::Reference {
+            kind: item.kind.as_str(),
+            reason: e.to_string(),
+        })?;
+        check("an item reference", r, MAX_TEXT)?;
+        if r.trim() != r {
+            return Err(MetaError::Whitespace {
+                kind: item.kind.as_str(),
+                shown: crate::text::escape(r).into_owned(),
+            });
+        }
+    } else {
+        check_token(
+            &format!("the {} item reference", item.kind.as_str()),
+            r,
+            MAX_TEXT,
+        )?;
+    }
+    let what = |field: &str| format!("item `{r}`: {field}");
+    check_token(&what("media type"), &item.media_type, 255)?;
+    for p in &item.platforms {
+        check_token(&what("platform"), p, 255)?;
+    }
+    if let Some(p) = &item.path {
+        crate::relpath::RelPath::new(p).map_err(|e| MetaError::UnsafePath {
+            reference: r.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// Why a `bundle.json` was refused by [`BundleMeta::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// A string that is not single-line text, or too long.
+    #[error(transparent)]
+    Text(#[from] crate::text::TextError),
+    /// A string that must not be empty.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// A registry item's reference that does not parse.
+    #[error("{kind} item: {reason}")]
+    Reference {
+        /// The item's kind.
+        kind: &'static str,
+        /// What the reference grammar says.
+        reason: String,
+    },
+    /// A registry item's reference with surrounding whitespace.
+    #[error("{kind} item: reference `{shown}` has surrounding whitespace")]
+    Whitespace {
+        /// The item's kind.
+        kind: &'static str,
+        /// The reference, escaped.
+        shown: String,
+    },
+    /// A file item's path that is not a safe relative path.
+    #[error("item `{reference}` has an unsafe file path: {reason}")]
+    UnsafePath {
+        /// The item's reference.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// A base blob's repository hint that is not a repository path.
+    #[error("base blob {digest}: repository `{shown}` is not a repository path (lowercase name components separated by `/`)")]
+    BaseRepository {
+        /// The blob.
+        digest: Digest,
+        /// The repository, escaped.
+        shown: String,
+    },
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ impl ChartEntry {
                 }
             }
             (None, Some(oci)) => {
-                self.oci_reference()?;
+                self.oci_reference().map_err(|e| e.to_string())?;
                 let last = oci.rsplit('/').next().unwrap_or("");
                 let explicit = last.contains(':') || last.contains('@');
                 if !explicit && self.version.is_none() {
@@ -434,7 +434,7 @@ impl FileEntry {
         if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
             return Err(format!("url `{}` must be an http(s):// URL", self.url));
         }
-        self.digest()?;
+        self.digest().map_err(|e| e.to_string())?;
         crate::relpath::RelPath::new(&self.path).map_err(|e| format!("path: {e}"))?;
         Ok(())
     }
@@ -557,14 +557,6 @@ pub enum ValueError {
         /// The value as written.
         given: String,
     },
-}
-
-/// Where a caller still collects its reasons as text, a [`ValueError`]
-/// is its message.
-impl From<ValueError> for String {
-    fn from(e: ValueError) -> String {
-        e.to_string()
-    }
 }
 
 /// Checks `os/arch[/variant]`.

@@ -147,14 +147,6 @@ pub enum TextError {
     },
 }
 
-/// Where a caller still collects its reasons as text (a message built
-/// from several checks), a [`TextError`] is its message.
-impl From<TextError> for String {
-    fn from(e: TextError) -> String {
-        e.to_string()
-    }
-}
-
 /// [`escape`]d text is idempotent: escaping it again changes nothing, so a
 /// message built from escaped parts can be escaped again as a whole.
 /// [`escape`] of bytes that may not be UTF-8 (invalid sequences become

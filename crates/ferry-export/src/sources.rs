@@ -270,7 +270,7 @@ async fn oci_chart(
     entry: &ChartEntry,
     lock: Option<&Lock>,
 ) -> Result<(ResolvedImage, Vec<String>), String> {
-    let reference = entry.oci_reference()?;
+    let reference = entry.oci_reference().map_err(|e| e.to_string())?;
     let req = ImageRequest {
         reference: reference.clone(),
         kind: Kind::Chart,
@@ -515,7 +515,7 @@ async fn opensearch_plugin(
 
 async fn plain_file(client: &Client, cache: &Path, f: &FileEntry) -> Result<ResolvedImage, String> {
     let url = parse_url(&f.url)?;
-    let expected = f.digest()?;
+    let expected = f.digest().map_err(|e| e.to_string())?;
     let auth = credentials(f.auth.as_ref(), &url)?;
     let got = fetch_file(client, cache, &url, auth.as_ref(), Some(&expected))
         .await

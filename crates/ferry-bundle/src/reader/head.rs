@@ -105,9 +105,9 @@ impl State {
                     return Err(BundleError::Version(meta.format_version));
                 }
                 // Every string it carries, before anyone prints or acts on it.
-                meta.check().map_err(|reason| BundleError::Malformed {
+                meta.check().map_err(|e| BundleError::Malformed {
                     entry: name.into(),
-                    reason,
+                    reason: e.to_string(),
                 })?;
                 self.order = meta.blobs.iter().map(|b| b.digest.clone()).collect();
                 for b in &meta.blobs {
