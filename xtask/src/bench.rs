@@ -1684,17 +1684,16 @@ fn render(
         why.push(format!(
             "- **import**: {:.2} s against {:.2} s for the bare uploads ({im:.2}× run by run). This registry's ingest is \
              CPU-bound (it hashes every byte; see the uploads in parallel above) and ferry shares the same \
-             {} cores with it, using {:.2} s of CPU itself: it decompresses the bundle once per reader (up to \
-             three, for parallel large uploads), hashes every byte to verify the bundle and every uploaded \
-             chunk again before the final `PUT`. The bare uploads also send each blob in one `PUT` \
-             ({} at a time), where ferry sends 4 MiB `PATCH`es (each one retried on its own after a fault) \
-             and at most three large blobs at a time with the default `--jobs 4`. Measured by hand here \
-             (2026-11-23, 0.5 GB, two runs each): `--chunk-mib 32` took 3.64–3.76 s against 4.25–4.30 s for \
-             the default, at 170–190 MiB of memory instead of 55; `--jobs 8` 3.92–4.77 s; `--jobs 1` \
-             6.21–6.79 s. What would close it: more cores (the floor measures the registry alone); one \
-             streamed `PUT` per blob, with a retry that reads the blob from the bundle again instead of \
-             holding it in memory; and taking the upload's own hash as the verification of the blobs the \
-             lanes carry, instead of hashing them twice.",
+             {} cores with it, using {:.2} s of CPU itself: it decompresses the bundle once (one reader, \
+             issue 14) and hashes every byte once to verify it, and the registry client hashes each \
+             uploaded blob again before the final `PUT`. The bare uploads send each blob in one `PUT` \
+             ({} at a time), where ferry sends 4 MiB `PATCH`es, each one retried on its own after a fault \
+             (a streamed single `PUT`, `Client::upload_blob_streamed`, is built and measured 74–109 MiB/s \
+             against 46–53 MiB/s chunked, but cannot resume in the middle of a blob: the bundle is one zstd \
+             stream, so a retry would have to read it again from the start). What would close it: more \
+             cores (the floor measures the registry alone); the streamed `PUT` with a retry that falls back \
+             to chunks from the failed offset; and the upload trusting the reader's hash instead of hashing \
+             again.",
             r.ferry_import.wall(),
             ingest.wall(),
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
