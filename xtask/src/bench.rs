@@ -386,6 +386,9 @@ struct Results {
     load: String,
 }
 
+// Long on purpose: the benchmark's script in the order it runs (build, data
+// set, registries, each command beside its floor, the report); each step is
+// a call, and the sequence is the point.
 pub fn run(opts: &Options) -> Result<()> {
     if !(opts.scale > 0.0 && opts.scale <= 64.0) {
         bail!("--scale must be in (0, 64] GB (got {})", opts.scale);
@@ -1169,6 +1172,8 @@ fn record_scale(
     Ok(points)
 }
 
+// Long on purpose: the report page written top to bottom, one section
+// after another, so the code reads in the order the page does.
 fn render(
     set: &Dataset,
     opts: &Options,

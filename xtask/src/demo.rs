@@ -273,6 +273,9 @@ fn upstream_files() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+// Long on purpose: the demo is a narrated script (export, carry, verify,
+// import, serve, emit, prune) that an operator reads in order; each step is
+// a call and a line of output.
 pub fn run(keep: bool, big_mib: Option<u64>) -> Result<()> {
     let started = Instant::now();
     let ferry = build_ferry()?;

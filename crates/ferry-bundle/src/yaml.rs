@@ -73,6 +73,9 @@ fn is_blank(b: Option<&u8>) -> bool {
 }
 
 /// [`check_depth`] with another limit.
+// Long on purpose: one linear scanner over the bytes (flow and block
+// nesting, quotes, comments, block scalars) whose states share the cursor
+// and the depth; a split would pass them all to every piece.
 pub fn check_depth_limit(bytes: &[u8], limit: usize) -> Result<(), DepthError> {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let mut s = Scan {

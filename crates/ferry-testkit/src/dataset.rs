@@ -907,6 +907,8 @@ impl Writer<'_> {
     }
 }
 
+// Long on purpose: the data set's images built in a fixed order from one
+// seeded stream, so the bytes are reproducible; each block is one image.
 fn generate(
     dir: &Path,
     opts: &DatasetOptions,

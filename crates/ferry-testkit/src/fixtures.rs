@@ -811,6 +811,8 @@ impl Generator {
         FixtureManifest::new(manifest_type, to_json(&doc), None)
     }
 
+    // Long on purpose: the fixture set is a list of images built one after
+    // another from shared layers; each block is one image.
     fn build(&self, opts: &FixtureOptions) -> FixtureSet {
         let base = self.small_layer("base", 32);
         let runtime = self.small_layer("runtime", 16);

@@ -266,6 +266,9 @@ impl Policy {
     /// `read` (a path as written in the spec → its bytes), parsed and kept
     /// byte for byte so they can travel with the bundle
     /// ([`Policy::materials`]).
+    // Long on purpose: the policy's fields are read and checked in the order
+    // the spec gives them, each error naming its rule, and every key and root
+    // file goes into the one materials map the bundle carries.
     pub fn load(
         spec: &VerifySpec,
         mut read: impl FnMut(&str) -> std::io::Result<Vec<u8>>,

@@ -51,6 +51,9 @@ pub(super) fn keep(rel: &str) -> bool {
 
 /// Reads one archive; `path` is where it sits in the outermost archive
 /// (`None` for the outermost: its top directory).
+// Long on purpose: one pass over the tar entries, each validated in order
+// (path, type, size, nesting, the bomb budget) against state the whole pass
+// shares; split, the checks would hand the same cursor and budgets around.
 pub(super) fn read_archive(
     tgz: &[u8],
     what: &str,
