@@ -2,7 +2,7 @@
 //! `cargo xtask fuzz`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
-//!   nginx-light, containerd and minisign, with apt-get when running as root), then
+//!   nginx-light, containerd, minisign, curl and openssl, with apt-get when running as root), then
 //!   runs the format check, clippy, every test (one dev build shared by all),
 //!   and the demo.
 //! - `demo`: the main job end to end on generated content: two local
@@ -289,6 +289,8 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
             ("containerd", "containerd"),
             ("ctr", "containerd"),
             ("minisign", "minisign"),
+            ("curl", "curl"),
+            ("openssl", "openssl"),
         ],
         ci,
     )?;
