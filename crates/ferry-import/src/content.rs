@@ -3,7 +3,7 @@
 //! export's chart validation, and every OpenSearch plugin's zip must have
 //! the sha512 its `.sha512` file states. `ferry verify` runs them too, so it
 //! refuses what import would, with the same words (import's own pass is in
-//! [`crate::tree`]; the messages are shared here).
+//! the crate's `tree` module; the messages are shared here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;

@@ -34,7 +34,8 @@ pub mod helm_index;
 pub mod prune;
 pub mod receipt;
 pub mod referrers;
-pub mod runtimes;
+/// The node runtimes' files (`emit::runtimes`), at their old path.
+pub use emit::runtimes;
 pub mod target;
 
 mod dest;

@@ -21,7 +21,7 @@
 //! (`Plan`: the items, hosts and mirror paths, and `render`, which calls
 //! them in a fixed order): `containerd` (hosts.toml), `kubespray`,
 //! `runtime_files` (CRI-O/containers, k3s/RKE2, containerd 1.x, docker, Talos,
-//! OpenShift, pull secrets, through [`crate::runtimes`]), `trivy`, `falco`,
+//! OpenShift, pull secrets, through [`runtimes`], the documents themselves), `trivy`, `falco`,
 //! `opensearch`, `helm`, `ck8s` and `readme`.
 //!
 //! Every file is written by a serializer (`toml` for hosts.toml,
@@ -56,6 +56,7 @@ mod kubespray;
 mod opensearch;
 mod readme;
 mod runtime_files;
+pub mod runtimes;
 mod trivy;
 
 /// What to emit, and for which target.
@@ -85,7 +86,7 @@ pub struct EmitOptions {
     pub plain_http: bool,
     /// The pull-only credential the nodes use (`--emit-username`); files
     /// holding it are written mode 0600 and listed as such in the README.
-    pub auth: Option<crate::runtimes::PullCredential>,
+    pub auth: Option<runtimes::PullCredential>,
     /// The CA the import trusted (`--ca`), carried to the nodes when `ca`
     /// (a path on the nodes) is not given: copied beside every `hosts.toml`
     /// (`ca = "ca.crt"`, relative to it), into `containers/certs.d/<mirror>/`,
@@ -438,7 +439,7 @@ impl<'a> Plan<'a> {
         let mirror = self.node_mirror();
         let secret = mirror
             .as_ref()
-            .map(|m| crate::runtimes::pull_secret("x", m, a))
+            .map(|m| runtimes::pull_secret("x", m, a))
             .and_then(|v| v["data"][".dockerconfigjson"].as_str().map(str::to_string));
         content.contains(&a.password)
             || content.contains(&a.basic())

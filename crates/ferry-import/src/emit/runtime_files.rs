@@ -6,9 +6,9 @@ use super::*;
 
 impl<'a> Plan<'a> {
     /// The mirror as the node runtimes see it.
-    pub(super) fn node_mirror(&self) -> Option<crate::runtimes::NodeMirror> {
+    pub(super) fn node_mirror(&self) -> Option<super::runtimes::NodeMirror> {
         let t = self.opts.target.as_ref()?;
-        Some(crate::runtimes::NodeMirror {
+        Some(super::runtimes::NodeMirror {
             host: t.host.clone(),
             plain_http: self.scheme == "http",
             skip_verify: self.opts.skip_verify,
@@ -24,10 +24,10 @@ impl<'a> Plan<'a> {
     }
 
     /// Each source host and where the mirror holds it, for the runtimes.
-    pub(super) fn source_mirrors(&self, hosts: &[HostPlan]) -> Vec<crate::runtimes::SourceMirror> {
+    pub(super) fn source_mirrors(&self, hosts: &[HostPlan]) -> Vec<super::runtimes::SourceMirror> {
         hosts
             .iter()
-            .map(|hp| crate::runtimes::SourceMirror {
+            .map(|hp| super::runtimes::SourceMirror {
                 source: hp.host.clone(),
                 path: hp.path.clone(),
                 digest_only: self
