@@ -11,8 +11,8 @@
 //!
 //! - export: resolve (start → `fetch-start`), fetch (→ `write-start`),
 //!   write (→ exit);
-//! - import: verify + plan (start → `planned`), upload (→ the first
-//!   `loaded`), commit (→ exit);
+//! - import: verify + plan (start → `planned`), upload (→ `commit-start`),
+//!   commit (→ exit);
 //! - verify: its wall time.
 //!
 //! Beside each command, its floor on the same bytes: `dd … conv=fdatasync`
@@ -466,13 +466,13 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
             secs(med_of(e, |r| r.span(Some("write-start"), None))),
             secs(med_of(&p.verify, |r| Some(r.wall))),
             secs(med_of(i, |r| r.span(None, Some("planned")))),
-            secs(med_of(i, |r| r.span(Some("planned"), Some("loaded")))),
-            secs(med_of(i, |r| r.span(Some("loaded"), None))),
+            secs(med_of(i, |r| r.span(Some("planned"), Some("commit-start")))),
+            secs(med_of(i, |r| r.span(Some("commit-start"), None))),
         );
     }
     let _ = writeln!(
         s,
-        "\nFrom ferry's `--json` events, stamped as they arrive: resolve = start → `fetch-start`, fetch → `write-start`, write → exit (with `--no-cache` fetch and write overlap: blobs stream into the bundle); import: plan = start → `planned` (the bundle's head read and checked, the target asked what it holds), upload → the first `loaded`, commit → exit. \"–\": the event did not come.\n"
+        "\nFrom ferry's `--json` events, stamped as they arrive: resolve = start → `fetch-start`, fetch → `write-start`, write → exit (with `--no-cache` fetch and write overlap: blobs stream into the bundle); import: plan = start → `planned` (the bundle's head read and checked, the target asked what it holds), upload → `commit-start` (every blob settled), commit → exit (the manifests, in waves). \"–\": the event did not come.\n"
     );
     if !counts.is_empty() {
         let _ = writeln!(
@@ -629,7 +629,11 @@ mod tests {
                 &[("fetch-start", 0.5), ("write-start", 1.0)],
             )],
             verify: vec![run(1.0, 16.0, &[])],
-            import: vec![run(import, rss, &[("planned", 0.25), ("loaded", 1.5)])],
+            import: vec![run(
+                import,
+                rss,
+                &[("planned", 0.25), ("commit-start", 1.5)],
+            )],
             dd: vec![1.0],
             fetch: vec![0.5],
             ingest: vec![2.0],
@@ -681,7 +685,7 @@ mod tests {
     #[test]
     fn a_missing_event_leaves_its_phase_blank() {
         let r = run(3.0, 1.0, &[("planned", 1.0)]);
-        assert_eq!(r.span(Some("planned"), Some("loaded")), None);
+        assert_eq!(r.span(Some("planned"), Some("commit-start")), None);
         assert_eq!(r.span(Some("planned"), None), Some(2.0));
         assert_eq!(secs(None), "–");
     }

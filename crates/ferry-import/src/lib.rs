@@ -68,6 +68,12 @@ pub enum Event {
         /// How many.
         bytes: u64,
     },
+    /// Every blob is settled and the manifests are about to be pushed
+    /// (children first, tags last, in waves).
+    CommitStarted {
+        /// Registry items to commit.
+        items: usize,
+    },
     /// An item is committed.
     Committed {
         /// Source reference.

@@ -390,6 +390,9 @@ impl<'a> ImportRun<'a> {
         let mut upload_errors = self.settle_uploads(&read).await?;
         self.mount(&mut upload_errors).await;
         let mut receipt = commit::new_receipt(self.opts, &h);
+        (self.events)(crate::Event::CommitStarted {
+            items: self.plans.len(),
+        });
         let referrers = self
             .commit_items(&failed_items, &upload_errors, &mut receipt)
             .await;

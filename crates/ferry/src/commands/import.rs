@@ -30,6 +30,9 @@ fn events(ui: &Arc<Ui>) -> Events {
             shared.start_bar("upload", upload_bytes);
         }
         Event::UploadProgress { bytes } => shared.inc(bytes),
+        Event::CommitStarted { items } => {
+            shared.json(json!({"event": "commit-start", "items": items}));
+        }
         Event::Committed { reference, target } => {
             shared.line(&format!("loaded {} -> {}", esc(&reference), esc(&target)));
             shared.json(json!({"event": "loaded", "ref": reference, "target": target}));
