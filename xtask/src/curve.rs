@@ -472,7 +472,7 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
     }
     let _ = writeln!(
         s,
-        "\nFrom ferry's `--json` events, stamped as they arrive: resolve = start → `fetch-start`, fetch → `write-start`, write → exit (with `--no-cache` fetch and write overlap: blobs stream into the bundle); import: plan = start → `planned` (the bundle's head read and checked, the target asked what it holds), upload → `commit-start` (every blob settled), commit → exit (the manifests, in waves). \"–\": the event did not come.\n"
+        "\nFrom ferry's `--json` events, stamped as they arrive: resolve = start → `fetch-start`, fetch → `write-start`, write → exit (with `--no-cache` fetch and write overlap: blobs stream into the bundle); import: plan = start → `planned` (the bundle's head read and checked, the target asked what it holds), upload → `commit-start` (every blob settled), commit → exit (the manifests). \"–\": the event did not come.\n"
     );
     if !counts.is_empty() {
         let _ = writeln!(

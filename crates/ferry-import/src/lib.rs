@@ -69,7 +69,7 @@ pub enum Event {
         bytes: u64,
     },
     /// Every blob is settled and the manifests are about to be pushed
-    /// (children first, tags last, in waves).
+    /// (children first, tags last).
     CommitStarted {
         /// Registry items to commit.
         items: usize,
