@@ -10,10 +10,8 @@ mod common;
 use common::{ferry, ferry_env, ok, text};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use base64::Engine;
-use bytes::Bytes;
 use ferry_bundle::Digest;
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::fixtures::{push, FixtureImage, FixtureOptions, FixtureSet};
@@ -383,84 +381,6 @@ fn a_hostile_source_is_refused_and_nothing_is_written() {
 
 // ---------------------------------------------------------- signatures
 
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let o = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-/// An ECDSA P-256 key pair made by openssl: (private, public PEM path).
-fn ec_keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.pem"));
-    let public = dir.join(format!("{name}-pub.pem"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        s(&private),
-    ]);
-    openssl(&["pkey", "-pubout", "-in", s(&private), "-out", s(&public)]);
-    (private, public)
-}
-
-/// Pushes a cosign `sha256-<hex>.sig` manifest for `subject` in `repo`,
-/// its simple-signing payload signed by openssl with `private`.
-async fn push_signature(
-    client: &Client,
-    repo: &Repo,
-    dir: &Path,
-    private: &Path,
-    subject: &Digest,
-) {
-    let payload = serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{}", repo.host, repo.path)},
-            "image": {"docker-manifest-digest": subject.to_string()},
-            "type": "cosign container image signature"
-        },
-        "optional": null
-    }))
-    .unwrap();
-    let input = dir.join("payload.tmp");
-    std::fs::write(&input, &payload).unwrap();
-    let signature = openssl(&["dgst", "-sha256", "-sign", s(private), s(&input)]);
-    let config = b"{}".to_vec();
-    for blob in [&payload, &config] {
-        client
-            .upload_blob(repo, &Digest::of(blob), Bytes::from(blob.clone()))
-            .await
-            .unwrap();
-    }
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
-        "layers": [{
-            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-            "digest": Digest::of(&payload).to_string(),
-            "size": payload.len(),
-            "annotations": {"dev.cosignproject.cosign/signature": base64::engine::general_purpose::STANDARD.encode(&signature)},
-        }],
-    }))
-    .unwrap();
-    client
-        .put_manifest(
-            repo,
-            &format!("sha256-{}.sig", subject.hex()),
-            "application/vnd.oci.image.manifest.v1+json",
-            Bytes::from(manifest),
-        )
-        .await
-        .unwrap();
-}
-
 /// Signed images through a store: the re-export carries their cosign
 /// signatures, so the re-exported bundle verifies under the original
 /// policy (`verify --policy`), and a spec with that policy re-checks it
@@ -471,7 +391,7 @@ fn a_reexport_from_a_store_keeps_the_signatures_the_original_policy_checks() {
     require_tool("docker-registry");
     require_tool("openssl");
     let mut w = world();
-    let (vendor, vendor_pub) = ec_keypair(&w.dir, "vendor");
+    let (vendor, vendor_pub) = common::cosign::keypair(&w.dir, "vendor");
     let client = Client::new(ClientConfig::default()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for name in ["fixtures/docker-v2", "fixtures/multiarch"] {
@@ -480,7 +400,9 @@ fn a_reexport_from_a_store_keeps_the_signatures_the_original_policy_checks() {
             path: name.to_string(),
         };
         let subject = w.image(name).top.digest.clone();
-        rt.block_on(push_signature(&client, &repo, &w.dir, &vendor, &subject));
+        rt.block_on(common::cosign::push_signature(
+            &client, &repo, &w.dir, &vendor, &subject, &subject,
+        ));
     }
     let policy = json!({"verify": {"rules": [{
         "match": format!("{}/fixtures/*", w.host),

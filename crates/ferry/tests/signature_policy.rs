@@ -10,117 +10,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
+use common::cosign::{keypair, push_signature};
 use common::{ferry, ok, text};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use base64::Engine;
-use bytes::Bytes;
 use ferry_bundle::craft::{raw_tar, zstd, RawEntry};
 use ferry_bundle::Digest;
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
 use ferry_testkit::registry::{require_tool, Registry};
 use serde_json::json;
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let o = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o.stdout
-}
-
-/// An ECDSA P-256 key pair made by openssl: (private, public PEM path).
-fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{name}.key"));
-    let public = dir.join(format!("{name}.pub"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        private.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-pubout",
-        "-in",
-        private.to_str().unwrap(),
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (private, public)
-}
-
-/// `openssl dgst -sha256 -sign` over `data` (DER ECDSA signature).
-fn sign(dir: &Path, private: &Path, data: &[u8]) -> Vec<u8> {
-    let input = dir.join("payload.tmp");
-    std::fs::write(&input, data).unwrap();
-    openssl(&[
-        "dgst",
-        "-sha256",
-        "-sign",
-        private.to_str().unwrap(),
-        input.to_str().unwrap(),
-    ])
-}
-
-/// Pushes a cosign `sha256-<hex>.sig` manifest for `subject` in `repo`: one
-/// simple-signing payload naming `names`, signed with `private`.
-async fn push_signature(
-    client: &Client,
-    repo: &Repo,
-    dir: &Path,
-    private: &Path,
-    subject: &Digest,
-    names: &Digest,
-) {
-    let payload = serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{}", repo.host, repo.path)},
-            "image": {"docker-manifest-digest": names.to_string()},
-            "type": "cosign container image signature"
-        },
-        "optional": null
-    }))
-    .unwrap();
-    let signature = sign(dir, private, &payload);
-    let config = b"{}".to_vec();
-    for blob in [&payload, &config] {
-        client
-            .upload_blob(repo, &Digest::of(blob), Bytes::from(blob.clone()))
-            .await
-            .unwrap();
-    }
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::of(&config).to_string(), "size": config.len()},
-        "layers": [{
-            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-            "digest": Digest::of(&payload).to_string(),
-            "size": payload.len(),
-            "annotations": {"dev.cosignproject.cosign/signature": base64::engine::general_purpose::STANDARD.encode(&signature)},
-        }],
-    }))
-    .unwrap();
-    client
-        .put_manifest(
-            repo,
-            &format!("sha256-{}.sig", subject.hex()),
-            "application/vnd.oci.image.manifest.v1+json",
-            Bytes::from(manifest),
-        )
-        .await
-        .unwrap();
-}
 
 struct World {
     _tmp: tempfile::TempDir,

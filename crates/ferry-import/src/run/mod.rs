@@ -330,7 +330,7 @@ impl<'a> ImportRun<'a> {
                     &self.dest,
                     self.opts,
                     &self.plans,
-                    &self.first_repo,
+                    planned.upload_bytes,
                 )
                 .await?,
             );

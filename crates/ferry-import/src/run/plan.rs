@@ -107,6 +107,8 @@ pub(super) struct Planned {
     pub(super) first_repo: HashMap<Digest, Repo>,
     /// The plan as reported.
     pub(super) entries: Vec<PlanEntry>,
+    /// Bytes of the blobs to upload (each once).
+    pub(super) upload_bytes: u64,
 }
 
 /// Plans the registry side (nothing without a target registry): the items
@@ -126,6 +128,7 @@ pub(super) async fn make_plan(
             present: HashSet::new(),
             first_repo: HashMap::new(),
             entries: Vec::new(),
+            upload_bytes: 0,
         });
     };
     let plans = subjects_first(map_items(opts, target, head, manifests)?);
@@ -171,6 +174,7 @@ pub(super) async fn make_plan(
         present,
         first_repo: first,
         entries,
+        upload_bytes,
     })
 }
 

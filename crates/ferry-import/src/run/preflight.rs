@@ -5,12 +5,11 @@
 //! store must have room for the blobs it lacks. A dry run makes the same
 //! checks; a refusal stops the run with nothing pushed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use futures_util::stream::{self, StreamExt};
 
 use ferry_bundle::room::{room, Room};
-use ferry_bundle::Digest;
 use ferry_registry::{Client, Repo};
 
 use super::plan::ItemPlan;
@@ -19,15 +18,14 @@ use super::ImportOptions;
 use crate::dest::Dest;
 
 /// Checks push permission on every target repository (registry) or the
-/// room of the store, for the blobs `first_repo` says will be uploaded.
+/// room of the store, for the `upload_bytes` the plan will upload.
 pub(super) async fn check(
     client: &Client,
     dest: &Dest,
     opts: &ImportOptions,
     plans: &[ItemPlan],
-    first_repo: &HashMap<Digest, Repo>,
+    upload_bytes: u64,
 ) -> Result<Preflight, ImportError> {
-    let upload_bytes = upload_bytes(plans, first_repo);
     let store_dir = match (dest, &opts.store_dir) {
         (Dest::Store(store), _) => Some(store.dir()),
         (Dest::Registry(_), Some(dir)) => Some(dir.as_path()),
@@ -49,19 +47,6 @@ pub(super) async fn check(
             })
         }
     }
-}
-
-/// Bytes of the blobs to upload (each once).
-fn upload_bytes(plans: &[ItemPlan], first_repo: &HashMap<Digest, Repo>) -> u64 {
-    let mut sizes: HashMap<&Digest, u64> = HashMap::new();
-    for p in plans {
-        for (d, size) in &p.blobs {
-            if first_repo.contains_key(d) {
-                sizes.insert(d, *size);
-            }
-        }
-    }
-    sizes.values().sum()
 }
 
 /// The store's room for `needed` bytes: refused when short.

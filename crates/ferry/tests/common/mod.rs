@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(dead_code)]
 
+pub mod cosign;
+
 use std::process::{Command, Output};
 
 /// Runs `ferry args` with `envs` set, and nothing of the caller's docker
