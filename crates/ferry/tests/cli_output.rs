@@ -12,8 +12,8 @@ use common::{ferry, text};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use ferry_testkit::fixtures::{push, FixtureOptions, FixtureSet};
-use ferry_testkit::registry::{require_tool, Registry};
+use ferry_testkit::fixtures::{FixtureOptions, FixtureSet};
+use ferry_testkit::registry::Registry;
 
 struct World {
     _tmp: tempfile::TempDir,
@@ -23,14 +23,9 @@ struct World {
 }
 
 fn world() -> World {
-    require_tool("docker-registry");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let upstream = Registry::start().unwrap();
-    let set = FixtureSet::generate(&FixtureOptions::default());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = ferry_registry::Client::new(ferry_registry::ClientConfig::default()).unwrap();
-    rt.block_on(push(&set, &client, &upstream.host())).unwrap();
+    let (upstream, set) = common::upstream_with(&FixtureOptions::default());
     World {
         _tmp: tmp,
         dir,

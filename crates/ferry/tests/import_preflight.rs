@@ -10,8 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{ferry, ferry_env, ok, text};
-use ferry_registry::{Client, ClientConfig};
-use ferry_testkit::fixtures::{push, write_spec_images, FixtureOptions, FixtureSet};
+use ferry_testkit::fixtures::{write_spec_images, FixtureOptions};
 use ferry_testkit::registry::require_tool;
 use ferry_testkit::registry::{Registry, RegistryOptions};
 use ferry_testkit::tmpfs::Tmpfs;
@@ -29,14 +28,10 @@ fn s(p: &Path) -> &str {
 /// A bundle of the fixtures, one 2 MiB layer among them.
 fn world() -> World {
     require_tool("curl");
-    let upstream = Registry::start().expect("docker-registry");
-    let set = FixtureSet::generate(&FixtureOptions {
+    let (upstream, set) = common::upstream_with(&FixtureOptions {
         big_layer_mib: Some(2),
         ..FixtureOptions::default()
     });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = Client::new(ClientConfig::default()).unwrap();
-    rt.block_on(push(&set, &client, &upstream.host())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("bundle.yaml");
     std::fs::write(

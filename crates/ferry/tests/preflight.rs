@@ -9,8 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{ferry, ok, text};
-use ferry_registry::{Client, ClientConfig};
-use ferry_testkit::fixtures::{push, write_spec_images, FixtureOptions, FixtureSet};
+use ferry_testkit::fixtures::{write_spec_images, FixtureOptions, FixtureSet};
 use ferry_testkit::proxy::FaultProxy;
 use ferry_testkit::registry::Registry;
 use ferry_testkit::tmpfs::Tmpfs;
@@ -26,14 +25,10 @@ struct World {
 }
 
 fn world() -> World {
-    let registry = Registry::start().expect("docker-registry (apt-get install docker-registry)");
-    let set = FixtureSet::generate(&FixtureOptions {
+    let (registry, set) = common::upstream_with(&FixtureOptions {
         big_layer_mib: Some(2),
         ..FixtureOptions::default()
     });
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = Client::new(ClientConfig::default()).unwrap();
-    rt.block_on(push(&set, &client, &registry.host())).unwrap();
     let proxy = FaultProxy::start(registry.addr(), vec![]);
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("bundle.yaml");

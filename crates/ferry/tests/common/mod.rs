@@ -48,3 +48,26 @@ pub fn ok(o: &Output) -> String {
     );
     t
 }
+
+/// An upstream `docker-registry` holding the fixture set made with `opts`
+/// (pushed by ferry's own client).
+pub fn upstream_with(
+    opts: &ferry_testkit::fixtures::FixtureOptions,
+) -> (
+    ferry_testkit::registry::Registry,
+    ferry_testkit::fixtures::FixtureSet,
+) {
+    ferry_testkit::registry::require_tool("docker-registry");
+    let registry = ferry_testkit::registry::Registry::start().expect("start docker-registry");
+    let set = ferry_testkit::fixtures::FixtureSet::generate(opts);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let client = ferry_registry::Client::new(ferry_registry::ClientConfig::default())
+        .expect("registry client");
+    rt.block_on(ferry_testkit::fixtures::push(
+        &set,
+        &client,
+        &registry.host(),
+    ))
+    .expect("push the fixtures");
+    (registry, set)
+}
