@@ -130,7 +130,8 @@ fn paired(a: &Series, b: &Series) -> f64 {
     )
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `v` (`NaN` when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -36,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use ferry_testkit::dataset::{Dataset, DatasetOptions, GENERATOR_VERSION};
 use ferry_testkit::registry::Registry;
 
-use crate::bench::{raw_ingest_once, spec_text};
+use crate::bench::{median, raw_ingest_once, spec_text};
 
 /// What the curve was asked for.
 pub struct CurveOptions {
@@ -93,19 +93,6 @@ struct Point {
     ingest: Vec<f64>,
     openssl: Vec<f64>,
     zstd_d: Vec<f64>,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn med_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {

@@ -16,7 +16,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use url::Url;
 
 use crate::endpoint::safe_url;
-use crate::part_file::{part_path, PartFile};
+use crate::part_file::PartFile;
 use crate::response::{read_capped, read_prefix, retry_after_of};
 use crate::{Client, Credentials, Error};
 
@@ -252,17 +252,8 @@ impl Client {
                 limit,
             });
         }
-        let part = part_path(dest)?;
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part)
-            .await
-            .map_err(|e| Error::io("create", &part, e))?;
-        let guard = PartFile {
-            path: part.clone(),
-            keep: false,
-        };
+        let (file, guard) = PartFile::create(dest).await?;
+        let part = guard.path.clone();
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut hasher = Hasher::new();
         let mut size = 0u64;

@@ -27,6 +27,25 @@ pub(crate) struct PartFile {
 }
 
 impl PartFile {
+    /// Creates a new `.part-<random>` file beside `dest` (never an existing
+    /// one): the file to write, and the guard that removes it unless kept.
+    pub(crate) async fn create(dest: &Path) -> Result<(tokio::fs::File, PartFile), Error> {
+        let part = part_path(dest)?;
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .await
+            .map_err(|e| Error::io("create", &part, e))?;
+        Ok((
+            file,
+            PartFile {
+                path: part,
+                keep: false,
+            },
+        ))
+    }
+
     /// Flushes and syncs `out` (this part file), renames it to `dest` and
     /// syncs the directory, so that `dest` holds every byte or nothing.
     pub(crate) async fn persist(

@@ -15,7 +15,7 @@ use url::Url;
 use super::request::{Limit, Req, Target};
 use super::{BlobStream, Client, Progress};
 use crate::endpoint::safe_url;
-use crate::part_file::{part_path, PartFile};
+use crate::part_file::PartFile;
 use crate::response::{content_length, header_str};
 use crate::verify::VerifyingStream;
 use crate::{Error, Repo};
@@ -239,17 +239,8 @@ impl Client {
         dest: &Path,
         progress: Option<Progress<'_>>,
     ) -> Result<u64, Error> {
-        let part = part_path(dest)?;
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part)
-            .await
-            .map_err(|e| Error::io("create", &part, e))?;
-        let guard = PartFile {
-            path: part.clone(),
-            keep: false,
-        };
+        let (file, guard) = PartFile::create(dest).await?;
+        let part = guard.path.clone();
         let state = self
             .download(
                 repo,
