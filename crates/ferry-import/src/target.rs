@@ -6,6 +6,7 @@
 //! path prefix inside the target; the longest SRC wins) and `--flatten`
 //! (drop the source host) change that.
 
+use ferry_bundle::digest::Digest;
 use ferry_bundle::reference::{is_valid_repository, Reference};
 use ferry_registry::Repo;
 
@@ -59,11 +60,11 @@ pub enum TargetError {
         /// The source that claimed it first.
         first: String,
         /// Its digest.
-        first_digest: String,
+        first_digest: Digest,
         /// The other source.
         second: String,
         /// Its digest.
-        second_digest: String,
+        second_digest: Digest,
     },
 }
 

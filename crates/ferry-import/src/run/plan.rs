@@ -158,7 +158,7 @@ pub(super) async fn make_plan(
             kind: p.item.kind.as_str().into(),
             source: p.item.reference.clone(),
             target: target_ref(&p.repo, &p.reference, &p.item.digest),
-            digest: p.item.digest.to_string(),
+            digest: p.item.digest.clone(),
             upload_blobs: n,
         });
     }
@@ -215,9 +215,9 @@ fn map_items(
                     return Err(ImportError::Target(TargetError::Collision {
                         target: format!("{}/{}:{tag}", repo.host, repo.path),
                         first: first.clone(),
-                        first_digest: digest.to_string(),
+                        first_digest: digest.clone(),
                         second: item.reference.clone(),
-                        second_digest: item.digest.to_string(),
+                        second_digest: item.digest.clone(),
                     }));
                 }
                 Some(_) => {} // the same content under one tag: no conflict
@@ -318,7 +318,7 @@ async fn check_base(
                 }
             }
             if !found && needed.contains(&b.digest) {
-                missing.push(b.digest.to_string());
+                missing.push(b.digest.clone());
             }
         }
         if !missing.is_empty() {
