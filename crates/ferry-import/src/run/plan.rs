@@ -15,7 +15,7 @@ use ferry_registry::{Client, Repo};
 
 use super::{ImportError, ImportOptions, Manifests, PlanEntry};
 use crate::dest::Dest;
-use crate::target::TargetError;
+use crate::target::{Collision, TargetError};
 use crate::tree;
 use crate::{Event, Events};
 
@@ -212,13 +212,15 @@ fn map_items(
             let key = (repo.host.clone(), repo.path.clone(), tag.clone());
             match tags.get(&key) {
                 Some((first, digest)) if digest != &item.digest => {
-                    return Err(ImportError::Target(TargetError::Collision {
-                        target: format!("{}/{}:{tag}", repo.host, repo.path),
-                        first: first.clone(),
-                        first_digest: digest.clone(),
-                        second: item.reference.clone(),
-                        second_digest: item.digest.clone(),
-                    }));
+                    return Err(ImportError::Target(TargetError::Collision(Box::new(
+                        Collision {
+                            target: format!("{}/{}:{tag}", repo.host, repo.path),
+                            first: first.clone(),
+                            first_digest: digest.clone(),
+                            second: item.reference.clone(),
+                            second_digest: item.digest.clone(),
+                        },
+                    ))));
                 }
                 Some(_) => {} // the same content under one tag: no conflict
                 None => {
