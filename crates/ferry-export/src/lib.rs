@@ -40,6 +40,8 @@ pub mod sources;
 pub mod trust;
 mod write;
 
+use ferry_bundle::digest::Digest;
+
 pub use resolve::{resolve, ResolveError, Resolved, ResolvedImage, ResolvedManifest};
 pub use write::{export, preflight, ExportError, ExportOptions, ExportSummary};
 
@@ -51,7 +53,7 @@ pub enum Event {
         /// Source reference.
         reference: String,
         /// Its digest.
-        digest: String,
+        digest: Digest,
         /// Platforms selected (empty for single manifests).
         platforms: Vec<String>,
     },
@@ -72,7 +74,7 @@ pub enum Event {
     /// One blob is in the cache.
     Fetched {
         /// Its digest.
-        digest: String,
+        digest: Digest,
         /// Its size.
         size: u64,
     },

@@ -235,7 +235,7 @@ pub async fn discover(
                         }
                         events(Event::Resolved {
                             reference: img.name(),
-                            digest: img.top.digest.to_string(),
+                            digest: img.top.digest.clone(),
                             platforms: img.platforms(),
                         });
                         frontier.extend(subjects_of(&img));

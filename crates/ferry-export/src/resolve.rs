@@ -371,7 +371,7 @@ pub async fn resolve(
             Ok(img) => {
                 events(Event::Resolved {
                     reference: img.reference.to_string(),
-                    digest: img.top.digest.to_string(),
+                    digest: img.top.digest.clone(),
                     platforms: img.platforms(),
                 });
                 ok.insert(i, img);

@@ -139,6 +139,10 @@ struct IndexEntry {
     version: String,
     #[serde(default)]
     urls: Vec<String>,
+    /// The upstream's text, kept raw on purpose: Helm writes bare hex (any
+    /// case, sometimes `sha256:`-prefixed), and only the chosen version's
+    /// digest is parsed into a `Digest` (`classic_chart`), so a bad digest
+    /// on another version does not refuse the whole index.
     #[serde(default)]
     digest: Option<String>,
     #[serde(default)]
@@ -633,7 +637,7 @@ pub async fn collect(
             Ok(Done::Item(item, imgs)) => {
                 events(Event::Resolved {
                     reference: item.name(),
-                    digest: item.top.digest.to_string(),
+                    digest: item.top.digest.clone(),
                     platforms: Vec::new(),
                 });
                 out.items.push(*item);

@@ -51,7 +51,7 @@ pub enum PolicyCheckError {
         /// The signed item.
         reference: String,
         /// The blob.
-        digest: String,
+        digest: Digest,
         /// Why.
         reason: String,
     },
@@ -134,7 +134,7 @@ pub async fn check(
                 }
                 let fetch_err = |reason: String| PolicyCheckError::Fetch {
                     reference: name.clone(),
-                    digest: d.digest.to_string(),
+                    digest: d.digest.clone(),
                     reason,
                 };
                 let data = match local_blobs.filter(|_| art.local) {

@@ -514,7 +514,7 @@ async fn fetch_all(
                             let _ = done.send(());
                         }
                         events(Event::Fetched {
-                            digest: meta.digest.to_string(),
+                            digest: meta.digest.clone(),
                             size: meta.size,
                         });
                     }

@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use ferry_bundle::digest::Digest;
 use ferry_bundle::semver;
 use serde_json::Value as Json;
 use yaml_serde::{Mapping, Value};
@@ -21,8 +22,8 @@ use yaml_serde::{Mapping, Value};
 pub struct ChartEntry {
     /// The Helm OCI config blob: the chart's `Chart.yaml` metadata as JSON.
     pub metadata_json: Vec<u8>,
-    /// sha256 of the `.tgz`, lowercase hex, no `sha256:` prefix.
-    pub digest_hex: String,
+    /// The `.tgz`'s digest (the index lists its hex, no `sha256:` prefix).
+    pub digest: Digest,
     /// The `.tgz` file name, relative to the index (`falco-9.1.0.tgz`).
     pub file_name: String,
     /// When the chart was packaged (RFC 3339); the index's `generated` time when unknown.
@@ -49,14 +50,6 @@ pub enum HelmIndexError {
         /// `name` or `version`.
         field: &'static str,
     },
-    /// A digest that is not 64 lowercase hex digits.
-    #[error("chart `{file}`: `{digest}` is not a sha256 hex digest")]
-    Digest {
-        /// The chart file.
-        file: String,
-        /// The value.
-        digest: String,
-    },
     /// A file name that is empty or not a plain name.
     #[error("chart file name `{file}` must be a plain file name (no `/`, not empty)")]
     FileName {
@@ -75,12 +68,6 @@ pub enum HelmIndexError {
     /// Serialisation failed.
     #[error("failed to write the Helm index")]
     Write(#[source] ferry_bundle::yaml::RenderError),
-}
-
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Orders versions the way an index lists them: highest semver first;
@@ -143,12 +130,6 @@ fn chart_version(c: &ChartEntry, generated: &str) -> Result<(String, Value), Hel
             file: c.file_name.clone(),
         });
     }
-    if !is_hex64(&c.digest_hex) {
-        return Err(HelmIndexError::Digest {
-            file: c.file_name.clone(),
-            digest: c.digest_hex.clone(),
-        });
-    }
     let name = match obj.get("name") {
         Some(Json::String(s)) if !s.is_empty() => s.clone(),
         _ => {
@@ -168,7 +149,7 @@ fn chart_version(c: &ChartEntry, generated: &str) -> Result<(String, Value), Hel
         "urls".into(),
         Json::Array(vec![Json::String(c.file_name.clone())]),
     );
-    obj.insert("digest".into(), Json::String(c.digest_hex.clone()));
+    obj.insert("digest".into(), Json::String(c.digest.hex()));
     obj.insert(
         "created".into(),
         Json::String(c.created.clone().unwrap_or_else(|| generated.to_string())),
@@ -267,7 +248,7 @@ mod tests {
                 r#"{{"name":"{name}","version":"{version}","apiVersion":"v2","appVersion":"0.44.1","description":"Falco","type":"application","maintainers":[{{"name":"The Falco Authors"}}]}}"#
             )
             .into_bytes(),
-            digest_hex: digest.into(),
+            digest: Digest::from_hex(digest).unwrap(),
             file_name: format!("{name}-{version}.tgz"),
             created: None,
         }
@@ -386,12 +367,12 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_naming_the_chart() {
-        let mut c = chart("falco", "9.1.0", "sha256:abc");
-        let e = helm_index(None, &[c.clone()], "t").unwrap_err();
-        assert!(e.to_string().contains("falco-9.1.0.tgz"), "{e}");
-        c.digest_hex = D1.into();
+        // A digest that is not sha256 hex cannot reach the index: the
+        // entry carries a `Digest`, validated where it was parsed.
+        let mut c = chart("falco", "9.1.0", D1);
         c.metadata_json = br#"{"name":"falco"}"#.to_vec();
         let e = helm_index(None, &[c.clone()], "t").unwrap_err();
+        assert!(e.to_string().contains("falco-9.1.0.tgz"), "{e}");
         assert!(e.to_string().contains("version"), "{e}");
         c.metadata_json = b"[1,2]".to_vec();
         assert!(matches!(

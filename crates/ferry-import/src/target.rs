@@ -6,6 +6,7 @@
 //! path prefix inside the target; the longest SRC wins) and `--flatten`
 //! (drop the source host) change that.
 
+use ferry_bundle::digest::Digest;
 use ferry_bundle::reference::{is_valid_repository, Reference};
 use ferry_registry::Repo;
 
@@ -51,20 +52,26 @@ pub enum TargetError {
         /// What it mapped to.
         repository: String,
     },
-    /// Two sources with different content map to one target tag.
-    #[error("two sources map to one target `{}`: `{}` ({first_digest}) and `{}` ({second_digest}); nothing was pushed. Give them distinct targets with --map (or drop --flatten)", .target.escape_debug(), .first.escape_debug(), .second.escape_debug())]
-    Collision {
-        /// The target reference (`host/path:tag`).
-        target: String,
-        /// The source that claimed it first.
-        first: String,
-        /// Its digest.
-        first_digest: String,
-        /// The other source.
-        second: String,
-        /// Its digest.
-        second_digest: String,
-    },
+    /// Two sources with different content map to one target tag (boxed:
+    /// two digests and three names would make every `Result` carry them).
+    #[error(transparent)]
+    Collision(Box<Collision>),
+}
+
+/// Two sources with different content that map to one target tag.
+#[derive(Debug, thiserror::Error)]
+#[error("two sources map to one target `{}`: `{}` ({first_digest}) and `{}` ({second_digest}); nothing was pushed. Give them distinct targets with --map (or drop --flatten)", .target.escape_debug(), .first.escape_debug(), .second.escape_debug())]
+pub struct Collision {
+    /// The target reference (`host/path:tag`).
+    pub target: String,
+    /// The source that claimed it first.
+    pub first: String,
+    /// Its digest.
+    pub first_digest: Digest,
+    /// The other source.
+    pub second: String,
+    /// Its digest.
+    pub second_digest: Digest,
 }
 
 impl Target {
@@ -334,5 +341,24 @@ mod tests {
             .to_string()
             .contains("SRC=DST"));
         assert!(MapRule::parse("docker.io=Bad").is_err());
+    }
+
+    #[test]
+    fn a_collision_names_the_target_both_sources_and_both_digests_in_full() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let e = TargetError::Collision(Box::new(Collision {
+            target: "mirror.local/falco:1.0".into(),
+            first: "quay.io/falco:1.0".into(),
+            first_digest: a.clone(),
+            second: "docker.io/falco:1.0".into(),
+            second_digest: b.clone(),
+        }));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "two sources map to one target `mirror.local/falco:1.0`: `quay.io/falco:1.0` ({a}) and `docker.io/falco:1.0` ({b}); nothing was pushed. Give them distinct targets with --map (or drop --flatten)"
+            )
+        );
+        assert!(a.to_string().starts_with("sha256:") && a.to_string().len() == 71);
     }
 }

@@ -284,7 +284,7 @@ pub(crate) async fn write_helm_indexes(
             .or_default()
             .push(crate::helm_index::ChartEntry {
                 metadata_json: meta.to_vec(),
-                digest_hex: tgz.digest.hex().to_string(),
+                digest: tgz.digest.clone(),
                 file_name: p.path.file_name().to_string(),
                 created: p.created.clone(),
             });

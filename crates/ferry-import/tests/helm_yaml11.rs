@@ -114,7 +114,7 @@ fn every_ambiguous_scalar_reads_back_as_the_same_string_in_yaml_1_1() {
                 "annotations": {(*v).to_string(): *v},
             }))
             .unwrap(),
-            digest_hex: "a".repeat(64),
+            digest: ferry_bundle::digest::Digest::from_hex(&"a".repeat(64)).unwrap(),
             file_name: format!("chart{i}-1.0.{i}.tgz"),
             created: Some("2026-01-02T03:04:05Z".into()),
         })

@@ -298,11 +298,11 @@ fn a_dry_run_plans_thirty_thousand_items() {
     assert_eq!(uploads, IMAGES + SIGNATURES + SIGNATURES_OF_SIGNATURES + 1);
     // Provenance comes after its subject, and a signature of a signature
     // after the signature.
-    let position: std::collections::HashMap<&str, usize> = report
+    let position: std::collections::HashMap<&ferry_bundle::Digest, usize> = report
         .plan
         .iter()
         .enumerate()
-        .map(|(i, p)| (p.digest.as_str(), i))
+        .map(|(i, p)| (&p.digest, i))
         .collect();
     let sig_positions: Vec<usize> = report
         .plan
@@ -322,7 +322,7 @@ fn a_dry_run_plans_thirty_thousand_items() {
             .rsplit_once(":sha256-")
             .and_then(|(_, t)| t.strip_suffix(".sig"))
             .unwrap();
-        let subject = position[format!("sha256:{hex}").as_str()];
+        let subject = position[&ferry_bundle::Digest::from_hex(hex).unwrap()];
         assert!(subject < i, "{source} planned before its subject");
     }
 }

@@ -12,7 +12,9 @@
 //!   index, Docker schema2 images and lists, shared base layers, many small
 //!   layers, a Trivy-DB-shaped artifact, an optional large layer) with their
 //!   exact manifest bytes and blobs, and [`fixtures::push`] to put them in a
-//!   registry;
+//!   registry; one file each for the set a test holds (`set.rs`), the
+//!   images (`images.rs`), their layers (`layers.rs`), the manifest and
+//!   config shapes (`documents.rs`) and the push (`push.rs`);
 //! - [`proxy`]: [`proxy::FaultProxy`], an HTTP/1.1 proxy in front of a real
 //!   registry that injects error statuses, 429 with `Retry-After`, cut
 //!   connections and stalls;

@@ -57,7 +57,7 @@ impl ImportRun<'_> {
             let outcome = |note: Option<String>| ItemOutcome {
                 source: p.item.reference.clone(),
                 target: target.clone(),
-                digest: p.item.digest.to_string(),
+                digest: Some(p.item.digest.clone()),
                 note,
             };
             if let Some(why) = failed_items.get(p.item.reference.as_str()) {
@@ -199,7 +199,7 @@ impl ImportRun<'_> {
                 Err(why) => self.report.failed.push(ItemOutcome {
                     source: format!("referrers of {subject}"),
                     target,
-                    digest: String::new(),
+                    digest: None,
                     note: Some(why),
                 }),
             }

@@ -252,7 +252,7 @@ impl ImportRun<'_> {
             let outcome = |note: Option<String>| ItemOutcome {
                 source: fp.item.reference.clone(),
                 target: files.location(&fp.path),
-                digest: fp.item.digest.to_string(),
+                digest: Some(fp.item.digest.clone()),
                 note,
             };
             if let Some(why) = failed_items.get(fp.item.reference.as_str()) {
@@ -312,7 +312,7 @@ impl ImportRun<'_> {
             Err(e) => self.report.failed.push(ItemOutcome {
                 source: "helm repository index".into(),
                 target: String::new(),
-                digest: String::new(),
+                digest: None,
                 note: Some(e),
             }),
         }
@@ -345,7 +345,7 @@ impl ImportRun<'_> {
         let outcome = |note: Option<String>| ItemOutcome {
             source: fp.item.reference.clone(),
             target: files.location(&fp.path),
-            digest: fp.item.digest.to_string(),
+            digest: Some(fp.item.digest.clone()),
             note,
         };
         if self.opts.target.is_none() {
@@ -430,7 +430,7 @@ pub(super) fn file_plan_entries(opts: &ImportOptions, side: &FileSide) -> Vec<Pl
             kind: p.item.kind.as_str().into(),
             source: p.item.reference.clone(),
             target: files.location(&p.path),
-            digest: p.item.digest.to_string(),
+            digest: p.item.digest.clone(),
             upload_blobs: p
                 .files
                 .iter()

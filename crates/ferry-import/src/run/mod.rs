@@ -420,7 +420,7 @@ impl<'a> ImportRun<'a> {
             let outcome = |note: &str| ItemOutcome {
                 source: item.reference.clone(),
                 target: String::new(),
-                digest: item.digest.to_string(),
+                digest: Some(item.digest.clone()),
                 note: Some(note.to_string()),
             };
             if self.opts.target.is_none() && crate::tree::is_registry_kind(item.kind) {

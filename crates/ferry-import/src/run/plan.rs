@@ -15,7 +15,7 @@ use ferry_registry::{Client, Repo};
 
 use super::{ImportError, ImportOptions, Manifests, PlanEntry};
 use crate::dest::Dest;
-use crate::target::TargetError;
+use crate::target::{Collision, TargetError};
 use crate::tree;
 use crate::{Event, Events};
 
@@ -158,7 +158,7 @@ pub(super) async fn make_plan(
             kind: p.item.kind.as_str().into(),
             source: p.item.reference.clone(),
             target: target_ref(&p.repo, &p.reference, &p.item.digest),
-            digest: p.item.digest.to_string(),
+            digest: p.item.digest.clone(),
             upload_blobs: n,
         });
     }
@@ -212,13 +212,15 @@ fn map_items(
             let key = (repo.host.clone(), repo.path.clone(), tag.clone());
             match tags.get(&key) {
                 Some((first, digest)) if digest != &item.digest => {
-                    return Err(ImportError::Target(TargetError::Collision {
-                        target: format!("{}/{}:{tag}", repo.host, repo.path),
-                        first: first.clone(),
-                        first_digest: digest.to_string(),
-                        second: item.reference.clone(),
-                        second_digest: item.digest.to_string(),
-                    }));
+                    return Err(ImportError::Target(TargetError::Collision(Box::new(
+                        Collision {
+                            target: format!("{}/{}:{tag}", repo.host, repo.path),
+                            first: first.clone(),
+                            first_digest: digest.clone(),
+                            second: item.reference.clone(),
+                            second_digest: item.digest.clone(),
+                        },
+                    ))));
                 }
                 Some(_) => {} // the same content under one tag: no conflict
                 None => {
@@ -318,7 +320,7 @@ async fn check_base(
                 }
             }
             if !found && needed.contains(&b.digest) {
-                missing.push(b.digest.to_string());
+                missing.push(b.digest.clone());
             }
         }
         if !missing.is_empty() {

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use ferry_bundle::digest::Digest;
 use ferry_bundle::parts::PartsError;
 use ferry_bundle::reader::BundleError;
 
@@ -29,8 +30,8 @@ pub struct PlanEntry {
     pub source: String,
     /// Target reference.
     pub target: String,
-    /// Digest.
-    pub digest: String,
+    /// The item's digest (`sha256:<hex>` in JSON).
+    pub digest: Digest,
     /// Blobs to upload for it (not already at the target).
     pub upload_blobs: usize,
 }
@@ -42,11 +43,22 @@ pub struct ItemOutcome {
     pub source: String,
     /// Target reference (repository + tag, or @digest).
     pub target: String,
-    /// Digest.
-    pub digest: String,
+    /// The item's digest; `None` for what is not one item of the bundle (a
+    /// Helm repository index, a referrers fallback tag). JSON keeps the key:
+    /// `sha256:<hex>`, or `""` when there is none.
+    #[serde(serialize_with = "digest_or_empty")]
+    pub digest: Option<Digest>,
     /// Why it failed, or a note on how it landed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// An absent digest as JSON has always shown it: an empty string.
+fn digest_or_empty<S: serde::Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(d),
+        None => s.serialize_str(""),
+    }
 }
 
 /// The outcome of an import.
@@ -160,7 +172,7 @@ pub enum ImportError {
     FileItem(String),
     /// A differential bundle's base is not at the target.
     #[error("this is a differential bundle, and {} base blob(s) it relies on are not at the target; nothing was pushed:\n{}", .0.len(), .0.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n"))]
-    MissingBase(Vec<String>),
+    MissingBase(Vec<Digest>),
     /// The target registry cannot be reached.
     #[error("target registry `{host}` is not reachable")]
     Unreachable {
@@ -228,5 +240,69 @@ impl ImportError {
                 | ImportError::Task(_)
                 | ImportError::Open { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "3b1f0e6b3a0c2d9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a392817";
+
+    fn digest() -> Digest {
+        Digest::from_hex(HEX).unwrap()
+    }
+
+    #[test]
+    fn a_plan_entry_serializes_its_digest_as_the_sha256_string() {
+        let entry = PlanEntry {
+            kind: "image".into(),
+            source: "quay.io/falco/falco:0.44.1".into(),
+            target: "mirror.local/quay.io/falco/falco:0.44.1".into(),
+            digest: digest(),
+            upload_blobs: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            format!(
+                r#"{{"kind":"image","source":"quay.io/falco/falco:0.44.1","target":"mirror.local/quay.io/falco/falco:0.44.1","digest":"sha256:{HEX}","upload_blobs":3}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_outcome_with_a_digest_serializes_as_before() {
+        let outcome = ItemOutcome {
+            source: "quay.io/falco/falco:0.44.1".into(),
+            target: "mirror.local/quay.io/falco/falco:0.44.1".into(),
+            digest: Some(digest()),
+            note: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&outcome).unwrap(),
+            format!(
+                r#"{{"source":"quay.io/falco/falco:0.44.1","target":"mirror.local/quay.io/falco/falco:0.44.1","digest":"sha256:{HEX}"}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn an_outcome_without_a_digest_keeps_the_key_with_an_empty_string() {
+        let outcome = ItemOutcome {
+            source: "helm repository index".into(),
+            target: String::new(),
+            digest: None,
+            note: Some("failed to write `helm/index.yaml`".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&outcome).unwrap(),
+            r#"{"source":"helm repository index","target":"","digest":"","note":"failed to write `helm/index.yaml`"}"#
+        );
+    }
+
+    #[test]
+    fn a_missing_base_lists_each_digest_in_full() {
+        let e = ImportError::MissingBase(vec![digest()]);
+        assert!(e.to_string().ends_with(&format!("\n  sha256:{HEX}")), "{e}");
     }
 }
