@@ -116,32 +116,12 @@ pub enum FilesError {
         /// The start of the response body (whitespace collapsed).
         body: String,
     },
-    /// The request could not be sent or its answer not read.
-    #[error("{method} {url} failed: {reason}")]
-    Transport {
-        /// The method.
-        method: Method,
-        /// The URL (without credentials).
-        url: String,
-        /// The error and its causes.
-        reason: String,
-    },
-    /// The CA bundle cannot be used.
-    #[error("failed to use the CA bundle {}: {reason}", path.display())]
-    Ca {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The HTTP client could not be built.
-    #[error("failed to set up the HTTP client for {url}: {reason}")]
-    Client {
-        /// The base URL.
-        url: String,
-        /// Why.
-        reason: String,
-    },
+    /// The HTTP transport failed: the request could not be sent or its
+    /// answer not read (connection refused or cut, TLS refused, a redirect
+    /// not followed), or the client could not be set up (the CA bundle). The
+    /// message names the method and URL (or the file), never a credential.
+    #[error(transparent)]
+    Transport(#[from] ferry_registry::Error),
     /// A blocking task panicked or was cancelled.
     #[error("the file operation on {location} was interrupted: {reason}")]
     Interrupted {

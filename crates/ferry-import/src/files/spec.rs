@@ -1,6 +1,10 @@
 //! The `--files` value: a password in it redacted for messages, user info
 //! decoded, path components percent-encoded for URLs.
 
+use url::Url;
+
+use super::{FileTargetOptions, FilesError};
+
 /// `spec` with the password of a URL's user info replaced by `***`.
 pub(super) fn redact_spec(spec: &str) -> String {
     let Some((scheme, rest)) = spec.split_once("://") else {
@@ -39,6 +43,52 @@ pub(super) fn decode_percent(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// An HTTP target as `--files` names it.
+pub(super) struct HttpSpec {
+    /// The URL without user info (query and fragment refused).
+    pub(super) base: Url,
+    /// The user: `FileTargetOptions::username`, else the URL's.
+    pub(super) username: Option<String>,
+    /// The password: `FileTargetOptions::password`, else the URL's.
+    pub(super) password: Option<String>,
+}
+
+/// Parses an `http://` / `https://` `--files` value (`HOST[:PORT]/PATH`, a
+/// `user:password@` accepted and taken out of the URL; the options' user
+/// and password win). An error never shows the password.
+pub(super) fn parse_http(spec: &str, opts: &FileTargetOptions) -> Result<HttpSpec, FilesError> {
+    let invalid = |reason: &str| FilesError::InvalidSpec {
+        spec: redact_spec(spec),
+        reason: reason.to_string(),
+    };
+    let mut url = Url::parse(spec).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("only http:// and https:// are supported"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a query or fragment is not supported"));
+    }
+    let url_user = (!url.username().is_empty()).then(|| decode_percent(url.username()));
+    let url_password = url.password().map(decode_percent);
+    let username = opts.username.clone().or(url_user);
+    let password = opts.password.clone().or(url_password);
+    if password.is_some() && username.is_none() {
+        return Err(invalid("a password needs a username"));
+    }
+    url.set_username("")
+        .map_err(|()| invalid("cannot remove the user from the URL"))?;
+    url.set_password(None)
+        .map_err(|()| invalid("cannot remove the password from the URL"))?;
+    Ok(HttpSpec {
+        base: url,
+        username,
+        password,
+    })
 }
 
 #[cfg(test)]

@@ -13,27 +13,35 @@ use bytes::Bytes;
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
-use ferry_registry::retry;
+use ferry_registry::transport::{error_body, Redirects, Transport};
+use ferry_registry::{ClientConfig, Credentials, HostConfig, OriginCredentials};
 use reqwest::header::{HeaderValue, CONTENT_LENGTH};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc;
+use url::Url;
 
-use super::spec::{decode_percent, encode_component, redact_spec};
+use super::spec::{encode_component, parse_http, HttpSpec};
 use super::staging::{temp_name, verify, Staged, StagedInner};
 use super::{FileTargetOptions, FilesError};
 
-/// How many bytes of an error response body are quoted in errors.
-pub(super) const BODY_PREFIX: usize = 200;
+/// The first wait between two tries; doubled after each failure.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest wait between two tries, a server's `Retry-After` included.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An HTTP (WebDAV) file target.
+/// An HTTP (WebDAV) file target, speaking through ferry-registry's
+/// [`Transport`].
 #[derive(Clone)]
 pub struct HttpTarget {
-    pub(super) client: reqwest::Client,
+    /// The one HTTP transport: TLS, retries, capped and redacted error bodies.
+    pub(super) transport: Transport,
     /// `scheme://host[:port][/path]`, no credentials, no trailing `/`.
     pub(super) base: String,
     pub(super) username: Option<String>,
-    pub(super) password: Option<String>,
-    pub(super) attempts: u32,
+    /// Sent only to the base's exact origin (scheme, host, port).
+    pub(super) credentials: Option<Arc<OriginCredentials>>,
     /// Collections known to exist (relative paths), shared by clones.
     pub(super) collections: Arc<Mutex<HashSet<String>>>,
 }
@@ -42,9 +50,8 @@ impl fmt::Debug for HttpTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTarget")
             .field("base", &self.base)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("attempts", &self.attempts)
+            .field("credentials", &self.credentials)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -125,42 +132,6 @@ impl BodyState {
     }
 }
 
-/// The first wait between two tries; doubled after each failure.
-pub(super) const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
-/// The longest wait between two tries, a server's `Retry-After` included.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// How long to wait after try `attempt` was answered `resp` (retryable): the
-/// server's `Retry-After` when it sent one, else the backoff; ferry-registry's
-/// retry policy, the same as the registry client's.
-pub(super) fn retry_delay(attempt: u32, resp: Option<&reqwest::Response>) -> Duration {
-    let retry_after = resp
-        .and_then(|r| r.headers().get(reqwest::header::RETRY_AFTER))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
-    retry::delay(INITIAL_BACKOFF, MAX_BACKOFF, attempt, retry_after)
-}
-
-/// The start of a response body, whitespace collapsed, for errors.
-pub(super) async fn body_prefix(mut resp: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < BODY_PREFIX * 4 {
-        match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.chars().count() > BODY_PREFIX {
-        out = out.chars().take(BODY_PREFIX).collect::<String>() + "…";
-    }
-    if out.is_empty() {
-        out = "(empty body)".to_string();
-    }
-    out
-}
-
 pub(super) fn mkcol() -> Method {
     // A valid token: from_bytes cannot fail on it.
     Method::from_bytes(b"MKCOL").unwrap_or(Method::PUT)
@@ -171,67 +142,46 @@ pub(super) fn move_method() -> Method {
 }
 
 impl HttpTarget {
+    /// The target `spec` names (see [`parse_http`]), with a transport
+    /// built from the same per-host settings as the registry client's: the
+    /// scheme as given, `ca_file` and `insecure` for its host, the retry
+    /// policy with `attempts` tries, and no redirect followed.
     pub(super) fn new(spec: &str, opts: FileTargetOptions) -> Result<HttpTarget, FilesError> {
-        let invalid = |reason: &str| FilesError::InvalidSpec {
-            spec: redact_spec(spec),
-            reason: reason.to_string(),
-        };
-        let mut url = url::Url::parse(spec).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid("only http:// and https:// are supported"));
-        }
-        if url.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("no host"));
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("a query or fragment is not supported"));
-        }
-        let url_user = (!url.username().is_empty()).then(|| decode_percent(url.username()));
-        let url_password = url.password().map(decode_percent);
-        let username = opts.username.clone().or(url_user);
-        let password = opts.password.clone().or(url_password);
-        if password.is_some() && username.is_none() {
-            return Err(invalid("a password needs a username"));
-        }
-        url.set_username("")
-            .map_err(|()| invalid("cannot remove the user from the URL"))?;
-        url.set_password(None)
-            .map_err(|()| invalid("cannot remove the password from the URL"))?;
-        let base = url.as_str().trim_end_matches('/').to_string();
-
-        let mut b = reqwest::Client::builder()
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .tcp_keepalive(Some(Duration::from_secs(30)));
-        if let Some(ca) = &opts.ca_file {
-            let ca_err = |reason: String| FilesError::Ca {
-                path: ca.clone(),
-                reason,
-            };
-            let pem = std::fs::read(ca).map_err(|e| ca_err(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_err(chain(&e)))?;
-            if certs.is_empty() {
-                return Err(ca_err("no PEM certificate found".to_string()));
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        if opts.insecure {
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let client = b.build().map_err(|e| FilesError::Client {
-            url: base.clone(),
-            reason: chain(&e),
-        })?;
-        Ok(HttpTarget {
-            client,
+        let HttpSpec {
             base,
             username,
             password,
-            attempts: opts.attempts.max(1),
+        } = parse_http(spec, &opts)?;
+        let tls = base.scheme() == "https";
+        let config = ClientConfig {
+            default_host: HostConfig {
+                plain_http: !tls,
+                https: tls,
+                insecure_skip_verify: opts.insecure,
+                ca_file: opts.ca_file.clone(),
+                ..HostConfig::default()
+            },
+            max_attempts: opts.attempts.max(1),
+            initial_backoff: INITIAL_BACKOFF,
+            max_backoff: MAX_BACKOFF,
+            timeout: CONNECT_TIMEOUT,
+            ..ClientConfig::default()
+        };
+        let transport = Transport::new(&base, &config, Redirects::None)?;
+        let credentials = username.clone().map(|username| {
+            Arc::new(OriginCredentials::new(
+                &base,
+                Credentials {
+                    username,
+                    password: password.unwrap_or_default(),
+                },
+            ))
+        });
+        Ok(HttpTarget {
+            transport,
+            base: base.as_str().trim_end_matches('/').to_string(),
+            username,
+            credentials,
             collections: Arc::new(Mutex::new(HashSet::new())),
         })
     }
@@ -262,50 +212,30 @@ impl HttpTarget {
         s
     }
 
-    pub(super) fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
-        let r = self.client.request(method, url);
-        match &self.username {
-            Some(u) => r.basic_auth(u, self.password.as_deref()),
-            None => r,
-        }
+    /// `url` (one this target built) as a URL.
+    fn parse(url: &str) -> Result<Url, FilesError> {
+        Url::parse(url).map_err(|e| {
+            FilesError::Transport(ferry_registry::Error::InvalidUrl {
+                host: url.to_string(),
+                reason: e.to_string(),
+            })
+        })
     }
 
-    /// Sends a request without a streamed body, retrying connection errors,
-    /// 429 and 5xx. The last answer is returned whatever its status.
+    /// Sends a request without a streamed body through the transport
+    /// (retrying connection errors, 429 and 5xx, `Retry-After` honoured).
+    /// The last answer is returned whatever its status.
     pub(super) async fn send(
         &self,
         method: Method,
         url: &str,
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, FilesError> {
-        let mut attempt = 1;
-        loop {
-            let req = build(self.request(method.clone(), url));
-            let wait = match req.send().await {
-                Ok(resp)
-                    if retry::is_retryable_status(resp.status().as_u16())
-                        && attempt < self.attempts =>
-                {
-                    let wait = retry_delay(attempt, Some(&resp));
-                    tracing::debug!(%method, url, status = %resp.status(), attempt, ?wait, "retrying");
-                    wait
-                }
-                Ok(resp) => return Ok(resp),
-                Err(e) if retry::is_retryable_transport(&e) && attempt < self.attempts => {
-                    tracing::debug!(%method, url, error = %chain(&e), attempt, "retrying");
-                    retry_delay(attempt, None)
-                }
-                Err(e) => {
-                    return Err(FilesError::Transport {
-                        method,
-                        url: url.to_string(),
-                        reason: chain(&e),
-                    })
-                }
-            };
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        let url = Self::parse(url)?;
+        Ok(self
+            .transport
+            .send(method, &url, self.credentials.as_deref(), build)
+            .await?)
     }
 
     /// The error for an answer that is not the expected one.
@@ -327,7 +257,7 @@ impl HttpTarget {
             method,
             url: url.to_string(),
             status,
-            body: body_prefix(resp).await,
+            body: error_body(resp, self.credentials.as_deref()).await,
         }
     }
 
@@ -383,10 +313,11 @@ impl HttpTarget {
 
     /// `MOVE from` → `to`, overwriting. 405/501 mean no MOVE support.
     pub(super) async fn move_to(&self, from: &str, to: &str) -> Result<(), FilesError> {
-        let dest = HeaderValue::from_str(to).map_err(|e| FilesError::Transport {
-            method: move_method(),
-            url: from.to_string(),
-            reason: format!("the destination {to} is not a valid header value: {e}"),
+        let dest = HeaderValue::from_str(to).map_err(|e| {
+            FilesError::Transport(ferry_registry::Error::InvalidUrl {
+                host: to.to_string(),
+                reason: format!("not a valid Destination header: {e}"),
+            })
         })?;
         let resp = self
             .send(move_method(), from, |r| {
@@ -489,13 +420,7 @@ impl HttpTarget {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(FilesError::Transport {
-                        method: Method::GET,
-                        url,
-                        reason: chain(&e),
-                    })
-                }
+                Err(e) => return Err(cut(&Method::GET, &url, e)),
             }
         }
         Ok(hasher.len() == size && &hasher.finish() == digest)
@@ -535,13 +460,7 @@ impl HttpTarget {
                     buf.extend_from_slice(&c);
                 }
                 Ok(None) => break,
-                Err(e) => {
-                    return Err(FilesError::Transport {
-                        method: Method::GET,
-                        url: url.clone(),
-                        reason: chain(&e),
-                    })
-                }
+                Err(e) => return Err(cut(&Method::GET, &url, e)),
             }
         }
         Ok(Some(Bytes::from(buf)))
@@ -570,11 +489,15 @@ impl HttpTarget {
             done: false,
         };
         let stream = futures_util::stream::unfold(state, BodyState::next);
-        let sent = self
-            .request(Method::PUT, &temp)
+        let temp_url = Self::parse(&temp)?;
+        let request = self
+            .transport
+            .request(Method::PUT, &temp_url, self.credentials.as_deref())
             .header(CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(stream))
-            .send()
+            .body(reqwest::Body::wrap_stream(stream));
+        let sent = self
+            .transport
+            .send_once(&Method::PUT, &temp_url, request)
             .await;
         let found = failure.lock().ok().and_then(|mut f| f.take());
         if let Some(e) = found {
@@ -587,11 +510,7 @@ impl HttpTarget {
             Ok(r) => r,
             Err(e) => {
                 self.delete_quietly(&temp).await;
-                return Err(FilesError::Transport {
-                    method: Method::PUT,
-                    url: temp,
-                    reason: chain(&e),
-                });
+                return Err(e.into());
             }
         };
         if !resp.status().is_success() {
@@ -682,19 +601,13 @@ impl HttpTarget {
     }
 }
 
-/// An error and its causes, on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
+/// A body that could not be read to its end, as the transport's error.
+fn cut(method: &Method, url: &str, source: reqwest::Error) -> FilesError {
+    FilesError::Transport(ferry_registry::Error::Transport {
+        method: method.to_string(),
+        url: url.to_string(),
+        source: source.without_url(),
+    })
 }
 
 #[cfg(test)]
@@ -714,7 +627,11 @@ mod tests {
         };
         assert_eq!(h.base(), "http://files.internal:8080/mirror");
         assert_eq!(h.username.as_deref(), Some("ops"));
-        assert_eq!(h.password.as_deref(), Some("s3cret"));
+        let sent = h
+            .credentials
+            .as_ref()
+            .map(|c| c.credentials().password.as_str());
+        assert_eq!(sent, Some("s3cret"));
         assert!(!format!("{t:?}").contains("s3cret"));
         assert!(!t.describe().contains("s3cret"));
         let p = RelPath::new("falco/driver/7.0.0+driver/x86_64/f.ko").unwrap();
