@@ -235,15 +235,28 @@ pub(super) fn walk_parents(root: &Path, path: &RelPath, create: bool) -> Result<
             }
             Err(e) => return Err(io_err("inspect", &dir, e)),
         };
-        if meta.file_type().is_symlink() {
-            return Err(FilesError::Symlink {
-                path: dir,
-                root: root.to_path_buf(),
-            });
-        }
-        if !meta.is_dir() {
-            return Err(FilesError::NotADirectory { path: dir });
-        }
+        real_dir(&meta, &dir, root)?;
     }
     Ok(true)
+}
+
+/// Refuses `dir` (under `root`) unless `meta` (not following links) is a
+/// directory's: a symbolic link or anything else is an error naming it.
+pub(super) fn real_dir(
+    meta: &std::fs::Metadata,
+    dir: &Path,
+    root: &Path,
+) -> Result<(), FilesError> {
+    if meta.file_type().is_symlink() {
+        return Err(FilesError::Symlink {
+            path: dir.to_path_buf(),
+            root: root.to_path_buf(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(FilesError::NotADirectory {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
 }

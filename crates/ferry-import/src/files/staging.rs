@@ -11,7 +11,7 @@ use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
 
 use super::error::io_err;
-use super::local::walk_parents;
+use super::local::{real_dir, walk_parents};
 use super::webdav::HttpTarget;
 use super::{blocking, FilesError, STAGING_DIR, TEMP_MARKER};
 
@@ -194,15 +194,7 @@ pub(super) fn staging_dir(root: &Path) -> Result<PathBuf, FilesError> {
         Err(e) => return Err(io_err("create", &dir, e)),
     }
     let meta = std::fs::symlink_metadata(&dir).map_err(|e| io_err("inspect", &dir, e))?;
-    if meta.file_type().is_symlink() {
-        return Err(FilesError::Symlink {
-            path: dir,
-            root: root.to_path_buf(),
-        });
-    }
-    if !meta.is_dir() {
-        return Err(FilesError::NotADirectory { path: dir });
-    }
+    real_dir(&meta, &dir, root)?;
     Ok(dir)
 }
 
