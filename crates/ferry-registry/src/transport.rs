@@ -8,7 +8,7 @@
 //! errors as [`Error`].
 //!
 //! The registry [`crate::Client`] builds its per-host clients with
-//! [`build_http`] and runs every operation through [`Retries::run`]; plain
+//! `build_http` and runs every operation through [`Retries::run`]; plain
 //! HTTP fetches (`http_fetch`) do too.
 //!
 //! ```no_run

@@ -70,7 +70,7 @@ pub enum FilesError {
         /// Digest of what was received.
         actual: Digest,
     },
-    /// [`FileTarget::read`] found a file larger than its limit.
+    /// [`FileTarget::read`](super::FileTarget::read) found a file larger than its limit.
     #[error("{location} is larger than the {limit}-byte limit")]
     TooLarge {
         /// The path or URL.

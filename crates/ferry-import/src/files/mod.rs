@@ -24,7 +24,11 @@
 //!   back its last chunk until the whole file is hashed, so a file whose
 //!   digest or size is wrong is never completely sent and the server stores
 //!   nothing. `MOVE` is required: a server that answers it 405/501 is
-//!   reported as such.
+//!   reported as such. Every request goes through ferry-registry's one HTTP
+//!   transport ([`ferry_registry::transport::Transport`]): the registry
+//!   client's per-host TLS rules, its retry loop (`Retry-After` honoured),
+//!   credentials for the target's exact origin only, no redirect followed,
+//!   error bodies capped with the credentials masked.
 //!
 //! Path components are percent-encoded in URLs (everything but RFC 3986's
 //! unreserved characters), so `7.0.0+driver` is sent as `7.0.0%2Bdriver`,

@@ -1,7 +1,9 @@
 //! The HTTP (WebDAV) target: `MKCOL` of missing parents, a streamed `PUT`
 //! to a temporary name beside the destination (its last chunk held back
 //! until the whole file is verified), `MOVE` with `Overwrite: T` on commit,
-//! `DELETE` on abort.
+//! `DELETE` on abort. Every request goes through ferry-registry's
+//! [`Transport`] (TLS, retries, origin-bound credentials, capped and masked
+//! error bodies); its errors are wrapped as [`FilesError::Transport`].
 
 use std::collections::HashSet;
 use std::fmt;
