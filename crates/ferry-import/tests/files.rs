@@ -2,6 +2,9 @@
 //! `create_full_put_path off`, so parents must be created with MKCOL).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod files_common;
+
+use files_common::tree;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -40,26 +43,6 @@ fn feed(data: &[u8], chunk: usize) -> mpsc::Receiver<Bytes> {
         }
     });
     rx
-}
-
-/// Every file under `root` (relative, `/`-separated), sorted.
-fn tree(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let e = e.unwrap();
-            let ft = e.file_type().unwrap();
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else {
-                let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-                out.push(rel.to_string_lossy().replace('\\', "/"));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn temps(root: &Path) -> Vec<String> {

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-use std::path::Path;
+mod files_common;
+
+use files_common::tree;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,25 +13,6 @@ use ferry_bundle::relpath::RelPath;
 use ferry_import::files::{FileTarget, FileTargetOptions};
 use ferry_testkit::nginx::{require_nginx, Nginx, NginxOptions};
 use ferry_testkit::proxy::{Action, Fault, FaultProxy};
-
-/// Every file under `root`, relative, sorted (temporary files included).
-fn tree(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).unwrap();
-                out.push(rel.to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// nginx WebDAV over a fresh root with `/mirror`, the fault proxy in front of
 /// it, and a target through the proxy.

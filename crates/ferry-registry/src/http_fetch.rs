@@ -10,7 +10,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use ferry_bundle::digest::{Digest, Hasher};
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use url::Url;
@@ -81,15 +81,48 @@ impl OriginCredentials {
         let origin = requested.origin();
         (origin.is_tuple() && origin == scope).then_some(&self.credentials)
     }
-}
 
-fn basic(c: &Credentials) -> String {
-    use base64::Engine;
-    let raw = format!("{}:{}", c.username, c.password);
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
+    /// Whether `url` has exactly the origin these credentials were given
+    /// for (no URL mirrors: the [`crate::transport::Transport`]'s rule). An
+    /// opaque origin never matches.
+    pub fn matches(&self, url: &Url) -> bool {
+        let origin = url.origin();
+        origin.is_tuple() && origin == self.given_for.origin()
+    }
+
+    /// The credentials (for a caller that must show the user name).
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// `Authorization: Basic …`, marked sensitive (never logged by the
+    /// HTTP stack).
+    pub(crate) fn basic_header(&self) -> HeaderValue {
+        use base64::Engine;
+        let raw = format!(
+            "{}:{}",
+            self.credentials.username, self.credentials.password
+        );
+        let token = base64::engine::general_purpose::STANDARD.encode(raw);
+        // Base64 is always a valid header value.
+        let mut v = HeaderValue::from_str(&format!("Basic {token}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+        v.set_sensitive(true);
+        v
+    }
+
+    /// What must never appear in a message: the password, `user:password`
+    /// and its Basic token (empty strings left out).
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        use base64::Engine;
+        let c = &self.credentials;
+        if c.password.is_empty() {
+            return Vec::new();
+        }
+        let pair = format!("{}:{}", c.username, c.password);
+        let token = base64::engine::general_purpose::STANDARD.encode(&pair);
+        vec![token, pair, c.password.clone()]
+    }
 }
 
 impl Client {
@@ -133,8 +166,8 @@ impl Client {
             .http_for(url)
             .request(Method::GET, url.clone())
             .header(reqwest::header::ACCEPT_ENCODING, "identity");
-        if let Some(c) = auth.and_then(|a| a.for_request(self, url)) {
-            rb = rb.header(AUTHORIZATION, basic(c));
+        if let Some(a) = auth.filter(|a| a.for_request(self, url).is_some()) {
+            rb = rb.header(AUTHORIZATION, a.basic_header());
         }
         let timeout = self.inner.config.timeout;
         let _permit = self.inner.jobs.acquire().await.ok();
@@ -186,23 +219,14 @@ impl Client {
     ) -> Result<Bytes, Error> {
         let url = self.mirrored_url(url);
         let shown = safe_url(&url);
-        let max = self.max_attempts();
-        let mut attempt = 1;
-        loop {
-            let r = async {
-                let resp = self.get_once(&url, auth).await?;
-                read_capped(resp, limit, "GET", &shown).await
-            }
-            .await;
-            match r {
-                Ok(v) => return Ok(Bytes::from(v)),
-                Err(e) if e.is_retryable() && attempt < max => {
-                    self.pause(&e, attempt, max).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (url, shown) = (&url, &shown);
+        self.retry_op(|| async move {
+            let resp = self.get_once(url, auth).await?;
+            read_capped(resp, limit, "GET", shown)
+                .await
+                .map(Bytes::from)
+        })
+        .await
     }
 
     /// GETs `url` into `dest` (written to a temporary name beside it, renamed
@@ -219,21 +243,9 @@ impl Client {
     ) -> Result<Fetched, Error> {
         let url = self.mirrored_url(url);
         let shown = safe_url(&url);
-        let max = self.max_attempts();
-        let mut attempt = 1;
-        loop {
-            match self
-                .fetch_attempt(&url, &shown, auth, dest, expected, limit)
-                .await
-            {
-                Ok(f) => return Ok(f),
-                Err(e) if e.is_retryable() && attempt < max => {
-                    self.pause(&e, attempt, max).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (url, shown) = (&url, &shown);
+        self.retry_op(|| self.fetch_attempt(url, shown, auth, dest, expected, limit))
+            .await
     }
 
     async fn fetch_attempt(

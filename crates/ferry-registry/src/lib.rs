@@ -23,7 +23,7 @@
 //! Modules:
 //!
 //! - `client`: the [`Client`] and the distribution API, one submodule each
-//!   for connections and the endpoint probe (`connect`), one request with
+//!   for the endpoint probe (`connect`), one request with
 //!   auth and retries (`request`), `manifests`, `blobs` (downloads),
 //!   `uploads` (mount, whole, chunked), `streamed` (one streamed PUT per
 //!   blob), and tag/referrer `listing`;
@@ -37,6 +37,10 @@
 //! - `part_file`: `.part-<random>` files beside a destination;
 //! - `response`: capped body reads, error bodies, `Retry-After`, headers;
 //! - `retry`: which failures are retried and the wait before the next try;
+//! - `transport`: the one place a `reqwest::Client` is built (per-host TLS,
+//!   redirects), the one retry loop, and [`transport::Transport`], the
+//!   sender of the WebDAV file target (credentials for their exact origin
+//!   only, capped and redacted error bodies);
 //! - `verify`: a byte stream checked against size and digest.
 //!
 //! ```no_run
@@ -64,6 +68,7 @@ mod http_fetch;
 mod part_file;
 mod response;
 pub mod retry;
+pub mod transport;
 mod verify;
 
 pub use client::{BlobStream, Client, Progress};

@@ -113,6 +113,9 @@ pub struct NginxOptions {
     /// Basic auth user and password for every request (an
     /// `auth_basic_user_file` with a `{PLAIN}` entry). Never printed.
     pub basic_auth: Option<(String, String)>,
+    /// Serve HTTPS with this PEM certificate and key (e.g. from
+    /// [`crate::pki::Pki`]); [`Nginx::url`] is then `https://`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl NginxOptions {
@@ -124,6 +127,7 @@ impl NginxOptions {
             create_full_put_path: false,
             dav_methods: None,
             basic_auth: None,
+            tls: None,
         }
     }
 
@@ -147,6 +151,7 @@ impl fmt::Debug for NginxOptions {
                 "basic_auth",
                 &self.basic_auth.as_ref().map(|(u, _)| (u, "<redacted>")),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -217,9 +222,15 @@ impl Nginx {
         }
     }
 
-    /// `http://127.0.0.1:<port>` (no trailing `/`).
+    /// `http://127.0.0.1:<port>` (`https://` with [`NginxOptions::tls`]; no
+    /// trailing `/`).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `127.0.0.1:<port>`.
@@ -344,7 +355,8 @@ impl Nginx {
              \x20       text/plain txt sha256 sha512;\n\
              \x20   }}\n\
              \x20   server {{\n\
-             \x20       listen 127.0.0.1:{port};\n\
+             \x20       listen 127.0.0.1:{port}{ssl};\n\
+             {tls}\
              \x20       server_name localhost;\n\
              \x20       root {root};\n\
              \x20       autoindex off;\n\
@@ -363,6 +375,19 @@ impl Nginx {
             uwsgi = tmp("uwsgi"),
             scgi = tmp("scgi"),
             port = self.port,
+            ssl = if self.options.tls.is_some() {
+                " ssl"
+            } else {
+                ""
+            },
+            tls = match &self.options.tls {
+                Some((cert, key)) => format!(
+                    "        ssl_certificate {};\n        ssl_certificate_key {};\n",
+                    quote(cert),
+                    quote(key)
+                ),
+                None => String::new(),
+            },
             root = quote(&self.options.root),
         )
     }

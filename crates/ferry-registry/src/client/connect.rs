@@ -1,8 +1,6 @@
-//! Connections: the HTTP client of each host's settings (TLS, redirects),
-//! which endpoint a host is reached at (plain HTTP or HTTPS, the loopback
+//! Connections: which endpoint a host is reached at (plain HTTP or HTTPS, the loopback
 //! TLS probe), and `ping`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Method;
@@ -10,8 +8,7 @@ use reqwest::Method;
 use super::request::{Req, Target};
 use super::Client;
 use crate::endpoint::Endpoint;
-use crate::error::chain;
-use crate::{ClientConfig, Error, HostConfig, Repo};
+use crate::{Error, HostConfig, Repo};
 
 /// How long a loopback host given without a scheme may take to complete a
 /// TLS handshake before it is taken to speak plain HTTP. Real plain-HTTP
@@ -31,81 +28,6 @@ pub(super) fn refused(e: &reqwest::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// Redirects are followed (registries send blobs to storage, file servers
-/// move things) up to 10 hops, but never from HTTPS down to plain HTTP.
-/// reqwest drops `Authorization` whenever a hop changes host or port; with
-/// downgrades refused, a credential never leaves TLS through a redirect.
-pub(super) fn redirect_policy() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let downgrade = attempt.url().scheme() == "http"
-            && attempt.previous().iter().any(|u| u.scheme() == "https");
-        if downgrade {
-            let to = crate::endpoint::safe_url(attempt.url());
-            attempt.error(format!(
-                "refusing a redirect from HTTPS down to plain HTTP ({to})"
-            ))
-        } else if attempt.previous().len() > 10 {
-            attempt.error("too many redirects (more than 10)")
-        } else {
-            attempt.follow()
-        }
-    })
-}
-
-/// The HTTP client for one host's settings.
-pub(super) fn build_http(
-    cfg: &HostConfig,
-    config: &ClientConfig,
-    host: &str,
-) -> Result<reqwest::Client, Error> {
-    let mut b = reqwest::Client::builder()
-        .user_agent(config.user_agent.clone())
-        .connect_timeout(config.timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .tcp_keepalive(Some(Duration::from_secs(30)))
-        .redirect(redirect_policy());
-    if let Some(ca) = &cfg.ca_file {
-        let tls = |reason: String| Error::Tls {
-            path: ca.clone(),
-            what: "the CA bundle",
-            reason,
-        };
-        let pem = std::fs::read(ca).map_err(|e| tls(e.to_string()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls(chain(&e)))?;
-        if certs.is_empty() {
-            return Err(tls("no PEM certificate found".to_string()));
-        }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    if let Some((cert, key)) = &cfg.client_cert {
-        let read = |p: &PathBuf, what| {
-            std::fs::read(p).map_err(|e| Error::Tls {
-                path: p.clone(),
-                what,
-                reason: e.to_string(),
-            })
-        };
-        let mut pem = read(cert, "the client certificate")?;
-        pem.push(b'\n');
-        pem.extend(read(key, "the client key")?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| Error::Tls {
-            path: cert.clone(),
-            what: "the client certificate and key",
-            reason: format!("{} (key {})", chain(&e), key.display()),
-        })?;
-        b = b.identity(id);
-    }
-    if cfg.insecure_skip_verify {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    b.build().map_err(|source| Error::ClientBuild {
-        host: host.to_string(),
-        source,
-    })
 }
 
 impl Client {
@@ -227,35 +149,5 @@ impl Client {
             }
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unreadable_ca_file_is_named_in_the_error() {
-        let config = ClientConfig {
-            default_host: HostConfig {
-                ca_file: Some(PathBuf::from("/nonexistent/ferry-ca.pem")),
-                ..HostConfig::default()
-            },
-            ..ClientConfig::default()
-        };
-        let e = Client::new(config).unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/ferry-ca.pem"), "{e}");
-        let dir = tempfile::tempdir().unwrap();
-        let bad = dir.path().join("ca.pem");
-        std::fs::write(&bad, "not a certificate").unwrap();
-        let config = ClientConfig {
-            default_host: HostConfig {
-                ca_file: Some(bad.clone()),
-                ..HostConfig::default()
-            },
-            ..ClientConfig::default()
-        };
-        let e = Client::new(config).unwrap_err();
-        assert!(e.to_string().contains(&*bad.to_string_lossy()), "{e}");
     }
 }

@@ -2,8 +2,9 @@
 //! caches and concurrency limits, with the distribution API operations in
 //! submodules:
 //!
-//! - `connect`: building the per-host HTTP clients, choosing the endpoint
-//!   (plain HTTP or HTTPS, the loopback TLS probe), `ping`;
+//! - `connect`: choosing the endpoint (plain HTTP or HTTPS, the loopback
+//!   TLS probe), `ping` (the per-host HTTP clients are built by
+//!   [`crate::transport`]);
 //! - `request`: one request with auth and retries (challenges, tokens,
 //!   the adaptive per-host gate, error answers);
 //! - `manifests`: get/head/put/delete manifests;
@@ -20,9 +21,9 @@ use bytes::Bytes;
 
 use futures_util::Stream;
 
-use self::connect::build_http;
 use crate::auth::AuthCache;
 use crate::endpoint::Endpoint;
+use crate::transport::{build_http, Redirects};
 use crate::{ClientConfig, Error};
 
 mod blobs;
@@ -83,12 +84,15 @@ impl Client {
     /// A client for `config`. Reads the CA bundles and client certificates
     /// now, so a bad file is reported before any request.
     pub fn new(config: ClientConfig) -> Result<Client, Error> {
-        let default_http = build_http(&config.default_host, &config, "*")?;
+        let default_http = build_http(&config.default_host, &config, "*", Redirects::Follow)?;
         Endpoint::resolve("registry.invalid", &config.default_host)?;
         let mut host_http = HashMap::new();
         for (host, hc) in &config.hosts {
             Endpoint::resolve(host, hc)?;
-            host_http.insert(host.clone(), build_http(hc, &config, host)?);
+            host_http.insert(
+                host.clone(),
+                build_http(hc, &config, host, Redirects::Follow)?,
+            );
         }
         let jobs = tokio::sync::Semaphore::new(config.jobs.max(1));
         Ok(Client {

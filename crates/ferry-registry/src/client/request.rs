@@ -18,9 +18,9 @@ use super::streamed::Feed;
 use super::{Client, DOCKER_CONTENT_DIGEST};
 use crate::auth::{self, Challenge, Creds};
 use crate::endpoint::{authority_of, safe_url, Endpoint};
-use crate::error::chain;
 use crate::response::{header_str, parse_error_body, read_prefix, retry_after_of};
-use crate::{docker_config, retry, Error};
+use crate::transport::Retries;
+use crate::{docker_config, Error};
 
 /// How much of an error body is read for its message.
 pub(super) const ERROR_BODY_LIMIT: usize = 64 << 10;
@@ -371,57 +371,28 @@ impl Client {
         }
     }
 
-    /// Logs a retry and waits: `Retry-After` (429/503) or backoff.
+    /// Logs a retry and waits: `Retry-After` (429/503) or backoff (the
+    /// retry policy's pause, for loops that also resume or replay).
     pub(crate) async fn pause(&self, e: &Error, attempt: u32, max: u32) {
-        let cfg = &self.inner.config;
-        let retry_after = match e {
-            Error::Http {
-                status: 429 | 503,
-                retry_after,
-                ..
-            } => *retry_after,
-            _ => None,
+        let retries = Retries {
+            max_attempts: max,
+            ..Retries::of(&self.inner.config)
         };
-        let d = retry::delay(cfg.initial_backoff, cfg.max_backoff, attempt, retry_after);
-        let wait = if d < Duration::from_secs(1) {
-            format!("{}ms", d.as_millis())
-        } else {
-            format!("{:.1}s", d.as_secs_f32())
-        };
-        tracing::warn!(
-            status = e.status(),
-            attempt = attempt + 1,
-            max_attempts = max,
-            "{}; retrying in {wait} (attempt {}/{})",
-            chain(e),
-            attempt + 1,
-            max
-        );
-        tokio::time::sleep(d).await;
+        retries.pause(e, attempt).await;
     }
 
     pub(crate) fn max_attempts(&self) -> u32 {
         self.inner.config.max_attempts.max(1)
     }
 
-    /// Runs `op` until it succeeds, fails for good, or attempts run out.
-    pub(super) async fn retry_op<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
+    /// Runs `op` until it succeeds, fails for good, or attempts run out
+    /// (the one retry loop, [`Retries::run`]).
+    pub(crate) async fn retry_op<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let max = self.max_attempts();
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && attempt < max => {
-                    self.pause(&e, attempt, max).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        Retries::of(&self.inner.config).run(|_| op()).await
     }
 
     // ---- API ------------------------------------------------------------
