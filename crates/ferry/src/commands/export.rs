@@ -488,11 +488,17 @@ fn open_store(
         .entries()
         .map_err(Failure::input)?
         .into_iter()
-        .map(|e| StoreEntry {
-            repository: e.repository,
-            tag: e.tag,
-            digest: e.digest,
-            media_type: e.media_type,
+        .map(|e| {
+            let origin = e.origin.unwrap_or_default();
+            StoreEntry {
+                repository: e.repository,
+                tag: e.tag,
+                digest: e.digest,
+                media_type: e.media_type,
+                source: origin.source,
+                kind: origin.kind,
+                path: origin.path,
+            }
         })
         .collect();
     let wanted: Vec<ferry_bundle::Reference> = match selection {
