@@ -4,8 +4,9 @@
 //! ```text
 //! bundle (verified whole by the caller first) ──read again: its head must be the
 //!     verified one; manifests kept; the selected blobs staged, each hashed as read ──┐
-//! store (index.json entries) ──every manifest re-hashed; the selected blobs staged  │
-//!     (linked or copied into the staging directory, then hashed)                   │
+//! store (index.json entries) ──each entry's origin annotations re-checked (kind,   │
+//!     upstream name, path), every manifest re-hashed; the selected blobs staged    │
+//!     (linked or copied from blobs/ or a file item's file in files/, then hashed)  │
 //!                                                                                  ▼
 //!   select (spec references, lock digests, or everything; plus the provenance of
 //!   what is selected) ─▶ resolved items, every one local ─▶ the normal writer

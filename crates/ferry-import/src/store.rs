@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! DIR/oci-layout        {"imageLayoutVersion":"1.0.0"}
-//! DIR/index.json        one descriptor per (repository, tag), and per item kept by digest only
+//! DIR/index.json        one descriptor per (repository, tag), per item kept by digest only,
+//!                       and per file item (no repository; by its path)
 //! DIR/blobs/sha256/<hex> every manifest, index, config and layer, once
 //! DIR/files/...         the file tree (falco/, helm/, opensearch/, files/)
 //! ```
+//!
+//! Every entry an import commits records the bundle item it came from
+//! ([`EntryOrigin`]: `dev.ferry.source`, `dev.ferry.kind`, `dev.ferry.path`),
+//! which `ferry export --from DIR` rebuilds the item from.
 //!
 //! Blobs are written to a temporary name in `blobs/sha256/`, hashed while
 //! they stream, and renamed into place only when they hash to their name;
