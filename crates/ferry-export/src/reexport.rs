@@ -1148,6 +1148,109 @@ mod tests {
         assert!(e.to_string().contains("reg.example/c:1"), "{e}");
     }
 
+    fn entry(repository: &str, tag: Option<&str>, origin: [Option<&str>; 3]) -> StoreEntry {
+        let [source, kind, path] = origin.map(|x| x.map(str::to_string));
+        StoreEntry {
+            repository: repository.into(),
+            tag: tag.map(str::to_string),
+            digest: Digest::of(b"m"),
+            media_type: manifest::OCI_MANIFEST.into(),
+            source,
+            kind,
+            path,
+        }
+    }
+
+    #[test]
+    fn store_entries_are_the_items_their_annotations_name_and_edits_are_refused() {
+        let none = HashMap::new();
+        let src = Some("reg.example/team/app:1");
+        let it = entry_item(
+            &entry(
+                "reg-example/team/app",
+                Some("1"),
+                [src, Some("image"), None],
+            ),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            (it.kind, it.reference.as_str()),
+            (Kind::Image, "reg.example/team/app:1")
+        );
+        let url = Some("https://dl.example/t.tgz");
+        let it = entry_item(
+            &entry("", None, [url, Some("file"), Some("files/t.tgz")]),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            (it.kind, it.path.as_deref()),
+            (Kind::File, Some("files/t.tgz"))
+        );
+        // An older store: an image named by its repository (or the upstream map).
+        let upstream = HashMap::from([("a/b".to_string(), "reg.example/a/b".to_string())]);
+        let it = entry_item(&entry("a/b", Some("2"), [None, None, None]), &upstream).unwrap();
+        assert_eq!(
+            (it.kind, it.reference.as_str()),
+            (Kind::Image, "reg.example/a/b:2")
+        );
+        for (e, says) in [
+            (
+                entry("r/a", Some("1"), [src, Some("bogus\u{1b}"), None]),
+                "not a kind ferry knows",
+            ),
+            (
+                entry("r/a", Some("1"), [None, Some("image"), None]),
+                "dev.ferry.source` is missing",
+            ),
+            (
+                entry("r/a", Some("1"), [src, None, None]),
+                "dev.ferry.kind` is missing",
+            ),
+            (
+                entry("r/a", Some("2"), [src, Some("image"), None]),
+                "does not name the entry's tag",
+            ),
+            (
+                entry("r/a", None, [src, Some("image"), None]),
+                "does not name the entry's digest",
+            ),
+            (
+                entry("", None, [src, Some("image"), None]),
+                "the entry has no repository",
+            ),
+            (
+                entry("r/a", Some("1"), [Some("bad ref\n"), Some("image"), None]),
+                "dev.ferry.source",
+            ),
+            (
+                entry("", None, [url, Some("file"), None]),
+                "dev.ferry.path` is missing",
+            ),
+            (
+                entry("", None, [url, Some("file"), Some("../etc/passwd")]),
+                "dev.ferry.path",
+            ),
+            (
+                entry("", None, [url, Some("file"), Some("helm/x/y.tgz")]),
+                "dev.ferry.path",
+            ),
+            (
+                entry("r/a", Some("1"), [src, Some("image"), Some("files/x")]),
+                "dev.ferry.path",
+            ),
+        ] {
+            let err = entry_item(&e, &none).err().map(|x| x.to_string());
+            let err = err.unwrap_or_else(|| panic!("accepted: {e:?}"));
+            assert!(
+                err.contains(says) && err.contains("was edited"),
+                "{says}: {err}"
+            );
+            assert!(!err.contains('\u{1b}') && !err.contains('\n'), "{err:?}");
+        }
+    }
+
     #[test]
     fn cosign_tags_name_their_subject() {
         let d = Digest::of(b"x");

@@ -581,4 +581,77 @@ mod tests {
         let _s = Store::open(dir.path()).unwrap();
         assert!(!stray.exists());
     }
+
+    fn item(kind: Kind, reference: &str, path: Option<&str>) -> Item {
+        Item {
+            kind,
+            reference: reference.into(),
+            digest: Digest::of(reference.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 10,
+            platforms: vec![],
+            path: path.map(str::to_string),
+            subject: None,
+        }
+    }
+
+    use ferry_bundle::meta::Kind;
+
+    #[test]
+    fn entries_record_their_origin_and_file_items_name_no_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let image = item(Kind::Image, "reg.example/team/app:1", None);
+        let entry = |repository: &str, tag: Option<&str>, it: &Item| Entry {
+            repository: repository.into(),
+            tag: tag.map(str::to_string),
+            digest: it.digest.clone(),
+            media_type: it.media_type.clone(),
+            size: it.size,
+            origin: Some(EntryOrigin::of(it).unwrap()),
+        };
+        s.add_entry(entry("reg-example/team/app", Some("1"), &image));
+        let url = "https://dl.example/tool-1.0.tar.gz";
+        let v1 = item(Kind::File, url, Some("files/tool.tar.gz"));
+        s.add_entry(entry("", None, &v1));
+        s.commit().unwrap();
+        let raw: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let file_ann = &raw["manifests"][0]["annotations"];
+        assert_eq!(file_ann[ANN_KIND], "file");
+        assert_eq!(file_ann[ANN_SOURCE], url);
+        assert_eq!(file_ann[ANN_PATH], "files/tool.tar.gz");
+        for key in [ANN_REPOSITORY, ANN_REF_NAME, ANN_IMAGE_NAME, ANN_TAG] {
+            assert!(file_ann.get(key).is_none(), "{key}: {file_ann}");
+        }
+        let got = s.entries().unwrap();
+        let img = got.iter().find(|e| e.repository == "reg-example/team/app");
+        assert_eq!(
+            img.and_then(|e| e.origin.clone()),
+            Some(EntryOrigin {
+                source: Some("reg.example/team/app:1".into()),
+                kind: Some("image".into()),
+                path: None,
+            })
+        );
+        // A newer file at the same path replaces the older entry.
+        let v2 = item(
+            Kind::File,
+            "https://dl.example/tool-1.1.tar.gz",
+            Some("files/tool.tar.gz"),
+        );
+        s.add_entry(entry("", None, &v2));
+        s.commit().unwrap();
+        let files: Vec<Entry> = s
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.repository.is_empty())
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].digest, v2.digest);
+        // An item the bundle's checks refuse is never recorded.
+        assert!(EntryOrigin::of(&item(Kind::Image, "not a reference", None)).is_err());
+        assert!(EntryOrigin::of(&item(Kind::File, url, Some("../x"))).is_err());
+    }
 }
