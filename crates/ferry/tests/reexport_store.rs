@@ -29,6 +29,7 @@ use ferry_testkit::tools::skopeo_inspect_raw;
 use serde_json::{json, Value};
 
 const IMAGES: [&str; 2] = ["fixtures/docker-v2", "fixtures/multiarch"];
+const DRIVER: &str = "falco_ubuntu-generic_5.15.0-91-generic_101.ko";
 
 /// Upstream (a registry with signed images, nginx with a chart repository
 /// and a file) → one bundle → a store; then the upstream is stopped.
@@ -93,6 +94,33 @@ fn world() -> World {
     );
     let tool = b"tool bytes ".repeat(500);
     write(&www, "dl/tool-1.0.tar.gz", &tool);
+    // A Falco driver, the falcoctl index (rewritten in the tree at import),
+    // an OpenSearch plugin with its `.sha512` (two files of one item).
+    write(
+        &www,
+        &format!("driver/7.0.0+driver/x86_64/{DRIVER}"),
+        &b"\x7fELF fake kernel module".repeat(100),
+    );
+    write(
+        &www,
+        "falcoctl/index.yaml",
+        b"- name: not-bundled\n  type: plugin\n  registry: ghcr.io\n  repository: falcosecurity/plugins/plugin/k8saudit\n  description: x\n  home: x\n  keywords: []\n  license: x\n  maintainers: []\n  sources: []\n",
+    );
+    let plugin = b"PK\x03\x04 fake plugin".repeat(50);
+    write(
+        &www,
+        "os/repository-s3/2.8.0/repository-s3-2.8.0.zip",
+        &plugin,
+    );
+    let sha512 = {
+        use sha2::{Digest as _, Sha512};
+        hex::encode(Sha512::digest(&plugin))
+    };
+    write(
+        &www,
+        "os/repository-s3/2.8.0/repository-s3-2.8.0.zip.sha512",
+        format!("{sha512}  repository-s3-2.8.0.zip\n").as_bytes(),
+    );
     let files = Nginx::start(NginxOptions::new(&www)).unwrap();
     let spec = dir.join("outer.yaml");
     let doc = json!({
@@ -101,6 +129,16 @@ fn world() -> World {
         "images": IMAGES.iter().map(|n| set.image(n).reference(&host)).collect::<Vec<_>>(),
         "charts": [{"repo": format!("{}/charts", files.url()), "name": "app", "version": "1.0.0", "repoName": "stable"}],
         "files": [{"url": format!("{}/dl/tool-1.0.tar.gz", files.url()), "sha256": Digest::of(&tool).hex(), "path": "tools/tool-1.0.tar.gz"}],
+        "falco": {
+            "drivers": {
+                "repo": format!("{}/driver", files.url()),
+                "version": "7.0.0+driver",
+                "arch": ["x86_64"],
+                "kernels": [{"target": "ubuntu-generic", "release": "5.15.0-91-generic", "version": "101"}],
+            },
+            "index": format!("{}/falcoctl/index.yaml", files.url()),
+        },
+        "opensearch": {"repo": format!("{}/os", files.url()), "version": "2.8.0", "plugins": ["repository-s3"]},
         "verify": {"rules": [{
             "match": format!("{host}/fixtures/*"),
             "keys": [vendor_pub.file_name().unwrap().to_str().unwrap()],
@@ -231,7 +269,14 @@ fn a_store_reexports_charts_files_and_signatures_as_the_bundle_carried_them() {
     // subjects, digests), as the bundle the store was fed from.
     let (outer, inner) = (items(&w.bundle), items(&out));
     assert_eq!(inner, outer);
-    for kind in [Kind::Image, Kind::Chart, Kind::File] {
+    for kind in [
+        Kind::Image,
+        Kind::Chart,
+        Kind::File,
+        Kind::FalcoDriver,
+        Kind::FalcoctlIndex,
+        Kind::OpensearchPlugin,
+    ] {
         assert!(inner.iter().any(|i| i.kind == kind), "{kind:?}: {inner:?}");
     }
     assert_eq!(inner.iter().filter(|i| i.subject.is_some()).count(), 2);
@@ -276,6 +321,22 @@ fn a_store_reexports_charts_files_and_signatures_as_the_bundle_carried_them() {
         std::fs::read(tree.join("files/tools/tool-1.0.tar.gz")).unwrap(),
         w.tool
     );
+    // Every file of every file item, byte for byte as in the store's tree
+    // (which the outer import wrote from the outer bundle); the falcoctl
+    // index, rewritten at each import for its target, is there (its carried
+    // bytes are the item's, whose digest is the outer bundle's above).
+    assert!(tree.join("falco/index.yaml").is_file());
+    for rel in [
+        format!("falco/driver/7.0.0+driver/x86_64/{DRIVER}"),
+        "opensearch/plugins/repository-s3/2.8.0/repository-s3-2.8.0.zip".into(),
+        "opensearch/plugins/repository-s3/2.8.0/repository-s3-2.8.0.zip.sha512".into(),
+    ] {
+        assert_eq!(
+            std::fs::read(tree.join(&rel)).unwrap(),
+            std::fs::read(w.store.join("files").join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
 }
 
 /// A store whose origin annotations were edited (an unknown kind with a
