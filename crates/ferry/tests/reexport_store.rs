@@ -453,3 +453,46 @@ fn an_older_store_reexports_its_images_and_names_the_entries_without_origin() {
         .expect("docker-v2 carried");
     assert_eq!(named.reference, format!("{store_repo}:{}", docker.tag));
 }
+
+/// `ferry prune` on a store holding file items' entries: planned and
+/// applied, it keeps them and their blobs (no receipt names them as
+/// manifests), and the store still re-exports every item afterwards.
+#[test]
+fn a_pruned_store_keeps_its_file_items_and_still_reexports_them() {
+    let w = world();
+    let receipt = w.dir.join("store.receipt.json");
+    ok(&ferry(&[
+        "import",
+        s(&w.bundle),
+        "--store",
+        s(&w.store),
+        "--receipt",
+        s(&receipt),
+    ]));
+    let before = index(&w.store);
+    let plan = w.dir.join("prune.json");
+    ok(&ferry(&[
+        "prune",
+        "--store",
+        s(&w.store),
+        "--receipt",
+        s(&receipt),
+        "--keep",
+        s(&w.lock),
+        "--plan",
+        s(&plan),
+    ]));
+    ok(&ferry(&["prune", "--apply", s(&plan)]));
+    assert_eq!(index(&w.store), before);
+    let out = w.dir.join("after-prune.tar.zst");
+    ok(&ferry(&[
+        "export",
+        "--from",
+        s(&w.store),
+        "--lock",
+        s(&w.lock),
+        "-o",
+        s(&out),
+    ]));
+    assert_eq!(items(&out), items(&w.bundle));
+}

@@ -574,6 +574,8 @@ fn reexport_failure(e: ferry_export::reexport::ReexportError) -> Failure {
         R::Write(w) => op_failure(OpError::Write(w), true),
         e @ R::Tampered { .. } => Failure::input(e)
             .hint("the source was altered since it was written: nothing was written; re-import the bundle into the store, or carry the bundle again"),
+        e @ R::Annotation { .. } => Failure::input(e)
+            .hint("the store's index.json was edited: nothing was written; import the bundle into the store again to record every item's origin"),
         e @ R::Missing { .. } => Failure::input(e)
             .hint("nothing was written; `ferry inspect` lists what a bundle holds"),
         other => Failure::input(other),
