@@ -943,10 +943,9 @@ fn entry_item(
             ));
         }
         if let Ok(r) = Reference::parse(source) {
-            let agrees = match &r.digest {
-                Some(d) => d == &e.digest && e.tag.is_none(),
-                None => r.tag.is_some() && r.tag == e.tag,
-            };
+            // Import tags the entry with the source's tag (none: kept by
+            // digest), and a source pinned by digest pins the entry's.
+            let agrees = r.tag == e.tag && r.digest.as_ref().is_none_or(|d| d == &e.digest);
             if !agrees {
                 return Err(refused(
                     ANN_SOURCE,
@@ -1178,6 +1177,15 @@ mod tests {
             (it.kind, it.reference.as_str()),
             (Kind::Image, "reg.example/team/app:1")
         );
+        // Pinned by tag and digest (import tags it), or by digest alone.
+        let d = Digest::of(b"m");
+        let pinned = format!("reg.example/team/app:1@{d}");
+        let by_digest = format!("reg.example/team/app@{d}");
+        for (tag, source) in [(Some("1"), &pinned), (None, &by_digest)] {
+            let e = entry("r/a", tag, [Some(source), Some("image"), None]);
+            assert_eq!(entry_item(&e, &none).unwrap().reference, *source);
+        }
+        let elsewhere = format!("reg.example/team/app@{}", Digest::of(b"other"));
         let url = Some("https://dl.example/t.tgz");
         let it = entry_item(
             &entry("", None, [url, Some("file"), Some("files/t.tgz")]),
@@ -1214,6 +1222,10 @@ mod tests {
             ),
             (
                 entry("r/a", None, [src, Some("image"), None]),
+                "does not name the entry's digest",
+            ),
+            (
+                entry("r/a", None, [Some(&elsewhere), Some("image"), None]),
                 "does not name the entry's digest",
             ),
             (
