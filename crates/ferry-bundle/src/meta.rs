@@ -203,6 +203,12 @@ fn ref_component(s: &str) -> String {
 }
 
 impl Item {
+    /// Checks this item's strings as [`BundleMeta::check`] does for every
+    /// item (for an item rebuilt from elsewhere, e.g. a store's annotations).
+    pub fn check(&self) -> Result<(), MetaError> {
+        check_item(self)
+    }
+
     /// The name index.json gives this item (`org.opencontainers.image.ref.name`):
     /// its reference for registry content; for a file item (named by a URL,
     /// which the image-spec grammar refuses) `ferry.files/<path>`, each path

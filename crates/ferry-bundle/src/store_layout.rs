@@ -9,8 +9,12 @@
 //! DIR/.ferry-lock        the importers' exclusive lock
 //! ```
 //!
-//! and the annotation keys of `index.json` entries. [`BlobDir`] is the
-//! blob directory alone, which the export cache shares.
+//! and the annotation keys of `index.json` entries: where the entry is
+//! served (`dev.ferry.repository`, `dev.ferry.tag`, the OCI and containerd
+//! names) and which bundle item it came from (`dev.ferry.source`,
+//! `dev.ferry.kind`, `dev.ferry.path`; a file item's entry has no
+//! repository: `ferry serve` serves it from the file tree only).
+//! [`BlobDir`] is the blob directory alone, which the export cache shares.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +41,16 @@ pub const ANN_TAG: &str = "dev.ferry.tag";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation: containerd's image name (`ctr import` reads it).
 pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
+/// Annotation: the upstream (source) reference of the bundle item an entry
+/// was committed for (a file item's: its URL); re-export names the item by
+/// it. The same key as a bundle's `index.json` ([`crate::meta::ANN_SOURCE`]).
+pub const ANN_SOURCE: &str = crate::meta::ANN_SOURCE;
+/// Annotation: that item's kind (`image`, `chart`, `file`, …,
+/// [`crate::meta::Kind::as_str`]).
+pub const ANN_KIND: &str = crate::meta::ANN_KIND;
+/// Annotation: that item's path on the file server (`dev.ferry.path`), for
+/// the items that have one; its files are under `DIR/files/<path>`.
+pub const ANN_PATH: &str = crate::meta::ANN_PATH;
 
 /// A directory of blobs named by their digest, `ROOT/blobs/sha256/<hex>`:
 /// the store's and the export cache's (`--cache-dir`) layout alike.

@@ -4,8 +4,9 @@
 //! ```text
 //! bundle (verified whole by the caller first) ──read again: its head must be the
 //!     verified one; manifests kept; the selected blobs staged, each hashed as read ──┐
-//! store (index.json entries) ──every manifest re-hashed; the selected blobs staged  │
-//!     (linked or copied into the staging directory, then hashed)                   │
+//! store (index.json entries) ──each entry's origin annotations re-checked (kind,   │
+//!     upstream name, path), every manifest re-hashed; the selected blobs staged    │
+//!     (linked or copied from blobs/ or a file item's file in files/, then hashed)  │
 //!                                                                                  ▼
 //!   select (spec references, lock digests, or everything; plus the provenance of
 //!   what is selected) ─▶ resolved items, every one local ─▶ the normal writer
@@ -26,7 +27,9 @@ use bytes::Bytes;
 use ferry_bundle::digest::HashingReader;
 use ferry_bundle::manifest::{self, Parsed};
 use ferry_bundle::meta::{Absent, BlobMeta, Item, Kind, Origin, OriginKind, Verification};
+use ferry_bundle::placement::{check_path, Placements};
 use ferry_bundle::reader::{read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult};
+use ferry_bundle::store_layout::{ANN_KIND, ANN_PATH, ANN_SOURCE, FILES_DIR};
 use ferry_bundle::writer::Compression;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, ClientConfig, Repo};
@@ -66,6 +69,15 @@ pub enum ReexportError {
         item: String,
         /// Why.
         error: String,
+    },
+    /// A store entry's origin annotation (`dev.ferry.source`, `.kind`,
+    /// `.path`) is refused: the store was edited since ferry wrote it.
+    #[error("store entry `{}`: {reason}; the store was edited since ferry wrote it, nothing was written", ferry_bundle::text::escape(.entry))]
+    Annotation {
+        /// The entry (`repository:tag`, `repository@digest`, or a digest).
+        entry: String,
+        /// Which annotation, its value (escaped), and why.
+        reason: String,
     },
     /// A store entry names something that is not an image reference.
     #[error("store entry `{}` is not an image reference: {error}", ferry_bundle::text::escape(.reference))]
@@ -161,6 +173,30 @@ pub struct StoreEntry {
     pub digest: Digest,
     /// Its media type.
     pub media_type: String,
+    /// `dev.ferry.source`: the upstream reference of the item it was
+    /// imported for (a file item's URL), as found (re-checked here).
+    pub source: Option<String>,
+    /// `dev.ferry.kind`: that item's kind, as found.
+    pub kind: Option<String>,
+    /// `dev.ferry.path`: that item's path on the file server, as found.
+    pub path: Option<String>,
+}
+
+impl StoreEntry {
+    /// How messages name the entry: `repository:tag`, `repository@digest`,
+    /// or the digest of a file item's entry.
+    fn shown(&self) -> String {
+        match (&self.tag, self.repository.is_empty()) {
+            (_, true) => self.digest.to_string(),
+            (Some(t), false) => format!("{}:{t}", self.repository),
+            (None, false) => format!("{}@{}", self.repository, self.digest),
+        }
+    }
+
+    /// Whether it carries none of the origin annotations (an older store).
+    fn unannotated(&self) -> bool {
+        self.source.is_none() && self.kind.is_none() && self.path.is_none()
+    }
 }
 
 /// Where the re-export reads from.
@@ -215,6 +251,9 @@ struct Content {
     manifests: HashMap<Digest, Bytes>,
     absent: Vec<Absent>,
     verification: Option<Verification>,
+    /// Store entries without origin annotations (an older ferry wrote
+    /// them): carried as images named by their store repository.
+    unannotated: Vec<String>,
 }
 
 /// `ferry export --from`: reads the source, selects, stages the selected
@@ -239,6 +278,16 @@ pub async fn reexport(
     })
     .await
     .map_err(|e| ReexportError::Join(e.to_string()))??;
+    if !content.unannotated.is_empty() {
+        ev(crate::Event::Warning {
+            message: format!(
+                "{} store entr{} without origin annotations (imported by an older ferry): carried as images named by the store's repository (or the upstream the selection names): {}; import their bundle again to record their origin",
+                content.unannotated.len(),
+                if content.unannotated.len() == 1 { "y" } else { "ies" },
+                content.unannotated.join(", ")
+            ),
+        });
+    }
     let client = offline_client()?;
     let verification = match run.policy.as_ref().filter(|s| s.verify.is_some()) {
         Some(spec) => policy_offline(&client, spec, &resolved, staging.path(), ev).await?,
@@ -597,6 +646,7 @@ fn stage_bundle(
         manifests: std::mem::take(&mut stager.manifests),
         absent: head.meta.absent.clone(),
         verification: head.meta.verification.clone(),
+        unannotated: Vec::new(),
     };
     Ok((content, resolved))
 }
@@ -647,6 +697,7 @@ impl Stager<'_> {
             manifests: std::mem::take(&mut self.manifests),
             absent: head.meta.absent.clone(),
             verification: None,
+            unannotated: Vec::new(),
         };
         let r = select(&head.meta.items, self.selection, self.path).and_then(|items| {
             let resolved = to_resolved(&content, &items)?;
@@ -720,10 +771,21 @@ impl ferry_bundle::reader::Visitor for Stager<'_> {
 
 // ----------------------------------------------------------------- store
 
-/// Reads the store: every entry's manifest and the index children it
-/// reaches, each re-hashed against its digest as read (a child the store
-/// lacks was left out by a platform filter: it is recorded absent); then
-/// selects, and stages the selected blobs (linked, or copied), each hashed.
+/// What a store entry is: the item it was imported for, as its origin
+/// annotations say (re-checked), else (an entry an older ferry wrote) an
+/// image named by the upstream the selection names or the store's path.
+struct EntryItem {
+    kind: Kind,
+    reference: String,
+    path: Option<String>,
+}
+
+/// Reads the store: every entry's origin (re-checked: the store is a file
+/// tree anyone on the mirror host could edit), its manifest and the index
+/// children it reaches, each re-hashed against its digest as read (a child
+/// the store lacks was left out by a platform filter: it is recorded
+/// absent), the files of file items in the store's file tree; then selects,
+/// and stages the selected blobs (linked, or copied), each hashed.
 fn stage_store(
     dir: &Path,
     entries: &[StoreEntry],
@@ -734,53 +796,37 @@ fn stage_store(
     let mut manifests: HashMap<Digest, Bytes> = HashMap::new();
     let mut items: Vec<Item> = Vec::new();
     let mut absent: Vec<Absent> = Vec::new();
+    let mut unannotated: Vec<String> = Vec::new();
+    // The file-tree path of every file item's layer, each path claimed once.
+    let mut in_tree: HashMap<Digest, PathBuf> = HashMap::new();
+    let mut claims = Placements::new();
     for e in entries {
-        let name = upstream
-            .get(&e.repository)
-            .cloned()
-            .unwrap_or_else(|| e.repository.clone());
-        let reference = match &e.tag {
-            Some(t) => format!("{name}:{t}"),
-            None => format!("{name}@{}", e.digest),
-        };
-        Reference::parse(&reference).map_err(|err| ReexportError::Reference {
-            reference: reference.clone(),
-            error: err.to_string(),
-        })?;
+        let it = entry_item(e, upstream)?;
+        if e.unannotated() {
+            unannotated.push(e.shown());
+        }
+        let reference = it.reference;
         let bytes = read_store_manifest(dir, &e.digest)?;
         let parsed = parse(&bytes, &e.digest, &reference, Some(&e.media_type))?;
-        let mut platforms: Vec<String> = Vec::new();
-        let mut queue = vec![(e.digest.clone(), parsed.clone())];
-        while let Some((parent, p)) = queue.pop() {
-            for d in p.manifests.iter() {
-                if !manifest::is_any_manifest(&d.media_type) {
-                    continue;
-                }
-                let platform = d.platform.as_ref().map(|x| x.to_short());
-                if !store_path(dir, &d.digest).is_file() {
-                    absent.push(Absent {
-                        digest: d.digest.clone(),
-                        parent: parent.clone(),
-                        platform,
-                    });
-                    continue;
-                }
-                platforms.extend(platform);
-                let child = read_store_manifest(dir, &d.digest)?;
-                let cp = parse(&child, &d.digest, &reference, Some(&d.media_type))?;
-                manifests.insert(d.digest.clone(), child);
-                queue.push((d.digest.clone(), cp));
+        if let Some(path) = &it.path {
+            let layers = claims
+                .claim_item(it.kind, &reference, path, &parsed)
+                .map_err(|err| ReexportError::Annotation {
+                    entry: e.shown(),
+                    reason: err.to_string(),
+                })?;
+            for (rel, d) in layers {
+                in_tree.insert(d.digest, dir.join(FILES_DIR).join(rel.as_str()));
             }
         }
-        platforms.sort();
-        platforms.dedup();
+        let platforms = read_children(dir, e, &reference, &parsed, &mut manifests, &mut absent)?;
         let subject = e
             .tag
             .as_deref()
             .and_then(legacy_subject)
             .or_else(|| parsed.subject.as_ref().map(|s| s.digest.clone()));
         items.push(Item {
-            kind: Kind::Image,
+            kind: it.kind,
             reference,
             digest: e.digest.clone(),
             media_type: if parsed.media_type.is_empty() {
@@ -790,7 +836,7 @@ fn stage_store(
             },
             size: bytes.len() as u64,
             platforms,
-            path: None,
+            path: it.path,
             subject,
         });
         manifests.insert(e.digest.clone(), bytes);
@@ -812,13 +858,167 @@ fn stage_store(
         manifests,
         absent,
         verification: None,
+        unannotated,
     };
     let selected = select(&content.items, selection, dir)?;
     let resolved = to_resolved(&content, &selected)?;
     for d in needed_blobs(&resolved) {
-        stage_store_blob(dir, &d, blob_dir)?;
+        stage_store_blob(dir, &d, in_tree.get(&d), blob_dir)?;
     }
     Ok((content, resolved))
+}
+
+/// The item a store entry stands for. With origin annotations: all of
+/// `dev.ferry.source` and `dev.ferry.kind` present, the kind one ferry
+/// knows, the source a reference of that kind (`Item::check`, as a
+/// bundle's items are checked) agreeing with the entry's tag or digest, the
+/// path in its kind's place. Without any: an image, as before the
+/// annotations existed.
+fn entry_item(
+    e: &StoreEntry,
+    upstream: &HashMap<String, String>,
+) -> Result<EntryItem, ReexportError> {
+    if e.unannotated() {
+        let name = upstream
+            .get(&e.repository)
+            .cloned()
+            .unwrap_or_else(|| e.repository.clone());
+        let reference = match &e.tag {
+            Some(t) => format!("{name}:{t}"),
+            None => format!("{name}@{}", e.digest),
+        };
+        Reference::parse(&reference).map_err(|err| ReexportError::Reference {
+            reference: reference.clone(),
+            error: err.to_string(),
+        })?;
+        return Ok(EntryItem {
+            kind: Kind::Image,
+            reference,
+            path: None,
+        });
+    }
+    let refused = |key: &str, value: Option<&str>, why: String| ReexportError::Annotation {
+        entry: e.shown(),
+        reason: match value {
+            Some(v) => format!("`{key}` = `{}` {why}", ferry_bundle::text::escape(v)),
+            None => format!("`{key}` {why}"),
+        },
+    };
+    let missing = "is missing while other origin annotations are present".to_string();
+    let source = e
+        .source
+        .as_deref()
+        .ok_or_else(|| refused(ANN_SOURCE, None, missing.clone()))?;
+    let kind_text = e
+        .kind
+        .as_deref()
+        .ok_or_else(|| refused(ANN_KIND, None, missing))?;
+    let kind: Kind = serde_json::from_value(serde_json::Value::String(kind_text.to_string()))
+        .map_err(|_| {
+            refused(
+                ANN_KIND,
+                Some(kind_text),
+                "is not a kind ferry knows".into(),
+            )
+        })?;
+    let probe = Item {
+        kind,
+        reference: source.to_string(),
+        digest: e.digest.clone(),
+        media_type: manifest::OCI_MANIFEST.into(),
+        size: 0,
+        platforms: Vec::new(),
+        path: None,
+        subject: None,
+    };
+    probe
+        .check()
+        .map_err(|err| refused(ANN_SOURCE, Some(source), format!("is refused: {err}")))?;
+    if kind.is_registry() {
+        if e.repository.is_empty() {
+            return Err(refused(
+                ANN_KIND,
+                Some(kind_text),
+                "names a registry kind, but the entry has no repository".into(),
+            ));
+        }
+        if let Ok(r) = Reference::parse(source) {
+            // Import tags the entry with the source's tag (none: kept by
+            // digest), and a source pinned by digest pins the entry's.
+            let agrees = r.tag == e.tag && r.digest.as_ref().is_none_or(|d| d == &e.digest);
+            if !agrees {
+                return Err(refused(
+                    ANN_SOURCE,
+                    Some(source),
+                    format!(
+                        "does not name the entry's {}",
+                        match &e.tag {
+                            Some(t) => format!("tag `{}`", ferry_bundle::text::escape(t)),
+                            None => format!("digest {}", e.digest),
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    match (&e.path, kind.is_registry()) {
+        (Some(p), _) => {
+            check_path(kind, source, p)
+                .map_err(|err| refused(ANN_PATH, Some(p), format!("is refused: {err}")))?;
+        }
+        (None, false) => {
+            return Err(refused(
+                ANN_PATH,
+                None,
+                format!("is missing: a {kind_text} item lands at a path"),
+            ));
+        }
+        (None, true) => {}
+    }
+    Ok(EntryItem {
+        kind,
+        reference: source.to_string(),
+        path: e.path.clone(),
+    })
+}
+
+/// Reads the index children an entry reaches (each re-hashed) into
+/// `manifests`; a child the store lacks is recorded in `absent`. Returns
+/// the platforms present.
+fn read_children(
+    dir: &Path,
+    e: &StoreEntry,
+    reference: &str,
+    top: &Parsed,
+    manifests: &mut HashMap<Digest, Bytes>,
+    absent: &mut Vec<Absent>,
+) -> Result<Vec<String>, ReexportError> {
+    let mut platforms: Vec<String> = Vec::new();
+    let mut queue = vec![(e.digest.clone(), top.clone())];
+    while let Some((parent, p)) = queue.pop() {
+        for d in p.manifests.iter() {
+            if !manifest::is_any_manifest(&d.media_type) {
+                continue;
+            }
+            let platform = d.platform.as_ref().map(|x| x.to_short());
+            if !store_path(dir, &d.digest).is_file() {
+                absent.push(Absent {
+                    digest: d.digest.clone(),
+                    parent: parent.clone(),
+                    platform,
+                });
+                continue;
+            }
+            platforms.extend(platform);
+            let child = read_store_manifest(dir, &d.digest)?;
+            let cp = parse(&child, &d.digest, reference, Some(&d.media_type))?;
+            manifests.insert(d.digest.clone(), child);
+            queue.push((d.digest.clone(), cp));
+        }
+    }
+    platforms.sort();
+    platforms.dedup();
+    Ok(platforms)
 }
 
 /// `sha256-<hex>.sig|.att|.sbom` (cosign's tags): the digest they belong to.
@@ -863,8 +1063,18 @@ fn read_store_manifest(dir: &Path, d: &Digest) -> Result<Bytes, ReexportError> {
 
 /// Links (else copies) a store blob into the staging directory and hashes
 /// the staged bytes: a blob altered in the store is refused here, named.
-fn stage_store_blob(dir: &Path, d: &Digest, blob_dir: &Path) -> Result<(), ReexportError> {
-    let src = store_path(dir, d);
+/// A blob the store's blob directory lacks is a file item's layer: read
+/// from where the item put it in the file tree (`tree`).
+fn stage_store_blob(
+    dir: &Path,
+    d: &Digest,
+    tree: Option<&PathBuf>,
+    blob_dir: &Path,
+) -> Result<(), ReexportError> {
+    let src = match (store_path(dir, d), tree) {
+        (blob, Some(file)) if !blob.is_file() => file.clone(),
+        (blob, _) => blob,
+    };
     let dest = blob_dir.join(d.hex());
     if !src.is_file() {
         return Err(ReexportError::Tampered {
@@ -935,6 +1145,122 @@ mod tests {
         let absent = Selection::References(vec![Reference::parse("reg.example/c:1").unwrap()]);
         let e = select(&items, &absent, Path::new("src")).unwrap_err();
         assert!(e.to_string().contains("reg.example/c:1"), "{e}");
+    }
+
+    fn entry(repository: &str, tag: Option<&str>, origin: [Option<&str>; 3]) -> StoreEntry {
+        let [source, kind, path] = origin.map(|x| x.map(str::to_string));
+        StoreEntry {
+            repository: repository.into(),
+            tag: tag.map(str::to_string),
+            digest: Digest::of(b"m"),
+            media_type: manifest::OCI_MANIFEST.into(),
+            source,
+            kind,
+            path,
+        }
+    }
+
+    #[test]
+    fn store_entries_are_the_items_their_annotations_name_and_edits_are_refused() {
+        let none = HashMap::new();
+        let src = Some("reg.example/team/app:1");
+        let it = entry_item(
+            &entry(
+                "reg-example/team/app",
+                Some("1"),
+                [src, Some("image"), None],
+            ),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            (it.kind, it.reference.as_str()),
+            (Kind::Image, "reg.example/team/app:1")
+        );
+        // Pinned by tag and digest (import tags it), or by digest alone.
+        let d = Digest::of(b"m");
+        let pinned = format!("reg.example/team/app:1@{d}");
+        let by_digest = format!("reg.example/team/app@{d}");
+        for (tag, source) in [(Some("1"), &pinned), (None, &by_digest)] {
+            let e = entry("r/a", tag, [Some(source), Some("image"), None]);
+            assert_eq!(entry_item(&e, &none).unwrap().reference, *source);
+        }
+        let elsewhere = format!("reg.example/team/app@{}", Digest::of(b"other"));
+        let url = Some("https://dl.example/t.tgz");
+        let it = entry_item(
+            &entry("", None, [url, Some("file"), Some("files/t.tgz")]),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(
+            (it.kind, it.path.as_deref()),
+            (Kind::File, Some("files/t.tgz"))
+        );
+        // An older store: an image named by its repository (or the upstream map).
+        let upstream = HashMap::from([("a/b".to_string(), "reg.example/a/b".to_string())]);
+        let it = entry_item(&entry("a/b", Some("2"), [None, None, None]), &upstream).unwrap();
+        assert_eq!(
+            (it.kind, it.reference.as_str()),
+            (Kind::Image, "reg.example/a/b:2")
+        );
+        for (e, says) in [
+            (
+                entry("r/a", Some("1"), [src, Some("bogus\u{1b}"), None]),
+                "not a kind ferry knows",
+            ),
+            (
+                entry("r/a", Some("1"), [None, Some("image"), None]),
+                "dev.ferry.source` is missing",
+            ),
+            (
+                entry("r/a", Some("1"), [src, None, None]),
+                "dev.ferry.kind` is missing",
+            ),
+            (
+                entry("r/a", Some("2"), [src, Some("image"), None]),
+                "does not name the entry's tag",
+            ),
+            (
+                entry("r/a", None, [src, Some("image"), None]),
+                "does not name the entry's digest",
+            ),
+            (
+                entry("r/a", None, [Some(&elsewhere), Some("image"), None]),
+                "does not name the entry's digest",
+            ),
+            (
+                entry("", None, [src, Some("image"), None]),
+                "the entry has no repository",
+            ),
+            (
+                entry("r/a", Some("1"), [Some("bad ref\n"), Some("image"), None]),
+                "dev.ferry.source",
+            ),
+            (
+                entry("", None, [url, Some("file"), None]),
+                "dev.ferry.path` is missing",
+            ),
+            (
+                entry("", None, [url, Some("file"), Some("../etc/passwd")]),
+                "dev.ferry.path",
+            ),
+            (
+                entry("", None, [url, Some("file"), Some("helm/x/y.tgz")]),
+                "dev.ferry.path",
+            ),
+            (
+                entry("r/a", Some("1"), [src, Some("image"), Some("files/x")]),
+                "dev.ferry.path",
+            ),
+        ] {
+            let err = entry_item(&e, &none).err().map(|x| x.to_string());
+            let err = err.unwrap_or_else(|| panic!("accepted: {e:?}"));
+            assert!(
+                err.contains(says) && err.contains("was edited"),
+                "{says}: {err}"
+            );
+            assert!(!err.contains('\u{1b}') && !err.contains('\n'), "{err:?}");
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl Dest {
                         digest: d,
                         media_type: media_type.to_string(),
                         size,
+                        origin: None, // set when the item is recorded (run/commit.rs)
                     });
                 }
                 Ok(())

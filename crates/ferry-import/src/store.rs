@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! DIR/oci-layout        {"imageLayoutVersion":"1.0.0"}
-//! DIR/index.json        one descriptor per (repository, tag), and per item kept by digest only
+//! DIR/index.json        one descriptor per (repository, tag), per item kept by digest only,
+//!                       and per file item (no repository; by its path)
 //! DIR/blobs/sha256/<hex> every manifest, index, config and layer, once
 //! DIR/files/...         the file tree (falco/, helm/, opensearch/, files/)
 //! ```
+//!
+//! Every entry an import commits records the bundle item it came from
+//! ([`EntryOrigin`]: `dev.ferry.source`, `dev.ferry.kind`, `dev.ferry.path`),
+//! which `ferry export --from DIR` rebuilds the item from.
 //!
 //! Blobs are written to a temporary name in `blobs/sha256/`, hashed while
 //! they stream, and renamed into place only when they hash to their name;
@@ -28,11 +33,12 @@ use tokio::sync::mpsc;
 use ferry_bundle::digest::Hasher;
 use ferry_bundle::Digest;
 
+use ferry_bundle::meta::{Item, MetaError};
 use ferry_bundle::store_layout::{
     StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME, BLOB_TMP_PREFIX as TMP_PREFIX, OCI_LAYOUT_CONTENT,
 };
 /// The index annotations, defined once in [`ferry_bundle::store_layout`].
-pub use ferry_bundle::store_layout::{ANN_REPOSITORY, ANN_TAG};
+pub use ferry_bundle::store_layout::{ANN_KIND, ANN_PATH, ANN_REPOSITORY, ANN_SOURCE, ANN_TAG};
 
 /// A store operation that failed; names the path.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +83,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
 /// One index.json entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Repository path (`dockerhub/library/nginx`).
+    /// Repository path (`dockerhub/library/nginx`); empty for a file item's
+    /// entry (served from the file tree, not as a repository).
     pub repository: String,
     /// Tag, when tagged.
     pub tag: Option<String>,
@@ -87,10 +94,49 @@ pub struct Entry {
     pub media_type: String,
     /// Its size.
     pub size: u64,
+    /// The bundle item it was committed for (`dev.ferry.source`,
+    /// `dev.ferry.kind`, `dev.ferry.path`); `None` in entries an older
+    /// ferry wrote.
+    pub origin: Option<EntryOrigin>,
+}
+
+/// Which bundle item an entry was committed for, as its annotations carry
+/// it. Written only from an item the bundle's checks passed
+/// ([`EntryOrigin::of`]); read back as found (a store is a file tree anyone
+/// on the mirror host could edit: its reader, `export --from`, re-checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryOrigin {
+    /// The item's upstream reference (a file item's: its URL).
+    pub source: Option<String>,
+    /// Its kind ([`ferry_bundle::meta::Kind::as_str`]).
+    pub kind: Option<String>,
+    /// Its path on the file server, when it has one.
+    pub path: Option<String>,
+}
+
+impl EntryOrigin {
+    /// The origin of `item`, checked again as the bundle's reader checked
+    /// it ([`Item::check`]) before it goes into the store.
+    pub fn of(item: &Item) -> Result<EntryOrigin, MetaError> {
+        item.check()?;
+        Ok(EntryOrigin {
+            source: Some(item.reference.clone()),
+            kind: Some(item.kind.as_str().to_string()),
+            path: item.path.clone(),
+        })
+    }
 }
 
 impl Entry {
+    /// One entry per (repository, tag), per (repository, digest) kept by
+    /// digest, and per file-tree path for a file item's entry (the tree
+    /// holds one file at a path: a newer item there replaces the older).
     fn key(&self) -> (String, String) {
+        if self.repository.is_empty() {
+            if let Some(path) = self.origin.as_ref().and_then(|o| o.path.as_ref()) {
+                return (String::new(), format!("path:{path}"));
+            }
+        }
         (
             self.repository.clone(),
             self.tag.clone().unwrap_or_else(|| self.digest.to_string()),
@@ -315,12 +361,21 @@ impl Store {
                 .unwrap_or("")
                 .parse()
                 .map_err(|_| bad("a descriptor has no valid digest".into()))?;
+            let text = |key: &str| ann[key].as_str().map(str::to_string);
+            let origin = EntryOrigin {
+                source: text(ANN_SOURCE),
+                kind: text(ANN_KIND),
+                path: text(ANN_PATH),
+            };
+            let annotated =
+                origin.source.is_some() || origin.kind.is_some() || origin.path.is_some();
             out.push(Entry {
-                repository: ann[ANN_REPOSITORY].as_str().unwrap_or("").to_string(),
-                tag: ann[ANN_TAG].as_str().map(str::to_string),
+                repository: text(ANN_REPOSITORY).unwrap_or_default(),
+                tag: text(ANN_TAG),
                 digest,
                 media_type: m["mediaType"].as_str().unwrap_or("").to_string(),
                 size: m["size"].as_u64().unwrap_or(0),
+                origin: annotated.then_some(origin),
             });
         }
         Ok(out)
@@ -417,11 +472,25 @@ impl Store {
         let manifests: Vec<Value> = entries
             .map(|e| {
                 let mut ann = serde_json::Map::new();
-                ann.insert(ANN_IMAGE_NAME.into(), json!(e.ref_name()));
-                ann.insert(ANN_REF_NAME.into(), json!(e.ref_name()));
-                ann.insert(ANN_REPOSITORY.into(), json!(e.repository));
-                if let Some(t) = &e.tag {
-                    ann.insert(ANN_TAG.into(), json!(t));
+                // A file item's entry names no repository: serve lists none.
+                if !e.repository.is_empty() {
+                    ann.insert(ANN_IMAGE_NAME.into(), json!(e.ref_name()));
+                    ann.insert(ANN_REF_NAME.into(), json!(e.ref_name()));
+                    ann.insert(ANN_REPOSITORY.into(), json!(e.repository));
+                    if let Some(t) = &e.tag {
+                        ann.insert(ANN_TAG.into(), json!(t));
+                    }
+                }
+                if let Some(o) = &e.origin {
+                    for (key, value) in [
+                        (ANN_SOURCE, &o.source),
+                        (ANN_KIND, &o.kind),
+                        (ANN_PATH, &o.path),
+                    ] {
+                        if let Some(v) = value {
+                            ann.insert(key.into(), json!(v));
+                        }
+                    }
                 }
                 json!({
                     "mediaType": e.media_type,
@@ -495,6 +564,7 @@ mod tests {
             digest: dg.clone(),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             size: 10,
+            origin: None,
         };
         s.add_entry(e("1", &d));
         assert_eq!(s.commit().unwrap(), 1);
@@ -510,5 +580,78 @@ mod tests {
         std::fs::write(&stray, b"x").unwrap();
         let _s = Store::open(dir.path()).unwrap();
         assert!(!stray.exists());
+    }
+
+    fn item(kind: Kind, reference: &str, path: Option<&str>) -> Item {
+        Item {
+            kind,
+            reference: reference.into(),
+            digest: Digest::of(reference.as_bytes()),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 10,
+            platforms: vec![],
+            path: path.map(str::to_string),
+            subject: None,
+        }
+    }
+
+    use ferry_bundle::meta::Kind;
+
+    #[test]
+    fn entries_record_their_origin_and_file_items_name_no_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let image = item(Kind::Image, "reg.example/team/app:1", None);
+        let entry = |repository: &str, tag: Option<&str>, it: &Item| Entry {
+            repository: repository.into(),
+            tag: tag.map(str::to_string),
+            digest: it.digest.clone(),
+            media_type: it.media_type.clone(),
+            size: it.size,
+            origin: Some(EntryOrigin::of(it).unwrap()),
+        };
+        s.add_entry(entry("reg-example/team/app", Some("1"), &image));
+        let url = "https://dl.example/tool-1.0.tar.gz";
+        let v1 = item(Kind::File, url, Some("files/tool.tar.gz"));
+        s.add_entry(entry("", None, &v1));
+        s.commit().unwrap();
+        let raw: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        let file_ann = &raw["manifests"][0]["annotations"];
+        assert_eq!(file_ann[ANN_KIND], "file");
+        assert_eq!(file_ann[ANN_SOURCE], url);
+        assert_eq!(file_ann[ANN_PATH], "files/tool.tar.gz");
+        for key in [ANN_REPOSITORY, ANN_REF_NAME, ANN_IMAGE_NAME, ANN_TAG] {
+            assert!(file_ann.get(key).is_none(), "{key}: {file_ann}");
+        }
+        let got = s.entries().unwrap();
+        let img = got.iter().find(|e| e.repository == "reg-example/team/app");
+        assert_eq!(
+            img.and_then(|e| e.origin.clone()),
+            Some(EntryOrigin {
+                source: Some("reg.example/team/app:1".into()),
+                kind: Some("image".into()),
+                path: None,
+            })
+        );
+        // A newer file at the same path replaces the older entry.
+        let v2 = item(
+            Kind::File,
+            "https://dl.example/tool-1.1.tar.gz",
+            Some("files/tool.tar.gz"),
+        );
+        s.add_entry(entry("", None, &v2));
+        s.commit().unwrap();
+        let files: Vec<Entry> = s
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.repository.is_empty())
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].digest, v2.digest);
+        // An item the bundle's checks refuse is never recorded.
+        assert!(EntryOrigin::of(&item(Kind::Image, "not a reference", None)).is_err());
+        assert!(EntryOrigin::of(&item(Kind::File, url, Some("../x"))).is_err());
     }
 }

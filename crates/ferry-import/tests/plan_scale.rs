@@ -394,9 +394,11 @@ fn an_import_into_a_store_lands_fourteen_thousand_items() {
     assert_eq!(report.files_written, shape.files);
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(store_dir.join("index.json")).unwrap()).unwrap();
+    // One entry per registry item, and one per file item (its origin, for
+    // `export --from` the store).
     assert_eq!(
         index["manifests"].as_array().unwrap().len(),
-        shape.images + shape.signatures + shape.signatures_of_signatures
+        shape.images + shape.signatures + shape.signatures_of_signatures + shape.files
     );
     assert_eq!(
         std::fs::read(store_dir.join("files/files/d19/f1999")).unwrap(),

@@ -124,13 +124,21 @@ impl ImportRun<'_> {
         landed: &mut HashSet<(Repo, Digest)>,
         referrers_pushed: &mut ReferrersPushed,
     ) {
-        if let (Some(store), None) = (&self.opts.store, &p.reference.tag) {
+        if let Some(store) = &self.opts.store {
+            // Tagged or not, the entry records the item it came from (a
+            // tag's entry again, over the one `put_manifest` made).
+            let pointed = note.as_ref().map_or(&p.item.digest, |(_, d)| d);
+            let (media_type, size) = match self.manifests.get(pointed) {
+                Some((mt, bytes, _)) => (mt.clone(), bytes.len() as u64),
+                None => (p.item.media_type.clone(), p.item.size),
+            };
             store.add_entry(crate::store::Entry {
                 repository: p.repo.path.clone(),
-                tag: None,
-                digest: p.item.digest.clone(),
-                media_type: p.item.media_type.clone(),
-                size: p.item.size,
+                tag: p.reference.tag.clone(),
+                digest: pointed.clone(),
+                media_type,
+                size,
+                origin: crate::store::EntryOrigin::of(&p.item).ok(),
             });
         }
         let content = receipt.repositories.entry(p.repo.path.clone()).or_default();

@@ -277,6 +277,13 @@ impl ImportRun<'_> {
             for f in &fp.files {
                 receipt.files.insert(f.path.to_string(), f.digest.clone());
             }
+            if let (Some(store), false) = (&opts.store, tree::is_registry_kind(fp.item.kind)) {
+                let recorded =
+                    record_in_store(store, fp, &self.manifests, &self.files.captured).await;
+                if let Err(message) = recorded {
+                    (self.events)(Event::Warning { message });
+                }
+            }
             landed_items.insert(fp.item.reference.clone());
             (self.events)(Event::Committed {
                 reference: fp.item.reference.clone(),
@@ -363,6 +370,13 @@ impl ImportRun<'_> {
         .await;
         let done = match written {
             Ok(_) => {
+                if let Some(store) = &self.opts.store {
+                    let recorded =
+                        record_in_store(store, fp, &self.manifests, &self.files.captured).await;
+                    if let Err(message) = recorded {
+                        (self.events)(Event::Warning { message });
+                    }
+                }
                 self.report.files_written += 1;
                 (self.events)(Event::Committed {
                     reference: fp.item.reference.clone(),
@@ -377,6 +391,70 @@ impl ImportRun<'_> {
             Some(_) => self.report.failed.push(done),
         }
     }
+}
+
+/// A file item that landed in a store's file tree, recorded in the store
+/// so that `export --from STORE` carries it as the bundle did: its artifact
+/// manifest and config as blobs, an `index.json` entry (no repository: serve
+/// lists none) naming its source, kind and path. Its layers are the files
+/// under `files/`, except the falcoctl index's, which the tree holds
+/// rewritten: its layer is kept as a blob.
+async fn record_in_store(
+    store: &crate::store::Store,
+    fp: &FilePlan,
+    manifests: &Manifests,
+    captured: &HashMap<Digest, Bytes>,
+) -> Result<(), String> {
+    let item = &fp.item;
+    let not_recorded = |why: String| {
+        format!(
+            "{}: not recorded in the store ({why}); `export --from` the store will not carry it",
+            item.reference
+        )
+    };
+    let origin = crate::store::EntryOrigin::of(item).map_err(|e| not_recorded(e.to_string()))?;
+    let (media_type, bytes, parsed) = manifests
+        .get(&item.digest)
+        .ok_or_else(|| not_recorded(format!("manifest {} is not in the bundle", item.digest)))?;
+    let mut blobs: Vec<(&Digest, Bytes)> = Vec::new();
+    if let Some(c) = &parsed.config {
+        let empty = Bytes::from_static(ferry_bundle::artifact::EMPTY_CONFIG);
+        let data = match captured.get(&c.digest) {
+            Some(d) => d.clone(),
+            None if Digest::of(&empty) == c.digest => empty,
+            None => {
+                return Err(not_recorded(format!(
+                    "its config {} was not kept",
+                    c.digest
+                )))
+            }
+        };
+        blobs.push((&c.digest, data));
+    }
+    if item.kind == Kind::FalcoctlIndex {
+        for l in &parsed.layers {
+            let data = captured
+                .get(&l.digest)
+                .ok_or_else(|| not_recorded(format!("its layer {} was not kept", l.digest)))?;
+            blobs.push((&l.digest, data.clone()));
+        }
+    }
+    blobs.push((&item.digest, bytes.clone()));
+    for (d, data) in blobs {
+        store
+            .put_blob(d, data)
+            .await
+            .map_err(|e| not_recorded(chain(&e)))?;
+    }
+    store.add_entry(crate::store::Entry {
+        repository: String::new(),
+        tag: None,
+        digest: item.digest.clone(),
+        media_type: media_type.clone(),
+        size: bytes.len() as u64,
+        origin: Some(origin),
+    });
+    Ok(())
 }
 
 /// The file writes settled: the paths at the target, and why the others

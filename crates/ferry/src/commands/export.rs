@@ -488,11 +488,17 @@ fn open_store(
         .entries()
         .map_err(Failure::input)?
         .into_iter()
-        .map(|e| StoreEntry {
-            repository: e.repository,
-            tag: e.tag,
-            digest: e.digest,
-            media_type: e.media_type,
+        .map(|e| {
+            let origin = e.origin.unwrap_or_default();
+            StoreEntry {
+                repository: e.repository,
+                tag: e.tag,
+                digest: e.digest,
+                media_type: e.media_type,
+                source: origin.source,
+                kind: origin.kind,
+                path: origin.path,
+            }
         })
         .collect();
     let wanted: Vec<ferry_bundle::Reference> = match selection {
@@ -568,6 +574,8 @@ fn reexport_failure(e: ferry_export::reexport::ReexportError) -> Failure {
         R::Write(w) => op_failure(OpError::Write(w), true),
         e @ R::Tampered { .. } => Failure::input(e)
             .hint("the source was altered since it was written: nothing was written; re-import the bundle into the store, or carry the bundle again"),
+        e @ R::Annotation { .. } => Failure::input(e)
+            .hint("the store's index.json was edited: nothing was written; import the bundle into the store again to record every item's origin"),
         e @ R::Missing { .. } => Failure::input(e)
             .hint("nothing was written; `ferry inspect` lists what a bundle holds"),
         other => Failure::input(other),
