@@ -283,6 +283,8 @@ impl Mirror<'_> {
                 .map_err(|e| self.read_err("index.json".into(), e))?
                 .into_iter()
                 .map(|e| e.repository)
+                // A file item's entry names no repository: not an image's.
+                .filter(|r| !r.is_empty())
                 .collect()),
         }
     }
