@@ -10,10 +10,12 @@
 //! ```
 //!
 //! and the annotation keys of `index.json` entries. [`BlobDir`] is the
-//! blob directory alone, which the export cache shares.
+//! blob directory alone, which the export cache shares, with the one
+//! verified write into it (defined in [`crate::blob_dir`], re-exported here).
 
 use std::path::{Path, PathBuf};
 
+pub use crate::blob_dir::{BlobDir, BlobDirError, StagedBlob, BLOB_TMP_PREFIX};
 use crate::digest::Digest;
 
 /// The `oci-layout` file's name.
@@ -26,8 +28,6 @@ pub const INDEX_JSON: &str = "index.json";
 pub const FILES_DIR: &str = "files";
 /// The lock file importers hold while they change the store.
 pub const LOCK_FILE: &str = ".ferry-lock";
-/// The prefix of a blob being written (swept when the next import opens the store).
-pub const BLOB_TMP_PREFIX: &str = ".tmp-";
 
 /// Annotation: the repository an index.json entry belongs to.
 pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
@@ -37,32 +37,6 @@ pub const ANN_TAG: &str = "dev.ferry.tag";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation: containerd's image name (`ctr import` reads it).
 pub const ANN_IMAGE_NAME: &str = "io.containerd.image.name";
-
-/// A directory of blobs named by their digest, `ROOT/blobs/sha256/<hex>`:
-/// the store's and the export cache's (`--cache-dir`) layout alike.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobDir {
-    dir: PathBuf,
-}
-
-impl BlobDir {
-    /// The blob directory under `root` (`root/blobs/sha256`).
-    pub fn under(root: &Path) -> BlobDir {
-        BlobDir {
-            dir: root.join("blobs").join("sha256"),
-        }
-    }
-
-    /// The directory itself.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Where the blob `digest` lives.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(digest.hex())
-    }
-}
 
 /// The paths of one store directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

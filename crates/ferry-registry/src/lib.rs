@@ -66,7 +66,7 @@ mod response;
 pub mod retry;
 mod verify;
 
-pub use client::{BlobStream, Client, Progress};
+pub use client::{BlobBytes, BlobChunks, BlobStream, Client, Progress};
 pub use endpoint::is_loopback;
 pub use error::{chain, Error};
 pub use http_fetch::{Fetched, OriginCredentials};

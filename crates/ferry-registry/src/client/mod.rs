@@ -34,6 +34,8 @@ mod request;
 mod streamed;
 mod uploads;
 
+pub use uploads::{BlobBytes, BlobChunks};
+
 /// A blob body being received: bytes as they arrive, checked against the
 /// digest (and size) asked for. A mismatch is the last item, as an error.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send>>;
