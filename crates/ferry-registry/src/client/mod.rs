@@ -8,7 +8,8 @@
 //!   the adaptive per-host gate, error answers);
 //! - `manifests`: get/head/put/delete manifests;
 //! - `blobs`: head, get, download and stream blobs, resumed and verified;
-//! - `uploads`: mount, monolithic and chunked uploads;
+//! - `uploads`: mount, monolithic and chunked uploads, and their byte
+//!   sources ([`BlobBytes`], [`BlobChunks`]: hashed here, or by their sender);
 //! - `streamed`: one streamed PUT per blob, falling back to chunks;
 //! - `listing`: tag lists and referrers, page by page.
 
