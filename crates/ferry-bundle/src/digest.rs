@@ -1,4 +1,9 @@
 //! Content digests (`sha256:<64 hex>`) and hashing helpers.
+//!
+//! Every sha256 ferry computes goes through [`Digest::of`] or [`Hasher`]:
+//! with the feature `hash-count` (tests only) [`hashed_bytes`] tells how
+//! many bytes the process has hashed, so a test can count the hashes of an
+//! operation (one per blob on import).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -28,6 +33,7 @@ pub struct DigestError {
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
+        count(bytes.len());
         Digest(Sha256::digest(bytes).into())
     }
 
@@ -117,6 +123,39 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+#[cfg(feature = "hash-count")]
+static HASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes hashed by this process so far, by [`Digest::of`] and [`Hasher`]
+/// (feature `hash-count`, for tests that count hashes).
+#[cfg(feature = "hash-count")]
+pub fn hashed_bytes() -> u64 {
+    HASHED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Adds `n` to [`hashed_bytes`] (nothing without the feature).
+#[inline]
+fn count(n: usize) {
+    #[cfg(feature = "hash-count")]
+    HASHED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(not(feature = "hash-count"))]
+    let _ = n;
+}
+
+/// Who checks that a blob's bytes hash to its digest, where bytes are
+/// handed on (an upload, a blob directory): each blob is hashed once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The receiver hashes the bytes as they pass and refuses a mismatch:
+    /// bytes from anywhere.
+    Hash,
+    /// The sender has hashed them against the digest and withholds the
+    /// last byte of a blob that does not match (the bundle reader on
+    /// import): the receiver only counts them against the size, which a
+    /// withheld byte fails.
+    Sender,
+}
+
 /// An incremental sha256 that also counts bytes.
 #[derive(Clone, Default)]
 pub struct Hasher {
@@ -131,6 +170,7 @@ impl Hasher {
     }
     /// Feeds bytes.
     pub fn update(&mut self, bytes: &[u8]) {
+        count(bytes.len());
         self.inner.update(bytes);
         self.len += bytes.len() as u64;
     }

@@ -15,7 +15,8 @@
 //! - [`atomic`]: the atomic whole-file write (temporary file, fsync, rename);
 //!   [`room`]: room on a local filesystem (`statvfs`), for preflights;
 //!   [`store_layout`]: the store's paths and index annotations (import writes,
-//!   serve reads);
+//!   serve reads); [`blob_dir`]: the blob directory and its one verified
+//!   write (store, export cache, re-export staging, test data);
 //! - [`sign`]: minisign key pairs and the signature over `ferry/bundle.json`;
 //! - [`artifact`]: file kinds as OCI artifacts; [`placement`]: where each
 //!   file kind may land; [`relpath`]: validated relative paths of the file tree;
@@ -37,6 +38,7 @@ pub use digest::Digest;
 pub use reference::Reference;
 pub mod artifact;
 pub mod atomic;
+pub mod blob_dir;
 pub mod chart;
 #[cfg(any(test, feature = "craft"))]
 pub mod craft;

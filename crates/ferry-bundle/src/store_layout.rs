@@ -14,10 +14,13 @@
 //! names) and which bundle item it came from (`dev.ferry.source`,
 //! `dev.ferry.kind`, `dev.ferry.path`; a file item's entry has no
 //! repository: `ferry serve` serves it from the file tree only).
-//! [`BlobDir`] is the blob directory alone, which the export cache shares.
+//! [`BlobDir`] is the blob directory alone, which the export cache shares,
+//! with the one verified write into it (defined in [`crate::blob_dir`],
+//! re-exported here).
 
 use std::path::{Path, PathBuf};
 
+pub use crate::blob_dir::{BlobDir, BlobDirError, StagedBlob, BLOB_TMP_PREFIX};
 use crate::digest::Digest;
 
 /// The `oci-layout` file's name.
@@ -30,8 +33,6 @@ pub const INDEX_JSON: &str = "index.json";
 pub const FILES_DIR: &str = "files";
 /// The lock file importers hold while they change the store.
 pub const LOCK_FILE: &str = ".ferry-lock";
-/// The prefix of a blob being written (swept when the next import opens the store).
-pub const BLOB_TMP_PREFIX: &str = ".tmp-";
 
 /// Annotation: the repository an index.json entry belongs to.
 pub const ANN_REPOSITORY: &str = "dev.ferry.repository";
@@ -51,32 +52,6 @@ pub const ANN_KIND: &str = crate::meta::ANN_KIND;
 /// Annotation: that item's path on the file server (`dev.ferry.path`), for
 /// the items that have one; its files are under `DIR/files/<path>`.
 pub const ANN_PATH: &str = crate::meta::ANN_PATH;
-
-/// A directory of blobs named by their digest, `ROOT/blobs/sha256/<hex>`:
-/// the store's and the export cache's (`--cache-dir`) layout alike.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobDir {
-    dir: PathBuf,
-}
-
-impl BlobDir {
-    /// The blob directory under `root` (`root/blobs/sha256`).
-    pub fn under(root: &Path) -> BlobDir {
-        BlobDir {
-            dir: root.join("blobs").join("sha256"),
-        }
-    }
-
-    /// The directory itself.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Where the blob `digest` lives.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(digest.hex())
-    }
-}
 
 /// The paths of one store directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

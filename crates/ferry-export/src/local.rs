@@ -26,10 +26,6 @@ pub(crate) fn cache_blob(cache: &Path, d: &Digest) -> PathBuf {
     BlobDir::under(cache).path(d)
 }
 
-fn tmp_dir(cache: &Path) -> PathBuf {
-    cache.join("tmp")
-}
-
 /// Basic-auth credentials from a spec `auth:` (password from the
 /// environment), bound to the origin of `given_for`: they are sent only to
 /// that exact scheme, host and port ([`OriginCredentials`]).
@@ -53,16 +49,10 @@ pub(crate) fn credentials(
     )))
 }
 
-/// Writes `bytes` into the cache under their digest.
+/// Writes `bytes` into the cache under their digest (the blob directory's
+/// verified write; kept when the cache holds them already).
 pub(crate) fn put_bytes(cache: &Path, bytes: &[u8]) -> Result<Digest, String> {
-    let d = Digest::of(bytes);
-    let dest = cache_blob(cache, &d);
-    if std::fs::metadata(&dest).ok().map(|m| m.len()) == Some(bytes.len() as u64) {
-        return Ok(d);
-    }
-    ferry_bundle::writer::write_atomic(&dest, bytes)
-        .map_err(|e| format!("failed to write `{}`: {e}", dest.display()))?;
-    Ok(d)
+    BlobDir::under(cache).put(bytes).map_err(|e| e.to_string())
 }
 
 /// Fetches `url` into the cache (checked against `expected` when given).
@@ -99,11 +89,13 @@ pub(crate) async fn fetch_file_opt(
             }
         }
     }
-    let tmp = tmp_dir(cache);
-    std::fs::create_dir_all(&tmp)
-        .and_then(|_| std::fs::create_dir_all(BlobDir::under(cache).dir()))
+    let blobs = BlobDir::under(cache);
+    blobs
+        .create()
         .map_err(|e| format!("failed to prepare the cache `{}`: {e}", cache.display()))?;
-    let dest = tmp.join(format!("fetch-{:016x}", rand_u64()));
+    // A temporary name of the blob directory (swept like any), checked by
+    // the download as it arrives, then renamed to the digest it hashed to.
+    let dest = blobs.temp_path("fetch");
     let f = match client
         .fetch_to_file(url, auth, &dest, expected, FILE_LIMIT)
         .await
@@ -112,24 +104,10 @@ pub(crate) async fn fetch_file_opt(
         Err(e) if e.is_not_found() || e.status() == Some(404) => return Ok(None),
         Err(e) => return Err(describe(&e)),
     };
-    let final_path = cache_blob(cache, &f.digest);
-    std::fs::rename(&dest, &final_path).map_err(|e| {
-        let _ = std::fs::remove_file(&dest);
-        format!("failed to move `{}` into the cache: {e}", dest.display())
-    })?;
+    blobs
+        .adopt(&dest, &f.digest)
+        .map_err(|e| format!("failed to move `{}` into the cache: {e}", dest.display()))?;
     Ok(Some(f))
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 /// Fetches a small document into memory.

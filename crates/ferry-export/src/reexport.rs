@@ -29,7 +29,7 @@ use ferry_bundle::manifest::{self, Parsed};
 use ferry_bundle::meta::{Absent, BlobMeta, Item, Kind, Origin, OriginKind, Verification};
 use ferry_bundle::placement::{check_path, Placements};
 use ferry_bundle::reader::{read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult};
-use ferry_bundle::store_layout::{ANN_KIND, ANN_PATH, ANN_SOURCE, FILES_DIR};
+use ferry_bundle::store_layout::{BlobDir, StagedBlob, ANN_KIND, ANN_PATH, ANN_SOURCE, FILES_DIR};
 use ferry_bundle::writer::Compression;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, ClientConfig, Repo};
@@ -661,8 +661,8 @@ struct Stager<'a> {
     manifests: HashMap<Digest, Bytes>,
     /// The selection, its resolution and the blobs to stage.
     chosen: Option<(Vec<Item>, Resolved, BTreeSet<Digest>)>,
-    /// The blob being staged: its temporary file.
-    open: Option<PathBuf>,
+    /// The blob being staged.
+    open: Option<StagedBlob>,
     /// Why the read was stopped.
     failed: Option<ReexportError>,
 }
@@ -742,28 +742,27 @@ impl ferry_bundle::reader::Visitor for Stager<'_> {
         if !wanted {
             return Ok(());
         }
-        let tmp = self.blob_dir.join(format!(".tmp-{}", blob.digest.hex()));
-        let mut file = match std::fs::File::create(&tmp) {
-            Ok(f) => f,
-            Err(e) => return self.fail(io("create", &tmp)(e)),
-        };
-        if let Err(e) = std::io::copy(data, &mut file) {
-            return self.fail(io("write", &tmp)(e));
+        // The reader hashes it: the staged copy is only counted.
+        let staging = BlobDir::scratch(self.blob_dir);
+        match staging
+            .stage_verified(&blob.digest, blob.size)
+            .and_then(|mut s| s.copy_from(&mut *data).map(|_| s))
+        {
+            Ok(staged) => self.open = Some(staged),
+            Err(e) => return self.fail(io("stage", self.blob_dir)(std::io::Error::other(e))),
         }
-        self.open = Some(tmp);
         Ok(())
     }
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult {
-        let Some(tmp) = self.open.take() else {
+        let Some(staged) = self.open.take() else {
             return Ok(());
         };
         if verdict.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-            return Ok(());
+            return Ok(()); // dropped: removed
         }
-        let dest = self.blob_dir.join(blob.digest.hex());
-        if let Err(e) = std::fs::rename(&tmp, &dest) {
-            return self.fail(io("rename", &dest)(e));
+        if let Err(e) = staged.commit() {
+            let dest = self.blob_dir.join(blob.digest.hex());
+            return self.fail(io("rename", &dest)(std::io::Error::other(e)));
         }
         Ok(())
     }

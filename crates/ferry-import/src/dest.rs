@@ -1,12 +1,18 @@
 //! Where registry items go: a registry, or the local mirror store.
+//!
+//! Every blob handed here comes from the import's one bundle reader, which
+//! hashed it and releases a blob (or a streamed blob's last chunk) only once
+//! it matched: the uploads and the store take it as checked by its sender
+//! ([`Check::Sender`]), counting its bytes, so each blob is hashed once.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use ferry_bundle::digest::Check;
 use ferry_bundle::Digest;
-use ferry_registry::{chain, Client, Repo};
+use ferry_registry::{chain, BlobBytes, BlobChunks, Client, Repo};
 
 use crate::store::{Entry, Store};
 
@@ -34,8 +40,14 @@ impl Dest {
         data: Bytes,
     ) -> Result<(), String> {
         match self {
-            Dest::Registry(c) => c.upload_blob(repo, d, data).await.map_err(|e| chain(&e)),
-            Dest::Store(s) => s.put_blob(d, data).await.map_err(|e| chain(&e)),
+            Dest::Registry(c) => c
+                .upload_blob(repo, d, BlobBytes::checked_by_sender(data))
+                .await
+                .map_err(|e| chain(&e)),
+            Dest::Store(s) => s
+                .put_blob(d, data, Check::Sender)
+                .await
+                .map_err(|e| chain(&e)),
         }
     }
 
@@ -48,11 +60,11 @@ impl Dest {
     ) -> Result<(), String> {
         match self {
             Dest::Registry(c) => c
-                .upload_blob_chunked(repo, d, size, chunks)
+                .upload_blob_chunked(repo, d, size, BlobChunks::checked_by_sender(chunks))
                 .await
                 .map_err(|e| chain(&e)),
             Dest::Store(s) => s
-                .put_blob_stream(d, size, chunks)
+                .put_blob_stream(d, size, chunks, Check::Sender)
                 .await
                 .map_err(|e| chain(&e)),
         }
@@ -101,7 +113,10 @@ impl Dest {
             Dest::Store(s) => {
                 let d = Digest::of(&bytes);
                 let size = bytes.len() as u64;
-                s.put_blob(&d, bytes).await.map_err(|e| chain(&e))?;
+                // Just hashed: the digest is these bytes'.
+                s.put_blob(&d, bytes, Check::Sender)
+                    .await
+                    .map_err(|e| chain(&e))?;
                 if reference.parse::<Digest>().is_err() {
                     s.add_entry(Entry {
                         repository: repo.path.clone(),

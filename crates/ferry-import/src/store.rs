@@ -13,8 +13,9 @@
 //! ([`EntryOrigin`]: `dev.ferry.source`, `dev.ferry.kind`, `dev.ferry.path`),
 //! which `ferry export --from DIR` rebuilds the item from.
 //!
-//! Blobs are written to a temporary name in `blobs/sha256/`, hashed while
-//! they stream, and renamed into place only when they hash to their name;
+//! Blobs are written by [`BlobDir`]'s verified write: to a temporary name
+//! in `blobs/sha256/`, checked while they stream (hashed, or counted when
+//! the bundle reader's hash is the check), and renamed into place only then;
 //! `index.json` is replaced atomically at the end of an import, so a crash
 //! at any point leaves the store as it was before the import (plus blobs no
 //! index entry reaches yet). Stray temporary files are removed when the next
@@ -22,7 +23,6 @@
 //! imports from interleaving their index updates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,12 +30,12 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use ferry_bundle::digest::Hasher;
+use ferry_bundle::digest::Check;
 use ferry_bundle::Digest;
 
 use ferry_bundle::meta::{Item, MetaError};
 use ferry_bundle::store_layout::{
-    StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME, BLOB_TMP_PREFIX as TMP_PREFIX, OCI_LAYOUT_CONTENT,
+    BlobDir, BlobDirError, StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME, OCI_LAYOUT_CONTENT,
 };
 /// The index annotations, defined once in [`ferry_bundle::store_layout`].
 pub use ferry_bundle::store_layout::{ANN_KIND, ANN_PATH, ANN_REPOSITORY, ANN_SOURCE, ANN_TAG};
@@ -188,13 +188,7 @@ impl Store {
                 }
             })?;
         }
-        if let Ok(rd) = std::fs::read_dir(&blobs) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        BlobDir::under(dir).sweep();
         Ok(Store {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -217,14 +211,6 @@ impl Store {
         StoreLayout::new(&self.dir).blob(d)
     }
 
-    fn tmp_path(&self, d: &Digest) -> PathBuf {
-        StoreLayout::new(&self.dir).blobs().join(format!(
-            "{TMP_PREFIX}{}-{:x}",
-            d.hex(),
-            std::process::id() as u64 ^ rand_suffix()
-        ))
-    }
-
     /// The size of a blob the store holds.
     pub fn has_blob(&self, d: &Digest) -> Option<u64> {
         std::fs::metadata(self.blob_path(d))
@@ -233,81 +219,53 @@ impl Store {
             .map(|m| m.len())
     }
 
-    /// Writes a whole blob (checked against its digest).
-    pub async fn put_blob(&self, d: &Digest, data: Bytes) -> Result<(), StoreError> {
+    /// Writes a whole blob through the store's [`BlobDir`], checked as
+    /// `check` says (hashed against its digest, or its sender's hash
+    /// trusted and its size counted).
+    pub async fn put_blob(&self, d: &Digest, data: Bytes, check: Check) -> Result<(), StoreError> {
         if self.has_blob(d) == Some(data.len() as u64) {
             return Ok(());
         }
-        let actual = Digest::of(&data);
-        if &actual != d {
-            return Err(StoreError::Blob {
-                digest: d.clone(),
-                reason: format!("the bytes hash to {actual}"),
-            });
-        }
-        let tmp = self.tmp_path(d);
-        let dest = self.blob_path(d);
-        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&data).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("sync", &tmp))?;
-            std::fs::rename(&tmp, &dest).map_err(io("rename", &dest))
+        let blobs = BlobDir::under(&self.dir);
+        let digest = d.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), BlobDirError> {
+            let mut staged = blobs.stage_checked(&digest, data.len() as u64, check)?;
+            staged.write_chunk(&data)?;
+            staged.commit().map(|_| ())
         })
         .await
         .map_err(|e| StoreError::Blob {
             digest: d.clone(),
             reason: e.to_string(),
         })?
+        .map_err(from_blob_dir)
     }
 
-    /// Writes a blob from chunks, hashing as they arrive; renamed into place
-    /// only when it has `size` bytes that hash to `d`.
+    /// Writes a blob from chunks as they arrive, through the store's
+    /// [`BlobDir`] on a blocking thread; renamed into place only when it
+    /// has `size` bytes (that hash to `d`, with [`Check::Hash`]).
     pub async fn put_blob_stream(
         &self,
         d: &Digest,
         size: u64,
         mut chunks: mpsc::Receiver<Bytes>,
+        check: Check,
     ) -> Result<(), StoreError> {
-        let tmp = self.tmp_path(d);
-        let dest = self.blob_path(d);
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(io("create", &tmp))?;
-        let mut hasher = Hasher::new();
-        let mut n = 0u64;
-        let result = async {
-            use tokio::io::AsyncWriteExt;
-            while let Some(c) = chunks.recv().await {
-                n += c.len() as u64;
-                if n > size {
-                    break;
-                }
-                hasher.update(&c);
-                f.write_all(&c).await.map_err(io("write", &tmp))?;
+        let blobs = BlobDir::under(&self.dir);
+        let digest = d.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), BlobDirError> {
+            let mut staged = blobs.stage_checked(&digest, size, check)?;
+            while let Some(c) = chunks.blocking_recv() {
+                staged.write_chunk(&c)?;
             }
-            if n != size {
-                return Err(StoreError::Blob {
-                    digest: d.clone(),
-                    reason: format!("expected {size} bytes, got {n}"),
-                });
-            }
-            let actual = std::mem::take(&mut hasher).finish();
-            if &actual != d {
-                return Err(StoreError::Blob {
-                    digest: d.clone(),
-                    reason: format!("the bytes hash to {actual}"),
-                });
-            }
-            f.sync_all().await.map_err(io("sync", &tmp))?;
-            tokio::fs::rename(&tmp, &dest)
-                .await
-                .map_err(io("rename", &dest))
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+            staged.commit().map(|_| ())
+        })
+        .await
+        .map_err(|e| StoreError::Blob {
+            digest: d.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(from_blob_dir)
     }
 
     /// Records an index.json entry, written by [`Store::commit`].
@@ -516,16 +474,28 @@ impl Store {
     }
 }
 
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    h.finish()
+/// A blob directory's error as the store's (the same messages as ever).
+fn from_blob_dir(e: BlobDirError) -> StoreError {
+    match e {
+        BlobDirError::Io { op, path, source } => StoreError::Io { op, path, source },
+        BlobDirError::Size {
+            digest,
+            expected,
+            actual,
+            at_least,
+            ..
+        } => StoreError::Blob {
+            digest,
+            reason: format!(
+                "expected {expected} bytes, got {actual}{}",
+                if at_least { " or more" } else { "" }
+            ),
+        },
+        BlobDirError::Digest { digest, actual, .. } => StoreError::Blob {
+            digest,
+            reason: format!("the bytes hash to {actual}"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -539,18 +509,29 @@ mod tests {
         let data = Bytes::from_static(b"hello blob");
         let d = Digest::of(&data);
         assert!(s
-            .put_blob(&Digest::of(b"other"), data.clone())
+            .put_blob(&Digest::of(b"other"), data.clone(), Check::Hash)
             .await
             .is_err());
         assert_eq!(s.has_blob(&Digest::of(b"other")), None);
-        s.put_blob(&d, data.clone()).await.unwrap();
+        s.put_blob(&d, data.clone(), Check::Hash).await.unwrap();
         assert_eq!(s.has_blob(&d), Some(10));
         // Streaming: wrong bytes leave nothing, not even a temp file.
         let (tx, rx) = mpsc::channel(4);
         tx.send(Bytes::from_static(b"wrong")).await.unwrap();
         drop(tx);
         let bad = Digest::of(b"right");
-        assert!(s.put_blob_stream(&bad, 5, rx).await.is_err());
+        assert!(s.put_blob_stream(&bad, 5, rx, Check::Hash).await.is_err());
+        assert_eq!(s.has_blob(&bad), None);
+        // Bytes the sender checked are counted: one withheld byte (the
+        // reader's verdict was bad) and nothing lands either.
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Bytes::from_static(b"righ")).await.unwrap();
+        drop(tx);
+        let e = s
+            .put_blob_stream(&bad, 5, rx, Check::Sender)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("expected 5 bytes, got 4"), "{e}");
         assert_eq!(s.has_blob(&bad), None);
         let names: Vec<String> = std::fs::read_dir(dir.path().join("blobs/sha256"))
             .unwrap()

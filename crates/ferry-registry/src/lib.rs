@@ -71,7 +71,7 @@ pub mod retry;
 pub mod transport;
 mod verify;
 
-pub use client::{BlobStream, Client, Progress};
+pub use client::{BlobBytes, BlobChunks, BlobStream, Client, Progress};
 pub use endpoint::is_loopback;
 pub use error::{chain, Error};
 pub use http_fetch::{Fetched, OriginCredentials};

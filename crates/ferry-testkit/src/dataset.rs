@@ -40,13 +40,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use ferry_bundle::digest::{Digest, Hasher};
+use ferry_bundle::store_layout::{BlobDir, StagedBlob};
 use flate2::{Compression, GzBuilder};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -598,25 +599,6 @@ impl RealFiles {
 // ---------------------------------------------------------------------------
 // Writing layers
 
-/// Counts and hashes what is written (the compressed layer).
-struct CountingWriter<W> {
-    inner: W,
-    hasher: Hasher,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Hashes what is written (the uncompressed tar, for the diff_id).
 struct DiffIdWriter<W> {
     inner: W,
@@ -693,24 +675,14 @@ struct LayerOut {
     diff_id: Digest,
 }
 
-/// Writes `plan` as a gzip'd tar into `tmp`, then moves it to its digest's
-/// place under `blobs`.
-fn write_layer(
-    plan: &LayerPlan,
-    real: &RealFiles,
-    seed: u64,
-    tmp: &Path,
-    blobs: &Path,
-) -> Result<LayerOut> {
-    let file = File::create(tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
-    let gz = GzBuilder::new().mtime(0).operating_system(255).write(
-        CountingWriter {
-            inner: BufWriter::with_capacity(1 << 20, file),
-            hasher: Hasher::new(),
-            count: 0,
-        },
-        Compression::new(6),
-    );
+/// Writes `plan` as a gzip'd tar through the blob directory's write (the
+/// compressed bytes hashed and counted as they go), named by its digest.
+fn write_layer(plan: &LayerPlan, real: &RealFiles, seed: u64, blobs: &Path) -> Result<LayerOut> {
+    let staged = BlobDir::scratch(blobs).stage_new()?;
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(staged, Compression::new(6));
     let mut tar = tar::Builder::new(DiffIdWriter {
         inner: gz,
         hasher: Hasher::new(),
@@ -777,18 +749,7 @@ fn write_layer(
     }
     let dw = tar.into_inner()?;
     let diff_id = dw.hasher.finish();
-    let cw = dw.inner.finish()?;
-    let digest = cw.hasher.finish();
-    let size = cw.count;
-    let mut file = cw
-        .inner
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("failed to flush {}: {}", tmp.display(), e.error()))?;
-    file.flush()?;
-    drop(file);
-    let dst = blobs.join(digest.hex());
-    std::fs::rename(tmp, &dst)
-        .with_context(|| format!("failed to move {} to {}", tmp.display(), dst.display()))?;
+    let (digest, size) = dw.inner.finish()?.commit()?;
     Ok(LayerOut {
         digest,
         size,
@@ -796,10 +757,8 @@ fn write_layer(
     })
 }
 
-fn compressed<W: Write>(
-    tar: &tar::Builder<DiffIdWriter<flate2::write::GzEncoder<CountingWriter<W>>>>,
-) -> u64 {
-    tar.get_ref().inner.get_ref().count
+fn compressed(tar: &tar::Builder<DiffIdWriter<flate2::write::GzEncoder<StagedBlob>>>) -> u64 {
+    tar.get_ref().inner.get_ref().written()
 }
 
 // ---------------------------------------------------------------------------
@@ -817,9 +776,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(Digest, u64)> {
-        let d = Digest::of(bytes);
-        let p = self.blobs.join(d.hex());
-        std::fs::write(&p, bytes).with_context(|| format!("failed to write {}", p.display()))?;
+        let d = BlobDir::scratch(self.blobs).put(bytes)?;
         Ok((d, bytes.len() as u64))
     }
 
@@ -918,11 +875,8 @@ fn generate(
         bail!("the scale must be positive (got {})", opts.scale_gb);
     }
     let blobs_dir = dir.join("blobs/sha256");
-    let tmp_dir = dir.join("tmp");
     std::fs::create_dir_all(&blobs_dir)
         .with_context(|| format!("failed to create {}", blobs_dir.display()))?;
-    std::fs::create_dir_all(&tmp_dir)
-        .with_context(|| format!("failed to create {}", tmp_dir.display()))?;
     let (layer_plans, image_plans) = plan(opts.scale_gb);
     // Enough real files that layers rarely repeat them (capped: gzip level 6
     // compresses /usr/lib to about 40 %).
@@ -949,20 +903,14 @@ fn generate(
     let results: Mutex<Vec<Option<Result<LayerOut>>>> =
         Mutex::new((0..layer_plans.len()).map(|_| None).collect());
     std::thread::scope(|s| {
-        for t in 0..threads {
+        for _ in 0..threads {
             let (next, done, results, order, layer_plans, real) =
                 (&next, &done, &results, &order, &layer_plans, &real);
-            let (tmp_dir, blobs_dir) = (&tmp_dir, &blobs_dir);
+            let blobs_dir = &blobs_dir;
             s.spawn(move || loop {
                 let k = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&i) = order.get(k) else { break };
-                let r = write_layer(
-                    &layer_plans[i],
-                    real,
-                    opts.seed,
-                    &tmp_dir.join(format!("layer-{t}")),
-                    blobs_dir,
-                );
+                let r = write_layer(&layer_plans[i], real, opts.seed, blobs_dir);
                 let failed = r.is_err();
                 if let Ok(mut g) = results.lock() {
                     g[i] = Some(r);
@@ -997,7 +945,6 @@ fn generate(
             None => bail!("layer {} was not generated", layer_plans[i].name),
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp_dir);
 
     let mut w = Writer {
         blobs: &blobs_dir,

@@ -5,7 +5,9 @@
 //! has answered with an [`UploadPlan`].
 //!
 //! The bundle is read once: one decompression, and one sha256 per blob,
-//! the reader's ([`ferry_bundle::reader`]), which is the check. Bytes leave
+//! the reader's ([`ferry_bundle::reader`]), which is the check (the uploads
+//! and the store take the bytes as checked by their sender and only count
+//! them: [`ferry_bundle::digest::Check::Sender`], in `dest.rs`). Bytes leave
 //! before the verdict only as chunks of a streamed blob, and its last chunk
 //! is held back until the reader's verdict is in: a blob whose bytes do not
 //! match its digest never completes an upload or a file write.

@@ -442,7 +442,7 @@ async fn record_in_store(
     blobs.push((&item.digest, bytes.clone()));
     for (d, data) in blobs {
         store
-            .put_blob(d, data)
+            .put_blob(d, data, ferry_bundle::digest::Check::Hash)
             .await
             .map_err(|e| not_recorded(chain(&e)))?;
     }

@@ -9,7 +9,8 @@
 //!   the adaptive per-host gate, error answers);
 //! - `manifests`: get/head/put/delete manifests;
 //! - `blobs`: head, get, download and stream blobs, resumed and verified;
-//! - `uploads`: mount, monolithic and chunked uploads;
+//! - `uploads`: mount, monolithic and chunked uploads, and their byte
+//!   sources ([`BlobBytes`], [`BlobChunks`]: hashed here, or by their sender);
 //! - `streamed`: one streamed PUT per blob, falling back to chunks;
 //! - `listing`: tag lists and referrers, page by page.
 
@@ -34,6 +35,8 @@ mod probe;
 mod request;
 mod streamed;
 mod uploads;
+
+pub use uploads::{BlobBytes, BlobChunks};
 
 /// A blob body being received: bytes as they arrive, checked against the
 /// digest (and size) asked for. A mismatch is the last item, as an error.

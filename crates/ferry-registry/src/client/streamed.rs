@@ -4,7 +4,8 @@
 //! of `cargo xtask bench` does.
 //!
 //! The body is fed by a [`Feed`]: it pulls the caller's chunks, hashes them
-//! once, counts them against the announced size, and keeps the first chunks
+//! once (unless their sender did, [`super::BlobChunks::checked_by_sender`]),
+//! counts them against the announced size, and keeps the first chunks
 //! (up to `chunk_size` bytes, the memory of one chunked PATCH) so that a PUT
 //! that fails early — an auth challenge, a 429/5xx answered before the body
 //! was read, a registry refusing a large body (413) — can be sent again, or
@@ -18,13 +19,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use ferry_bundle::digest::{Digest, Hasher};
+use ferry_bundle::digest::{Check, Digest, Hasher};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use tokio::sync::mpsc::Receiver;
 
 use super::request::{check_served_digest, Limit, Req};
-use super::uploads::{with_digest, Chunks};
+use super::uploads::{with_digest, BlobChunks, Chunks};
 use super::{Client, OCTET_STREAM};
 use crate::error::chain;
 use crate::{Error, Repo};
@@ -40,6 +41,8 @@ pub(super) struct Feed {
     size: u64,
     /// How many bytes are kept for a resend.
     window: u64,
+    /// Who checks the bytes against the digest.
+    check: Check,
 }
 
 struct FeedState {
@@ -50,6 +53,7 @@ struct FeedState {
     kept: bool,
     /// Bytes taken from `rx`.
     pulled: u64,
+    /// `None` once finished, or from the start when the sender checked.
     hasher: Option<Hasher>,
     /// Why the caller's bytes are not the blob announced (size, digest).
     failure: Option<String>,
@@ -61,14 +65,15 @@ struct FeedState {
 }
 
 impl Feed {
-    fn new(rx: Receiver<Bytes>, digest: Digest, size: u64, window: u64) -> Feed {
+    fn new(chunks: BlobChunks, digest: Digest, size: u64, window: u64) -> Feed {
+        let (rx, check) = chunks.into_parts();
         Feed {
             state: Mutex::new(FeedState {
                 rx: Some(rx),
                 replay: Vec::new(),
                 kept: true,
                 pulled: 0,
-                hasher: Some(Hasher::new()),
+                hasher: (check == Check::Hash).then(Hasher::new),
                 failure: None,
                 generation: 0,
                 last: None,
@@ -76,6 +81,7 @@ impl Feed {
             digest,
             size,
             window,
+            check,
         }
     }
 
@@ -245,6 +251,7 @@ impl Feed {
         Some(Chunks::with_first(
             VecDeque::from(std::mem::take(&mut st.replay)),
             rx,
+            self.check,
         ))
     }
 
@@ -279,8 +286,8 @@ impl Client {
     /// registry refuses such a PUT: 405, 411, 413, 415 or 501, remembered
     /// per host). The chunks must add up to `size` bytes hashing to
     /// `digest`; the last byte is sent only once the whole blob hashed
-    /// right, and the registry checks the digest again before it keeps the
-    /// blob. Credentials go only to the registry's origin, as for every
+    /// right (here, or by their sender: [`BlobChunks::checked_by_sender`]),
+    /// and the registry checks the digest again before it keeps the blob. Credentials go only to the registry's origin, as for every
     /// request.
     ///
     /// Retries: the first chunks (up to [`crate::ClientConfig::chunk_size`]
@@ -301,8 +308,9 @@ impl Client {
         repo: &Repo,
         digest: &Digest,
         size: u64,
-        chunks: Receiver<Bytes>,
+        chunks: impl Into<BlobChunks>,
     ) -> Result<(), Error> {
+        let chunks = chunks.into();
         let t = self.repo_target(repo, true, None).await?;
         if self.refuses_streamed_put(t.host) {
             return self

@@ -1,10 +1,19 @@
 //! Uploads: cross-repository mount, monolithic upload of a blob in memory,
 //! chunked upload (PATCH per chunk, resumed from the registry's `Range`).
+//!
+//! The bytes come as [`BlobBytes`] or [`BlobChunks`], which say who checks
+//! that they hash to the digest ([`Check`]): the client, as they are sent
+//! (bytes from anywhere; the default, from a plain `Bytes` or channel), or
+//! their sender, which withholds the last byte of a blob that does not
+//! match (the bundle reader on import: each blob is hashed once). Either
+//! way the chunks are counted against the size, so a withheld byte fails
+//! the upload, and the registry checks the digest of what it received on
+//! the final `PUT …?digest=` before it keeps the blob.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use ferry_bundle::digest::{Digest, Hasher};
+use ferry_bundle::digest::{Check, Digest, Hasher};
 use reqwest::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode};
 use url::Url;
@@ -44,23 +53,100 @@ pub(super) fn stored_bytes(range: &str, acknowledged: u64) -> Option<u64> {
     Some(end + 1)
 }
 
+/// A blob held in memory, for [`Client::upload_blob`], and who checks it.
+#[derive(Debug, Clone)]
+pub struct BlobBytes {
+    data: Bytes,
+    check: Check,
+}
+
+impl BlobBytes {
+    /// Bytes from anywhere: the client hashes them before it sends them.
+    pub fn new(data: Bytes) -> BlobBytes {
+        BlobBytes {
+            data,
+            check: Check::Hash,
+        }
+    }
+
+    /// Bytes their sender has hashed against the digest ([`Check::Sender`]):
+    /// not hashed again; the registry checks what it received.
+    pub fn checked_by_sender(data: Bytes) -> BlobBytes {
+        BlobBytes {
+            data,
+            check: Check::Sender,
+        }
+    }
+}
+
+impl From<Bytes> for BlobBytes {
+    fn from(data: Bytes) -> BlobBytes {
+        BlobBytes::new(data)
+    }
+}
+
+/// A blob arriving in chunks on a channel, for [`Client::upload_blob_chunked`]
+/// and [`Client::upload_blob_streamed`], and who checks it.
+#[derive(Debug)]
+pub struct BlobChunks {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    check: Check,
+}
+
+impl BlobChunks {
+    /// Chunks from anywhere: the client hashes them as they go, and the
+    /// last byte goes only once the whole blob hashed right.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> BlobChunks {
+        BlobChunks {
+            rx,
+            check: Check::Hash,
+        }
+    }
+
+    /// Chunks whose sender has hashed them against the digest and withholds
+    /// the last one of a blob that does not match ([`Check::Sender`]): only
+    /// counted against the size (a withheld chunk fails the upload before
+    /// the blob is complete); the registry checks what it received.
+    pub fn checked_by_sender(rx: tokio::sync::mpsc::Receiver<Bytes>) -> BlobChunks {
+        BlobChunks {
+            rx,
+            check: Check::Sender,
+        }
+    }
+
+    /// The channel and who checks its bytes.
+    pub(super) fn into_parts(self) -> (tokio::sync::mpsc::Receiver<Bytes>, Check) {
+        (self.rx, self.check)
+    }
+}
+
+impl From<tokio::sync::mpsc::Receiver<Bytes>> for BlobChunks {
+    fn from(rx: tokio::sync::mpsc::Receiver<Bytes>) -> BlobChunks {
+        BlobChunks::new(rx)
+    }
+}
+
 /// The chunks of a blob being uploaded: some already taken from the
 /// caller's channel (kept by a streamed attempt), then the channel.
 pub(super) struct Chunks {
     first: VecDeque<Bytes>,
     rx: tokio::sync::mpsc::Receiver<Bytes>,
+    /// Who checks the bytes against the digest.
+    check: Check,
 }
 
 impl Chunks {
-    pub(super) fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Chunks {
-        Chunks::with_first(VecDeque::new(), rx)
+    pub(super) fn new(chunks: BlobChunks) -> Chunks {
+        let (rx, check) = chunks.into_parts();
+        Chunks::with_first(VecDeque::new(), rx, check)
     }
 
     pub(super) fn with_first(
         first: VecDeque<Bytes>,
         rx: tokio::sync::mpsc::Receiver<Bytes>,
+        check: Check,
     ) -> Chunks {
-        Chunks { first, rx }
+        Chunks { first, rx, check }
     }
 
     async fn recv(&mut self) -> Option<Bytes> {
@@ -138,20 +224,25 @@ impl Client {
     }
 
     /// Uploads a blob held in memory: POST, then PUT `<location>&digest=` with
-    /// the bytes. The whole sequence is retried on retryable failures.
+    /// the bytes. The whole sequence is retried on retryable failures. The
+    /// bytes are hashed first unless their sender checked them
+    /// ([`BlobBytes::checked_by_sender`]).
     pub async fn upload_blob(
         &self,
         repo: &Repo,
         digest: &Digest,
-        data: Bytes,
+        data: impl Into<BlobBytes>,
     ) -> Result<(), Error> {
-        let actual = Digest::of(&data);
-        if actual != *digest {
-            return Err(Error::Upload {
-                repository: repo.to_string(),
-                digest: digest.clone(),
-                reason: format!("the data to send hashes to {actual}"),
-            });
+        let BlobBytes { data, check } = data.into();
+        if check == Check::Hash {
+            let actual = Digest::of(&data);
+            if actual != *digest {
+                return Err(Error::Upload {
+                    repository: repo.to_string(),
+                    digest: digest.clone(),
+                    reason: format!("the data to send hashes to {actual}"),
+                });
+            }
         }
         let t = self.repo_target(repo, true, None).await?;
         let t = &t;
@@ -182,17 +273,18 @@ impl Client {
     /// Uploads a blob in chunks as they arrive on `chunks`: one PATCH per
     /// chunk (empty chunks skipped), each retried until acknowledged, then
     /// `PUT <location>&digest=`. The chunks must add up to `size` bytes
-    /// hashing to `digest`; otherwise, or if the channel closes early, the
-    /// session is cancelled and an error returned.
+    /// hashing to `digest` (hashed here unless their sender checked them,
+    /// [`BlobChunks::checked_by_sender`]); otherwise, or if the channel
+    /// closes early, the session is cancelled and an error returned.
     pub async fn upload_blob_chunked(
         &self,
         repo: &Repo,
         digest: &Digest,
         size: u64,
-        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+        chunks: impl Into<BlobChunks>,
     ) -> Result<(), Error> {
         let t = self.repo_target(repo, true, None).await?;
-        self.chunked_upload(&t, repo, digest, size, Chunks::new(chunks))
+        self.chunked_upload(&t, repo, digest, size, Chunks::new(chunks.into()))
             .await
     }
 
@@ -252,7 +344,8 @@ impl Client {
             digest: digest.clone(),
             reason,
         };
-        let mut hasher = Hasher::new();
+        // Hashed here only when the sender did not (`Check::Sender`).
+        let mut hasher = (chunks.check == Check::Hash).then(Hasher::new);
         let mut offset = 0u64;
         while let Some(chunk) = chunks.recv().await {
             if chunk.is_empty() {
@@ -264,7 +357,9 @@ impl Client {
                     "the chunks hold more than the announced {size} bytes ({end} or more)"
                 )));
             }
-            hasher.update(&chunk);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
             self.patch_chunk(t, repo, digest, location, offset, chunk)
                 .await?;
             offset = end;
@@ -274,9 +369,10 @@ impl Client {
                 "the chunk source ended after {offset} of {size} bytes"
             )));
         }
-        let actual = hasher.finish();
-        if actual != *digest {
-            return Err(upload_error(format!("the chunks hash to {actual}")));
+        if let Some(actual) = hasher.map(Hasher::finish) {
+            if actual != *digest {
+                return Err(upload_error(format!("the chunks hash to {actual}")));
+            }
         }
         Ok(())
     }
