@@ -80,7 +80,8 @@ impl ImportRun<'_> {
     /// blob it needs is at the target. Items go in waves ([`wave_end`]):
     /// the items of a wave share no manifest and hold no subject of one
     /// another, so their pushes run side by side (`--jobs`); outcomes are
-    /// taken in plan order.
+    /// taken in plan order, after the items whose push failed were pushed
+    /// once more alone ([`retry_alone`]).
     pub(super) async fn commit_items(
         &mut self,
         failed_items: &HashMap<String, String>,
@@ -106,7 +107,7 @@ impl ImportRun<'_> {
             }
             let dest = &self.dest;
             let manifests = &self.manifests;
-            let pushed: Vec<Option<(PushResult, PushCount)>> =
+            let mut pushed: Vec<Option<(PushResult, PushCount)>> =
                 stream::iter(wave.iter().zip(&refused))
                     .map(|(p, why)| async move {
                         if why.is_some() {
@@ -119,6 +120,9 @@ impl ImportRun<'_> {
                     .buffered(self.opts.jobs.max(1))
                     .collect()
                     .await;
+            if refused.iter().filter(|why| why.is_none()).count() > 1 {
+                retry_alone(dest, wave, manifests, &mut pushed).await;
+            }
             for ((p, why), push) in wave.iter().zip(refused).zip(pushed) {
                 let target = target_ref(&p.repo, &p.reference, &p.item.digest);
                 let outcome = |note: Option<String>| ItemOutcome {
@@ -323,6 +327,31 @@ async fn update_fallback(
                     chain(&e)
                 )
             }),
+    }
+}
+
+/// Pushes once more, one at a time and in plan order, the items of a wave
+/// whose push failed. Side by side, a registry outage (a restart, a proxy
+/// that drops connections) meets several requests at once, and each spends
+/// its retries while the outage lasts; pushed alone after the wave, an item
+/// gets the whole retry budget it had when commits went one at a time.
+/// Pushing again is idempotent: what the first try pushed is only HEADed
+/// (and counted as pushed, not present).
+async fn retry_alone(
+    dest: &Dest,
+    wave: &[ItemPlan],
+    manifests: &Manifests,
+    pushed: &mut [Option<(PushResult, PushCount)>],
+) {
+    for (p, slot) in wave.iter().zip(pushed.iter_mut()) {
+        let Some((Err(_), first)) = slot else {
+            continue;
+        };
+        let mut count = PushCount::default();
+        let r = push_manifests(dest, p, manifests, &mut count).await;
+        count.present = count.present.saturating_sub(first.pushed);
+        count.pushed += first.pushed;
+        *slot = Some((r, count));
     }
 }
 
