@@ -24,6 +24,8 @@
 //!
 //! The report (`--curve-out`, default `target/bench/curve.md`) holds the
 //! curve, the phase times and the targets table: met or not, by how much.
+//! A point's bundle is kept under `target/bench/curve/` when it is small
+//! (the many-small-images points), to measure or profile import by hand.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -187,6 +189,10 @@ fn q(p: &Path) -> String {
     format!("'{}'", p.to_string_lossy().replace('\'', "'\\''"))
 }
 
+/// Bundles up to this size stay under `target/bench/curve/` after their
+/// point (`<n>refs.tar.zst`); larger ones are removed.
+const KEEP_BUNDLE_MAX: u64 = 256 << 20;
+
 /// Measures one point on `set`.
 fn measure(
     ferry: &str,
@@ -302,7 +308,11 @@ fn measure(
         drop(target);
         pt.ingest.push(raw_ingest_once(set, 4, run)?.wall);
     }
-    let _ = std::fs::remove_file(&bundle);
+    // A small bundle (the many-small-images points) is kept for measuring
+    // or profiling import by hand; the next curve removes it.
+    if pt.bundle > KEEP_BUNDLE_MAX {
+        let _ = std::fs::remove_file(&bundle);
+    }
     Ok(pt)
 }
 

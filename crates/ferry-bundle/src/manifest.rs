@@ -263,13 +263,15 @@ pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestEr
         } else {
             None
         },
+        // Without the slack of the growing vectors: readers keep one
+        // `Parsed` per manifest (issue 17, memory flat in references).
         layers: if is_manifest(&media_type) {
-            raw.layers.unwrap_or_default()
+            shrunk(raw.layers)
         } else {
             Vec::new()
         },
         manifests: if is_index(&media_type) {
-            raw.manifests.unwrap_or_default()
+            shrunk(raw.manifests)
         } else {
             Vec::new()
         },
@@ -277,6 +279,13 @@ pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestEr
         artifact_type: raw.artifact_type,
         media_type,
     })
+}
+
+/// The descriptors, or none, with no spare capacity.
+fn shrunk(v: Option<Vec<Descriptor>>) -> Vec<Descriptor> {
+    let mut v = v.unwrap_or_default();
+    v.shrink_to_fit();
+    v
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub(crate) struct FilePlan {
 /// Plans the file side: every item with a `dev.ferry.path`.
 pub(crate) fn plan(
     items: &[Item],
-    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+    manifests: &HashMap<Digest, (String, Bytes, Box<Parsed>)>,
 ) -> Result<Vec<FilePlan>, String> {
     let mut out = Vec::new();
     // Every file of every item in its kind's place, and on a path of its own
@@ -127,7 +127,7 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
 /// only the verdict is kept.
 pub(crate) fn chart_archives(
     items: &[Item],
-    manifests: &HashMap<Digest, (String, Bytes, Parsed)>,
+    manifests: &HashMap<Digest, (String, Bytes, Box<Parsed>)>,
 ) -> Vec<(String, Option<(Digest, String)>)> {
     items
         .iter()

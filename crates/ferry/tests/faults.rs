@@ -1030,6 +1030,20 @@ fn run_import(w: &World, i: usize, sc: &Scenario, hook: Hook) -> Outcome {
         match hook {
             Hook::RestartTarget => target.restart().unwrap(),
             Hook::Kill => {
+                // Pushes run side by side (the commit's waves): the PUTs let
+                // through before the held one may still be on their way, so
+                // the kill waits until what the scenario needs has landed.
+                until(
+                    &format!("{}: {} manifest(s) landed", sc.name, sc.min_held),
+                    || {
+                        held(&target)
+                            .revisions
+                            .values()
+                            .map(BTreeSet::len)
+                            .sum::<usize>()
+                            >= sc.min_held
+                    },
+                );
                 child.kill().unwrap();
                 child.wait().unwrap();
             }

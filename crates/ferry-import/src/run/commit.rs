@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 
 use ferry_bundle::manifest;
 use ferry_bundle::reader::Head;
@@ -13,10 +14,46 @@ use ferry_bundle::Digest;
 use ferry_registry::{chain, Client, Repo};
 
 use super::plan::{carriers, target_ref, ItemPlan};
-use super::{ImportOptions, ImportReport, ImportRun, ItemOutcome, Manifests};
+use super::{ImportOptions, ImportRun, ItemOutcome, Manifests};
 use crate::dest::Dest;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
 use crate::Event;
+
+/// What pushing one item's manifests gives: a note (and the digest its tag
+/// points at) when it had to land differently, or why it did not land.
+type PushResult = Result<Option<(String, Digest)>, String>;
+
+/// Manifests one item pushed, and found already at the target.
+#[derive(Default)]
+struct PushCount {
+    pushed: usize,
+    present: usize,
+}
+
+/// The end (exclusive) of the wave starting at `start`: consecutive items
+/// that share no (repository, manifest) and none of which is the subject
+/// of another, so they can be pushed side by side. Each wave holds at
+/// least one item.
+fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
+    let mut claimed: HashSet<(&Repo, &Digest)> = HashSet::new();
+    let mut end = start;
+    for p in &plans[start..] {
+        let subject_here = p
+            .item
+            .subject
+            .as_ref()
+            .is_some_and(|s| claimed.contains(&(&p.repo, s)));
+        let shares = p.manifests.iter().any(|m| claimed.contains(&(&p.repo, m)))
+            || claimed.contains(&(&p.repo, &p.item.digest));
+        if end > start && (subject_here || shares) {
+            break;
+        }
+        claimed.extend(p.manifests.iter().map(|m| (&p.repo, m)));
+        claimed.insert((&p.repo, &p.item.digest));
+        end += 1;
+    }
+    end
+}
 
 /// OCI 1.1 referrers pushed, per (host, repository, subject): their
 /// fallback-tag descriptors.
@@ -38,9 +75,13 @@ pub(super) fn new_receipt(opts: &ImportOptions, h: &Head) -> Receipt {
 }
 
 impl ImportRun<'_> {
-    /// Commits item by item, in plan order (provenance after its subject):
-    /// an item lands only if the bundle did not fail it, its subject
-    /// landed and every blob it needs is at the target.
+    /// Commits in plan order (provenance after its subject): an item lands
+    /// only if the bundle did not fail it, its subject landed and every
+    /// blob it needs is at the target. Items go in waves ([`wave_end`]):
+    /// the items of a wave share no manifest and hold no subject of one
+    /// another, so their pushes run side by side (`--jobs`); outcomes are
+    /// taken in plan order, after the items whose push failed were pushed
+    /// once more alone ([`retry_alone`]).
     pub(super) async fn commit_items(
         &mut self,
         failed_items: &HashMap<String, String>,
@@ -52,66 +93,115 @@ impl ImportRun<'_> {
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
         let carried_by = carriers(&plans);
-        for p in &plans {
-            let target = target_ref(&p.repo, &p.reference, &p.item.digest);
-            let outcome = |note: Option<String>| ItemOutcome {
-                source: p.item.reference.clone(),
-                target: target.clone(),
-                digest: Some(p.item.digest.clone()),
-                note,
-            };
-            if let Some(why) = failed_items.get(p.item.reference.as_str()) {
-                self.report.failed.push(outcome(Some(why.clone())));
-                continue;
+        let mut start = 0;
+        while start < plans.len() {
+            let end = wave_end(&plans, start);
+            let wave = &plans[start..end];
+            // Why an item cannot land, checked before anything is pushed.
+            let mut refused: Vec<Option<String>> = Vec::with_capacity(wave.len());
+            for p in wave {
+                refused.push(
+                    self.refusal(p, failed_items, upload_errors, &carried_by, &landed)
+                        .await,
+                );
             }
-            if let Some(subject) = &p.item.subject {
-                let carried = carried_by.contains_key(&(&p.repo, subject));
-                if carried
-                    && !landed.contains(&(p.repo.clone(), subject.clone()))
-                    && self
-                        .dest
-                        .head_manifest(&p.repo, &subject.to_string())
-                        .await
-                        .is_none()
-                {
-                    self.report.failed.push(outcome(Some(format!(
-                        "its subject {subject} did not land at the target; provenance not pushed"
-                    ))));
-                    continue;
-                }
+            let dest = &self.dest;
+            let manifests = &self.manifests;
+            let mut pushed: Vec<Option<(PushResult, PushCount)>> =
+                stream::iter(wave.iter().zip(&refused))
+                    .map(|(p, why)| async move {
+                        if why.is_some() {
+                            return None;
+                        }
+                        let mut count = PushCount::default();
+                        let r = push_manifests(dest, p, manifests, &mut count).await;
+                        Some((r, count))
+                    })
+                    .buffered(self.opts.jobs.max(1))
+                    .collect()
+                    .await;
+            if refused.iter().filter(|why| why.is_none()).count() > 1 {
+                retry_alone(dest, wave, manifests, &mut pushed).await;
             }
-            if let Some((d, _)) = p
-                .blobs
-                .iter()
-                .find(|(d, _)| !self.present.contains(&(p.repo.clone(), d.clone())))
-            {
-                let why = upload_errors
-                    .get(d)
-                    .cloned()
-                    .unwrap_or_else(|| "not at the target".into());
-                self.report.failed.push(outcome(Some(format!(
-                    "blob {d} is not at the target ({why}); no manifest pushed"
-                ))));
-                continue;
-            }
-            match push_manifests(&self.dest, p, &self.manifests, &mut self.report).await {
-                Ok(note) => {
-                    self.record_landed(p, &note, receipt, &mut landed, &mut referrers_pushed);
-                    (self.events)(Event::Committed {
-                        reference: p.item.reference.clone(),
-                        target: target.clone(),
-                    });
-                    let text = note.map(|(t, _)| t);
-                    if let Some(t) = &text {
-                        (self.events)(Event::Warning { message: t.clone() });
+            for ((p, why), push) in wave.iter().zip(refused).zip(pushed) {
+                let target = target_ref(&p.repo, &p.reference, &p.item.digest);
+                let outcome = |note: Option<String>| ItemOutcome {
+                    source: p.item.reference.clone(),
+                    target: target.clone(),
+                    digest: Some(p.item.digest.clone()),
+                    note,
+                };
+                let (result, count) = match (why, push) {
+                    (Some(why), _) => {
+                        self.report.failed.push(outcome(Some(why)));
+                        continue;
                     }
-                    self.report.loaded.push(outcome(text));
+                    (None, Some(push)) => push,
+                    (None, None) => continue,
+                };
+                self.report.manifests_pushed += count.pushed;
+                self.report.manifests_present += count.present;
+                match result {
+                    Ok(note) => {
+                        self.record_landed(p, &note, receipt, &mut landed, &mut referrers_pushed);
+                        (self.events)(Event::Committed {
+                            reference: p.item.reference.clone(),
+                            target: target.clone(),
+                        });
+                        let text = note.map(|(t, _)| t);
+                        if let Some(t) = &text {
+                            (self.events)(Event::Warning { message: t.clone() });
+                        }
+                        self.report.loaded.push(outcome(text));
+                    }
+                    Err(why) => self.report.failed.push(outcome(Some(why))),
                 }
-                Err(why) => self.report.failed.push(outcome(Some(why))),
             }
+            start = end;
         }
         self.plans = plans;
         referrers_pushed
+    }
+
+    /// Why `p` cannot land (`None` when it can): the bundle failed it, its
+    /// carried subject is not at the target, or a blob it needs is missing.
+    async fn refusal(
+        &self,
+        p: &ItemPlan,
+        failed_items: &HashMap<String, String>,
+        upload_errors: &HashMap<Digest, String>,
+        carried_by: &HashMap<(&Repo, &Digest), usize>,
+        landed: &HashSet<(Repo, Digest)>,
+    ) -> Option<String> {
+        if let Some(why) = failed_items.get(p.item.reference.as_str()) {
+            return Some(why.clone());
+        }
+        if let Some(subject) = &p.item.subject {
+            let carried = carried_by.contains_key(&(&p.repo, subject));
+            if carried
+                && !landed.contains(&(p.repo.clone(), subject.clone()))
+                && self
+                    .dest
+                    .head_manifest(&p.repo, &subject.to_string())
+                    .await
+                    .is_none()
+            {
+                return Some(format!(
+                    "its subject {subject} did not land at the target; provenance not pushed"
+                ));
+            }
+        }
+        let (d, _) = p
+            .blobs
+            .iter()
+            .find(|(d, _)| !self.present.contains(&(p.repo.clone(), d.clone())))?;
+        let why = upload_errors
+            .get(d)
+            .cloned()
+            .unwrap_or_else(|| "not at the target".into());
+        Some(format!(
+            "blob {d} is not at the target ({why}); no manifest pushed"
+        ))
     }
 
     /// Records a committed item: the store's untagged entry, the receipt,
@@ -248,28 +338,53 @@ async fn update_fallback(
     }
 }
 
+/// Pushes once more, one at a time and in plan order, the items of a wave
+/// whose push failed. Side by side, a registry outage (a restart, a proxy
+/// that drops connections) meets several requests at once, and each spends
+/// its retries while the outage lasts; pushed alone after the wave, an item
+/// gets the whole retry budget it had when commits went one at a time.
+/// Pushing again is idempotent: what the first try pushed is only HEADed
+/// (and counted as pushed, not present).
+async fn retry_alone(
+    dest: &Dest,
+    wave: &[ItemPlan],
+    manifests: &Manifests,
+    pushed: &mut [Option<(PushResult, PushCount)>],
+) {
+    for (p, slot) in wave.iter().zip(pushed.iter_mut()) {
+        let Some((Err(_), first)) = slot else {
+            continue;
+        };
+        let mut count = PushCount::default();
+        let r = push_manifests(dest, p, manifests, &mut count).await;
+        count.present = count.present.saturating_sub(first.pushed);
+        count.pushed += first.pushed;
+        *slot = Some((r, count));
+    }
+}
+
 /// Pushes an item's manifests children-first, then its tag. Returns a note
 /// (and the digest the tag points at) when it had to land differently.
 async fn push_manifests(
     dest: &Dest,
     p: &ItemPlan,
     manifests: &Manifests,
-    report: &mut ImportReport,
-) -> Result<Option<(String, Digest)>, String> {
+    count: &mut PushCount,
+) -> PushResult {
     let mut note = None;
     for d in &p.manifests {
         let Some((mt, bytes, _)) = manifests.get(d) else {
             return Err(format!("manifest {d} missing from the bundle"));
         };
         if dest.head_manifest(&p.repo, &d.to_string()).await.is_some() {
-            report.manifests_present += 1;
+            count.present += 1;
             continue;
         }
         match dest
             .put_manifest(&p.repo, &d.to_string(), mt, bytes.clone())
             .await
         {
-            Ok(_) => report.manifests_pushed += 1,
+            Ok(_) => count.pushed += 1,
             Err(e) if d == &p.item.digest && p.sparse && e.contains("MANIFEST_BLOB_UNKNOWN") => {
                 // The registry refuses an index whose children are absent
                 // (distribution 2.x validates every child). Fall back.

@@ -87,8 +87,10 @@ pub struct ImportOptions {
     pub referrers: bool,
 }
 
-/// The bundle's manifests by digest: media type, exact bytes, parsed.
-type Manifests = HashMap<Digest, (String, Bytes, Parsed)>;
+/// The bundle's manifests by digest: media type, exact bytes, parsed. One
+/// per manifest until the commit: the parsed form is boxed so that the
+/// table's slots (and their spare ones) stay small.
+type Manifests = HashMap<Digest, (String, Bytes, Box<Parsed>)>;
 
 /// Imports a bundle into a registry.
 pub async fn import(
@@ -245,12 +247,17 @@ impl<'a> ImportRun<'a> {
     /// plan, upload or file write.
     // `ImportError` is the crate's public error, which `import` returns as is.
     #[allow(clippy::result_large_err)]
-    fn on_head(&mut self, h: Head) -> Result<ControlFlow<()>, ImportError> {
+    fn on_head(&mut self, mut h: Head) -> Result<ControlFlow<()>, ImportError> {
         self.report.signature =
             check_signature(self.opts, &h).map_err(|source| ImportError::Signature {
                 path: self.opts.bundle.clone(),
                 source,
             })?;
+        // The signature is checked and the reader holds `index.json` to
+        // check the bundle against: the run needs neither the meta's exact
+        // bytes nor the index again, and both grow with the references.
+        h.meta_bytes = Vec::new();
+        h.index = Vec::new();
         self.head = Some(h);
         Ok(ControlFlow::Continue(()))
     }
@@ -259,7 +266,8 @@ impl<'a> ImportRun<'a> {
         let mt = meta.media_type.clone().unwrap_or_default();
         // A manifest that does not parse: the reader reports it.
         if let Ok(p) = manifest::parse(&bytes, Some(&mt)) {
-            self.manifests.insert(meta.digest.clone(), (mt, bytes, p));
+            self.manifests
+                .insert(meta.digest.clone(), (mt, bytes, Box::new(p)));
         }
         ControlFlow::Continue(())
     }

@@ -1,0 +1,241 @@
+//! The registry's ingest floors: every blob uploaded with curl (two processes
+//! per blob) and by a minimal keep-alive HTTP/1.1 client (POST, then PUT of
+//! the file), 1, 2, 4 and 8 in parallel.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ferry_bundle::Digest;
+use ferry_testkit::dataset::Dataset;
+use ferry_testkit::registry::Registry;
+
+use super::measure::{Runner, Sample};
+use super::{p, sh_quote, Results};
+
+/// Every blob of the set uploaded raw with curl into a fresh registry:
+/// `POST /v2/<name>/blobs/uploads/`, then `PUT <location>&digest=…` with the
+/// file. 1, 2, 4 and 8 uploads in parallel once each; the best count is run
+/// until there are `runs` samples.
+pub(super) fn ingest_floor(
+    set: &Dataset,
+    runner: &Runner,
+    work: &Path,
+    runs: usize,
+    r: &mut Results,
+) -> Result<()> {
+    let list = work.join("ingest.list");
+    let mut text = String::new();
+    for b in &set.blobs {
+        let _ = writeln!(text, "{} {}", b.digest.hex(), p(&set.blob_path(&b.digest)));
+    }
+    std::fs::write(&list, text)?;
+    let upload = work.join("upload.sh");
+    std::fs::write(
+        &upload,
+        r#"set -euo pipefail
+base=$1; hex=$2; file=$3
+loc=$(curl -sS -f -X POST -o /dev/null -w '%header{location}' "$base/v2/bench/ingest/blobs/uploads/")
+case "$loc" in /*) loc="$base$loc" ;; esac
+case "$loc" in *\?*) sep='&' ;; *) sep='?' ;; esac
+curl -sS -f -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "$file" -o /dev/null "$loc${sep}digest=sha256:$hex"
+"#,
+    )?;
+    let once = |label: &str, jobs: usize| -> Result<Sample> {
+        let target = Registry::start()?;
+        let body = format!(
+            "xargs -P {jobs} -L 1 bash {} {} < {}\n",
+            sh_quote(&p(&upload)),
+            sh_quote(&target.url()),
+            sh_quote(&p(&list))
+        );
+        let s = runner.script(label, work, &body)?;
+        let stored = target.storage_dir().join("docker/registry/v2/blobs/sha256");
+        let count = set
+            .blobs
+            .iter()
+            .filter(|b| {
+                let h = b.digest.hex();
+                stored.join(&h[..2]).join(&h).join("data").is_file()
+            })
+            .count();
+        if count != set.blobs.len() {
+            bail!(
+                "{label}: the registry holds {count} of {} blobs after the upload",
+                set.blobs.len()
+            );
+        }
+        Ok(s)
+    };
+    let mut best: Option<(usize, Sample)> = None;
+    for jobs in [1, 2, 4, 8] {
+        let s = once(&format!("floor-ingest-j{jobs}"), jobs)?;
+        r.ingest_sweep.push((jobs, s.wall));
+        if best.is_none_or(|(_, b)| s.wall < b.wall) {
+            best = Some((jobs, s));
+        }
+    }
+    let Some((jobs, first)) = best else {
+        bail!("no ingest measurement");
+    };
+    r.ingest_jobs = jobs;
+    r.ingest.push(first);
+    for run in 1..runs {
+        r.ingest
+            .push(once(&format!("floor-ingest-j{jobs}-{run}"), jobs)?);
+    }
+    Ok(())
+}
+
+/// The registry's ingest limit without per-request process costs: the same
+/// POST then PUT per blob, over one keep-alive HTTP/1.1 connection per
+/// worker, the file sent with `std::io::copy` (sendfile), into a fresh
+/// registry.
+pub(crate) fn raw_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
+    let target = Registry::start()?;
+    let _ = Command::new("sync").status();
+    let t = Instant::now();
+    raw_upload(set, target.addr(), jobs)?;
+    let wall = t.elapsed().as_secs_f64();
+    eprintln!("xtask bench: floor-raw-ingest-j{jobs}-{label:<10} {wall:>8.2} s");
+    Ok(Sample {
+        wall,
+        ..Sample::default()
+    })
+}
+
+/// 1, 2, 4 and 8 raw ingest workers once each: the fastest count.
+pub(super) fn raw_ingest_sweep(set: &Dataset, r: &mut Results) -> Result<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for jobs in [1, 2, 4, 8] {
+        let s = raw_ingest_once(set, jobs, 0)?;
+        r.raw_sweep.push((jobs, s.wall));
+        if best.is_none_or(|(_, b)| s.wall < b) {
+            best = Some((jobs, s.wall));
+        }
+    }
+    let Some((jobs, _)) = best else {
+        bail!("no ingest measurement");
+    };
+    r.raw_jobs = jobs;
+    Ok(jobs)
+}
+
+/// Uploads every blob of `set` to `bench/ingest` at `addr` with `jobs`
+/// workers, each on its own keep-alive connection.
+fn raw_upload(set: &Dataset, addr: std::net::SocketAddr, jobs: usize) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..jobs)
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || -> Result<()> {
+                    let mut conn = Conn::open(addr)?;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(b) = set.blobs.get(i) else {
+                            return Ok(());
+                        };
+                        conn.upload(&set.blob_path(&b.digest), &b.digest, b.size)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("an upload thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// A minimal HTTP/1.1 keep-alive client for the ingest floor.
+struct Conn {
+    host: String,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    writer: std::net::TcpStream,
+}
+
+impl Conn {
+    fn open(addr: std::net::SocketAddr) -> Result<Conn> {
+        let s = std::net::TcpStream::connect(addr)
+            .with_context(|| format!("failed to connect to {addr}"))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
+            host: addr.to_string(),
+            reader: std::io::BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    /// Reads a response: (status, location); the body is skipped.
+    fn response(&mut self) -> Result<(u16, Option<String>)> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("not an HTTP status line: {line:?}"))?;
+        let mut location = None;
+        let mut length = 0u64;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("the connection closed in the headers");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                let v = v.trim();
+                if k.eq_ignore_ascii_case("location") {
+                    location = Some(v.to_string());
+                } else if k.eq_ignore_ascii_case("content-length") {
+                    length = v.parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    bail!("unexpected Transfer-Encoding {v}");
+                }
+            }
+        }
+        std::io::copy(&mut (&mut self.reader).take(length), &mut std::io::sink())?;
+        Ok((status, location))
+    }
+
+    fn upload(&mut self, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+        use std::io::Write;
+        write!(
+            self.writer,
+            "POST /v2/bench/ingest/blobs/uploads/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+            self.host
+        )?;
+        let (status, location) = self.response()?;
+        let Some(location) = location.filter(|_| status == 202) else {
+            bail!("POST upload: status {status}, no Location");
+        };
+        let path_q = match location.find("/v2/") {
+            Some(i) => &location[i..],
+            None => location.as_str(),
+        };
+        let sep = if path_q.contains('?') { '&' } else { '?' };
+        write!(
+            self.writer,
+            "PUT {path_q}{sep}digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n",
+            self.host
+        )?;
+        let mut f =
+            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        std::io::copy(&mut f, &mut self.writer)?;
+        let (status, _) = self.response()?;
+        if status != 201 {
+            bail!("PUT {digest}: status {status}");
+        }
+        Ok(())
+    }
+}

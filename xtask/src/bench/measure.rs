@@ -1,0 +1,207 @@
+//! Measuring one command: a run's wall time, peak RSS, bytes written and CPU
+//! time ([`Sample`]), the runs of one command ([`Series`]), medians and
+//! run-by-run ratios, and the [`Runner`] that times (`/usr/bin/time -v`) or
+//! profiles (`perf record`) a command.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Sample {
+    pub(crate) wall: f64,
+    pub(super) rss_kib: u64,
+    pub(super) written: u64,
+    /// User + system CPU seconds of the command (all its threads).
+    pub(super) cpu: f64,
+}
+
+/// The runs of one measured command.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Series {
+    pub(super) samples: Vec<Sample>,
+}
+
+impl Series {
+    pub(super) fn push(&mut self, s: Sample) {
+        self.samples.push(s);
+    }
+    pub(super) fn wall(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.wall).collect())
+    }
+    pub(super) fn min(&self) -> f64 {
+        self.samples
+            .iter()
+            .map(|s| s.wall)
+            .fold(f64::INFINITY, f64::min)
+    }
+    pub(super) fn max(&self) -> f64 {
+        self.samples.iter().map(|s| s.wall).fold(0.0, f64::max)
+    }
+    /// The largest peak RSS of any run, in MiB.
+    pub(super) fn rss_mib(&self) -> f64 {
+        self.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0
+    }
+    /// The median of the bytes written.
+    pub(super) fn written(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.written as f64).collect())
+    }
+    pub(super) fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+    /// The median CPU seconds (user + system).
+    pub(super) fn cpu(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.cpu).collect())
+    }
+}
+
+/// The median of the run-by-run ratios `a[i] / b[i]`: runs measured side
+/// by side saw the same machine, which a ratio of medians taken minutes
+/// apart on a shared machine does not.
+pub(super) fn paired(a: &Series, b: &Series) -> f64 {
+    median(
+        a.samples
+            .iter()
+            .zip(&b.samples)
+            .map(|(x, y)| x.wall / y.wall)
+            .collect(),
+    )
+}
+
+/// The median of `v` (`NaN` when empty).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs a command under `/usr/bin/time -v`, its output to `logs/<label>.log`.
+pub(super) struct Runner {
+    pub(super) logs: PathBuf,
+    pub(super) time_bin: String,
+}
+
+impl Runner {
+    pub(super) fn timed(&self, label: &str, program: &str, args: &[String]) -> Result<Sample> {
+        // Start every measurement with no dirty pages left from the last one.
+        let _ = Command::new("sync").status();
+        let tv = self.logs.join(format!("{label}.time"));
+        let log_path = self.logs.join(format!("{label}.log"));
+        let log = File::create(&log_path)
+            .with_context(|| format!("failed to create {}", log_path.display()))?;
+        let log2 = log.try_clone()?;
+        let t = Instant::now();
+        let st = Command::new(&self.time_bin)
+            .arg("-v")
+            .arg("-o")
+            .arg(&tv)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .with_context(|| format!("failed to run {} {program}", self.time_bin))?;
+        let wall = t.elapsed().as_secs_f64();
+        if !st.success() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "{label}: `{program} {}` failed ({st}); {}:\n{}",
+                args.join(" "),
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        let text = std::fs::read_to_string(&tv)
+            .with_context(|| format!("failed to read {}", tv.display()))?;
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let seconds = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let s = Sample {
+            wall,
+            rss_kib: field("Maximum resident set size (kbytes):"),
+            written: field("File system outputs:") * 512,
+            cpu: seconds("User time (seconds):") + seconds("System time (seconds):"),
+        };
+        eprintln!(
+            "xtask bench: {label:<28} {:>8.2} s  {:>7.1} MiB RSS  {:>8.1} MiB written",
+            s.wall,
+            s.rss_kib as f64 / 1024.0,
+            s.written as f64 / 1048576.0
+        );
+        Ok(s)
+    }
+
+    /// Runs the command once under `perf record` (cpu-clock samples, call
+    /// graphs) and returns the top of `perf report` by symbol; the full
+    /// report is kept next to the logs.
+    pub(super) fn profile(
+        &self,
+        label: &str,
+        program: &str,
+        args: &[String],
+    ) -> Result<Vec<String>> {
+        let data = self.logs.join(format!("{label}.perf.data"));
+        let log = File::create(self.logs.join(format!("{label}.log")))?;
+        let st = Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "499", "-g", "-o"])
+            .arg(&data)
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .context("failed to run perf record")?;
+        if !st.success() {
+            bail!("{label}: perf record failed ({st})");
+        }
+        let out = Command::new("perf")
+            .args(["report", "--stdio", "--no-children", "-g", "none"])
+            .args(["--sort", "dso,sym", "--percent-limit", "1"])
+            .arg("-i")
+            .arg(&data)
+            .stderr(Stdio::null())
+            .output()
+            .context("failed to run perf report")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        std::fs::write(self.logs.join(format!("{label}.perf.txt")), &text)?;
+        let _ = std::fs::remove_file(&data);
+        eprintln!("xtask bench: profiled {label}");
+        Ok(text
+            .lines()
+            .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .take(15)
+            .map(|l| l.trim_end().to_string())
+            .collect())
+    }
+
+    pub(super) fn script(&self, label: &str, dir: &Path, body: &str) -> Result<Sample> {
+        let path = dir.join(format!("{label}.sh"));
+        std::fs::write(&path, format!("set -euo pipefail\n{body}"))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        self.timed(label, "bash", &[path.to_string_lossy().into_owned()])
+    }
+}
