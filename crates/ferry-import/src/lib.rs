@@ -24,6 +24,23 @@
 //! [`archives`] is the first node's path instead (`--archives DIR`): one OCI
 //! archive per image that `ctr images import`, k3s/RKE2 and `podman load`
 //! read directly, written all or nothing from one verified read.
+//!
+//! Modules:
+//!
+//! - `run/`: the import run as phases (`mod.rs` the order, `bridge.rs`
+//!   reader → uploads, `plan.rs`, `preflight.rs`, `upload.rs`, `commit.rs`
+//!   where manifests are pushed, `files.rs`, `report.rs`); `dest.rs` the
+//!   destination (a registry or a store); `tree.rs` file items' placement;
+//!   [`target`] the reference mapping; [`referrers`] the referrers fallback
+//!   tag.
+//! - [`files`]: the file target (a directory or a WebDAV server);
+//!   [`store`]: the `ferry serve` store; [`content`]: the content re-checks
+//!   (chart archives, plugin checksums); [`trust`]: carried signatures
+//!   re-verified offline.
+//! - [`emit`]: every consumer's configuration; [`helm_index`] and
+//!   [`falcoctl`]: the file server's Helm and falcoctl indexes.
+//! - [`verify`], [`receipt`], [`archives`] (above) and [`prune`]: the
+//!   lifecycle by receipts and kept locks.
 
 pub mod archives;
 pub mod content;

@@ -26,6 +26,11 @@
 //! restart. Each request is logged once (`tracing::info!`, target
 //! `ferry_serve::http`) with method, path, status, bytes sent and duration.
 //!
+//! Modules: `oci` (the distribution API's read side), `store` (the
+//! registry view built from `index.json`), `files` (the file tree),
+//! `http` (ranges, streaming, the access log), `names` (the URL grammars),
+//! `auth` (htpasswd), `tls` (rustls from PEM files).
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), ferry_serve::ServeError> {
 //! let opts = ferry_serve::ServeOptions::new("/srv/mirror", "127.0.0.1:0".parse().unwrap());

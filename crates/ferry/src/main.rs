@@ -1,5 +1,9 @@
 //! The `ferry` binary: argument parsing, output, exit codes. Thin by design:
 //! the work lives in ferry-export, ferry-import and ferry-bundle.
+//!
+//! Modules: `cli` (the arguments, clap), `commands/` (one file per
+//! subcommand), `net` (the registry client from the flags, the spec's
+//! `registries:` and the environment), `ui` (events rendered, every untrusted string escaped).
 
 mod cli;
 mod commands;

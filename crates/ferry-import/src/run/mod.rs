@@ -15,6 +15,8 @@
 //!   referrers fallback tag.
 //! - [`files`]: the file side: which files the target lacks, the staged
 //!   writes published or dropped, the derived indexes.
+//! - [`preflight`]: before any byte is sent, every target repository
+//!   accepts a push and a store has room.
 //! - [`report`]: what the run reports ([`ImportReport`]) and why it stops
 //!   ([`ImportError`]).
 

@@ -1,6 +1,5 @@
 //! The plan: which layers, which images.
 
-
 /// One layer to generate.
 #[derive(Debug, Clone)]
 pub(super) struct LayerPlan {

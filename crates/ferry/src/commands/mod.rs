@@ -1,4 +1,6 @@
-//! One function per subcommand.
+//! One function per subcommand: `export` (and `lock`, `export --from`),
+//! `verify` (and `inspect`), `import`, `archives`, `prune`, `serve`, `key`,
+//! `images`.
 
 mod archives;
 mod export;
