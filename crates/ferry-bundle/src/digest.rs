@@ -239,6 +239,10 @@ impl<W: Write> HashingWriter<W> {
             hasher: Hasher::new(),
         }
     }
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
     /// The digest and length of what was written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
         let len = self.hasher.len();

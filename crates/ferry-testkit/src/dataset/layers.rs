@@ -1,23 +1,7 @@
 //! Writing layers: gzip'd tars of real files and seeded bytes, their diff_ids.
 
 use super::*;
-
-/// Hashes what is written (the uncompressed tar, for the diff_id).
-pub(super) struct DiffIdWriter<W> {
-    pub(super) inner: W,
-    pub(super) hasher: Hasher,
-}
-
-impl<W: Write> Write for DiffIdWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
+use ferry_bundle::digest::HashingWriter;
 
 pub(super) struct RandomReader {
     pub(super) rng: ChaCha8Rng,
@@ -91,10 +75,7 @@ pub(super) fn write_layer(
         .mtime(0)
         .operating_system(255)
         .write(staged, Compression::new(6));
-    let mut tar = tar::Builder::new(DiffIdWriter {
-        inner: gz,
-        hasher: Hasher::new(),
-    });
+    let mut tar = tar::Builder::new(HashingWriter::new(gz));
     tar.mode(tar::HeaderMode::Deterministic);
     let marker = format!(
         "ferry bench layer {} (real {} B compressed, random {} B)\n",
@@ -156,8 +137,8 @@ pub(super) fn write_layer(
         )?;
     }
     let dw = tar.into_inner()?;
-    let diff_id = dw.hasher.finish();
-    let (digest, size) = dw.inner.finish()?.commit()?;
+    let (diff_id, _, gz) = dw.finish();
+    let (digest, size) = gz.finish()?.commit()?;
     Ok(LayerOut {
         digest,
         size,
@@ -166,7 +147,7 @@ pub(super) fn write_layer(
 }
 
 pub(super) fn compressed(
-    tar: &tar::Builder<DiffIdWriter<flate2::write::GzEncoder<StagedBlob>>>,
+    tar: &tar::Builder<HashingWriter<flate2::write::GzEncoder<StagedBlob>>>,
 ) -> u64 {
-    tar.get_ref().inner.get_ref().written()
+    tar.get_ref().get_ref().get_ref().written()
 }
