@@ -109,8 +109,7 @@ pub(super) fn record_scale(
     Ok(points)
 }
 
-// Long on purpose: the report page written top to bottom, one section
-// after another, so the code reads in the order the page does.
+// The report page, section by section in the order it reads.
 pub(super) fn render(
     set: &Dataset,
     opts: &Options,
@@ -120,8 +119,62 @@ pub(super) fn render(
     points: &[serde_json::Value],
 ) -> String {
     let mut o = String::new();
+    let floors = Floors::of(r);
     let data = set.blob_bytes() as f64;
     let bundle = r.ferry_bundle as f64;
+    header(&mut o, opts, runs, ferry, r);
+    data_set(&mut o, set, opts, r);
+    results(&mut o, r, &floors, data, bundle);
+    digests_kept(&mut o, set.images.len(), r);
+    let ratios = targets(&mut o, r, &floors, bundle, points);
+    not_met(&mut o, r, &floors, bundle, &ratios);
+    scaling(&mut o, points);
+    profile(&mut o, r);
+    notes(&mut o, r, bundle);
+    o
+}
+
+/// The floors ferry's commands are compared with.
+struct Floors<'a> {
+    /// The registry's ingest limit: the faster of the two uploaders.
+    ingest: &'a Series,
+    /// The disk-write floor: the faster of the two `dd`s (zeros, or the
+    /// bundle's own bytes): on some virtual disks one is far slower.
+    disk: &'a Series,
+    /// Verify's floor (issue 17): the faster of `openssl dgst -sha256` and
+    /// single-core `zstd -d` on the same bundle.
+    verify: &'a Series,
+}
+
+impl<'a> Floors<'a> {
+    fn of(r: &'a Results) -> Floors<'a> {
+        let faster = |a: &'a Series, b: &'a Series| {
+            if !a.is_empty() && (b.is_empty() || a.wall() < b.wall()) {
+                a
+            } else {
+                b
+            }
+        };
+        Floors {
+            ingest: faster(&r.raw_ingest, &r.ingest),
+            disk: faster(&r.dd_copy, &r.dd),
+            verify: faster(&r.openssl, &r.zstd_d),
+        }
+    }
+}
+
+/// The run-by-run ratios the targets were judged on.
+struct Ratios {
+    /// `export --no-cache` against the disk floor.
+    export: f64,
+    /// Import against the ingest floor.
+    import: f64,
+    /// Verify's throughput as a share of its floor's.
+    verify: f64,
+}
+
+/// The title, the machine and the tools' versions.
+fn header(o: &mut String, opts: &Options, runs: usize, ferry: &Path, r: &Results) {
     let _ = writeln!(o, "# Benchmarks\n");
     let _ = writeln!(
         o,
@@ -158,6 +211,12 @@ pub(super) fn render(
     ] {
         let _ = writeln!(o, "| {k} | {v} |");
     }
+}
+
+/// What the data set holds.
+fn data_set(o: &mut String, set: &Dataset, opts: &Options, r: &Results) {
+    let data = set.blob_bytes() as f64;
+    let bundle = r.ferry_bundle as f64;
 
     let layers = set.blobs.iter().filter(|b| b.layer).count();
     let indexes = set.images.iter().filter(|i| !i.children.is_empty()).count();
@@ -202,7 +261,12 @@ pub(super) fn render(
             "not measured".into()
         }
     );
+}
 
+/// The results table: every command beside its floor and its incumbent.
+// Long: one `row` call per line of the table, in the table's order.
+fn results(o: &mut String, r: &Results, floors: &Floors<'_>, data: f64, bundle: f64) {
+    let (ingest, disk) = (floors.ingest, floors.disk);
     let _ = writeln!(
         o,
         "\n## Results\n\n\
@@ -210,67 +274,12 @@ pub(super) fn render(
          `/usr/bin/time -v` (largest single process; file system outputs × 512). MB/s is over the data \
          set's unique blob bytes for export, import and ingest, over the bundle's bytes for verify and `dd`.\n"
     );
-    // The registry's ingest limit is the faster of the two uploaders.
-    let ingest = if !r.raw_ingest.is_empty() && r.raw_ingest.wall() < r.ingest.wall() {
-        &r.raw_ingest
-    } else {
-        &r.ingest
-    };
-    // The disk-write floor is the faster of the two `dd`s (zeros, or the
-    // bundle's own bytes): on some virtual disks one is far slower.
-    let disk = if !r.dd_copy.is_empty() && r.dd_copy.wall() < r.dd.wall() {
-        &r.dd_copy
-    } else {
-        &r.dd
-    };
     let _ = writeln!(
         o,
         "| step | command | wall s | MB/s | peak RSS MiB | written MiB | vs floor | vs skopeo |\n|---|---|---|---|---|---|---|---|"
     );
-    let row = |o: &mut String,
-               step: &str,
-               cmd: &str,
-               s: &Series,
-               bytes: f64,
-               floor: Option<&Series>,
-               incumbent: Option<&Series>| {
-        if s.is_empty() {
-            return;
-        }
-        // The keep-alive uploader runs inside xtask: no RSS or writes of its own.
-        let in_process = s.samples.iter().all(|x| x.rss_kib == 0);
-        let ratio = |other: Option<&Series>| -> String {
-            match other {
-                Some(x) if !x.is_empty() => format!("{:.2}×", paired(s, x)),
-                _ => "".into(),
-            }
-        };
-        let _ = writeln!(
-            o,
-            "| {step} | {cmd} | {:.2} [{:.2}–{:.2}] | {:.0} | {} | {} | {} | {} |",
-            s.wall(),
-            s.min(),
-            s.max(),
-            bytes / s.wall() / 1e6,
-            if in_process {
-                "–".to_string()
-            } else {
-                format!("{:.1}", s.rss_mib())
-            },
-            if in_process {
-                "–".to_string()
-            } else {
-                mib(s.written())
-            },
-            ratio(floor),
-            ratio(incumbent)
-        );
-    };
-    fn inc(s: &Series) -> Option<&Series> {
-        (!s.is_empty()).then_some(s)
-    }
     row(
-        &mut o,
+        o,
         "export",
         "`ferry export` (empty cache)",
         &r.ferry_export,
@@ -279,7 +288,7 @@ pub(super) fn render(
         inc(&r.skopeo_export),
     );
     row(
-        &mut o,
+        o,
         "export",
         "`ferry export --no-cache` (blobs stream into the bundle)",
         &r.ferry_export_stream,
@@ -288,7 +297,7 @@ pub(super) fn render(
         inc(&r.skopeo_export),
     );
     row(
-        &mut o,
+        o,
         "(export)",
         "`ferry export`, every blob already cached (writing the bundle only)",
         &r.ferry_export_warm,
@@ -297,7 +306,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "(export)",
         "`ferry export --compression none`, every blob already cached",
         &r.ferry_export_warm_plain,
@@ -306,7 +315,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "export",
         "`skopeo copy --all` ×N → `oci:`, `tar | zstd -T0`",
         &r.skopeo_export,
@@ -315,7 +324,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "import",
         "`ferry import` (fresh registry)",
         &r.ferry_import,
@@ -324,7 +333,7 @@ pub(super) fn render(
         inc(&r.skopeo_import),
     );
     row(
-        &mut o,
+        o,
         "import",
         "`zstd -d | tar -x`, `skopeo copy --all --preserve-digests` ×N",
         &r.skopeo_import,
@@ -332,36 +341,18 @@ pub(super) fn render(
         Some(ingest),
         None,
     );
-    let sha_best = if r.openssl.wall() < r.sha256sum.wall() {
-        &r.openssl
-    } else {
-        &r.sha256sum
-    };
-    let slower = if sha_best.wall() > r.zstd_d.wall() {
-        sha_best
-    } else {
-        &r.zstd_d
-    };
     row(
-        &mut o,
+        o,
         "verify",
         "`ferry verify`",
         &r.ferry_verify,
         bundle,
-        Some(slower),
+        Some(floors.verify),
         None,
     );
+    row(o, "verify", "`sha256sum`", &r.sha256sum, bundle, None, None);
     row(
-        &mut o,
-        "verify",
-        "`sha256sum`",
-        &r.sha256sum,
-        bundle,
-        None,
-        None,
-    );
-    row(
-        &mut o,
+        o,
         "verify",
         "`openssl dgst -sha256`",
         &r.openssl,
@@ -370,7 +361,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "verify",
         "`zstd -d -T1 > /dev/null`",
         &r.zstd_d,
@@ -379,7 +370,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "verify",
         "`zstd -d | sha256sum`",
         &r.zstd_sha,
@@ -388,7 +379,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "floor",
         "`dd if=/dev/zero bs=4M conv=fdatasync` (bundle size)",
         &r.dd,
@@ -397,7 +388,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "floor",
         "`dd if=BUNDLE bs=4M conv=fdatasync` (the bundle's bytes, from the page cache)",
         &r.dd_copy,
@@ -406,7 +397,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "floor",
         "registry serving: curl GET of every blob, 4 in parallel, to /dev/null",
         &r.fetch,
@@ -415,7 +406,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "floor",
         &format!(
             "registry ingest: curl POST + PUT of every blob, {} in parallel",
@@ -427,7 +418,7 @@ pub(super) fn render(
         None,
     );
     row(
-        &mut o,
+        o,
         "floor",
         &format!(
             "registry ingest: POST + PUT (sendfile) of every blob on keep-alive connections, {} in parallel",
@@ -450,14 +441,64 @@ pub(super) fn render(
         .collect();
     let _ = writeln!(
         o,
-        "\n\"vs floor\": export against the faster `dd` (the disk-write floor), import against the faster registry ingest, verify against the slower of \
-         single-core `zstd -d` and the faster sha256 tool. Registry ingest by uploads in parallel (one run each): \
+        "\n\"vs floor\": export against the faster `dd` (the disk-write floor), import against the faster registry ingest, verify against the faster of \
+         `openssl dgst -sha256` and single-core `zstd -d` (issue 17). Registry ingest by uploads in parallel (one run each): \
          curl (two processes per blob) {}; keep-alive {}.\n",
         sweep.join(", "),
         raw_sweep.join(", ")
     );
+}
 
-    let n = set.images.len();
+/// One row of the results table: `s` beside its floor and its incumbent.
+fn row(
+    o: &mut String,
+    step: &str,
+    cmd: &str,
+    s: &Series,
+    bytes: f64,
+    floor: Option<&Series>,
+    incumbent: Option<&Series>,
+) {
+    if s.is_empty() {
+        return;
+    }
+    // The keep-alive uploader runs inside xtask: no RSS or writes of its own.
+    let in_process = s.samples.iter().all(|x| x.rss_kib == 0);
+    let ratio = |other: Option<&Series>| -> String {
+        match other {
+            Some(x) if !x.is_empty() => format!("{:.2}×", paired(s, x)),
+            _ => "".into(),
+        }
+    };
+    let _ = writeln!(
+        o,
+        "| {step} | {cmd} | {:.2} [{:.2}–{:.2}] | {:.0} | {} | {} | {} | {} |",
+        s.wall(),
+        s.min(),
+        s.max(),
+        bytes / s.wall() / 1e6,
+        if in_process {
+            "–".to_string()
+        } else {
+            format!("{:.1}", s.rss_mib())
+        },
+        if in_process {
+            "–".to_string()
+        } else {
+            mib(s.written())
+        },
+        ratio(floor),
+        ratio(incumbent)
+    );
+}
+
+/// A comparison with the incumbent, when it ran.
+fn inc(s: &Series) -> Option<&Series> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Which path keeps the manifests' digests.
+fn digests_kept(o: &mut String, n: usize, r: &Results) {
     let kept = |k: usize| {
         if k == usize::MAX {
             "not measured".to_string()
@@ -476,11 +517,20 @@ pub(super) fn render(
         kept(r.kept_skopeo_layout),
         kept(r.kept_skopeo)
     );
+}
 
-    // Targets.
+/// The targets table (issue 17's), met or not, by how much.
+fn targets(
+    o: &mut String,
+    r: &Results,
+    floors: &Floors<'_>,
+    bundle: f64,
+    points: &[serde_json::Value],
+) -> Ratios {
+    let (ingest, disk) = (floors.ingest, floors.disk);
     let _ = writeln!(
         o,
-        "## Targets (issue 6)\n\n| target | measured | met |\n|---|---|---|"
+        "## Targets (issue 17)\n\n| target | measured | met |\n|---|---|---|"
     );
     let met = |b: bool| if b { "met" } else { "**not met**" };
     // Export is judged by its one-pass form (`--no-cache`, written once,
@@ -489,12 +539,12 @@ pub(super) fn render(
     let ex = paired(&r.ferry_export_stream, disk);
     let _ = writeln!(
         o,
-        "| export ≤ 1.15 × disk-write floor | `--no-cache` {:.2} s, {ex:.2} × `dd` ({:.2} s) run by run (with the cache: {:.2} s, {:.2}×) | {} |",
+        "| export (`--no-cache`, and the default) ≤ 1.2 × disk-write floor | `--no-cache` {:.2} s, {ex:.2} × `dd` ({:.2} s) run by run (with the cache: {:.2} s, {:.2}×) | {} |",
         r.ferry_export_stream.wall(),
         disk.wall(),
         r.ferry_export.wall(),
         paired(&r.ferry_export, disk),
-        met(ex <= 1.15)
+        met(ex <= 1.2 && paired(&r.ferry_export, disk) <= 1.2)
     );
     if !r.skopeo_export.is_empty() {
         let x = paired(&r.skopeo_export, &r.ferry_export_stream);
@@ -508,10 +558,10 @@ pub(super) fn render(
     let im = paired(&r.ferry_import, ingest);
     let _ = writeln!(
         o,
-        "| import ≤ 1.15 × registry-ingest floor | {:.2} s, {im:.2} × ingest ({:.2} s) run by run | {} |",
+        "| import ≤ 1.3 × registry-ingest floor | {:.2} s, {im:.2} × ingest ({:.2} s) run by run | {} |",
         r.ferry_import.wall(),
         ingest.wall(),
-        met(im <= 1.15)
+        met(im <= 1.3)
     );
     if !r.skopeo_import.is_empty() {
         let x = paired(&r.skopeo_import, &r.ferry_import);
@@ -521,14 +571,14 @@ pub(super) fn render(
             met(x >= 2.0)
         );
     }
-    let vf = slower.wall() / r.ferry_verify.wall();
+    let vf = floors.verify.wall() / r.ferry_verify.wall();
     let _ = writeln!(
         o,
-        "| verify ≥ 90 % of the slower of `zstd -d` and sha256 | {:.0} % ({:.0} MB/s vs {:.0} MB/s) | {} |",
+        "| verify ≥ 100 % of the faster of `openssl dgst -sha256` and single-core `zstd -d` | {:.0} % ({:.0} MB/s vs {:.0} MB/s) | {} |",
         vf * 100.0,
         bundle / r.ferry_verify.wall() / 1e6,
-        bundle / slower.wall() / 1e6,
-        met(vf >= 0.9)
+        bundle / floors.verify.wall() / 1e6,
+        met(vf >= 1.0)
     );
     let rss = [
         &r.ferry_export,
@@ -548,12 +598,11 @@ pub(super) fn render(
         r.ferry_verify.rss_mib(),
         met(rss <= 64.0)
     );
-    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     if points.len() >= 2 {
         let span = format!(
             "{}–{} GB",
-            f(&points[0], "scale"),
-            f(&points[points.len() - 1], "scale")
+            num(&points[0], "scale"),
+            num(&points[points.len() - 1], "scale")
         );
         let mut worst = 0.0f64;
         let mut growth = 1.0f64;
@@ -563,7 +612,7 @@ pub(super) fn render(
             "import_rss_mib",
             "verify_rss_mib",
         ] {
-            let v: Vec<f64> = points.iter().map(|p| f(p, k)).collect();
+            let v: Vec<f64> = points.iter().map(|p| num(p, k)).collect();
             let (lo, hi) = (
                 v.iter().copied().fold(f64::INFINITY, f64::min),
                 v.iter().copied().fold(0.0, f64::max),
@@ -574,7 +623,7 @@ pub(super) fn render(
         let _ = writeln!(
             o,
             "| peak RSS ≤ 64 MiB and flat from 0.5 GB to 8 GB | measured over {span} (see Scaling): at most {worst:.1} MiB, largest/smallest {growth:.2} | {} |",
-            met(worst <= 64.0 && growth <= 1.25)
+            met(worst <= 64.0 && growth <= 1.2)
         );
     } else {
         let _ = writeln!(
@@ -589,9 +638,25 @@ pub(super) fn render(
         mib(staged),
         met(staged < 1048576.0)
     );
+    Ratios {
+        export: ex,
+        import: im,
+        verify: vf,
+    }
+}
+
+/// A number field of a scaling point (NaN when absent).
+fn num(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Where a target is not met: what the figures say stands in the way.
+fn not_met(o: &mut String, r: &Results, floors: &Floors<'_>, bundle: f64, ratios: &Ratios) {
+    let (ingest, disk) = (floors.ingest, floors.disk);
+    let (ex, im, vf) = (ratios.export, ratios.import, ratios.verify);
     // Where a target is not met: what the figures say stands in the way.
     let mut why = Vec::new();
-    if ex > 1.15 {
+    if ex > 1.2 || paired(&r.ferry_export, disk) > 1.2 {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -622,20 +687,19 @@ pub(super) fn render(
             paired(&r.ferry_export, disk),
         ));
     }
-    if im > 1.15 {
+    if im > 1.3 {
         why.push(format!(
             "- **import**: {:.2} s against {:.2} s for the bare uploads ({im:.2}× run by run). This registry's ingest is \
              CPU-bound (it hashes every byte; see the uploads in parallel above) and ferry shares the same \
              {} cores with it, using {:.2} s of CPU itself: it decompresses the bundle once (one reader, \
-             issue 14) and hashes every byte once to verify it, and the registry client hashes each \
-             uploaded blob again before the final `PUT`. The bare uploads send each blob in one `PUT` \
+             issue 14) and hashes every byte once to verify it (the uploads only count the bytes the reader \
+             checked). The bare uploads send each blob in one `PUT` \
              ({} at a time), where ferry sends 4 MiB `PATCH`es, each one retried on its own after a fault \
              (a streamed single `PUT`, `Client::upload_blob_streamed`, is built and measured 74–109 MiB/s \
              against 46–53 MiB/s chunked, but cannot resume in the middle of a blob: the bundle is one zstd \
              stream, so a retry would have to read it again from the start). What would close it: more \
              cores (the floor measures the registry alone); the streamed `PUT` with a retry that falls back \
-             to chunks from the failed offset; and the upload trusting the reader's hash instead of hashing \
-             again.",
+             to chunks from the failed offset.",
             r.ferry_import.wall(),
             ingest.wall(),
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -643,7 +707,7 @@ pub(super) fn render(
             r.raw_jobs,
         ));
     }
-    if vf < 0.9 {
+    if vf < 1.0 {
         why.push(format!(
             "- **verify**: decompression runs on its own thread; the reading thread copies the \
              decompressed bytes once and hashes them ({:.0} MB/s). What would close it: handing the \
@@ -654,6 +718,10 @@ pub(super) fn render(
     if !why.is_empty() {
         let _ = writeln!(o, "\nWhere a target is not met:\n\n{}", why.join("\n"));
     }
+}
+
+/// ferry's medians at every scale measured on this machine.
+fn scaling(o: &mut String, points: &[serde_json::Value]) {
     let _ = writeln!(
         o,
         "\n## Scaling\n\nferry's medians at every scale measured on this machine (the last run at each; \
@@ -665,20 +733,24 @@ pub(super) fn render(
         let _ = writeln!(
             o,
             "| {} | {:.0} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {} |",
-            f(pt, "scale"),
-            f(pt, "blob_bytes") / 1e6,
-            f(pt, "export_s"),
-            f(pt, "export_rss_mib"),
-            f(pt, "export_stream_s"),
-            f(pt, "export_stream_rss_mib"),
-            f(pt, "import_s"),
-            f(pt, "import_rss_mib"),
-            f(pt, "verify_s"),
-            f(pt, "verify_rss_mib"),
+            num(pt, "scale"),
+            num(pt, "blob_bytes") / 1e6,
+            num(pt, "export_s"),
+            num(pt, "export_rss_mib"),
+            num(pt, "export_stream_s"),
+            num(pt, "export_stream_rss_mib"),
+            num(pt, "import_s"),
+            num(pt, "import_rss_mib"),
+            num(pt, "verify_s"),
+            num(pt, "verify_rss_mib"),
             pt["date"].as_str().unwrap_or("")
         );
     }
     let _ = writeln!(o, "\n{CURVE_NOTE}");
+}
+
+/// The CPU profiles, when `--perf` ran.
+fn profile(o: &mut String, r: &Results) {
     if !r.profiles.is_empty() {
         let _ = writeln!(
             o,
@@ -693,6 +765,10 @@ pub(super) fn render(
             let _ = writeln!(o, "```");
         }
     }
+}
+
+/// How to read the figures.
+fn notes(o: &mut String, r: &Results, bundle: f64) {
     let _ = writeln!(
         o,
         "\n## Notes\n\n\
@@ -725,5 +801,4 @@ pub(super) fn render(
         r.ferry_export_warm_plain.min(),
         r.ferry_export_warm_plain.rss_mib()
     );
-    o
 }
