@@ -35,7 +35,8 @@ use ferry_bundle::Digest;
 
 use ferry_bundle::meta::{Item, MetaError};
 use ferry_bundle::store_layout::{
-    BlobDir, BlobDirError, StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME, OCI_LAYOUT_CONTENT,
+    BlobDir, BlobDirError, StagedBlob, StoreLayout, ANN_IMAGE_NAME, ANN_REF_NAME,
+    OCI_LAYOUT_CONTENT,
 };
 /// The index annotations, defined once in [`ferry_bundle::store_layout`].
 pub use ferry_bundle::store_layout::{ANN_KIND, ANN_PATH, ANN_REPOSITORY, ANN_SOURCE, ANN_TAG};
@@ -226,19 +227,9 @@ impl Store {
         if self.has_blob(d) == Some(data.len() as u64) {
             return Ok(());
         }
-        let blobs = BlobDir::under(&self.dir);
-        let digest = d.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), BlobDirError> {
-            let mut staged = blobs.stage_checked(&digest, data.len() as u64, check)?;
-            staged.write_chunk(&data)?;
-            staged.commit().map(|_| ())
-        })
-        .await
-        .map_err(|e| StoreError::Blob {
-            digest: d.clone(),
-            reason: e.to_string(),
-        })?
-        .map_err(from_blob_dir)
+        let size = data.len() as u64;
+        self.write_blob(d, size, check, move |staged| staged.write_chunk(&data))
+            .await
     }
 
     /// Writes a blob from chunks as they arrive, through the store's
@@ -251,13 +242,29 @@ impl Store {
         mut chunks: mpsc::Receiver<Bytes>,
         check: Check,
     ) -> Result<(), StoreError> {
+        self.write_blob(d, size, check, move |staged| {
+            while let Some(c) = chunks.blocking_recv() {
+                staged.write_chunk(&c)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stages blob `d` of `size` bytes in the store's [`BlobDir`], fills it
+    /// with `fill` and commits it, on a blocking thread.
+    async fn write_blob(
+        &self,
+        d: &Digest,
+        size: u64,
+        check: Check,
+        fill: impl FnOnce(&mut StagedBlob) -> Result<(), BlobDirError> + Send + 'static,
+    ) -> Result<(), StoreError> {
         let blobs = BlobDir::under(&self.dir);
         let digest = d.clone();
         tokio::task::spawn_blocking(move || -> Result<(), BlobDirError> {
             let mut staged = blobs.stage_checked(&digest, size, check)?;
-            while let Some(c) = chunks.blocking_recv() {
-                staged.write_chunk(&c)?;
-            }
+            fill(&mut staged)?;
             staged.commit().map(|_| ())
         })
         .await

@@ -7,10 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
-use common::{ferry, ferry_env, ok, text};
+use common::{
+    assert_no_reexport_output as assert_nothing_written, fails, ferry, ferry_env, ok, text,
+};
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use ferry_bundle::Digest;
 use ferry_registry::{Client, ClientConfig, Repo};
@@ -137,25 +138,6 @@ fn assert_byte_exact(target: &Registry, repo: &str, img: &FixtureImage) {
 
 /// What a refused re-export must leave: nothing at `out`, no part, no
 /// checksum, no staging directory.
-#[track_caller]
-fn assert_nothing_written(out: &Path) {
-    let dir = out.parent().unwrap();
-    let stem = out.file_name().unwrap().to_str().unwrap();
-    let left: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(stem) || n.starts_with(".ferry-reexport-"))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
-}
-
-#[track_caller]
-fn fails(o: &Output, code: i32) -> String {
-    let t = text(o);
-    assert_eq!(o.status.code(), Some(code), "{t}");
-    t
-}
-
 /// Upstream → bundle → store; the upstream stops; a subset is re-exported
 /// from the store by spec and imported into a fresh registry: every manifest
 /// digest and every blob as upstream, what was not selected absent.

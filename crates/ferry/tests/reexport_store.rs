@@ -13,10 +13,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
-use common::{ferry, ok, text};
+use common::{assert_no_reexport_output as assert_nothing_written, fails, ferry, ok};
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use ferry_bundle::craft::chart_tgz;
 use ferry_bundle::meta::{Item, Kind};
@@ -202,24 +201,6 @@ fn set_index(store: &Path, v: &Value) {
 }
 
 /// What a refused re-export must leave: nothing at `out`, no staging.
-#[track_caller]
-fn assert_nothing_written(out: &Path) {
-    let stem = out.file_name().unwrap().to_str().unwrap();
-    let left: Vec<String> = std::fs::read_dir(out.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(stem) || n.starts_with(".ferry-reexport-"))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
-}
-
-#[track_caller]
-fn fails(o: &Output, code: i32) -> String {
-    let t = text(o);
-    assert_eq!(o.status.code(), Some(code), "{t}");
-    t
-}
-
 /// Every item of the outer bundle — two signed images, their signatures, a
 /// chart, a file — comes back out of the store with the same `bundle.json`
 /// metadata; the re-export verifies under the original policy and lands

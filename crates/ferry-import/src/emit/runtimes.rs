@@ -150,15 +150,7 @@ pub fn k3s_registries(mirror: &NodeMirror, sources: &[SourceMirror]) -> Value {
         mirrors.insert(s(src.source.as_str()), map(m));
     }
     let mut config = Vec::new();
-    if let Some(a) = &mirror.auth {
-        config.push((
-            "auth",
-            map(vec![
-                ("username", s(a.username.as_str())),
-                ("password", s(a.password.as_str())),
-            ]),
-        ));
-    }
+    config.extend(auth_entry(mirror));
     let mut tls = Vec::new();
     if let Some(ca) = &mirror.ca_path {
         tls.push(("ca_file", s(ca.as_str())));
@@ -182,6 +174,20 @@ pub fn k3s_registries(mirror: &NodeMirror, sources: &[SourceMirror]) -> Value {
     map(doc)
 }
 
+/// The `auth` entry (username and password) of k3s's and Talos's
+/// per-registry `config`, when the mirror has a pull credential.
+fn auth_entry(mirror: &NodeMirror) -> Option<(&'static str, Value)> {
+    mirror.auth.as_ref().map(|a| {
+        (
+            "auth",
+            map(vec![
+                ("username", s(a.username.as_str())),
+                ("password", s(a.password.as_str())),
+            ]),
+        )
+    })
+}
+
 /// A Talos machine-config patch: `machine.registries.mirrors` (with
 /// `overridePath` when the mirror adds a path) and `.config` (auth, the CA
 /// inline, client identity paths are not supported by Talos: only inline).
@@ -201,15 +207,7 @@ pub fn talos_patch(mirror: &NodeMirror, sources: &[SourceMirror]) -> Value {
     }
     let mut registries = vec![("mirrors", Value::Mapping(mirrors))];
     let mut config = Vec::new();
-    if let Some(a) = &mirror.auth {
-        config.push((
-            "auth",
-            map(vec![
-                ("username", s(a.username.as_str())),
-                ("password", s(a.password.as_str())),
-            ]),
-        ));
-    }
+    config.extend(auth_entry(mirror));
     let mut tls = Vec::new();
     if let Some(pem) = &mirror.ca_pem {
         tls.push((

@@ -49,6 +49,27 @@ pub fn ok(o: &Output) -> String {
     t
 }
 
+/// The output of a run that must have ended with exit `code`.
+#[track_caller]
+pub fn fails(o: &Output, code: i32) -> String {
+    let t = text(o);
+    assert_eq!(o.status.code(), Some(code), "expected exit {code}:\n{t}");
+    t
+}
+
+/// A refused `export --from` left nothing beside its output `out`: no
+/// output file or part of it, no staging directory.
+#[track_caller]
+pub fn assert_no_reexport_output(out: &std::path::Path) {
+    let stem = out.file_name().unwrap().to_str().unwrap();
+    let left: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(stem) || n.starts_with(".ferry-reexport-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// An upstream `docker-registry` holding the fixture set made with `opts`
 /// (pushed by ferry's own client).
 pub fn upstream_with(
