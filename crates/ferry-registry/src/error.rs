@@ -105,6 +105,19 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An upload failed after the bytes it had sent were no longer held (a
+    /// streamed PUT cut past its kept window, a chunked session that cannot
+    /// be resumed): nothing of the blob landed, and supplying its bytes again
+    /// may succeed ([`Error::needs_bytes_again`]).
+    #[error("upload {digest} to {repository}: {reason}")]
+    BytesGone {
+        /// `host/path` of the repository.
+        repository: String,
+        /// The blob's digest.
+        digest: Digest,
+        /// What went wrong, and that the blob must be uploaded again.
+        reason: String,
+    },
     /// Authentication failed (token service refused, unreadable token response).
     #[error("authenticate to {registry}: {reason}")]
     Auth {
@@ -196,6 +209,14 @@ impl Error {
             Error::Timeout { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether an upload that failed so may succeed when its caller supplies
+    /// the blob's bytes again (the import re-reads them from the bundle): the
+    /// bytes sent were no longer held ([`Error::BytesGone`]), or the failure
+    /// was retryable and its retries ran out.
+    pub fn needs_bytes_again(&self) -> bool {
+        matches!(self, Error::BytesGone { .. }) || self.is_retryable()
     }
 
     /// The HTTP status the registry answered, for [`Error::Http`].
