@@ -11,6 +11,11 @@
 //! before the verdict only as chunks of a streamed blob, and its last chunk
 //! is held back until the reader's verdict is in: a blob whose bytes do not
 //! match its digest never completes an upload or a file write.
+//!
+//! [`Bridge::reread`] is the import's one second pass: the bundle opened
+//! again and read with the same checks as far as the last blob whose upload
+//! needs its bytes again; only those blobs are handed over, each checked by
+//! the reader's hash again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
