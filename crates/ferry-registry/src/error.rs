@@ -310,6 +310,36 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_whose_bytes_are_gone_or_whose_retries_ran_out_needs_them_again() {
+        let mk = |status| Error::Http {
+            method: "PUT".into(),
+            url: "u".into(),
+            status,
+            code: None,
+            message: String::new(),
+            retry_after: None,
+        };
+        let gone = Error::BytesGone {
+            repository: "r/a".into(),
+            digest: Digest::of(b"x"),
+            reason: "cut; the bytes streamed are no longer held".into(),
+        };
+        assert!(gone.needs_bytes_again());
+        assert!(!gone.is_retryable(), "never retried by the request loop");
+        assert!(mk(503).needs_bytes_again());
+        // A refusal stays a refusal, whoever supplies the bytes.
+        for s in [400, 401, 403, 404, 413] {
+            assert!(!mk(s).needs_bytes_again(), "{s}");
+        }
+        let mismatch = Error::Upload {
+            repository: "r/a".into(),
+            digest: Digest::of(b"x"),
+            reason: "the chunks hash to sha256:…".into(),
+        };
+        assert!(!mismatch.needs_bytes_again());
+    }
+
+    #[test]
     fn size_mismatch_says_or_more_when_stopped_early() {
         let e = Error::SizeMismatch {
             url: "u".into(),
