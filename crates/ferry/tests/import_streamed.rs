@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::crafted::{blob_data, bundle, no_manifest_in, samples, tag_link};
+use common::crafted::{blob_data, bundle, bundle_and_meta, no_manifest_in, samples, tag_link};
 use common::{ferry, text};
 use ferry_bundle::craft::Sample;
+use ferry_bundle::parts::{Identity, PartsWriter};
 use ferry_bundle::Digest;
 use ferry_testkit::proxy::{Action, Fault, FaultProxy};
 use ferry_testkit::registry::Registry;
@@ -261,4 +262,37 @@ fn a_413_to_the_streamed_put_sends_the_blob_in_chunks_and_it_lands() {
     // The refused PUT and the re-read's final one; the second layer's final one.
     assert_eq!(puts(&layer(&set[0])), 2, "{:#?}", proxy.requests());
     assert_eq!(puts(&layer(&set[1])), 1, "{:#?}", proxy.requests());
+}
+
+#[test]
+fn a_split_bundle_is_read_again_from_its_parts() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let target = Registry::start().unwrap();
+    let set = samples(2, LAYER_MIB);
+    // Parts of 5 MiB: the second layer starts in the third part.
+    let (bytes, meta_json) = bundle_and_meta(&set, None);
+    let path = dir.path().join("split.tar.zst");
+    let mut w = PartsWriter::create(&path, 5 << 20).unwrap();
+    w.write_all(&bytes).unwrap();
+    let written = w
+        .finish(
+            Identity::from_meta_json(&meta_json).unwrap(),
+            bytes.len() as u64,
+            Digest::of(&bytes),
+        )
+        .unwrap();
+    assert!(written.paths.len() >= 3, "{:?}", written.paths);
+    let manifest = written.manifest_path.to_str().unwrap().to_string();
+    let mut cut = put_of(&layer(&set[1]));
+    cut.action = Action::CutRequestAfter(CUT_AFTER);
+    let proxy = FaultProxy::start(target.addr(), vec![cut]);
+    let host = proxy.host();
+    let o = ferry(&import_args(&manifest, &host, "2"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(reread_warnings(&o).len(), 1, "{}", text(&o));
+    assert_eq!(imported(&o)["failed"].as_array().unwrap().len(), 0);
+    landed(&target, 0, &set[0]);
+    landed(&target, 1, &set[1]);
+    assert_eq!(requests(&proxy, "PATCH"), 6, "{:#?}", proxy.requests());
 }

@@ -223,7 +223,6 @@ impl ImportRun<'_> {
             "{n} blob(s) did not upload from the first read of the bundle (the bytes sent were gone, or the retries ran out): reading `{}` again for them",
             self.opts.bundle.display()
         );
-        tracing::warn!("{message}");
         (self.events)(Event::Warning { message });
         let sizes: HashMap<Digest, (u64, String)> = again
             .into_iter()

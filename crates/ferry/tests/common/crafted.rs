@@ -11,6 +11,11 @@ use ferry_testkit::registry::Registry;
 /// One bundle of `samples` (each one image with one layer; they share the
 /// config), the layer of `corrupt` (if any) with its last byte flipped.
 pub fn bundle(samples: &[Sample], corrupt: Option<usize>) -> Vec<u8> {
+    bundle_and_meta(samples, corrupt).0
+}
+
+/// [`bundle`], and its exact `ferry/bundle.json` bytes.
+pub fn bundle_and_meta(samples: &[Sample], corrupt: Option<usize>) -> (Vec<u8>, Vec<u8>) {
     let mut meta = samples[0].meta.clone();
     meta.name = "once".into();
     meta.items = samples.iter().flat_map(|s| s.meta.items.clone()).collect();
@@ -26,9 +31,10 @@ pub fn bundle(samples: &[Sample], corrupt: Option<usize>) -> Vec<u8> {
         size: index.len() as u64,
     };
     let blob = |x: &[u8]| RawEntry::file(&Digest::of(x).layout_path(), x);
+    let meta_json = meta.to_json();
     let mut entries = vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        RawEntry::file("ferry/bundle.json", &meta.to_json()),
+        RawEntry::file("ferry/bundle.json", &meta_json),
         RawEntry::file("index.json", &index),
     ];
     entries.extend(samples.iter().map(|s| blob(&s.manifest)));
@@ -41,7 +47,7 @@ pub fn bundle(samples: &[Sample], corrupt: Option<usize>) -> Vec<u8> {
         }
         entries.push(entry);
     }
-    zstd(&raw_tar(&entries))
+    (zstd(&raw_tar(&entries)), meta_json)
 }
 
 /// `n` images `example.org/once/app<i>:1`, each with an incompressible
