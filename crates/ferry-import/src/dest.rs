@@ -16,6 +16,36 @@ use ferry_registry::{chain, BlobBytes, BlobChunks, Client, Repo};
 
 use crate::store::{Entry, Store};
 
+/// Why a blob did not land at the target, and whether it may land when its
+/// bytes are supplied again (re-read from the bundle).
+#[derive(Debug)]
+pub(crate) struct UploadFailed {
+    /// The error, with its causes.
+    pub(crate) reason: String,
+    /// The bytes sent were no longer held, or the retries ran out on a
+    /// failure that may pass ([`ferry_registry::Error::needs_bytes_again`]):
+    /// one more upload from the bytes read again may succeed.
+    pub(crate) again: bool,
+}
+
+impl UploadFailed {
+    /// A registry's refusal.
+    fn registry(e: &ferry_registry::Error) -> UploadFailed {
+        UploadFailed {
+            reason: chain(e),
+            again: e.needs_bytes_again(),
+        }
+    }
+
+    /// The store's (a local write: supplying the bytes again changes nothing).
+    fn store(e: &dyn std::error::Error) -> UploadFailed {
+        UploadFailed {
+            reason: chain(e),
+            again: false,
+        }
+    }
+}
+
 /// The registry side of an import.
 #[derive(Clone)]
 pub(crate) enum Dest {
@@ -33,40 +63,65 @@ impl Dest {
         }
     }
 
+    /// Uploads a blob held in memory, checked by the reader.
     pub(crate) async fn upload_blob(
         &self,
         repo: &Repo,
         d: &Digest,
         data: Bytes,
-    ) -> Result<(), String> {
+    ) -> Result<(), UploadFailed> {
         match self {
             Dest::Registry(c) => c
                 .upload_blob(repo, d, BlobBytes::checked_by_sender(data))
                 .await
-                .map_err(|e| chain(&e)),
+                .map_err(|e| UploadFailed::registry(&e)),
             Dest::Store(s) => s
                 .put_blob(d, data, Check::Sender)
                 .await
-                .map_err(|e| chain(&e)),
+                .map_err(|e| UploadFailed::store(&e)),
         }
     }
 
+    /// Uploads a blob as its chunks stream past, checked by the reader: to a
+    /// registry in one streamed PUT (chunks where the registry refuses it),
+    /// to the store in one local write.
+    pub(crate) async fn upload_blob_streamed(
+        &self,
+        repo: &Repo,
+        d: &Digest,
+        size: u64,
+        chunks: mpsc::Receiver<Bytes>,
+    ) -> Result<(), UploadFailed> {
+        match self {
+            Dest::Registry(c) => c
+                .upload_blob_streamed(repo, d, size, BlobChunks::checked_by_sender(chunks))
+                .await
+                .map_err(|e| UploadFailed::registry(&e)),
+            Dest::Store(s) => s
+                .put_blob_stream(d, size, chunks, Check::Sender)
+                .await
+                .map_err(|e| UploadFailed::store(&e)),
+        }
+    }
+
+    /// Uploads a blob in chunks, each kept until acknowledged (retried
+    /// alone), checked by the reader: the re-read pass's upload.
     pub(crate) async fn upload_blob_chunked(
         &self,
         repo: &Repo,
         d: &Digest,
         size: u64,
         chunks: mpsc::Receiver<Bytes>,
-    ) -> Result<(), String> {
+    ) -> Result<(), UploadFailed> {
         match self {
             Dest::Registry(c) => c
                 .upload_blob_chunked(repo, d, size, BlobChunks::checked_by_sender(chunks))
                 .await
-                .map_err(|e| chain(&e)),
+                .map_err(|e| UploadFailed::registry(&e)),
             Dest::Store(s) => s
                 .put_blob_stream(d, size, chunks, Check::Sender)
                 .await
-                .map_err(|e| chain(&e)),
+                .map_err(|e| UploadFailed::store(&e)),
         }
     }
 

@@ -105,6 +105,19 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An upload failed after the bytes it had sent were no longer held (a
+    /// streamed PUT cut past its kept window, a chunked session that cannot
+    /// be resumed): nothing of the blob landed, and supplying its bytes again
+    /// may succeed ([`Error::needs_bytes_again`]).
+    #[error("upload {digest} to {repository}: {reason}")]
+    BytesGone {
+        /// `host/path` of the repository.
+        repository: String,
+        /// The blob's digest.
+        digest: Digest,
+        /// What went wrong, and that the blob must be uploaded again.
+        reason: String,
+    },
     /// Authentication failed (token service refused, unreadable token response).
     #[error("authenticate to {registry}: {reason}")]
     Auth {
@@ -198,6 +211,14 @@ impl Error {
         }
     }
 
+    /// Whether an upload that failed so may succeed when its caller supplies
+    /// the blob's bytes again (the import re-reads them from the bundle): the
+    /// bytes sent were no longer held ([`Error::BytesGone`]), or the failure
+    /// was retryable and its retries ran out.
+    pub fn needs_bytes_again(&self) -> bool {
+        matches!(self, Error::BytesGone { .. }) || self.is_retryable()
+    }
+
     /// The HTTP status the registry answered, for [`Error::Http`].
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -286,6 +307,36 @@ mod tests {
         }
         assert!(mk(404).is_not_found());
         assert_eq!(mk(503).status(), Some(503));
+    }
+
+    #[test]
+    fn an_upload_whose_bytes_are_gone_or_whose_retries_ran_out_needs_them_again() {
+        let mk = |status| Error::Http {
+            method: "PUT".into(),
+            url: "u".into(),
+            status,
+            code: None,
+            message: String::new(),
+            retry_after: None,
+        };
+        let gone = Error::BytesGone {
+            repository: "r/a".into(),
+            digest: Digest::of(b"x"),
+            reason: "cut; the bytes streamed are no longer held".into(),
+        };
+        assert!(gone.needs_bytes_again());
+        assert!(!gone.is_retryable(), "never retried by the request loop");
+        assert!(mk(503).needs_bytes_again());
+        // A refusal stays a refusal, whoever supplies the bytes.
+        for s in [400, 401, 403, 404, 413] {
+            assert!(!mk(s).needs_bytes_again(), "{s}");
+        }
+        let mismatch = Error::Upload {
+            repository: "r/a".into(),
+            digest: Digest::of(b"x"),
+            reason: "the chunks hash to sha256:…".into(),
+        };
+        assert!(!mismatch.needs_bytes_again());
     }
 
     #[test]

@@ -30,8 +30,13 @@ use ferry_testkit::proxy::{Action, Fault, FaultProxy};
 use ferry_testkit::registry::{require_tool, under_ci, Registry};
 use ferry_testkit::tmpfs::Tmpfs;
 
-/// Size of `fixtures/big`'s layer: with `--chunk-mib 1` it uploads in 8 PATCHes.
+/// Size of `fixtures/big`'s layer: one streamed PUT; read again after a
+/// fault past its first 4 MiB, it goes in 8 PATCHes with `--chunk-mib 1`.
 const BIG_MIB: u64 = 8;
+
+/// Bytes of the big layer's streamed PUT let through before a cut: past
+/// the 4 MiB the upload keeps for a resend, so the bundle is read again.
+const BIG_CUT: u64 = 5_000_000;
 
 /// Attempts per request in every run (the default is 5; fewer keeps the
 /// faults that never go away short).
@@ -508,6 +513,8 @@ fn scenarios(w: &World) -> Vec<Scenario> {
     use Expect::*;
     let big = w.big_layer();
     let big_path = format!("/blobs/{big}");
+    // The big layer's upload PUT (`…/blobs/uploads/…?digest=`).
+    let big_put = format!("digest={big}");
     let proxy_url = format!("{}/v2/fixtures/big/blobs/{big}", w.proxy.host());
     let docker_v2 = w.target_repo(w.image("fixtures/docker-v2"));
     vec![
@@ -661,9 +668,27 @@ fn scenarios(w: &World) -> Vec<Scenario> {
         },
         // ---- import: the proxy in front of the target registry.
         import(
-            "import: 500 on a chunk PATCH of the big layer",
+            "import: 500 on the big layer's streamed PUT (read whole, then answered)",
             Hook::None,
-            vec![Fault::new(Action::Status(500)).on_method("PATCH").times(1)],
+            // Past the 4 MiB it keeps: the layer is read again from the
+            // bundle and goes in chunks.
+            vec![Fault::new(Action::Status(500))
+                .on_method("PUT")
+                .on_path(&big_put)
+                .times(1)],
+            Success,
+            vec![],
+        ),
+        import(
+            "import: 500 on a chunk PATCH of the big layer's re-read upload",
+            Hook::None,
+            vec![
+                Fault::new(Action::CutRequestAfter(BIG_CUT))
+                    .on_method("PUT")
+                    .on_path(&big_put)
+                    .times(1),
+                Fault::new(Action::Status(500)).on_method("PATCH").times(1),
+            ],
             Success,
             vec![],
         ),
@@ -702,13 +727,31 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             vec![],
         ),
         import(
-            "import: upload cut 300 kB into a chunk of the big layer",
+            "import: upload cut 5 MB into the big layer's streamed PUT",
             Hook::None,
-            vec![Fault::new(Action::CutRequestAfter(300_000))
-                .on_method("PATCH")
+            // Past the 4 MiB it keeps: read again from the bundle, in chunks.
+            vec![Fault::new(Action::CutRequestAfter(BIG_CUT))
+                .on_method("PUT")
+                .on_path(&big_put)
                 .times(1)],
+            Success,
+            vec![],
+        ),
+        import(
+            "import: the big layer's PUT cut 5 MB in, then its re-read cut 300 kB into a chunk",
+            Hook::None,
+            vec![
+                Fault::new(Action::CutRequestAfter(BIG_CUT))
+                    .on_method("PUT")
+                    .on_path(&big_put)
+                    .times(1),
+                Fault::new(Action::CutRequestAfter(300_000))
+                    .on_method("PATCH")
+                    .times(1),
+            ],
             // Distribution 2.8 cannot resume a session whose PATCH broke
-            // off: the blob (and its image) fails by name, the rest lands.
+            // off, and the bundle is read again once: the blob (and its
+            // image) fails by name, the rest lands.
             CleanFailure,
             vec![big.to_string(), "cannot be resumed".into()],
         )
@@ -757,7 +800,23 @@ fn scenarios(w: &World) -> Vec<Scenario> {
         import(
             "import: target restarted while the big layer streams",
             Hook::RestartTarget,
+            // The held PUT ends with the restart: sent again on a new
+            // session (from the bytes kept) or read again from the bundle.
+            vec![Fault::new(Action::Hold)
+                .on_method("PUT")
+                .on_path(&big_put)
+                .times(1)],
+            Success,
+            vec![],
+        ),
+        import(
+            "import: target restarted while the big layer's re-read upload streams",
+            Hook::RestartTarget,
             vec![
+                Fault::new(Action::CutRequestAfter(BIG_CUT))
+                    .on_method("PUT")
+                    .on_path(&big_put)
+                    .times(1),
                 Fault::new(Action::Pass).on_method("PATCH").times(3),
                 Fault::new(Action::Hold).on_method("PATCH").times(1),
             ],
@@ -770,10 +829,10 @@ fn scenarios(w: &World) -> Vec<Scenario> {
         import(
             "import: kill -9 while the big layer streams",
             Hook::Kill,
-            vec![
-                Fault::new(Action::Pass).on_method("PATCH").times(3),
-                Fault::new(Action::Hold).on_method("PATCH").times(1),
-            ],
+            vec![Fault::new(Action::Hold)
+                .on_method("PUT")
+                .on_path(&big_put)
+                .times(1)],
             Killed,
             vec![],
         ),

@@ -6,91 +6,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::crafted::{blob_data, bundle, no_manifest_in, samples, tag_link};
 use common::{ferry, text};
-use ferry_bundle::craft::{raw_tar, zstd, RawEntry, Sample};
 use ferry_bundle::Digest;
 use ferry_testkit::registry::Registry;
-
-/// One bundle of `samples` (each one image with one layer; they share the
-/// config), the layer of `corrupt` (if any) with its last byte flipped.
-fn bundle(samples: &[Sample], corrupt: Option<usize>) -> Vec<u8> {
-    let mut meta = samples[0].meta.clone();
-    meta.name = "once".into();
-    meta.items = samples.iter().flat_map(|s| s.meta.items.clone()).collect();
-    meta.items.sort_by(|x, y| x.reference.cmp(&y.reference));
-    // Manifests first, then the one config, then the layers.
-    let mut blobs: Vec<_> = samples.iter().map(|s| s.meta.blobs[0].clone()).collect();
-    blobs.push(samples[0].meta.blobs[1].clone());
-    blobs.extend(samples.iter().map(|s| s.meta.blobs[2].clone()));
-    meta.blobs = blobs;
-    let index = ferry_bundle::meta::index_json(&meta.items);
-    meta.index = ferry_bundle::meta::IndexPin {
-        digest: Digest::of(&index),
-        size: index.len() as u64,
-    };
-    let blob = |x: &[u8]| RawEntry::file(&Digest::of(x).layout_path(), x);
-    let mut entries = vec![
-        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        RawEntry::file("ferry/bundle.json", &meta.to_json()),
-        RawEntry::file("index.json", &index),
-    ];
-    entries.extend(samples.iter().map(|s| blob(&s.manifest)));
-    entries.push(blob(&samples[0].config));
-    for (i, s) in samples.iter().enumerate() {
-        let mut entry = blob(&s.layer);
-        if corrupt == Some(i) {
-            let last = entry.data.len() - 1;
-            entry.data[last] ^= 1;
-        }
-        entries.push(entry);
-    }
-    zstd(&raw_tar(&entries))
-}
-
-/// Images whose 3 MiB layers are streamed in 1 MiB chunks.
-fn samples(n: usize) -> Vec<Sample> {
-    (0..n)
-        .map(|i| {
-            // Incompressible (xorshift): the bundle is as large as its layers.
-            let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let layer: Vec<u8> = (0..3usize << 20)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    (x >> 24) as u8
-                })
-                .collect();
-            Sample::new(&format!("example.org/once/app{i}:1"), &layer)
-        })
-        .collect()
-}
-
-/// The registry storage path of a blob (present once an upload completed).
-fn blob_data(reg: &Registry, d: &Digest) -> std::path::PathBuf {
-    let hex = d.to_string()[7..].to_string();
-    reg.storage_dir()
-        .join("docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(&hex)
-        .join("data")
-}
-
-/// The digest the registry's tag points at, if the tag exists.
-fn tag_link(reg: &Registry, repo: &str, tag: &str) -> Option<String> {
-    let p = reg
-        .storage_dir()
-        .join("docker/registry/v2/repositories")
-        .join(repo)
-        .join("_manifests/tags")
-        .join(tag)
-        .join("current/link");
-    std::fs::read_to_string(p).ok()
-}
 
 /// Bytes the process `pid` has read (`rchar` of `/proc/PID/io`: files and
 /// sockets alike), once it has exited but is not yet reaped.
@@ -126,7 +48,7 @@ fn read_bytes_at_exit(child: &mut std::process::Child) -> (u64, std::process::Ex
 fn import_reads_the_bundle_once_with_uploads_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
     let target = Registry::start().unwrap();
-    let set = samples(4);
+    let set = samples(4, 3);
     let bytes = bundle(&set, None);
     let path = dir.path().join("once.tar.zst");
     std::fs::write(&path, &bytes).unwrap();
@@ -188,7 +110,7 @@ fn import_reads_the_bundle_once_with_uploads_side_by_side() {
 fn a_streamed_layer_that_fails_its_digest_never_completes_its_upload() {
     let dir = tempfile::tempdir().unwrap();
     let target = Registry::start().unwrap();
-    let set = samples(2);
+    let set = samples(2, 3);
     // The second image's layer differs from its digest in its last byte
     // only: every chunk but the last matches what the upload expects.
     let path = dir.path().join("bad.tar.zst");
@@ -217,19 +139,8 @@ fn a_streamed_layer_that_fails_its_digest_never_completes_its_upload() {
     assert!(blob_data(&target, &Digest::of(&set[0].layer)).is_file());
     assert!(!blob_data(&target, &Digest::of(&set[1].layer)).exists());
     assert_eq!(tag_link(&target, "example.org/once/app1", "1"), None);
-    let manifests = target
-        .storage_dir()
-        .join("docker/registry/v2/repositories/example.org/once/app1/_manifests");
     assert!(
-        !manifests.exists() || dir_is_empty_of_revisions(&manifests),
+        no_manifest_in(&target, "example.org/once/app1"),
         "a manifest of the bad image landed"
     );
-}
-
-/// No manifest revision under a repository's `_manifests`.
-fn dir_is_empty_of_revisions(manifests: &Path) -> bool {
-    let revisions = manifests.join("revisions/sha256");
-    std::fs::read_dir(revisions)
-        .map(|mut d| d.next().is_none())
-        .unwrap_or(true)
 }

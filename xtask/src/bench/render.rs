@@ -694,12 +694,9 @@ fn not_met(o: &mut String, r: &Results, floors: &Floors<'_>, bundle: f64, ratios
              {} cores with it, using {:.2} s of CPU itself: it decompresses the bundle once (one reader, \
              issue 14) and hashes every byte once to verify it (the uploads only count the bytes the reader \
              checked). The bare uploads send each blob in one `PUT` \
-             ({} at a time), where ferry sends 4 MiB `PATCH`es, each one retried on its own after a fault \
-             (a streamed single `PUT`, `Client::upload_blob_streamed`, is built and measured 74–109 MiB/s \
-             against 46–53 MiB/s chunked, but cannot resume in the middle of a blob: the bundle is one zstd \
-             stream, so a retry would have to read it again from the start). What would close it: more \
-             cores (the floor measures the registry alone); the streamed `PUT` with a retry that falls back \
-             to chunks from the failed offset.",
+             ({} at a time), as ferry does for every blob above `--chunk-mib` (a blob whose `PUT` fails \
+             once its bytes are gone is read again from the bundle in one second pass; none does here). \
+             What would close it: more cores (the floor measures the registry alone).",
             r.ferry_import.wall(),
             ingest.wall(),
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -11,6 +11,11 @@
 //! before the verdict only as chunks of a streamed blob, and its last chunk
 //! is held back until the reader's verdict is in: a blob whose bytes do not
 //! match its digest never completes an upload or a file write.
+//!
+//! [`Bridge::reread`] is the import's one second pass: the bundle opened
+//! again and read with the same checks as far as the last blob whose upload
+//! needs its bytes again; only those blobs are handed over, each checked by
+//! the reader's hash again.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -133,6 +138,11 @@ struct StreamVisitor {
     feed: Feeder,
     plan: Option<Arc<UploadPlan>>,
     pending: Option<(Digest, Pending)>,
+    /// The re-read pass: how many of the blobs to upload (`plan.upload`)
+    /// are still to come; the read stops after the last of them. Only
+    /// their bytes and verdicts are handed over (head and manifests were
+    /// the first pass's).
+    rereading: Option<usize>,
 }
 
 fn stop() -> Box<dyn std::error::Error + Send + Sync> {
@@ -278,6 +288,9 @@ impl StreamVisitor {
 
 impl Visitor for StreamVisitor {
     fn head(&mut self, head: &Head) -> VisitResult {
+        if self.rereading.is_some() {
+            return Ok(());
+        }
         self.feed
             .tx
             .blocking_send(Msg::Head(Box::new(head.clone())))
@@ -285,6 +298,9 @@ impl Visitor for StreamVisitor {
     }
 
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
+        if self.rereading.is_some() {
+            return Ok(());
+        }
         self.feed
             .tx
             .blocking_send(Msg::Manifest(blob.clone(), Bytes::copy_from_slice(bytes)))
@@ -356,11 +372,29 @@ impl Visitor for StreamVisitor {
             }
             None => {}
         }
+        let wanted = match (self.rereading, &self.plan) {
+            (Some(_), Some(plan)) => plan.upload.contains(&blob.digest),
+            _ => true,
+        };
+        if !wanted {
+            return Ok(());
+        }
         let v = verdict.map_err(|f| f.reason.clone());
         self.feed
             .tx
             .blocking_send(Msg::Verdict(blob.digest.clone(), v))
-            .map_err(|_| stop())
+            .map_err(|_| stop())?;
+        match self.rereading.as_mut() {
+            Some(left) => {
+                *left = left.saturating_sub(1);
+                // Past the last blob wanted: the rest is not read again.
+                if *left == 0 {
+                    return Err(stop());
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -379,10 +413,38 @@ pub(super) struct Bridge {
 impl Bridge {
     /// Starts reading `src` on a blocking thread, with every check `ferry
     /// verify` makes.
-    pub(super) fn start(
+    pub(super) fn start(src: BundleSource, opts: &super::ImportOptions, events: &Events) -> Bridge {
+        Bridge::spawn(src, opts, events.clone(), None, None)
+    }
+
+    /// The re-read pass: reads `src` again (a new open of the bundle, with
+    /// every check of the first read) as far as the last blob of `blobs`,
+    /// and hands over only those blobs' bytes, each checked by the reader's
+    /// hash as in the first pass, and their verdicts. Its progress is not
+    /// reported again.
+    pub(super) fn reread(
+        src: BundleSource,
+        opts: &super::ImportOptions,
+        blobs: HashSet<Digest>,
+    ) -> Bridge {
+        let left = blobs.len();
+        let plan = UploadPlan {
+            upload: blobs,
+            files: HashMap::new(),
+            capture: HashSet::new(),
+            sha512: HashSet::new(),
+        };
+        let quiet: Events = Arc::new(|_| {});
+        Bridge::spawn(src, opts, quiet, Some(Arc::new(plan)), Some(left))
+    }
+
+    /// The reader thread over `src`, feeding a new channel.
+    fn spawn(
         mut src: BundleSource,
         opts: &super::ImportOptions,
-        events: &Events,
+        events: Events,
+        plan: Option<Arc<UploadPlan>>,
+        rereading: Option<usize>,
     ) -> Bridge {
         let (tx, rx) = mpsc::channel::<Msg>(16);
         let chunk = opts.chunk_size.max(1024 * 1024);
@@ -395,13 +457,14 @@ impl Bridge {
             budget: Arc::new(Semaphore::new(budget_total as usize)),
             budget_total,
             rt: tokio::runtime::Handle::current(),
-            events: events.clone(),
+            events,
             cancelled: cancelled.clone(),
         };
         let mut visitor = StreamVisitor {
             feed,
-            plan: None,
+            plan,
             pending: None,
+            rereading,
         };
         let reader = tokio::task::spawn_blocking(move || {
             let read = read_bundle(

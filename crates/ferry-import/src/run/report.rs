@@ -85,6 +85,9 @@ pub struct ImportReport {
     /// Readers of the bundle: 1 (the bundle is decompressed once, and each
     /// blob hashed once, whatever `--jobs` is).
     pub readers: usize,
+    /// Blobs read again from the bundle after their first upload failed
+    /// once their bytes were gone (0 when every upload went through).
+    pub blobs_reread: usize,
     /// Blobs mounted from another repository.
     pub blobs_mounted: usize,
     /// Blobs the target already had.

@@ -1,6 +1,9 @@
 //! Blobs to the target: uploaded as they stream past (small ones whole,
-//! large ones in chunks), each to the first repository that needs it, then
-//! mounted into every other repository that needs it.
+//! large ones in one streamed PUT each), each to the first repository that
+//! needs it; those whose upload failed once their bytes were gone are read
+//! again from the bundle in one second pass and uploaded in chunks
+//! ([`ImportRun::reread`]); then every blob is mounted into the other
+//! repositories that need it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,18 +14,20 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use ferry_bundle::meta::BlobMeta;
-use ferry_bundle::reader::Report;
+use ferry_bundle::parts::open_bundle;
+use ferry_bundle::reader::{BundleError, Report};
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
-use ferry_registry::Repo;
+use ferry_registry::{chain, Repo};
 
+use super::bridge::{Bridge, Msg, Stopped};
 use super::{ImportError, ImportRun};
-use crate::dest::Dest;
+use crate::dest::{Dest, UploadFailed};
 use crate::Event;
 use std::ops::ControlFlow;
 
 /// An upload's outcome: the blob, its size, and how it went.
-type UploadDone = (Digest, u64, Result<(), String>);
+type UploadDone = (Digest, u64, Result<(), UploadFailed>);
 
 /// The uploads in flight, at most `--jobs` at once, and the outcomes of
 /// those done.
@@ -67,16 +72,29 @@ impl Uploads {
     }
 }
 
-/// Uploads a blob that streams in chunks: the one call site of the chunked
-/// upload (a streamed single-PUT upload drops in here).
+/// Uploads a blob that streams in chunks: one streamed PUT (the registry's
+/// raw-ingest path; chunks where a registry refuses it), or the store's
+/// local write.
 async fn upload_streamed(
     dest: &Dest,
     repo: &Repo,
     blob: &BlobMeta,
     chunks: mpsc::Receiver<Bytes>,
-) -> Result<(), String> {
-    dest.upload_blob_chunked(repo, &blob.digest, blob.size, chunks)
+) -> Result<(), UploadFailed> {
+    dest.upload_blob_streamed(repo, &blob.digest, blob.size, chunks)
         .await
+}
+
+/// A verified blob to read again: its digest, its size, why its upload
+/// failed.
+type Again = (Digest, u64, String);
+
+/// A blob's bytes from the re-read pass.
+enum Reread {
+    /// Read whole, with the memory budget it holds.
+    Whole(Bytes, Arc<OwnedSemaphorePermit>),
+    /// As they stream past, the last chunk once verified.
+    Chunks(mpsc::Receiver<Bytes>),
 }
 
 impl ImportRun<'_> {
@@ -134,31 +152,33 @@ impl ImportRun<'_> {
     }
 
     /// Waits for every upload: a blob counts as at the target only if it
-    /// uploaded and the reader verified it. Returns why each blob that is
-    /// not there is not.
+    /// uploaded and the reader verified it. A verified blob whose upload
+    /// failed once its bytes were gone (or whose retries ran out) is not a
+    /// failure yet: the re-read pass ([`ImportRun::reread`]) supplies it
+    /// again. Returns why each blob that is not there is not.
     pub(super) async fn settle_uploads(
         &mut self,
         read: &Report,
     ) -> Result<HashMap<Digest, String>, ImportError> {
         let mut upload_errors: HashMap<Digest, String> = HashMap::new();
+        let mut again: Vec<Again> = Vec::new();
         for done in self.uploads.join_all().await {
             let (d, size, r) = done.map_err(|e| ImportError::Task(e.to_string()))?;
             let verified = matches!(self.verdicts.get(&d), Some(Ok(())));
             match r {
-                Ok(()) if verified => {
-                    self.report.blobs_uploaded += 1;
-                    self.report.bytes_uploaded += size;
-                    if let Some(repo) = self.first_repo.get(&d) {
-                        self.present.insert((repo.clone(), d.clone()));
-                    }
-                }
+                Ok(()) if verified => self.uploaded(d, size),
                 Ok(()) => {
                     upload_errors.insert(d.clone(), "failed verification in the bundle".into());
                 }
+                // The bytes were good and are gone: read again below.
+                Err(e) if e.again && verified => again.push((d, size, e.reason)),
                 Err(e) => {
-                    upload_errors.insert(d, e);
+                    upload_errors.insert(d, e.reason);
                 }
             }
+        }
+        if !again.is_empty() {
+            self.reread(again, &mut upload_errors).await;
         }
         for f in &read.bad_blobs {
             self.report
@@ -178,6 +198,137 @@ impl ImportRun<'_> {
             }
         }
         Ok(upload_errors)
+    }
+
+    /// A blob at the target, in the first repository that needs it.
+    fn uploaded(&mut self, d: Digest, size: u64) {
+        self.report.blobs_uploaded += 1;
+        self.report.bytes_uploaded += size;
+        if let Some(repo) = self.first_repo.get(&d) {
+            self.present.insert((repo.clone(), d));
+        }
+    }
+
+    /// The re-read pass, once, after the first read: the bundle is opened
+    /// again (parts included) and read, with every check of the first read,
+    /// as far as the last of `again`; each of those blobs is hashed again by
+    /// the reader (the file may have changed since: a blob that no longer
+    /// matches fails, and nothing of it lands) and uploaded in chunks, each
+    /// kept until acknowledged and retried alone. What still fails is
+    /// recorded in `upload_errors`, with the first failure.
+    async fn reread(&mut self, again: Vec<Again>, upload_errors: &mut HashMap<Digest, String>) {
+        let n = again.len();
+        self.report.blobs_reread = n;
+        let message = format!(
+            "{n} blob(s) did not upload from the first read of the bundle (the bytes sent were gone, or the retries ran out): reading `{}` again for them",
+            self.opts.bundle.display()
+        );
+        (self.events)(Event::Warning { message });
+        let sizes: HashMap<Digest, (u64, String)> = again
+            .into_iter()
+            .map(|(d, size, first)| (d, (size, first)))
+            .collect();
+        let (outcomes, verdicts, read_error) = self.reread_blobs(&sizes).await;
+        for (d, (size, first)) in sizes {
+            let why = match (outcomes.get(&d), verdicts.get(&d)) {
+                (Some(Ok(())), Some(Ok(()))) => {
+                    self.uploaded(d, size);
+                    continue;
+                }
+                (_, Some(Err(bad))) => {
+                    format!("read again from the bundle, it no longer matches: {bad}")
+                }
+                (Some(Err(e)), _) => format!("uploaded again from the bundle: {e}"),
+                (_, None) => match &read_error {
+                    Some(e) => format!("reading the bundle again failed: {e}"),
+                    None => "not found when the bundle was read again".into(),
+                },
+                (None, Some(Ok(()))) => "not uploaded when the bundle was read again".into(),
+            };
+            upload_errors.insert(d, format!("{first}; {why}"));
+        }
+    }
+
+    /// Reads the bundle again for the blobs of `wanted` (digest → the size
+    /// the first read found) and uploads each in chunks: returns each
+    /// upload's outcome, the reader's verdicts, and why the read stopped
+    /// short, if it did.
+    async fn reread_blobs(
+        &mut self,
+        wanted: &HashMap<Digest, (u64, String)>,
+    ) -> (
+        HashMap<Digest, Result<(), String>>,
+        HashMap<Digest, Result<(), String>>,
+        Option<String>,
+    ) {
+        let src = match open_bundle(&self.opts.bundle) {
+            Ok(src) => src,
+            Err(e) => return (HashMap::new(), HashMap::new(), Some(chain(&e))),
+        };
+        let mut bridge = Bridge::reread(src, self.opts, wanted.keys().cloned().collect());
+        let mut verdicts = HashMap::new();
+        let mut uploads = Uploads::new(self.opts.jobs);
+        while let Some(msg) = bridge.rx.recv().await {
+            let (meta, data) = match msg {
+                Msg::Verdict(d, v) => {
+                    verdicts.insert(d, v);
+                    continue;
+                }
+                Msg::Small(meta, data, held) => (meta, Reread::Whole(data, held)),
+                Msg::Large(meta, Some(chunks), _) => (meta, Reread::Chunks(chunks)),
+                _ => continue,
+            };
+            let (Some(repo), Some((size, _))) = (
+                self.first_repo.get(&meta.digest).cloned(),
+                wanted.get(&meta.digest),
+            ) else {
+                continue;
+            };
+            if meta.size != *size {
+                // Dropping the bytes fails nothing else; the verdict says why.
+                verdicts.insert(
+                    meta.digest.clone(),
+                    Err(format!(
+                        "its size changed from {size} to {} bytes",
+                        meta.size
+                    )),
+                );
+                continue;
+            }
+            let permit = uploads.permits.clone().acquire_owned().await;
+            let dest = self.dest.clone();
+            uploads.set.spawn(async move {
+                let _permit = permit;
+                let r = match data {
+                    Reread::Whole(bytes, _held) => {
+                        dest.upload_blob(&repo, &meta.digest, bytes).await
+                    }
+                    Reread::Chunks(chunks) => {
+                        dest.upload_blob_chunked(&repo, &meta.digest, meta.size, chunks)
+                            .await
+                    }
+                };
+                (meta.digest, meta.size, r)
+            });
+            uploads.reap();
+        }
+        let read_error = match bridge.stop().await {
+            Ok((_, Some(bad_part))) => Some(chain(&bad_part)),
+            Ok((Err(BundleError::Visitor(e)), None)) if e.is::<Stopped>() => None,
+            Ok((Err(e), None)) => Some(chain(&e)),
+            Ok((Ok(_), None)) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        let mut outcomes = HashMap::new();
+        for done in uploads.join_all().await {
+            match done {
+                Ok((d, _, r)) => {
+                    outcomes.insert(d, r.map_err(|e| e.reason));
+                }
+                Err(e) => tracing::warn!("a re-read upload task failed: {e}"),
+            }
+        }
+        (outcomes, verdicts, read_error)
     }
 
     /// Mounts: every repository that needs a blob gets it from where it is

@@ -295,8 +295,8 @@ impl Client {
     /// challenge, a connection refused, a 429 (its `Retry-After` honoured)
     /// or 5xx answered early — is sent again on a new session, with the
     /// usual backoff and attempts. Beyond that the bytes sent are no longer
-    /// held: a failure cancels the session and returns an error, and
-    /// **the caller retries by supplying the blob again** (re-reading it
+    /// held: a failure cancels the session and returns [`Error::BytesGone`],
+    /// and **the caller retries by supplying the blob again** (re-reading it
     /// from the bundle) to this function or to
     /// [`Client::upload_blob_chunked`], which retries each chunk it holds.
     /// When the whole body went out but the answer was lost, the blob
@@ -348,13 +348,15 @@ impl Client {
             }
             let status = e.status().unwrap_or(0);
             if REFUSED.contains(&status) {
+                // Remembered even when this blob's bytes are gone: the
+                // next ones (and this one, supplied again) go in chunks.
+                self.refuse_streamed_put(t.host);
                 if let Some(rest) = feed.take_chunks() {
                     tracing::info!(
                         host = t.host,
                         "{} refused a streamed PUT ({status}): uploading in chunks",
                         t.host
                     );
-                    self.refuse_streamed_put(t.host);
                     return self.chunked_upload(&t, repo, digest, size, rest).await;
                 }
             }
@@ -372,10 +374,14 @@ impl Client {
             if feed.replayable() {
                 return Err(e);
             }
-            return Err(upload_error(format!(
-                "{}; the bytes streamed are no longer held: upload the blob again from its source",
-                chain(&e)
-            )));
+            return Err(Error::BytesGone {
+                repository: repo.to_string(),
+                digest: digest.clone(),
+                reason: format!(
+                    "{}; the bytes streamed are no longer held: upload the blob again from its source",
+                    chain(&e)
+                ),
+            });
         }
     }
 

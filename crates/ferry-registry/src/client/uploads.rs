@@ -449,7 +449,8 @@ impl Client {
                 Err(se) => {
                     // Distribution signs the offset into the Location: once an
                     // answer is lost, the older Location is refused for good.
-                    return Err(Error::Upload {
+                    // The chunks sent before are no longer held.
+                    return Err(Error::BytesGone {
                         repository: repo.to_string(),
                         digest: digest.clone(),
                         reason: format!(

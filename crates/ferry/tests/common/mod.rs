@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cosign;
+pub mod crafted;
 
 use std::process::{Command, Output};
 
