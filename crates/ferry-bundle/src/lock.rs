@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::manifest::MediaType;
 
 /// The lock format version.
 pub const LOCK_VERSION: u32 = 1;
@@ -21,7 +22,7 @@ pub struct LockedImage {
     /// The digest the tag pointed at.
     pub digest: Digest,
     /// Its media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size.
     pub size: u64,
     /// The platform filter applied (empty = all).

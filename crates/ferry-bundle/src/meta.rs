@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::manifest::MediaType;
 
 /// The bundle format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -118,7 +119,7 @@ pub struct Item {
     pub digest: Digest,
     /// Its media type.
     #[serde(rename = "mediaType")]
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size.
     pub size: u64,
     /// Platforms carried (for indexes; empty for single manifests).
@@ -239,7 +240,7 @@ pub struct BlobMeta {
     pub role: Role,
     /// Media type (always set for manifests and indexes).
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
+    pub media_type: Option<MediaType>,
 }
 
 /// A child manifest left out on purpose by a platform filter.
@@ -436,7 +437,7 @@ impl BundleMeta {
         }
         for b in &self.blobs {
             if let Some(m) = &b.media_type {
-                check_token(&format!("blob {}: media type", b.digest), m, 255)?;
+                check_token(&format!("blob {}: media type", b.digest), m.as_ref(), 255)?;
             }
         }
         for a in &self.absent {
@@ -539,7 +540,7 @@ fn check_item(item: &Item) -> Result<(), MetaError> {
         )?;
     }
     let what = |field: &str| format!("item `{r}`: {field}");
-    check_token(&what("media type"), &item.media_type, 255)?;
+    check_token(&what("media type"), item.media_type.as_ref(), 255)?;
     for p in &item.platforms {
         check_token(&what("platform"), p, 255)?;
     }
