@@ -250,7 +250,7 @@ fn parsed_media_types_are_typed_and_compared_by_the_exact_string() {
         MediaType::Other(DOCKER_MANIFEST.into())
     );
     assert!(is_manifest(&p.manifests[0].media_type));
-    let oci = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+    let oci = r#"{"schemaVersion":2,"manifests":[]}"#;
     let p = manifest::parse(oci.as_bytes(), None).unwrap();
     assert_eq!(p.media_type, MediaType::ImageIndex);
     assert!(is_index(&p.media_type) && !is_docker(&p.media_type));
@@ -308,7 +308,7 @@ fn file_artifact_manifests_keep_their_bytes() {
         media_type: MediaType::from("application/zip"),
         title: "a.zip".into(),
     };
-    let bytes = artifact::file_manifest(Kind::File, &[zip.clone()], &BTreeMap::new());
+    let bytes = artifact::file_manifest(Kind::File, std::slice::from_ref(&zip), &BTreeMap::new());
     let expected = format!(
         r#"{{"artifactType":"application/vnd.dev.ferry.file.v1","config":{{"digest":"{}","mediaType":"application/vnd.oci.empty.v1+json","size":2}},"layers":[{{"annotations":{{"org.opencontainers.image.title":"a.zip"}},"digest":"{}","mediaType":"application/zip","size":3}}],"mediaType":"{OCI_MANIFEST}","schemaVersion":2}}"#,
         Digest::of(b"{}"),
