@@ -9,7 +9,8 @@
 //! OCI layout (config + chart layer, no title): its layer lands at the path.
 //!
 //! The manifest bytes are deterministic (sorted keys, no timestamps), so the
-//! same file gives the same digest on every export.
+//! same file gives the same digest on every export. Layer media types are
+//! `oci_spec`'s [`MediaType`]; the `artifactType` strings are ferry's own.
 
 use std::collections::BTreeMap;
 

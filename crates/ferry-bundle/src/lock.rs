@@ -1,6 +1,12 @@
 //! The lock file, `ferry.lock`: every tag resolved to its digest.
 //!
 //! Deterministic (sorted, no timestamps) so it diffs well in Git.
+//!
+//! Media types are `oci_spec`'s [`MediaType`] (the same string in the JSON).
+//! The platform filter and `LockedPlatform::platform` stay strings: the
+//! filter is the spec's user input (checked by
+//! [`crate::spec::validate_platform`]) and the platform is the
+//! `os/arch[/variant]` short form (or `unknown/unknown`) a reader sees.
 
 use std::path::{Path, PathBuf};
 

@@ -4,6 +4,12 @@
 //! size, role), every item, the children a platform filter left out on
 //! purpose, and (for differential bundles) the base blobs expected at the
 //! target. Signing this one file therefore covers every byte of the bundle.
+//!
+//! Media types are `oci_spec`'s [`MediaType`] (Docker's and unknown types
+//! as `MediaType::Other`, the same string in the JSON; compared by string,
+//! see [`crate::manifest`]). Platforms here are the `os/arch[/variant]`
+//! short forms shown to users (`Item::platforms`, `Absent::platform`), so
+//! they stay strings, checked as tokens by [`BundleMeta::check`].
 
 use std::collections::BTreeMap;
 
