@@ -194,9 +194,10 @@ pub struct Descriptor {
     pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// Platform, for index entries.
+    /// Platform, for index entries (boxed: most descriptors are layers and
+    /// have none, and a reader keeps every manifest's descriptors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+    pub platform: Option<Box<Platform>>,
     /// Artifact type, when set.
     #[serde(
         rename = "artifactType",
