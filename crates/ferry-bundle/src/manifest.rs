@@ -30,7 +30,8 @@
 //!   `os.` rename), so a real Windows index entry's `os.version` would be lost,
 //!   and it reads `armbe` as `arm64be`;
 //! - neither keeps per-reference memory as small: both carry fields ferry
-//!   never reads (`data`, `features`).
+//!   never reads (`data`, `features`), and ferry's descriptor boxes its
+//!   platform (layers, most descriptors a reader keeps, have none).
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
