@@ -100,7 +100,7 @@ impl Visitor for Harness {
         assert!(self.items.is_some(), "manifest visited before the head");
         assert!(blob.role.is_manifest(), "a non-manifest handed over as one");
         assert_eq!(bytes.len() as u64, blob.size, "manifest of another size");
-        if let Ok(p) = manifest::parse(bytes, blob.media_type.as_deref()) {
+        if let Ok(p) = manifest::parse(bytes, blob.media_type.as_ref().map(AsRef::as_ref)) {
             for d in p.manifests.iter().chain(p.blobs()) {
                 if let Some(platform) = &d.platform {
                     let _ = (platform.to_short(), platform.matches("linux/amd64"));

@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use std::io::Read;
 
 use ferry_bundle::craft::{raw_tar, RawEntry};
-use ferry_bundle::manifest::{self, Parsed};
+use ferry_bundle::manifest::{self, MediaType, Parsed};
 use ferry_bundle::meta::{
     self, Absent, BaseBlob, BlobMeta, BundleMeta, IndexPin, Item, Kind, Role, FORMAT_VERSION,
 };
@@ -118,7 +118,7 @@ impl Visitor for Drain {
     }
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
         // The reader parsed it with this media type already: so must we.
-        let p = manifest::parse(bytes, blob.media_type.as_deref())
+        let p = manifest::parse(bytes, blob.media_type.as_ref().map(AsRef::as_ref))
             .expect("a manifest the reader accepted does not parse");
         walk(&p);
         Ok(())
@@ -171,9 +171,9 @@ fuzz_target!(|data: &[u8]| {
     // The bundle: document 0 the item, the others its blobs.
     let digests: Vec<Digest> = docs.iter().map(|d| Digest::of(d)).collect();
     let top_type = match (served, &parsed[0]) {
-        (Some(s), _) if manifest::is_any_manifest(s) => Some(s.to_string()),
+        (Some(s), _) if manifest::is_any_manifest(s) => Some(MediaType::from(s)),
         (_, Some(p)) => Some(p.media_type.clone()),
-        (Some(s), None) => Some(s.to_string()),
+        (Some(s), None) => Some(MediaType::from(s)),
         (None, None) => None,
     };
     let mut absent = Vec::new();
@@ -232,7 +232,7 @@ fuzz_target!(|data: &[u8]| {
         kind: Kind::Image,
         reference: "fuzz.example/graph:1".into(),
         digest: digests[0].clone(),
-        media_type: top_type.unwrap_or_default(),
+        media_type: top_type.unwrap_or_else(|| MediaType::from("")),
         size: docs[0].len() as u64,
         platforms: vec![],
         path: None,

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferry_bundle::craft::Sample;
-use ferry_bundle::manifest;
+use ferry_bundle::manifest::{self, MediaType};
 use ferry_bundle::meta::{
     self, Absent, BaseBlob, BlobMeta, BundleMeta, IndexPin, Item, Kind, Role, FORMAT_VERSION,
 };
@@ -406,7 +406,7 @@ impl Bundle {
                     digest,
                     size: bytes.len() as u64,
                     role,
-                    media_type: Some(media_type),
+                    media_type: Some(MediaType::from(media_type.as_str())),
                 });
                 blobs.push(bytes);
             }
@@ -416,7 +416,7 @@ impl Bundle {
             kind: Kind::Image,
             reference: format!("docker.io/{}:{}", image.repository, image.tag),
             digest: top.digest.clone(),
-            media_type: top.media_type.clone(),
+            media_type: MediaType::from(top.media_type.as_str()),
             size: top.size(),
             platforms,
             path: None,

@@ -9,13 +9,14 @@
 //! OCI layout (config + chart layer, no title): its layer lands at the path.
 //!
 //! The manifest bytes are deterministic (sorted keys, no timestamps), so the
-//! same file gives the same digest on every export.
+//! same file gives the same digest on every export. Layer media types are
+//! `oci_spec`'s [`MediaType`]; the `artifactType` strings are ferry's own.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::manifest::{Descriptor, Parsed, OCI_EMPTY, OCI_MANIFEST};
+use crate::manifest::{Descriptor, MediaType, Parsed, OCI_EMPTY, OCI_MANIFEST};
 use crate::meta::Kind;
 use crate::relpath::{RelPath, RelPathError};
 use crate::Digest;
@@ -50,7 +51,7 @@ pub struct FileLayer {
     /// Size.
     pub size: u64,
     /// Layer media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// File name (no `/`).
     pub title: String,
 }
@@ -111,8 +112,8 @@ pub fn file_layers(
                 }
                 path.sibling(title)?
             }
-            None if l.media_type == HELM_CHART_LAYER => path.clone(),
-            None if l.media_type == HELM_PROV_LAYER => {
+            None if l.media_type.as_ref() == HELM_CHART_LAYER => path.clone(),
+            None if l.media_type.as_ref() == HELM_PROV_LAYER => {
                 path.sibling(&format!("{}.prov", path.file_name()))?
             }
             None => continue,
@@ -145,7 +146,7 @@ mod tests {
         assert_eq!(a, file_manifest(Kind::OpensearchPlugin, &[zip, sum], &ann));
         let parsed = crate::manifest::parse(&a, None).unwrap();
         assert_eq!(
-            parsed.artifact_type.as_deref(),
+            parsed.artifact_type_str(),
             Some(artifact_type(Kind::OpensearchPlugin))
         );
         let path =

@@ -1,12 +1,19 @@
 //! The lock file, `ferry.lock`: every tag resolved to its digest.
 //!
 //! Deterministic (sorted, no timestamps) so it diffs well in Git.
+//!
+//! Media types are `oci_spec`'s [`MediaType`] (the same string in the JSON).
+//! The platform filter and `LockedPlatform::platform` stay strings: the
+//! filter is the spec's user input (checked by
+//! [`crate::spec::validate_platform`]) and the platform is the
+//! `os/arch[/variant]` short form (or `unknown/unknown`) a reader sees.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::manifest::MediaType;
 
 /// The lock format version.
 pub const LOCK_VERSION: u32 = 1;
@@ -21,7 +28,7 @@ pub struct LockedImage {
     /// The digest the tag pointed at.
     pub digest: Digest,
     /// Its media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size.
     pub size: u64,
     /// The platform filter applied (empty = all).

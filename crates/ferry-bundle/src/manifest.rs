@@ -3,10 +3,40 @@
 //! ferry never re-serialises these documents: the bytes the registry served
 //! are the bytes stored and pushed. This module only *reads* them to find the
 //! children (config, layers, child manifests, subject).
+//!
+//! # The types at the seam
+//!
+//! Media types and artifact types are `oci_spec`'s [`MediaType`]; Docker
+//! schema2 types, Helm's, ferry's own and anything unknown come through as
+//! `MediaType::Other(..)` with the exact string. Compare them by that string
+//! ([`is_index`], [`is_manifest`], [`is_any_manifest`], [`is_docker`] and
+//! `media_type.as_ref() == CONSTANT`): a `MediaType::Other` holding an OCI
+//! string is not `==` to its named variant. Build one with
+//! `MediaType::from(&str)`, never `Other(..)` by hand. A platform's `os` and
+//! `architecture` are `oci_spec`'s [`Os`] and [`Arch`], read losslessly: a
+//! string that `oci_spec` would not give back as it was (0.10 reads `armbe`
+//! as `arm64be`) stays `Other` with the exact string.
+//!
+//! [`Descriptor`] and [`Platform`] are ferry's structs with those typed
+//! fields, not `oci_spec`'s own, because `oci_spec` 0.10's would change what
+//! ferry accepts and writes:
+//! - its `Descriptor` takes any digest algorithm (`sha512`, `multihash+…`)
+//!   where ferry's [`Digest`] is the validated sha256 every blob path and
+//!   check relies on; it refuses a descriptor with no `mediaType` (ferry's
+//!   reading of such a child, as an empty media type, is kept); its
+//!   annotations are a `HashMap`, so anything written from them would not be
+//!   deterministic;
+//! - its `Platform` names the fields `os_version` / `os_features` in JSON (no
+//!   `os.` rename), so a real Windows index entry's `os.version` would be lost,
+//!   and it reads `armbe` as `arm64be`;
+//! - neither keeps per-reference memory as small: both carry fields ferry
+//!   never reads (`data`, `features`), and ferry's descriptor boxes its
+//!   platform (layers, most descriptors a reader keeps, have none).
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::digest::Digest;
 
@@ -16,6 +46,9 @@ use crate::digest::Digest;
 /// same strings where a `&'static str` is needed (an `Accept` header, a
 /// `match`); a test holds them equal.
 pub use oci_spec::image::MediaType;
+/// A platform's operating system and CPU architecture, as the OCI image
+/// spec's own crate knows them (anything unknown is `Other`).
+pub use oci_spec::image::{Arch, Os};
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -32,28 +65,81 @@ pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// manifest request (a registry that gets no Accept may rewrite to schema1).
 pub const MANIFEST_ACCEPT: &[&str] = &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
-/// Whether a media type names an index / manifest list.
-pub fn is_index(media_type: &str) -> bool {
-    MediaType::from(media_type) == MediaType::ImageIndex || media_type == DOCKER_LIST
+/// Whether a media type (a [`MediaType`] or a string) names an index /
+/// manifest list. Compared by the exact string.
+pub fn is_index<M: AsRef<str> + ?Sized>(media_type: &M) -> bool {
+    matches!(media_type.as_ref(), OCI_INDEX | DOCKER_LIST)
 }
 
-/// Whether a media type names a single-image manifest.
-pub fn is_manifest(media_type: &str) -> bool {
-    MediaType::from(media_type) == MediaType::ImageManifest || media_type == DOCKER_MANIFEST
+/// Whether a media type (a [`MediaType`] or a string) names a single-image
+/// manifest. Compared by the exact string.
+pub fn is_manifest<M: AsRef<str> + ?Sized>(media_type: &M) -> bool {
+    matches!(media_type.as_ref(), OCI_MANIFEST | DOCKER_MANIFEST)
 }
 
 /// Whether a media type is any kind of manifest ferry can carry.
-pub fn is_any_manifest(media_type: &str) -> bool {
+pub fn is_any_manifest<M: AsRef<str> + ?Sized>(media_type: &M) -> bool {
     is_index(media_type) || is_manifest(media_type)
 }
 
+/// Whether a media type is one of Docker schema2's manifest types (which
+/// `oci_spec` holds as `MediaType::Other`).
+pub fn is_docker<M: AsRef<str> + ?Sized>(media_type: &M) -> bool {
+    matches!(media_type.as_ref(), DOCKER_MANIFEST | DOCKER_LIST)
+}
+
+/// An operating system from its name, exactly as written (`Other` for any
+/// name `oci_spec` would not give back unchanged).
+pub fn os(name: &str) -> Os {
+    let os = Os::from(name);
+    if os.to_string() == name {
+        os
+    } else {
+        Os::Other(name.to_owned())
+    }
+}
+
+/// A CPU architecture from its name, exactly as written (`Other` for any
+/// name `oci_spec` would not give back unchanged: 0.10 reads `armbe` as
+/// `arm64be`).
+pub fn arch(name: &str) -> Arch {
+    let arch = Arch::from(name);
+    if arch.to_string() == name {
+        arch
+    } else {
+        Arch::Other(name.to_owned())
+    }
+}
+
+fn de_os<'de, D: Deserializer<'de>>(d: D) -> Result<Os, D::Error> {
+    Ok(os(&String::deserialize(d)?))
+}
+
+fn de_arch<'de, D: Deserializer<'de>>(d: D) -> Result<Arch, D::Error> {
+    Ok(arch(&String::deserialize(d)?))
+}
+
+/// The media type of a descriptor that names none (read as the empty
+/// string, as before the types were `oci_spec`'s).
+fn unset_media_type() -> MediaType {
+    MediaType::Other(String::new())
+}
+
+/// Whether `value` prints as exactly `s` (an [`Os`] or [`Arch`] against a
+/// filter's component).
+fn shows_as(value: &impl Display, s: &str) -> bool {
+    value.to_string() == s
+}
+
 /// A platform as found in an index entry.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     /// e.g. `linux`
-    pub os: String,
+    #[serde(deserialize_with = "de_os")]
+    pub os: Os,
     /// e.g. `amd64`
-    pub architecture: String,
+    #[serde(deserialize_with = "de_arch")]
+    pub architecture: Arch,
     /// e.g. `v8`
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -64,6 +150,13 @@ pub struct Platform {
         skip_serializing_if = "Option::is_none"
     )]
     pub os_version: Option<String>,
+    /// e.g. `["win32k"]`
+    #[serde(
+        rename = "os.features",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_features: Option<Vec<String>>,
 }
 
 impl Platform {
@@ -82,8 +175,8 @@ impl Platform {
         let os = parts.next().unwrap_or_default();
         let arch = parts.next().unwrap_or_default();
         let variant = parts.next();
-        self.os == os
-            && self.architecture == arch
+        shows_as(&self.os, os)
+            && shows_as(&self.architecture, arch)
             && match variant {
                 None => true,
                 Some(v) => self.variant.as_deref() == Some(v),
@@ -94,23 +187,25 @@ impl Platform {
 /// A content descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Descriptor {
-    /// Media type of the referenced content.
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
+    /// Media type of the referenced content (empty when the descriptor
+    /// names none).
+    #[serde(rename = "mediaType", default = "unset_media_type")]
+    pub media_type: MediaType,
     /// Its digest.
     pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// Platform, for index entries.
+    /// Platform, for index entries (boxed: most descriptors are layers and
+    /// have none, and a reader keeps every manifest's descriptors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
+    pub platform: Option<Box<Platform>>,
     /// Artifact type, when set.
     #[serde(
         rename = "artifactType",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub artifact_type: Option<String>,
+    pub artifact_type: Option<MediaType>,
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -134,14 +229,14 @@ struct RawDoc {
     #[serde(default)]
     subject: Option<Descriptor>,
     #[serde(rename = "artifactType", default)]
-    artifact_type: Option<String>,
+    artifact_type: Option<MediaType>,
 }
 
 /// What a manifest or index points at.
 #[derive(Debug, Clone)]
 pub struct Parsed {
     /// The media type (from the document, else the one it was served with).
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Config descriptor (manifests only).
     pub config: Option<Descriptor>,
     /// Layer descriptors (manifests only).
@@ -151,13 +246,18 @@ pub struct Parsed {
     /// The `subject`, for referrers.
     pub subject: Option<Descriptor>,
     /// `artifactType`, when set.
-    pub artifact_type: Option<String>,
+    pub artifact_type: Option<MediaType>,
 }
 
 impl Parsed {
     /// Whether this is an index / manifest list.
     pub fn is_index(&self) -> bool {
         is_index(&self.media_type)
+    }
+
+    /// `artifactType` as a string, when set.
+    pub fn artifact_type_str(&self) -> Option<&str> {
+        self.artifact_type.as_ref().map(AsRef::as_ref)
     }
 
     /// Every blob (config and layers) a manifest references.
@@ -277,7 +377,7 @@ pub fn parse(bytes: &[u8], served_as: Option<&str>) -> Result<Parsed, ManifestEr
         },
         subject: raw.subject,
         artifact_type: raw.artifact_type,
-        media_type,
+        media_type: MediaType::from(media_type.as_str()),
     })
 }
 

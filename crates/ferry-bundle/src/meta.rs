@@ -4,12 +4,19 @@
 //! size, role), every item, the children a platform filter left out on
 //! purpose, and (for differential bundles) the base blobs expected at the
 //! target. Signing this one file therefore covers every byte of the bundle.
+//!
+//! Media types are `oci_spec`'s [`MediaType`] (Docker's and unknown types
+//! as `MediaType::Other`, the same string in the JSON; compared by string,
+//! see [`crate::manifest`]). Platforms here are the `os/arch[/variant]`
+//! short forms shown to users (`Item::platforms`, `Absent::platform`), so
+//! they stay strings, checked as tokens by [`BundleMeta::check`].
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::manifest::MediaType;
 
 /// The bundle format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -118,7 +125,7 @@ pub struct Item {
     pub digest: Digest,
     /// Its media type.
     #[serde(rename = "mediaType")]
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size.
     pub size: u64,
     /// Platforms carried (for indexes; empty for single manifests).
@@ -239,7 +246,7 @@ pub struct BlobMeta {
     pub role: Role,
     /// Media type (always set for manifests and indexes).
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
+    pub media_type: Option<MediaType>,
 }
 
 /// A child manifest left out on purpose by a platform filter.
@@ -436,7 +443,7 @@ impl BundleMeta {
         }
         for b in &self.blobs {
             if let Some(m) = &b.media_type {
-                check_token(&format!("blob {}: media type", b.digest), m, 255)?;
+                check_token(&format!("blob {}: media type", b.digest), m.as_ref(), 255)?;
             }
         }
         for a in &self.absent {
@@ -539,7 +546,7 @@ fn check_item(item: &Item) -> Result<(), MetaError> {
         )?;
     }
     let what = |field: &str| format!("item `{r}`: {field}");
-    check_token(&what("media type"), &item.media_type, 255)?;
+    check_token(&what("media type"), item.media_type.as_ref(), 255)?;
     for p in &item.platforms {
         check_token(&what("platform"), p, 255)?;
     }

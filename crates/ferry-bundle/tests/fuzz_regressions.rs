@@ -91,7 +91,7 @@ fn manifest_parser_platform_field_with_a_slash() {
     );
     let parsed = manifest::parse(doc.as_bytes(), Some(manifest::DOCKER_LIST)).expect("parses");
     let platform = parsed.manifests[0].platform.as_ref().expect("a platform");
-    assert_eq!(platform.architecture, "amd/4");
+    assert_eq!(platform.architecture.to_string(), "amd/4");
     assert_eq!(platform.to_short(), "windows/amd/4");
     for filter in ["windows/amd/4", "windows/amd", "windows/amd/4/x"] {
         assert!(

@@ -111,7 +111,8 @@ impl Plan {
                             digest: d.digest.clone(),
                             size: d.size,
                             role: if is_config { Role::Config } else { Role::Layer },
-                            media_type: (!d.media_type.is_empty()).then(|| d.media_type.clone()),
+                            media_type: (!d.media_type.as_ref().is_empty())
+                                .then(|| d.media_type.clone()),
                         },
                         source: img.repo.clone(),
                         local: img.local,

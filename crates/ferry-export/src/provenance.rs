@@ -123,7 +123,7 @@ async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>) -> Foun
             continue;
         }
         let reference = s.reference.with_digest(d.digest.clone());
-        if !d.media_type.is_empty() && !manifest::is_any_manifest(&d.media_type) {
+        if !d.media_type.as_ref().is_empty() && !manifest::is_any_manifest(&d.media_type) {
             warnings.push(format!(
                 "referrer {reference} of {} has media type `{}`, which ferry cannot carry; left out",
                 s.digest, d.media_type

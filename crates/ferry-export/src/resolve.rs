@@ -6,7 +6,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 
 use ferry_bundle::lock::{Lock, LockedImage, LockedPlatform};
-use ferry_bundle::manifest::{self, Descriptor, Parsed};
+use ferry_bundle::manifest::{self, Descriptor, MediaType, Parsed};
 use ferry_bundle::meta::Absent;
 use ferry_bundle::spec::ImageRequest;
 use ferry_bundle::{Digest, Reference};
@@ -20,7 +20,7 @@ pub struct ResolvedManifest {
     /// Exact bytes.
     pub bytes: Bytes,
     /// Media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Digest of the bytes.
     pub digest: Digest,
     /// Parsed view.
@@ -204,7 +204,7 @@ pub(crate) async fn fetch(
         .get_manifest(repo, reference)
         .await
         .map_err(|e| describe(&e))?;
-    let parsed = manifest::parse(&m.bytes, Some(&m.media_type))
+    let parsed = manifest::parse(&m.bytes, Some(m.media_type.as_ref()))
         .map_err(|e| format!("{}@{}: {e}", repo.path, m.digest))?;
     Ok(ResolvedManifest {
         media_type: parsed.media_type.clone(),

@@ -286,7 +286,7 @@ async fn oci_chart(
         .parsed
         .layers
         .iter()
-        .find(|l| l.media_type == ferry_bundle::artifact::HELM_CHART_LAYER)
+        .find(|l| l.media_type.as_ref() == ferry_bundle::artifact::HELM_CHART_LAYER)
         .cloned()
         .ok_or_else(|| {
             format!(

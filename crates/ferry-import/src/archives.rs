@@ -30,7 +30,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ferry_bundle::digest::Digest;
-use ferry_bundle::manifest::{self, Parsed, OCI_INDEX};
+use ferry_bundle::manifest::{self, MediaType, Parsed, OCI_INDEX};
 use ferry_bundle::meta::{BlobMeta, Kind};
 use ferry_bundle::parts::{open_bundle, PartsError};
 use ferry_bundle::reader::{
@@ -169,7 +169,7 @@ pub fn file_name(reference: &str) -> String {
 struct Open {
     reference: String,
     top: Digest,
-    top_media_type: String,
+    top_media_type: MediaType,
     platforms: Vec<String>,
     /// Manifests (top first, then kept children) to add at the end.
     manifests: Vec<Digest>,
@@ -225,7 +225,7 @@ impl Open {
 struct ArchiveVisitor<'a> {
     opts: &'a ArchiveOptions,
     head: Option<Head>,
-    manifests: HashMap<Digest, (String, Vec<u8>)>,
+    manifests: HashMap<Digest, (MediaType, Vec<u8>)>,
     archives: Vec<Open>,
     /// Which archives need each blob.
     wanted: HashMap<Digest, Vec<usize>>,
@@ -235,7 +235,7 @@ struct ArchiveVisitor<'a> {
 /// The children of an index to keep, with their platforms.
 fn keep_children<'p>(
     parsed: &'p Parsed,
-    have: &HashMap<Digest, (String, Vec<u8>)>,
+    have: &HashMap<Digest, (MediaType, Vec<u8>)>,
     platforms: &[String],
 ) -> Vec<&'p manifest::Descriptor> {
     parsed
@@ -287,7 +287,7 @@ impl ArchiveVisitor<'_> {
                 self.manifests.get(&item.digest).cloned().ok_or_else(|| {
                     image_err(format!("its manifest {} is not in the bundle", item.digest))
                 })?;
-            let parsed = manifest::parse(&bytes, Some(&media_type))
+            let parsed = manifest::parse(&bytes, Some(media_type.as_ref()))
                 .map_err(|e| image_err(format!("manifest {}: {e}", item.digest)))?;
             let mut manifests = vec![item.digest.clone()];
             let mut blobs: Vec<&manifest::Descriptor> = Vec::new();
@@ -312,7 +312,7 @@ impl ArchiveVisitor<'_> {
                         platforms.push(p.to_short());
                     }
                     let (mt, b) = &self.manifests[&d.digest];
-                    let child = manifest::parse(b, Some(mt))
+                    let child = manifest::parse(b, Some(mt.as_ref()))
                         .map_err(|e| image_err(format!("manifest {}: {e}", d.digest)))?;
                     if child.is_index() {
                         return Err(image_err(format!(
@@ -421,7 +421,10 @@ impl Visitor for ArchiveVisitor<'_> {
     }
 
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
-        let media_type = blob.media_type.clone().unwrap_or_default();
+        let media_type = blob
+            .media_type
+            .clone()
+            .unwrap_or_else(|| MediaType::from(""));
         self.manifests
             .insert(blob.digest.clone(), (media_type, bytes.to_vec()));
         Ok(())

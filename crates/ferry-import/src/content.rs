@@ -69,7 +69,7 @@ impl ContentChecks {
                     match parsed
                         .layers
                         .iter()
-                        .find(|l| l.media_type == HELM_CHART_LAYER)
+                        .find(|l| l.media_type.as_ref() == HELM_CHART_LAYER)
                     {
                         Some(l) => c
                             .charts

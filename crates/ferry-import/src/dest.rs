@@ -177,7 +177,7 @@ impl Dest {
                         repository: repo.path.clone(),
                         tag: Some(reference.to_string()),
                         digest: d,
-                        media_type: media_type.to_string(),
+                        media_type: ferry_bundle::manifest::MediaType::from(media_type),
                         size,
                         origin: None, // set when the item is recorded (run/commit.rs)
                     });

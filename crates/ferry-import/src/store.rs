@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use ferry_bundle::digest::Check;
+use ferry_bundle::manifest::MediaType;
 use ferry_bundle::Digest;
 
 use ferry_bundle::meta::{Item, MetaError};
@@ -92,7 +93,7 @@ pub struct Entry {
     /// Manifest digest.
     pub digest: Digest,
     /// Its media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size.
     pub size: u64,
     /// The bundle item it was committed for (`dev.ferry.source`,
@@ -338,7 +339,7 @@ impl Store {
                 repository: text(ANN_REPOSITORY).unwrap_or_default(),
                 tag: text(ANN_TAG),
                 digest,
-                media_type: m["mediaType"].as_str().unwrap_or("").to_string(),
+                media_type: MediaType::from(m["mediaType"].as_str().unwrap_or("")),
                 size: m["size"].as_u64().unwrap_or(0),
                 origin: annotated.then_some(origin),
             });

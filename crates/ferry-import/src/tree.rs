@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use bytes::Bytes;
 
 use ferry_bundle::artifact::{HELM_CHART_LAYER, HELM_CONFIG};
-use ferry_bundle::manifest::Parsed;
+use ferry_bundle::manifest::{MediaType, Parsed};
 use ferry_bundle::meta::{Item, Kind};
 use ferry_bundle::placement::Placements;
 use ferry_bundle::relpath::RelPath;
@@ -48,7 +48,7 @@ pub(crate) struct FilePlan {
 /// Plans the file side: every item with a `dev.ferry.path`.
 pub(crate) fn plan(
     items: &[Item],
-    manifests: &HashMap<Digest, (String, Bytes, Box<Parsed>)>,
+    manifests: &HashMap<Digest, (MediaType, Bytes, Box<Parsed>)>,
 ) -> Result<Vec<FilePlan>, String> {
     let mut out = Vec::new();
     // Every file of every item in its kind's place, and on a path of its own
@@ -80,7 +80,7 @@ pub(crate) fn plan(
         let chart_config = parsed
             .config
             .as_ref()
-            .filter(|c| item.kind == Kind::Chart && c.media_type == HELM_CONFIG)
+            .filter(|c| item.kind == Kind::Chart && c.media_type.as_ref() == HELM_CONFIG)
             .map(|c| c.digest.clone());
         let created = serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
@@ -127,7 +127,7 @@ pub(crate) fn captures(plans: &[FilePlan]) -> HashSet<Digest> {
 /// only the verdict is kept.
 pub(crate) fn chart_archives(
     items: &[Item],
-    manifests: &HashMap<Digest, (String, Bytes, Box<Parsed>)>,
+    manifests: &HashMap<Digest, (MediaType, Bytes, Box<Parsed>)>,
 ) -> Vec<(String, Option<(Digest, String)>)> {
     items
         .iter()
@@ -137,7 +137,7 @@ pub(crate) fn chart_archives(
                 parsed
                     .layers
                     .iter()
-                    .find(|l| l.media_type == HELM_CHART_LAYER)
+                    .find(|l| l.media_type.as_ref() == HELM_CHART_LAYER)
             });
             let name = i.path.clone().unwrap_or_else(|| i.reference.clone());
             (i.reference.clone(), layer.map(|l| (l.digest.clone(), name)))

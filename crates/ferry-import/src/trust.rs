@@ -142,7 +142,9 @@ impl SignatureCollector {
         self.manifests.insert(blob.digest.clone(), bytes.to_vec());
         // An artifact's layers are what its signature is made of.
         if self.artifacts.contains(&blob.digest) {
-            if let Ok(p) = ferry_bundle::manifest::parse(bytes, blob.media_type.as_deref()) {
+            if let Ok(p) =
+                ferry_bundle::manifest::parse(bytes, blob.media_type.as_ref().map(AsRef::as_ref))
+            {
                 for d in p.blobs() {
                     if d.size <= ferry_trust::MAX_ARTIFACT_BLOB {
                         self.keep_blobs.insert(d.digest.clone());
@@ -307,7 +309,7 @@ fn decide(
             .flatten()
             .filter_map(|a| {
                 let m = c.manifests.get(&a.digest)?;
-                let parsed = ferry_bundle::manifest::parse(m, Some(&a.media_type)).ok()?;
+                let parsed = ferry_bundle::manifest::parse(m, Some(a.media_type.as_ref())).ok()?;
                 let blobs = parsed
                     .blobs()
                     .filter_map(|d| Some((d.digest.to_string(), c.blobs.get(&d.digest)?.clone())))

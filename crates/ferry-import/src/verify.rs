@@ -213,7 +213,7 @@ impl Visitor for Reading {
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
         self.report(Progress::Read { bytes: blob.size });
         self.signatures.manifest(blob, bytes);
-        if let Ok(p) = manifest::parse(bytes, blob.media_type.as_deref()) {
+        if let Ok(p) = manifest::parse(bytes, blob.media_type.as_ref().map(AsRef::as_ref)) {
             self.manifests.insert(blob.digest.clone(), p);
         }
         Ok(())

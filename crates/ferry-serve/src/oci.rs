@@ -400,7 +400,7 @@ async fn manifest(
     let info = snap.manifests.get(&digest).ok_or_else(unknown)?;
     // Content addressed by digest is served as stored whatever `Accept`
     // says (as distribution does): the client named the exact bytes it wants.
-    if !by_digest && !accepts(headers, &info.media_type) {
+    if !by_digest && !accepts(headers, info.media_type.as_ref()) {
         return Err(ApiError::manifest_unknown(
             name,
             reference,
@@ -412,7 +412,7 @@ async fn manifest(
     }
     let (file, len) = open_blob(store, &digest).await.ok_or_else(unknown)?;
     let mut out = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&info.media_type) {
+    if let Ok(v) = HeaderValue::from_str(info.media_type.as_ref()) {
         out.insert(CONTENT_TYPE, v);
     }
     digest_headers(&mut out, &digest);
@@ -484,7 +484,7 @@ fn referrers(
             let Some(info) = snap.manifests.get(d) else {
                 continue;
             };
-            if filter.is_some_and(|f| info.artifact_type.as_deref() != Some(f)) {
+            if filter.is_some_and(|f| info.artifact_type.as_ref().map(AsRef::as_ref) != Some(f)) {
                 continue;
             }
             let mut desc = Map::new();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use ferry_bundle::manifest::{OCI_INDEX, OCI_MANIFEST};
+use ferry_bundle::manifest::{MediaType, OCI_INDEX, OCI_MANIFEST};
 use ferry_bundle::Digest;
 use serde::Deserialize;
 
@@ -71,12 +71,12 @@ pub struct ManifestInfo {
     /// The media type it is served with: from the descriptor that reached it
     /// (index.json or the parent), else its own `mediaType`, else guessed
     /// from its shape.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// Its size in bytes.
     pub size: u64,
     /// `artifactType`, else the config's media type (what a referrers
     /// descriptor carries).
-    pub artifact_type: Option<String>,
+    pub artifact_type: Option<MediaType>,
     /// The document's own annotations.
     pub annotations: BTreeMap<String, String>,
     /// The `subject` it refers to.
@@ -257,7 +257,7 @@ fn load_graph(
                 _ => OCI_MANIFEST.to_string(),
             });
         let mut info = ManifestInfo {
-            media_type,
+            media_type: MediaType::from(media_type.as_str()),
             size: bytes.len() as u64,
             artifact_type: None,
             annotations: BTreeMap::new(),
@@ -269,8 +269,9 @@ fn load_graph(
             let parse = |x: &RawDescriptor| x.digest.as_deref().and_then(|d| d.parse().ok());
             info.artifact_type = doc
                 .artifact_type
-                .clone()
-                .or_else(|| doc.config.as_ref().and_then(|c| c.media_type.clone()));
+                .as_deref()
+                .or_else(|| doc.config.as_ref().and_then(|c| c.media_type.as_deref()))
+                .map(MediaType::from);
             info.annotations = doc.annotations.unwrap_or_default();
             info.subject = doc.subject.as_ref().and_then(parse);
             for child in doc.manifests.unwrap_or_default() {
@@ -582,8 +583,11 @@ mod tests {
             vec![&sig]
         );
         let info = &snap.manifests[&sig];
-        assert_eq!(info.artifact_type.as_deref(), Some("application/x-sig"));
+        assert_eq!(
+            info.artifact_type.as_ref().map(AsRef::as_ref),
+            Some("application/x-sig")
+        );
         assert_eq!(info.annotations["k"], "v");
-        assert_eq!(snap.manifests[&child].media_type, OCI_MANIFEST);
+        assert_eq!(snap.manifests[&child].media_type.as_ref(), OCI_MANIFEST);
     }
 }

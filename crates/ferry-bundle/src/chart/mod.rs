@@ -754,9 +754,9 @@ unknown: ignored
         assert_eq!(c.oci_tag(), "1.2.3_up");
         // The manifest is one ferry's own reader understands.
         let parsed = crate::manifest::parse(&m, None).unwrap();
-        assert_eq!(parsed.media_type, OCI_MANIFEST);
+        assert_eq!(parsed.media_type.as_ref(), OCI_MANIFEST);
         assert_eq!(parsed.blobs().count(), 2);
-        assert_eq!(parsed.layers[0].media_type, CHART_LAYER_MEDIA_TYPE);
+        assert_eq!(parsed.layers[0].media_type.as_ref(), CHART_LAYER_MEDIA_TYPE);
         let without = String::from_utf8(c.oci_manifest(&cd, 1, &ld, 3, None)).unwrap();
         assert!(!without.contains("created"), "{without}");
     }

@@ -111,10 +111,10 @@ impl State {
                 };
                 return self.fault(err, &meta, options, visitor, false);
             }
-            let media_type = meta.media_type.clone().unwrap_or_default();
-            match manifest::parse(&bytes, Some(&media_type)) {
+            let media_type = meta.media_type.as_ref().map_or("", AsRef::as_ref);
+            match manifest::parse(&bytes, Some(media_type)) {
                 Ok(p) => {
-                    if p.media_type != media_type {
+                    if p.media_type.as_ref() != media_type {
                         let err = BundleError::Malformed {
                             entry: name.into(),
                             reason: format!("declared as `{media_type}` but is `{}`", p.media_type),

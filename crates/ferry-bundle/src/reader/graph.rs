@@ -121,7 +121,7 @@ struct Graph<'a> {
 impl Graph<'_> {
     fn check_item(&self, item: &Item, desc: &Descriptor) -> Result<(), String> {
         let _ = self.meta;
-        if desc.size != item.size || desc.media_type != item.media_type {
+        if desc.size != item.size || desc.media_type.as_ref() != item.media_type.as_ref() {
             return Err(format!(
                 "index.json descriptor ({} bytes, `{}`) disagrees with bundle.json ({} bytes, `{}`)",
                 desc.size, desc.media_type, item.size, item.media_type

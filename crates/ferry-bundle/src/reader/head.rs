@@ -119,7 +119,7 @@ impl State {
                     }
                     if b.role.is_manifest()
                         && b.media_type
-                            .as_deref()
+                            .as_ref()
                             .is_none_or(|m| !manifest::is_any_manifest(m))
                     {
                         return Err(BundleError::Malformed {

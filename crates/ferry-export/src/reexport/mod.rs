@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use ferry_bundle::digest::HashingReader;
-use ferry_bundle::manifest::{self, Parsed};
+use ferry_bundle::manifest::{self, MediaType, Parsed};
 use ferry_bundle::meta::{Absent, BlobMeta, Item, Kind, Origin, OriginKind, Verification};
 use ferry_bundle::placement::{check_path, Placements};
 use ferry_bundle::reader::{read_bundle, BlobFault, BundleError, Head, ReadOptions, VisitResult};
@@ -183,7 +183,7 @@ pub struct StoreEntry {
     /// Manifest digest.
     pub digest: Digest,
     /// Its media type.
-    pub media_type: String,
+    pub media_type: MediaType,
     /// `dev.ferry.source`: the upstream reference of the item it was
     /// imported for (a file item's URL), as found (re-checked here).
     pub source: Option<String>,
@@ -475,7 +475,7 @@ fn to_resolved(content: &Content, selected: &[Item]) -> Result<Resolved, Reexpor
             content,
             &item.digest,
             &item.reference,
-            Some(&item.media_type),
+            Some(item.media_type.as_ref()),
         )?;
         let mut children = Vec::new();
         let mut item_absent = Vec::new();
@@ -493,8 +493,12 @@ fn to_resolved(content: &Content, selected: &[Item]) -> Result<Resolved, Reexpor
                     });
                     continue;
                 }
-                let mut child =
-                    manifest_of(content, &d.digest, &item.reference, Some(&d.media_type))?;
+                let mut child = manifest_of(
+                    content,
+                    &d.digest,
+                    &item.reference,
+                    Some(d.media_type.as_ref()),
+                )?;
                 child.platform = d.platform.as_ref().map(|p| p.to_short());
                 queue.push(child);
             }
@@ -550,8 +554,8 @@ fn manifest_of(
         .clone();
     let parsed = parse(&bytes, digest, item, media_type)?;
     Ok(ResolvedManifest {
-        media_type: if parsed.media_type.is_empty() {
-            media_type.unwrap_or_default().to_string()
+        media_type: if parsed.media_type.as_ref().is_empty() {
+            MediaType::from(media_type.unwrap_or_default())
         } else {
             parsed.media_type.clone()
         },

@@ -39,7 +39,7 @@ pub(super) fn stage_store(
         }
         let reference = it.reference;
         let bytes = read_store_manifest(dir, &e.digest)?;
-        let parsed = parse(&bytes, &e.digest, &reference, Some(&e.media_type))?;
+        let parsed = parse(&bytes, &e.digest, &reference, Some(e.media_type.as_ref()))?;
         if let Some(path) = &it.path {
             let layers = claims
                 .claim_item(it.kind, &reference, path, &parsed)
@@ -61,7 +61,7 @@ pub(super) fn stage_store(
             kind: it.kind,
             reference,
             digest: e.digest.clone(),
-            media_type: if parsed.media_type.is_empty() {
+            media_type: if parsed.media_type.as_ref().is_empty() {
                 e.media_type.clone()
             } else {
                 parsed.media_type.clone()
@@ -243,7 +243,7 @@ fn read_children(
             }
             platforms.extend(platform);
             let child = read_store_manifest(dir, &d.digest)?;
-            let cp = parse(&child, &d.digest, reference, Some(&d.media_type))?;
+            let cp = parse(&child, &d.digest, reference, Some(d.media_type.as_ref()))?;
             manifests.insert(d.digest.clone(), child);
             queue.push((d.digest.clone(), cp));
         }

@@ -254,7 +254,7 @@ impl ImportRun<'_> {
                 referrers_pushed
                     .entry((p.repo.host.clone(), p.repo.path.clone(), subject.clone()))
                     .or_default()
-                    .push(crate::referrers::descriptor(mt, bytes));
+                    .push(crate::referrers::descriptor(mt.as_ref(), bytes));
             }
         }
     }
@@ -381,7 +381,7 @@ async fn push_manifests(
             continue;
         }
         match dest
-            .put_manifest(&p.repo, &d.to_string(), mt, bytes.clone())
+            .put_manifest(&p.repo, &d.to_string(), mt.as_ref(), bytes.clone())
             .await
         {
             Ok(_) => count.pushed += 1,
@@ -425,7 +425,7 @@ async fn push_manifests(
         match dest.head_manifest(&p.repo, tag).await {
             Some(current) if current == digest => {}
             _ => {
-                dest.put_manifest(&p.repo, tag, mt, bytes.clone())
+                dest.put_manifest(&p.repo, tag, mt.as_ref(), bytes.clone())
                     .await
                     .map_err(|e| format!("tagging {tag} failed: {e}"))?;
             }

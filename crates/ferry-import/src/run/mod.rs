@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use ferry_bundle::manifest::{self, Parsed};
+use ferry_bundle::manifest::{self, MediaType, Parsed};
 use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::parts::{open_bundle, BundleSource, PartsError};
 use ferry_bundle::reader::{BundleError, Head, Report};
@@ -92,7 +92,7 @@ pub struct ImportOptions {
 /// The bundle's manifests by digest: media type, exact bytes, parsed. One
 /// per manifest until the commit: the parsed form is boxed so that the
 /// table's slots (and their spare ones) stay small.
-type Manifests = HashMap<Digest, (String, Bytes, Box<Parsed>)>;
+type Manifests = HashMap<Digest, (MediaType, Bytes, Box<Parsed>)>;
 
 /// Imports a bundle into a registry.
 pub async fn import(
@@ -265,9 +265,9 @@ impl<'a> ImportRun<'a> {
     }
 
     fn on_manifest(&mut self, meta: BlobMeta, bytes: Bytes) -> ControlFlow<()> {
-        let mt = meta.media_type.clone().unwrap_or_default();
+        let mt = meta.media_type.unwrap_or_else(|| MediaType::from(""));
         // A manifest that does not parse: the reader reports it.
-        if let Ok(p) = manifest::parse(&bytes, Some(&mt)) {
+        if let Ok(p) = manifest::parse(&bytes, Some(mt.as_ref())) {
             self.manifests
                 .insert(meta.digest.clone(), (mt, bytes, Box::new(p)));
         }
