@@ -35,9 +35,9 @@
 //! What the reader keeps per reference is what the checks at the end need,
 //! no more: `bundle.json` once (shared with the visitor through
 //! [`Head::meta`]'s `Arc`), each declared blob's place and verdict
-//! ([`blobs::BlobTable`]: a sorted digest table, one status byte each) and
+//! (`blobs::BlobTable`: a sorted digest table, one status byte each) and
 //! each manifest's children as edges between interned digests
-//! ([`graph::Edges`]: 16 bytes an edge). The exact bytes of bundle.json and
+//! (`graph::Edges`: 16 bytes an edge). The exact bytes of bundle.json and
 //! index.json, the parsed manifests and the entry names are dropped once
 //! checked (a file item's manifest excepted: its layer paths are checked
 //! again at the end).
@@ -59,8 +59,8 @@
 //!   signature, index.json) and their checks;
 //! - [`blobs`]: blob order, sizes and digests (manifests in memory, other
 //!   blobs hashed while the visitor reads them), and the compact table of
-//!   the declared blobs ([`blobs::BlobTable`]);
-//! - [`graph`]: each manifest's edges as it is read ([`graph::Edges`]), and
+//!   the declared blobs (`blobs::BlobTable`);
+//! - [`graph`]: each manifest's edges as it is read (`graph::Edges`), and
 //!   the end of the stream: every declared blob seen, every item's graph
 //!   complete.
 
