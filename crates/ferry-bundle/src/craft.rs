@@ -314,6 +314,90 @@ impl Sample {
     }
 }
 
+/// A valid bundle of `n` small images `registry.test/many/app-<i>:1.0`, as
+/// the benchmark's many-small-images set shapes them: each a manifest, a
+/// config and a small layer of its own, all sharing one base layer; in
+/// streaming order (manifests first). For tests that measure what a read
+/// keeps per reference.
+pub fn many_images(n: usize) -> Vec<RawEntry> {
+    const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let base = vec![7u8; 4096];
+    let desc = |media: &str, b: &[u8]| {
+        format!(
+            r#"{{"mediaType":"{media}","digest":"{}","size":{}}}"#,
+            Digest::of(b),
+            b.len()
+        )
+    };
+    let blob_meta = |b: &[u8], role: Role, media: &str| BlobMeta {
+        digest: Digest::of(b),
+        size: b.len() as u64,
+        role,
+        media_type: Some(media.into()),
+    };
+    let (mut items, mut manifests, mut blobs, mut rest) = (vec![], vec![], vec![], vec![]);
+    let mut rest_meta = vec![blob_meta(&base, Role::Layer, LAYER)];
+    for i in 0..n {
+        let own = format!("app-{i:05} own layer").into_bytes();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"app":{i}}}"#
+        )
+        .into_bytes();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{},"layers":[{},{}]}}"#,
+            manifest::OCI_MANIFEST,
+            desc(CONFIG, &config),
+            desc(LAYER, &base),
+            desc(LAYER, &own)
+        )
+        .into_bytes();
+        items.push(Item {
+            kind: Kind::Image,
+            reference: format!("registry.test/many/app-{i:05}:1.0"),
+            digest: Digest::of(&manifest),
+            media_type: manifest::OCI_MANIFEST.into(),
+            size: manifest.len() as u64,
+            platforms: vec![],
+            path: None,
+            subject: None,
+        });
+        blobs.push(blob_meta(&manifest, Role::Manifest, manifest::OCI_MANIFEST));
+        rest_meta.push(blob_meta(&config, Role::Config, CONFIG));
+        rest_meta.push(blob_meta(&own, Role::Layer, LAYER));
+        manifests.push(manifest);
+        rest.push(config);
+        rest.push(own);
+    }
+    blobs.extend(rest_meta);
+    let index = meta::index_json(&items);
+    let m = BundleMeta {
+        format_version: FORMAT_VERSION,
+        tool: "ferry test".into(),
+        name: "many".into(),
+        index: IndexPin {
+            digest: Digest::of(&index),
+            size: index.len() as u64,
+        },
+        items,
+        blobs,
+        absent: vec![],
+        base: vec![],
+        verification: None,
+        origin: None,
+    };
+    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+    let mut entries = vec![
+        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+        RawEntry::file(meta::META_PATH, &m.to_json()),
+        RawEntry::file("index.json", &index),
+    ];
+    entries.extend(manifests.iter().map(|b| blob(b)));
+    entries.push(blob(&base));
+    entries.extend(rest.iter().map(|b| blob(b)));
+    entries
+}
+
 /// A bundle with one file item of `kind` named `reference` (its source
 /// URL) at `path`, whose artifact manifest lists one layer per `(title,
 /// bytes)` (titles as given: they may be hostile), in streaming order.

@@ -137,7 +137,7 @@ mod tests {
         let s = Sample::new("docker.io/library/nginx:1.27", b"layer bytes");
         let bytes = zstd(&raw_tar(&s.entries()));
         let head = read_head_from(&bytes[..], Path::new("b.tar.zst")).unwrap();
-        assert_eq!(head.meta, s.meta);
+        assert_eq!(*head.meta, s.meta);
         assert_eq!(head.index.len(), 1);
         assert_eq!(head.index[0].digest, s.manifest_digest());
         assert!(head.signature.is_none());

@@ -56,10 +56,16 @@ fn title(parsed: &Parsed, name: &str) -> Option<Digest> {
 }
 
 impl ContentChecks {
+    /// Whether [`ContentChecks::plan`] reads this item's manifest (charts
+    /// and OpenSearch plugins): a reader keeps only those.
+    pub fn reads_manifest(item: &Item) -> bool {
+        matches!(item.kind, Kind::Chart | Kind::OpensearchPlugin)
+    }
+
     /// The checks for `items`, from their manifests (read before any blob).
     pub fn plan(items: &[Item], manifests: &HashMap<Digest, Parsed>) -> ContentChecks {
         let mut c = ContentChecks::default();
-        for i in items {
+        for i in items.iter().filter(|i| ContentChecks::reads_manifest(i)) {
             let Some(parsed) = manifests.get(&i.digest) else {
                 continue;
             };

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ferry_bundle::digest::Digest;
 use ferry_bundle::meta::{BlobMeta, BundleMeta, ItemVerdict, Kind};
@@ -111,7 +112,8 @@ pub fn load_policy_file(path: &Path) -> Result<(VerifySpec, PathBuf), RecheckErr
 /// bundle once), then [`SignatureCollector::decide`].
 #[derive(Default)]
 pub struct SignatureCollector {
-    meta: Option<BundleMeta>,
+    /// bundle.json, shared with the reader's head.
+    meta: Option<Arc<BundleMeta>>,
     /// Manifests kept: subjects and signature artifacts.
     keep_manifests: HashSet<Digest>,
     /// The signature artifacts among them (items with a subject).
@@ -124,14 +126,14 @@ pub struct SignatureCollector {
 
 impl SignatureCollector {
     /// The bundle's head (checked).
-    pub fn head(&mut self, meta: &BundleMeta) {
+    pub fn head(&mut self, meta: &Arc<BundleMeta>) {
         for item in &meta.items {
             self.keep_manifests.insert(item.digest.clone());
             if item.subject.is_some() {
                 self.artifacts.insert(item.digest.clone());
             }
         }
-        self.meta = Some(meta.clone());
+        self.meta = Some(Arc::clone(meta));
     }
 
     /// A verified manifest.

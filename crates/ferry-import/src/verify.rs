@@ -94,7 +94,8 @@ pub struct VerifyOptions {
 pub struct VerifyReport {
     /// What the read checked.
     pub read: Report,
-    /// The head (`bundle.json`, its signature, `index.json`).
+    /// The head (`bundle.json` and its signature; `index.json`'s
+    /// descriptors, checked against `bundle.json` by the read, are not kept).
     pub head: Head,
     /// The signature that verified with [`VerifyOptions::key`].
     pub signature: Option<Verified>,
@@ -153,13 +154,22 @@ impl VerifyError {
     }
 }
 
-/// The visitor of both reads: keeps the head and the manifests, feeds the
-/// content re-checks and the signature collector.
+/// The visitor of both reads: keeps the head and the manifests it needs,
+/// feeds the content re-checks and the signature collector.
 struct Reading {
     progress: Option<ProgressFn>,
     head: Option<Head>,
+    /// The manifests kept, parsed: every one for `inspect` (it sums what
+    /// each item reaches); for `verify`, only the items' whose content is
+    /// checked again ([`ContentChecks::reads_manifest`]), the others are
+    /// checked by the reader and not kept (they grow with the references).
     manifests: HashMap<Digest, Parsed>,
+    /// `verify`: the manifests to keep (`None`: `inspect`, all of them).
+    keep: Option<HashSet<Digest>>,
     stop_after_manifests: bool,
+    /// A `--policy` was given: the signature collector is fed even when
+    /// the bundle carries no policy (it keeps nothing otherwise).
+    policy_given: bool,
     key: Option<TrustedKey>,
     verified: Option<Verified>,
     content: Option<ContentChecks>,
@@ -181,7 +191,9 @@ impl Reading {
             progress,
             head: None,
             manifests: HashMap::new(),
+            keep: None,
             stop_after_manifests: stop,
+            policy_given: false,
             key,
             verified: None,
             content: None,
@@ -206,13 +218,40 @@ impl Visitor for Reading {
                 bytes: head.meta.blob_bytes(),
             });
         }
-        self.signatures.head(&head.meta);
-        self.head = Some(head.clone());
+        // Without a policy to apply, the collector is not fed: it would
+        // keep every item's manifest for nothing.
+        if self.policy_given || head.meta.verification.is_some() {
+            self.signatures.head(&head.meta);
+        }
+        if !self.stop_after_manifests {
+            self.keep = Some(
+                head.meta
+                    .items
+                    .iter()
+                    .filter(|i| ContentChecks::reads_manifest(i))
+                    .map(|i| i.digest.clone())
+                    .collect(),
+            );
+        }
+        let mut head = head.clone();
+        if !self.stop_after_manifests {
+            // The reader checked index.json against bundle.json; the report
+            // does not need it again, and it grows with the references.
+            head.index = Arc::default();
+        }
+        self.head = Some(head);
         Ok(())
     }
     fn manifest(&mut self, blob: &BlobMeta, bytes: &[u8]) -> VisitResult {
         self.report(Progress::Read { bytes: blob.size });
         self.signatures.manifest(blob, bytes);
+        if self
+            .keep
+            .as_ref()
+            .is_some_and(|k| !k.contains(&blob.digest))
+        {
+            return Ok(());
+        }
         if let Ok(p) = manifest::parse(bytes, blob.media_type.as_ref().map(AsRef::as_ref)) {
             self.manifests.insert(blob.digest.clone(), p);
         }
@@ -307,6 +346,7 @@ pub fn verify(
     // A bad --policy file is refused before the bundle is read.
     let given = opts.policy.as_deref().map(GivenPolicy::load).transpose()?;
     let mut v = Reading::new(opts.key.clone(), progress, false);
+    v.policy_given = given.is_some();
     let read = match read_bundle(
         std::io::BufReader::with_capacity(1 << 20, &mut src),
         ReadOptions::default(),

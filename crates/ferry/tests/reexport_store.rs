@@ -183,7 +183,8 @@ fn items(bundle: &Path) -> Vec<Item> {
         .unwrap()
         .head
         .meta
-        .items;
+        .items
+        .clone();
     items.sort_by(|a, b| a.reference.cmp(&b.reference));
     items
 }

@@ -1,7 +1,10 @@
 //! The blobs after the head: declared, in bundle.json's order, of the
 //! declared size, hashing to their names. Manifests are read and parsed in
-//! memory; other blobs are hashed while the visitor reads them.
+//! memory (what the end needs of them goes to [`super::graph::Edges`]);
+//! other blobs are hashed while the visitor reads them. [`BlobTable`] is
+//! what the reader keeps of each declared blob.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 
 use crate::digest::{Digest, HashingReader};
@@ -11,6 +14,93 @@ use crate::meta::{BlobMeta, Item};
 use super::error::stream_error;
 use super::head::read_small;
 use super::{BlobFault, BundleError, ReadOptions, State, Visitor, MAX_MANIFEST};
+
+/// What became of a declared blob.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Not read yet.
+    Pending,
+    /// Its bytes hashed to its name (and a manifest parsed).
+    Verified,
+    /// It failed (only with `keep_going`): the reason is in `BlobTable::bad`.
+    Bad,
+}
+
+/// bundle.json's blobs as the reader keeps them: each digest's place in
+/// bundle.json's list (a sorted table, 36 bytes a blob, searched in
+/// O(log n)) and one status byte; the rest ([`BlobMeta`]) is read from
+/// bundle.json itself.
+#[derive(Default)]
+pub(super) struct BlobTable {
+    /// (digest, its place in bundle.json's blobs), sorted.
+    by_digest: Vec<(Digest, u32)>,
+    /// The first place whose digest an earlier place already declares.
+    first_repeat: Option<usize>,
+    status: Vec<Status>,
+    /// Why a blob failed, by place (only with `keep_going`).
+    bad: HashMap<u32, String>,
+    /// How many blobs have been seen: they come in bundle.json's order.
+    next: usize,
+}
+
+impl BlobTable {
+    pub(super) fn new(blobs: &[BlobMeta]) -> BlobTable {
+        let mut by_digest: Vec<(Digest, u32)> = blobs
+            .iter()
+            .enumerate()
+            .map(|(at, b)| (b.digest.clone(), at as u32))
+            .collect();
+        by_digest.sort_unstable();
+        let first_repeat = by_digest
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[1].1 as usize)
+            .min();
+        // A repeated digest finds its first place.
+        by_digest.dedup_by(|later, first| later.0 == first.0);
+        BlobTable {
+            by_digest,
+            first_repeat,
+            status: vec![Status::Pending; blobs.len()],
+            bad: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The first place in bundle.json whose digest is declared earlier.
+    pub(super) fn first_repeat(&self) -> Option<usize> {
+        self.first_repeat
+    }
+
+    /// Where bundle.json declares `d`.
+    pub(super) fn place(&self, d: &Digest) -> Option<usize> {
+        self.by_digest
+            .binary_search_by(|(x, _)| x.cmp(d))
+            .ok()
+            .map(|i| self.by_digest[i].1 as usize)
+    }
+
+    /// Whether the blob at `at` was read and verified.
+    pub(super) fn verified(&self, at: usize) -> bool {
+        self.status.get(at) == Some(&Status::Verified)
+    }
+
+    /// Why the blob at `at` failed, if it did.
+    pub(super) fn bad(&self, at: usize) -> Option<&str> {
+        self.bad.get(&(at as u32)).map(String::as_str)
+    }
+
+    /// Whether the blob at `at` was read, verified or not.
+    pub(super) fn done(&self, at: usize) -> bool {
+        self.status.get(at).is_some_and(|s| *s != Status::Pending)
+    }
+
+    fn set(&mut self, at: usize, status: Status) {
+        if let Some(s) = self.status.get_mut(at) {
+            *s = status;
+        }
+    }
+}
 
 /// Reads `r` to its end through `buf` (256 KiB, allocated once).
 fn drain(r: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -70,9 +160,14 @@ impl State {
             entry: name.into(),
             reason: format!("not a blob name: {}", e.reason),
         })?;
-        let Some(meta) = self.declared.get(&digest).cloned() else {
+        let (Some(bundle), Some(at)) = (self.meta.clone(), self.blobs.place(&digest)) else {
             return Err(BundleError::Undeclared { entry: name.into() });
         };
+        // Blobs come in bundle.json's order: one seen already is a repeat.
+        if at < self.blobs.next {
+            return Err(BundleError::Duplicate(name.into()));
+        }
+        let meta: &BlobMeta = &bundle.blobs[at];
         if meta.size != size {
             return Err(BundleError::SizeMismatch {
                 entry: name.into(),
@@ -82,69 +177,20 @@ impl State {
         }
         // bundle.json lists the blobs in tar order, and they come in that
         // order: the tar stream is then a function of bundle.json.
-        let next = self.order.get(self.next_blob);
-        if next != Some(&digest) {
+        if at != self.blobs.next {
+            let next = bundle.blobs.get(self.blobs.next);
             return Err(BundleError::Malformed {
                 entry: name.into(),
                 reason: format!(
                     "the bundle is not in streaming order: ferry/bundle.json lists its blobs in tar order, and {} comes next",
-                    next.map(|d| d.to_string())
+                    next.map(|b| b.digest.to_string())
                         .unwrap_or_else(|| "no other blob".into())
                 ),
             });
         }
-        self.next_blob += 1;
+        self.blobs.next += 1;
         if meta.role.is_manifest() {
-            if self.streamed_any {
-                return Err(BundleError::Malformed {
-                    entry: name.into(),
-                    reason: "a manifest after config or layer blobs: the bundle is not in streaming order (manifests first)".into(),
-                });
-            }
-            let bytes = read_small(entry, name, size, MAX_MANIFEST)?;
-            let actual = Digest::of(&bytes);
-            if actual != digest {
-                let err = BundleError::DigestMismatch {
-                    entry: name.into(),
-                    expected: digest.clone(),
-                    actual,
-                };
-                return self.fault(err, &meta, options, visitor, false);
-            }
-            let media_type = meta.media_type.as_ref().map_or("", AsRef::as_ref);
-            match manifest::parse(&bytes, Some(media_type)) {
-                Ok(p) => {
-                    if p.media_type.as_ref() != media_type {
-                        let err = BundleError::Malformed {
-                            entry: name.into(),
-                            reason: format!("declared as `{media_type}` but is `{}`", p.media_type),
-                        };
-                        return self.fault(err, &meta, options, visitor, false);
-                    }
-                    // A file item's layers land under their titles: each
-                    // must make a safe path, exactly as import maps them.
-                    for item in self.file_items.get(&digest).into_iter().flatten() {
-                        file_item_layers(item, &p).map_err(|reason| BundleError::Malformed {
-                            entry: name.into(),
-                            reason,
-                        })?;
-                    }
-                    self.parsed.insert(digest.clone(), p);
-                }
-                Err(e) => {
-                    let err = BundleError::Malformed {
-                        entry: name.into(),
-                        reason: e.to_string(),
-                    };
-                    return self.fault(err, &meta, options, visitor, false);
-                }
-            }
-            self.verified.insert(digest);
-            self.report.blobs += 1;
-            self.report.blob_bytes += size;
-            return visitor
-                .manifest(&meta, &bytes)
-                .map_err(BundleError::Visitor);
+            return self.manifest(name, at, meta, entry, options, visitor);
         }
         // A streamed blob: the visitor reads, we hash and drain.
         self.streamed_any = true;
@@ -154,7 +200,7 @@ impl State {
             at: name,
             error: None,
         };
-        let visited = visitor.blob(&meta, &mut watch);
+        let visited = visitor.blob(meta, &mut watch);
         if let Some(e) = watch.error.take() {
             return Err(e);
         }
@@ -176,22 +222,87 @@ impl State {
         if actual != digest {
             let err = BundleError::DigestMismatch {
                 entry: name.into(),
+                expected: digest,
+                actual,
+            };
+            return self.fault(err, at, meta, options, visitor, true);
+        }
+        self.blobs.set(at, Status::Verified);
+        self.report.blobs += 1;
+        self.report.blob_bytes += size;
+        visitor.blob_end(meta, Ok(())).map_err(BundleError::Visitor)
+    }
+
+    /// A manifest or index blob: read whole, hashed, parsed; its children
+    /// kept as edges for the end, its bytes handed to the visitor.
+    fn manifest(
+        &mut self,
+        name: &str,
+        at: usize,
+        meta: &BlobMeta,
+        entry: &mut dyn Read,
+        options: ReadOptions,
+        visitor: &mut dyn Visitor,
+    ) -> Result<(), BundleError> {
+        if self.streamed_any {
+            return Err(BundleError::Malformed {
+                entry: name.into(),
+                reason: "a manifest after config or layer blobs: the bundle is not in streaming order (manifests first)".into(),
+            });
+        }
+        let size = meta.size;
+        let digest = &meta.digest;
+        let bytes = read_small(entry, name, size, MAX_MANIFEST)?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            let err = BundleError::DigestMismatch {
+                entry: name.into(),
                 expected: digest.clone(),
                 actual,
             };
-            return self.fault(err, &meta, options, visitor, true);
+            return self.fault(err, at, meta, options, visitor, false);
         }
-        self.verified.insert(digest);
+        let media_type = meta.media_type.as_ref().map_or("", AsRef::as_ref);
+        match manifest::parse(&bytes, Some(media_type)) {
+            Ok(p) => {
+                if p.media_type.as_ref() != media_type {
+                    let err = BundleError::Malformed {
+                        entry: name.into(),
+                        reason: format!("declared as `{media_type}` but is `{}`", p.media_type),
+                    };
+                    return self.fault(err, at, meta, options, visitor, false);
+                }
+                // A file item's layers land under their titles: each
+                // must make a safe path, exactly as import maps them.
+                for item in self.file_items.get(digest).into_iter().flatten() {
+                    file_item_layers(item, &p).map_err(|reason| BundleError::Malformed {
+                        entry: name.into(),
+                        reason,
+                    })?;
+                }
+                self.edges.add(at, &p, &self.blobs);
+                if self.file_items.contains_key(digest) {
+                    self.file_manifests.insert(digest.clone(), p);
+                }
+            }
+            Err(e) => {
+                let err = BundleError::Malformed {
+                    entry: name.into(),
+                    reason: e.to_string(),
+                };
+                return self.fault(err, at, meta, options, visitor, false);
+            }
+        }
+        self.blobs.set(at, Status::Verified);
         self.report.blobs += 1;
         self.report.blob_bytes += size;
-        visitor
-            .blob_end(&meta, Ok(()))
-            .map_err(BundleError::Visitor)
+        visitor.manifest(meta, &bytes).map_err(BundleError::Visitor)
     }
 
     fn fault(
         &mut self,
         err: BundleError,
+        at: usize,
         meta: &BlobMeta,
         options: ReadOptions,
         visitor: &mut dyn Visitor,
@@ -204,7 +315,8 @@ impl State {
             digest: meta.digest.clone(),
             reason: err.to_string(),
         };
-        self.bad.insert(meta.digest.clone(), fault.reason.clone());
+        self.blobs.set(at, Status::Bad);
+        self.blobs.bad.insert(at as u32, fault.reason.clone());
         self.report.bad_blobs.push(fault.clone());
         if streamed {
             visitor

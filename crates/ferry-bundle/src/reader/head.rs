@@ -2,8 +2,9 @@
 //! the optional signature and `index.json` (pinned by bundle.json, listing
 //! exactly its items, annotations agreeing with it).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::manifest::{self, Descriptor};
@@ -13,8 +14,10 @@ use crate::meta::{
 };
 use crate::text::escape;
 
+use super::blobs::BlobTable;
 use super::entry::{EntryKind, TarEntry};
 use super::error::stream_error;
+use super::graph::Edges;
 use super::{
     BundleError, Head, ReadOptions, Stage, State, Visitor, MAX_INDEX, MAX_LAYOUT, MAX_META, MAX_SIG,
 };
@@ -59,7 +62,13 @@ impl State {
     ) -> Result<(), BundleError> {
         let name = header.name.as_str();
         let size = header.size;
-        if !self.seen.insert(name.to_string()) {
+        // A blob entry seen twice is refused by its place in bundle.json's
+        // order (`State::blob`): only the head's names and the directories
+        // are kept.
+        let blob_entry = self.stage == Stage::Index
+            && header.kind == EntryKind::File
+            && name.starts_with("blobs/sha256/");
+        if !blob_entry && !self.seen.insert(name.to_string()) {
             return Err(BundleError::Duplicate(name.into()));
         }
         if header.kind == EntryKind::Dir {
@@ -109,9 +118,10 @@ impl State {
                     entry: name.into(),
                     reason: e.to_string(),
                 })?;
-                self.order = meta.blobs.iter().map(|b| b.digest.clone()).collect();
-                for b in &meta.blobs {
-                    if self.declared.insert(b.digest.clone(), b.clone()).is_some() {
+                self.blobs = BlobTable::new(&meta.blobs);
+                self.edges = Edges::new(meta.blobs.len());
+                for (at, b) in meta.blobs.iter().enumerate() {
+                    if self.blobs.first_repeat() == Some(at) {
                         return Err(BundleError::Malformed {
                             entry: name.into(),
                             reason: format!("blob {} is declared twice", b.digest),
@@ -131,13 +141,8 @@ impl State {
                         });
                     }
                 }
-                self.meta_bytes = Some(bytes);
-                self.head = Some(Head {
-                    meta,
-                    meta_bytes: Vec::new(),
-                    signature: None,
-                    index: Vec::new(),
-                });
+                self.meta_bytes = Some(bytes.into());
+                self.meta = Some(Arc::new(meta));
                 self.stage = Stage::Meta;
                 Ok(())
             }
@@ -197,38 +202,38 @@ impl State {
             entry: "index.json".into(),
             reason,
         };
-        let Some(mut head) = self.head.take() else {
+        let Some(meta) = self.meta.clone() else {
             return Err(BundleError::HeadOrder {
                 expected: META_PATH,
                 found: "index.json".into(),
             });
         };
         let actual = Digest::of(&bytes);
-        if actual != head.meta.index.digest || bytes.len() as u64 != head.meta.index.size {
+        if actual != meta.index.digest || bytes.len() as u64 != meta.index.size {
             return Err(BundleError::IndexMismatch {
-                expected: head.meta.index.digest.clone(),
+                expected: meta.index.digest.clone(),
                 actual,
             });
         }
         let parsed = manifest::parse(&bytes, Some(manifest::OCI_INDEX))
             .map_err(|e| malformed(e.to_string()))?;
+        drop(bytes);
         if !parsed.is_index() {
             return Err(malformed("index.json must be an image index".into()));
         }
         // index.json and bundle.json must list the same items.
-        let legacy = legacy_names(&head.meta);
+        let legacy = legacy_names(&meta);
         let from_index: BTreeSet<(String, Digest)> = parsed
             .manifests
             .iter()
             .map(|d| (index_key(&legacy, d), d.digest.clone()))
             .collect();
-        let from_meta: BTreeSet<(String, Digest)> = head
-            .meta
+        let from_meta: BTreeSet<(String, Digest)> = meta
             .items
             .iter()
             .map(|i| (i.index_name(), i.digest.clone()))
             .collect();
-        if from_index != from_meta || parsed.manifests.len() != head.meta.items.len() {
+        if from_index != from_meta || parsed.manifests.len() != meta.items.len() {
             let diff = from_index
                 .symmetric_difference(&from_meta)
                 .next()
@@ -240,13 +245,12 @@ impl State {
         }
         // File paths must be safe, in their kind's place and unique before
         // anyone writes them anywhere.
-        crate::placement::check_items(&head.meta.items)
+        crate::placement::check_items(&meta.items)
             .map_err(|e| malformed(format!("unsafe file path: {e}")))?;
         // Every annotation is single-line text, and those ferry writes say
         // what bundle.json says (containerd names images by
         // `io.containerd.image.name`).
-        let items: HashMap<(String, &Digest), &Item> = head
-            .meta
+        let items: HashMap<(String, &Digest), &Item> = meta
             .items
             .iter()
             .map(|i| ((i.index_name(), &i.digest), i))
@@ -297,13 +301,48 @@ impl State {
                     .push((*item).clone());
             }
         }
-        head.index = parsed.manifests;
-        head.meta_bytes = self.meta_bytes.take().unwrap_or_default();
-        head.signature = self.signature.take();
-        visitor.head(&head).map_err(BundleError::Visitor)?;
-        self.head = Some(head);
-        Ok(())
+        // What the graph check at the end needs of index.json: whether each
+        // item's descriptor agrees with bundle.json. The index itself goes
+        // to the visitor and is not kept.
+        self.index_disagrees = disagreements(&meta, &legacy, &parsed.manifests);
+        let head = Head {
+            meta: Arc::clone(&meta),
+            meta_bytes: self.meta_bytes.take().unwrap_or_default(),
+            signature: self.signature.take(),
+            index: parsed.manifests.into(),
+        };
+        visitor.head(&head).map_err(BundleError::Visitor)
     }
+}
+
+/// Items (by their place in bundle.json) whose index.json descriptor does
+/// not say what bundle.json says (size, media type), and how. Each item's
+/// descriptor is the last index.json entry with its name and digest.
+fn disagreements(
+    meta: &BundleMeta,
+    legacy: &LegacyNames<'_>,
+    index: &[Descriptor],
+) -> BTreeMap<usize, String> {
+    let by_key: BTreeMap<(String, &Digest), &Descriptor> = index
+        .iter()
+        .map(|d| ((index_key(legacy, d), &d.digest), d))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (at, item) in meta.items.iter().enumerate() {
+        let Some(desc) = by_key.get(&(item.index_name(), &item.digest)) else {
+            continue;
+        };
+        if desc.size != item.size || desc.media_type.as_ref() != item.media_type.as_ref() {
+            out.insert(
+                at,
+                format!(
+                    "index.json descriptor ({} bytes, `{}`) disagrees with bundle.json ({} bytes, `{}`)",
+                    desc.size, desc.media_type, item.size, item.media_type
+                ),
+            );
+        }
+    }
+    out
 }
 
 /// File items by (reference, digest) → their [`Item::index_name`]: an

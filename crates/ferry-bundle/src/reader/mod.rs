@@ -32,6 +32,16 @@
 //! other blob (as a reader, verified when it ends), so an importer can push
 //! blobs while they stream past.
 //!
+//! What the reader keeps per reference is what the checks at the end need,
+//! no more: `bundle.json` once (shared with the visitor through
+//! [`Head::meta`]'s `Arc`), each declared blob's place and verdict
+//! (`blobs::BlobTable`: a sorted digest table, one status byte each) and
+//! each manifest's children as edges between interned digests
+//! (`graph::Edges`: 16 bytes an edge). The exact bytes of bundle.json and
+//! index.json, the parsed manifests and the entry names are dropped once
+//! checked (a file item's manifest excepted: its layer paths are checked
+//! again at the end).
+//!
 //! The reader's rooms:
 //!
 //! - this module: the public API ([`read_bundle`], [`Visitor`], [`Head`],
@@ -48,9 +58,11 @@
 //! - [`head`]: the head entries in order (`oci-layout`, bundle.json, its
 //!   signature, index.json) and their checks;
 //! - [`blobs`]: blob order, sizes and digests (manifests in memory, other
-//!   blobs hashed while the visitor reads them);
-//! - [`graph`]: the end of the stream: every declared blob seen, every
-//!   item's graph complete.
+//!   blobs hashed while the visitor reads them), and the compact table of
+//!   the declared blobs (`blobs::BlobTable`);
+//! - [`graph`]: each manifest's edges as it is read (`graph::Edges`), and
+//!   the end of the stream: every declared blob seen, every item's graph
+//!   complete.
 
 mod blobs;
 mod compression;
@@ -61,8 +73,9 @@ mod head;
 mod pipe;
 mod walker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::manifest::{Descriptor, Parsed};
@@ -93,14 +106,16 @@ pub const MAX_DEPTH: usize = 8;
 /// The head of a bundle, parsed and checked.
 #[derive(Debug, Clone)]
 pub struct Head {
-    /// `ferry/bundle.json`, parsed.
-    pub meta: BundleMeta,
-    /// Its exact bytes (what a signature covers).
-    pub meta_bytes: Vec<u8>,
+    /// `ferry/bundle.json`, parsed: shared by the reader and every clone of
+    /// the head (it grows with the references, and is needed to the end).
+    pub meta: Arc<BundleMeta>,
+    /// Its exact bytes (what a signature covers), shared by every clone.
+    pub meta_bytes: Arc<[u8]>,
     /// The signature, if present.
     pub signature: Option<Vec<u8>>,
-    /// `index.json` parsed.
-    pub index: Vec<Descriptor>,
+    /// `index.json` parsed, shared by every clone (the reader keeps it no
+    /// longer than the visitor's [`Visitor::head`] call).
+    pub index: Arc<[Descriptor]>,
 }
 
 /// A blob whose content failed verification while streaming.
@@ -200,21 +215,27 @@ fn read_tar<S: Read>(
 #[derive(Default)]
 struct State {
     stage: Stage,
+    /// Names of the head entries and directories seen; a blob entry seen
+    /// twice is found by its place in `blobs` (they come in order).
     seen: HashSet<String>,
-    head: Option<Head>,
-    meta_bytes: Option<Vec<u8>>,
+    /// bundle.json, once read (the same `Arc` the visitor's head holds).
+    meta: Option<Arc<BundleMeta>>,
+    meta_bytes: Option<Arc<[u8]>>,
     signature: Option<Vec<u8>>,
-    declared: HashMap<Digest, BlobMeta>,
-    /// The declared blobs in tar order, and how many have been seen.
-    order: Vec<Digest>,
-    next_blob: usize,
-    verified: HashSet<Digest>,
-    bad: HashMap<Digest, String>,
-    parsed: HashMap<Digest, Parsed>,
+    /// The declared blobs: where each is declared, what became of it.
+    blobs: blobs::BlobTable,
+    /// The manifests read, as edges, for the graph check at the end.
+    edges: graph::Edges,
     streamed_any: bool,
     /// Items with a file path, by top manifest: their layers must map to
     /// safe file names.
     file_items: HashMap<Digest, Vec<Item>>,
+    /// Those items' manifests, parsed: their layers' paths are checked
+    /// together at the end (no two items claim one path).
+    file_manifests: HashMap<Digest, Parsed>,
+    /// Items (by their place in bundle.json) whose index.json descriptor
+    /// disagrees with bundle.json, and how: reported at the end.
+    index_disagrees: BTreeMap<usize, String>,
     report: Report,
     /// Reused by `blobs::drain`.
     drain_buf: Vec<u8>,

@@ -258,8 +258,8 @@ impl<'a> ImportRun<'a> {
         // The signature is checked and the reader holds `index.json` to
         // check the bundle against: the run needs neither the meta's exact
         // bytes nor the index again, and both grow with the references.
-        h.meta_bytes = Vec::new();
-        h.index = Vec::new();
+        h.meta_bytes = Arc::default();
+        h.index = Arc::default();
         self.head = Some(h);
         Ok(ControlFlow::Continue(()))
     }
