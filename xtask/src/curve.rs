@@ -22,6 +22,16 @@
 //! bundle (verify). Per reference, the wall time and the floor of the
 //! requests each reference needs are reported in ms.
 //!
+//! With `--skopeo`, the skopeo path beside them at each run (the main
+//! bench's: `skopeo copy --all` per reference, one after another, into an
+//! `oci:` layout, then `tar | zstd -T0`; `zstd -d | tar -x`, then `skopeo
+//! copy --all --preserve-digests` per reference into a fresh registry),
+//! its ms per reference and the ≥ 8× export / ≥ 6× import targets.
+//!
+//! Once per point, one more export and import go through a counting proxy
+//! ([`FaultProxy`], not timed): the requests each reference sent, by kind,
+//! beside the fewest the references need ([`request_floors`]).
+//!
 //! The report (`--curve-out`, default `target/bench/curve.md`) holds the
 //! curve, the phase times and the targets table: met or not, by how much.
 //! A point's bundle is kept under `target/bench/curve/` when it is small
