@@ -324,13 +324,18 @@ fn run_events(logs: &Path, label: &str, program: &str, args: &[String]) -> Resul
     Ok(r)
 }
 
-/// Wall seconds of a shell command (a floor).
+/// Wall seconds of a shell script (a floor, or the skopeo path), run from
+/// `logs/<label>.sh` (a script of one line per reference is longer than an
+/// argument may be).
 fn floor(logs: &Path, label: &str, body: &str) -> Result<f64> {
+    let script = logs.join(format!("{label}.sh"));
+    std::fs::write(&script, format!("set -euo pipefail\n{body}"))
+        .with_context(|| format!("failed to write {}", script.display()))?;
     let _ = Command::new("sync").status();
     let log = std::fs::File::create(logs.join(format!("{label}.log")))?;
     let t = Instant::now();
     let st = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail\n{body}")])
+        .arg(&script)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
