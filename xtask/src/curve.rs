@@ -22,6 +22,16 @@
 //! bundle (verify). Per reference, the wall time and the floor of the
 //! requests each reference needs are reported in ms.
 //!
+//! With `--skopeo`, the skopeo path beside them at each run (the main
+//! bench's: `skopeo copy --all` per reference, one after another, into an
+//! `oci:` layout, then `tar | zstd -T0`; `zstd -d | tar -x`, then `skopeo
+//! copy --all --preserve-digests` per reference into a fresh registry),
+//! its ms per reference and the ≥ 8× export / ≥ 6× import targets.
+//!
+//! Once per point, one more export and import go through a counting proxy
+//! ([`FaultProxy`], not timed): the requests each reference sent, by kind,
+//! beside the fewest the references need ([`request_floors`]).
+//!
 //! The report (`--curve-out`, default `target/bench/curve.md`) holds the
 //! curve, the phase times and the targets table: met or not, by how much.
 //! A point's bundle is kept under `target/bench/curve/` when it is small
@@ -38,7 +48,11 @@ use anyhow::{bail, Context, Result};
 use ferry_testkit::dataset::{Dataset, DatasetOptions, GENERATOR_VERSION};
 use ferry_testkit::registry::Registry;
 
-use crate::bench::{median, raw_ingest_once, spec_text};
+use ferry_testkit::proxy::FaultProxy;
+
+use crate::bench::{
+    median, raw_ingest_once, skopeo_export_script, skopeo_import_script, spec_text,
+};
 
 /// What the curve was asked for.
 pub struct CurveOptions {
@@ -50,6 +64,9 @@ pub struct CurveOptions {
     pub runs: usize,
     /// The Markdown report.
     pub out: PathBuf,
+    /// Also time the skopeo path at each point (one `skopeo copy` per
+    /// reference, one after another, each way: minutes at 2,000 references).
+    pub skopeo: bool,
 }
 
 /// One command's run: wall, peak RSS and when each event kind first came.
@@ -95,6 +112,148 @@ struct Point {
     ingest: Vec<f64>,
     openssl: Vec<f64>,
     zstd_d: Vec<f64>,
+    /// The skopeo path (`--skopeo`): export and import wall seconds per run.
+    skopeo_export: Vec<f64>,
+    skopeo_import: Vec<f64>,
+    /// Requests counted at the registries in one more export and import.
+    requests: Option<Counted>,
+}
+
+/// The requests one ferry export and one import sent, by kind, counted by
+/// a proxy in front of the source and of the target registry, beside the
+/// fewest requests the same references need ([`request_floors`]).
+#[derive(Debug, Default, Clone)]
+struct Counted {
+    export: BTreeMap<&'static str, usize>,
+    import: BTreeMap<&'static str, usize>,
+    export_floor: usize,
+    import_floor: usize,
+}
+
+/// What a registry request does, from its method and target.
+fn request_kind(method: &str, target: &str) -> &'static str {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/v2/" || path == "/v2" {
+        return "ping";
+    }
+    if path.contains("/blobs/uploads") {
+        return match method {
+            "POST" if query.contains("mount=") => "blob mount",
+            "POST" => "upload POST",
+            "PATCH" => "upload PATCH",
+            "PUT" => "upload PUT",
+            "DELETE" => "upload DELETE",
+            _ => "upload other",
+        };
+    }
+    if path.contains("/manifests/") {
+        return match method {
+            "HEAD" => "manifest HEAD",
+            "GET" => "manifest GET",
+            "PUT" => "manifest PUT",
+            _ => "manifest other",
+        };
+    }
+    if path.contains("/blobs/") {
+        return match method {
+            "HEAD" => "blob HEAD",
+            "GET" => "blob GET",
+            _ => "blob other",
+        };
+    }
+    if path.ends_with("/tags/list") {
+        return "tags/list";
+    }
+    if path.contains("/referrers/") {
+        return "referrers";
+    }
+    "other"
+}
+
+/// The fewest requests `set`'s references need: export fetches every
+/// reference's manifests and every distinct blob once; import uploads every
+/// distinct blob once (POST + PUT), mounts it into each other repository
+/// that needs it and puts each reference's manifests once (a tag's `PUT`
+/// stores its manifest too).
+fn request_floors(set: &Dataset) -> (usize, usize) {
+    let manifests: usize = set.images.iter().map(|i| i.manifests().count()).sum();
+    let pairs: std::collections::HashSet<(&str, &ferry_bundle::Digest)> = set
+        .images
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(move |b| (i.repository.as_str(), b)))
+        .collect();
+    let blobs = set.blobs.len();
+    (
+        manifests + blobs,
+        2 * blobs + pairs.len().saturating_sub(blobs) + manifests,
+    )
+}
+
+fn tally(proxy: &FaultProxy) -> BTreeMap<&'static str, usize> {
+    let mut by_kind = BTreeMap::new();
+    for r in proxy.requests() {
+        *by_kind
+            .entry(request_kind(&r.method, &r.target))
+            .or_insert(0) += 1;
+    }
+    by_kind
+}
+
+/// One more export and import of `set`, each through a counting proxy (not
+/// timed: the proxy costs time of its own).
+fn count_requests(
+    ferry: &str,
+    set: &Dataset,
+    source: &Registry,
+    label: &str,
+    work: &Path,
+    logs: &Path,
+) -> Result<Counted> {
+    let proxy = FaultProxy::start(source.addr(), Vec::new());
+    let spec = work.join(format!("{label}-counted.yaml"));
+    std::fs::write(&spec, spec_text(set, &proxy.host()))?;
+    let bundle = work.join(format!("{label}-counted.tar.zst"));
+    let _ = std::fs::remove_file(&bundle);
+    run_events(
+        logs,
+        &format!("{label}-counted-export"),
+        ferry,
+        &[
+            "export".into(),
+            "--json".into(),
+            "-f".into(),
+            spec.to_string_lossy().into_owned(),
+            "-o".into(),
+            bundle.to_string_lossy().into_owned(),
+            "--no-cache".into(),
+        ],
+    )?;
+    let export = tally(&proxy);
+    drop(proxy);
+    let target = Registry::start()?;
+    let proxy = FaultProxy::start(target.addr(), Vec::new());
+    let imported = run_events(
+        logs,
+        &format!("{label}-counted-import"),
+        ferry,
+        &[
+            "import".into(),
+            "--json".into(),
+            bundle.to_string_lossy().into_owned(),
+            "--registry".into(),
+            proxy.host(),
+            "--flatten".into(),
+        ],
+    );
+    let _ = std::fs::remove_file(&bundle);
+    imported?;
+    let (export_floor, import_floor) = request_floors(set);
+    Ok(Counted {
+        export,
+        import: tally(&proxy),
+        export_floor,
+        import_floor,
+    })
 }
 
 fn med_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
@@ -165,13 +324,18 @@ fn run_events(logs: &Path, label: &str, program: &str, args: &[String]) -> Resul
     Ok(r)
 }
 
-/// Wall seconds of a shell command (a floor).
+/// Wall seconds of a shell script (a floor, or the skopeo path), run from
+/// `logs/<label>.sh` (a script of one line per reference is longer than an
+/// argument may be).
 fn floor(logs: &Path, label: &str, body: &str) -> Result<f64> {
+    let script = logs.join(format!("{label}.sh"));
+    std::fs::write(&script, format!("set -euo pipefail\n{body}"))
+        .with_context(|| format!("failed to write {}", script.display()))?;
     let _ = Command::new("sync").status();
     let log = std::fs::File::create(logs.join(format!("{label}.log")))?;
     let t = Instant::now();
     let st = Command::new("bash")
-        .args(["-c", &format!("set -euo pipefail\n{body}")])
+        .arg(&script)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -194,14 +358,18 @@ fn q(p: &Path) -> String {
 const KEEP_BUNDLE_MAX: u64 = 256 << 20;
 
 /// Measures one point on `set`.
+// Long on purpose: one point's runs in the order they go (export beside its
+// floors, verify beside its floors, import beside the ingest floor, the
+// skopeo path), then the counted pass; each step is a call.
 fn measure(
     ferry: &str,
     set: &Dataset,
     label: &str,
-    runs: usize,
+    opts: &CurveOptions,
     work: &Path,
     logs: &Path,
 ) -> Result<Point> {
+    let runs = opts.runs.max(1);
     let source = Registry::start()?;
     set.populate_registry_storage(&source.storage_dir())?;
     let host = source.host();
@@ -307,13 +475,56 @@ fn measure(
         )?);
         drop(target);
         pt.ingest.push(raw_ingest_once(set, 4, run)?.wall);
+        if opts.skopeo {
+            let (export, import) = skopeo_once(set, &host, label, run, work, logs)?;
+            pt.skopeo_export.push(export);
+            pt.skopeo_import.push(import);
+        }
     }
+    pt.requests = Some(count_requests(ferry, set, &source, label, work, logs)?);
     // A small bundle (the many-small-images points) is kept for measuring
     // or profiling import by hand; the next curve removes it.
     if pt.bundle > KEEP_BUNDLE_MAX {
         let _ = std::fs::remove_file(&bundle);
     }
     Ok(pt)
+}
+
+/// The skopeo path once on `set` (export from `host`, import into a fresh
+/// registry): its two wall times.
+fn skopeo_once(
+    set: &Dataset,
+    host: &str,
+    label: &str,
+    run: usize,
+    work: &Path,
+    logs: &Path,
+) -> Result<(f64, f64)> {
+    let layout = work.join(format!("{label}-skopeo-layout"));
+    let bundle = work.join(format!("{label}-skopeo.tar.zst"));
+    let untar = work.join(format!("{label}-skopeo-untar"));
+    let clean = || {
+        let _ = std::fs::remove_dir_all(&layout);
+        let _ = std::fs::remove_dir_all(&untar);
+    };
+    clean();
+    let export = floor(
+        logs,
+        &format!("{label}-skopeo-export-{run}"),
+        &skopeo_export_script(set, host, &layout, &bundle),
+    );
+    let import = export.and_then(|export| {
+        let target = Registry::start()?;
+        let import = floor(
+            logs,
+            &format!("{label}-skopeo-import-{run}"),
+            &skopeo_import_script(set, &bundle, &untar, &target.host()),
+        )?;
+        Ok((export, import))
+    });
+    clean();
+    let _ = std::fs::remove_file(&bundle);
+    import
 }
 
 /// Runs the curve's points and writes the report.
@@ -343,7 +554,7 @@ pub fn run(opts: &CurveOptions, ferry: &Path, bench: &Path) -> Result<()> {
             &ferry_s,
             &set,
             &format!("{gb}gb"),
-            runs,
+            opts,
             &work,
             &logs,
         )?);
@@ -356,7 +567,7 @@ pub fn run(opts: &CurveOptions, ferry: &Path, bench: &Path) -> Result<()> {
             &ferry_s,
             &set,
             &format!("{n}refs"),
-            runs,
+            opts,
             &work,
             &logs,
         )?);
@@ -495,8 +706,98 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
             s,
             "\nThe request floor of a reference: its manifest and blobs fetched by curl (4 at a time, keep-alive) for export, its blobs uploaded raw (POST + PUT, 4 workers, keep-alive) for import (manifest PUTs not included).\n"
         );
+        s.push_str(&skopeo_table(counts));
+        s.push_str(&requests_table(counts));
     }
     s.push_str(&targets(sizes, counts));
+    s
+}
+
+/// The median of the run-by-run ratios `skopeo[i] / ferry[i]`: how many
+/// times faster ferry was than the skopeo path beside it.
+fn faster(skopeo: &[f64], ferry: &[Run]) -> Option<f64> {
+    let v: Vec<f64> = skopeo
+        .iter()
+        .zip(ferry)
+        .filter(|(_, r)| r.wall > 0.0)
+        .map(|(s, r)| s / r.wall)
+        .collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+/// Per reference against the skopeo path (`--skopeo`), when it ran.
+fn skopeo_table(counts: &[Point]) -> String {
+    let mut s = String::new();
+    if counts.iter().all(|p| p.skopeo_export.is_empty()) {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Against the skopeo path (ms per reference)\n\n| refs | ferry export | skopeo export | × faster | ferry import | skopeo import | × faster |\n|---|---|---|---|---|---|---|"
+    );
+    for p in counts.iter().filter(|p| !p.skopeo_export.is_empty()) {
+        let m = medians(p);
+        let n = p.refs.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} |",
+            p.refs,
+            m.export * 1e3 / n,
+            median(p.skopeo_export.clone()) * 1e3 / n,
+            times(faster(&p.skopeo_export, &p.export)),
+            m.import * 1e3 / n,
+            median(p.skopeo_import.clone()) * 1e3 / n,
+            times(faster(&p.skopeo_import, &p.import)),
+        );
+    }
+    s.push_str(
+        "\nThe skopeo path as a user's script runs it, one reference after another: export = `skopeo copy --all docker://… oci:LAYOUT:…` per reference, then `tar | zstd -T0`; import = `zstd -d | tar -x`, then `skopeo copy --all --preserve-digests oci:… docker://…` per reference into a fresh registry. \"× faster\": the median of the run-by-run ratios.\n\n",
+    );
+    s
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.2}×"))
+}
+
+/// Requests per reference, counted at the registries, beside the floor.
+fn requests_table(counts: &[Point]) -> String {
+    let mut s = String::new();
+    let counted: Vec<(&Point, &Counted)> = counts
+        .iter()
+        .filter_map(|p| p.requests.as_ref().map(|c| (p, c)))
+        .collect();
+    if counted.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Requests per reference (counted at the registry)\n\n| refs | export | its floor | import | its floor | export by kind | import by kind |\n|---|---|---|---|---|---|---|"
+    );
+    for (p, c) in counted {
+        let n = p.refs.max(1) as f64;
+        let total = |m: &BTreeMap<&str, usize>| m.values().sum::<usize>() as f64 / n;
+        let kinds = |m: &BTreeMap<&str, usize>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {:.2}", *v as f64 / n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            p.refs,
+            total(&c.export),
+            c.export_floor as f64 / n,
+            total(&c.import),
+            c.import_floor as f64 / n,
+            kinds(&c.export),
+            kinds(&c.import),
+        );
+    }
+    s.push_str(
+        "\nCounted by a proxy in front of the source and of a fresh target registry, in one more `ferry export --no-cache` and `ferry import --flatten` (not timed). The floor: export fetches each reference's manifests and each distinct blob once; import uploads each distinct blob once (POST + PUT), mounts it into each other repository that needs it and puts each manifest once (a tag's PUT stores its manifest). What ferry sends beyond it: the provenance lookups of export (referrers, cosign tags), import's preflight (an upload session opened and cancelled per repository), existence checks (HEAD) and the ping.\n\n",
+    );
     s
 }
 
@@ -594,9 +895,29 @@ fn targets(sizes: &[Point], counts: &[Point]) -> String {
             );
         }
     }
-    s.push_str(
-        "\nThe speed-ups over the skopeo path (≥ 8× export, ≥ 6× import at 2,000 references) are measured by the main bench (`cargo xtask bench`), not by the curve.\n",
-    );
+    for p in counts {
+        for (name, target, x) in [
+            ("export", 8.0, faster(&p.skopeo_export, &p.export)),
+            ("import", 6.0, faster(&p.skopeo_import, &p.import)),
+        ] {
+            let Some(x) = x else { continue };
+            let _ = writeln!(
+                s,
+                "| {} refs: {name} ≥ {target:.0}× faster than the skopeo path (the target is at 2,000 references) | {x:.2}× | {} |",
+                p.refs,
+                if x >= target {
+                    "met".to_string()
+                } else {
+                    format!("**not met**: {:.0} % of it", x / target * 100.0)
+                }
+            );
+        }
+    }
+    if counts.iter().all(|p| p.skopeo_export.is_empty()) {
+        s.push_str(
+            "\nThe speed-ups over the skopeo path (≥ 8× export, ≥ 6× import at 2,000 references) are measured with `--skopeo`.\n",
+        );
+    }
     s
 }
 
@@ -636,6 +957,7 @@ mod tests {
             ingest: vec![2.0],
             openssl: vec![1.2],
             zstd_d: vec![0.8],
+            ..Point::default()
         }
     }
 
@@ -677,6 +999,82 @@ mod tests {
         // 30 → 60 MiB across counts is not flat; 20 ms → 30 ms per reference neither.
         assert!(text.contains("| import peak RSS flat across reference counts (largest / smallest ≤ 1.2) | 2.00 (30.0–60.0 MiB) | **not met** |"), "{text}");
         assert!(text.contains("| export cost per reference flat from 25 to 500 refs (ratio ≤ 1.2) | 20.00 ms → 30.00 ms (1.50×) | **not met** |"), "{text}");
+    }
+
+    #[test]
+    fn the_skopeo_path_and_the_requests_are_reported_against_their_targets() {
+        let mut p = point("2000refs", 2000, 10.0, 20.0, 40.0);
+        // skopeo 100 s export (10× ferry's 10 s), 100 s import (5× ferry's 20 s).
+        p.skopeo_export = vec![100.0];
+        p.skopeo_import = vec![100.0];
+        p.requests = Some(Counted {
+            export: [("manifest GET", 2000), ("blob GET", 4001)].into(),
+            import: [("manifest PUT", 2000), ("blob HEAD", 6000)].into(),
+            export_floor: 6001,
+            import_floor: 12001,
+        });
+        let text = render(&[], &[p], 1);
+        assert!(
+            text.contains("| 2000 | 5.00 | 50.00 | 10.00× | 10.00 | 50.00 | 5.00× |"),
+            "{text}"
+        );
+        assert!(text.contains("| 2000 refs: export ≥ 8× faster than the skopeo path (the target is at 2,000 references) | 10.00× | met |"), "{text}");
+        assert!(text.contains("| 2000 refs: import ≥ 6× faster than the skopeo path (the target is at 2,000 references) | 5.00× | **not met**: 83 % of it |"), "{text}");
+        assert!(
+            text.contains("| 2000 | 3.00 | 3.00 | 4.00 | 6.00 | blob GET 2.00, manifest GET 1.00 | blob HEAD 3.00, manifest PUT 1.00 |"),
+            "{text}"
+        );
+        assert!(!text.contains("are measured with `--skopeo`"), "{text}");
+        // Without the skopeo path, no ratio is invented.
+        let text = render(&[], &[point("500refs", 500, 1.0, 1.0, 1.0)], 1);
+        assert!(
+            !text.contains("faster than the skopeo path (the target"),
+            "{text}"
+        );
+        assert!(text.contains("are measured with `--skopeo`"), "{text}");
+    }
+
+    #[test]
+    fn requests_are_told_apart_by_what_they_do() {
+        let cases = [
+            ("GET", "/v2/", "ping"),
+            (
+                "POST",
+                "/v2/app-1/blobs/uploads/?mount=sha256:ab&from=app-0",
+                "blob mount",
+            ),
+            ("POST", "/v2/app-1/blobs/uploads/", "upload POST"),
+            (
+                "PUT",
+                "/v2/app-1/blobs/uploads/u1?digest=sha256:ab",
+                "upload PUT",
+            ),
+            ("DELETE", "/v2/app-1/blobs/uploads/u1", "upload DELETE"),
+            ("HEAD", "/v2/app-1/blobs/sha256:ab", "blob HEAD"),
+            ("GET", "/v2/app-1/blobs/sha256:ab", "blob GET"),
+            ("HEAD", "/v2/app-1/manifests/1.0", "manifest HEAD"),
+            ("PUT", "/v2/small/app-1/manifests/1.0", "manifest PUT"),
+            ("GET", "/v2/small/app-1/tags/list", "tags/list"),
+            ("GET", "/v2/small/app-1/referrers/sha256:ab", "referrers"),
+        ];
+        for (method, target, kind) in cases {
+            assert_eq!(request_kind(method, target), kind, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn the_request_floor_counts_each_blob_once_and_each_mount_and_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = Dataset::load_or_generate_many(dir.path(), 3, 0, &|_| {}).unwrap();
+        // 3 references: a shared base, a layer and a config each (7 blobs),
+        // one manifest each.
+        assert_eq!(set.blobs.len(), 7);
+        let (export, import) = request_floors(&set);
+        // Export: 3 manifests + 7 blobs.
+        assert_eq!(export, 10);
+        // Import: 7 blobs × (POST + PUT), the base mounted into 2 more
+        // repositories, 3 manifest PUTs.
+        assert_eq!(import, 14 + 2 + 3);
     }
 
     #[test]

@@ -87,6 +87,13 @@ enum Task {
         /// Where the curve's report goes.
         #[arg(long, default_value = "target/bench/curve.md", value_name = "FILE")]
         curve_out: std::path::PathBuf,
+        /// The curve also times the skopeo path at each point (one `skopeo
+        /// copy` per reference, sequential: minutes at 2,000 references).
+        #[arg(long)]
+        skopeo: bool,
+        /// Measure this ferry binary instead of building one.
+        #[arg(long, value_name = "PATH")]
+        ferry_bin: Option<std::path::PathBuf>,
     },
     /// Run the cargo-fuzz targets (nightly) for N seconds each; see docs/fuzzing.md.
     Fuzz {
@@ -121,6 +128,8 @@ fn main() -> Result<()> {
             sizes,
             refs,
             curve_out,
+            skopeo,
+            ferry_bin,
         } => bench::run(&bench::Options {
             scale,
             runs,
@@ -140,6 +149,8 @@ fn main() -> Result<()> {
             } else {
                 root().join(curve_out)
             },
+            curve_skopeo: skopeo,
+            ferry_bin,
         }),
         Task::Dist => dist::run(),
         Task::Fuzz {

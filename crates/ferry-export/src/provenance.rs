@@ -14,8 +14,13 @@
 //!
 //! What is found is resolved like any image (children of an index too) and
 //! searched in turn (a signed attestation), [`MAX_DEPTH`] levels deep.
+//!
+//! The tags of step 1's fallback and step 2 are looked for in one listing
+//! of each repository (`GET /v2/<name>/tags/list`, [`TagIndex`]) instead of
+//! four lookups per manifest; only a tag listed is fetched. A repository
+//! whose listing fails is asked tag by tag, as before.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -73,8 +78,51 @@ fn network(context: &str, why: &str) -> String {
     )
 }
 
+/// The `sha256-…` tags of each repository listed so far (`None`: its
+/// listing failed, so each tag is asked for).
+#[derive(Default)]
+struct TagIndex {
+    listed: HashMap<Repo, Option<HashSet<String>>>,
+}
+
+impl TagIndex {
+    /// Lists the repositories of `subjects` not listed yet, `jobs` at a time.
+    async fn list(&mut self, client: &Client, subjects: &[Subject], jobs: usize) {
+        let repos: HashSet<&Repo> = subjects
+            .iter()
+            .map(|s| &s.repo)
+            .filter(|r| !self.listed.contains_key(*r))
+            .collect();
+        let listed: Vec<(Repo, Option<HashSet<String>>)> = stream::iter(repos)
+            .map(|repo| async move {
+                let tags = client.list_tags(repo).await.ok().map(|tags| {
+                    tags.into_iter()
+                        .filter(|t| t.starts_with("sha256-"))
+                        .collect()
+                });
+                (repo.clone(), tags)
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        self.listed.extend(listed);
+    }
+
+    /// Whether `tag` may be in `repo`: listed there, or its listing failed.
+    fn may_have(&self, repo: &Repo, tag: &str) -> bool {
+        match self.listed.get(repo) {
+            Some(Some(tags)) => tags.contains(tag),
+            _ => true,
+        }
+    }
+}
+
 /// The referrers of `s`: from the referrers API, else the fallback tag.
-async fn referrers(client: &Client, s: &Subject) -> Result<(Vec<Descriptor>, Vec<String>), String> {
+async fn referrers(
+    client: &Client,
+    s: &Subject,
+    tags: &TagIndex,
+) -> Result<(Vec<Descriptor>, Vec<String>), String> {
     match client.referrers(&s.repo, &s.digest).await {
         Ok(Some(list)) => return Ok((list, Vec::new())),
         Ok(None) => {}
@@ -87,6 +135,9 @@ async fn referrers(client: &Client, s: &Subject) -> Result<(Vec<Descriptor>, Vec
         }
     }
     let tag = s.digest.fallback_tag();
+    if !tags.may_have(&s.repo, &tag) {
+        return Ok((Vec::new(), Vec::new()));
+    }
     match client.get_manifest(&s.repo, &tag).await {
         Ok(m) => match manifest::parse(&m.bytes, Some(&m.media_type)) {
             Ok(p) if p.is_index() => Ok((p.manifests, Vec::new())),
@@ -114,9 +165,9 @@ async fn referrers(client: &Client, s: &Subject) -> Result<(Vec<Descriptor>, Vec
 }
 
 /// Everything found for one subject, and warnings about what was left out.
-async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>) -> Found {
+async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>, tags: &TagIndex) -> Found {
     let mut found = Vec::new();
-    let (listed, mut warnings) = referrers(client, s).await?;
+    let (listed, mut warnings) = referrers(client, s, tags).await?;
     let mut seen = HashSet::new();
     for d in listed {
         if !seen.insert(d.digest.clone()) {
@@ -158,6 +209,9 @@ async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>) -> Foun
     }
     for suffix in LEGACY_SUFFIXES {
         let tag = format!("{}.{suffix}", s.digest.fallback_tag());
+        if !tags.may_have(&s.repo, &tag) {
+            continue;
+        }
         match client.head_manifest(&s.repo, &tag).await {
             Ok(None) => continue,
             Ok(Some(_)) => {}
@@ -210,14 +264,17 @@ pub async fn discover(
     let mut frontier: Vec<Subject> = images.iter().flat_map(subjects_of).collect();
     let mut found: Vec<ResolvedImage> = Vec::new();
     let mut failed = Vec::new();
+    let mut tags = TagIndex::default();
     for _ in 0..MAX_DEPTH {
         frontier.retain(|s| visited.insert((s.repo.clone(), s.digest.clone())));
         if frontier.is_empty() {
             break;
         }
+        tags.list(client, &frontier, jobs).await;
+        let tags = &tags;
         let results: Vec<(Subject, Found)> = stream::iter(frontier.drain(..))
             .map(|s| async move {
-                let r = discover_one(client, &s, lock).await;
+                let r = discover_one(client, &s, lock, tags).await;
                 (s, r)
             })
             .buffer_unordered(jobs.max(1))

@@ -82,6 +82,64 @@ pub struct Options {
     pub refs: Vec<usize>,
     /// The curve's report.
     pub curve_out: PathBuf,
+    /// The curve also times the skopeo path at each point (long: one
+    /// `skopeo copy` per reference, one after another, each way).
+    pub curve_skopeo: bool,
+    /// Measure this ferry binary instead of building one (before/after
+    /// comparisons against another build).
+    pub ferry_bin: Option<PathBuf>,
+}
+
+/// The skopeo path's export, as a user's script does it: `skopeo copy
+/// --all` of every reference, one after another, into one `oci:` layout,
+/// then `tar | zstd -T0` of the layout into `out`.
+pub(crate) fn skopeo_export_script(
+    set: &ferry_testkit::dataset::Dataset,
+    host: &str,
+    layout: &Path,
+    out: &Path,
+) -> String {
+    let mut body = String::new();
+    for i in &set.images {
+        let _ = writeln!(
+            body,
+            "skopeo --insecure-policy copy --all --src-tls-verify=false {} {}",
+            sh_quote(&format!("docker://{}", i.reference(host))),
+            sh_quote(&format!("oci:{}:{}:{}", p(layout), i.repository, i.tag)),
+        );
+    }
+    let _ = writeln!(
+        body,
+        "tar -C {} -cf - . | zstd -T0 -q -o {}",
+        sh_quote(&p(layout)),
+        sh_quote(&p(out))
+    );
+    body
+}
+
+/// The skopeo path's import: `zstd -d | tar -x` of `bundle` into `untar`,
+/// then `skopeo copy --all --preserve-digests` of every reference, one
+/// after another, to `host`.
+pub(crate) fn skopeo_import_script(
+    set: &ferry_testkit::dataset::Dataset,
+    bundle: &Path,
+    untar: &Path,
+    host: &str,
+) -> String {
+    let mut body = format!(
+        "mkdir -p {u}\nzstd -dc {b} | tar -x -C {u}\n",
+        u = sh_quote(&p(untar)),
+        b = sh_quote(&p(bundle))
+    );
+    for i in &set.images {
+        let _ = writeln!(
+            body,
+            "skopeo --insecure-policy copy --all --preserve-digests --dest-tls-verify=false {} {}",
+            sh_quote(&format!("oci:{}:{}:{}", p(untar), i.repository, i.tag)),
+            sh_quote(&format!("docker://{}", i.reference(host))),
+        );
+    }
+    body
 }
 
 fn sh_quote(s: &str) -> String {
@@ -210,7 +268,10 @@ pub fn run(opts: &Options) -> Result<()> {
         load_set(opts, &data_dir)?;
         return Ok(());
     }
-    let ferry = build_ferry()?;
+    let ferry = match &opts.ferry_bin {
+        Some(bin) => bin.clone(),
+        None => build_ferry()?,
+    };
     if !opts.sizes.is_empty() || !opts.refs.is_empty() {
         if let Some(bad) = opts.sizes.iter().find(|&&gb| !(gb > 0.0 && gb <= 64.0)) {
             bail!("--sizes must be in (0, 64] GB (got {bad})");
@@ -221,6 +282,7 @@ pub fn run(opts: &Options) -> Result<()> {
                 refs: opts.refs.clone(),
                 runs,
                 out: opts.curve_out.clone(),
+                skopeo: opts.curve_skopeo,
             },
             &ferry,
             &bench,
@@ -426,21 +488,7 @@ pub fn run(opts: &Options) -> Result<()> {
         if !opts.no_skopeo {
             remove(&layout);
             remove(&skopeo_bundle);
-            let mut body = String::new();
-            for i in &set.images {
-                let _ = writeln!(
-                    body,
-                    "skopeo --insecure-policy copy --all --src-tls-verify=false {} {}",
-                    sh_quote(&format!("docker://{}", i.reference(&host))),
-                    sh_quote(&format!("oci:{}:{}:{}", p(&layout), i.repository, i.tag)),
-                );
-            }
-            let _ = writeln!(
-                body,
-                "tar -C {} -cf - . | zstd -T0 -q -o {}",
-                sh_quote(&p(&layout)),
-                sh_quote(&p(&skopeo_bundle))
-            );
+            let body = skopeo_export_script(&set, &host, &layout, &skopeo_bundle);
             let s = runner.script(&format!("export-skopeo-{run}"), &work, &body)?;
             r.skopeo_export.push(s);
             r.kept_skopeo_layout = r.kept_skopeo_layout.min(layout_digests_kept(&set, &layout));
@@ -498,19 +546,7 @@ pub fn run(opts: &Options) -> Result<()> {
         if !opts.no_skopeo {
             let target = Registry::start()?;
             remove(&untar);
-            let mut body = format!(
-                "mkdir -p {u}\nzstd -dc {b} | tar -x -C {u}\n",
-                u = sh_quote(&p(&untar)),
-                b = sh_quote(&p(&skopeo_bundle))
-            );
-            for i in &set.images {
-                let _ = writeln!(
-                    body,
-                    "skopeo --insecure-policy copy --all --preserve-digests --dest-tls-verify=false {} {}",
-                    sh_quote(&format!("oci:{}:{}:{}", p(&untar), i.repository, i.tag)),
-                    sh_quote(&format!("docker://{}", i.reference(&target.host()))),
-                );
-            }
+            let body = skopeo_import_script(&set, &skopeo_bundle, &untar, &target.host());
             let s = runner.script(&format!("import-skopeo-{run}"), &work, &body)?;
             r.skopeo_import.push(s);
             r.kept_skopeo = r.kept_skopeo.min(digests_kept(&set.images, &target.host()));

@@ -12,15 +12,20 @@ use super::measure::{paired, Series};
 use super::{output, p, target_dir, Options, Results};
 
 /// How the scaling curve is run (kept in the report, see `curve.rs`).
-const CURVE_NOTE: &str = "The scaling curve (issue 17) runs apart from this comparison: \
-`cargo xtask bench --sizes 0.5,2,8 --refs 25,500,2000,10000 [--runs N] [--curve-out FILE]` measures, at \
-each data-set size (GB, the set above) and each count of small images (`small/app-<n>:1.0`: a 256 KiB \
-base layer all share, an 8 KiB layer and a config of its own), `ferry export --no-cache`, `ferry verify` \
-and `ferry import` with the time of each phase from their `--json` events (resolve, fetch, write; verify; \
+const CURVE_NOTE: &str = "The scaling curve (issue 17) runs apart from this comparison: `cargo xtask bench --sizes 0.5,2,8 --refs \
+25,500,2000,10000 [--runs N] [--skopeo] [--curve-out FILE] [--ferry-bin PATH]` measures, at each \
+data-set size (GB, the set above) and each count of small images (`small/app-<n>:1.0`: a 256 KiB base \
+layer all share, an 8 KiB layer and a config of its own), `ferry export --no-cache`, `ferry verify` and \
+`ferry import` with the time of each phase from their `--json` events (resolve, fetch, write; verify; \
 plan, upload, commit), each beside its floor (`dd`, curl fetching every manifest and blob, the raw \
-keep-alive ingest, `openssl dgst -sha256` and `zstd -d`), the cost per reference in ms beside the floor of \
-the requests each reference needs, and the targets table; it writes `target/bench/curve.md`. Pick points \
-with `--sizes` and `--refs` to keep it small on a shared machine.";
+keep-alive ingest, `openssl dgst -sha256` and `zstd -d`), the cost per reference in ms beside the floor \
+of the requests each reference needs, the requests each reference sent (counted by a proxy in front of \
+the source and the target registry in one more export and import, by kind, beside the fewest the \
+references need), and the targets table; it writes `target/bench/curve.md`. `--skopeo` also times the \
+skopeo path at each point (`skopeo copy` per reference, one after another, each way: minutes at 2,000 \
+references) and reports ms per reference and how many times faster ferry is, against the ≥ 8× export and \
+≥ 6× import targets; `--ferry-bin` measures another build (before/after). Pick points with `--sizes` and \
+`--refs` to keep it small on a shared machine.";
 
 /// `/proc/loadavg`'s first three fields.
 pub(super) fn loadavg() -> String {

@@ -114,7 +114,7 @@ impl ImportRun<'_> {
                             return None;
                         }
                         let mut count = PushCount::default();
-                        let r = push_manifests(dest, p, manifests, &mut count).await;
+                        let r = push_manifests(dest, p, manifests, &mut count, true).await;
                         Some((r, count))
                     })
                     .buffered(self.opts.jobs.max(1))
@@ -356,59 +356,78 @@ async fn retry_alone(
             continue;
         };
         let mut count = PushCount::default();
-        let r = push_manifests(dest, p, manifests, &mut count).await;
+        // Asked again: what the first try pushed is found, not pushed twice.
+        let r = push_manifests(dest, p, manifests, &mut count, false).await;
         count.present = count.present.saturating_sub(first.pushed);
         count.pushed += first.pushed;
         *slot = Some((r, count));
     }
 }
 
+/// Whether manifest `d` of `p` is known to be absent from the target
+/// without asking: none of the item's blobs was in its repository when
+/// planned ([`ItemPlan::none_present`]) and `d` is a manifest that names
+/// blobs (an index names manifests, which may be there on their own).
+fn known_absent(p: &ItemPlan, d: &Digest, manifests: &Manifests, trust_plan: bool) -> bool {
+    trust_plan
+        && p.none_present
+        && manifests
+            .get(d)
+            .is_some_and(|(_, _, parsed)| !parsed.is_index() && parsed.blobs().next().is_some())
+}
+
 /// Pushes an item's manifests children-first, then its tag. Returns a note
 /// (and the digest the tag points at) when it had to land differently.
+///
+/// A tagged item's top manifest goes up once, by its tag (the registry
+/// stores the manifest under its digest too); existence checks (HEAD) are
+/// left out where the plan already knows the answer ([`known_absent`],
+/// unless `trust_plan` is false: a second push after a failed one asks).
 async fn push_manifests(
     dest: &Dest,
     p: &ItemPlan,
     manifests: &Manifests,
     count: &mut PushCount,
+    trust_plan: bool,
 ) -> PushResult {
     let mut note = None;
+    let tagged_top = p
+        .reference
+        .tag
+        .as_ref()
+        .filter(|_| p.manifests.contains(&p.item.digest));
     for d in &p.manifests {
         let Some((mt, bytes, _)) = manifests.get(d) else {
             return Err(format!("manifest {d} missing from the bundle"));
         };
-        if dest.head_manifest(&p.repo, &d.to_string()).await.is_some() {
+        if !known_absent(p, d, manifests, trust_plan)
+            && dest.head_manifest(&p.repo, &d.to_string()).await.is_some()
+        {
             count.present += 1;
-            continue;
+            continue; // a tag is still pointed at it below
+        }
+        if let Some(tag) = tagged_top.filter(|_| d == &p.item.digest) {
+            // Not there, so no tag points at it yet: one PUT, by the tag,
+            // stores it and tags it.
+            put_top(
+                dest,
+                p,
+                d,
+                tag,
+                (mt.as_ref(), bytes),
+                manifests,
+                count,
+                &mut note,
+            )
+            .await?;
+            return Ok(note);
         }
         match dest
             .put_manifest(&p.repo, &d.to_string(), mt.as_ref(), bytes.clone())
             .await
         {
             Ok(_) => count.pushed += 1,
-            Err(e) if d == &p.item.digest && p.sparse && e.contains("MANIFEST_BLOB_UNKNOWN") => {
-                // The registry refuses an index whose children are absent
-                // (distribution 2.x validates every child). Fall back.
-                let children: Vec<&Digest> = p.manifests.iter().filter(|m| *m != d).collect();
-                if children.len() == 1 {
-                    note = Some((
-                        format!(
-                            "{}: the registry refuses an index with absent platforms, so tag `{}` points at the {} manifest {} (the index {} is not at the mirror)",
-                            p.item.reference,
-                            p.reference.tag.clone().unwrap_or_default(),
-                            p.item.platforms.join(","),
-                            children[0],
-                            d
-                        ),
-                        children[0].clone(),
-                    ));
-                } else {
-                    return Err(format!(
-                        "the registry refuses index {d} because platforms left out by the export filter are absent; its {} platform manifests were pushed by digest. Export without a platform filter, or use a registry that accepts sparse indexes",
-                        children.len()
-                    ));
-                }
-            }
-            Err(e) => return Err(format!("pushing manifest {d} failed: {e}")),
+            Err(e) => sparse_fallback(p, d, &e, &mut note)?,
         }
     }
     if let Some(tag) = &p.reference.tag {
@@ -422,14 +441,89 @@ async fn push_manifests(
                 (p.item.digest.clone(), mt, bytes)
             }
         };
-        match dest.head_manifest(&p.repo, tag).await {
-            Some(current) if current == digest => {}
-            _ => {
-                dest.put_manifest(&p.repo, tag, mt.as_ref(), bytes.clone())
-                    .await
-                    .map_err(|e| format!("tagging {tag} failed: {e}"))?;
-            }
-        }
+        tag_to(dest, p, tag, &digest, mt.as_ref(), bytes).await?;
     }
     Ok(note)
+}
+
+/// Points `tag` at `digest` unless it already does.
+async fn tag_to(
+    dest: &Dest,
+    p: &ItemPlan,
+    tag: &str,
+    digest: &Digest,
+    mt: &str,
+    bytes: &Bytes,
+) -> Result<(), String> {
+    match dest.head_manifest(&p.repo, tag).await {
+        Some(current) if current == *digest => Ok(()),
+        _ => dest
+            .put_manifest(&p.repo, tag, mt, bytes.clone())
+            .await
+            .map_err(|e| format!("tagging {tag} failed: {e}")),
+    }
+}
+
+/// Pushes the top manifest `d` by its tag. An index refused for its absent
+/// platforms falls back ([`sparse_fallback`]) and the tag then points at
+/// the one platform manifest pushed.
+// The push's parts, passed through; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
+async fn put_top(
+    dest: &Dest,
+    p: &ItemPlan,
+    d: &Digest,
+    tag: &str,
+    (mt, bytes): (&str, &Bytes),
+    manifests: &Manifests,
+    count: &mut PushCount,
+    note: &mut Option<(String, Digest)>,
+) -> Result<(), String> {
+    let e = match dest.put_manifest(&p.repo, tag, mt, bytes.clone()).await {
+        Ok(()) => {
+            count.pushed += 1;
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    sparse_fallback(p, d, &e, note)?;
+    let Some((_, child)) = note.as_ref() else {
+        return Err(format!("pushing manifest {d} failed: {e}"));
+    };
+    let (cmt, cbytes, _) = manifests.get(child).ok_or("child manifest missing")?;
+    tag_to(dest, p, tag, child, cmt.as_ref(), cbytes).await
+}
+
+/// A registry that refuses an index whose children are absent (distribution
+/// 2.x validates every child): with one platform manifest pushed, its tag
+/// points at that manifest instead (the note says so); with more, the item
+/// fails. Any other refusal of `d` fails the item.
+fn sparse_fallback(
+    p: &ItemPlan,
+    d: &Digest,
+    e: &str,
+    note: &mut Option<(String, Digest)>,
+) -> Result<(), String> {
+    if !(d == &p.item.digest && p.sparse && e.contains("MANIFEST_BLOB_UNKNOWN")) {
+        return Err(format!("pushing manifest {d} failed: {e}"));
+    }
+    let children: Vec<&Digest> = p.manifests.iter().filter(|m| *m != d).collect();
+    if children.len() != 1 {
+        return Err(format!(
+            "the registry refuses index {d} because platforms left out by the export filter are absent; its {} platform manifests were pushed by digest. Export without a platform filter, or use a registry that accepts sparse indexes",
+            children.len()
+        ));
+    }
+    *note = Some((
+        format!(
+            "{}: the registry refuses an index with absent platforms, so tag `{}` points at the {} manifest {} (the index {} is not at the mirror)",
+            p.item.reference,
+            p.reference.tag.clone().unwrap_or_default(),
+            p.item.platforms.join(","),
+            children[0],
+            d
+        ),
+        children[0].clone(),
+    ));
+    Ok(())
 }

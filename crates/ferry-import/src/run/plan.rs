@@ -30,6 +30,10 @@ pub(super) struct ItemPlan {
     pub(super) blobs: Vec<(Digest, u64)>,
     /// Index children left out by a platform filter.
     pub(super) sparse: bool,
+    /// None of its blobs was in its repository when planned: no manifest
+    /// that names one can be there yet (a registry accepts a manifest only
+    /// once its blobs are), so commit pushes them without asking first.
+    pub(super) none_present: bool,
 }
 
 /// and blobs, each once (the sets make every step constant time).
@@ -131,9 +135,10 @@ pub(super) async fn make_plan(
             upload_bytes: 0,
         });
     };
-    let plans = subjects_first(map_items(opts, target, head, manifests)?);
+    let mut plans = subjects_first(map_items(opts, target, head, manifests)?);
     let (pairs, mut present) = present_blobs(client, dest, opts, target, &plans).await;
     check_base(dest, opts, target, head, &plans, &mut present).await?;
+    mark_none_present(&mut plans, &present);
     let mut first: HashMap<Digest, Repo> = HashMap::new();
     let mut entries = Vec::new();
     let sizes: HashMap<&Digest, u64> = head
@@ -237,6 +242,7 @@ fn map_items(
             manifests: walked.manifests,
             blobs: walked.blobs,
             sparse: walked.sparse,
+            none_present: false,
         });
     }
     Ok(plans)
@@ -282,6 +288,16 @@ async fn present_blobs(
         }
     }
     (pairs, present)
+}
+
+/// Marks the items none of whose blobs is in their repository (see
+/// [`ItemPlan::none_present`]); an item without blobs is never marked.
+fn mark_none_present(plans: &mut [ItemPlan], present: &HashSet<(Repo, Digest)>) {
+    let here: HashSet<(&Repo, &Digest)> = present.iter().map(|(r, d)| (r, d)).collect();
+    for p in plans.iter_mut() {
+        p.none_present =
+            !p.blobs.is_empty() && !p.blobs.iter().any(|(d, _)| here.contains(&(&p.repo, d)));
+    }
 }
 
 /// A differential bundle leaves out blobs the target already holds: each
@@ -413,6 +429,7 @@ mod tests {
             manifests: manifests.iter().map(|d| (*d).clone()).collect(),
             blobs: vec![],
             sparse: false,
+            none_present: false,
         }
     }
 

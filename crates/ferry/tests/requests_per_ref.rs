@@ -1,0 +1,179 @@
+//! The requests each reference costs (issue 17), counted by a proxy in
+//! front of real `docker-registry`s, for export and import of many small
+//! images (the curve's set: a base layer they all share, a layer and a
+//! config of their own, one manifest each).
+//!
+//! The floor of a reference: export fetches its manifest and its two own
+//! blobs (the shared base once in all); import uploads its two own blobs
+//! (POST + PUT each), mounts the base and puts its manifest once. What ferry
+//! may add per reference is named: export's provenance lookups (the
+//! referrers API, one tag listing per repository instead of four tag
+//! lookups per manifest), import's preflight (an upload session opened and
+//! cancelled per repository) and the existence check of each blob; a fresh
+//! target needs no manifest existence check and one manifest PUT per
+//! reference (by its tag).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{ferry, ok};
+use ferry_testkit::dataset::Dataset;
+use ferry_testkit::proxy::FaultProxy;
+use ferry_testkit::registry::Registry;
+
+/// References in the set.
+const REFS: usize = 24;
+
+/// Requests by (method, what): `manifest`, `blob`, `upload`, `mount`,
+/// `tags`, `referrers`, `ping`.
+fn tally(proxy: &FaultProxy) -> BTreeMap<(String, &'static str), usize> {
+    let mut out = BTreeMap::new();
+    for r in proxy.requests() {
+        let (path, query) = r.target.split_once('?').unwrap_or((&r.target, ""));
+        let what = if path == "/v2/" {
+            "ping"
+        } else if path.contains("/blobs/uploads") && query.contains("mount=") {
+            "mount"
+        } else if path.contains("/blobs/uploads") {
+            "upload"
+        } else if path.contains("/manifests/") {
+            "manifest"
+        } else if path.contains("/blobs/") {
+            "blob"
+        } else if path.ends_with("/tags/list") {
+            "tags"
+        } else if path.contains("/referrers/") {
+            "referrers"
+        } else {
+            "other"
+        };
+        *out.entry((r.method.clone(), what)).or_insert(0) += 1;
+    }
+    out
+}
+
+fn count(t: &BTreeMap<(String, &'static str), usize>, method: &str, what: &str) -> usize {
+    t.get(&(method.to_string(), what)).copied().unwrap_or(0)
+}
+
+fn total(t: &BTreeMap<(String, &'static str), usize>) -> usize {
+    t.values().sum()
+}
+
+/// The digest `repo:tag` points at in a registry's storage.
+fn tagged(reg: &Registry, repo: &str, tag: &str) -> String {
+    let link = reg.storage_dir().join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    std::fs::read_to_string(&link).unwrap_or_default()
+}
+
+#[test]
+fn each_reference_costs_the_floor_plus_named_lookups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = Dataset::load_or_generate_many(&tmp.path().join("set"), REFS, 0, &|_| {}).unwrap();
+    assert_eq!(set.images.len(), REFS);
+    let source = Registry::start().unwrap();
+    set.populate_registry_storage(&source.storage_dir())
+        .unwrap();
+    let upstream = FaultProxy::start(source.addr(), Vec::new());
+    let mut spec = String::from("apiVersion: ferry.dev/v1\nname: perref\nimages:\n");
+    for i in &set.images {
+        spec.push_str(&format!("  - {}\n", i.reference(&upstream.host())));
+    }
+    let spec_path = tmp.path().join("bundle.yaml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let bundle = tmp.path().join("b.tar.zst");
+    let bundle_s = bundle.to_str().unwrap();
+
+    // Export: one manifest GET per reference, each blob once, one tag
+    // listing per repository and one referrers request per manifest; no
+    // cosign tag is asked for one by one.
+    ok(&ferry(&[
+        "export",
+        "-f",
+        spec_path.to_str().unwrap(),
+        "-o",
+        bundle_s,
+        "--no-cache",
+    ]));
+    let ex = tally(&upstream);
+    let blobs = set.blobs.len();
+    assert_eq!(count(&ex, "GET", "blob"), blobs, "{ex:?}");
+    assert_eq!(count(&ex, "GET", "manifest"), REFS, "{ex:?}");
+    assert_eq!(count(&ex, "HEAD", "manifest"), 0, "{ex:?}");
+    assert_eq!(count(&ex, "GET", "tags"), REFS, "{ex:?}");
+    assert_eq!(count(&ex, "GET", "referrers"), REFS, "{ex:?}");
+    let export_floor = REFS + blobs;
+    assert!(
+        total(&ex) <= export_floor + 2 * REFS + 2,
+        "export sent {} requests for a floor of {export_floor}: {ex:?}",
+        total(&ex)
+    );
+
+    // Import into a fresh registry: each blob uploaded once, the shared
+    // base mounted into every other repository, one manifest PUT (by its
+    // tag) per reference and no manifest existence check.
+    let target = Registry::start().unwrap();
+    let proxy = FaultProxy::start(target.addr(), Vec::new());
+    let out = ok(&ferry(&[
+        "--json",
+        "import",
+        bundle_s,
+        "--registry",
+        &proxy.host(),
+        "--flatten",
+    ]));
+    assert!(
+        out.contains(&format!("\"manifestsPushed\":{REFS},")),
+        "{out}"
+    );
+    assert!(out.contains("\"manifestsPresent\":0,"), "{out}");
+    let im = tally(&proxy);
+    assert_eq!(count(&im, "PUT", "manifest"), REFS, "{im:?}");
+    assert_eq!(count(&im, "HEAD", "manifest"), 0, "{im:?}");
+    assert_eq!(count(&im, "POST", "mount"), REFS - 1, "{im:?}");
+    // The preflight's session per repository (POST + DELETE) and each
+    // upload's POST + PUT.
+    assert_eq!(count(&im, "POST", "upload"), REFS + blobs, "{im:?}");
+    assert_eq!(count(&im, "PUT", "upload"), blobs, "{im:?}");
+    let pairs = 3 * REFS;
+    assert_eq!(count(&im, "HEAD", "blob"), pairs, "{im:?}");
+    let import_floor = 2 * blobs + (pairs - blobs) + REFS;
+    assert!(
+        total(&im) <= import_floor + 5 * REFS + 2,
+        "import sent {} requests for a floor of {import_floor}: {im:?}",
+        total(&im)
+    );
+    for i in &set.images {
+        assert_eq!(
+            tagged(&target, &i.repository, &i.tag),
+            i.top.digest.to_string(),
+            "{}:{} did not land",
+            i.repository,
+            i.tag
+        );
+    }
+
+    // Again into the same registry: everything is there, nothing is put.
+    let again = FaultProxy::start(target.addr(), Vec::new());
+    let out = ok(&ferry(&[
+        "--json",
+        "import",
+        bundle_s,
+        "--registry",
+        &again.host(),
+        "--flatten",
+    ]));
+    let re = tally(&again);
+    assert_eq!(count(&re, "PUT", "manifest"), 0, "{re:?}");
+    assert_eq!(count(&re, "PUT", "upload"), 0, "{re:?}");
+    assert_eq!(count(&re, "POST", "mount"), 0, "{re:?}");
+    assert!(
+        out.contains(&format!("\"manifestsPresent\":{REFS},")),
+        "{out}"
+    );
+    assert!(out.contains("\"manifestsPushed\":0,"), "{out}");
+}
