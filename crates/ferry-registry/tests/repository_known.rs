@@ -12,6 +12,9 @@ use ferry_registry::Client;
 
 use common::{fast_config, registry, Action, Proxy};
 
+/// What the proxy answers a tag listing with.
+type Answer = fn() -> Action;
+
 fn client() -> Client {
     Client::new(fast_config()).unwrap()
 }
@@ -43,7 +46,7 @@ async fn a_repository_is_known_once_it_has_a_tag_and_untagged_blobs_leave_it_unk
 #[tokio::test]
 async fn any_answer_but_name_unknown_counts_as_known() {
     let reg = registry();
-    let cases: Vec<(&str, fn() -> Action)> = vec![
+    let cases: Vec<(&str, Answer)> = vec![
         ("a bare 404", || Action::status(404)),
         ("404 with another code", || {
             Action::json(
