@@ -5,9 +5,11 @@
 //! it matched: the uploads and the store take it as checked by its sender
 //! ([`Check::Sender`]), counting its bytes, so each blob is hashed once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::stream::{self, StreamExt};
 use tokio::sync::mpsc;
 
 use ferry_bundle::digest::Check;
@@ -56,6 +58,27 @@ pub(crate) enum Dest {
 }
 
 impl Dest {
+    /// The repositories among `repos` the target registry does not know
+    /// ([`Client::repository_known`]): none can hold a blob the plan must
+    /// check, so their blobs are uploaded without a HEAD each (an upload of
+    /// a blob already there is harmless). A store knows every repository.
+    pub(crate) async fn unknown_repos<'r>(
+        &self,
+        repos: impl IntoIterator<Item = &'r Repo>,
+        jobs: usize,
+    ) -> HashSet<Repo> {
+        let Dest::Registry(c) = self else {
+            return HashSet::new();
+        };
+        let distinct: HashSet<&Repo> = repos.into_iter().collect();
+        stream::iter(distinct)
+            .map(|repo| async move { (repo, c.repository_known(repo).await) })
+            .buffer_unordered(jobs.max(1))
+            .filter_map(|(repo, known)| async move { (!known).then(|| repo.clone()) })
+            .collect()
+            .await
+    }
+
     pub(crate) async fn head_blob(&self, repo: &Repo, d: &Digest) -> bool {
         match self {
             Dest::Registry(c) => matches!(c.head_blob(repo, d).await, Ok(Some(_))),

@@ -13,7 +13,7 @@
 //! `e2e.rs` already covers 503 on manifest GETs, 429 and 500 on blob GETs
 //! (export), and 503 on the upload PUT and 429 on the manifest PUT (import),
 //! each followed by success: the statuses here hit other requests (tag
-//! resolution, chunk PATCHes, upload POSTs, plan-time HEADs, mounts) and add
+//! resolution, chunk PATCHes, upload POSTs, plan-time tag listings, mounts) and add
 //! the faults that do not go away.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -703,13 +703,15 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             vec![],
         ),
         import(
-            "import: 429 Retry-After: 1 on plan-time blob HEADs (twice)",
+            // A fresh target's plan asks one tag listing per repository,
+            // no blob HEAD (see docs/import.md, step 2).
+            "import: 429 Retry-After: 1 on plan-time tag listings (twice)",
             Hook::None,
             vec![Fault::new(Action::TooManyRequests {
                 retry_after_secs: 1,
             })
-            .on_method("HEAD")
-            .on_path("/blobs/sha256:")
+            .on_method("GET")
+            .on_path("/tags/list")
             .times(2)],
             Success,
             vec![],

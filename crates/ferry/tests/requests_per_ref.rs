@@ -9,9 +9,11 @@
 //! may add per reference is named: export's provenance lookups (the
 //! referrers API, one tag listing per repository instead of four tag
 //! lookups per manifest), import's preflight (an upload session opened and
-//! cancelled per repository) and the existence check of each blob; a fresh
-//! target needs no manifest existence check and one manifest PUT per
-//! reference (by its tag).
+//! cancelled per repository) and one tag listing per repository (`?n=1`):
+//! a repository the target does not know gets its blobs without an
+//! existence check each, a known one gets a HEAD per blob; a fresh target
+//! needs no manifest existence check and one manifest PUT per reference
+//! (by its tag).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
 mod common;
@@ -138,12 +140,15 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     // The preflight's session per repository (POST + DELETE) and each
     // upload's POST + PUT.
     assert_eq!(count(&im, "POST", "upload"), REFS + blobs, "{im:?}");
+    assert_eq!(count(&im, "DELETE", "upload"), REFS, "{im:?}");
     assert_eq!(count(&im, "PUT", "upload"), blobs, "{im:?}");
+    // Every repository is new: one tag listing each, no blob HEAD.
     let pairs = 3 * REFS;
-    assert_eq!(count(&im, "HEAD", "blob"), pairs, "{im:?}");
+    assert_eq!(count(&im, "GET", "tags"), REFS, "{im:?}");
+    assert_eq!(count(&im, "HEAD", "blob"), 0, "{im:?}");
     let import_floor = 2 * blobs + (pairs - blobs) + REFS;
     assert!(
-        total(&im) <= import_floor + 5 * REFS + 2,
+        total(&im) <= import_floor + 3 * REFS + 2,
         "import sent {} requests for a floor of {import_floor}: {im:?}",
         total(&im)
     );
@@ -168,6 +173,9 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
         "--flatten",
     ]));
     let re = tally(&again);
+    // Known repositories: their blobs are asked about, each once.
+    assert_eq!(count(&re, "GET", "tags"), REFS, "{re:?}");
+    assert_eq!(count(&re, "HEAD", "blob"), pairs, "{re:?}");
     assert_eq!(count(&re, "PUT", "manifest"), 0, "{re:?}");
     assert_eq!(count(&re, "PUT", "upload"), 0, "{re:?}");
     assert_eq!(count(&re, "POST", "mount"), 0, "{re:?}");
@@ -176,4 +184,42 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
         "{out}"
     );
     assert!(out.contains("\"manifestsPushed\":0,"), "{out}");
+
+    // A repository that holds blobs and manifests but no tag is one the
+    // registry answers `NAME_UNKNOWN` for: its blobs are uploaded again
+    // rather than asked about (harmless, same digests), and every reference
+    // lands again.
+    let untagged = &set.images[0];
+    let tags_dir = target.storage_dir().join(format!(
+        "docker/registry/v2/repositories/{}/_manifests/tags",
+        untagged.repository
+    ));
+    std::fs::remove_dir_all(&tags_dir).unwrap();
+    assert_eq!(tagged(&target, &untagged.repository, &untagged.tag), "");
+    let third = FaultProxy::start(target.addr(), Vec::new());
+    let out = ok(&ferry(&[
+        "--json",
+        "import",
+        bundle_s,
+        "--registry",
+        &third.host(),
+        "--flatten",
+    ]));
+    assert!(out.contains("\"manifestsPushed\":1,"), "{out}");
+    let th = tally(&third);
+    assert_eq!(count(&th, "HEAD", "blob"), pairs - 3, "{th:?}");
+    assert_eq!(count(&th, "PUT", "manifest"), 1, "{th:?}");
+    assert!(
+        count(&th, "PUT", "upload") + count(&th, "POST", "mount") >= 3,
+        "{th:?}"
+    );
+    for i in &set.images {
+        assert_eq!(
+            tagged(&target, &i.repository, &i.tag),
+            i.top.digest.to_string(),
+            "{}:{} did not land again",
+            i.repository,
+            i.tag
+        );
+    }
 }

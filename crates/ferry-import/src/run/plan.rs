@@ -136,7 +136,7 @@ pub(super) async fn make_plan(
         });
     };
     let mut plans = subjects_first(map_items(opts, target, head, manifests)?);
-    let (pairs, mut present) = present_blobs(client, dest, opts, target, &plans).await;
+    let (pairs, mut present) = present_blobs(client, dest, opts, target, head, &plans).await;
     check_base(dest, opts, target, head, &plans, &mut present).await?;
     mark_none_present(&mut plans, &present);
     let mut first: HashMap<Digest, Repo> = HashMap::new();
@@ -249,13 +249,16 @@ fn map_items(
 }
 
 /// Which blobs the target has already, in which repositories (HEAD of
-/// every (repository, blob) pair the plans need, each once). Returns the
-/// pairs asked about and those present.
+/// every (repository, blob) pair the plans need, each once; none in a
+/// repository the target does not know, see [`Dest::unknown_repos`], but
+/// for a differential base's blobs, which cannot be uploaded). Returns the
+/// pairs and those present.
 async fn present_blobs(
     client: &Client,
     dest: &Dest,
     opts: &ImportOptions,
     target: &crate::target::Target,
+    head: &Head,
     plans: &[ItemPlan],
 ) -> (Vec<(Repo, Digest)>, HashSet<(Repo, Digest)>) {
     let mut pairs: Vec<(Repo, Digest)> = Vec::new();
@@ -273,7 +276,15 @@ async fn present_blobs(
     let reachable =
         opts.store.is_some() || (!target.is_store() && client.ping(&target.host).await.is_ok());
     if !opts.dry_run || reachable {
-        let results: Vec<(Repo, Digest, bool)> = stream::iter(pairs.iter().cloned())
+        let unknown = dest
+            .unknown_repos(plans.iter().map(|p| &p.repo), opts.jobs)
+            .await;
+        let base: HashSet<&Digest> = head.meta.base.iter().map(|b| &b.digest).collect();
+        let asked = pairs
+            .iter()
+            .filter(|(r, d)| !unknown.contains(r) || base.contains(d))
+            .cloned();
+        let results: Vec<(Repo, Digest, bool)> = stream::iter(asked)
             .map(|(repo, d)| async move {
                 let has = dest.head_blob(&repo, &d).await;
                 (repo, d, has)

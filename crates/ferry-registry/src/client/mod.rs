@@ -13,6 +13,8 @@
 //!   sources ([`BlobBytes`], [`BlobChunks`]: hashed here, or by their sender);
 //! - `streamed`: one streamed PUT per blob, falling back to chunks;
 //! - `listing`: tag lists and referrers, page by page.
+//! - `probe`: whether a repository accepts a push (the import's
+//!   preflight) and whether the registry knows it at all.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;

@@ -1,5 +1,7 @@
 //! Preflight: whether a repository accepts a push, asked before any byte
-//! is sent (an upload session opened, then cancelled).
+//! is sent (an upload session opened, then cancelled), and whether the
+//! registry knows a repository at all (one tag listing), so that a fresh
+//! repository's blobs are uploaded without an existence check each.
 
 use reqwest::{Method, StatusCode};
 
@@ -29,5 +31,35 @@ impl Client {
             Ok(())
         })
         .await
+    }
+
+    /// Whether `repo` may hold anything: `false` only when the registry
+    /// answers its tag listing (`GET …/tags/list?n=1`) with 404
+    /// `NAME_UNKNOWN`, the answer of a repository it does not know;
+    /// `true` for any other answer, an error included. The importer uses
+    /// it to skip the blob existence checks in a repository that answered
+    /// `false`, uploading what it needs instead: distribution answers
+    /// `NAME_UNKNOWN` also for a repository that holds blobs but no tags,
+    /// and uploading a blob the registry has is harmless (same digest,
+    /// idempotent), while every doubt keeps the checks.
+    pub async fn repository_known(&self, repo: &Repo) -> bool {
+        let Ok(t) = self.repo_target(repo, false, None).await else {
+            return true;
+        };
+        let mut url = t.ep.repo_url(&repo.path, "tags/list");
+        url.query_pairs_mut().append_pair("n", "1");
+        let req = Req::new(Method::GET, url);
+        let (t, req) = (&t, &req);
+        let unknown = self
+            .retry_op(|| async move {
+                let resp = self.execute(t, req).await?;
+                if resp.status().is_success() {
+                    return Ok(false);
+                }
+                let e = self.http_error(req, resp).await;
+                Ok(e.is_not_found() && e.code() == Some("NAME_UNKNOWN"))
+            })
+            .await;
+        !matches!(unknown, Ok(true))
     }
 }
