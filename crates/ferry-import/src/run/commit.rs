@@ -13,7 +13,7 @@ use ferry_bundle::reader::Head;
 use ferry_bundle::Digest;
 use ferry_registry::{chain, Client, Repo};
 
-use super::plan::{carriers, target_ref, ItemPlan};
+use super::plan::{carriers, target_ref, ItemPlan, SharedRepo};
 use super::{ImportOptions, ImportRun, ItemOutcome, Manifests};
 use crate::dest::Dest;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
@@ -35,7 +35,7 @@ struct PushCount {
 /// of another, so they can be pushed side by side. Each wave holds at
 /// least one item.
 fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
-    let mut claimed: HashSet<(&Repo, &Digest)> = HashSet::new();
+    let mut claimed: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
     let mut end = start;
     for p in &plans[start..] {
         let subject_here = p
@@ -89,7 +89,7 @@ impl ImportRun<'_> {
         receipt: &mut Receipt,
     ) -> ReferrersPushed {
         // Manifests now at the target (provenance goes only where its subject is).
-        let mut landed: HashSet<(Repo, Digest)> = HashSet::new();
+        let mut landed: HashSet<(SharedRepo, Digest)> = HashSet::new();
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
         let carried_by = carriers(&plans);
@@ -170,8 +170,8 @@ impl ImportRun<'_> {
         p: &ItemPlan,
         failed_items: &HashMap<String, String>,
         upload_errors: &HashMap<Digest, String>,
-        carried_by: &HashMap<(&Repo, &Digest), usize>,
-        landed: &HashSet<(Repo, Digest)>,
+        carried_by: &HashMap<(&SharedRepo, &Digest), usize>,
+        landed: &HashSet<(SharedRepo, Digest)>,
     ) -> Option<String> {
         if let Some(why) = failed_items.get(p.item.reference.as_str()) {
             return Some(why.clone());
@@ -211,7 +211,7 @@ impl ImportRun<'_> {
         p: &ItemPlan,
         note: &Option<(String, Digest)>,
         receipt: &mut Receipt,
-        landed: &mut HashSet<(Repo, Digest)>,
+        landed: &mut HashSet<(SharedRepo, Digest)>,
         referrers_pushed: &mut ReferrersPushed,
     ) {
         if let Some(store) = &self.opts.store {

@@ -33,7 +33,7 @@ use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::parts::{open_bundle, BundleSource, PartsError};
 use ferry_bundle::reader::{BundleError, Head, Report};
 use ferry_bundle::Digest;
-use ferry_registry::{Client, Repo};
+use ferry_registry::Client;
 
 use crate::dest::Dest;
 use crate::files::FileTarget;
@@ -53,7 +53,7 @@ pub use report::{ImportError, ImportReport, ItemOutcome, PlanEntry, SignatureChe
 
 use bridge::{Bridge, Msg, Stopped, UploadPlan};
 use files::FileSide;
-use plan::ItemPlan;
+use plan::{ItemPlan, SharedRepo};
 use upload::Uploads;
 
 /// What to import where.
@@ -181,9 +181,9 @@ struct ImportRun<'a> {
     /// Registry items, in commit order.
     plans: Vec<ItemPlan>,
     /// (repository, blob) pairs at the target.
-    present: HashSet<(Repo, Digest)>,
+    present: HashSet<(SharedRepo, Digest)>,
     /// Blobs to upload, each to the first repository that needs it.
-    first_repo: HashMap<Digest, Repo>,
+    first_repo: HashMap<Digest, SharedRepo>,
     planned: bool,
     files: FileSide,
     uploads: Uploads,
