@@ -399,6 +399,11 @@ impl<'a> ImportRun<'a> {
         let landed_files = self.settle_files(&failed_items).await?;
         let mut upload_errors = self.settle_uploads(&read).await?;
         self.mount(&mut upload_errors).await;
+        // Uploads and file writes are settled: what the read said of each
+        // blob and where each was uploaded first are not asked again, and
+        // both grow with the references (issue 17: the commit's peak).
+        self.verdicts = HashMap::new();
+        self.first_repo = HashMap::new();
         let mut receipt = commit::new_receipt(self.opts, &h);
         (self.events)(crate::Event::CommitStarted {
             items: self.plans.len(),
