@@ -30,14 +30,20 @@ struct PushCount {
     present: usize,
 }
 
+/// The most items in one wave. What a wave holds while it is pushed (each
+/// item's outcome, why it is refused) is per item: bounded, it stays flat
+/// in the number of references (issue 17), while a wave this long still
+/// keeps `--jobs` pushes in flight all the way but for its last few.
+const MAX_WAVE: usize = 256;
+
 /// The end (exclusive) of the wave starting at `start`: consecutive items
 /// that share no (repository, manifest) and none of which is the subject
-/// of another, so they can be pushed side by side. Each wave holds at
-/// least one item.
+/// of another, so they can be pushed side by side; at most [`MAX_WAVE`].
+/// Each wave holds at least one item.
 fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
     let mut claimed: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
     let mut end = start;
-    for p in &plans[start..] {
+    for p in plans[start..].iter().take(MAX_WAVE) {
         let subject_here = p
             .item
             .subject
@@ -53,6 +59,14 @@ fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
         end += 1;
     }
     end
+}
+
+/// The subjects landed so far, and which plan carries each: only a
+/// manifest some plan names as its subject is recorded, since only those
+/// are asked about ([`ImportRun::refusal`]).
+struct Landed<'c, 'l> {
+    carried_by: &'c HashMap<(&'c SharedRepo, &'c Digest), usize>,
+    manifests: &'l mut HashSet<(SharedRepo, Digest)>,
 }
 
 /// OCI 1.1 referrers pushed, per (host, repository, subject): their
@@ -88,7 +102,7 @@ impl ImportRun<'_> {
         upload_errors: &HashMap<Digest, String>,
         receipt: &mut Receipt,
     ) -> ReferrersPushed {
-        // Manifests now at the target (provenance goes only where its subject is).
+        // Subjects now at the target (provenance goes only where its subject is).
         let mut landed: HashSet<(SharedRepo, Digest)> = HashSet::new();
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
@@ -143,7 +157,11 @@ impl ImportRun<'_> {
                 self.report.manifests_present += count.present;
                 match result {
                     Ok(note) => {
-                        self.record_landed(p, &note, receipt, &mut landed, &mut referrers_pushed);
+                        let landed = Landed {
+                            carried_by: &carried_by,
+                            manifests: &mut landed,
+                        };
+                        self.record_landed(p, &note, receipt, landed, &mut referrers_pushed);
                         (self.events)(Event::Committed {
                             reference: p.item.reference.clone(),
                             target: target.clone(),
@@ -211,7 +229,7 @@ impl ImportRun<'_> {
         p: &ItemPlan,
         note: &Option<(String, Digest)>,
         receipt: &mut Receipt,
-        landed: &mut HashSet<(SharedRepo, Digest)>,
+        landed: Landed<'_, '_>,
         referrers_pushed: &mut ReferrersPushed,
     ) {
         if let Some(store) = &self.opts.store {
@@ -244,7 +262,9 @@ impl ImportRun<'_> {
         for m in &p.manifests {
             if m != &p.item.digest || pushed_index {
                 content.manifests.insert(m.clone());
-                landed.insert((p.repo.clone(), m.clone()));
+                if landed.carried_by.contains_key(&(&p.repo, m)) {
+                    landed.manifests.insert((p.repo.clone(), m.clone()));
+                }
             }
         }
         if let (Some(subject), Some((mt, bytes, parsed))) =

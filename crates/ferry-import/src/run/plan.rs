@@ -425,12 +425,21 @@ fn subjects_first(plans: Vec<ItemPlan>) -> Vec<ItemPlan> {
     keyed.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Which plan carries each (repository, manifest): the first one, as a
-/// linear scan would find it.
+/// Which plan carries each (repository, manifest) that is some plan's
+/// subject: the first one, as a linear scan would find it. Only subjects
+/// are ever looked up, and most manifests are none (issue 17: what an
+/// import keeps per reference).
 pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&SharedRepo, &Digest), usize> {
+    let subjects: HashSet<&Digest> = plans
+        .iter()
+        .filter_map(|p| p.item.subject.as_ref())
+        .collect();
     let mut out = HashMap::new();
+    if subjects.is_empty() {
+        return out;
+    }
     for (i, p) in plans.iter().enumerate() {
-        for m in &p.manifests {
+        for m in p.manifests.iter().filter(|m| subjects.contains(m)) {
             out.entry((&p.repo, m)).or_insert(i);
         }
     }
