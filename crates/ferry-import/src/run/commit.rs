@@ -69,6 +69,53 @@ struct Landed<'c, 'l> {
     manifests: &'l mut HashSet<(SharedRepo, Digest)>,
 }
 
+/// How many items not yet committed need each manifest: once none does
+/// (and no file item, whose manifest the store records after the commit),
+/// its bytes and parsed form are let go. The manifests are the run's
+/// largest state per reference, and the commit is where the receipt and
+/// the report grow (issue 17: the import's peak).
+struct ManifestUses {
+    left: HashMap<Digest, usize>,
+}
+
+impl ManifestUses {
+    fn new(plans: &[ItemPlan], files: &[crate::tree::FilePlan]) -> ManifestUses {
+        let mut left: HashMap<Digest, usize> = HashMap::new();
+        for p in plans {
+            for d in Self::used_by(p) {
+                *left.entry(d.clone()).or_default() += 1;
+            }
+        }
+        // A file item's manifest is never let go here.
+        for fp in files {
+            left.insert(fp.item.digest.clone(), usize::MAX);
+        }
+        ManifestUses { left }
+    }
+
+    /// The manifests an item's commit reads: its own (its tag, its
+    /// referrer descriptor, its store entry) and those it pushes.
+    fn used_by(p: &ItemPlan) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&p.item.digest).chain(p.manifests.iter().filter(|m| **m != p.item.digest))
+    }
+
+    /// The items of `wave` are committed (landed or not): what only they
+    /// needed is let go.
+    fn release(&mut self, wave: &[ItemPlan], manifests: &mut Manifests) {
+        for p in wave {
+            for d in Self::used_by(p) {
+                if let Some(n) = self.left.get_mut(d) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.left.remove(d);
+                        manifests.remove(d);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// OCI 1.1 referrers pushed, per (host, repository, subject): their
 /// fallback-tag descriptors.
 pub(super) type ReferrersPushed = BTreeMap<(String, String, Digest), Vec<serde_json::Value>>;
@@ -107,6 +154,7 @@ impl ImportRun<'_> {
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
         let carried_by = carriers(&plans);
+        let mut uses = ManifestUses::new(&plans, &self.files.plans);
         let mut start = 0;
         while start < plans.len() {
             let end = wave_end(&plans, start);
@@ -175,6 +223,7 @@ impl ImportRun<'_> {
                     Err(why) => self.report.failed.push(outcome(Some(why))),
                 }
             }
+            uses.release(&plans[start..end], &mut self.manifests);
             start = end;
         }
         self.plans = plans;
