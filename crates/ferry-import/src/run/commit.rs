@@ -13,7 +13,7 @@ use ferry_bundle::reader::Head;
 use ferry_bundle::Digest;
 use ferry_registry::{chain, Client, Repo};
 
-use super::plan::{carriers, target_ref, ItemPlan};
+use super::plan::{carriers, target_ref, ItemPlan, SharedRepo};
 use super::{ImportOptions, ImportRun, ItemOutcome, Manifests};
 use crate::dest::Dest;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
@@ -30,14 +30,20 @@ struct PushCount {
     present: usize,
 }
 
+/// The most items in one wave. What a wave holds while it is pushed (each
+/// item's outcome, why it is refused) is per item: bounded, it stays flat
+/// in the number of references (issue 17), while a wave this long still
+/// keeps `--jobs` pushes in flight all the way but for its last few.
+const MAX_WAVE: usize = 256;
+
 /// The end (exclusive) of the wave starting at `start`: consecutive items
 /// that share no (repository, manifest) and none of which is the subject
-/// of another, so they can be pushed side by side. Each wave holds at
-/// least one item.
+/// of another, so they can be pushed side by side; at most [`MAX_WAVE`].
+/// Each wave holds at least one item.
 fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
-    let mut claimed: HashSet<(&Repo, &Digest)> = HashSet::new();
+    let mut claimed: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
     let mut end = start;
-    for p in &plans[start..] {
+    for p in plans[start..].iter().take(MAX_WAVE) {
         let subject_here = p
             .item
             .subject
@@ -53,6 +59,61 @@ fn wave_end(plans: &[ItemPlan], start: usize) -> usize {
         end += 1;
     }
     end
+}
+
+/// The subjects landed so far, and which plan carries each: only a
+/// manifest some plan names as its subject is recorded, since only those
+/// are asked about ([`ImportRun::refusal`]).
+struct Landed<'c, 'l> {
+    carried_by: &'c HashMap<(&'c SharedRepo, &'c Digest), usize>,
+    manifests: &'l mut HashSet<(SharedRepo, Digest)>,
+}
+
+/// How many items not yet committed need each manifest: once none does
+/// (and no file item, whose manifest the store records after the commit),
+/// its bytes and parsed form are let go. The manifests are the run's
+/// largest state per reference, and the commit is where the receipt and
+/// the report grow (issue 17: the import's peak).
+struct ManifestUses {
+    left: HashMap<Digest, usize>,
+}
+
+impl ManifestUses {
+    fn new(plans: &[ItemPlan], files: &[crate::tree::FilePlan]) -> ManifestUses {
+        let mut left: HashMap<Digest, usize> = HashMap::new();
+        for p in plans {
+            for d in Self::used_by(p) {
+                *left.entry(d.clone()).or_default() += 1;
+            }
+        }
+        // A file item's manifest is never let go here.
+        for fp in files {
+            left.insert(fp.item.digest.clone(), usize::MAX);
+        }
+        ManifestUses { left }
+    }
+
+    /// The manifests an item's commit reads: its own (its tag, its
+    /// referrer descriptor, its store entry) and those it pushes.
+    fn used_by(p: &ItemPlan) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&p.item.digest).chain(p.manifests.iter().filter(|m| **m != p.item.digest))
+    }
+
+    /// The items of `wave` are committed (landed or not): what only they
+    /// needed is let go.
+    fn release(&mut self, wave: &[ItemPlan], manifests: &mut Manifests) {
+        for p in wave {
+            for d in Self::used_by(p) {
+                if let Some(n) = self.left.get_mut(d) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.left.remove(d);
+                        manifests.remove(d);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// OCI 1.1 referrers pushed, per (host, repository, subject): their
@@ -88,11 +149,12 @@ impl ImportRun<'_> {
         upload_errors: &HashMap<Digest, String>,
         receipt: &mut Receipt,
     ) -> ReferrersPushed {
-        // Manifests now at the target (provenance goes only where its subject is).
-        let mut landed: HashSet<(Repo, Digest)> = HashSet::new();
+        // Subjects now at the target (provenance goes only where its subject is).
+        let mut landed: HashSet<(SharedRepo, Digest)> = HashSet::new();
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
         let carried_by = carriers(&plans);
+        let mut uses = ManifestUses::new(&plans, &self.files.plans);
         let mut start = 0;
         while start < plans.len() {
             let end = wave_end(&plans, start);
@@ -143,7 +205,11 @@ impl ImportRun<'_> {
                 self.report.manifests_present += count.present;
                 match result {
                     Ok(note) => {
-                        self.record_landed(p, &note, receipt, &mut landed, &mut referrers_pushed);
+                        let landed = Landed {
+                            carried_by: &carried_by,
+                            manifests: &mut landed,
+                        };
+                        self.record_landed(p, &note, receipt, landed, &mut referrers_pushed);
                         (self.events)(Event::Committed {
                             reference: p.item.reference.clone(),
                             target: target.clone(),
@@ -157,6 +223,7 @@ impl ImportRun<'_> {
                     Err(why) => self.report.failed.push(outcome(Some(why))),
                 }
             }
+            uses.release(&plans[start..end], &mut self.manifests);
             start = end;
         }
         self.plans = plans;
@@ -170,8 +237,8 @@ impl ImportRun<'_> {
         p: &ItemPlan,
         failed_items: &HashMap<String, String>,
         upload_errors: &HashMap<Digest, String>,
-        carried_by: &HashMap<(&Repo, &Digest), usize>,
-        landed: &HashSet<(Repo, Digest)>,
+        carried_by: &HashMap<(&SharedRepo, &Digest), usize>,
+        landed: &HashSet<(SharedRepo, Digest)>,
     ) -> Option<String> {
         if let Some(why) = failed_items.get(p.item.reference.as_str()) {
             return Some(why.clone());
@@ -211,7 +278,7 @@ impl ImportRun<'_> {
         p: &ItemPlan,
         note: &Option<(String, Digest)>,
         receipt: &mut Receipt,
-        landed: &mut HashSet<(Repo, Digest)>,
+        landed: Landed<'_, '_>,
         referrers_pushed: &mut ReferrersPushed,
     ) {
         if let Some(store) = &self.opts.store {
@@ -244,7 +311,9 @@ impl ImportRun<'_> {
         for m in &p.manifests {
             if m != &p.item.digest || pushed_index {
                 content.manifests.insert(m.clone());
-                landed.insert((p.repo.clone(), m.clone()));
+                if landed.carried_by.contains_key(&(&p.repo, m)) {
+                    landed.manifests.insert((p.repo.clone(), m.clone()));
+                }
             }
         }
         if let (Some(subject), Some((mt, bytes, parsed))) =

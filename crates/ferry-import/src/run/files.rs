@@ -347,7 +347,7 @@ impl ImportRun<'_> {
             .filter(|p| {
                 p.item.kind == Kind::FalcoArtifact && loaded.contains(p.item.reference.as_str())
             })
-            .map(|p| (p.reference.clone(), p.repo.clone()))
+            .map(|p| (p.reference.clone(), Repo::clone(&p.repo)))
             .collect();
         let outcome = |note: Option<String>| ItemOutcome {
             source: fp.item.reference.clone(),

@@ -33,7 +33,7 @@ use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::parts::{open_bundle, BundleSource, PartsError};
 use ferry_bundle::reader::{BundleError, Head, Report};
 use ferry_bundle::Digest;
-use ferry_registry::{Client, Repo};
+use ferry_registry::Client;
 
 use crate::dest::Dest;
 use crate::files::FileTarget;
@@ -53,7 +53,7 @@ pub use report::{ImportError, ImportReport, ItemOutcome, PlanEntry, SignatureChe
 
 use bridge::{Bridge, Msg, Stopped, UploadPlan};
 use files::FileSide;
-use plan::ItemPlan;
+use plan::{ItemPlan, SharedRepo};
 use upload::Uploads;
 
 /// What to import where.
@@ -181,9 +181,9 @@ struct ImportRun<'a> {
     /// Registry items, in commit order.
     plans: Vec<ItemPlan>,
     /// (repository, blob) pairs at the target.
-    present: HashSet<(Repo, Digest)>,
+    present: HashSet<(SharedRepo, Digest)>,
     /// Blobs to upload, each to the first repository that needs it.
-    first_repo: HashMap<Digest, Repo>,
+    first_repo: HashMap<Digest, SharedRepo>,
     planned: bool,
     files: FileSide,
     uploads: Uploads,
@@ -399,6 +399,11 @@ impl<'a> ImportRun<'a> {
         let landed_files = self.settle_files(&failed_items).await?;
         let mut upload_errors = self.settle_uploads(&read).await?;
         self.mount(&mut upload_errors).await;
+        // Uploads and file writes are settled: what the read said of each
+        // blob and where each was uploaded first are not asked again, and
+        // both grow with the references (issue 17: the commit's peak).
+        self.verdicts = HashMap::new();
+        self.first_repo = HashMap::new();
         let mut receipt = commit::new_receipt(self.opts, &h);
         (self.events)(crate::Event::CommitStarted {
             items: self.plans.len(),

@@ -4,11 +4,13 @@
 //! and provenance ordered after its subjects.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Deref;
+use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
 use ferry_bundle::manifest;
-use ferry_bundle::meta::Item;
+use ferry_bundle::meta::{BundleMeta, Item};
 use ferry_bundle::reader::Head;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Repo};
@@ -19,11 +21,41 @@ use crate::target::{Collision, TargetError};
 use crate::tree;
 use crate::{Event, Events};
 
+/// A repository shared by the plan, the blobs it has and the blobs to
+/// upload: one allocation per item, however many blobs refer to it.
+pub(super) type SharedRepo = Arc<Repo>;
+
+/// One item of bundle.json, by its place in the head's meta: the run
+/// holds the meta already, so a plan refers to its item instead of
+/// keeping a copy (issue 17: what an import keeps per reference).
+pub(super) struct ItemRef {
+    meta: Arc<BundleMeta>,
+    index: usize,
+}
+
+impl ItemRef {
+    /// The item at `index` of `meta.items`, which must be in range.
+    fn new(meta: &Arc<BundleMeta>, index: usize) -> Option<ItemRef> {
+        (index < meta.items.len()).then(|| ItemRef {
+            meta: meta.clone(),
+            index,
+        })
+    }
+}
+
+impl Deref for ItemRef {
+    type Target = Item;
+    fn deref(&self) -> &Item {
+        // In range: checked when made, and the meta never changes.
+        &self.meta.items[self.index]
+    }
+}
+
 /// One registry item: where it goes and what it needs.
 pub(super) struct ItemPlan {
-    pub(super) item: Item,
+    pub(super) item: ItemRef,
     pub(super) reference: Reference,
-    pub(super) repo: Repo,
+    pub(super) repo: SharedRepo,
     /// Manifests to push, children first.
     pub(super) manifests: Vec<Digest>,
     /// Config/layer blobs the item needs.
@@ -106,9 +138,9 @@ pub(super) struct Planned {
     /// Items, in commit order.
     pub(super) items: Vec<ItemPlan>,
     /// (repository, blob) pairs the target already has.
-    pub(super) present: HashSet<(Repo, Digest)>,
+    pub(super) present: HashSet<(SharedRepo, Digest)>,
     /// Blobs to upload, each to the first repository that needs it.
-    pub(super) first_repo: HashMap<Digest, Repo>,
+    pub(super) first_repo: HashMap<Digest, SharedRepo>,
     /// The plan as reported.
     pub(super) entries: Vec<PlanEntry>,
     /// Bytes of the blobs to upload (each once).
@@ -139,7 +171,7 @@ pub(super) async fn make_plan(
     let (pairs, mut present) = present_blobs(client, dest, opts, target, head, &plans).await;
     check_base(dest, opts, target, head, &plans, &mut present).await?;
     mark_none_present(&mut plans, &present);
-    let mut first: HashMap<Digest, Repo> = HashMap::new();
+    let mut first: HashMap<Digest, SharedRepo> = HashMap::new();
     let mut entries = Vec::new();
     let sizes: HashMap<&Digest, u64> = head
         .meta
@@ -204,15 +236,14 @@ fn map_items(
     // repository and tag (`--flatten`, `--map`, hosts that map alike) with
     // different content would both report ok while the last push wins.
     let mut tags: HashMap<(String, String, String), (String, Digest)> = HashMap::new();
-    for item in head
-        .meta
-        .items
-        .iter()
-        .filter(|i| tree::is_registry_kind(i.kind) && (opts.referrers || i.subject.is_none()))
+    for (index, item) in
+        head.meta.items.iter().enumerate().filter(|(_, i)| {
+            tree::is_registry_kind(i.kind) && (opts.referrers || i.subject.is_none())
+        })
     {
         let reference =
             Reference::parse(&item.reference).map_err(|e| ImportError::Task(e.to_string()))?;
-        let repo = opts.mapping.map(target, &reference)?;
+        let repo = Arc::new(opts.mapping.map(target, &reference)?);
         if let Some(tag) = &reference.tag {
             let key = (repo.host.clone(), repo.path.clone(), tag.clone());
             match tags.get(&key) {
@@ -235,8 +266,11 @@ fn map_items(
         }
         let mut walked = Walked::default();
         walk(&item.digest, manifests, &absent, &mut walked, 0);
+        let Some(item) = ItemRef::new(&head.meta, index) else {
+            continue; // enumerated from these items: always in range
+        };
         plans.push(ItemPlan {
-            item: item.clone(),
+            item,
             reference,
             repo,
             manifests: walked.manifests,
@@ -260,9 +294,9 @@ async fn present_blobs(
     target: &crate::target::Target,
     head: &Head,
     plans: &[ItemPlan],
-) -> (Vec<(Repo, Digest)>, HashSet<(Repo, Digest)>) {
-    let mut pairs: Vec<(Repo, Digest)> = Vec::new();
-    let mut paired: HashSet<(&Repo, &Digest)> = HashSet::new();
+) -> (Vec<(SharedRepo, Digest)>, HashSet<(SharedRepo, Digest)>) {
+    let mut pairs: Vec<(SharedRepo, Digest)> = Vec::new();
+    let mut paired: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
     for p in plans {
         for (d, _) in &p.blobs {
             if paired.insert((&p.repo, d)) {
@@ -277,14 +311,14 @@ async fn present_blobs(
         opts.store.is_some() || (!target.is_store() && client.ping(&target.host).await.is_ok());
     if !opts.dry_run || reachable {
         let unknown = dest
-            .unknown_repos(plans.iter().map(|p| &p.repo), opts.jobs)
+            .unknown_repos(plans.iter().map(|p| &*p.repo), opts.jobs)
             .await;
         let base: HashSet<&Digest> = head.meta.base.iter().map(|b| &b.digest).collect();
         let asked = pairs
             .iter()
-            .filter(|(r, d)| !unknown.contains(r) || base.contains(d))
+            .filter(|(r, d)| !unknown.contains(&**r) || base.contains(d))
             .cloned();
-        let results: Vec<(Repo, Digest, bool)> = stream::iter(asked)
+        let results: Vec<(SharedRepo, Digest, bool)> = stream::iter(asked)
             .map(|(repo, d)| async move {
                 let has = dest.head_blob(&repo, &d).await;
                 (repo, d, has)
@@ -303,8 +337,8 @@ async fn present_blobs(
 
 /// Marks the items none of whose blobs is in their repository (see
 /// [`ItemPlan::none_present`]); an item without blobs is never marked.
-fn mark_none_present(plans: &mut [ItemPlan], present: &HashSet<(Repo, Digest)>) {
-    let here: HashSet<(&Repo, &Digest)> = present.iter().map(|(r, d)| (r, d)).collect();
+fn mark_none_present(plans: &mut [ItemPlan], present: &HashSet<(SharedRepo, Digest)>) {
+    let here: HashSet<(&SharedRepo, &Digest)> = present.iter().map(|(r, d)| (r, d)).collect();
     for p in plans.iter_mut() {
         p.none_present =
             !p.blobs.is_empty() && !p.blobs.iter().any(|(d, _)| here.contains(&(&p.repo, d)));
@@ -320,7 +354,7 @@ async fn check_base(
     target: &crate::target::Target,
     head: &Head,
     plans: &[ItemPlan],
-    present: &mut HashSet<(Repo, Digest)>,
+    present: &mut HashSet<(SharedRepo, Digest)>,
 ) -> Result<(), ImportError> {
     if !head.meta.base.is_empty() && !opts.dry_run {
         let mut missing = Vec::new();
@@ -336,10 +370,10 @@ async fn check_base(
             }
             let mut found = false;
             if let Some(hint) = &b.repository {
-                let repo = Repo {
+                let repo = Arc::new(Repo {
                     host: target.host.clone(),
                     path: hint.clone(),
-                };
+                });
                 if dest.head_blob(&repo, &b.digest).await {
                     present.insert((repo, b.digest.clone()));
                     present_anywhere.insert(b.digest.clone());
@@ -402,12 +436,21 @@ fn subjects_first(plans: Vec<ItemPlan>) -> Vec<ItemPlan> {
     keyed.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Which plan carries each (repository, manifest): the first one, as a
-/// linear scan would find it.
-pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&Repo, &Digest), usize> {
+/// Which plan carries each (repository, manifest) that is some plan's
+/// subject: the first one, as a linear scan would find it. Only subjects
+/// are ever looked up, and most manifests are none (issue 17: what an
+/// import keeps per reference).
+pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&SharedRepo, &Digest), usize> {
+    let subjects: HashSet<&Digest> = plans
+        .iter()
+        .filter_map(|p| p.item.subject.as_ref())
+        .collect();
     let mut out = HashMap::new();
+    if subjects.is_empty() {
+        return out;
+    }
     for (i, p) in plans.iter().enumerate() {
-        for m in &p.manifests {
+        for m in p.manifests.iter().filter(|m| subjects.contains(m)) {
             out.entry((&p.repo, m)).or_insert(i);
         }
     }
@@ -417,26 +460,42 @@ pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&Repo, &Digest), usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_bundle::meta::Kind;
+    use ferry_bundle::meta::{IndexPin, Kind};
 
     fn plan(reference: &str, manifests: &[&Digest], subject: Option<&Digest>) -> ItemPlan {
         let digest = manifests[0].clone();
-        ItemPlan {
-            item: Item {
-                kind: Kind::Image,
-                reference: reference.into(),
-                digest,
-                media_type: manifest::OCI_MANIFEST.into(),
-                size: 1,
-                platforms: vec![],
-                path: None,
-                subject: subject.cloned(),
+        let item = Item {
+            kind: Kind::Image,
+            reference: reference.into(),
+            digest,
+            media_type: manifest::OCI_MANIFEST.into(),
+            size: 1,
+            platforms: vec![],
+            path: None,
+            subject: subject.cloned(),
+        };
+        let meta = Arc::new(BundleMeta {
+            format_version: ferry_bundle::meta::FORMAT_VERSION,
+            tool: "test".into(),
+            name: "test".into(),
+            index: IndexPin {
+                digest: Digest::of(b"[]"),
+                size: 2,
             },
+            items: vec![item],
+            blobs: vec![],
+            absent: vec![],
+            base: vec![],
+            verification: None,
+            origin: None,
+        });
+        ItemPlan {
+            item: ItemRef::new(&meta, 0).unwrap(),
             reference: Reference::parse(reference).unwrap(),
-            repo: Repo {
+            repo: Arc::new(Repo {
                 host: "mirror.example".into(),
                 path: "a/b".into(),
-            },
+            }),
             manifests: manifests.iter().map(|d| (*d).clone()).collect(),
             blobs: vec![],
             sparse: false,
@@ -465,7 +524,7 @@ mod tests {
         ];
         let order: Vec<String> = subjects_first(plans)
             .into_iter()
-            .map(|p| p.item.reference)
+            .map(|p| p.item.reference.clone())
             .collect();
         assert_eq!(
             order,

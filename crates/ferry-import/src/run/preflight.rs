@@ -69,7 +69,7 @@ async fn check_pushes(
     opts: &ImportOptions,
     plans: &[ItemPlan],
 ) -> Result<usize, ImportError> {
-    let repos: BTreeSet<&Repo> = plans.iter().map(|p| &p.repo).collect();
+    let repos: BTreeSet<&Repo> = plans.iter().map(|p| &*p.repo).collect();
     let n = repos.len();
     let results: Vec<(String, Result<(), ferry_registry::Error>)> = stream::iter(repos)
         .map(|repo| async move { (repo.to_string(), client.check_push(repo).await) })

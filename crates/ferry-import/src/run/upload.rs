@@ -21,6 +21,7 @@ use ferry_bundle::Digest;
 use ferry_registry::{chain, Repo};
 
 use super::bridge::{Bridge, Msg, Stopped};
+use super::plan::SharedRepo;
 use super::{ImportError, ImportRun};
 use crate::dest::{Dest, UploadFailed};
 use crate::Event;
@@ -335,7 +336,7 @@ impl ImportRun<'_> {
     /// on the same host.
     pub(super) async fn mount(&mut self, upload_errors: &mut HashMap<Digest, String>) {
         let mounts = self.mounts();
-        let mount_results: Vec<(Repo, Digest, Result<bool, String>)> = stream::iter(mounts)
+        let mount_results: Vec<(SharedRepo, Digest, Result<bool, String>)> = stream::iter(mounts)
             .map(|(repo, d, from)| {
                 let dest = self.dest.clone();
                 async move {
@@ -365,14 +366,14 @@ impl ImportRun<'_> {
     }
 
     /// The mounts to make: (repository, blob, from), each once.
-    fn mounts(&self) -> Vec<(Repo, Digest, Repo)> {
+    fn mounts(&self) -> Vec<(SharedRepo, Digest, SharedRepo)> {
         // Where each blob is now, per host (the first repository found).
-        let mut present_at: HashMap<(&str, &Digest), &Repo> = HashMap::new();
+        let mut present_at: HashMap<(&str, &Digest), &SharedRepo> = HashMap::new();
         for (r, d) in &self.present {
             present_at.entry((r.host.as_str(), d)).or_insert(r);
         }
-        let mut mounts: Vec<(Repo, Digest, Repo)> = Vec::new();
-        let mut mounting: HashSet<(&Repo, &Digest)> = HashSet::new();
+        let mut mounts: Vec<(SharedRepo, Digest, SharedRepo)> = Vec::new();
+        let mut mounting: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
         for p in &self.plans {
             for (d, _) in &p.blobs {
                 if self.present.contains(&(p.repo.clone(), d.clone())) {
