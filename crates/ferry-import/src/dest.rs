@@ -57,6 +57,15 @@ pub(crate) enum Dest {
     Store(Arc<Store>),
 }
 
+/// How a streamed blob goes to a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// One streamed `PUT` (the main pass).
+    OnePut,
+    /// Chunks, each retried alone (the re-read pass).
+    Chunks,
+}
+
 impl Dest {
     /// The repositories among `repos` the target registry does not know
     /// ([`Client::repository_known`]): none can hold a blob the plan must
@@ -106,41 +115,26 @@ impl Dest {
     }
 
     /// Uploads a blob as its chunks stream past, checked by the reader: to a
-    /// registry in one streamed PUT (chunks where the registry refuses it),
-    /// to the store in one local write.
-    pub(crate) async fn upload_blob_streamed(
+    /// registry in one streamed PUT (chunks where the registry refuses it)
+    /// or, for the re-read pass, in chunks each kept until acknowledged
+    /// (retried alone); to the store in one local write either way.
+    pub(crate) async fn upload_blob_stream(
         &self,
         repo: &Repo,
         d: &Digest,
         size: u64,
         chunks: mpsc::Receiver<Bytes>,
+        how: Sending,
     ) -> Result<(), UploadFailed> {
         match self {
-            Dest::Registry(c) => c
-                .upload_blob_streamed(repo, d, size, BlobChunks::checked_by_sender(chunks))
-                .await
-                .map_err(|e| UploadFailed::registry(&e)),
-            Dest::Store(s) => s
-                .put_blob_stream(d, size, chunks, Check::Sender)
-                .await
-                .map_err(|e| UploadFailed::store(&e)),
-        }
-    }
-
-    /// Uploads a blob in chunks, each kept until acknowledged (retried
-    /// alone), checked by the reader: the re-read pass's upload.
-    pub(crate) async fn upload_blob_chunked(
-        &self,
-        repo: &Repo,
-        d: &Digest,
-        size: u64,
-        chunks: mpsc::Receiver<Bytes>,
-    ) -> Result<(), UploadFailed> {
-        match self {
-            Dest::Registry(c) => c
-                .upload_blob_chunked(repo, d, size, BlobChunks::checked_by_sender(chunks))
-                .await
-                .map_err(|e| UploadFailed::registry(&e)),
+            Dest::Registry(c) => {
+                let chunks = BlobChunks::checked_by_sender(chunks);
+                match how {
+                    Sending::OnePut => c.upload_blob_streamed(repo, d, size, chunks).await,
+                    Sending::Chunks => c.upload_blob_chunked(repo, d, size, chunks).await,
+                }
+                .map_err(|e| UploadFailed::registry(&e))
+            }
             Dest::Store(s) => s
                 .put_blob_stream(d, size, chunks, Check::Sender)
                 .await

@@ -23,7 +23,7 @@ use ferry_registry::{chain, Repo};
 use super::bridge::{Bridge, Msg, Stopped};
 use super::plan::SharedRepo;
 use super::{ImportError, ImportRun};
-use crate::dest::{Dest, UploadFailed};
+use crate::dest::{Dest, Sending, UploadFailed};
 use crate::Event;
 use std::ops::ControlFlow;
 
@@ -82,7 +82,7 @@ async fn upload_streamed(
     blob: &BlobMeta,
     chunks: mpsc::Receiver<Bytes>,
 ) -> Result<(), UploadFailed> {
-    dest.upload_blob_streamed(repo, &blob.digest, blob.size, chunks)
+    dest.upload_blob_stream(repo, &blob.digest, blob.size, chunks, Sending::OnePut)
         .await
 }
 
@@ -305,8 +305,14 @@ impl ImportRun<'_> {
                         dest.upload_blob(&repo, &meta.digest, bytes).await
                     }
                     Reread::Chunks(chunks) => {
-                        dest.upload_blob_chunked(&repo, &meta.digest, meta.size, chunks)
-                            .await
+                        dest.upload_blob_stream(
+                            &repo,
+                            &meta.digest,
+                            meta.size,
+                            chunks,
+                            Sending::Chunks,
+                        )
+                        .await
                     }
                 };
                 (meta.digest, meta.size, r)
