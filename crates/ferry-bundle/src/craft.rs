@@ -371,27 +371,8 @@ pub fn many_images(n: usize) -> Vec<RawEntry> {
     }
     blobs.extend(rest_meta);
     let index = meta::index_json(&items);
-    let m = BundleMeta {
-        format_version: FORMAT_VERSION,
-        tool: "ferry test".into(),
-        name: "many".into(),
-        index: IndexPin {
-            digest: Digest::of(&index),
-            size: index.len() as u64,
-        },
-        items,
-        blobs,
-        absent: vec![],
-        base: vec![],
-        verification: None,
-        origin: None,
-    };
+    let mut entries = head_entries("many", &index, items, blobs);
     let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
-    let mut entries = vec![
-        RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
-        RawEntry::file(meta::META_PATH, &m.to_json()),
-        RawEntry::file("index.json", &index),
-    ];
     entries.extend(manifests.iter().map(|b| blob(b)));
     entries.push(blob(&base));
     entries.extend(rest.iter().map(|b| blob(b)));
@@ -458,12 +439,23 @@ pub fn file_item_bundle(
             data.push(bytes.to_vec());
         }
     }
+    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
+    let mut entries = head_entries("files", &index, items, blobs);
+    entries.push(blob(&manifest));
+    entries.push(blob(empty));
+    entries.extend(data.iter().map(|d| blob(d)));
+    entries
+}
+
+/// The head entries of a crafted bundle (`oci-layout`, bundle.json with
+/// these items and blobs, index.json), in the order the reader wants them.
+fn head_entries(name: &str, index: &[u8], items: Vec<Item>, blobs: Vec<BlobMeta>) -> Vec<RawEntry> {
     let meta = BundleMeta {
         format_version: FORMAT_VERSION,
         tool: "ferry test".into(),
-        name: "files".into(),
+        name: name.into(),
         index: IndexPin {
-            digest: Digest::of(&index),
+            digest: Digest::of(index),
             size: index.len() as u64,
         },
         items,
@@ -473,16 +465,11 @@ pub fn file_item_bundle(
         verification: None,
         origin: None,
     };
-    let blob = |b: &[u8]| RawEntry::file(&Digest::of(b).layout_path(), b);
-    let mut entries = vec![
+    vec![
         RawEntry::file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
         RawEntry::file(meta::META_PATH, &meta.to_json()),
-        RawEntry::file("index.json", &index),
-        blob(&manifest),
-        blob(empty),
-    ];
-    entries.extend(data.iter().map(|d| blob(d)));
-    entries
+        RawEntry::file("index.json", index),
+    ]
 }
 
 /// gzip with a fixed header (no name, mtime 0), so equal input gives equal bytes.
