@@ -115,17 +115,24 @@ struct Feeder {
 /// taken again for the next chunk. A fresh 4 MiB allocation is a fresh
 /// mapping from the kernel, faulted in and zeroed page by page on every
 /// chunk: measured, that was about a sixth of import's CPU time at 0.5 GB.
-/// The budget bounds how many exist at once, so keeping them adds nothing
-/// to the peak.
-#[derive(Clone, Default)]
-struct Buffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+/// A buffer is kept only while the kept ones and the chunks in flight fit
+/// in the budget together, so keeping them never raises the peak above
+/// what the budget allows in flight.
+#[derive(Clone)]
+struct Buffers {
+    kept: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    /// The budget of the chunks in flight (see [`Feeder::budget`]).
+    budget: Arc<Semaphore>,
+    budget_total: u64,
+    chunk: u64,
+}
 
 impl Buffers {
     /// A buffer of `len` initialised bytes (a kept one when there is one:
     /// its bytes are already initialised, so no zeroing).
     fn take(&self, len: usize) -> Vec<u8> {
         let mut buf = self
-            .0
+            .kept
             .lock()
             .ok()
             .and_then(|mut kept| kept.pop())
@@ -134,10 +141,18 @@ impl Buffers {
         buf
     }
 
-    /// Keeps `buf` for a later chunk (at most `max` are kept).
-    fn give(&self, buf: Vec<u8>, max: usize) {
-        if let Ok(mut kept) = self.0.lock() {
-            if kept.len() < max {
+    /// Keeps `buf` (a chunk's, whose `own` bytes of the budget are about
+    /// to go back) for a later chunk, if it fits beside what is in flight.
+    fn give(&self, buf: Vec<u8>, own: u64) {
+        if (buf.capacity() as u64) < self.chunk {
+            return;
+        }
+        let in_flight = self
+            .budget_total
+            .saturating_sub(self.budget.available_permits() as u64)
+            .saturating_sub(own);
+        if let Ok(mut kept) = self.kept.lock() {
+            if (kept.len() as u64 + 1) * self.chunk + in_flight <= self.budget_total {
                 kept.push(buf);
             }
         }
@@ -153,10 +168,7 @@ struct Held {
     /// How many of `buf`'s bytes are the chunk.
     len: usize,
     buffers: Buffers,
-    /// How many buffers [`Buffers`] keeps.
-    keep: usize,
-    /// A chunk's share of the budget (a small blob's is held beside it).
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: OwnedSemaphorePermit,
 }
 
 impl AsRef<[u8]> for Held {
@@ -167,7 +179,8 @@ impl AsRef<[u8]> for Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.buffers.give(std::mem::take(&mut self.buf), self.keep);
+        let own = self.permit.num_permits() as u64;
+        self.buffers.give(std::mem::take(&mut self.buf), own);
     }
 }
 
@@ -226,48 +239,13 @@ impl Feeder {
             .map_err(|_| stop())
     }
 
-    /// How many chunk buffers are kept for reuse: as many as can be in
-    /// flight at once.
-    fn keep(&self) -> usize {
-        self.queue_depth() + MIN_CHUNKS as usize
-    }
-
-    /// Reads a whole blob of `len` bytes from `data`. One larger than half
-    /// a chunk goes into a kept chunk buffer (and holds a whole chunk of
-    /// the budget, `permit`'s size: see [`Feeder::small_permit`]).
+    /// Reads a whole blob of `len` bytes from `data`, zeroed by the
+    /// allocator (fresh pages come zeroed) rather than by the read.
     fn read_whole(&self, data: &mut dyn Read, len: u64) -> std::io::Result<Bytes> {
-        if !self.pooled(len) {
-            // Zeroed by the allocator (fresh pages come zeroed), not by
-            // the read.
-            let mut buf = vec![0u8; len as usize];
-            let got = fill(data, &mut buf)?;
-            buf.truncate(got);
-            return Ok(Bytes::from(buf));
-        }
-        let mut buf = self.buffers.take(self.chunk as usize);
-        let got = fill(data, &mut buf[..len as usize])?;
-        Ok(Bytes::from_owner(Held {
-            buf,
-            len: got,
-            buffers: self.buffers.clone(),
-            keep: self.keep(),
-            _permit: None,
-        }))
-    }
-
-    /// Whether a whole blob of `len` bytes is read into a kept chunk buffer.
-    fn pooled(&self, len: u64) -> bool {
-        len > self.chunk / 2 && len <= self.chunk
-    }
-
-    /// The budget a whole blob of `len` bytes holds: a kept chunk buffer's
-    /// whole size when it is read into one.
-    fn small_permit(&self, len: u64) -> u64 {
-        if self.pooled(len) {
-            self.chunk
-        } else {
-            len
-        }
+        let mut buf = vec![0u8; len as usize];
+        let got = fill(data, &mut buf)?;
+        buf.truncate(got);
+        Ok(Bytes::from(buf))
     }
 
     /// Chunks a sink may queue: as many as the budget holds.
@@ -339,8 +317,7 @@ impl Feeder {
                 buf,
                 len: got,
                 buffers: self.buffers.clone(),
-                keep: self.keep(),
-                _permit: Some(permit),
+                permit,
             });
             if remaining == 0 {
                 last = Some(Pending::Last(chunk, slots));
@@ -442,7 +419,7 @@ impl Visitor for StreamVisitor {
         }
         if blob.size <= self.feed.chunk || capture {
             // Wait for room before reading: uploads in flight give it back.
-            let permit = Arc::new(self.feed.reserve(self.feed.small_permit(blob.size))?);
+            let permit = Arc::new(self.feed.reserve(blob.size)?);
             let buf = self.feed.read_whole(data, blob.size)?;
             if let Some(mut h) = sha512 {
                 h.update(&buf);
@@ -559,15 +536,21 @@ impl Bridge {
         // Room for a few chunks, however large `--chunk-mib` is.
         let budget_total = BUFFER_BUDGET.max(MIN_CHUNKS * chunk).min(u32::MAX as u64);
         let cancelled = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(Semaphore::new(budget_total as usize));
         let feed = Feeder {
             tx,
             chunk,
-            budget: Arc::new(Semaphore::new(budget_total as usize)),
+            budget: budget.clone(),
             budget_total,
             rt: tokio::runtime::Handle::current(),
             events,
             cancelled: cancelled.clone(),
-            buffers: Buffers::default(),
+            buffers: Buffers {
+                kept: Arc::default(),
+                budget,
+                budget_total,
+                chunk,
+            },
         };
         let mut visitor = StreamVisitor {
             feed,
