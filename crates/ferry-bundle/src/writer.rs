@@ -473,7 +473,9 @@ impl BundleWriter {
         enc.write_all(h.as_bytes()).map_err(out_err)?;
         let mut entry = BufWriter::with_capacity(64 << 10, HashingWriter::new(&mut *enc));
         meta.write_json(&mut entry).map_err(out_err)?;
-        entry.flush().map_err(out_err)?;
+        // `into_inner` writes what is buffered without flushing the
+        // compressor (a flush would end a zstd block here, and the bytes
+        // would no longer be those of `write_head`).
         let (sha256, len, enc) = entry
             .into_inner()
             .map_err(|e| out_err(e.into_error()))?
