@@ -9,6 +9,13 @@
 //! and renamed into place by [`BundleWriter::finish`], next to a
 //! `<name>.sha256` file in `sha256sum` format.
 //!
+//! [`BundleWriter::write_head_meta`] writes the head without holding
+//! `ferry/bundle.json` whole (it grows about 3 KB per reference): the bytes
+//! are serialised from the [`BundleMeta`] straight into the tar entry, whose
+//! size and sha256 were taken from an earlier serialisation
+//! ([`BundleMeta::json_sums`], also the signature's prehash) and are
+//! checked; the output is byte for byte [`BundleWriter::write_head`]'s.
+//!
 //! [`BundleWriter::create_split`] writes the same bytes cut into parts
 //! instead (see [`crate::parts`]): `<name>.part-000`, … and the parts
 //! manifest, all renamed into place only when the bundle is complete.
