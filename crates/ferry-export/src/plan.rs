@@ -5,6 +5,7 @@
 //! counts (bytes to fetch, bytes to write).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ferry_bundle::manifest::Descriptor;
 use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Role, FORMAT_VERSION};
@@ -15,16 +16,16 @@ use ferry_registry::Repo;
 use crate::resolve::Resolved;
 
 /// A config or layer to fetch (or read from the cache) and write.
-pub(crate) struct PlannedBlob<'r> {
+pub(crate) struct PlannedBlob {
     pub(crate) meta: BlobMeta,
-    /// The repository it comes from (the resolution's, not a copy per blob).
-    pub(crate) source: &'r Repo,
+    /// The repository it comes from (one per image, shared by its blobs).
+    pub(crate) source: Arc<Repo>,
     /// Fetched over HTTP at resolution: only ever read from the cache.
     pub(crate) local: bool,
 }
 
 /// What the bundle will hold, in the order it is written.
-pub(crate) struct Plan<'r> {
+pub(crate) struct Plan {
     /// `bundle.json` items.
     pub(crate) items: Vec<Item>,
     /// Platform children left out by the filter.
@@ -34,14 +35,14 @@ pub(crate) struct Plan<'r> {
     /// Manifests and indexes with their exact bytes, in item order.
     pub(crate) manifests: Vec<(BlobMeta, bytes::Bytes)>,
     /// Configs, then layers.
-    pub(crate) blobs: Vec<PlannedBlob<'r>>,
+    pub(crate) blobs: Vec<PlannedBlob>,
 }
 
 /// The plan as it is written: `bundle.json` (which owns every item and
 /// blob description: nothing is kept twice), `index.json`, and beside
 /// `meta.blobs` in its order the manifests' bytes, then the repository each
 /// other blob comes from.
-pub(crate) struct Bundle<'r> {
+pub(crate) struct Bundle {
     /// `bundle.json`.
     pub(crate) meta: BundleMeta,
     /// `index.json`'s bytes.
@@ -49,16 +50,16 @@ pub(crate) struct Bundle<'r> {
     /// The bytes of `meta.blobs[..manifests.len()]`.
     pub(crate) manifests: Vec<bytes::Bytes>,
     /// Where `meta.blobs[manifests.len()..]` come from.
-    pub(crate) sources: Vec<&'r Repo>,
+    pub(crate) sources: Vec<Arc<Repo>>,
 }
 
-impl<'r> Plan<'r> {
+impl Plan {
     /// Plans the bundle of `resolved`, leaving out what `base` names;
     /// refuses a file item out of its kind's place (as import would).
     pub(crate) fn new(
-        resolved: &'r Resolved,
+        resolved: &Resolved,
         base_at_target: &HashMap<Digest, Option<String>>,
-    ) -> Result<Plan<'r>, PlacementError> {
+    ) -> Result<Plan, PlacementError> {
         let mut seen: HashSet<Digest> = HashSet::new();
         let mut manifests: Vec<(BlobMeta, bytes::Bytes)> = Vec::new();
         let mut configs: Vec<PlannedBlob> = Vec::new();
@@ -67,6 +68,7 @@ impl<'r> Plan<'r> {
         let mut absent = Vec::new();
         let mut base: Vec<meta::BaseBlob> = Vec::new();
         for img in &resolved.images {
+            let repo = Arc::new(img.repo.clone());
             items.push(Item {
                 kind: img.kind,
                 reference: img.name(),
@@ -130,7 +132,7 @@ impl<'r> Plan<'r> {
                             media_type: (!d.media_type.as_ref().is_empty())
                                 .then(|| d.media_type.clone()),
                         },
-                        source: &img.repo,
+                        source: repo.clone(),
                         local: img.local,
                     };
                     if is_config {
@@ -169,7 +171,7 @@ impl<'r> Plan<'r> {
         name: &str,
         verification: Option<meta::Verification>,
         origin: Option<meta::Origin>,
-    ) -> Bundle<'r> {
+    ) -> Bundle {
         let index = meta::index_json(&self.items);
         let mut all_blobs = Vec::with_capacity(self.manifests.len() + self.blobs.len());
         let mut manifests = Vec::with_capacity(self.manifests.len());

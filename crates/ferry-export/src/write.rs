@@ -210,7 +210,7 @@ fn cached_size(path: &Path) -> Option<u64> {
 /// Which blobs the cache lacks, one flag per blob in plan order (a file
 /// kind's blob, fetched at resolution, must be there: its absence is a
 /// corrupt cache).
-fn missing_blobs(blobs: &[PlannedBlob<'_>], cache: &Path) -> Result<Vec<bool>, ExportError> {
+fn missing_blobs(blobs: &[PlannedBlob], cache: &Path) -> Result<Vec<bool>, ExportError> {
     let mut missing = Vec::with_capacity(blobs.len());
     for b in blobs {
         if cached_size(&cache_path(cache, &b.meta.digest)) == Some(b.meta.size) {
@@ -229,7 +229,7 @@ fn missing_blobs(blobs: &[PlannedBlob<'_>], cache: &Path) -> Result<Vec<bool>, E
 
 /// The preflight of `plan`: what is fetched from where, what is written,
 /// and the room each filesystem needs.
-fn count(plan: &Plan<'_>, missing: &[bool], opts: &ExportOptions) -> Preflight {
+fn count(plan: &Plan, missing: &[bool], opts: &ExportOptions) -> Preflight {
     let mut sources: std::collections::BTreeMap<String, SourcePlan> = Default::default();
     let mut fetch_bytes = 0;
     let mut fetch_blobs = 0;
@@ -276,16 +276,19 @@ pub fn preflight(resolved: &Resolved, opts: &ExportOptions) -> Result<Preflight,
 }
 
 /// Fetches every blob of `resolved` into the cache and writes the bundle,
-/// once the preflight found room for it.
+/// once the preflight found room for it. `resolved` is let go once the
+/// plan is made (what the write needs moved into `bundle.json`): its parsed
+/// manifests are most of what an export would otherwise keep per reference
+/// while it writes.
 pub async fn export(
     client: &Client,
-    resolved: &Resolved,
+    resolved: Resolved,
     opts: &ExportOptions,
     events: &Events,
 ) -> Result<ExportSummary, ExportError> {
     // 1. Plan (refuses a file out of its place before anything is fetched)
     // and preflight: the counts, and room for them, before any download.
-    let plan = Plan::new(resolved, &opts.base)?;
+    let plan = Plan::new(&resolved, &opts.base)?;
     let missing_set = missing_blobs(&plan.blobs, &opts.cache_dir)?;
     let preflight = count(&plan, &missing_set, opts);
     events(Event::Preflight(preflight.clone()));
@@ -301,6 +304,7 @@ pub async fn export(
         sources,
     } = plan.into_bundle(&opts.name, opts.verification.clone(), opts.origin.clone());
     let bundle_meta = Arc::new(bundle_meta);
+    drop(resolved);
 
     // 2. Fetch what the cache lacks.
     let blob_dir = opts.cache_dir.join("blobs").join("sha256");
@@ -475,7 +479,7 @@ fn write_bundle(
 async fn fetch_all(
     client: &Client,
     blobs: &[BlobMeta],
-    sources: &[&ferry_registry::Repo],
+    sources: &[Arc<ferry_registry::Repo>],
     missing: &[bool],
     opts: &ExportOptions,
     events: &Events,
@@ -524,7 +528,7 @@ async fn fetch_all(
             };
             let dest = cache_path(&opts.cache_dir, &b.digest);
             let (client, events, failures) = (client.clone(), events.clone(), failures.clone());
-            let (source, meta) = ((*source).clone(), b.clone());
+            let (source, meta) = (source.clone(), b.clone());
             Some(tokio::spawn(async move {
                 let progress_events = events.clone();
                 let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
