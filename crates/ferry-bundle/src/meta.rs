@@ -417,9 +417,39 @@ pub struct ItemVerdict {
 impl BundleMeta {
     /// Serialises deterministically (pretty JSON, trailing newline).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
-        v.push(b'\n');
+        let mut v = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = self.write_json(&mut v);
         v
+    }
+
+    /// Writes the bytes of [`BundleMeta::to_json`] into `out`, serialised as
+    /// they go (never held whole: at 10,000 references they are over 30 MB).
+    /// Give it a buffered writer: the serialiser writes token by token.
+    pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+
+    /// The size and hashes of [`BundleMeta::to_json`]'s bytes, serialised
+    /// once into a sink that keeps nothing: what the tar header, the parts
+    /// manifest and the signature need, before the bytes are serialised again
+    /// straight into the bundle ([`crate::writer::BundleWriter::write_head_meta`]).
+    pub fn json_sums(&self) -> std::io::Result<JsonSums> {
+        use std::io::Write as _;
+        let mut sink = std::io::BufWriter::with_capacity(
+            64 << 10,
+            crate::digest::HashingWriter::new(Blake2Sink(Default::default())),
+        );
+        self.write_json(&mut sink)?;
+        sink.flush()?;
+        let (sha256, size, blake) = sink.into_inner().map_err(|e| e.into_error())?.finish();
+        use blake2::Digest as _;
+        Ok(JsonSums {
+            size,
+            sha256,
+            blake2b512: blake.0.finalize().into(),
+        })
     }
 
     /// Checks every string bundle.json carries before anything prints,
@@ -479,45 +509,101 @@ impl BundleMeta {
     }
 }
 
+/// The size and hashes of `ferry/bundle.json`'s exact bytes
+/// ([`BundleMeta::json_sums`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonSums {
+    /// Bytes.
+    pub size: u64,
+    /// Their sha256 (the parts manifest names the bundle by it).
+    pub sha256: Digest,
+    /// Their BLAKE2b-512, the prehash a signature signs
+    /// ([`crate::sign::SigningKey::sign_prehashed`]).
+    pub blake2b512: [u8; 64],
+}
+
+/// A sink that only feeds BLAKE2b-512.
+struct Blake2Sink(blake2::Blake2b512);
+
+impl std::io::Write for Blake2Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        blake2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Builds the `index.json` bytes for a list of items (deterministic).
 pub fn index_json(items: &[Item]) -> Vec<u8> {
-    use serde_json::{json, Map, Value};
-    let manifests: Vec<Value> = items
-        .iter()
-        .map(|it| {
-            let mut ann = Map::new();
-            ann.insert(ANN_KIND.into(), Value::String(it.kind.as_str().into()));
-            if it.kind.is_registry() {
-                ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
-            } else {
-                ann.insert(ANN_SOURCE.into(), Value::String(it.reference.clone()));
-            }
-            if let Some(p) = &it.path {
-                ann.insert(ANN_PATH.into(), Value::String(p.clone()));
-            }
-            if let Some(s) = &it.subject {
-                ann.insert(ANN_SUBJECT.into(), Value::String(s.to_string()));
-                if it.reference.contains('@') {
-                    ann.insert(ANN_CONTAINERD_SUBJECT.into(), Value::String(s.to_string()));
-                }
-            }
-            ann.insert(ANN_REF_NAME.into(), Value::String(it.index_name()));
-            json!({
-                "mediaType": it.media_type,
-                "digest": it.digest.to_string(),
-                "size": it.size,
-                "annotations": Value::Object(ann),
-            })
-        })
-        .collect();
-    let doc = json!({
-        "schemaVersion": 2,
-        "mediaType": crate::manifest::OCI_INDEX,
-        "manifests": manifests,
-    });
-    let mut v = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-    v.push(b'\n');
+    let mut v = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_index_json(items, &mut v);
     v
+}
+
+/// Writes the bytes of [`index_json`] into `out`, serialised item by item
+/// (no document tree is built: at 10,000 references it would be several
+/// times the bytes). Keys come out sorted, as the first `serde_json::Value`
+/// form of this document wrote them (a unit test compares the two forms).
+pub fn write_index_json(items: &[Item], out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct Doc<'a> {
+        manifests: Entries<'a>,
+        #[serde(rename = "mediaType")]
+        media_type: &'static str,
+        #[serde(rename = "schemaVersion")]
+        schema_version: u32,
+    }
+    struct Entries<'a>(&'a [Item]);
+    impl Serialize for Entries<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(IndexEntry))
+        }
+    }
+    serde_json::to_writer_pretty(
+        &mut *out,
+        &Doc {
+            manifests: Entries(items),
+            media_type: crate::manifest::OCI_INDEX,
+            schema_version: 2,
+        },
+    )?;
+    out.write_all(b"\n")
+}
+
+/// One item as an `index.json` descriptor (keys in sorted order).
+struct IndexEntry<'a>(&'a Item);
+
+impl Serialize for IndexEntry<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let it = self.0;
+        let mut ann: BTreeMap<&str, std::borrow::Cow<'_, str>> = BTreeMap::new();
+        ann.insert(ANN_KIND, it.kind.as_str().into());
+        if it.kind.is_registry() {
+            ann.insert(ANN_IMAGE_NAME, it.reference.as_str().into());
+        } else {
+            ann.insert(ANN_SOURCE, it.reference.as_str().into());
+        }
+        if let Some(p) = &it.path {
+            ann.insert(ANN_PATH, p.as_str().into());
+        }
+        if let Some(d) = &it.subject {
+            ann.insert(ANN_SUBJECT, d.to_string().into());
+            if it.reference.contains('@') {
+                ann.insert(ANN_CONTAINERD_SUBJECT, d.to_string().into());
+            }
+        }
+        ann.insert(ANN_REF_NAME, it.index_name().into());
+        let mut st = s.serialize_struct("Descriptor", 4)?;
+        st.serialize_field("annotations", &ann)?;
+        st.serialize_field("digest", &it.digest)?;
+        st.serialize_field("mediaType", &it.media_type)?;
+        st.serialize_field("size", &it.size)?;
+        st.end()
+    }
 }
 
 /// One item of `bundle.json`: its reference as import will read it, its
@@ -605,6 +691,113 @@ pub enum MetaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first form of `index_json`: a `serde_json::Value` document
+    /// (sorted keys), the reference the streamed form must equal.
+    fn index_json_as_value(items: &[Item]) -> Vec<u8> {
+        use serde_json::{json, Map, Value};
+        let manifests: Vec<Value> = items
+            .iter()
+            .map(|it| {
+                let mut ann = Map::new();
+                ann.insert(ANN_KIND.into(), Value::String(it.kind.as_str().into()));
+                if it.kind.is_registry() {
+                    ann.insert(ANN_IMAGE_NAME.into(), Value::String(it.reference.clone()));
+                } else {
+                    ann.insert(ANN_SOURCE.into(), Value::String(it.reference.clone()));
+                }
+                if let Some(p) = &it.path {
+                    ann.insert(ANN_PATH.into(), Value::String(p.clone()));
+                }
+                if let Some(s) = &it.subject {
+                    ann.insert(ANN_SUBJECT.into(), Value::String(s.to_string()));
+                    if it.reference.contains('@') {
+                        ann.insert(ANN_CONTAINERD_SUBJECT.into(), Value::String(s.to_string()));
+                    }
+                }
+                ann.insert(ANN_REF_NAME.into(), Value::String(it.index_name()));
+                json!({
+                    "mediaType": it.media_type,
+                    "digest": it.digest.to_string(),
+                    "size": it.size,
+                    "annotations": Value::Object(ann),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "schemaVersion": 2,
+            "mediaType": crate::manifest::OCI_INDEX,
+            "manifests": manifests,
+        });
+        let mut v = serde_json::to_vec_pretty(&doc).unwrap();
+        v.push(b'\n');
+        v
+    }
+
+    #[test]
+    fn index_json_is_the_value_form_byte_for_byte() {
+        let d = |c: char| Digest::from_hex(&c.to_string().repeat(64)).unwrap();
+        let item = |kind, reference: &str, path: Option<&str>, subject: Option<Digest>| Item {
+            kind,
+            reference: reference.into(),
+            digest: d('a'),
+            media_type: MediaType::ImageManifest,
+            size: 1234,
+            platforms: vec!["linux/amd64".into()],
+            path: path.map(Into::into),
+            subject,
+        };
+        let items = [
+            item(Kind::Image, "docker.io/library/nginx:1.27", None, None),
+            item(
+                Kind::Chart,
+                "ghcr.io/c/chart:1.0",
+                Some("charts/chart-1.0.tgz"),
+                None,
+            ),
+            item(
+                Kind::File,
+                "https://example.com/a b/ü.tar.gz",
+                Some("files/a b/ü.tar.gz"),
+                None,
+            ),
+            item(
+                Kind::Image,
+                "ghcr.io/a/b:sha256-aaaa.sig",
+                None,
+                Some(d('b')),
+            ),
+            item(
+                Kind::Image,
+                &format!("ghcr.io/a/b@{}", d('c')),
+                None,
+                Some(d('b')),
+            ),
+            item(Kind::Image, "ghcr.io/a/\"quoted\"\n:1", None, None),
+        ];
+        for n in [0, 1, items.len()] {
+            assert_eq!(
+                String::from_utf8(index_json(&items[..n])).unwrap(),
+                String::from_utf8(index_json_as_value(&items[..n])).unwrap(),
+                "{n} items"
+            );
+        }
+    }
+
+    #[test]
+    fn bundle_json_written_streamed_is_to_json_and_its_sums() {
+        let s = crate::craft::Sample::new("docker.io/library/nginx:1.27", b"layer bytes");
+        let bytes = s.meta.to_json();
+        let mut streamed = Vec::new();
+        s.meta.write_json(&mut streamed).unwrap();
+        assert_eq!(streamed, bytes);
+        let sums = s.meta.json_sums().unwrap();
+        assert_eq!(sums.size, bytes.len() as u64);
+        assert_eq!(sums.sha256, Digest::of(&bytes));
+        use blake2::Digest as _;
+        let blake: [u8; 64] = blake2::Blake2b512::digest(&bytes).into();
+        assert_eq!(sums.blake2b512, blake);
+    }
 
     #[test]
     fn the_origin_is_optional_validated_and_round_trips() {

@@ -361,13 +361,79 @@ impl SigningKey {
     /// noise (hedged signatures); both verify the same way, and the result
     /// is checked with minisign before it is returned.
     pub fn sign(&self, bytes: &[u8], trusted_comment: &str) -> Result<Vec<u8>, SignError> {
-        use base64::Engine;
         use blake2::Digest as _;
-        let fail = |reason: String| SignError::Sign {
+        let prehash: [u8; 64] = blake2::Blake2b512::digest(bytes).into();
+        let text = self.signature_text(&prehash, trusted_comment)?;
+        self.self_check(&text, Cursor::new(bytes))?;
+        Ok(text.into_bytes())
+    }
+
+    /// Signs bytes known only by their BLAKE2b-512 `prehash` (what
+    /// [`SigningKey::sign`] computes first), so that a large file never has
+    /// to be held whole: the same signature file `sign` returns for those
+    /// bytes. `again` writes the same bytes a second time (a serialiser run
+    /// again): minisign checks the signature against them before it is
+    /// returned, as `sign` does, so a prehash of other bytes, or a second
+    /// serialisation that differs from the first, is an error. The bytes go
+    /// from `again` (on a thread of its own) to minisign in small chunks.
+    pub fn sign_prehashed(
+        &self,
+        prehash: &[u8; 64],
+        trusted_comment: &str,
+        again: impl FnOnce(&mut dyn Write) -> io::Result<()> + Send,
+    ) -> Result<Vec<u8>, SignError> {
+        let text = self.signature_text(prehash, trusted_comment)?;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+            let writer = scope.spawn(move || {
+                let mut out = ChunkSender {
+                    tx,
+                    buf: Vec::with_capacity(CHUNK),
+                };
+                again(&mut out)?;
+                out.send()
+            });
+            let checked = self.self_check(
+                &text,
+                ChunkReader {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                },
+            );
+            let written = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the serialiser panicked")));
+            match (checked, written) {
+                (Ok(()), Ok(())) => Ok(text.into_bytes()),
+                // The check stopped reading first: its error is the cause.
+                (Err(e), Err(w)) if w.kind() == io::ErrorKind::BrokenPipe => Err(e),
+                (_, Err(e)) => {
+                    Err(self
+                        .sign_error(format!("the bytes to sign could not be written again: {e}")))
+                }
+                (Err(e), Ok(())) => Err(e),
+            }
+        })
+    }
+
+    fn sign_error(&self, reason: String) -> SignError {
+        SignError::Sign {
             path: self.path.clone(),
             key_id: self.key_id,
             reason,
-        };
+        }
+    }
+
+    /// The minisign signature file over `prehash` (Ed25519, RFC 8032, by
+    /// ring) with `trusted_comment` and its global signature.
+    fn signature_text(
+        &self,
+        prehash: &[u8; 64],
+        trusted_comment: &str,
+    ) -> Result<String, SignError> {
+        use base64::Engine;
+        let fail = |reason: String| self.sign_error(reason);
         // The decrypted secret key (libsodium layout: 32-byte seed, then the
         // public key) follows algorithms, KDF salt and limits, and the key id.
         let raw = self.sk.to_bytes();
@@ -378,8 +444,7 @@ impl SigningKey {
         };
         let pair = ring::signature::Ed25519KeyPair::from_seed_and_public_key(&sk[..32], &sk[32..])
             .map_err(|e| fail(format!("the secret key is not an Ed25519 key pair: {e}")))?;
-        let prehash = blake2::Blake2b512::digest(bytes);
-        let sig = pair.sign(&prehash);
+        let sig = pair.sign(prehash);
         let mut sig_line = Vec::with_capacity(2 + 8 + 64);
         sig_line.extend_from_slice(b"ED");
         sig_line.extend_from_slice(keynum);
@@ -388,23 +453,97 @@ impl SigningKey {
         global_input.extend_from_slice(trusted_comment.as_bytes());
         let global = pair.sign(&global_input);
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        let text = format!(
+        Ok(format!(
             "untrusted comment: signature of {META} by ferry key id {}\n{}\ntrusted comment: {trusted_comment}\n{}\n",
             self.key_id,
             b64(&sig_line),
             b64(global.as_ref())
-        );
-        // minisign itself must accept what was written.
-        let sig_box =
-            minisign::SignatureBox::from_string(&text).map_err(|e| fail(e.to_string()))?;
-        minisign::verify(&self.pk, &sig_box, Cursor::new(bytes), true, false, false).map_err(
-            |e| {
-                fail(format!(
-                    "the signature does not verify with its own public key: {e}"
-                ))
-            },
-        )?;
-        Ok(text.into_bytes())
+        ))
+    }
+
+    /// minisign itself must accept what was written, over the bytes `data`
+    /// reads.
+    fn self_check(&self, text: &str, data: impl io::Read + io::Seek) -> Result<(), SignError> {
+        let sig_box = minisign::SignatureBox::from_string(text)
+            .map_err(|e| self.sign_error(e.to_string()))?;
+        minisign::verify(&self.pk, &sig_box, data, true, false, false).map_err(|e| {
+            self.sign_error(format!(
+                "the signature does not verify with its own public key: {e}"
+            ))
+        })
+    }
+}
+
+/// Bytes per chunk from [`SigningKey::sign_prehashed`]'s serialiser to minisign …
+const CHUNK: usize = 64 << 10;
+/// … at most this many waiting.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// The writing end: chunks of [`CHUNK`] bytes into the channel.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the check stopped reading"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end, for minisign (which reads to the end once; it would
+/// only seek to print the data, which ferry never asks).
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.chunk = next;
+                    self.at = 0;
+                }
+                // The writer is done (or failed: its error is reported).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.at);
+        out[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl io::Seek for ChunkReader {
+    fn seek(&mut self, _: io::SeekFrom) -> io::Result<u64> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the bytes to sign stream past once",
+        ))
     }
 }
 

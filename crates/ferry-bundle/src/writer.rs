@@ -9,6 +9,13 @@
 //! and renamed into place by [`BundleWriter::finish`], next to a
 //! `<name>.sha256` file in `sha256sum` format.
 //!
+//! [`BundleWriter::write_head_meta`] writes the head without holding
+//! `ferry/bundle.json` whole (it grows about 3 KB per reference): the bytes
+//! are serialised from the [`BundleMeta`] straight into the tar entry, whose
+//! size and sha256 were taken from an earlier serialisation
+//! ([`BundleMeta::json_sums`], also the signature's prehash) and are
+//! checked; the output is byte for byte [`BundleWriter::write_head`]'s.
+//!
 //! [`BundleWriter::create_split`] writes the same bytes cut into parts
 //! instead (see [`crate::parts`]): `<name>.part-000`, … and the parts
 //! manifest, all renamed into place only when the bundle is complete.
@@ -18,7 +25,7 @@ use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
-use crate::meta::{META_PATH, SIG_PATH};
+use crate::meta::{BundleMeta, JsonSums, META_PATH, SIG_PATH};
 use crate::parts::{Identity, PartsWriter, PartsWritten};
 
 pub use crate::atomic::{write_atomic, write_atomic_mode};
@@ -434,6 +441,74 @@ impl BundleWriter {
         self.append_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         self.append_dir("ferry/")?;
         self.append_bytes(META_PATH, meta_json)?;
+        self.append_head_rest(signature, index_json)
+    }
+
+    /// Writes the same head as [`BundleWriter::write_head`] given
+    /// `meta.to_json()`, without those bytes ever held whole:
+    /// `ferry/bundle.json` is serialised from `meta` straight into its tar
+    /// entry, whose header takes the size `sums` gives
+    /// ([`BundleMeta::json_sums`], the same bytes the signature signed).
+    /// Bytes that come out different from `sums` (size or sha256) are
+    /// refused: the bundle is then abandoned.
+    pub fn write_head_meta(
+        &mut self,
+        meta: &BundleMeta,
+        sums: &JsonSums,
+        signature: Option<&[u8]>,
+        index_json: &[u8],
+    ) -> Result<(), WriteError> {
+        if self.split {
+            // The identity `Identity::from_meta_json` would read from the bytes.
+            self.identity = Some(Identity {
+                format_version: meta.format_version,
+                name: meta.name.clone(),
+                tool: meta.tool.clone(),
+                bundle_json: sums.sha256.clone(),
+                index: meta.index.clone(),
+            });
+        }
+        self.append_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        self.append_dir("ferry/")?;
+        let h = header(META_PATH, sums.size, false);
+        let path = self.path.clone();
+        let out_err = |source| WriteError::Io {
+            path: path.clone(),
+            source,
+        };
+        let enc = self.builder()?.get_mut();
+        enc.write_all(h.as_bytes()).map_err(out_err)?;
+        let mut entry = BufWriter::with_capacity(64 << 10, HashingWriter::new(&mut *enc));
+        meta.write_json(&mut entry).map_err(out_err)?;
+        // `into_inner` writes what is buffered without flushing the
+        // compressor (a flush would end a zstd block here, and the bytes
+        // would no longer be those of `write_head`).
+        let (sha256, len, enc) = entry
+            .into_inner()
+            .map_err(|e| out_err(e.into_error()))?
+            .finish();
+        if len != sums.size || sha256 != sums.sha256 {
+            return Err(out_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{META_PATH} serialised to {len} bytes ({sha256}), not the {} bytes ({}) hashed and signed",
+                    sums.size, sums.sha256
+                ),
+            )));
+        }
+        let pad = (512 - len % 512) % 512;
+        enc.write_all(&[0u8; 512][..pad as usize])
+            .map_err(out_err)?;
+        self.append_head_rest(signature, index_json)
+    }
+
+    /// The head after `ferry/bundle.json`: the signature, `index.json`, the
+    /// blob directories.
+    fn append_head_rest(
+        &mut self,
+        signature: Option<&[u8]>,
+        index_json: &[u8],
+    ) -> Result<(), WriteError> {
         if let Some(sig) = signature {
             self.append_bytes(SIG_PATH, sig)?;
         }

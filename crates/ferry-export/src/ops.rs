@@ -320,7 +320,7 @@ pub async fn export(
         ev(Event::Preflight(plan.clone()));
         return Ok(Exported::Planned(plan));
     }
-    let summary = crate::export(client, &resolved, &opts, ev).await?;
+    let summary = crate::export(client, resolved, &opts, ev).await?;
     drop(scratch);
     Ok(Exported::Written(Box::new(summary)))
 }

@@ -5,6 +5,7 @@
 //! counts (bytes to fetch, bytes to write).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use ferry_bundle::manifest::Descriptor;
 use ferry_bundle::meta::{self, BlobMeta, BundleMeta, IndexPin, Item, Role, FORMAT_VERSION};
@@ -17,7 +18,8 @@ use crate::resolve::Resolved;
 /// A config or layer to fetch (or read from the cache) and write.
 pub(crate) struct PlannedBlob {
     pub(crate) meta: BlobMeta,
-    pub(crate) source: Repo,
+    /// The repository it comes from (one per image, shared by its blobs).
+    pub(crate) source: Arc<Repo>,
     /// Fetched over HTTP at resolution: only ever read from the cache.
     pub(crate) local: bool,
 }
@@ -36,6 +38,21 @@ pub(crate) struct Plan {
     pub(crate) blobs: Vec<PlannedBlob>,
 }
 
+/// The plan as it is written: `bundle.json` (which owns every item and
+/// blob description: nothing is kept twice), `index.json`, and beside
+/// `meta.blobs` in its order the manifests' bytes, then the repository each
+/// other blob comes from.
+pub(crate) struct Bundle {
+    /// `bundle.json`.
+    pub(crate) meta: BundleMeta,
+    /// `index.json`'s bytes.
+    pub(crate) index: Vec<u8>,
+    /// The bytes of `meta.blobs[..manifests.len()]`.
+    pub(crate) manifests: Vec<bytes::Bytes>,
+    /// Where `meta.blobs[manifests.len()..]` come from.
+    pub(crate) sources: Vec<Arc<Repo>>,
+}
+
 impl Plan {
     /// Plans the bundle of `resolved`, leaving out what `base` names;
     /// refuses a file item out of its kind's place (as import would).
@@ -51,6 +68,7 @@ impl Plan {
         let mut absent = Vec::new();
         let mut base: Vec<meta::BaseBlob> = Vec::new();
         for img in &resolved.images {
+            let repo = Arc::new(img.repo.clone());
             items.push(Item {
                 kind: img.kind,
                 reference: img.name(),
@@ -114,7 +132,7 @@ impl Plan {
                             media_type: (!d.media_type.as_ref().is_empty())
                                 .then(|| d.media_type.clone()),
                         },
-                        source: img.repo.clone(),
+                        source: repo.clone(),
                         local: img.local,
                     };
                     if is_config {
@@ -147,21 +165,26 @@ impl Plan {
     }
 
     /// `bundle.json` and `index.json` (everything they need is known
-    /// before any blob arrives).
-    pub(crate) fn meta(
-        &self,
+    /// before any blob arrives), the plan's parts moved into them.
+    pub(crate) fn into_bundle(
+        self,
         name: &str,
         verification: Option<meta::Verification>,
         origin: Option<meta::Origin>,
-    ) -> (BundleMeta, Vec<u8>) {
+    ) -> Bundle {
         let index = meta::index_json(&self.items);
-        let all_blobs: Vec<BlobMeta> = self
-            .manifests
-            .iter()
-            .map(|(m, _)| m.clone())
-            .chain(self.blobs.iter().map(|b| b.meta.clone()))
-            .collect();
-        let bundle_meta = BundleMeta {
+        let mut all_blobs = Vec::with_capacity(self.manifests.len() + self.blobs.len());
+        let mut manifests = Vec::with_capacity(self.manifests.len());
+        for (m, bytes) in self.manifests {
+            all_blobs.push(m);
+            manifests.push(bytes);
+        }
+        let mut sources = Vec::with_capacity(self.blobs.len());
+        for b in self.blobs {
+            all_blobs.push(b.meta);
+            sources.push(b.source);
+        }
+        let meta = BundleMeta {
             format_version: FORMAT_VERSION,
             tool: format!("ferry {}", env!("CARGO_PKG_VERSION")),
             name: name.to_string(),
@@ -169,13 +192,18 @@ impl Plan {
                 digest: Digest::of(&index),
                 size: index.len() as u64,
             },
-            items: self.items.clone(),
+            items: self.items,
             blobs: all_blobs,
-            absent: self.absent.clone(),
-            base: self.base.clone(),
+            absent: self.absent,
+            base: self.base,
             verification,
             origin,
         };
-        (bundle_meta, index)
+        Bundle {
+            meta,
+            index,
+            manifests,
+            sources,
+        }
     }
 }

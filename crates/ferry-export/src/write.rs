@@ -1,7 +1,7 @@
 //! Fetching blobs into the cache and writing the bundle.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
@@ -10,7 +10,7 @@ use ferry_bundle::writer::{BundleWriter, Compression, WriteError, Written};
 use ferry_bundle::Digest;
 use ferry_registry::Client;
 
-use crate::plan::{Plan, PlannedBlob};
+use crate::plan::{Bundle, Plan, PlannedBlob};
 use crate::preflight::{Preflight, Room, SourcePlan};
 use crate::resolve::Resolved;
 use crate::{Event, Events};
@@ -120,13 +120,24 @@ pub enum ExportError {
 /// Pieces of a streamed blob waiting for the writer, per download.
 const STREAM_DEPTH: usize = 4;
 
+/// Streamed blobs downloading or downloaded but not yet written, per job.
+/// A download ends once its pieces are in its channel, so without a bound
+/// the downloads of many small blobs ran ahead of the writer and each kept
+/// its piece buffer (up to 256 KiB however small the blob): 19 of them at
+/// the peak of a 1,000-reference export, more the slower the writer.
+const STREAMS_AHEAD: usize = 2;
+
 /// How the writer gets the next blob, in bundle order.
 enum Ready {
     /// From the cache: there already (`None`), or once its download is in
     /// (a message, never sent if the download failed).
     Cached(Option<tokio::sync::oneshot::Receiver<()>>),
-    /// Straight from its download ([`ferry_registry::Client::stream_blob`]).
-    Stream(tokio::sync::mpsc::Receiver<bytes::Bytes>),
+    /// Straight from its download ([`ferry_registry::Client::stream_blob`]),
+    /// holding one of the [`STREAMS_AHEAD`] places until it is written.
+    Stream(
+        tokio::sync::mpsc::Receiver<bytes::Bytes>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
 }
 
 /// A streamed blob as a reader for the writer's thread: a closed channel
@@ -196,12 +207,14 @@ fn cached_size(path: &Path) -> Option<u64> {
         .map(|m| m.len())
 }
 
-/// The blobs the cache lacks (a file kind's blob, fetched at resolution,
-/// must be there: its absence is a corrupt cache).
-fn missing_blobs(blobs: &[PlannedBlob], cache: &Path) -> Result<HashSet<Digest>, ExportError> {
-    let mut missing = HashSet::new();
+/// Which blobs the cache lacks, one flag per blob in plan order (a file
+/// kind's blob, fetched at resolution, must be there: its absence is a
+/// corrupt cache).
+fn missing_blobs(blobs: &[PlannedBlob], cache: &Path) -> Result<Vec<bool>, ExportError> {
+    let mut missing = Vec::with_capacity(blobs.len());
     for b in blobs {
         if cached_size(&cache_path(cache, &b.meta.digest)) == Some(b.meta.size) {
+            missing.push(false);
             continue;
         }
         if b.local {
@@ -209,21 +222,19 @@ fn missing_blobs(blobs: &[PlannedBlob], cache: &Path) -> Result<HashSet<Digest>,
                 path: cache_path(cache, &b.meta.digest),
             });
         }
-        missing.insert(b.meta.digest.clone());
+        missing.push(true);
     }
     Ok(missing)
 }
 
 /// The preflight of `plan`: what is fetched from where, what is written,
 /// and the room each filesystem needs.
-fn count(plan: &Plan, missing: &HashSet<Digest>, opts: &ExportOptions) -> Preflight {
+fn count(plan: &Plan, missing: &[bool], opts: &ExportOptions) -> Preflight {
     let mut sources: std::collections::BTreeMap<String, SourcePlan> = Default::default();
     let mut fetch_bytes = 0;
-    for b in plan
-        .blobs
-        .iter()
-        .filter(|b| missing.contains(&b.meta.digest))
-    {
+    let mut fetch_blobs = 0;
+    for (b, _) in plan.blobs.iter().zip(missing).filter(|(_, m)| **m) {
+        fetch_blobs += 1;
         let s = sources
             .entry(format!("{}/{}", b.source.host, b.source.path))
             .or_default();
@@ -240,10 +251,10 @@ fn count(plan: &Plan, missing: &HashSet<Digest>, opts: &ExportOptions) -> Prefli
         output: opts.output.clone(),
         items: plan.items.len(),
         blobs,
-        fetch_blobs: missing.len(),
+        fetch_blobs,
         fetch_bytes,
         sources,
-        cached_blobs: plan.blobs.len() - missing.len(),
+        cached_blobs: plan.blobs.len() - fetch_blobs,
         write_bytes,
         base_blobs: plan.base.len(),
         base_bytes: plan.base.iter().map(|b| b.size).sum(),
@@ -265,16 +276,19 @@ pub fn preflight(resolved: &Resolved, opts: &ExportOptions) -> Result<Preflight,
 }
 
 /// Fetches every blob of `resolved` into the cache and writes the bundle,
-/// once the preflight found room for it.
+/// once the preflight found room for it. `resolved` is let go once the
+/// plan is made (what the write needs moved into `bundle.json`): its parsed
+/// manifests are most of what an export would otherwise keep per reference
+/// while it writes.
 pub async fn export(
     client: &Client,
-    resolved: &Resolved,
+    resolved: Resolved,
     opts: &ExportOptions,
     events: &Events,
 ) -> Result<ExportSummary, ExportError> {
     // 1. Plan (refuses a file out of its place before anything is fetched)
     // and preflight: the counts, and room for them, before any download.
-    let plan = Plan::new(resolved, &opts.base)?;
+    let plan = Plan::new(&resolved, &opts.base)?;
     let missing_set = missing_blobs(&plan.blobs, &opts.cache_dir)?;
     let preflight = count(&plan, &missing_set, opts);
     events(Event::Preflight(preflight.clone()));
@@ -283,11 +297,14 @@ pub async fn export(
         return Err(ExportError::NoRoom(short));
     }
     // Metadata: everything it needs is known before any blob arrives.
-    let (bundle_meta, index) =
-        plan.meta(&opts.name, opts.verification.clone(), opts.origin.clone());
-    let Plan {
-        manifests, blobs, ..
-    } = plan;
+    let Bundle {
+        meta: bundle_meta,
+        index,
+        manifests,
+        sources,
+    } = plan.into_bundle(&opts.name, opts.verification.clone(), opts.origin.clone());
+    let bundle_meta = Arc::new(bundle_meta);
+    drop(resolved);
 
     // 2. Fetch what the cache lacks.
     let blob_dir = opts.cache_dir.join("blobs").join("sha256");
@@ -297,7 +314,6 @@ pub async fn export(
     })?;
     let fetch_bytes = preflight.fetch_bytes;
     let missing_count = preflight.fetch_blobs;
-    let missing_set: HashSet<&Digest> = missing_set.iter().collect();
 
     let base_count = bundle_meta.base.len();
     let base_bytes: u64 = bundle_meta.base.iter().map(|b| b.size).sum();
@@ -307,7 +323,7 @@ pub async fn export(
     events(Event::FetchStart {
         blobs: missing_count,
         bytes: fetch_bytes,
-        cached: blobs.len() - missing_count,
+        cached: sources.len() - missing_count,
     });
     events(Event::WriteStart { bytes: blob_bytes });
 
@@ -318,22 +334,17 @@ pub async fn export(
     let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel::<Ready>();
     let opts2 = opts.clone();
     let events2 = events.clone();
-    let large: Vec<BlobMeta> = blobs.iter().map(|b| b.meta.clone()).collect();
+    let manifest_count = manifests.len();
+    let meta2 = bundle_meta.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        write_bundle(
-            &opts2,
-            &bundle_meta,
-            &index,
-            &manifests,
-            &large,
-            ready_rx,
-            &events2,
-        )
+        write_bundle(&opts2, &meta2, &index, &manifests, ready_rx, &events2)
     });
 
+    let large = bundle_meta.blobs.get(manifest_count..).unwrap_or_default();
     let failures = fetch_all(
         client,
-        &blobs,
+        large,
+        &sources,
         &missing_set,
         opts,
         events,
@@ -355,22 +366,22 @@ pub async fn export(
         blob_bytes,
         fetched: missing_count,
         fetched_bytes: fetch_bytes,
-        cached: blobs.len() - missing_count,
+        cached: sources.len() - missing_count,
         base: base_count,
         base_bytes,
     })
 }
 
 /// The writer's thread: the head (signed with `opts.sign_key`), the
-/// manifests from memory, then each blob in bundle order as [`Ready`]
+/// manifests from memory (`manifests`: the bytes of the first
+/// `bundle_meta.blobs`), then each other blob in bundle order as [`Ready`]
 /// says: from the cache, or straight from its download. A blob that does
 /// not come abandons the bundle (its temporary file goes).
 fn write_bundle(
     opts: &ExportOptions,
     bundle_meta: &BundleMeta,
     index: &[u8],
-    manifests: &[(BlobMeta, bytes::Bytes)],
-    large: &[BlobMeta],
+    manifests: &[bytes::Bytes],
     mut ready_rx: tokio::sync::mpsc::UnboundedReceiver<Ready>,
     events: &Events,
 ) -> Result<Written, ExportError> {
@@ -378,27 +389,40 @@ fn write_bundle(
         Some(size) => BundleWriter::create_split(&opts.output, opts.compression, size)?,
         None => BundleWriter::create(&opts.output, opts.compression)?,
     };
-    let meta_json = bundle_meta.to_json();
+    // bundle.json is never held whole (over 30 MB at 10,000 references):
+    // serialised once to hash it, again for the signature's self-check, and
+    // once more straight into its tar entry, checked against the first.
+    let sums = bundle_meta.json_sums().map_err(|source| {
+        ExportError::Write(WriteError::Io {
+            path: opts.output.clone(),
+            source,
+        })
+    })?;
     let signature = match &opts.sign_key {
-        Some(key) => Some(key.sign(
-            &meta_json,
+        Some(key) => Some(key.sign_prehashed(
+            &sums.blake2b512,
             &ferry_bundle::sign::bundle_comment(&bundle_meta.name, &bundle_meta.index.digest),
+            |out| {
+                let mut out = std::io::BufWriter::with_capacity(64 << 10, out);
+                bundle_meta.write_json(&mut out)?;
+                std::io::Write::flush(&mut out)
+            },
         )?),
         None => None,
     };
-    w.write_head(&meta_json, signature.as_deref(), index)?;
-    for (m, bytes) in manifests {
+    w.write_head_meta(bundle_meta, &sums, signature.as_deref(), index)?;
+    for (m, bytes) in bundle_meta.blobs.iter().zip(manifests) {
         w.write_blob(&m.digest, m.size, &bytes[..])?;
         events(Event::WriteProgress { bytes: m.size });
     }
-    for b in large {
+    for b in bundle_meta.blobs.iter().skip(manifests.len()) {
         // One message per blob, in this order; a failed download means
         // the bundle is abandoned (its temp file goes).
         let Some(ready) = ready_rx.blocking_recv() else {
             return Err(ExportError::Abandoned);
         };
         match ready {
-            Ready::Stream(rx) => {
+            Ready::Stream(rx, _place) => {
                 let mut src = Piped {
                     rx,
                     piece: bytes::Bytes::new(),
@@ -448,16 +472,20 @@ fn write_bundle(
 /// is waited for, so that every failure is recorded; once the writer has
 /// stopped (done, or abandoned after a failed download or a write error)
 /// no new one starts. Returns the failures: (what, why).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the export's parts, each borrowed"
+)]
 async fn fetch_all(
     client: &Client,
-    blobs: &[PlannedBlob],
-    missing_set: &HashSet<&Digest>,
+    blobs: &[BlobMeta],
+    sources: &[Arc<ferry_registry::Repo>],
+    missing: &[bool],
     opts: &ExportOptions,
     events: &Events,
     ready_tx: tokio::sync::mpsc::UnboundedSender<Ready>,
     writer: &tokio::task::JoinHandle<Result<Written, ExportError>>,
 ) -> Vec<(String, String)> {
-    let missing_ref = missing_set;
     let failures: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let stop_ref = &stop;
@@ -465,28 +493,42 @@ async fn fetch_all(
     // own (hashing spreads over the runtime's threads). Each blob's way to
     // the writer is queued as its download starts (so in bundle order);
     // cached blobs are ready at once.
-    let mut fetches = stream::iter(blobs.iter())
-        .map(|b| {
+    // A streamed blob takes a place first, in bundle order (the writer
+    // frees it once the blob is written).
+    let places = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        STREAMS_AHEAD * opts.jobs.max(1),
+    ));
+    let fetches = stream::iter(blobs.iter().zip(sources).zip(missing))
+        .then(|item| {
+            let places = places.clone();
+            async move {
+                let place = match opts.stream && *item.1 {
+                    true => places.acquire_owned().await.ok(),
+                    false => None,
+                };
+                (item, place)
+            }
+        })
+        .map(|(((b, source), missing), place)| {
             if stop_ref.load(std::sync::atomic::Ordering::Relaxed) {
                 return None;
             }
-            let missing = missing_ref.contains(&b.meta.digest);
             if !missing {
                 let _ = ready_tx.send(Ready::Cached(None));
                 return None;
             }
             let (done, stream) = if opts.stream {
                 let (tx, rx) = tokio::sync::mpsc::channel(STREAM_DEPTH);
-                let _ = ready_tx.send(Ready::Stream(rx));
+                let _ = ready_tx.send(Ready::Stream(rx, place));
                 (None, Some(tx))
             } else {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let _ = ready_tx.send(Ready::Cached(Some(rx)));
                 (Some(tx), None)
             };
-            let dest = cache_path(&opts.cache_dir, &b.meta.digest);
+            let dest = cache_path(&opts.cache_dir, &b.digest);
             let (client, events, failures) = (client.clone(), events.clone(), failures.clone());
-            let (source, meta) = (b.source.clone(), b.meta.clone());
+            let (source, meta) = (source.clone(), b.clone());
             Some(tokio::spawn(async move {
                 let progress_events = events.clone();
                 let progress = move |n: u64| progress_events(Event::FetchProgress { bytes: n });
@@ -536,6 +578,8 @@ async fn fetch_all(
             }
         })
         .buffered(opts.jobs.max(1));
+    // Boxed so that it can be dropped (with its borrow of `ready_tx`) below.
+    let mut fetches = Box::pin(fetches);
     // Every download started is waited for, so that every failure is
     // recorded; once the writer has stopped (done, or abandoned after a
     // failed download or a write error) no new one starts.

@@ -317,7 +317,7 @@ pub async fn reexport(
         verification,
         origin: Some(content.origin),
     };
-    let summary = crate::export(&client, &resolved, &opts, ev).await?;
+    let summary = crate::export(&client, resolved, &opts, ev).await?;
     drop(staging);
     Ok(summary)
 }
