@@ -109,8 +109,13 @@ pub struct Head {
     /// `ferry/bundle.json`, parsed: shared by the reader and every clone of
     /// the head (it grows with the references, and is needed to the end).
     pub meta: Arc<BundleMeta>,
-    /// Its exact bytes (what a signature covers), shared by every clone.
-    pub meta_bytes: Arc<[u8]>,
+    /// The sha256 of its exact bytes (its identity in a parts manifest, and
+    /// what re-export checks it re-reads). The bytes themselves are never
+    /// held: bundle.json is parsed as it streams.
+    pub meta_sha256: Digest,
+    /// The BLAKE2b-512 of its exact bytes: what a minisign (prehashed)
+    /// signature signs ([`crate::sign::TrustedKey::verify_prehashed`]).
+    pub meta_prehash: [u8; 64],
     /// The signature, if present.
     pub signature: Option<Vec<u8>>,
     /// `index.json` parsed, shared by every clone (the reader keeps it no
@@ -220,7 +225,8 @@ struct State {
     seen: HashSet<String>,
     /// bundle.json, once read (the same `Arc` the visitor's head holds).
     meta: Option<Arc<BundleMeta>>,
-    meta_bytes: Option<Arc<[u8]>>,
+    /// bundle.json's digests, until the head is handed on.
+    meta_sums: Option<head::MetaSums>,
     signature: Option<Vec<u8>>,
     /// The declared blobs: where each is declared, what became of it.
     blobs: blobs::BlobTable,
