@@ -11,8 +11,11 @@
 //! standard minisign key files. The standalone `minisign` tool can therefore
 //! check a bundle too: `minisign -Vm bundle.json -x bundle.json.sig -p KEY.pub`.
 //!
-//! The cryptography is the `minisign` crate's; this module only handles
-//! files, passwords and errors. It never prompts: an encrypted secret key
+//! The cryptography is the `minisign` crate's and ring's Ed25519 (signing
+//! deterministically, and checking a signature against the BLAKE2b-512 of
+//! bundle.json, [`TrustedKey::verify_prehashed`], since the reader never
+//! holds its bytes and minisign's own check needs them); this module
+//! handles files, passwords, the signature file's fields and errors. It never prompts: an encrypted secret key
 //! needs its password passed in.
 
 use std::fmt;

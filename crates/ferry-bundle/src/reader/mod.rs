@@ -33,14 +33,17 @@
 //! blobs while they stream past.
 //!
 //! What the reader keeps per reference is what the checks at the end need,
-//! no more: `bundle.json` once (shared with the visitor through
+//! no more: `bundle.json` once, parsed (shared with the visitor through
 //! [`Head::meta`]'s `Arc`), each declared blob's place and verdict
 //! (`blobs::BlobTable`: a sorted digest table, one status byte each) and
 //! each manifest's children as edges between interned digests
-//! (`graph::Edges`: 16 bytes an edge). The exact bytes of bundle.json and
-//! index.json, the parsed manifests and the entry names are dropped once
-//! checked (a file item's manifest excepted: its layer paths are checked
-//! again at the end).
+//! (`graph::Edges`: 16 bytes an edge). bundle.json's exact bytes are never
+//! held: it is parsed as it streams and hashed on the way (the head carries
+//! the digests a signature and a parts manifest need,
+//! [`Head::meta_sha256`], [`Head::meta_prehash`]). index.json's bytes, the
+//! parsed manifests and the entry names are dropped once checked (a file
+//! item's manifest excepted: its layer paths are checked again at the
+//! end).
 //!
 //! The reader's rooms:
 //!
@@ -55,8 +58,8 @@
 //!   ([`accept_header`]);
 //! - [`walker`]: [`TarWalker`], exact tar headers, entry data and padding,
 //!   the end-of-archive blocks;
-//! - [`head`]: the head entries in order (`oci-layout`, bundle.json, its
-//!   signature, index.json) and their checks;
+//! - [`head`]: the head entries in order (`oci-layout`, bundle.json parsed
+//!   as it streams, its signature, index.json) and their checks;
 //! - [`blobs`]: blob order, sizes and digests (manifests in memory, other
 //!   blobs hashed while the visitor reads them), and the compact table of
 //!   the declared blobs (`blobs::BlobTable`);
