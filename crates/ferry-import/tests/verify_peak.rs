@@ -44,8 +44,12 @@ fn a_verify_peak_grows_little_per_reference() {
     eprintln!(
         "verify: peak {small} B at 500 references, {large} B at 4,000 ({per_ref:.0} B per reference)"
     );
+    // Measured 1,887 B per reference here: the parsed bundle.json, the
+    // reader's blob table and edges, index.json while its checks run.
+    // bundle.json's exact bytes (read whole beside the parsed form before
+    // this pass) are no longer part of it.
     assert!(
-        per_ref <= 1_000_000.0,
-        "verify's peak grows by {per_ref:.0} B per reference (500 → 4,000)"
+        per_ref <= 2_400.0,
+        "verify's peak grows by {per_ref:.0} B per reference (500 → 4,000), over 2,400 B"
     );
 }
