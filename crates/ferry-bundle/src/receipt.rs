@@ -288,4 +288,66 @@ mod tests {
         assert_eq!(m.insert("b", 3), Some(1));
         assert_eq!(m.iter().collect::<Vec<_>>(), [(&"a", &2), (&"b", &3)]);
     }
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_json_is_a_b_trees_and_an_older_receipt_reads_normalised() {
+        // Written out of order: the JSON is sorted, as B-trees wrote it.
+        let mut content = RepoContent::default();
+        content.blobs.extend([d('b'), d('a'), d('b')]);
+        content.manifests.insert(d('c'));
+        content.tags.insert("v2".into(), d('c'));
+        content.tags.insert("v1".into(), d('c'));
+        let receipt = Receipt {
+            receipt_version: RECEIPT_VERSION,
+            target: "registry.local".into(),
+            bundle: "demo".into(),
+            repositories: [("team/app".to_string(), content)].into(),
+            files: BTreeMap::new(),
+        };
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let c = "c".repeat(64);
+        let expected = format!(
+            r#"{{
+  "receiptVersion": 1,
+  "target": "registry.local",
+  "bundle": "demo",
+  "repositories": {{
+    "team/app": {{
+      "blobs": [
+        "sha256:{a}",
+        "sha256:{b}"
+      ],
+      "manifests": [
+        "sha256:{c}"
+      ],
+      "tags": {{
+        "v1": "sha256:{c}",
+        "v2": "sha256:{c}"
+      }}
+    }}
+  }}
+}}
+"#
+        );
+        assert_eq!(String::from_utf8(receipt.to_json()).unwrap(), expected);
+        // A receipt written in another order, with duplicates, reads as the
+        // same content (and a repeated tag keeps its last value, as a
+        // B-tree did).
+        let older = format!(
+            r#"{{"receiptVersion":1,"target":"registry.local","bundle":"demo",
+            "repositories":{{"team/app":{{"blobs":["sha256:{b}","sha256:{a}","sha256:{b}"],
+            "manifests":["sha256:{c}","sha256:{c}"],
+            "tags":{{"v2":"sha256:{c}","v1":"sha256:{a}","v1":"sha256:{c}"}}}}}}}}"#
+        );
+        let read: Receipt = serde_json::from_str(&older).unwrap();
+        assert_eq!(read, receipt);
+        assert_eq!(read.to_json(), receipt.to_json());
+    }
 }
