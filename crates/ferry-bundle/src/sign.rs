@@ -11,8 +11,11 @@
 //! standard minisign key files. The standalone `minisign` tool can therefore
 //! check a bundle too: `minisign -Vm bundle.json -x bundle.json.sig -p KEY.pub`.
 //!
-//! The cryptography is the `minisign` crate's; this module only handles
-//! files, passwords and errors. It never prompts: an encrypted secret key
+//! The cryptography is the `minisign` crate's and ring's Ed25519 (signing
+//! deterministically, and checking a signature against the BLAKE2b-512 of
+//! bundle.json, [`TrustedKey::verify_prehashed`], since the reader never
+//! holds its bytes and minisign's own check needs them); this module
+//! handles files, passwords, the signature file's fields and errors. It never prompts: an encrypted secret key
 //! needs its password passed in.
 
 use std::fmt;
@@ -643,6 +646,9 @@ impl TrustedKey {
                 signer,
             });
         }
+        // minisign 0.10 panics on a global signature shorter than 64 bytes:
+        // the lengths are checked first.
+        SignatureParts::of(sig)?;
         minisign::verify(&self.pk, &sig_box, Cursor::new(bytes), true, false, false).map_err(
             |e| SignError::Altered {
                 key: self.path.clone(),
@@ -660,6 +666,119 @@ impl TrustedKey {
             key_id: signer,
             trusted_comment,
         })
+    }
+}
+
+impl TrustedKey {
+    /// Checks that `sig` is a signature by this key of the bytes whose
+    /// BLAKE2b-512 is `prehash` ([`prehash`]; the bundle reader computes it
+    /// while bundle.json streams, [`crate::reader::Head::meta_prehash`]).
+    ///
+    /// minisign's own `verify` needs the bytes themselves, so this makes
+    /// the checks it makes on a prehashed signature, in its order, with
+    /// minisign's parser and ring's Ed25519: the file parses as a minisign
+    /// signature; it names this key; its algorithm is `ED` (prehashed:
+    /// legacy `Ed` signatures are refused); the signature over the prehash
+    /// verifies; the global signature over that signature and the trusted
+    /// comment verifies. Its answers are [`TrustedKey::verify`]'s.
+    pub fn verify_prehashed(
+        &self,
+        prehash: &[u8; 64],
+        sig: Option<&[u8]>,
+    ) -> Result<Verified, SignError> {
+        use ring::signature::{UnparsedPublicKey, ED25519};
+        let Some(sig) = sig else {
+            return Err(SignError::Unsigned {
+                key: self.path.clone(),
+                key_id: self.key_id,
+            });
+        };
+        let sig_box = parse_signature(sig)?;
+        let signer = KeyId::from_keynum(sig_box.keynum());
+        if signer != self.key_id {
+            return Err(SignError::WrongKey {
+                key: self.path.clone(),
+                key_id: self.key_id,
+                signer,
+            });
+        }
+        let altered = |reason: &str| SignError::Altered {
+            key: self.path.clone(),
+            key_id: self.key_id,
+            reason: reason.into(),
+        };
+        if !sig_box.is_prehashed() {
+            return Err(altered("Legacy signatures are not accepted"));
+        }
+        let parts = SignatureParts::of(sig)?;
+        // The public key file's bytes: algorithm (2), key id (8), key (32).
+        let pk_raw = self.pk.to_bytes();
+        let Some(pk) = pk_raw.get(10..42) else {
+            return Err(SignError::MalformedSignature {
+                reason: "the public key is shorter than a minisign key".into(),
+            });
+        };
+        let key = UnparsedPublicKey::new(&ED25519, pk);
+        key.verify(prehash, &parts.signature)
+            .map_err(|_| altered("Signature verification failed"))?;
+        let trusted_comment =
+            sig_box
+                .trusted_comment()
+                .map_err(|e| SignError::MalformedSignature {
+                    reason: e.to_string(),
+                })?;
+        let mut global_input = parts.signature.to_vec();
+        global_input.extend_from_slice(trusted_comment.as_bytes());
+        key.verify(&global_input, &parts.global)
+            .map_err(|_| altered("Comment signature verification failed"))?;
+        Ok(Verified {
+            key_id: signer,
+            trusted_comment,
+        })
+    }
+}
+
+/// The BLAKE2b-512 of `bytes`: what a minisign prehashed signature signs
+/// (see [`TrustedKey::verify_prehashed`]).
+pub fn prehash(bytes: &[u8]) -> [u8; 64] {
+    use blake2::Digest as _;
+    blake2::Blake2b512::digest(bytes).into()
+}
+
+/// The binary parts of a minisign signature file that minisign's
+/// `SignatureBox` does not hand out: the Ed25519 signature (its second
+/// line: algorithm, key id, signature) and the global signature (its
+/// fourth line). Read after minisign's parser accepted the file.
+struct SignatureParts {
+    signature: [u8; 64],
+    global: [u8; 64],
+}
+
+impl SignatureParts {
+    fn of(sig: &[u8]) -> Result<SignatureParts, SignError> {
+        use base64::Engine;
+        let malformed = |reason: String| SignError::MalformedSignature { reason };
+        let text = std::str::from_utf8(sig).map_err(|_| malformed("not UTF-8 text".into()))?;
+        let lines: Vec<&str> = text.lines().collect();
+        let decode = |at: usize, what: &str| {
+            let line = lines
+                .get(at)
+                .ok_or_else(|| malformed(format!("no {what} line")))?;
+            base64::engine::general_purpose::STANDARD
+                .decode(line.trim())
+                .map_err(|e| malformed(format!("the {what} line is not base64: {e}")))
+        };
+        let line = decode(1, "signature")?;
+        let global = decode(3, "global signature")?;
+        let (Some(Ok(signature)), Ok(global)) = (
+            line.get(10..).map(<[u8; 64]>::try_from),
+            <[u8; 64]>::try_from(global.as_slice()),
+        ) else {
+            return Err(malformed(
+                "a signature line is not the length of an Ed25519 signature".into(),
+            ));
+        };
+        Ok(SignatureParts { signature, global })
     }
 }
 

@@ -413,7 +413,7 @@ impl ArchiveVisitor<'_> {
 impl Visitor for ArchiveVisitor<'_> {
     fn head(&mut self, head: &Head) -> VisitResult {
         if let Some(key) = &self.opts.key {
-            key.verify(&head.meta_bytes, head.signature.as_deref())
+            key.verify_prehashed(&head.meta_prehash, head.signature.as_deref())
                 .map_err(|e| Box::new(ArchiveError::Signature(e)) as Box<_>)?;
         }
         self.head = Some(head.clone());

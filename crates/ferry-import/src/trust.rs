@@ -192,7 +192,7 @@ struct Collect<'a> {
 impl Visitor for Collect<'_> {
     fn head(&mut self, head: &Head) -> VisitResult {
         if let Some(k) = self.key {
-            k.verify(&head.meta_bytes, head.signature.as_deref())
+            k.verify_prehashed(&head.meta_prehash, head.signature.as_deref())
                 .map_err(|e| Box::new(e) as Box<_>)?;
         }
         self.c.head(&head.meta);

@@ -211,7 +211,8 @@ impl Reading {
 impl Visitor for Reading {
     fn head(&mut self, head: &Head) -> VisitResult {
         if let Some(key) = &self.key {
-            self.verified = Some(key.verify(&head.meta_bytes, head.signature.as_deref())?);
+            self.verified =
+                Some(key.verify_prehashed(&head.meta_prehash, head.signature.as_deref())?);
         }
         if !self.stop_after_manifests {
             self.report(Progress::Start {

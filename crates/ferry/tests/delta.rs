@@ -94,7 +94,7 @@ fn export(dir: &Path, name: &str, spec: &Path, extra: &[&str]) -> PathBuf {
 
 fn bundle_meta(bundle: &Path) -> serde_json::Value {
     let head = ferry_bundle::head::read_head(bundle).unwrap();
-    serde_json::from_slice(&head.meta_bytes).unwrap()
+    serde_json::to_value(&*head.meta).unwrap()
 }
 
 #[test]

@@ -125,9 +125,12 @@ fn check_identity(manifest_path: &Path, manifest: &PartsManifest) -> Result<(), 
     let Ok(head) = crate::head::read_head_from(&mut probe, manifest_path) else {
         return Ok(());
     };
-    let carried = Identity::from_meta_json(&head.meta_bytes).ok();
-    let Some(carried) = carried else {
-        return Ok(());
+    let carried = Identity {
+        format_version: head.meta.format_version,
+        name: head.meta.name.clone(),
+        tool: head.meta.tool.clone(),
+        bundle_json: head.meta_sha256.clone(),
+        index: head.meta.index.clone(),
     };
     let pin = |p: &IndexPin| format!("{} ({} bytes)", p.digest, p.size);
     let differs: Option<(&'static str, String, String)> =

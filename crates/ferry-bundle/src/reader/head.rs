@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use crate::digest::Digest;
+use blake2::{Blake2b512, Digest as _};
+
+use crate::digest::{Digest, Hasher};
 use crate::manifest::{self, Descriptor};
 use crate::meta::{
     BundleMeta, Item, ANN_CONTAINERD_SUBJECT, ANN_IMAGE_NAME, ANN_KIND, ANN_PATH, ANN_REF_NAME,
@@ -50,6 +52,129 @@ pub(super) fn read_small(
         });
     }
     Ok(buf)
+}
+
+/// What is kept of bundle.json's exact bytes once parsed: their digests.
+pub(super) struct MetaSums {
+    sha256: Digest,
+    prehash: [u8; 64],
+}
+
+/// How much of bundle.json's start is kept while it streams, to name the
+/// format version of a document this ferry cannot parse (ferry writes
+/// `formatVersion` first).
+const VERSION_PROBE: usize = 4096;
+
+/// Parses `ferry/bundle.json` as it streams (never held whole: it grows
+/// with the references), hashing the same bytes (sha256 for its digest,
+/// BLAKE2b-512 for its signature) and refusing anything after the JSON
+/// value but whitespace, as a parse of the whole bytes does.
+fn read_meta(
+    entry: &mut dyn Read,
+    name: &str,
+    size: u64,
+) -> Result<(BundleMeta, MetaSums), BundleError> {
+    if size > MAX_META {
+        return Err(BundleError::TooLarge {
+            entry: name.into(),
+            size,
+            limit: MAX_META,
+        });
+    }
+    let mut hashing = MetaHashing {
+        inner: entry.take(MAX_META + 1),
+        sha256: Hasher::new(),
+        blake: Blake2b512::default(),
+        probe: Vec::new(),
+    };
+    let parsed: Result<BundleMeta, serde_json::Error> =
+        serde_json::from_reader(io::BufReader::with_capacity(64 * 1024, &mut hashing));
+    let meta = parsed.map_err(|e| {
+        if e.is_io() {
+            return stream_error(format!("`{name}`"), io::Error::from(e));
+        }
+        // A document that is JSON (as far as the parse got) but not this
+        // format: a newer format gets the right message. Broken JSON is
+        // malformed whatever version it names.
+        let data = e.classify() == serde_json::error::Category::Data;
+        match probe_version(&hashing.probe).filter(|_| data) {
+            Some(v) if v != FORMAT_VERSION as u64 => BundleError::Version(v as u32),
+            _ => BundleError::Malformed {
+                entry: name.into(),
+                reason: e.to_string(),
+            },
+        }
+    })?;
+    let read = hashing.sha256.len();
+    if read != size {
+        return Err(BundleError::Read {
+            at: format!("`{name}`"),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("entry ended after {read} of {size} bytes"),
+            ),
+        });
+    }
+    let sums = MetaSums {
+        sha256: hashing.sha256.finish(),
+        prehash: hashing.blake.finalize().into(),
+    };
+    Ok((meta, sums))
+}
+
+/// Hashes what is read through it, and keeps the first
+/// [`VERSION_PROBE`] bytes.
+struct MetaHashing<R> {
+    inner: R,
+    sha256: Hasher,
+    blake: Blake2b512,
+    probe: Vec<u8>,
+}
+
+impl<R: Read> Read for MetaHashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        self.sha256.update(got);
+        self.blake.update(got);
+        let keep = VERSION_PROBE.saturating_sub(self.probe.len()).min(n);
+        self.probe.extend_from_slice(&got[..keep]);
+        Ok(n)
+    }
+}
+
+/// The top-level `formatVersion` of a JSON document's start, if it comes
+/// before the start ends (what follows it is not looked at).
+fn probe_version(start: &[u8]) -> Option<u64> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess};
+    use std::cell::Cell;
+    struct Probe<'a>(&'a Cell<Option<u64>>);
+    impl<'de> DeserializeSeed<'de> for Probe<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Probe<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "formatVersion" {
+                    self.0.set(map.next_value::<u64>().ok());
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    let found = Cell::new(None);
+    // The start is usually cut mid-document: only what was seen counts.
+    let _ = Probe(&found).deserialize(&mut serde_json::Deserializer::from_slice(start));
+    found.get()
 }
 
 impl State {
@@ -96,20 +221,7 @@ impl State {
                 found: name.into(),
             }),
             (Stage::Layout, META_PATH) => {
-                let bytes = read_small(entry, name, size, MAX_META)?;
-                let meta: BundleMeta = serde_json::from_slice(&bytes).map_err(|e| {
-                    // Check the version first so a newer format gets the right message.
-                    let version = serde_json::from_slice::<serde_json::Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v.get("formatVersion").and_then(|x| x.as_u64()));
-                    match version {
-                        Some(v) if v != FORMAT_VERSION as u64 => BundleError::Version(v as u32),
-                        _ => BundleError::Malformed {
-                            entry: name.into(),
-                            reason: e.to_string(),
-                        },
-                    }
-                })?;
+                let (meta, sums) = read_meta(entry, name, size)?;
                 if meta.format_version != FORMAT_VERSION {
                     return Err(BundleError::Version(meta.format_version));
                 }
@@ -141,7 +253,7 @@ impl State {
                         });
                     }
                 }
-                self.meta_bytes = Some(bytes.into());
+                self.meta_sums = Some(sums);
                 self.meta = Some(Arc::new(meta));
                 self.stage = Stage::Meta;
                 Ok(())
@@ -305,9 +417,16 @@ impl State {
         // item's descriptor agrees with bundle.json. The index itself goes
         // to the visitor and is not kept.
         self.index_disagrees = disagreements(&meta, &legacy, &parsed.manifests);
+        let Some(sums) = self.meta_sums.take() else {
+            return Err(BundleError::HeadOrder {
+                expected: META_PATH,
+                found: "index.json".into(),
+            });
+        };
         let head = Head {
             meta: Arc::clone(&meta),
-            meta_bytes: self.meta_bytes.take().unwrap_or_default(),
+            meta_sha256: sums.sha256,
+            meta_prehash: sums.prehash,
             signature: self.signature.take(),
             index: parsed.manifests.into(),
         };

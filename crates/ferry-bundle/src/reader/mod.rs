@@ -33,14 +33,17 @@
 //! blobs while they stream past.
 //!
 //! What the reader keeps per reference is what the checks at the end need,
-//! no more: `bundle.json` once (shared with the visitor through
+//! no more: `bundle.json` once, parsed (shared with the visitor through
 //! [`Head::meta`]'s `Arc`), each declared blob's place and verdict
 //! (`blobs::BlobTable`: a sorted digest table, one status byte each) and
 //! each manifest's children as edges between interned digests
-//! (`graph::Edges`: 16 bytes an edge). The exact bytes of bundle.json and
-//! index.json, the parsed manifests and the entry names are dropped once
-//! checked (a file item's manifest excepted: its layer paths are checked
-//! again at the end).
+//! (`graph::Edges`: 16 bytes an edge). bundle.json's exact bytes are never
+//! held: it is parsed as it streams and hashed on the way (the head carries
+//! the digests a signature and a parts manifest need,
+//! [`Head::meta_sha256`], [`Head::meta_prehash`]). index.json's bytes, the
+//! parsed manifests and the entry names are dropped once checked (a file
+//! item's manifest excepted: its layer paths are checked again at the
+//! end).
 //!
 //! The reader's rooms:
 //!
@@ -55,8 +58,8 @@
 //!   ([`accept_header`]);
 //! - [`walker`]: [`TarWalker`], exact tar headers, entry data and padding,
 //!   the end-of-archive blocks;
-//! - [`head`]: the head entries in order (`oci-layout`, bundle.json, its
-//!   signature, index.json) and their checks;
+//! - [`head`]: the head entries in order (`oci-layout`, bundle.json parsed
+//!   as it streams, its signature, index.json) and their checks;
 //! - [`blobs`]: blob order, sizes and digests (manifests in memory, other
 //!   blobs hashed while the visitor reads them), and the compact table of
 //!   the declared blobs (`blobs::BlobTable`);
@@ -109,8 +112,13 @@ pub struct Head {
     /// `ferry/bundle.json`, parsed: shared by the reader and every clone of
     /// the head (it grows with the references, and is needed to the end).
     pub meta: Arc<BundleMeta>,
-    /// Its exact bytes (what a signature covers), shared by every clone.
-    pub meta_bytes: Arc<[u8]>,
+    /// The sha256 of its exact bytes (its identity in a parts manifest, and
+    /// what re-export checks it re-reads). The bytes themselves are never
+    /// held: bundle.json is parsed as it streams.
+    pub meta_sha256: Digest,
+    /// The BLAKE2b-512 of its exact bytes: what a minisign (prehashed)
+    /// signature signs ([`crate::sign::TrustedKey::verify_prehashed`]).
+    pub meta_prehash: [u8; 64],
     /// The signature, if present.
     pub signature: Option<Vec<u8>>,
     /// `index.json` parsed, shared by every clone (the reader keeps it no
@@ -220,7 +228,8 @@ struct State {
     seen: HashSet<String>,
     /// bundle.json, once read (the same `Arc` the visitor's head holds).
     meta: Option<Arc<BundleMeta>>,
-    meta_bytes: Option<Arc<[u8]>>,
+    /// bundle.json's digests, until the head is handed on.
+    meta_sums: Option<head::MetaSums>,
     signature: Option<Vec<u8>>,
     /// The declared blobs: where each is declared, what became of it.
     blobs: blobs::BlobTable,

@@ -22,7 +22,7 @@ pub(super) fn stage_bundle(
     let mut hashing = HashingReader::new(src);
     let mut stager = Stager {
         path,
-        verified_meta: Digest::of(&verified.meta_bytes),
+        verified_meta: verified.meta_sha256.clone(),
         selection,
         blob_dir,
         head: None,
@@ -64,7 +64,7 @@ pub(super) fn stage_bundle(
             kind: OriginKind::Bundle,
             name: head.meta.name.clone(),
             sha256: Some(sha256),
-            meta_sha256: Some(Digest::of(&head.meta_bytes)),
+            meta_sha256: Some(head.meta_sha256.clone()),
             tool: Some(head.meta.tool.clone()),
         },
         items: head.meta.items.clone(),
@@ -139,7 +139,7 @@ impl Stager<'_> {
 
 impl ferry_bundle::reader::Visitor for Stager<'_> {
     fn head(&mut self, head: &Head) -> VisitResult {
-        if Digest::of(&head.meta_bytes) != self.verified_meta {
+        if head.meta_sha256 != self.verified_meta {
             let e = ReexportError::Changed {
                 path: self.path.to_path_buf(),
             };

@@ -256,9 +256,9 @@ impl<'a> ImportRun<'a> {
                 source,
             })?;
         // The signature is checked and the reader holds `index.json` to
-        // check the bundle against: the run needs neither the meta's exact
-        // bytes nor the index again, and both grow with the references.
-        h.meta_bytes = Arc::default();
+        // check the bundle against: the run does not need the index again,
+        // and it grows with the references (bundle.json's exact bytes were
+        // never held: the reader parsed them as they streamed).
         h.index = Arc::default();
         self.head = Some(h);
         Ok(ControlFlow::Continue(()))
@@ -463,7 +463,7 @@ fn check_signature(
 ) -> Result<Option<SignatureCheck>, ferry_bundle::sign::SignError> {
     match &opts.key {
         Some(key) => {
-            let v = key.verify(&head.meta_bytes, head.signature.as_deref())?;
+            let v = key.verify_prehashed(&head.meta_prehash, head.signature.as_deref())?;
             Ok(Some(SignatureCheck {
                 key_id: v.key_id.to_string(),
                 verified: true,
