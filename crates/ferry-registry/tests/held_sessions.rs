@@ -225,3 +225,92 @@ async fn a_held_session_is_used_only_for_its_own_repository() {
     assert_eq!(c.cancel_held_uploads().await, 1);
     assert_eq!(open_sessions(&reg), 0);
 }
+
+#[tokio::test]
+async fn a_held_session_elsewhere_gets_no_credentials_for_its_upload_or_its_cancel() {
+    use common::Seen;
+    use ferry_registry::{Credentials, HostConfig};
+    // The registry's sessions live on another origin: the held session's
+    // PUT (and the DELETE of one no upload took) must not carry the password.
+    let storage = Proxy::start(None, |s: &Seen| match s.method.as_str() {
+        "PUT" => Action::status(201)
+            .with_header("Docker-Content-Digest", &Digest::of(&s.body).to_string()),
+        "DELETE" => Action::status(204),
+        _ => Action::status(404),
+    })
+    .await;
+    let storage_host = storage.host();
+    let registry = Proxy::start(None, move |s: &Seen| {
+        if s.header("authorization").is_none() {
+            return Action::status(401).with_header("WWW-Authenticate", "Basic realm=\"r\"");
+        }
+        match s.method.as_str() {
+            "POST" => Action::status(202).with_header(
+                "Location",
+                &format!("http://{storage_host}/upload/{}?sig=abc", s.path().len()),
+            ),
+            _ => Action::status(404),
+        }
+    })
+    .await;
+    let mut config = fast_config();
+    config.hosts.insert(
+        registry.host(),
+        HostConfig {
+            credentials: Some(Credentials {
+                username: "u".into(),
+                password: "secret-pw".into(),
+            }),
+            ..HostConfig::default()
+        },
+    );
+    let c = Client::new(config).unwrap();
+    let (whole, streamed, unused) = (
+        registry.repo("ferry/whole"),
+        registry.repo("ferry/streamed"),
+        registry.repo("ferry/unused-one"),
+    );
+    for r in [&whole, &streamed, &unused] {
+        c.hold_push(r).await.unwrap();
+    }
+    let small = bytes_of(100, 60);
+    c.upload_blob(&whole, &Digest::of(&small), Bytes::from(small))
+        .await
+        .unwrap();
+    let large = bytes_of(100_000, 61);
+    c.upload_blob_streamed(
+        &streamed,
+        &Digest::of(&large),
+        large.len() as u64,
+        chunks_of(&large, 30_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.cancel_held_uploads().await, 1);
+    let seen = storage.seen();
+    let methods: Vec<&str> = seen.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(
+        methods.iter().filter(|m| **m == "PUT").count(),
+        2,
+        "{methods:?}"
+    );
+    assert_eq!(
+        methods.iter().filter(|m| **m == "DELETE").count(),
+        1,
+        "{methods:?}"
+    );
+    for s in &seen {
+        assert_eq!(
+            s.header("authorization"),
+            None,
+            "credentials off origin: {s:?}"
+        );
+    }
+    // Only the three preflight POSTs reached the registry (with credentials).
+    let posts: Vec<Seen> = registry
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.header("authorization").is_some())
+        .collect();
+    assert_eq!(posts.len(), 3);
+}
