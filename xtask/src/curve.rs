@@ -796,7 +796,7 @@ fn requests_table(counts: &[Point]) -> String {
         );
     }
     s.push_str(
-        "\nCounted by a proxy in front of the source and of a fresh target registry, in one more `ferry export --no-cache` and `ferry import --flatten` (not timed). The floor: export fetches each reference's manifests and each distinct blob once; import uploads each distinct blob once (POST + PUT), mounts it into each other repository that needs it and puts each manifest once (a tag's PUT stores its manifest). What ferry sends beyond it: the provenance lookups of export (referrers, cosign tags), import's preflight (an upload session opened and cancelled per repository), existence checks (HEAD) and the ping.\n\n",
+        "\nCounted by a proxy in front of the source and of a fresh target registry, in one more `ferry export --no-cache` and `ferry import --flatten` (not timed). The floor: export fetches each reference's manifests and each distinct blob once; import uploads each distinct blob once (POST + PUT), mounts it into each other repository that needs it and puts each manifest once (a tag's PUT stores its manifest). What ferry sends beyond it: the provenance lookups of export (referrers, cosign tags), import's look at what the target holds (one tag listing per repository), the preflight's upload session of a repository nothing is uploaded into (opened and cancelled; elsewhere it is the first upload's session), existence checks (HEAD) and the ping.\n\n",
     );
     s
 }

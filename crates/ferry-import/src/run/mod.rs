@@ -100,6 +100,19 @@ pub async fn import(
     opts: &ImportOptions,
     events: &Events,
 ) -> Result<ImportReport, ImportError> {
+    let r = import_run(client, opts, events).await;
+    // Upload sessions the preflight held that no upload took (a failed
+    // run, a repository whose uploads did not come) end here.
+    client.cancel_held_uploads().await;
+    r
+}
+
+/// The import's phases ([`import`]).
+async fn import_run(
+    client: &Client,
+    opts: &ImportOptions,
+    events: &Events,
+) -> Result<ImportReport, ImportError> {
     let src = open(opts)?;
     let dest = match &opts.store {
         Some(s) => Dest::Store(s.clone()),
@@ -340,6 +353,7 @@ impl<'a> ImportRun<'a> {
                     &self.dest,
                     self.opts,
                     &self.plans,
+                    &self.first_repo,
                     planned.upload_bytes,
                 )
                 .await?,

@@ -14,7 +14,9 @@
 //! - `streamed`: one streamed PUT per blob, falling back to chunks;
 //! - `listing`: tag lists and referrers, page by page.
 //! - `probe`: whether a repository accepts a push (the import's
-//!   preflight) and whether the registry knows it at all.
+//!   preflight), the upload session it opened held for that repository's
+//!   first upload (cancelled when none comes), and whether the registry
+//!   knows a repository at all.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -27,7 +29,7 @@ use futures_util::Stream;
 use crate::auth::AuthCache;
 use crate::endpoint::Endpoint;
 use crate::transport::{build_http, Redirects};
-use crate::{ClientConfig, Error};
+use crate::{ClientConfig, Error, Repo};
 
 mod blobs;
 mod connect;
@@ -75,6 +77,11 @@ pub(crate) struct Inner {
     plain_loopback: std::sync::Mutex<HashMap<String, bool>>,
     /// Hosts that refused a streamed PUT (their uploads go in chunks).
     no_streamed_put: std::sync::Mutex<HashSet<String>>,
+    /// Upload sessions opened by [`Client::hold_push`] and not written to
+    /// yet, one per repository: the next upload into it starts there
+    /// instead of opening one ([`Client::cancel_held_uploads`] ends those
+    /// never used).
+    held_uploads: std::sync::Mutex<HashMap<Repo, url::Url>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -110,6 +117,7 @@ impl Client {
                 gates: std::sync::Mutex::new(HashMap::new()),
                 plain_loopback: std::sync::Mutex::new(HashMap::new()),
                 no_streamed_put: std::sync::Mutex::new(HashSet::new()),
+                held_uploads: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -326,9 +326,15 @@ impl Client {
         };
         let max = self.max_attempts();
         let mut attempt = 1;
+        // The preflight's session, when it held one: an attempt more, first.
+        let mut held = self.take_held(repo);
         loop {
             let tr = &t;
-            let location = self.retry_op(|| self.start_upload(tr, repo)).await?;
+            let on_held = held.is_some();
+            let location = match held.take() {
+                Some(l) => l,
+                None => self.retry_op(|| self.start_upload(tr, repo)).await?,
+            };
             let req = Req::new(Method::PUT, with_digest(&location, digest))
                 .header(CONTENT_TYPE, OCTET_STREAM)
                 .header(CONTENT_LENGTH, &size.to_string())
@@ -359,6 +365,13 @@ impl Client {
                     );
                     return self.chunked_upload(&t, repo, digest, size, rest).await;
                 }
+            }
+            if on_held && feed.replayable() {
+                tracing::debug!(
+                    "uploading {digest} into {repo} on the held session failed ({}): on a new session",
+                    chain(&e)
+                );
+                continue;
             }
             if feed.replayable() && e.is_retryable() && attempt < max {
                 self.pause(&e, attempt, max).await;

@@ -1,5 +1,8 @@
 //! Uploads: cross-repository mount, monolithic upload of a blob in memory,
 //! chunked upload (PATCH per chunk, resumed from the registry's `Range`).
+//! A blob in memory, or streamed in one PUT, goes first to the session the
+//! preflight held for its repository ([`Client::hold_push`]), when there is
+//! one; a failure there starts the upload again on a new session.
 //!
 //! The bytes come as [`BlobBytes`] or [`BlobChunks`], which say who checks
 //! that they hash to the digest ([`Check`]): the client, as they are sent
@@ -247,27 +250,49 @@ impl Client {
         let t = self.repo_target(repo, true, None).await?;
         let t = &t;
         let data = &data;
+        if let Some(location) = self.take_held(repo) {
+            // The preflight's session: one attempt more, before the usual ones.
+            match self.put_whole(t, &location, digest, data).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(
+                    "uploading {digest} into {repo} on the held session failed ({}): on a new session",
+                    chain(&e)
+                ),
+            }
+        }
         self.retry_op(|| async move {
             let location = self.start_upload(t, repo).await?;
-            let req = Req::new(Method::PUT, with_digest(&location, digest))
-                .header(CONTENT_TYPE, OCTET_STREAM)
-                .body(data.clone())
-                .limit(Limit::Upload);
-            let resp = match self.execute(t, &req).await {
-                Ok(r) => r,
-                Err(e) => {
-                    self.cancel(t, &location).await;
-                    return Err(e);
-                }
-            };
-            if resp.status() != StatusCode::CREATED {
-                let e = self.http_error(&req, resp).await;
-                self.cancel(t, &location).await;
-                return Err(e);
-            }
-            check_served_digest(&req, &resp, digest)
+            self.put_whole(t, &location, digest, data).await
         })
         .await
+    }
+
+    /// `PUT <location>&digest=` with the whole blob; the session is
+    /// cancelled when the registry does not take it.
+    async fn put_whole(
+        &self,
+        t: &Target<'_>,
+        location: &Url,
+        digest: &Digest,
+        data: &Bytes,
+    ) -> Result<(), Error> {
+        let req = Req::new(Method::PUT, with_digest(location, digest))
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .body(data.clone())
+            .limit(Limit::Upload);
+        let resp = match self.execute(t, &req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.cancel(t, location).await;
+                return Err(e);
+            }
+        };
+        if resp.status() != StatusCode::CREATED {
+            let e = self.http_error(&req, resp).await;
+            self.cancel(t, location).await;
+            return Err(e);
+        }
+        check_served_digest(&req, &resp, digest)
     }
 
     /// Uploads a blob in chunks as they arrive on `chunks`: one PATCH per
