@@ -626,11 +626,13 @@ impl TrustedKey {
         self.key_id
     }
 
-    /// Checks that `sig` is a signature of exactly `bytes` by this key.
-    /// `None` (an unsigned bundle) is refused, as are a signature by
-    /// another key, legacy (non-prehashed) signatures, and any alteration
-    /// of `bytes` or of the signed trusted comment.
-    pub fn verify(&self, bytes: &[u8], sig: Option<&[u8]>) -> Result<Verified, SignError> {
+    /// The signature file, parsed, and its key id, when there is one and
+    /// it names this key: an unsigned bundle and another key's signature
+    /// are refused here, before anything is checked against a key.
+    fn signed_by_this_key<'s>(
+        &self,
+        sig: Option<&'s [u8]>,
+    ) -> Result<(&'s [u8], minisign::SignatureBox, KeyId), SignError> {
         let Some(sig) = sig else {
             return Err(SignError::Unsigned {
                 key: self.path.clone(),
@@ -646,6 +648,15 @@ impl TrustedKey {
                 signer,
             });
         }
+        Ok((sig, sig_box, signer))
+    }
+
+    /// Checks that `sig` is a signature of exactly `bytes` by this key.
+    /// `None` (an unsigned bundle) is refused, as are a signature by
+    /// another key, legacy (non-prehashed) signatures, and any alteration
+    /// of `bytes` or of the signed trusted comment.
+    pub fn verify(&self, bytes: &[u8], sig: Option<&[u8]>) -> Result<Verified, SignError> {
+        let (sig, sig_box, signer) = self.signed_by_this_key(sig)?;
         // minisign 0.10 panics on a global signature shorter than 64 bytes:
         // the lengths are checked first.
         SignatureParts::of(sig)?;
@@ -687,21 +698,7 @@ impl TrustedKey {
         sig: Option<&[u8]>,
     ) -> Result<Verified, SignError> {
         use ring::signature::{UnparsedPublicKey, ED25519};
-        let Some(sig) = sig else {
-            return Err(SignError::Unsigned {
-                key: self.path.clone(),
-                key_id: self.key_id,
-            });
-        };
-        let sig_box = parse_signature(sig)?;
-        let signer = KeyId::from_keynum(sig_box.keynum());
-        if signer != self.key_id {
-            return Err(SignError::WrongKey {
-                key: self.path.clone(),
-                key_id: self.key_id,
-                signer,
-            });
-        }
+        let (sig, sig_box, signer) = self.signed_by_this_key(sig)?;
         let altered = |reason: &str| SignError::Altered {
             key: self.path.clone(),
             key_id: self.key_id,
