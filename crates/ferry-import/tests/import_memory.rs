@@ -10,13 +10,12 @@
 //! allocates beside it.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod memory;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cap::Cap;
-use ferry_bundle::craft::{many_images, raw_tar};
-use ferry_import::target::{Mapping, Target};
-use ferry_import::ImportOptions;
 use ferry_registry::{Client, ClientConfig};
 
 #[global_allocator]
@@ -27,31 +26,9 @@ static ALLOC: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX)
 fn peak_of_import(n: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("many.tar");
-    std::fs::write(&path, raw_tar(&many_images(n))).unwrap();
-    let store_dir = dir.path().join("store");
-    let store = Arc::new(ferry_import::store::Store::open(&store_dir).unwrap());
-    let opts = ImportOptions {
-        bundle: path,
-        target: Some(Target {
-            host: "store".into(),
-            prefix: String::new(),
-            plain_http: None,
-        }),
-        files: None,
-        store: Some(store),
-        store_dir: None,
-        mapping: Mapping::default(),
-        dry_run: false,
-        jobs: 4,
-        chunk_size: 16 << 20,
-        key: None,
-        referrers: true,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    memory::write_bundle(&path, n);
+    let opts = memory::store_import(path, &dir.path().join("store"));
+    let rt = memory::runtime();
     let client = Client::new(ClientConfig::default()).unwrap();
     let base = ALLOC.allocated();
     let peak = Arc::new(AtomicUsize::new(0));

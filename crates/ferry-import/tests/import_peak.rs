@@ -5,16 +5,15 @@
 //! measures the highest count of live bytes at any moment, reading the
 //! head included (cap's `max_allocated()`, the `stats` feature), at two
 //! counts, and bounds the growth per reference between them. One test in
-//! this binary (the child that writes the bundles aside).
+//! this binary; run again as a child, it writes the bundles aside
+//! (`memory::write_in_child`).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod peak;
+mod memory;
 
 use std::sync::Arc;
 
 use cap::Cap;
-use ferry_import::target::{Mapping, Target};
-use ferry_import::ImportOptions;
 use ferry_registry::{Client, ClientConfig};
 
 #[global_allocator]
@@ -25,31 +24,9 @@ static ALLOC: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX)
 fn peak_of_import(n: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("many.tar");
-    peak::write_in_child(&path, n);
-    let store_dir = dir.path().join("store");
-    let store = Arc::new(ferry_import::store::Store::open(&store_dir).unwrap());
-    let opts = ImportOptions {
-        bundle: path,
-        target: Some(Target {
-            host: "store".into(),
-            prefix: String::new(),
-            plain_http: None,
-        }),
-        files: None,
-        store: Some(store),
-        store_dir: None,
-        mapping: Mapping::default(),
-        dry_run: false,
-        jobs: 4,
-        chunk_size: 16 << 20,
-        key: None,
-        referrers: true,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    memory::write_in_child(TEST, &path, n);
+    let opts = memory::store_import(path, &dir.path().join("store"));
+    let rt = memory::runtime();
     let client = Client::new(ClientConfig::default()).unwrap();
     let events: ferry_import::Events = Arc::new(|_| {});
     let base = ALLOC.allocated();
@@ -67,8 +44,14 @@ fn peak_of_import(n: usize) -> usize {
     peak - base
 }
 
+/// This test's name, for its child.
+const TEST: &str = "an_import_peak_grows_little_per_reference";
+
 #[test]
 fn an_import_peak_grows_little_per_reference() {
+    if memory::write_if_child() {
+        return;
+    }
     // Warm up what is allocated once (thread-locals, lazy statics).
     peak_of_import(10);
     let small = peak_of_import(500);
