@@ -18,8 +18,9 @@
 //! Beside each command, its floor on the same bytes: `dd … conv=fdatasync`
 //! of the bundle's size (export), every blob served to curl 4 at a time
 //! (export's requests), the raw ingest of every blob by keep-alive POST +
-//! PUT with 4 workers (import), `openssl dgst -sha256` and `zstd -d` of the
-//! bundle (verify). Per reference, the wall time and the floor of the
+//! PUT with 4 workers and the images' ingest (the same uploads into the
+//! images' repositories, plus their mounts and manifest PUTs) (import),
+//! `openssl dgst -sha256` and `zstd -d` of the bundle (verify). Per reference, the wall time and the floor of the
 //! requests each reference needs are reported in ms.
 //!
 //! With `--skopeo`, the skopeo path beside them at each run (the main
@@ -51,7 +52,8 @@ use ferry_testkit::registry::Registry;
 use ferry_testkit::proxy::FaultProxy;
 
 use crate::bench::{
-    median, raw_ingest_once, skopeo_export_script, skopeo_import_script, spec_text,
+    image_ingest_once, median, raw_ingest_once, skopeo_export_script, skopeo_import_script,
+    spec_text,
 };
 
 /// What the curve was asked for.
@@ -110,6 +112,9 @@ struct Point {
     dd: Vec<f64>,
     fetch: Vec<f64>,
     ingest: Vec<f64>,
+    /// The images' ingest floor: the blobs' uploads plus the mounts and
+    /// manifest PUTs an import needs.
+    image_ingest: Vec<f64>,
     openssl: Vec<f64>,
     zstd_d: Vec<f64>,
     /// The skopeo path (`--skopeo`): export and import wall seconds per run.
@@ -475,6 +480,7 @@ fn measure(
         )?);
         drop(target);
         pt.ingest.push(raw_ingest_once(set, 4, run)?.wall);
+        pt.image_ingest.push(image_ingest_once(set, 4, run)?.wall);
         if opts.skopeo {
             let (export, import) = skopeo_once(set, &host, label, run, work, logs)?;
             pt.skopeo_export.push(export);
@@ -594,6 +600,7 @@ struct Medians {
     dd: f64,
     fetch: f64,
     ingest: f64,
+    image_ingest: f64,
     verify_floor: f64,
     rss: [f64; 3],
 }
@@ -608,6 +615,7 @@ fn medians(p: &Point) -> Medians {
         dd: median(p.dd.clone()),
         fetch: median(p.fetch.clone()),
         ingest: median(p.ingest.clone()),
+        image_ingest: median(p.image_ingest.clone()),
         verify_floor: median(p.openssl.clone()).min(median(p.zstd_d.clone())),
         rss: [rss(&p.export), rss(&p.import), rss(&p.verify)],
     }
@@ -631,13 +639,13 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
     let all: Vec<&Point> = sizes.iter().chain(counts.iter()).collect();
     let _ = writeln!(
         s,
-        "## The curve\n\n| point | refs | blobs | MB | bundle MB | export s | × dd | verify s | × floor | import s | × ingest | RSS MiB export / import / verify |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "## The curve\n\n| point | refs | blobs | MB | bundle MB | export s | × dd | verify s | × floor | import s | × ingest | × image ingest | RSS MiB export / import / verify |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for p in &all {
         let m = medians(p);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} / {:.1} / {:.1} |",
             p.label,
             p.refs,
             p.blobs,
@@ -649,6 +657,7 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
             m.verify_floor / m.verify,
             m.import,
             m.import / m.ingest,
+            m.import / m.image_ingest,
             m.rss[0],
             m.rss[1],
             m.rss[2]
@@ -656,7 +665,7 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
     }
     let _ = writeln!(
         s,
-        "\n\"× dd\": export against `dd … conv=fdatasync` of the bundle's size; verify \"× floor\": the faster of `openssl dgst -sha256` and `zstd -d` divided by verify's time (≥ 1 means verify is at least as fast); \"× ingest\": import against the raw keep-alive POST + PUT of every blob with 4 workers.\n"
+        "\n\"× dd\": export against `dd … conv=fdatasync` of the bundle's size; verify \"× floor\": the faster of `openssl dgst -sha256` and `zstd -d` divided by verify's time (≥ 1 means verify is at least as fast); \"× ingest\": import against the raw keep-alive POST + PUT of every blob with 4 workers; \"× image ingest\": against the same uploads into the images' own repositories plus what an import of the images needs beside them, at the fewest requests (a mount of each blob an image shares with an earlier repository, a PUT of each manifest), on the same 4 keep-alive connections.\n"
     );
     let _ = writeln!(
         s,
@@ -685,14 +694,14 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
     if !counts.is_empty() {
         let _ = writeln!(
             s,
-            "## Per reference (ms)\n\n| refs | export | its request floor | overhead | import | its ingest floor | overhead |\n|---|---|---|---|---|---|---|"
+            "## Per reference (ms)\n\n| refs | export | its request floor | overhead | import | its ingest floor | overhead | its image-ingest floor | overhead |\n|---|---|---|---|---|---|---|---|---|"
         );
         for p in counts {
             let m = medians(p);
             let n = p.refs.max(1) as f64;
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
                 p.refs,
                 m.export * 1e3 / n,
                 m.fetch * 1e3 / n,
@@ -700,11 +709,13 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
                 m.import * 1e3 / n,
                 m.ingest * 1e3 / n,
                 (m.import - m.ingest) * 1e3 / n,
+                m.image_ingest * 1e3 / n,
+                (m.import - m.image_ingest) * 1e3 / n,
             );
         }
         let _ = writeln!(
             s,
-            "\nThe request floor of a reference: its manifest and blobs fetched by curl (4 at a time, keep-alive) for export, its blobs uploaded raw (POST + PUT, 4 workers, keep-alive) for import (manifest PUTs not included).\n"
+            "\nThe request floor of a reference: its manifest and blobs fetched by curl (4 at a time, keep-alive) for export, its blobs uploaded raw (POST + PUT, 4 workers, keep-alive) for import (manifest PUTs not included), and its image-ingest floor: the same uploads into its own repository, the shared base mounted, its manifest PUT.\n"
         );
         s.push_str(&skopeo_table(counts));
         s.push_str(&requests_table(counts));
@@ -838,6 +849,19 @@ fn targets(sizes: &[Point], counts: &[Point]) -> String {
                 format!("**not met** by {:.0} %", (im / 1.3 - 1.0) * 100.0)
             }
         );
+        let ii = m.import / m.image_ingest;
+        let _ = writeln!(
+            s,
+            "| {}: import ≤ 1.3 × image-ingest floor (the blobs' uploads, mounts and manifest PUTs) | {ii:.2}× ({:.2} s vs {:.2} s) | {} |",
+            p.label,
+            m.import,
+            m.image_ingest,
+            if ii <= 1.3 {
+                "met".to_string()
+            } else {
+                format!("**not met** by {:.0} %", (ii / 1.3 - 1.0) * 100.0)
+            }
+        );
         let v = m.verify_floor / m.verify;
         if sized {
             let _ = writeln!(
@@ -955,6 +979,7 @@ mod tests {
             dd: vec![1.0],
             fetch: vec![0.5],
             ingest: vec![2.0],
+            image_ingest: vec![2.5],
             openssl: vec![1.2],
             zstd_d: vec![0.8],
             ..Point::default()
@@ -993,9 +1018,12 @@ mod tests {
         );
         // Per reference at 500: 30 ms export, 1 ms floor; 60 ms import, 4 ms floor.
         assert!(
-            text.contains("| 500 | 30.00 | 1.00 | 29.00 | 60.00 | 4.00 | 56.00 |"),
+            text.contains("| 500 | 30.00 | 1.00 | 29.00 | 60.00 | 4.00 | 56.00 | 5.00 | 55.00 |"),
             "{text}"
         );
+        // Import 1 s against the image-ingest floor 2.5 s; 30 s against 2.5 s is 12×.
+        assert!(text.contains("| 25refs: import ≤ 1.3 × image-ingest floor (the blobs' uploads, mounts and manifest PUTs) | 0.40× (1.00 s vs 2.50 s) | met |"), "{text}");
+        assert!(text.contains("| 500refs: import ≤ 1.3 × image-ingest floor (the blobs' uploads, mounts and manifest PUTs) | 12.00× (30.00 s vs 2.50 s) | **not met** by 823 % |"), "{text}");
         // 30 → 60 MiB across counts is not flat; 20 ms → 30 ms per reference neither.
         assert!(text.contains("| import peak RSS flat across reference counts (largest / smallest ≤ 1.2) | 2.00 (30.0–60.0 MiB) | **not met** |"), "{text}");
         assert!(text.contains("| export cost per reference flat from 25 to 500 refs (ratio ≤ 1.2) | 20.00 ms → 30.00 ms (1.50×) | **not met** |"), "{text}");

@@ -1,7 +1,10 @@
 //! The registry's ingest floors: every blob uploaded with curl (two processes
 //! per blob) and by a minimal keep-alive HTTP/1.1 client (POST, then PUT of
-//! the file), 1, 2, 4 and 8 in parallel.
+//! the file), 1, 2, 4 and 8 in parallel; and the images' ingest floor (the
+//! same uploads into the images' repositories, plus the mounts and manifest
+//! PUTs an import of the images needs).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
@@ -10,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferry_bundle::Digest;
-use ferry_testkit::dataset::Dataset;
+use ferry_testkit::dataset::{DataBlob, DataImage, DataManifest, Dataset};
 use ferry_testkit::registry::Registry;
 
 use super::measure::{Runner, Sample};
@@ -127,20 +130,106 @@ pub(super) fn raw_ingest_sweep(set: &Dataset, r: &mut Results) -> Result<usize> 
 /// Uploads every blob of `set` to `bench/ingest` at `addr` with `jobs`
 /// workers, each on its own keep-alive connection.
 fn raw_upload(set: &Dataset, addr: std::net::SocketAddr, jobs: usize) -> Result<()> {
+    on_connections(addr, jobs, &set.blobs, |conn, b| {
+        conn.upload("bench/ingest", &set.blob_path(&b.digest), &b.digest, b.size)
+    })
+}
+
+/// The images' ingest floor: what importing the set's images into a fresh
+/// registry needs at the fewest requests, on keep-alive connections with
+/// `jobs` workers. Every distinct blob is uploaded once (POST + PUT) into
+/// the first repository that has it; then each image mounts the blobs it
+/// shares with an earlier repository (one POST each) and puts its manifests
+/// (the children by digest, then the top by its tag). The raw ingest
+/// ([`raw_ingest_once`]) counts only the blobs' uploads.
+pub(crate) fn image_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
+    let target = Registry::start()?;
+    let _ = Command::new("sync").status();
+    let (uploads, images) = image_ingest_work(set);
+    let t = Instant::now();
+    on_connections(target.addr(), jobs, &uploads, |conn, (repo, b)| {
+        conn.upload(repo, &set.blob_path(&b.digest), &b.digest, b.size)
+    })?;
+    on_connections(target.addr(), jobs, &images, |conn, (img, mounts)| {
+        for (digest, from) in mounts {
+            conn.mount(&img.repository, digest, from)?;
+        }
+        for m in &img.children {
+            conn.put_manifest(
+                &img.repository,
+                &m.digest.to_string(),
+                m,
+                &set.blob_path(&m.digest),
+            )?;
+        }
+        conn.put_manifest(
+            &img.repository,
+            &img.tag,
+            &img.top,
+            &set.blob_path(&img.top.digest),
+        )
+    })?;
+    let wall = t.elapsed().as_secs_f64();
+    eprintln!("xtask bench: floor-image-ingest-j{jobs}-{label:<8} {wall:>8.2} s");
+    Ok(Sample {
+        wall,
+        ..Sample::default()
+    })
+}
+
+/// An image of the set with the blobs it mounts: (digest, the repository
+/// it was uploaded into).
+type ImageWork<'a> = (&'a DataImage, Vec<(&'a Digest, &'a str)>);
+
+/// The image ingest's two phases: each distinct blob with the first
+/// repository that has it, and each image with the blobs it mounts from
+/// another.
+fn image_ingest_work(set: &Dataset) -> (Vec<(&str, &DataBlob)>, Vec<ImageWork<'_>>) {
+    let by_digest: HashMap<&Digest, &DataBlob> = set.blobs.iter().map(|b| (&b.digest, b)).collect();
+    let mut home: HashMap<&Digest, &str> = HashMap::new();
+    let mut uploads = Vec::new();
+    let mut images = Vec::new();
+    for img in &set.images {
+        let mut mounts = Vec::new();
+        for d in &img.blobs {
+            match home.get(d) {
+                Some(repo) if *repo == img.repository => {}
+                Some(repo) => mounts.push((d, *repo)),
+                None => {
+                    home.insert(d, &img.repository);
+                    if let Some(b) = by_digest.get(d) {
+                        uploads.push((img.repository.as_str(), *b));
+                    }
+                }
+            }
+        }
+        images.push((img, mounts));
+    }
+    (uploads, images)
+}
+
+/// Runs `f` on every item with `jobs` workers, each on its own keep-alive
+/// connection to `addr`, taking the next item as it finishes one.
+fn on_connections<T: Sync>(
+    addr: std::net::SocketAddr,
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&mut Conn, &T) -> Result<()> + Sync,
+) -> Result<()> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..jobs)
+        let handles: Vec<_> = (0..jobs.max(1))
             .map(|_| {
-                let next = &next;
+                let (next, f) = (&next, &f);
                 s.spawn(move || -> Result<()> {
                     let mut conn = Conn::open(addr)?;
                     loop {
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(b) = set.blobs.get(i) else {
+                        let Some(item) = items.get(i) else {
                             return Ok(());
                         };
-                        conn.upload(&set.blob_path(&b.digest), &b.digest, b.size)?;
+                        f(&mut conn, item)?;
                     }
                 })
             })
@@ -208,11 +297,11 @@ impl Conn {
         Ok((status, location))
     }
 
-    fn upload(&mut self, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+    fn upload(&mut self, repo: &str, path: &Path, digest: &Digest, size: u64) -> Result<()> {
         use std::io::Write;
         write!(
             self.writer,
-            "POST /v2/bench/ingest/blobs/uploads/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+            "POST /v2/{repo}/blobs/uploads/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
             self.host
         )?;
         let (status, location) = self.response()?;
@@ -237,5 +326,118 @@ impl Conn {
             bail!("PUT {digest}: status {status}");
         }
         Ok(())
+    }
+
+    /// A cross-repository mount of `digest` from `from` into `repo`.
+    fn mount(&mut self, repo: &str, digest: &Digest, from: &str) -> Result<()> {
+        use std::io::Write;
+        write!(
+            self.writer,
+            "POST /v2/{repo}/blobs/uploads/?mount={digest}&from={from} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+            self.host
+        )?;
+        let (status, _) = self.response()?;
+        if status != 201 {
+            bail!("mount {digest} from {from} into {repo}: status {status}");
+        }
+        Ok(())
+    }
+
+    /// A PUT of the manifest `m` (its bytes at `path`) as `reference` in `repo`.
+    fn put_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+        m: &DataManifest,
+        path: &Path,
+    ) -> Result<()> {
+        use std::io::Write;
+        write!(
+            self.writer,
+            "PUT /v2/{repo}/manifests/{reference} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
+            self.host, m.media_type, m.size
+        )?;
+        let mut f =
+            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        std::io::copy(&mut f, &mut self.writer)?;
+        let (status, _) = self.response()?;
+        if status != 201 {
+            bail!("PUT manifest {repo}:{reference}: status {status}");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use ferry_testkit::dataset::DatasetOptions;
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    fn image(repo: &str, blobs: &[u8]) -> DataImage {
+        DataImage {
+            repository: repo.into(),
+            tag: "1.0".into(),
+            top: DataManifest {
+                digest: digest(100),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 1,
+            },
+            children: Vec::new(),
+            blobs: blobs.iter().map(|n| digest(*n)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_image_ingest_uploads_each_blob_once_and_mounts_it_elsewhere() {
+        let set = Dataset {
+            version: 1,
+            options: DatasetOptions::default(),
+            dir: "/nonexistent".into(),
+            images: vec![
+                image("a", &[1, 2]),
+                image("b", &[1, 3]),
+                image("a", &[2, 4]),
+                image("c", &[1, 3]),
+            ],
+            blobs: (1..=4)
+                .map(|n| DataBlob {
+                    digest: digest(n),
+                    size: 1,
+                    layer: true,
+                })
+                .collect(),
+        };
+        let (uploads, images) = image_ingest_work(&set);
+        let up: Vec<(&str, Digest)> = uploads
+            .iter()
+            .map(|(r, b)| (*r, b.digest.clone()))
+            .collect();
+        assert_eq!(
+            up,
+            vec![
+                ("a", digest(1)),
+                ("a", digest(2)),
+                ("b", digest(3)),
+                ("a", digest(4))
+            ]
+        );
+        let mounts: Vec<Vec<(Digest, &str)>> = images
+            .iter()
+            .map(|(_, m)| m.iter().map(|(d, from)| ((*d).clone(), *from)).collect())
+            .collect();
+        assert_eq!(
+            mounts,
+            vec![
+                vec![],
+                vec![(digest(1), "a")],
+                vec![],
+                vec![(digest(1), "a"), (digest(3), "b")],
+            ]
+        );
     }
 }

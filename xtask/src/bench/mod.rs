@@ -43,7 +43,7 @@ mod measure;
 mod render;
 
 pub(crate) use datasets::spec_text;
-pub(crate) use floors::raw_ingest_once;
+pub(crate) use floors::{image_ingest_once, raw_ingest_once};
 pub(crate) use measure::median;
 
 use datasets::{digests_kept, layout_digests_kept, load_set};
