@@ -18,7 +18,9 @@ data-set size (GB, the set above) and each count of small images (`small/app-<n>
 layer all share, an 8 KiB layer and a config of its own), `ferry export --no-cache`, `ferry verify` and \
 `ferry import` with the time of each phase from their `--json` events (resolve, fetch, write; verify; \
 plan, upload, commit), each beside its floor (`dd`, curl fetching every manifest and blob, the raw \
-keep-alive ingest, `openssl dgst -sha256` and `zstd -d`), the cost per reference in ms beside the floor \
+keep-alive ingest of every blob and the images' ingest (the same uploads into the images' own \
+repositories, plus the mounts and manifest PUTs an import of the images needs), `openssl dgst -sha256` \
+and `zstd -d`), the cost per reference in ms beside the floor \
 of the requests each reference needs, the requests each reference sent (counted by a proxy in front of \
 the source and the target registry in one more export and import, by kind, beside the fewest the \
 references need), and the targets table; it writes `target/bench/curve.md`. `--skopeo` also times the \
