@@ -9,6 +9,9 @@
 //!    `sha256-<hex>` fallback tag, an image index whose manifests are the
 //!    referrers. Each referrer is carried by digest (`repo@sha256:…`), and
 //!    only when its own `subject` is the manifest it was listed for.
+//!    A 404 is remembered per registry for the rest of the run
+//!    ([`ReferrersApi`]): every other subject there goes straight to its
+//!    fallback tag, one request fewer per manifest.
 //! 2. cosign's legacy tags `sha256-<hex>.sig`, `.att` and `.sbom` (a 404 is
 //!    "none"), carried as tags (`repo:sha256-<hex>.sig`).
 //!
@@ -21,6 +24,7 @@
 //! whose listing fails is asked tag by tag, as before.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -117,16 +121,92 @@ impl TagIndex {
     }
 }
 
+/// What a registry showed of the referrers API so far in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// Not asked yet, or only a network failure came back.
+    Unknown,
+    /// It answered 404: no referrers API (see [`ReferrersApi`]).
+    Absent,
+    /// It answered otherwise (a list, or another refusal): each subject is
+    /// asked.
+    Asked,
+}
+
+/// Which registries have no referrers API, learnt once per registry for
+/// the rest of the run.
+///
+/// OCI distribution-spec 1.1, "Listing Referrers": "If the registry
+/// supports the referrers API, the registry MUST NOT return a `404 Not
+/// Found` to a referrers API request"; and "Unavailable Referrers API": a
+/// client receiving a 404 there falls back to the referrers tag schema. So
+/// a 404 says the registry (CNCF distribution, Debian's docker-registry)
+/// has no referrers API at all, not that one subject has no referrers: the
+/// other subjects there go straight to their fallback tag. The registry is
+/// the host as references name it (`host[:port]`), which the client reaches
+/// at one endpoint (scheme, authority, mirror) for the whole run.
+///
+/// The first subject of a registry asks while the others on that registry
+/// wait for its answer, so a registry without the API is asked once
+/// however many subjects go at a time. A registry that answers a list (or
+/// refuses otherwise: 400, 401, 403, 405, 501…) is asked for each subject,
+/// at once, as before; a network failure fails the export, as before.
+#[derive(Default)]
+struct ReferrersApi {
+    registries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Api>>>>,
+}
+
+impl ReferrersApi {
+    fn of(&self, host: &str) -> Arc<tokio::sync::Mutex<Api>> {
+        let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        registries
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Api::Unknown)))
+            .clone()
+    }
+
+    /// The referrers API's answer for `s`, or `None` when its registry is
+    /// known to have no referrers API (not asked again).
+    async fn ask(
+        &self,
+        client: &Client,
+        s: &Subject,
+    ) -> Option<Result<Option<Vec<Descriptor>>, ferry_registry::Error>> {
+        let api = self.of(&s.repo.host);
+        let mut known = api.lock().await;
+        match *known {
+            Api::Absent => return None,
+            // Known to answer: no need to hold the others back.
+            Api::Asked => {
+                drop(known);
+                return Some(client.referrers(&s.repo, &s.digest).await);
+            }
+            // The first to ask holds the lock until the verdict is in.
+            Api::Unknown => {}
+        }
+        let answer = client.referrers(&s.repo, &s.digest).await;
+        *known = match &answer {
+            Ok(None) => Api::Absent,
+            Ok(Some(_)) => Api::Asked,
+            Err(e) if is_network(&describe(e)) => Api::Unknown,
+            Err(_) => Api::Asked,
+        };
+        Some(answer)
+    }
+}
+
 /// The referrers of `s`: from the referrers API, else the fallback tag.
 async fn referrers(
     client: &Client,
     s: &Subject,
     tags: &TagIndex,
+    api: &ReferrersApi,
 ) -> Result<(Vec<Descriptor>, Vec<String>), String> {
-    match client.referrers(&s.repo, &s.digest).await {
-        Ok(Some(list)) => return Ok((list, Vec::new())),
-        Ok(None) => {}
-        Err(e) => {
+    match api.ask(client, s).await {
+        Some(Ok(Some(list))) => return Ok((list, Vec::new())),
+        // No referrers API (this answer, or an earlier one from the registry).
+        Some(Ok(None)) | None => {}
+        Some(Err(e)) => {
             let why = describe(&e);
             if is_network(&why) {
                 return Err(network(&format!("referrers of {}", s.digest), &why));
@@ -165,9 +245,15 @@ async fn referrers(
 }
 
 /// Everything found for one subject, and warnings about what was left out.
-async fn discover_one(client: &Client, s: &Subject, lock: Option<&Lock>, tags: &TagIndex) -> Found {
+async fn discover_one(
+    client: &Client,
+    s: &Subject,
+    lock: Option<&Lock>,
+    tags: &TagIndex,
+    api: &ReferrersApi,
+) -> Found {
     let mut found = Vec::new();
-    let (listed, mut warnings) = referrers(client, s, tags).await?;
+    let (listed, mut warnings) = referrers(client, s, tags, api).await?;
     let mut seen = HashSet::new();
     for d in listed {
         if !seen.insert(d.digest.clone()) {
@@ -265,6 +351,8 @@ pub async fn discover(
     let mut found: Vec<ResolvedImage> = Vec::new();
     let mut failed = Vec::new();
     let mut tags = TagIndex::default();
+    let api = ReferrersApi::default();
+    let api = &api;
     for _ in 0..MAX_DEPTH {
         frontier.retain(|s| visited.insert((s.repo.clone(), s.digest.clone())));
         if frontier.is_empty() {
@@ -274,7 +362,7 @@ pub async fn discover(
         let tags = &tags;
         let results: Vec<(Subject, Found)> = stream::iter(frontier.drain(..))
             .map(|s| async move {
-                let r = discover_one(client, &s, lock, tags).await;
+                let r = discover_one(client, &s, lock, tags, api).await;
                 (s, r)
             })
             .buffer_unordered(jobs.max(1))

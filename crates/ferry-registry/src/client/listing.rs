@@ -109,9 +109,13 @@ impl Client {
     /// registry answers (none when nothing refers to `digest`).
     ///
     /// `Ok(None)` means the registry has no referrers API: it answered the
-    /// first page with 404, 400, 405 or 501 (CNCF distribution answers 404).
-    /// A registry that supports the API never answers 404 (distribution-spec
-    /// 1.1), so the caller then reads the `sha256-<hex>` fallback tag instead.
+    /// first page with 404 (CNCF distribution does). A registry that
+    /// supports the API never answers 404 (distribution-spec 1.1, "Listing
+    /// Referrers": it "MUST NOT return a `404 Not Found` to a referrers API
+    /// request"), so the caller reads the `sha256-<hex>` fallback tag
+    /// instead, and may take the answer for the whole registry. Another
+    /// refusal (400, 405, 501, …) is an [`Error::Http`] with its status: it
+    /// says nothing about the registry as a whole.
     pub async fn referrers(
         &self,
         repo: &Repo,
@@ -134,7 +138,7 @@ impl Client {
                     let resp = self.execute(tr, rr).await?;
                     let status = resp.status().as_u16();
                     if !resp.status().is_success() {
-                        if page_no == 0 && matches!(status, 400 | 404 | 405 | 501) {
+                        if page_no == 0 && status == 404 {
                             return Ok(None);
                         }
                         return Err(self.http_error(rr, resp).await);
