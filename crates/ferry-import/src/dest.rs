@@ -71,11 +71,13 @@ impl Dest {
     /// ([`Client::repository_known`]): none can hold a blob the plan must
     /// check, so their blobs are uploaded without a HEAD each (an upload of
     /// a blob already there is harmless). A store knows every repository.
+    /// The answer borrows `repos` (a copy of each would be one more per
+    /// reference: issue 17).
     pub(crate) async fn unknown_repos<'r>(
         &self,
         repos: impl IntoIterator<Item = &'r Repo>,
         jobs: usize,
-    ) -> HashSet<Repo> {
+    ) -> HashSet<&'r Repo> {
         let Dest::Registry(c) = self else {
             return HashSet::new();
         };
@@ -83,7 +85,7 @@ impl Dest {
         stream::iter(distinct)
             .map(|repo| async move { (repo, c.repository_known(repo).await) })
             .buffer_unordered(jobs.max(1))
-            .filter_map(|(repo, known)| async move { (!known).then(|| repo.clone()) })
+            .filter_map(|(repo, known)| async move { (!known).then_some(repo) })
             .collect()
             .await
     }

@@ -14,7 +14,7 @@ use ferry_bundle::Digest;
 use ferry_registry::{chain, Client, Repo};
 
 use super::plan::{carriers, target_ref, ItemPlan, SharedRepo};
-use super::{ImportOptions, ImportRun, ItemOutcome, Manifests};
+use super::{ImportOptions, ImportRun, ItemOutcome, Outlines};
 use crate::dest::Dest;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
 use crate::Event;
@@ -69,9 +69,9 @@ struct Landed<'c, 'l> {
     manifests: &'l mut HashSet<(SharedRepo, Digest)>,
 }
 
-/// How many items not yet committed need each manifest: once none does
-/// (and no file item, whose manifest the store records after the commit),
-/// its bytes and parsed form are let go. The manifests are the run's
+/// How many items not yet committed need each manifest: once none does,
+/// its outline and bytes are let go (the file side keeps its own items'
+/// manifests, which the store records after the commit). The manifests are the run's
 /// largest state per reference, and the commit is where the receipt and
 /// the report grow (issue 17: the import's peak).
 struct ManifestUses {
@@ -79,16 +79,12 @@ struct ManifestUses {
 }
 
 impl ManifestUses {
-    fn new(plans: &[ItemPlan], files: &[crate::tree::FilePlan]) -> ManifestUses {
+    fn new(plans: &[ItemPlan]) -> ManifestUses {
         let mut left: HashMap<Digest, usize> = HashMap::new();
         for p in plans {
             for d in Self::used_by(p) {
                 *left.entry(d.clone()).or_default() += 1;
             }
-        }
-        // A file item's manifest is never let go here.
-        for fp in files {
-            left.insert(fp.item.digest.clone(), usize::MAX);
         }
         ManifestUses { left }
     }
@@ -101,7 +97,7 @@ impl ManifestUses {
 
     /// The items of `wave` are committed (landed or not): what only they
     /// needed is let go.
-    fn release(&mut self, wave: &[ItemPlan], manifests: &mut Manifests) {
+    fn release(&mut self, wave: &[ItemPlan], manifests: &mut Outlines) {
         for p in wave {
             for d in Self::used_by(p) {
                 if let Some(n) = self.left.get_mut(d) {
@@ -154,7 +150,7 @@ impl ImportRun<'_> {
         let mut referrers_pushed = ReferrersPushed::new();
         let plans = std::mem::take(&mut self.plans);
         let carried_by = carriers(&plans);
-        let mut uses = ManifestUses::new(&plans, &self.files.plans);
+        let mut uses = ManifestUses::new(&plans);
         let mut start = 0;
         while start < plans.len() {
             let end = wave_end(&plans, start);
@@ -168,7 +164,7 @@ impl ImportRun<'_> {
                 );
             }
             let dest = &self.dest;
-            let manifests = &self.manifests;
+            let manifests = &self.outlines;
             let mut pushed: Vec<Option<(PushResult, PushCount)>> =
                 stream::iter(wave.iter().zip(&refused))
                     .map(|(p, why)| async move {
@@ -223,7 +219,7 @@ impl ImportRun<'_> {
                     Err(why) => self.report.failed.push(outcome(Some(why))),
                 }
             }
-            uses.release(&plans[start..end], &mut self.manifests);
+            uses.release(&plans[start..end], &mut self.outlines);
             start = end;
         }
         self.plans = plans;
@@ -285,8 +281,8 @@ impl ImportRun<'_> {
             // Tagged or not, the entry records the item it came from (a
             // tag's entry again, over the one `put_manifest` made).
             let pointed = note.as_ref().map_or(&p.item.digest, |(_, d)| d);
-            let (media_type, size) = match self.manifests.get(pointed) {
-                Some((mt, bytes, _)) => (mt.clone(), bytes.len() as u64),
+            let (media_type, size) = match self.outlines.get(pointed) {
+                Some(o) => (o.media_type.clone(), o.bytes.len() as u64),
                 None => (p.item.media_type.clone(), p.item.size),
             };
             store.add_entry(crate::store::Entry {
@@ -316,14 +312,15 @@ impl ImportRun<'_> {
                 }
             }
         }
-        if let (Some(subject), Some((mt, bytes, parsed))) =
-            (&p.item.subject, self.manifests.get(&p.item.digest))
-        {
-            if parsed.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+        if let (Some(subject), Some(o)) = (&p.item.subject, self.outlines.get(&p.item.digest)) {
+            if o.subject.as_ref() == Some(subject) {
                 referrers_pushed
                     .entry((p.repo.host.clone(), p.repo.path.clone(), subject.clone()))
                     .or_default()
-                    .push(crate::referrers::descriptor(mt.as_ref(), bytes));
+                    .push(crate::referrers::descriptor(
+                        o.media_type.as_ref(),
+                        &o.bytes,
+                    ));
             }
         }
     }
@@ -417,7 +414,7 @@ async fn update_fallback(
 async fn retry_alone(
     dest: &Dest,
     wave: &[ItemPlan],
-    manifests: &Manifests,
+    manifests: &Outlines,
     pushed: &mut [Option<(PushResult, PushCount)>],
 ) {
     for (p, slot) in wave.iter().zip(pushed.iter_mut()) {
@@ -437,12 +434,8 @@ async fn retry_alone(
 /// without asking: none of the item's blobs was in its repository when
 /// planned ([`ItemPlan::none_present`]) and `d` is a manifest that names
 /// blobs (an index names manifests, which may be there on their own).
-fn known_absent(p: &ItemPlan, d: &Digest, manifests: &Manifests, trust_plan: bool) -> bool {
-    trust_plan
-        && p.none_present
-        && manifests
-            .get(d)
-            .is_some_and(|(_, _, parsed)| !parsed.is_index() && parsed.blobs().next().is_some())
+fn known_absent(p: &ItemPlan, d: &Digest, manifests: &Outlines, trust_plan: bool) -> bool {
+    trust_plan && p.none_present && manifests.get(d).is_some_and(|o| o.names_blobs())
 }
 
 /// Pushes an item's manifests children-first, then its tag. Returns a note
@@ -455,7 +448,7 @@ fn known_absent(p: &ItemPlan, d: &Digest, manifests: &Manifests, trust_plan: boo
 async fn push_manifests(
     dest: &Dest,
     p: &ItemPlan,
-    manifests: &Manifests,
+    manifests: &Outlines,
     count: &mut PushCount,
     trust_plan: bool,
 ) -> PushResult {
@@ -466,9 +459,10 @@ async fn push_manifests(
         .as_ref()
         .filter(|_| p.manifests.contains(&p.item.digest));
     for d in &p.manifests {
-        let Some((mt, bytes, _)) = manifests.get(d) else {
+        let Some(o) = manifests.get(d) else {
             return Err(format!("manifest {d} missing from the bundle"));
         };
+        let (mt, bytes) = (&o.media_type, &o.bytes);
         if !known_absent(p, d, manifests, trust_plan)
             && dest.head_manifest(&p.repo, &d.to_string()).await.is_some()
         {
@@ -502,12 +496,12 @@ async fn push_manifests(
     if let Some(tag) = &p.reference.tag {
         let (digest, mt, bytes) = match &note {
             Some((_, child)) => {
-                let (mt, bytes, _) = manifests.get(child).ok_or("child manifest missing")?;
-                (child.clone(), mt, bytes)
+                let o = manifests.get(child).ok_or("child manifest missing")?;
+                (child.clone(), &o.media_type, &o.bytes)
             }
             None => {
-                let (mt, bytes, _) = manifests.get(&p.item.digest).ok_or("manifest missing")?;
-                (p.item.digest.clone(), mt, bytes)
+                let o = manifests.get(&p.item.digest).ok_or("manifest missing")?;
+                (p.item.digest.clone(), &o.media_type, &o.bytes)
             }
         };
         tag_to(dest, p, tag, &digest, mt.as_ref(), bytes).await?;
@@ -544,7 +538,7 @@ async fn put_top(
     d: &Digest,
     tag: &str,
     (mt, bytes): (&str, &Bytes),
-    manifests: &Manifests,
+    manifests: &Outlines,
     count: &mut PushCount,
     note: &mut Option<(String, Digest)>,
 ) -> Result<(), String> {
@@ -559,8 +553,8 @@ async fn put_top(
     let Some((_, child)) = note.as_ref() else {
         return Err(format!("pushing manifest {d} failed: {e}"));
     };
-    let (cmt, cbytes, _) = manifests.get(child).ok_or("child manifest missing")?;
-    tag_to(dest, p, tag, child, cmt.as_ref(), cbytes).await
+    let o = manifests.get(child).ok_or("child manifest missing")?;
+    tag_to(dest, p, tag, child, o.media_type.as_ref(), &o.bytes).await
 }
 
 /// A registry that refuses an index whose children are absent (distribution

@@ -6,6 +6,9 @@
 //! - [`bridge`]: the sync bundle reader (a blocking thread) feeding the
 //!   async import loop: head, manifests, blob bytes within a memory budget;
 //!   the bundle is read once, each blob hashed once (by the reader).
+//! - [`outline`]: what the registry side keeps of each manifest until
+//!   its commit (its exact bytes and what the plan and commit read of it,
+//!   not its parsed form).
 //! - [`plan`]: what goes where: each item's target repository (collisions
 //!   refused), its manifests and blobs, what the target already has,
 //!   provenance after its subjects.
@@ -43,6 +46,7 @@ use crate::Events;
 mod bridge;
 mod commit;
 mod files;
+mod outline;
 mod plan;
 mod preflight;
 mod report;
@@ -53,6 +57,7 @@ pub use report::{ImportError, ImportReport, ItemOutcome, PlanEntry, SignatureChe
 
 use bridge::{Bridge, Msg, Stopped, UploadPlan};
 use files::FileSide;
+use outline::{Outline, Outlines};
 use plan::{ItemPlan, SharedRepo};
 use upload::Uploads;
 
@@ -89,9 +94,10 @@ pub struct ImportOptions {
     pub referrers: bool,
 }
 
-/// The bundle's manifests by digest: media type, exact bytes, parsed. One
-/// per manifest until the commit: the parsed form is boxed so that the
-/// table's slots (and their spare ones) stay small.
+/// The manifests the file side reads, by digest: media type, exact bytes,
+/// parsed (only its items' and charts' manifests: [`outline::for_files`];
+/// the registry side keeps [`Outlines`]). The parsed form is boxed so that
+/// the table's slots (and their spare ones) stay small.
 type Manifests = HashMap<Digest, (MediaType, Bytes, Box<Parsed>)>;
 
 /// Imports a bundle into a registry.
@@ -190,7 +196,12 @@ struct ImportRun<'a> {
     dest: Dest,
     report: ImportReport,
     head: Option<Head>,
+    /// Every manifest of the bundle, outlined (the registry side).
+    outlines: Outlines,
+    /// The parsed manifests of the file side's items.
     manifests: Manifests,
+    /// The digests of those manifests ([`outline::for_files`]).
+    file_manifests: HashSet<Digest>,
     /// Registry items, in commit order.
     plans: Vec<ItemPlan>,
     /// (repository, blob) pairs at the target.
@@ -221,7 +232,9 @@ impl<'a> ImportRun<'a> {
                 ..Default::default()
             },
             head: None,
+            outlines: HashMap::new(),
             manifests: HashMap::new(),
+            file_manifests: HashSet::new(),
             plans: Vec::new(),
             present: HashSet::new(),
             first_repo: HashMap::new(),
@@ -273,16 +286,23 @@ impl<'a> ImportRun<'a> {
         // and it grows with the references (bundle.json's exact bytes were
         // never held: the reader parsed them as they streamed).
         h.index = Arc::default();
+        self.file_manifests = outline::for_files(&h.meta.items);
         self.head = Some(h);
         Ok(ControlFlow::Continue(()))
     }
 
     fn on_manifest(&mut self, meta: BlobMeta, bytes: Bytes) -> ControlFlow<()> {
         let mt = meta.media_type.unwrap_or_else(|| MediaType::from(""));
-        // A manifest that does not parse: the reader reports it.
+        // A manifest that does not parse: the reader reports it. Only the
+        // file side's keep their parsed form (issue 17: what an import
+        // keeps per reference).
         if let Ok(p) = manifest::parse(&bytes, Some(mt.as_ref())) {
-            self.manifests
-                .insert(meta.digest.clone(), (mt, bytes, Box::new(p)));
+            let outline = Outline::new(mt.clone(), bytes.clone(), &p);
+            if self.file_manifests.contains(&meta.digest) {
+                self.manifests
+                    .insert(meta.digest.clone(), (mt, bytes, Box::new(p)));
+            }
+            self.outlines.insert(meta.digest, Box::new(outline));
         }
         ControlFlow::Continue(())
     }
@@ -339,7 +359,7 @@ impl<'a> ImportRun<'a> {
             &self.dest,
             self.opts,
             h,
-            &self.manifests,
+            &self.outlines,
             self.events,
         )
         .await?;

@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
-use ferry_bundle::manifest;
 use ferry_bundle::meta::{BundleMeta, Item};
 use ferry_bundle::reader::Head;
 use ferry_bundle::{Digest, Reference};
 use ferry_registry::{Client, Repo};
 
-use super::{ImportError, ImportOptions, Manifests, PlanEntry};
+use super::{ImportError, ImportOptions, Outlines, PlanEntry};
 use crate::dest::Dest;
 use crate::target::{Collision, TargetError};
 use crate::tree;
@@ -90,7 +89,7 @@ impl Walked {
 /// first) and blobs.
 fn walk(
     d: &Digest,
-    manifests: &Manifests,
+    manifests: &Outlines,
     absent: &HashSet<(Digest, Digest)>,
     out: &mut Walked,
     depth: usize,
@@ -100,23 +99,23 @@ fn walk(
     if depth >= ferry_bundle::reader::MAX_DEPTH || out.seen_manifests.contains(d) {
         return;
     }
-    let Some((_, _, parsed)) = manifests.get(d) else {
+    let Some(outline) = manifests.get(d) else {
         return;
     };
-    if parsed.is_index() {
-        for c in &parsed.manifests {
+    if outline.index {
+        for c in outline.children.iter() {
             if absent.contains(&(d.clone(), c.digest.clone())) {
                 out.sparse = true;
                 continue;
             }
-            if manifest::is_any_manifest(&c.media_type) {
+            if c.manifest {
                 walk(&c.digest, manifests, absent, out, depth + 1);
             } else {
                 out.blob(&c.digest, c.size);
             }
         }
     } else {
-        for b in parsed.blobs() {
+        for b in outline.children.iter() {
             out.blob(&b.digest, b.size);
         }
     }
@@ -155,7 +154,7 @@ pub(super) async fn make_plan(
     dest: &Dest,
     opts: &ImportOptions,
     head: &Head,
-    manifests: &Manifests,
+    manifests: &Outlines,
     events: &Events,
 ) -> Result<Planned, ImportError> {
     let Some(target) = &opts.target else {
@@ -168,8 +167,16 @@ pub(super) async fn make_plan(
         });
     };
     let mut plans = subjects_first(map_items(opts, target, head, manifests)?);
-    let (pairs, mut present) = present_blobs(client, dest, opts, target, head, &plans).await;
-    check_base(dest, opts, target, head, &plans, &mut present).await?;
+    let (present, present_count) = {
+        let pairs = blob_pairs(&plans);
+        let mut present = present_blobs(client, dest, opts, target, head, &plans, &pairs).await;
+        check_base(dest, opts, target, head, &plans, &mut present).await?;
+        let count = pairs
+            .iter()
+            .filter(|(r, d)| present.contains(&(SharedRepo::clone(r), (*d).clone())))
+            .count();
+        (present, count)
+    };
     mark_none_present(&mut plans, &present);
     let mut first: HashMap<Digest, SharedRepo> = HashMap::new();
     let mut entries = Vec::new();
@@ -199,7 +206,6 @@ pub(super) async fn make_plan(
             upload_blobs: n,
         });
     }
-    let present_count = pairs.iter().filter(|pair| present.contains(pair)).count();
     events(Event::Planned {
         items: plans.len(),
         upload: first.len(),
@@ -223,7 +229,7 @@ fn map_items(
     opts: &ImportOptions,
     target: &crate::target::Target,
     head: &Head,
-    manifests: &Manifests,
+    manifests: &Outlines,
 ) -> Result<Vec<ItemPlan>, ImportError> {
     let absent: HashSet<(Digest, Digest)> = head
         .meta
@@ -285,8 +291,8 @@ fn map_items(
 /// Which blobs the target has already, in which repositories (HEAD of
 /// every (repository, blob) pair the plans need, each once; none in a
 /// repository the target does not know, see [`Dest::unknown_repos`], but
-/// for a differential base's blobs, which cannot be uploaded). Returns the
-/// pairs and those present.
+/// for a differential base's blobs, which cannot be uploaded): those of
+/// `pairs` present.
 async fn present_blobs(
     client: &Client,
     dest: &Dest,
@@ -294,16 +300,8 @@ async fn present_blobs(
     target: &crate::target::Target,
     head: &Head,
     plans: &[ItemPlan],
-) -> (Vec<(SharedRepo, Digest)>, HashSet<(SharedRepo, Digest)>) {
-    let mut pairs: Vec<(SharedRepo, Digest)> = Vec::new();
-    let mut paired: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
-    for p in plans {
-        for (d, _) in &p.blobs {
-            if paired.insert((&p.repo, d)) {
-                pairs.push((p.repo.clone(), d.clone()));
-            }
-        }
-    }
+    pairs: &[(&SharedRepo, &Digest)],
+) -> HashSet<(SharedRepo, Digest)> {
     let mut present = HashSet::new();
     // A store (opened, or not opened because this is a dry run) is never
     // pinged as a registry.
@@ -316,23 +314,28 @@ async fn present_blobs(
         let base: HashSet<&Digest> = head.meta.base.iter().map(|b| &b.digest).collect();
         let asked = pairs
             .iter()
-            .filter(|(r, d)| !unknown.contains(&**r) || base.contains(d))
-            .cloned();
-        let results: Vec<(SharedRepo, Digest, bool)> = stream::iter(asked)
-            .map(|(repo, d)| async move {
-                let has = dest.head_blob(&repo, &d).await;
-                (repo, d, has)
-            })
+            .filter(|(r, d)| !unknown.contains(&***r) || base.contains(d));
+        // Only the answers found are kept, as they come.
+        present = stream::iter(asked)
+            .map(|&(repo, d)| async move { dest.head_blob(repo, d).await.then_some((repo, d)) })
             .buffer_unordered(opts.jobs.max(1) * 2)
+            .filter_map(|found| async move { found })
+            .map(|(repo, d)| (repo.clone(), d.clone()))
             .collect()
             .await;
-        for (repo, d, has) in results {
-            if has {
-                present.insert((repo, d));
-            }
-        }
     }
-    (pairs, present)
+    present
+}
+
+/// Every (repository, blob) pair the plans need, each once, in plan order
+/// (borrowed: a copy of each is one more per reference, issue 17).
+fn blob_pairs(plans: &[ItemPlan]) -> Vec<(&SharedRepo, &Digest)> {
+    let mut paired: HashSet<(&SharedRepo, &Digest)> = HashSet::new();
+    plans
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(move |(d, _)| (&p.repo, d)))
+        .filter(|pair| paired.insert(*pair))
+        .collect()
 }
 
 /// Marks the items none of whose blobs is in their repository (see
@@ -460,6 +463,7 @@ pub(super) fn carriers(plans: &[ItemPlan]) -> HashMap<(&SharedRepo, &Digest), us
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_bundle::manifest;
     use ferry_bundle::meta::{IndexPin, Kind};
 
     fn plan(reference: &str, manifests: &[&Digest], subject: Option<&Digest>) -> ItemPlan {

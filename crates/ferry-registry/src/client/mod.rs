@@ -80,8 +80,8 @@ pub(crate) struct Inner {
     /// Upload sessions opened by [`Client::hold_push`] and not written to
     /// yet, one per repository: the next upload into it starts there
     /// instead of opening one ([`Client::cancel_held_uploads`] ends those
-    /// never used).
-    held_uploads: std::sync::Mutex<HashMap<Repo, url::Url>>,
+    /// never used). Each is kept as its URL's text (see `probe.rs`).
+    held_uploads: std::sync::Mutex<HashMap<Repo, Box<str>>>,
 }
 
 impl std::fmt::Debug for Client {

@@ -41,8 +41,10 @@ impl Client {
         let Some(loc) = self.open_session(&t, repo).await? else {
             return Ok(());
         };
-        let older = self.held().insert(repo.clone(), loc);
-        if let Some(older) = older {
+        let older = self
+            .held()
+            .insert(repo.clone(), String::from(loc).into_boxed_str());
+        if let Some(older) = older.as_deref().and_then(held_url) {
             self.cancel(&t, &older).await;
         }
         Ok(())
@@ -52,10 +54,13 @@ impl Client {
     /// upload took; returns how many. Failures are only logged: a session
     /// never written to holds no data.
     pub async fn cancel_held_uploads(&self) -> usize {
-        let held: Vec<(Repo, Url)> = self.held().drain().collect();
+        let held: Vec<(Repo, Box<str>)> = self.held().drain().collect();
         let n = held.len();
         stream::iter(held)
             .for_each_concurrent(self.inner.config.jobs.max(1), |(repo, loc)| async move {
+                let Some(loc) = held_url(&loc) else {
+                    return;
+                };
                 match self.repo_target(&repo, true, None).await {
                     Ok(t) => self.cancel(&t, &loc).await,
                     Err(e) => tracing::debug!(
@@ -70,10 +75,10 @@ impl Client {
 
     /// The session held for `repo`, taken (an upload's first attempt).
     pub(super) fn take_held(&self, repo: &Repo) -> Option<Url> {
-        self.held().remove(repo)
+        self.held().remove(repo).as_deref().and_then(held_url)
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Repo, Url>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Repo, Box<str>>> {
         match self.inner.held_uploads.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -124,4 +129,12 @@ impl Client {
             .await;
         !matches!(unknown, Ok(true))
     }
+}
+
+/// A held session's URL, read back from the text it was kept as (a
+/// [`Url`]'s own serialisation, which parses to the same URL; kept as text
+/// because a parsed URL's fields and spare capacity cost as much again,
+/// once per repository: issue 17).
+fn held_url(text: &str) -> Option<Url> {
+    Url::parse(text).ok()
 }
