@@ -53,6 +53,8 @@ pub(super) struct FileSide {
     pub(super) sha512s: HashMap<Digest, String>,
     /// Staged writes in flight.
     pub(super) tasks: JoinSet<FileTask>,
+    /// Blobs whose sha512 the checks need ([`FileSide::streamed`]).
+    sha512_set: HashSet<Digest>,
 }
 
 impl FileSide {
@@ -81,7 +83,14 @@ impl FileSide {
             .chain(self.chart_set.keys())
             .cloned()
             .collect();
-        (capture, tree::sha512_wanted(&self.plans))
+        self.sha512_set = tree::sha512_wanted(&self.plans);
+        (capture, self.sha512_set.clone())
+    }
+
+    /// Whether settling the file side asks the reader's verdict on `d`: a
+    /// blob written to a file, or one whose sha512 is checked.
+    pub(super) fn asks_verdict(&self, d: &Digest) -> bool {
+        self.writes.contains_key(d) || self.sha512_set.contains(d)
     }
 
     /// A blob read whole: kept, its chart checked, staged to its paths.

@@ -256,7 +256,7 @@ impl<'a> ImportRun<'a> {
                 Msg::Small(meta, data, held) => self.upload_small(meta, data, held).await,
                 Msg::Large(meta, registry, files) => self.upload_large(meta, registry, files).await,
                 Msg::Verdict(d, v) => {
-                    self.verdicts.insert(d, v);
+                    self.on_verdict(d, v);
                     ControlFlow::Continue(())
                 }
                 Msg::Sha512(d, hex) => {
@@ -269,6 +269,22 @@ impl<'a> ImportRun<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The reader's verdict on a blob. Only what settling asks is kept:
+    /// every failure, every verdict before the plan, a success for a blob
+    /// the file side writes or checks, and one for a blob this run uploads
+    /// (until its upload is reaped, [`ImportRun::reap_uploads`]). A success
+    /// for a blob at the target already is asked by no one, and kept it
+    /// would grow with the references.
+    fn on_verdict(&mut self, d: Digest, v: Result<(), String>) {
+        if v.is_err()
+            || !self.planned
+            || self.first_repo.contains_key(&d)
+            || self.files.asks_verdict(&d)
+        {
+            self.verdicts.insert(d, v);
+        }
     }
 
     /// Verify before trust: a bad signature stops the run here, before any
