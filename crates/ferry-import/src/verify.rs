@@ -288,6 +288,11 @@ impl Visitor for Reading {
         }
         Ok(())
     }
+    /// Verify holds no blob's bytes until its verdict (a failure stops the
+    /// read), so the reader may hash large blobs on several threads.
+    fn late_verdicts(&self) -> bool {
+        true
+    }
 }
 
 /// After `read_bundle` failed on `src`: a bad part explains it better than
