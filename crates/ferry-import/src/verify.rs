@@ -289,9 +289,10 @@ impl Visitor for Reading {
         Ok(())
     }
     /// Verify holds no blob's bytes until its verdict (a failure stops the
-    /// read), so the reader may hash large blobs on several threads.
+    /// read), so the reader may hash large blobs on several threads, where
+    /// that pays (3 cores or more).
     fn late_verdicts(&self) -> bool {
-        true
+        ferry_bundle::reader::workers_pay()
     }
 }
 

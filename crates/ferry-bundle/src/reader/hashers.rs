@@ -14,10 +14,16 @@
 //!
 //! How many workers: [`std::thread::available_parallelism`], at least one
 //! and at most [`MAX_WORKERS`] (beyond that, one decompressing thread
-//! cannot feed them). On one core the one worker still takes the hashing
-//! off the reading thread (the same path on every machine). They start
-//! with the first blob handed over (a read that stops at the head or the
-//! manifests starts none) and stop when the reader ends.
+//! cannot feed them). They start with the first blob handed over (a read
+//! that stops at the head or the manifests starts none) and stop when the
+//! reader ends.
+//!
+//! Whether they pay is [`workers_pay`]: only with a core for the
+//! decompressing thread and two for hashing. Measured on 2 cores
+//! (docs/benchmarks.md, "Verify on two cores"), handing blobs over cost
+//! about 40 % more CPU (a worker hashes bytes another core wrote, out of
+//! cache) for no gain in wall time, so there verify hashes on the reading
+//! thread as before.
 //!
 //! [`Sink`] is where the reading thread puts a streamed blob's bytes,
 //! whichever way it is hashed: here ([`Sink::Here`], a small blob, or a
@@ -41,6 +47,14 @@ pub(super) const BUDGET: usize = 24 << 20;
 pub(super) const MIN_HANDOVER: u64 = 64 << 10;
 /// The most workers started.
 pub(super) const MAX_WORKERS: usize = 4;
+
+/// Whether hashing blobs on workers pays on this machine: at least 3 cores
+/// ([`std::thread::available_parallelism`]), one to decompress and two to
+/// hash. What a visitor that can take its verdicts late asks before it
+/// says so ([`super::Visitor::late_verdicts`]).
+pub fn workers_pay() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 3)
+}
 
 /// A chunk of a blob: the buffer (always [`CHUNK`] bytes long) and how many
 /// of its bytes are the blob's.

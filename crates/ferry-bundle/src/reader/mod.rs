@@ -67,7 +67,8 @@
 //! - [`hashers`]: where a streamed blob's bytes are hashed: on the reading
 //!   thread, or (a large blob, for a visitor that takes its verdicts late:
 //!   [`Visitor::late_verdicts`]) by a few worker threads, one blob each,
-//!   fed through a fixed budget of reused chunk buffers;
+//!   fed through a fixed budget of reused chunk buffers; [`workers_pay`]:
+//!   whether they pay on this machine (3 cores or more);
 //! - [`graph`]: each manifest's edges as it is read (`graph::Edges`), and
 //!   the end of the stream: every declared blob seen, every item's graph
 //!   complete.
@@ -94,6 +95,7 @@ pub use blobs::file_item_layers;
 pub use compression::{decompress, TrailingData};
 pub use entry::{accept_header, EntryKind, TarEntry};
 pub use error::BundleError;
+pub use hashers::workers_pay;
 pub use walker::{EntryData, TarWalker};
 
 use compression::open;
@@ -162,7 +164,8 @@ pub trait Visitor {
     /// reads on, several at once; the checks, the errors and which failure
     /// is reported (the first in bundle order) are the same. The default
     /// (no) gives each verdict before the next blob is read: what a
-    /// visitor needs that holds a blob's bytes until its verdict.
+    /// visitor needs that holds a blob's bytes until its verdict. Workers
+    /// pay only on 3 cores or more: ask [`workers_pay`].
     fn late_verdicts(&self) -> bool {
         false
     }
@@ -196,9 +199,9 @@ pub struct Report {
 /// Reads a bundle stream (compressed or not) from end to end. A compressed
 /// stream is decompressed on a second thread while this one parses, hashes
 /// and hands blobs to the visitor: the two run side by side. For a visitor
-/// that takes its verdicts late ([`Visitor::late_verdicts`]: verify), large
-/// blobs are hashed by worker threads instead, several at once, while this
-/// one reads on (`hashers`).
+/// that takes its verdicts late ([`Visitor::late_verdicts`]: verify, on 3
+/// cores or more: [`workers_pay`]), large blobs are hashed by worker
+/// threads instead, several at once, while this one reads on (`hashers`).
 pub fn read_bundle<R: Read + Send>(
     source: R,
     options: ReadOptions,
