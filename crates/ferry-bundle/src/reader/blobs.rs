@@ -207,7 +207,7 @@ impl State {
         // one goes to a hashing worker when the visitor takes its verdict
         // late, and the walk moves on while it is hashed.
         self.streamed_any = true;
-        let late = visitor.late_verdicts();
+        let late = *self.late.get_or_insert_with(|| visitor.late_verdicts());
         let mut sink = if late && size >= MIN_HANDOVER && self.hashers.available() {
             let feed = self
                 .hashers

@@ -52,8 +52,10 @@ pub(super) const MAX_WORKERS: usize = 4;
 /// ([`std::thread::available_parallelism`]), one to decompress and two to
 /// hash. What a visitor that can take its verdicts late asks before it
 /// says so ([`super::Visitor::late_verdicts`]).
+/// Asked once per process (it reads the cgroup's CPU quota).
 pub fn workers_pay() -> bool {
-    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 3)
+    static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PAY.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() >= 3))
 }
 
 /// A chunk of a blob: the buffer (always [`CHUNK`] bytes long) and how many

@@ -165,7 +165,7 @@ pub trait Visitor {
     /// is reported (the first in bundle order) are the same. The default
     /// (no) gives each verdict before the next blob is read: what a
     /// visitor needs that holds a blob's bytes until its verdict. Workers
-    /// pay only on 3 cores or more: ask [`workers_pay`].
+    /// pay only on 3 cores or more: ask [`workers_pay`]. Asked once per read.
     fn late_verdicts(&self) -> bool {
         false
     }
@@ -289,6 +289,8 @@ struct State {
     /// The workers that hash large blobs (for a visitor that takes its
     /// verdicts late), started with the first such blob.
     hashers: hashers::Hashers,
+    /// Whether the visitor takes its verdicts late, asked once.
+    late: Option<bool>,
     /// Streamed blobs read to their end whose verdicts are not given yet,
     /// in bundle order.
     pending: VecDeque<blobs::Pending>,
