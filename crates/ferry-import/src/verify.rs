@@ -288,6 +288,12 @@ impl Visitor for Reading {
         }
         Ok(())
     }
+    /// Verify holds no blob's bytes until its verdict (a failure stops the
+    /// read), so the reader may hash large blobs on several threads, where
+    /// that pays (3 cores or more).
+    fn late_verdicts(&self) -> bool {
+        ferry_bundle::reader::workers_pay()
+    }
 }
 
 /// After `read_bundle` failed on `src`: a bad part explains it better than

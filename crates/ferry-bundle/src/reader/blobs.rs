@@ -1,17 +1,21 @@
 //! The blobs after the head: declared, in bundle.json's order, of the
 //! declared size, hashing to their names. Manifests are read and parsed in
 //! memory (what the end needs of them goes to [`super::graph::Edges`]);
-//! other blobs are hashed while the visitor reads them. [`BlobTable`] is
-//! what the reader keeps of each declared blob.
+//! other blobs are hashed while the visitor reads them, on the reading
+//! thread or by a worker ([`super::hashers`]), and their verdicts given in
+//! bundle order ([`State::settle`]). [`BlobTable`] is what the reader keeps
+//! of each declared blob.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::sync::mpsc::TryRecvError;
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, Hasher};
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::meta::{BlobMeta, Item};
 
 use super::error::stream_error;
+use super::hashers::{Hash, Sink, Tee, MIN_HANDOVER};
 use super::head::read_small;
 use super::{BlobFault, BundleError, ReadOptions, State, Visitor, MAX_MANIFEST};
 
@@ -102,19 +106,26 @@ impl BlobTable {
     }
 }
 
-/// Reads `r` to its end through `buf` (256 KiB, allocated once).
-fn drain(r: &mut dyn Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    if buf.is_empty() {
-        buf.resize(256 << 10, 0);
-    }
-    loop {
-        match r.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+/// A streamed blob read to its end, its verdict not given yet.
+pub(super) struct Pending {
+    /// Its place in bundle.json.
+    at: usize,
+    /// Its entry name (for messages).
+    name: String,
+    hash: Hash,
+}
+
+/// How many streamed blobs may wait for their verdicts before the walk
+/// waits for the oldest (each holds a name and a receiver, not bytes).
+const MAX_PENDING: usize = 256;
+
+/// How long [`State::settle`] waits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// For every blob's verdict.
+    All,
+    /// For none but what [`MAX_PENDING`] requires.
+    Ready,
 }
 
 /// A reader that remembers the first I/O error of the underlying stream, so a
@@ -192,11 +203,29 @@ impl State {
         if meta.role.is_manifest() {
             return self.manifest(name, at, meta, entry, options, visitor);
         }
-        // A streamed blob: the visitor reads, we hash and drain.
+        // A streamed blob: the visitor reads, we hash and drain. A large
+        // one goes to a hashing worker when the visitor takes its verdict
+        // late, and the walk moves on while it is hashed.
         self.streamed_any = true;
-        let mut hashing = HashingReader::new(&mut *entry);
+        let late = *self.late.get_or_insert_with(|| visitor.late_verdicts());
+        let mut sink = if late && size >= MIN_HANDOVER && self.hashers.available() {
+            let feed = self
+                .hashers
+                .feed()
+                .map_err(|source| stream_error(format!("`{name}`"), source))?;
+            Sink::Worker(feed)
+        } else {
+            Sink::Here {
+                hasher: Hasher::new(),
+                buf: &mut self.drain_buf,
+            }
+        };
+        let mut tee = Tee {
+            inner: &mut *entry,
+            sink: &mut sink,
+        };
         let mut watch = Watch {
-            inner: &mut hashing,
+            inner: &mut tee,
             at: name,
             error: None,
         };
@@ -205,11 +234,11 @@ impl State {
             return Err(e);
         }
         visited.map_err(BundleError::Visitor)?;
-        // Drained in large reads: fewer calls down the reader stack, and
-        // sha256 gets long runs (what `verify` spends its time on).
-        drain(&mut hashing, &mut self.drain_buf)
+        sink.fill_from(entry)
             .map_err(|source| stream_error(format!("`{name}`"), source))?;
-        let (actual, len, _) = hashing.finish();
+        let (len, hash) = sink
+            .finish()
+            .map_err(|source| stream_error(format!("`{name}`"), source))?;
         if len != size {
             return Err(BundleError::Read {
                 at: format!("`{name}`"),
@@ -219,17 +248,79 @@ impl State {
                 ),
             });
         }
-        if actual != digest {
+        self.pending.push_back(Pending {
+            at,
+            name: name.into(),
+            hash,
+        });
+        self.settle(if late { Wait::Ready } else { Wait::All }, options, visitor)
+    }
+
+    /// Checks the digests of the streamed blobs hashed so far, in bundle
+    /// order, and hands each verdict to the visitor: with [`Wait::All`]
+    /// every one (waiting for the workers), with [`Wait::Ready`] those
+    /// whose turn has come (or the oldest, when [`MAX_PENDING`] wait). The
+    /// first failure ends it, and what is behind it is dropped: the walk
+    /// stops at the first failure in bundle order, as it did when each
+    /// blob was checked before the next was read.
+    pub(super) fn settle(
+        &mut self,
+        wait: Wait,
+        options: ReadOptions,
+        visitor: &mut dyn Visitor,
+    ) -> Result<(), BundleError> {
+        while let Some(p) = self.pending.pop_front() {
+            let must = wait == Wait::All || self.pending.len() >= MAX_PENDING;
+            let actual = match &p.hash {
+                Hash::Here(d) => Ok(d.clone()),
+                Hash::Worker(rx) if must => rx.recv().map_err(|_| ()),
+                Hash::Worker(rx) => match rx.try_recv() {
+                    Ok(d) => Ok(d),
+                    Err(TryRecvError::Empty) => {
+                        self.pending.push_front(p);
+                        return Ok(());
+                    }
+                    Err(TryRecvError::Disconnected) => Err(()),
+                },
+            };
+            let checked = match actual {
+                Ok(actual) => self.verdict(&p, actual, options, visitor),
+                Err(()) => Err(BundleError::Read {
+                    at: format!("`{}`", p.name),
+                    source: io::Error::other("the blob hashing threads stopped"),
+                }),
+            };
+            if let Err(e) = checked {
+                self.pending.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A streamed blob's digest, checked: verified, or a fault.
+    fn verdict(
+        &mut self,
+        p: &Pending,
+        actual: Digest,
+        options: ReadOptions,
+        visitor: &mut dyn Visitor,
+    ) -> Result<(), BundleError> {
+        let Some(bundle) = self.meta.clone() else {
+            return Ok(());
+        };
+        let meta: &BlobMeta = &bundle.blobs[p.at];
+        if actual != meta.digest {
             let err = BundleError::DigestMismatch {
-                entry: name.into(),
-                expected: digest,
+                entry: p.name.clone(),
+                expected: meta.digest.clone(),
                 actual,
             };
-            return self.fault(err, at, meta, options, visitor, true);
+            return self.fault(err, p.at, meta, options, visitor, true);
         }
-        self.blobs.set(at, Status::Verified);
+        self.blobs.set(p.at, Status::Verified);
         self.report.blobs += 1;
-        self.report.blob_bytes += size;
+        self.report.blob_bytes += meta.size;
         visitor.blob_end(meta, Ok(())).map_err(BundleError::Visitor)
     }
 

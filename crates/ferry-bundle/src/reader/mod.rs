@@ -61,8 +61,14 @@
 //! - [`head`]: the head entries in order (`oci-layout`, bundle.json parsed
 //!   as it streams, its signature, index.json) and their checks;
 //! - [`blobs`]: blob order, sizes and digests (manifests in memory, other
-//!   blobs hashed while the visitor reads them), and the compact table of
-//!   the declared blobs (`blobs::BlobTable`);
+//!   blobs hashed while the visitor reads them), their verdicts in bundle
+//!   order (`State::settle`), and the compact table of the declared blobs
+//!   (`blobs::BlobTable`);
+//! - [`hashers`]: where a streamed blob's bytes are hashed: on the reading
+//!   thread, or (a large blob, for a visitor that takes its verdicts late:
+//!   [`Visitor::late_verdicts`]) by a few worker threads, one blob each,
+//!   fed through a fixed budget of reused chunk buffers; [`workers_pay`]:
+//!   whether they pay on this machine (3 cores or more);
 //! - [`graph`]: each manifest's edges as it is read (`graph::Edges`), and
 //!   the end of the stream: every declared blob seen, every item's graph
 //!   complete.
@@ -72,11 +78,12 @@ mod compression;
 mod entry;
 mod error;
 mod graph;
+mod hashers;
 mod head;
 mod pipe;
 mod walker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::sync::Arc;
 
@@ -88,6 +95,7 @@ pub use blobs::file_item_layers;
 pub use compression::{decompress, TrailingData};
 pub use entry::{accept_header, EntryKind, TarEntry};
 pub use error::BundleError;
+pub use hashers::workers_pay;
 pub use walker::{EntryData, TarWalker};
 
 use compression::open;
@@ -149,6 +157,18 @@ pub trait Visitor {
     fn blob(&mut self, blob: &BlobMeta, data: &mut dyn Read) -> VisitResult;
     /// The verdict on a streamed blob: `Ok` once its bytes hashed to its name.
     fn blob_end(&mut self, blob: &BlobMeta, verdict: Result<(), &BlobFault>) -> VisitResult;
+    /// Whether [`Visitor::blob_end`] may come late: after later blobs'
+    /// [`Visitor::blob`] calls (still in bundle order, each blob's after
+    /// its own `blob`, all before [`read_bundle`] returns). A visitor that
+    /// says yes lets the reader hash large blobs on worker threads while it
+    /// reads on, several at once; the checks, the errors and which failure
+    /// is reported (the first in bundle order) are the same. The default
+    /// (no) gives each verdict before the next blob is read: what a
+    /// visitor needs that holds a blob's bytes until its verdict. Workers
+    /// pay only on 3 cores or more: ask [`workers_pay`]. Asked once per read.
+    fn late_verdicts(&self) -> bool {
+        false
+    }
 }
 
 /// How strict the read is.
@@ -178,7 +198,10 @@ pub struct Report {
 
 /// Reads a bundle stream (compressed or not) from end to end. A compressed
 /// stream is decompressed on a second thread while this one parses, hashes
-/// and hands blobs to the visitor: the two run side by side.
+/// and hands blobs to the visitor: the two run side by side. For a visitor
+/// that takes its verdicts late ([`Visitor::late_verdicts`]: verify, on 3
+/// cores or more: [`workers_pay`]), large blobs are hashed by worker
+/// threads instead, several at once, while this one reads on (`hashers`).
 pub fn read_bundle<R: Read + Send>(
     source: R,
     options: ReadOptions,
@@ -212,12 +235,27 @@ fn read_tar<S: Read>(
 ) -> Result<Report, BundleError> {
     let mut walker = TarWalker::new(stream);
     let mut state = State::default();
+    let walked = walk(&mut walker, &mut state, options, visitor);
+    // Blobs still being hashed come before wherever the walk stopped: a
+    // failure among them is the first one in bundle order.
+    state.settle(blobs::Wait::All, options, visitor)?;
+    walked?;
+    state.finish(options)
+}
+
+/// Every entry, in order.
+fn walk<S: Read>(
+    walker: &mut TarWalker<S>,
+    state: &mut State,
+    options: ReadOptions,
+    visitor: &mut dyn Visitor,
+) -> Result<(), BundleError> {
     while let Some(entry) = walker.next_entry()? {
         state.report.entries += 1;
         let name = entry.name.clone();
         state.entry(&entry, &mut walker.data(&name), options, visitor)?;
     }
-    state.finish(options)
+    Ok(())
 }
 
 #[derive(Default)]
@@ -246,8 +284,16 @@ struct State {
     /// disagrees with bundle.json, and how: reported at the end.
     index_disagrees: BTreeMap<usize, String>,
     report: Report,
-    /// Reused by `blobs::drain`.
+    /// Reused to drain blobs hashed on this thread.
     drain_buf: Vec<u8>,
+    /// The workers that hash large blobs (for a visitor that takes its
+    /// verdicts late), started with the first such blob.
+    hashers: hashers::Hashers,
+    /// Whether the visitor takes its verdicts late, asked once.
+    late: Option<bool>,
+    /// Streamed blobs read to their end whose verdicts are not given yet,
+    /// in bundle order.
+    pending: VecDeque<blobs::Pending>,
 }
 
 #[derive(Default, PartialEq, Eq, PartialOrd, Ord, Clone, Copy, Debug)]
