@@ -129,14 +129,18 @@ struct Buffers {
 
 impl Buffers {
     /// A buffer of `len` initialised bytes (a kept one when there is one:
-    /// its bytes are already initialised, so no zeroing).
+    /// its bytes are already initialised, so no zeroing). A kept buffer is
+    /// a whole chunk's: it goes only to a chunk of at least half that size
+    /// (a blob's short last chunk gets its own), because the budget counts
+    /// a chunk's bytes, not its buffer's capacity, and a short chunk in
+    /// flight would otherwise hold a whole chunk's memory outside it.
     fn take(&self, len: usize) -> Vec<u8> {
-        let mut buf = self
-            .kept
-            .lock()
-            .ok()
-            .and_then(|mut kept| kept.pop())
-            .unwrap_or_default();
+        let kept = if (len as u64).saturating_mul(2) >= self.chunk {
+            self.kept.lock().ok().and_then(|mut kept| kept.pop())
+        } else {
+            None
+        };
+        let mut buf = kept.unwrap_or_default();
         buf.resize(len, 0);
         buf
     }
@@ -587,5 +591,46 @@ impl Bridge {
         self.reader
             .await
             .map_err(|e| super::ImportError::Task(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    const CHUNK: u64 = 4 << 20;
+
+    fn buffers() -> Buffers {
+        Buffers {
+            kept: Arc::default(),
+            budget: Arc::new(Semaphore::new(7 * CHUNK as usize)),
+            budget_total: 7 * CHUNK,
+            chunk: CHUNK,
+        }
+    }
+
+    #[test]
+    fn a_kept_chunk_buffer_goes_only_to_a_chunk_of_at_least_half_its_size() {
+        let b = buffers();
+        b.give(vec![0u8; CHUNK as usize], 0);
+        // A blob's short last chunk gets a buffer of its own size: the
+        // kept one would hold a whole chunk's memory outside the budget.
+        let short = b.take(100);
+        assert_eq!((short.len(), short.capacity()), (100, 100));
+        assert_eq!(b.kept.lock().unwrap().len(), 1);
+        // A whole chunk, and one of half a chunk, reuse it.
+        let whole = b.take(CHUNK as usize);
+        assert_eq!(whole.capacity(), CHUNK as usize);
+        assert!(b.kept.lock().unwrap().is_empty());
+        b.give(whole, 0);
+        let half = b.take(CHUNK as usize / 2);
+        assert_eq!(
+            (half.len(), half.capacity()),
+            (CHUNK as usize / 2, CHUNK as usize)
+        );
+        // A buffer smaller than a chunk is not kept.
+        b.give(short, 0);
+        assert!(b.kept.lock().unwrap().is_empty());
     }
 }
