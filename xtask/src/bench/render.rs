@@ -717,8 +717,10 @@ fn not_met(o: &mut String, r: &Results, floors: &Floors<'_>, bundle: f64, ratios
         let floor = bundle / floors.verify.wall() / 1e6;
         why.push(format!(
             "- **verify**: {verify:.0} MB/s, {:.0} % of `openssl dgst -sha256` on one core ({sha:.0} MB/s). \
-             Decompression runs on its own thread and the reading thread hashes every byte, so verify \
-             runs at the speed of one core's sha256. The floor is {floor:.0} MB/s: reaching it means \
+             Decompression runs on its own thread; with 3 cores or more, blobs of 64 KiB and more are \
+             hashed on worker threads side by side (`ferry_bundle::reader::workers_pay`), and with 2, \
+             where the workers measured slower, the reading thread hashes every byte, so verify runs \
+             at the speed of one core's sha256. The floor is {floor:.0} MB/s: reaching it means \
              hashing the blobs on about {:.0} cores side by side, beside the one that decompresses; \
              this machine has {}.",
             100.0 * verify / sha,
