@@ -297,14 +297,40 @@ impl Conn {
         Ok((status, location))
     }
 
-    fn upload(&mut self, repo: &str, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+    /// Sends one request (`target` is its path and query) with the file
+    /// at `body`'s path as its body (of that content type and size), or
+    /// none, and reads the response: (status, location).
+    fn exchange(
+        &mut self,
+        method: &str,
+        target: &str,
+        body: Option<(&str, &Path, u64)>,
+    ) -> Result<(u16, Option<String>)> {
         use std::io::Write;
-        write!(
-            self.writer,
-            "POST /v2/{repo}/blobs/uploads/ HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
-            self.host
-        )?;
-        let (status, location) = self.response()?;
+        match body {
+            None => write!(
+                self.writer,
+                "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
+                self.host
+            )?,
+            Some((content_type, path, size)) => {
+                write!(
+                    self.writer,
+                    "{method} {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {size}\r\n\r\n",
+                    self.host
+                )?;
+                let mut f = File::open(path)
+                    .with_context(|| format!("failed to open {}", path.display()))?;
+                std::io::copy(&mut f, &mut self.writer)?;
+            }
+        }
+        self.response()
+    }
+
+    /// A blob's upload: `POST` a session in `repo`, then `PUT` the file.
+    fn upload(&mut self, repo: &str, path: &Path, digest: &Digest, size: u64) -> Result<()> {
+        let (status, location) =
+            self.exchange("POST", &format!("/v2/{repo}/blobs/uploads/"), None)?;
         let Some(location) = location.filter(|_| status == 202) else {
             bail!("POST upload: status {status}, no Location");
         };
@@ -313,15 +339,12 @@ impl Conn {
             None => location.as_str(),
         };
         let sep = if path_q.contains('?') { '&' } else { '?' };
-        write!(
-            self.writer,
-            "PUT {path_q}{sep}digest={digest} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n",
-            self.host
+        let target = format!("{path_q}{sep}digest={digest}");
+        let (status, _) = self.exchange(
+            "PUT",
+            &target,
+            Some(("application/octet-stream", path, size)),
         )?;
-        let mut f =
-            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-        std::io::copy(&mut f, &mut self.writer)?;
-        let (status, _) = self.response()?;
         if status != 201 {
             bail!("PUT {digest}: status {status}");
         }
@@ -330,13 +353,8 @@ impl Conn {
 
     /// A cross-repository mount of `digest` from `from` into `repo`.
     fn mount(&mut self, repo: &str, digest: &Digest, from: &str) -> Result<()> {
-        use std::io::Write;
-        write!(
-            self.writer,
-            "POST /v2/{repo}/blobs/uploads/?mount={digest}&from={from} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\n\r\n",
-            self.host
-        )?;
-        let (status, _) = self.response()?;
+        let target = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
+        let (status, _) = self.exchange("POST", &target, None)?;
         if status != 201 {
             bail!("mount {digest} from {from} into {repo}: status {status}");
         }
@@ -351,16 +369,8 @@ impl Conn {
         m: &DataManifest,
         path: &Path,
     ) -> Result<()> {
-        use std::io::Write;
-        write!(
-            self.writer,
-            "PUT /v2/{repo}/manifests/{reference} HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
-            self.host, m.media_type, m.size
-        )?;
-        let mut f =
-            File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-        std::io::copy(&mut f, &mut self.writer)?;
-        let (status, _) = self.response()?;
+        let target = format!("/v2/{repo}/manifests/{reference}");
+        let (status, _) = self.exchange("PUT", &target, Some((&m.media_type, path, m.size)))?;
         if status != 201 {
             bail!("PUT manifest {repo}:{reference}: status {status}");
         }
