@@ -6,6 +6,8 @@
 //! `ferry serve`'s referrers API. Checked with skopeo and curl.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -253,26 +255,6 @@ fn export(t: &Setup, out: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// `ferry inspect --json`: (ref, subject) of every item.
-fn items(bundle: &Path) -> Vec<(String, Option<String>)> {
-    let o = ok(&ferry(&["--json", "inspect", s(bundle)]));
-    let v = events(&o)
-        .into_iter()
-        .find(|e| e["event"] == "inspect")
-        .expect("an inspect event");
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["ref"].as_str().unwrap().to_string(),
-                i["subject"].as_str().map(String::from),
-            )
-        })
-        .collect()
-}
-
 /// The bundle's index.json.
 fn index_json(bundle: &Path) -> Value {
     let f = std::fs::File::open(bundle).unwrap();
@@ -308,7 +290,7 @@ fn provenance_travels_to_a_registry_without_referrers_api() {
     // OCI 1.1 referrer (found through the fallback tag) travel, each with
     // its subject.
     let bundle = export(&t, "full.tar.zst", &["--lock", s(&lock)]);
-    let mut got = items(&bundle);
+    let mut got = common::inspect_items(s(&bundle));
     got.sort();
     let mut want = vec![
         (t.set.image("fixtures/docker-v2").reference(&h), None),
@@ -345,7 +327,7 @@ fn provenance_travels_to_a_registry_without_referrers_api() {
 
     // --no-referrers carries none.
     let bare = export(&t, "bare.tar.zst", &["--no-referrers"]);
-    let bare_items = items(&bare);
+    let bare_items = common::inspect_items(s(&bare));
     assert_eq!(bare_items.len(), 2, "{bare_items:?}");
     assert!(bare_items.iter().all(|(_, subject)| subject.is_none()));
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{fails, ferry, ok};
+use common::{fails, ferry, inspect_items, ok};
 use ferry_bundle::Digest;
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::dataset::Dataset;
@@ -219,32 +219,11 @@ fn referrers_asked(proxy: &FaultProxy) -> usize {
         .count()
 }
 
-/// (ref, subject) of every item of `bundle` (`ferry inspect --json`).
-fn items(bundle: &str) -> Vec<(String, Option<String>)> {
-    let o = ok(&ferry(&["--json", "inspect", bundle]));
-    let v = o
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|e| e["event"] == "inspect")
-        .expect("an inspect event");
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["ref"].as_str().unwrap().to_string(),
-                i["subject"].as_str().map(String::from),
-            )
-        })
-        .collect()
-}
-
 /// Every image of `published`, its `.sig` tag and its SBOM are items of
 /// `bundle`, the provenance with the image as its subject.
 #[track_caller]
 fn carries_everything(bundle: &str, host: &str, prefix: &str, published: &[Provenance]) {
-    let got = items(bundle);
+    let got = inspect_items(bundle);
     for p in published {
         let name = format!("{host}/{prefix}{}", p.repository);
         let has = |reference: &str, subject: Option<&Digest>| {

@@ -93,3 +93,27 @@ pub fn upstream_with(
     .expect("push the fixtures");
     (registry, set)
 }
+
+/// `ferry --json inspect BUNDLE`, which must succeed: (ref, subject) of
+/// every item.
+#[track_caller]
+pub fn inspect_items(bundle: &str) -> Vec<(String, Option<String>)> {
+    let o = ferry(&["--json", "inspect", bundle]);
+    ok(&o);
+    let v = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "inspect")
+        .expect("an inspect event");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["subject"].as_str().map(String::from),
+            )
+        })
+        .collect()
+}
