@@ -1,10 +1,12 @@
 //! The `ferry` binary: argument parsing, output, exit codes. Thin by design:
 //! the work lives in ferry-export, ferry-import and ferry-bundle.
 //!
-//! Modules: `cli` (the arguments, clap), `commands/` (one file per
+//! Modules: `alloc` (glibc's allocator tuned to keep RSS near what is in
+//! use), `cli` (the arguments, clap), `commands/` (one file per
 //! subcommand), `net` (the registry client from the flags, the spec's
 //! `registries:` and the environment), `ui` (events rendered, every untrusted string escaped).
 
+mod alloc;
 mod cli;
 mod commands;
 mod net;
@@ -68,24 +70,7 @@ impl Failure {
 /// What a command returns: its exit code, or a failure.
 pub type CmdResult = Result<u8, Failure>;
 
-/// Buffers of a MiB or more (upload chunks, blobs read ahead) come from
-/// and go back to the kernel. glibc would otherwise raise its mmap
-/// threshold after the first such buffer is freed and serve later ones from
-/// per-thread heaps that keep their pages: RSS that grows with the thread
-/// count, not with what is in use (5 MiB of a 70 MiB import peak in the
-/// benchmark). musl's allocator always maps large blocks.
-fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code, reason = "mallopt has no safe wrapper; see SAFETY")]
-    // SAFETY: mallopt only sets an allocator parameter; it is called once,
-    // before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = cli::Cli::parse();
     let filter = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -108,6 +93,8 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .try_init();
+    // Before the runtime starts its threads.
+    alloc::tune();
     let ui = std::sync::Arc::new(ui::Ui::new(cli.json, cli.quiet));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
