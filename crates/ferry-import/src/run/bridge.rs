@@ -135,7 +135,7 @@ impl Buffers {
     /// a chunk's bytes, not its buffer's capacity, and a short chunk in
     /// flight would otherwise hold a whole chunk's memory outside it.
     fn take(&self, len: usize) -> Vec<u8> {
-        let kept = if (len as u64).saturating_mul(2) >= self.chunk {
+        let kept = if self.reuses(len as u64) {
             self.kept.lock().ok().and_then(|mut kept| kept.pop())
         } else {
             None
@@ -143,6 +143,44 @@ impl Buffers {
         let mut buf = kept.unwrap_or_default();
         buf.resize(len, 0);
         buf
+    }
+
+    /// Whether a chunk of `len` bytes gets a kept buffer (a whole chunk's).
+    fn reuses(&self, len: u64) -> bool {
+        len.saturating_mul(2) >= self.chunk
+    }
+
+    /// The budget a chunk of `len` bytes holds: the memory of the buffer
+    /// [`Buffers::take`] may give it, a whole chunk's when it may be a kept
+    /// one. Counting only the chunk's bytes let a blob's last chunk of half
+    /// a chunk or more hold up to half a chunk outside the budget: at 8 GB,
+    /// with many such chunks in flight, the import's heap reached 4.5 MB
+    /// over the budget (issue 17).
+    fn holds(&self, len: u64) -> u64 {
+        if self.reuses(len) {
+            len.max(self.chunk)
+        } else {
+            len
+        }
+    }
+
+    /// Lets go of kept buffers until they, the chunks in flight and `len`
+    /// more bytes fit in the budget. A kept buffer holds a chunk's memory
+    /// the budget does not count: it was kept beside what was in flight
+    /// then, and a blob read whole or a short chunk, which gets a fresh
+    /// buffer, would otherwise add to both (at 8 GB the import's buffers
+    /// were 3.8 MB over the budget at their peak; issue 17).
+    fn make_room(&self, len: u64) {
+        let in_flight = self
+            .budget_total
+            .saturating_sub(self.budget.available_permits() as u64);
+        if let Ok(mut kept) = self.kept.lock() {
+            while !kept.is_empty()
+                && kept.len() as u64 * self.chunk + in_flight + len > self.budget_total
+            {
+                kept.pop();
+            }
+        }
     }
 
     /// Keeps `buf` (a chunk's, whose `own` bytes of the budget are about
@@ -243,6 +281,30 @@ impl Feeder {
             .map_err(|_| stop())
     }
 
+    /// Blocks the reader until a chunk of `len` bytes fits in the budget
+    /// with the memory of its buffer ([`Buffers::holds`]).
+    fn reserve_chunk(
+        &self,
+        len: u64,
+    ) -> Result<OwnedSemaphorePermit, Box<dyn std::error::Error + Send + Sync>> {
+        if self.buffers.reuses(len) {
+            self.reserve(self.buffers.holds(len))
+        } else {
+            self.reserve_fresh(len)
+        }
+    }
+
+    /// Blocks the reader until `len` bytes in a fresh buffer (a blob read
+    /// whole, a short chunk) fit in the budget, first letting go of the
+    /// kept buffers they would not fit beside ([`Buffers::make_room`]).
+    fn reserve_fresh(
+        &self,
+        len: u64,
+    ) -> Result<OwnedSemaphorePermit, Box<dyn std::error::Error + Send + Sync>> {
+        self.buffers.make_room(len);
+        self.reserve(len)
+    }
+
     /// Reads a whole blob of `len` bytes from `data`, zeroed by the
     /// allocator (fresh pages come zeroed) rather than by the read.
     fn read_whole(&self, data: &mut dyn Read, len: u64) -> std::io::Result<Bytes> {
@@ -306,7 +368,7 @@ impl Feeder {
                 break;
             }
             let want = remaining.min(self.chunk);
-            let permit = self.reserve(want)?;
+            let permit = self.reserve_chunk(want)?;
             let mut buf = self.buffers.take(want as usize);
             let got = fill(data, &mut buf)?;
             if got == 0 {
@@ -423,7 +485,7 @@ impl Visitor for StreamVisitor {
         }
         if blob.size <= self.feed.chunk || capture {
             // Wait for room before reading: uploads in flight give it back.
-            let permit = Arc::new(self.feed.reserve(blob.size)?);
+            let permit = Arc::new(self.feed.reserve_fresh(blob.size)?);
             let buf = self.feed.read_whole(data, blob.size)?;
             if let Some(mut h) = sha512 {
                 h.update(&buf);
@@ -632,5 +694,71 @@ mod tests {
         // A buffer smaller than a chunk is not kept.
         b.give(short, 0);
         assert!(b.kept.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_budget_a_chunk_holds_covers_the_buffer_it_gets() {
+        let b = buffers();
+        for _ in 0..7 {
+            b.give(vec![0u8; CHUNK as usize], 0);
+        }
+        // Blobs' last chunks of every size, whole chunks among them: what
+        // each holds of the budget is at least the memory of its buffer,
+        // so the buffers in flight never exceed the budget.
+        let half = CHUNK / 2;
+        let lens = [
+            CHUNK,
+            half,
+            half + 1,
+            CHUNK - 1,
+            half - 1,
+            100,
+            3 * CHUNK / 4,
+        ];
+        let (mut held, mut memory) = (0u64, 0u64);
+        for len in lens {
+            let holds = b.holds(len);
+            let buf = b.take(len as usize);
+            assert_eq!(buf.len() as u64, len);
+            assert!(
+                holds >= buf.capacity() as u64,
+                "a chunk of {len} bytes holds {holds} of the budget, its buffer {}",
+                buf.capacity()
+            );
+            held += holds;
+            memory += buf.capacity() as u64;
+        }
+        assert!(memory <= held);
+        // A short chunk holds only its own size.
+        assert_eq!(b.holds(100), 100);
+        assert_eq!(b.holds(half - 1), half - 1);
+        assert_eq!(b.holds(half), CHUNK);
+    }
+
+    #[test]
+    fn kept_buffers_make_room_for_a_fresh_one_within_the_budget() {
+        let b = buffers();
+        for _ in 0..7 {
+            b.give(vec![0u8; CHUNK as usize], 0);
+        }
+        assert_eq!(b.kept.lock().unwrap().len(), 7);
+        // A blob read whole, of 100 bytes: one kept chunk goes.
+        b.make_room(100);
+        assert_eq!(b.kept.lock().unwrap().len(), 6);
+        // Three chunks in flight, and a short one of a third of a chunk
+        // coming: what is kept, in flight and coming fits in the budget.
+        let _in_flight = b
+            .budget
+            .clone()
+            .try_acquire_many_owned(3 * CHUNK as u32)
+            .unwrap();
+        b.make_room(CHUNK / 3);
+        let kept = b.kept.lock().unwrap().len() as u64;
+        assert_eq!(kept, 3);
+        assert!(kept * CHUNK + 3 * CHUNK + CHUNK / 3 <= b.budget_total);
+        // Nothing is let go when it all fits.
+        drop(_in_flight);
+        b.make_room(CHUNK / 3);
+        assert_eq!(b.kept.lock().unwrap().len(), 3);
     }
 }
