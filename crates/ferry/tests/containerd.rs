@@ -7,6 +7,8 @@
 //! digest it records must be the upstream's.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -227,11 +229,7 @@ fn containerd_pulls_from_ferry_serve_through_the_emitted_config() {
     let bundle = w.export("docker.io");
     let store = w.dir.join("store");
     let emit = w.dir.join("emit-store");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mirror = format!("http://127.0.0.1:{port}");
     ok(&ferry(&[
         "import",
@@ -251,25 +249,7 @@ fn containerd_pulls_from_ferry_serve_through_the_emitted_config() {
         "{toml}"
     );
     w.upstream.stop();
-    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "serve",
-            store.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry serve did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut serve = common::serve_store(store.to_str().unwrap(), port);
     w.pull_all("docker.io", &emit);
     let _ = serve.kill();
     let _ = serve.wait();

@@ -64,16 +64,6 @@ fn events(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Uploads `data` to `repo` and returns its descriptor fields.
-async fn blob(client: &Client, repo: &Repo, data: &[u8]) -> (Digest, usize) {
-    let d = Digest::of(data);
-    client
-        .upload_blob(repo, &d, Bytes::copy_from_slice(data))
-        .await
-        .unwrap();
-    (d, data.len())
-}
-
 async fn manifest(
     client: &Client,
     repo: &Repo,
@@ -104,11 +94,11 @@ async fn signature(client: &Client, repo: &Repo, subject: &Digest) -> String {
     let payload = format!(
         r#"{{"critical":{{"identity":{{"docker-reference":"fixtures/multiarch"}},"image":{{"docker-manifest-digest":"{subject}"}},"type":"cosign container image signature"}},"optional":null}}"#
     );
-    let (pd, ps) = blob(client, repo, payload.as_bytes()).await;
+    let (pd, ps) = common::put_blob(client, repo, payload.as_bytes()).await;
     let config = format!(
         r#"{{"architecture":"","config":{{}},"created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{pd}"]}}}}"#
     );
-    let (cd, cs) = blob(client, repo, config.as_bytes()).await;
+    let (cd, cs) = common::put_blob(client, repo, config.as_bytes()).await;
     format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","size":{cs},"digest":"{cd}"}},"layers":[{{"mediaType":"{SIMPLESIGNING}","size":{ps},"digest":"{pd}","annotations":{{"dev.cosignproject.cosign/signature":"MEUCIQDfakesignatureforthetest=="}}}}]}}"#
     )
@@ -139,8 +129,8 @@ async fn publish(set: &FixtureSet, host: &str) -> Published {
 
     // cosign attest (legacy): the `.att` tag of the amd64 child.
     let envelope = br#"{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[{"sig":"ZmFrZQ=="}]}"#;
-    let (ed, es) = blob(&client, &repo, envelope).await;
-    let (cd, cs) = blob(
+    let (ed, es) = common::put_blob(&client, &repo, envelope).await;
+    let (cd, cs) = common::put_blob(
         &client,
         &repo,
         br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]}}"#,
@@ -159,8 +149,8 @@ async fn publish(set: &FixtureSet, host: &str) -> Published {
     .await;
 
     // oras attach (OCI 1.1): an SBOM with `subject`, plus the fallback index.
-    let (empty, _) = blob(&client, &repo, b"{}").await;
-    let (sd, ss) = blob(
+    let (empty, _) = common::put_blob(&client, &repo, b"{}").await;
+    let (sd, ss) = common::put_blob(
         &client,
         &repo,
         br#"{"spdxVersion":"SPDX-2.3","name":"multiarch"}"#,
@@ -342,7 +332,7 @@ fn provenance_travels_to_a_registry_without_referrers_api() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let foreign = rt.block_on(async {
         let c = Client::new(ClientConfig::default()).unwrap();
-        let (empty, _) = blob(&c, &mirror, b"{}").await;
+        let (empty, _) = common::put_blob(&c, &mirror, b"{}").await;
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/x-foreign","config":{{"mediaType":"{EMPTY}","size":2,"digest":"{empty}"}},"layers":[],"subject":{{"mediaType":"{OCI_INDEX}","size":{},"digest":"{}"}}}}"#,
             p.index_size, p.index
@@ -496,25 +486,8 @@ fn provenance_in_a_store_is_served_through_the_referrers_api() {
         .iter()
         .any(|e| e["annotations"]["dev.ferry.tag"] == p.index.fallback_tag()));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", s(&store), "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry serve did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let port = common::free_port();
+    let mut serve = common::serve_store(s(&store), port);
     let base = format!("http://127.0.0.1:{port}/v2/mirror/fixtures/multiarch");
     let referrers = run_tool("curl", ["-sf", &format!("{base}/referrers/{}", p.index)]);
     let sig = run_tool(

@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,15 +46,6 @@ struct Upstream {
     published: Vec<Provenance>,
 }
 
-async fn put_blob(client: &Client, repo: &Repo, data: &[u8]) -> (Digest, usize) {
-    let d = Digest::of(data);
-    client
-        .upload_blob(repo, &d, Bytes::copy_from_slice(data))
-        .await
-        .unwrap();
-    (d, data.len())
-}
-
 async fn put_manifest(
     client: &Client,
     repo: &Repo,
@@ -87,8 +77,8 @@ async fn publish_one(
         "optional": null
     }))
     .unwrap();
-    let (pd, ps) = put_blob(client, repo, &payload).await;
-    let (cd, cs) = put_blob(client, repo, b"{}").await;
+    let (pd, ps) = common::put_blob(client, repo, &payload).await;
+    let (cd, cs) = common::put_blob(client, repo, b"{}").await;
     let sig = put_manifest(
         client,
         repo,
@@ -108,7 +98,7 @@ async fn publish_one(
     )
     .await;
     let spdx = format!(r#"{{"spdxVersion":"SPDX-2.3","name":"{}"}}"#, repo.path);
-    let (sd, ss) = put_blob(client, repo, spdx.as_bytes()).await;
+    let (sd, ss) = common::put_blob(client, repo, spdx.as_bytes()).await;
     let sbom_doc = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -361,30 +351,8 @@ fn a_registry_with_the_referrers_api_is_asked_for_each_subject() {
         "--map",
         &format!("{h}=mirror"),
     ]));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "serve",
-            store.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = common::free_port();
+    let mut serve = common::serve_store(store.to_str().unwrap(), port);
     let proxy = FaultProxy::start(
         std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Vec::new(),

@@ -1,6 +1,8 @@
 //! `ferry import --store DIR`: bundles into a local OCI-layout mirror store.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -227,25 +229,8 @@ fn a_killed_import_leaves_the_store_as_it_was_and_a_rerun_completes() {
     let out = run_tool("skopeo", ["inspect", "--raw", &format!("oci:{s}:{name}")]).unwrap();
     assert_eq!(Digest::of(&out.stdout), multi.top.digest);
     // `ferry serve` serves the interrupted store correctly.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", s, "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry serve did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let port = common::free_port();
+    let mut serve = common::serve_store(s, port);
     let served = run_tool(
         "skopeo",
         [

@@ -117,3 +117,46 @@ pub fn inspect_items(bundle: &str) -> Vec<(String, Option<String>)> {
         })
         .collect()
 }
+
+/// Uploads `data` to `repo`: its digest and size.
+pub async fn put_blob(
+    client: &ferry_registry::Client,
+    repo: &ferry_registry::Repo,
+    data: &[u8],
+) -> (ferry_bundle::Digest, usize) {
+    let d = ferry_bundle::Digest::of(data);
+    client
+        .upload_blob(repo, &d, bytes::Bytes::copy_from_slice(data))
+        .await
+        .unwrap();
+    (d, data.len())
+}
+
+/// A TCP port free on 127.0.0.1 when asked.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ferry serve STORE --listen 127.0.0.1:PORT`, once it accepts
+/// connections (at most 20 s); the caller stops it.
+pub fn serve_store(store: &str, port: u16) -> std::process::Child {
+    let serve = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", store, "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry serve did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    serve
+}
