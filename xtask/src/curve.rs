@@ -54,8 +54,8 @@ use ferry_testkit::registry::Registry;
 use ferry_testkit::proxy::FaultProxy;
 
 use crate::bench::{
-    image_ingest_once, median, raw_ingest_once, skopeo_export_script, skopeo_import_script,
-    spec_text,
+    image_ingest_once, median, process_cpu, raw_ingest_once, skopeo_export_script,
+    skopeo_import_script, spec_text,
 };
 
 /// What the curve was asked for.
@@ -78,6 +78,8 @@ pub struct CurveOptions {
 struct Run {
     wall: f64,
     rss_mib: f64,
+    /// User + system CPU seconds (`/usr/bin/time -v`).
+    cpu: f64,
     events: BTreeMap<String, f64>,
 }
 
@@ -122,6 +124,18 @@ struct Point {
     /// The skopeo path (`--skopeo`): export and import wall seconds per run.
     skopeo_export: Vec<f64>,
     skopeo_import: Vec<f64>,
+    /// `ferry export --no-cache --no-referrers` (`--skopeo`): the same work
+    /// as the skopeo path, which carries no signatures, attestations or
+    /// SBOMs.
+    export_plain: Vec<Run>,
+    /// CPU seconds the target registry used during each import.
+    import_registry_cpu: Vec<f64>,
+    /// CPU seconds the registry used during each raw ingest (4 uploads at
+    /// a time).
+    ingest_registry_cpu: Vec<f64>,
+    /// The raw ingest with one upload at a time (the sized sets): what one
+    /// upload stream gets from the registry.
+    ingest_one: Vec<f64>,
     /// Requests counted at the registries in one more export and import.
     requests: Option<Counted>,
 }
@@ -314,14 +328,16 @@ fn run_events(logs: &Path, label: &str, program: &str, args: &[String]) -> Resul
         );
     }
     let text = std::fs::read_to_string(&tv).unwrap_or_default();
-    let rss_kib: f64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let field = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
     let r = Run {
         wall,
-        rss_mib: rss_kib / 1024.0,
+        rss_mib: field("Maximum resident set size (kbytes):") / 1024.0,
+        cpu: field("User time (seconds):") + field("System time (seconds):"),
         events,
     };
     eprintln!(
@@ -372,6 +388,7 @@ fn measure(
     ferry: &str,
     set: &Dataset,
     label: &str,
+    sized: bool,
     opts: &CurveOptions,
     work: &Path,
     logs: &Path,
@@ -472,6 +489,8 @@ fn measure(
             &format!("zstd -d -q -c {} >/dev/null", q(&bundle)),
         )?);
         let target = Registry::start()?;
+        let registry_cpu = || target.pid().and_then(process_cpu).unwrap_or(0.0);
+        let before = registry_cpu();
         pt.import.push(run_events(
             logs,
             &format!("{label}-import-{run}"),
@@ -485,10 +504,34 @@ fn measure(
                 "--flatten".into(),
             ],
         )?);
+        pt.import_registry_cpu.push(registry_cpu() - before);
         drop(target);
-        pt.ingest.push(raw_ingest_once(set, 4, run)?.wall);
+        let raw = raw_ingest_once(set, 4, run)?;
+        pt.ingest.push(raw.wall);
+        pt.ingest_registry_cpu.push(raw.registry_cpu);
+        if sized {
+            pt.ingest_one.push(raw_ingest_once(set, 1, run)?.wall);
+        }
         pt.image_ingest.push(image_ingest_once(set, 4, run)?.wall);
         if opts.skopeo {
+            let plain = work.join(format!("{label}-no-referrers.tar.zst"));
+            pt.export_plain.push(run_events(
+                logs,
+                &format!("{label}-export-no-referrers-{run}"),
+                ferry,
+                &[
+                    "export".into(),
+                    "--json".into(),
+                    "-f".into(),
+                    spec.to_string_lossy().into_owned(),
+                    "-o".into(),
+                    plain.to_string_lossy().into_owned(),
+                    "--no-cache".into(),
+                    "--no-referrers".into(),
+                ],
+            )?);
+            let _ = std::fs::remove_file(&plain);
+            let _ = std::fs::remove_file(plain.with_extension("zst.sha256"));
             let (export, import) = skopeo_once(set, &host, label, run, work, logs)?;
             pt.skopeo_export.push(export);
             pt.skopeo_import.push(import);
@@ -575,6 +618,7 @@ pub fn run(opts: &CurveOptions, ferry: &Path, bench: &Path) -> Result<()> {
             &ferry_s,
             &set,
             &format!("{gb}gb"),
+            true,
             opts,
             &work,
             &logs,
@@ -588,6 +632,7 @@ pub fn run(opts: &CurveOptions, ferry: &Path, bench: &Path) -> Result<()> {
             &ferry_s,
             &set,
             &format!("{n}refs"),
+            false,
             opts,
             &work,
             &logs,
@@ -706,6 +751,7 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
         s,
         "\nFrom ferry's `--json` events, stamped as they arrive: resolve = start → `fetch-start`, fetch → `write-start`, write → exit (with `--no-cache` fetch and write overlap: blobs stream into the bundle); import: plan = start → `planned` (the bundle's head read and checked, the target asked what it holds), upload → `commit-start` (every blob settled), commit → exit (the manifests). \"–\": the event did not come.\n"
     );
+    s.push_str(&busy_table(&all));
     if !counts.is_empty() {
         let _ = writeln!(
             s,
@@ -739,6 +785,48 @@ fn render(sizes: &[Point], counts: &[Point], runs: usize) -> String {
     s
 }
 
+/// Who is busy during import: ferry's CPU and the registry's beside it,
+/// and the same registry under the raw ingest with 4 uploads at a time and
+/// (the sized sets) one at a time.
+fn busy_table(points: &[&Point]) -> String {
+    let mut s = String::new();
+    if points.iter().all(|p| p.import_registry_cpu.is_empty()) {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## Who is busy during import (CPU seconds, and % of one core)\n\n| point | import s | ferry CPU | registry CPU | raw ingest, 4 uploads at a time: s | its registry CPU | raw ingest, 1 upload at a time: s | import × 1-upload ingest |\n|---|---|---|---|---|---|---|---|"
+    );
+    let share = |cpu: f64, wall: f64| {
+        if wall > 0.0 {
+            format!("{cpu:.2} ({:.0} %)", cpu / wall * 100.0)
+        } else {
+            "–".into()
+        }
+    };
+    for p in points.iter().filter(|p| !p.import_registry_cpu.is_empty()) {
+        let m = medians(p);
+        let ferry_cpu = median(p.import.iter().map(|r| r.cpu).collect());
+        let one = (!p.ingest_one.is_empty()).then(|| median(p.ingest_one.clone()));
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {} | {} | {:.2} | {} | {} | {} |",
+            p.label,
+            m.import,
+            share(ferry_cpu, m.import),
+            share(median(p.import_registry_cpu.clone()), m.import),
+            m.ingest,
+            share(median(p.ingest_registry_cpu.clone()), m.ingest),
+            secs(one),
+            one.map_or_else(|| "–".into(), |o| format!("{:.2}×", m.import / o)),
+        );
+    }
+    s.push_str(
+        "\nCPU: user + system seconds over the command's run (ferry: `/usr/bin/time -v`; the registry: its `/proc/<pid>/stat` before and after), with the share of one core they make of the wall time. `docker-registry` takes each upload's body on one goroutine, hashing and writing it as it reads: one upload stream gets at most about one core of it, and only uploads side by side give it more. The raw ingest with one upload at a time is that limit for the same blobs.\n\n",
+    );
+    s
+}
+
 /// The median of the run-by-run ratios `skopeo[i] / ferry[i]`: how many
 /// times faster ferry was than the skopeo path beside it.
 fn faster(skopeo: &[f64], ferry: &[Run]) -> Option<f64> {
@@ -759,25 +847,28 @@ fn skopeo_table(counts: &[Point]) -> String {
     }
     let _ = writeln!(
         s,
-        "## Against the skopeo path (ms per reference)\n\n| refs | ferry export | skopeo export | × faster | ferry import | skopeo import | × faster |\n|---|---|---|---|---|---|---|"
+        "## Against the skopeo path (ms per reference)\n\n| refs | ferry export | skopeo export | × faster | ferry export `--no-referrers` | × faster | ferry import | skopeo import | × faster |\n|---|---|---|---|---|---|---|---|---|"
     );
     for p in counts.iter().filter(|p| !p.skopeo_export.is_empty()) {
         let m = medians(p);
         let n = p.refs.max(1) as f64;
+        let plain = med_of(&p.export_plain, |r| Some(r.wall * 1e3 / n));
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} | {} | {:.2} | {:.2} | {} |",
+            "| {} | {:.2} | {:.2} | {} | {} | {} | {:.2} | {:.2} | {} |",
             p.refs,
             m.export * 1e3 / n,
             median(p.skopeo_export.clone()) * 1e3 / n,
             times(faster(&p.skopeo_export, &p.export)),
+            secs(plain),
+            times(faster(&p.skopeo_export, &p.export_plain)),
             m.import * 1e3 / n,
             median(p.skopeo_import.clone()) * 1e3 / n,
             times(faster(&p.skopeo_import, &p.import)),
         );
     }
     s.push_str(
-        "\nThe skopeo path as a user's script runs it, one reference after another: export = `skopeo copy --all docker://… oci:LAYOUT:…` per reference, then `tar | zstd -T0`; import = `zstd -d | tar -x`, then `skopeo copy --all --preserve-digests oci:… docker://…` per reference into a fresh registry. \"× faster\": the median of the run-by-run ratios.\n\n",
+        "\nThe skopeo path as a user's script runs it, one reference after another: export = `skopeo copy --all docker://… oci:LAYOUT:…` per reference, then `tar | zstd -T0`; import = `zstd -d | tar -x`, then `skopeo copy --all --preserve-digests oci:… docker://…` per reference into a fresh registry. \"× faster\": the median of the run-by-run ratios. ferry's export carries each image's provenance (cosign signatures, attestations, SBOMs, OCI referrers: a tag listing per repository); `skopeo copy` carries none, so `ferry export --no-referrers` is the same work as the skopeo path.\n\n",
     );
     s
 }
@@ -931,6 +1022,11 @@ fn targets(sizes: &[Point], counts: &[Point]) -> String {
     for p in counts {
         for (name, target, x) in [
             ("export", 8.0, faster(&p.skopeo_export, &p.export)),
+            (
+                "export without provenance (`--no-referrers`, the skopeo path's work)",
+                8.0,
+                faster(&p.skopeo_export, &p.export_plain),
+            ),
             ("import", 6.0, faster(&p.skopeo_import, &p.import)),
         ] {
             let Some(x) = x else { continue };
@@ -963,6 +1059,7 @@ mod tests {
         Run {
             wall,
             rss_mib: rss,
+            cpu: wall / 4.0,
             events: events.iter().map(|(e, t)| (e.to_string(), *t)).collect(),
         }
     }
@@ -1044,6 +1141,8 @@ mod tests {
         // skopeo 100 s export (10× ferry's 10 s), 100 s import (5× ferry's 20 s).
         p.skopeo_export = vec![100.0];
         p.skopeo_import = vec![100.0];
+        // Without provenance, 8 s: 12.5× the skopeo path.
+        p.export_plain = vec![run(8.0, 40.0, &[])];
         p.requests = Some(Counted {
             export: [("manifest GET", 2000), ("blob GET", 4001)].into(),
             import: [("manifest PUT", 2000), ("blob HEAD", 6000)].into(),
@@ -1052,9 +1151,12 @@ mod tests {
         });
         let text = render(&[], &[p], 1);
         assert!(
-            text.contains("| 2000 | 5.00 | 50.00 | 10.00× | 10.00 | 50.00 | 5.00× |"),
+            text.contains(
+                "| 2000 | 5.00 | 50.00 | 10.00× | 4.00 | 12.50× | 10.00 | 50.00 | 5.00× |"
+            ),
             "{text}"
         );
+        assert!(text.contains("| 2000 refs: export without provenance (`--no-referrers`, the skopeo path's work) ≥ 8× faster than the skopeo path (the target is at 2,000 references) | 12.50× | met |"), "{text}");
         assert!(text.contains("| 2000 refs: export ≥ 8× faster than the skopeo path (the target is at 2,000 references) | 10.00× | met |"), "{text}");
         assert!(text.contains("| 2000 refs: import ≥ 6× faster than the skopeo path (the target is at 2,000 references) | 5.00× | **not met**: 83 % of it |"), "{text}");
         assert!(
@@ -1069,6 +1171,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("are measured with `--skopeo`"), "{text}");
+    }
+
+    #[test]
+    fn who_is_busy_during_import_is_reported_beside_the_one_upload_floor() {
+        let mut p = point("8gb", 25, 10.0, 20.0, 50.0);
+        // ferry 5 s of CPU (a quarter of 20 s), the registry 21 s; the raw
+        // ingest 2 s with the registry at 3 s of CPU; one upload at a time 25 s.
+        p.import_registry_cpu = vec![21.0];
+        p.ingest_registry_cpu = vec![3.0];
+        p.ingest_one = vec![25.0];
+        let text = render(&[p], &[], 1);
+        assert!(
+            text.contains("| 8gb | 20.00 | 5.00 (25 %) | 21.00 (105 %) | 2.00 | 3.00 (150 %) | 25.00 | 0.80× |"),
+            "{text}"
+        );
+        // Not measured (a curve before this table): no row, no table.
+        let text = render(&[point("8gb", 25, 10.0, 20.0, 50.0)], &[], 1);
+        assert!(!text.contains("Who is busy"), "{text}");
     }
 
     #[test]

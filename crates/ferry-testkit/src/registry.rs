@@ -106,6 +106,12 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The running registry's process id (none while it is stopped): the
+    /// bench reads its CPU time beside a command it serves.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn url(&self) -> String {
         let scheme = if self.options.tls.is_some() {

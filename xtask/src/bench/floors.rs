@@ -16,7 +16,7 @@ use ferry_bundle::Digest;
 use ferry_testkit::dataset::{DataBlob, DataImage, DataManifest, Dataset};
 use ferry_testkit::registry::Registry;
 
-use super::measure::{Runner, Sample};
+use super::measure::{process_cpu, Runner, Sample};
 use super::{p, sh_quote, Results};
 
 /// Every blob of the set uploaded raw with curl into a fresh registry:
@@ -100,12 +100,16 @@ curl -sS -f -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "
 pub(crate) fn raw_ingest_once(set: &Dataset, jobs: usize, label: usize) -> Result<Sample> {
     let target = Registry::start()?;
     let _ = Command::new("sync").status();
+    let cpu = || target.pid().and_then(process_cpu).unwrap_or(0.0);
+    let before = cpu();
     let t = Instant::now();
     raw_upload(set, target.addr(), jobs)?;
     let wall = t.elapsed().as_secs_f64();
-    eprintln!("xtask bench: floor-raw-ingest-j{jobs}-{label:<10} {wall:>8.2} s");
+    let registry_cpu = cpu() - before;
+    eprintln!("xtask bench: floor-raw-ingest-j{jobs}-{label:<10} {wall:>8.2} s  registry CPU {registry_cpu:.2} s");
     Ok(Sample {
         wall,
+        registry_cpu,
         ..Sample::default()
     })
 }

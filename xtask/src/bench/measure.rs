@@ -18,6 +18,37 @@ pub(crate) struct Sample {
     pub(super) written: u64,
     /// User + system CPU seconds of the command (all its threads).
     pub(super) cpu: f64,
+    /// User + system CPU seconds of the registry the command talked to,
+    /// over the run (where measured: the raw ingest).
+    pub(crate) registry_cpu: f64,
+}
+
+/// User + system CPU seconds a running process has used so far (all its
+/// threads, from `/proc/<pid>/stat`), or none where it cannot be read.
+pub(crate) fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, in parentheses):
+    // state is the 3rd field of the line, utime the 14th and stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 where it
+/// cannot be asked, which is every Linux architecture ferry is built for).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 /// The runs of one measured command.
@@ -143,6 +174,7 @@ impl Runner {
             rss_kib: field("Maximum resident set size (kbytes):"),
             written: field("File system outputs:") * 512,
             cpu: seconds("User time (seconds):") + seconds("System time (seconds):"),
+            registry_cpu: 0.0,
         };
         eprintln!(
             "xtask bench: {label:<28} {:>8.2} s  {:>7.1} MiB RSS  {:>8.1} MiB written",
@@ -203,5 +235,33 @@ impl Runner {
         std::fs::write(&path, format!("set -euo pipefail\n{body}"))
             .with_context(|| format!("failed to write {}", path.display()))?;
         self.timed(label, "bash", &[path.to_string_lossy().into_owned()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn a_process_cpu_time_is_read_and_grows_with_work() {
+        let me = std::process::id();
+        let before = process_cpu(me).unwrap();
+        // Work until the kernel's counter moves (ticks are 10 ms): this
+        // asserts the reading, not a speed.
+        let mut x = 0u64;
+        let mut after = before;
+        for _ in 0..1000 {
+            for i in 0..1_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            after = process_cpu(me).unwrap();
+            if after > before {
+                break;
+            }
+        }
+        assert!(after > before, "{before} -> {after} ({x})");
+        // No such process: nothing, rather than a number.
+        assert_eq!(process_cpu(u32::MAX), None);
     }
 }
