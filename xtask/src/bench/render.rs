@@ -23,9 +23,12 @@ repositories, plus the mounts and manifest PUTs an import of the images needs), 
 and `zstd -d`), the cost per reference in ms beside the floor \
 of the requests each reference needs, the requests each reference sent (counted by a proxy in front of \
 the source and the target registry in one more export and import, by kind, beside the fewest the \
-references need), and the targets table; it writes `target/bench/curve.md`. `--skopeo` also times the \
+references need), who is busy during import (ferry's CPU and the target registry's, beside the \
+registry's under the raw ingest, and at the sized points the raw ingest with one upload at a time), and \
+the targets table; it writes `target/bench/curve.md`. `--skopeo` also times the \
 skopeo path at each point (`skopeo copy` per reference, one after another, each way: minutes at 2,000 \
-references) and reports ms per reference and how many times faster ferry is, against the ≥ 8× export and \
+references) and `ferry export --no-referrers` (the same work: `skopeo copy` carries no signatures or \
+SBOMs), and reports ms per reference and how many times faster ferry is, against the ≥ 8× export and \
 ≥ 6× import targets; `--ferry-bin` measures another build (before/after). Pick points with `--sizes` and \
 `--refs` to keep it small on a shared machine.";
 
