@@ -239,15 +239,7 @@ fn count_requests(
         logs,
         &format!("{label}-counted-export"),
         ferry,
-        &[
-            "export".into(),
-            "--json".into(),
-            "-f".into(),
-            spec.to_string_lossy().into_owned(),
-            "-o".into(),
-            bundle.to_string_lossy().into_owned(),
-            "--no-cache".into(),
-        ],
+        &export_args(&spec, &bundle, &[]),
     )?;
     let export = tally(&proxy);
     drop(proxy);
@@ -257,14 +249,7 @@ fn count_requests(
         logs,
         &format!("{label}-counted-import"),
         ferry,
-        &[
-            "import".into(),
-            "--json".into(),
-            bundle.to_string_lossy().into_owned(),
-            "--registry".into(),
-            proxy.host(),
-            "--flatten".into(),
-        ],
+        &import_args(&bundle, &proxy.host()),
     );
     let _ = std::fs::remove_file(&bundle);
     imported?;
@@ -345,6 +330,33 @@ fn run_events(logs: &Path, label: &str, program: &str, args: &[String]) -> Resul
         r.wall, r.rss_mib
     );
     Ok(r)
+}
+
+/// `ferry export --json -f SPEC -o BUNDLE --no-cache` and `extra`.
+fn export_args(spec: &Path, bundle: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "export".into(),
+        "--json".into(),
+        "-f".into(),
+        spec.to_string_lossy().into_owned(),
+        "-o".into(),
+        bundle.to_string_lossy().into_owned(),
+        "--no-cache".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `ferry import --json BUNDLE --registry HOST --flatten`.
+fn import_args(bundle: &Path, host: &str) -> Vec<String> {
+    vec![
+        "import".into(),
+        "--json".into(),
+        bundle.to_string_lossy().into_owned(),
+        "--registry".into(),
+        host.into(),
+        "--flatten".into(),
+    ]
 }
 
 /// Wall seconds of a shell script (a floor, or the skopeo path), run from
@@ -437,15 +449,7 @@ fn measure(
             logs,
             &format!("{label}-export-{run}"),
             ferry,
-            &[
-                "export".into(),
-                "--json".into(),
-                "-f".into(),
-                spec.to_string_lossy().into_owned(),
-                "-o".into(),
-                bundle.to_string_lossy().into_owned(),
-                "--no-cache".into(),
-            ],
+            &export_args(&spec, &bundle, &[]),
         )?);
         pt.bundle = std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0);
         let blocks = pt.bundle.div_ceil(4 << 20).max(1);
@@ -495,14 +499,7 @@ fn measure(
             logs,
             &format!("{label}-import-{run}"),
             ferry,
-            &[
-                "import".into(),
-                "--json".into(),
-                bundle.to_string_lossy().into_owned(),
-                "--registry".into(),
-                target.host(),
-                "--flatten".into(),
-            ],
+            &import_args(&bundle, &target.host()),
         )?);
         pt.import_registry_cpu.push(registry_cpu() - before);
         drop(target);
@@ -519,16 +516,7 @@ fn measure(
                 logs,
                 &format!("{label}-export-no-referrers-{run}"),
                 ferry,
-                &[
-                    "export".into(),
-                    "--json".into(),
-                    "-f".into(),
-                    spec.to_string_lossy().into_owned(),
-                    "-o".into(),
-                    plain.to_string_lossy().into_owned(),
-                    "--no-cache".into(),
-                    "--no-referrers".into(),
-                ],
+                &export_args(&spec, &plain, &["--no-referrers"]),
             )?);
             let _ = std::fs::remove_file(&plain);
             let _ = std::fs::remove_file(plain.with_extension("zst.sha256"));
