@@ -185,6 +185,9 @@ fn request_kind(method: &str, target: &str) -> &'static str {
     if path.ends_with("/tags/list") {
         return "tags/list";
     }
+    if path == "/v2/_catalog" {
+        return "catalog";
+    }
     if path.contains("/referrers/") {
         return "referrers";
     }
@@ -901,7 +904,7 @@ fn requests_table(counts: &[Point]) -> String {
         );
     }
     s.push_str(
-        "\nCounted by a proxy in front of the source and of a fresh target registry, in one more `ferry export --no-cache` and `ferry import --flatten` (not timed). The floor: export fetches each reference's manifests and each distinct blob once; import uploads each distinct blob once (POST + PUT), mounts it into each other repository that needs it and puts each manifest once (a tag's PUT stores its manifest). What ferry sends beyond it: the provenance lookups of export (one tag listing per repository for the cosign and fallback tags; the referrers API once per registry that answers it 404, as `docker-registry` does, and per manifest on one that has it), import's look at what the target holds (one tag listing per repository), the preflight's upload session of a repository nothing is uploaded into (opened and cancelled; elsewhere it is the first upload's session), existence checks (HEAD) and the ping.\n\n",
+        "\nCounted by a proxy in front of the source and of a fresh target registry, in one more `ferry export --no-cache` and `ferry import --flatten` (not timed). The floor: export fetches each reference's manifests and each distinct blob once; import uploads each distinct blob once (POST + PUT), mounts it into each other repository that needs it and puts each manifest once (a tag's PUT stores its manifest). What ferry sends beyond it: the provenance lookups of export (one tag listing per repository for the cosign and fallback tags; the referrers API once per registry that answers it 404, as `docker-registry` does, and per manifest on one that has it), import's look at which repositories the target holds (one catalog request per thousand repositories, or one tag listing per repository where the registry refuses the catalog), the preflight's upload session of a repository nothing is uploaded into (opened and cancelled; elsewhere it is the first upload's session), existence checks (HEAD) and the ping.\n\n",
     );
     s
 }
@@ -1200,6 +1203,7 @@ mod tests {
             ("HEAD", "/v2/app-1/manifests/1.0", "manifest HEAD"),
             ("PUT", "/v2/small/app-1/manifests/1.0", "manifest PUT"),
             ("GET", "/v2/small/app-1/tags/list", "tags/list"),
+            ("GET", "/v2/_catalog?n=1000", "catalog"),
             ("GET", "/v2/small/app-1/referrers/sha256:ab", "referrers"),
         ];
         for (method, target, kind) in cases {

@@ -66,13 +66,53 @@ pub(crate) enum Sending {
     Chunks,
 }
 
+/// The fewest repositories for which the catalog is asked first: below
+/// it, a tag listing each costs about as few requests.
+pub(crate) const CATALOG_MIN_REPOS: usize = 8;
+
+/// Names asked per catalog page.
+const CATALOG_PAGE: usize = 1000;
+
+/// The repositories of `distinct` the registry's catalog does not list,
+/// when they are all on one host, are at least [`CATALOG_MIN_REPOS`], and
+/// the catalog answers within a quarter of the requests a tag listing each
+/// would take; `None` otherwise (the caller asks each repository).
+async fn unknown_by_catalog<'r>(
+    c: &Client,
+    distinct: &HashSet<&'r Repo>,
+) -> Option<HashSet<&'r Repo>> {
+    if distinct.len() < CATALOG_MIN_REPOS {
+        return None;
+    }
+    let host = distinct.iter().next()?.host.as_str();
+    if distinct.iter().any(|r| r.host != host) {
+        return None;
+    }
+    let paths: HashSet<&str> = distinct.iter().map(|r| r.path.as_str()).collect();
+    let max_pages = (distinct.len() / 4).max(1);
+    let listed = c
+        .catalog_lists(host, &paths, CATALOG_PAGE, max_pages)
+        .await?;
+    Some(
+        distinct
+            .iter()
+            .filter(|r| !listed.contains(r.path.as_str()))
+            .copied()
+            .collect(),
+    )
+}
+
 impl Dest {
-    /// The repositories among `repos` the target registry does not know
-    /// ([`Client::repository_known`]): none can hold a blob the plan must
-    /// check, so their blobs are uploaded without a HEAD each (an upload of
-    /// a blob already there is harmless). A store knows every repository.
-    /// The answer borrows `repos` (a copy of each would be one more per
-    /// reference: issue 17).
+    /// The repositories among `repos` the target registry does not know:
+    /// none can hold a blob the plan must check, so their blobs are
+    /// uploaded without a HEAD each (an upload of a blob already there is
+    /// harmless). From the registry's catalog when it gives one and there
+    /// are at least [`CATALOG_MIN_REPOS`] repositories
+    /// ([`Client::catalog_lists`]: one request per thousand names instead
+    /// of one per repository, issue 17), else one tag listing per
+    /// repository ([`Client::repository_known`]). A store knows every
+    /// repository. The answer borrows `repos` (a copy of each would be one
+    /// more per reference: issue 17).
     pub(crate) async fn unknown_repos<'r>(
         &self,
         repos: impl IntoIterator<Item = &'r Repo>,
@@ -82,6 +122,9 @@ impl Dest {
             return HashSet::new();
         };
         let distinct: HashSet<&Repo> = repos.into_iter().collect();
+        if let Some(unknown) = unknown_by_catalog(c, &distinct).await {
+            return unknown;
+        }
         stream::iter(distinct)
             .map(|repo| async move { (repo, c.repository_known(repo).await) })
             .buffer_unordered(jobs.max(1))

@@ -703,7 +703,8 @@ fn scenarios(w: &World) -> Vec<Scenario> {
             vec![],
         ),
         import(
-            // A fresh target's plan asks one tag listing per repository,
+            // A fresh target's plan asks one tag listing per repository
+            // (the fixtures' 7 are fewer than the catalog is asked for),
             // no blob HEAD (see docs/import.md, step 2).
             "import: 429 Retry-After: 1 on plan-time tag listings (twice)",
             Hook::None,

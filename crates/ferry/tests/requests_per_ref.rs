@@ -8,11 +8,14 @@
 //! (POST + PUT each), mounts the base and puts its manifest once. What ferry
 //! may add per reference is named: export's provenance lookups (one tag
 //! listing per repository instead of four tag lookups per manifest; the
-//! referrers API once per registry when it answers 404) and import's one tag listing per repository (`?n=1`;
-//! the preflight's upload session per repository is the session of that
-//! repository's first blob upload, or is cancelled when none comes):
-//! a repository the target does not know gets its blobs without an
-//! existence check each, a known one gets a HEAD per blob; a fresh target
+//! referrers API once per registry when it answers 404) and import's look
+//! at which repositories the target knows: one catalog page per thousand
+//! repositories, or one tag listing per repository (`?n=1`) where the
+//! registry refuses the catalog (the preflight's upload session per
+//! repository is the session of that repository's first blob upload, or is
+//! cancelled when none comes): a repository the target does not know gets
+//! its blobs without an existence check each, a known one gets a HEAD per
+//! blob; a fresh target
 //! needs no manifest existence check and one manifest PUT per reference
 //! (by its tag).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
@@ -23,7 +26,7 @@ use std::collections::BTreeMap;
 
 use common::{ferry, ok};
 use ferry_testkit::dataset::Dataset;
-use ferry_testkit::proxy::FaultProxy;
+use ferry_testkit::proxy::{Action, Fault, FaultProxy};
 use ferry_testkit::registry::Registry;
 
 /// References in the set.
@@ -47,6 +50,8 @@ fn tally(proxy: &FaultProxy) -> BTreeMap<(String, &'static str), usize> {
             "blob"
         } else if path.ends_with("/tags/list") {
             "tags"
+        } else if path == "/v2/_catalog" {
+            "catalog"
         } else if path.contains("/referrers/") {
             "referrers"
         } else {
@@ -144,13 +149,15 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     assert_eq!(count(&im, "POST", "upload"), blobs, "{im:?}");
     assert_eq!(count(&im, "DELETE", "upload"), 0, "{im:?}");
     assert_eq!(count(&im, "PUT", "upload"), blobs, "{im:?}");
-    // Every repository is new: one tag listing each, no blob HEAD.
+    // Every repository is new, which one catalog page says: no tag
+    // listing, no blob HEAD.
     let pairs = 3 * REFS;
-    assert_eq!(count(&im, "GET", "tags"), REFS, "{im:?}");
+    assert_eq!(count(&im, "GET", "catalog"), 1, "{im:?}");
+    assert_eq!(count(&im, "GET", "tags"), 0, "{im:?}");
     assert_eq!(count(&im, "HEAD", "blob"), 0, "{im:?}");
     let import_floor = 2 * blobs + (pairs - blobs) + REFS;
     assert!(
-        total(&im) <= import_floor + REFS + 2,
+        total(&im) <= import_floor + 3,
         "import sent {} requests for a floor of {import_floor}: {im:?}",
         total(&im)
     );
@@ -175,8 +182,10 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
         "--flatten",
     ]));
     let re = tally(&again);
-    // Known repositories: their blobs are asked about, each once.
-    assert_eq!(count(&re, "GET", "tags"), REFS, "{re:?}");
+    // Known repositories (the catalog lists them): their blobs are asked
+    // about, each once.
+    assert_eq!(count(&re, "GET", "catalog"), 1, "{re:?}");
+    assert_eq!(count(&re, "GET", "tags"), 0, "{re:?}");
     assert_eq!(count(&re, "HEAD", "blob"), pairs, "{re:?}");
     assert_eq!(count(&re, "PUT", "manifest"), 0, "{re:?}");
     assert_eq!(count(&re, "PUT", "upload"), 0, "{re:?}");
@@ -191,10 +200,10 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     );
     assert!(out.contains("\"manifestsPushed\":0,"), "{out}");
 
-    // A repository that holds blobs and manifests but no tag is one the
-    // registry answers `NAME_UNKNOWN` for: its blobs are uploaded again
-    // rather than asked about (harmless, same digests), and every reference
-    // lands again.
+    // A repository that holds blobs and manifests but no tag: the catalog
+    // lists it (distribution lists every repository holding a blob), so
+    // its blobs are asked about and found, its manifest is found by its
+    // digest, and only the tag is put again.
     let untagged = &set.images[0];
     let tags_dir = target.storage_dir().join(format!(
         "docker/registry/v2/repositories/{}/_manifests/tags",
@@ -211,19 +220,54 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
         &third.host(),
         "--flatten",
     ]));
-    assert!(out.contains("\"manifestsPushed\":1,"), "{out}");
-    let th = tally(&third);
-    assert_eq!(count(&th, "HEAD", "blob"), pairs - 3, "{th:?}");
-    assert_eq!(count(&th, "PUT", "manifest"), 1, "{th:?}");
+    assert!(out.contains("\"manifestsPushed\":0,"), "{out}");
     assert!(
-        count(&th, "PUT", "upload") + count(&th, "POST", "mount") >= 3,
-        "{th:?}"
+        out.contains(&format!("\"manifestsPresent\":{REFS},")),
+        "{out}"
     );
+    let th = tally(&third);
+    assert_eq!(count(&th, "HEAD", "blob"), pairs, "{th:?}");
+    assert_eq!(count(&th, "PUT", "manifest"), 1, "{th:?}");
+    assert_eq!(count(&th, "PUT", "upload"), 0, "{th:?}");
+    assert_eq!(count(&th, "POST", "mount"), 0, "{th:?}");
     for i in &set.images {
         assert_eq!(
             tagged(&target, &i.repository, &i.tag),
             i.top.digest.to_string(),
             "{}:{} did not land again",
+            i.repository,
+            i.tag
+        );
+    }
+
+    // A fresh registry that refuses the catalog (as Harbor does to anyone
+    // but an administrator): one tag listing per repository instead, no
+    // blob HEAD, and every reference lands.
+    let fresh = Registry::start().unwrap();
+    let refusing = FaultProxy::start(
+        fresh.addr(),
+        vec![Fault::new(Action::Status(401))
+            .on_path("/v2/_catalog")
+            .always()],
+    );
+    ok(&ferry(&[
+        "--json",
+        "import",
+        bundle_s,
+        "--registry",
+        &refusing.host(),
+        "--flatten",
+    ]));
+    let fb = tally(&refusing);
+    assert_eq!(count(&fb, "GET", "catalog"), 1, "{fb:?}");
+    assert_eq!(count(&fb, "GET", "tags"), REFS, "{fb:?}");
+    assert_eq!(count(&fb, "HEAD", "blob"), 0, "{fb:?}");
+    assert_eq!(count(&fb, "PUT", "manifest"), REFS, "{fb:?}");
+    for i in &set.images {
+        assert_eq!(
+            tagged(&fresh, &i.repository, &i.tag),
+            i.top.digest.to_string(),
+            "{}:{} did not land with the catalog refused",
             i.repository,
             i.tag
         );

@@ -1,16 +1,17 @@
 //! Listings: a repository's tags and the referrers of a manifest, following
 //! `Link: rel="next"` pages.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use ferry_bundle::digest::Digest;
 use ferry_bundle::manifest::{Descriptor, OCI_INDEX};
 use reqwest::header::{ACCEPT, LINK};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::request::Req;
 use super::{Client, MANIFEST_LIMIT};
+use crate::endpoint::authority_of;
 use crate::response::read_capped;
 use crate::{Error, Repo};
 
@@ -20,6 +21,8 @@ pub(super) const TAGS_LIMIT: usize = 16 << 20;
 pub(super) const MAX_TAG_PAGES: usize = 100_000;
 /// Stop following referrers pages after this many.
 pub(super) const MAX_REFERRER_PAGES: usize = 1_000;
+/// Largest catalog page accepted.
+const CATALOG_LIMIT: usize = 16 << 20;
 /// The `rel="next"` target of a `Link` header, resolved against `base`.
 pub(crate) fn next_link(value: &str, base: &Url) -> Option<Url> {
     let mut rest = value;
@@ -43,6 +46,17 @@ pub(crate) fn next_link(value: &str, base: &Url) -> Option<Url> {
         rest = &after[close..];
     }
     None
+}
+
+/// The names of a catalog page (`{"repositories": ["a", …]}`), or `None`
+/// when the body is not one.
+fn catalog_names(body: &[u8]) -> Option<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("repositories")?
+        .as_array()?
+        .iter()
+        .map(|n| n.as_str().map(str::to_string))
+        .collect()
 }
 
 impl Client {
@@ -101,6 +115,69 @@ impl Client {
             }
         }
         Ok(tags)
+    }
+
+    /// Which of `paths` (repositories on `host`) the registry's catalog
+    /// lists: `GET /v2/_catalog?n=<page>`, following `Link: <…>;
+    /// rel="next"` pages on the same origin, at most `max_pages` of them.
+    /// distribution lists every repository that holds a blob, tagged or
+    /// not.
+    ///
+    /// `None` when the catalog is no answer: any status but 200 (Harbor
+    /// gives it to administrators only, many registries not at all), a
+    /// body that is not a catalog, a next page on another origin or one
+    /// already read, or more than `max_pages` pages (a registry so much
+    /// larger than `paths` that asking each repository costs less). Only
+    /// names in `paths` are kept, whatever the registry holds.
+    pub async fn catalog_lists<'p>(
+        &self,
+        host: &str,
+        paths: &HashSet<&'p str>,
+        page: usize,
+        max_pages: usize,
+    ) -> Option<HashSet<&'p str>> {
+        let mut t = self.target(host).await.ok()?;
+        t.scopes.push("registry:catalog:*".into());
+        let by_name: HashMap<String, &'p str> = paths.iter().map(|p| (t.ep.name(p), *p)).collect();
+        let mut url = t.ep.v2().join("_catalog").ok()?;
+        url.query_pairs_mut()
+            .append_pair("n", &page.max(1).to_string());
+        let origin = authority_of(&url);
+        let mut listed = HashSet::new();
+        let mut seen = HashSet::from([url.clone()]);
+        for _ in 0..max_pages {
+            let req = Req::new(Method::GET, url.clone());
+            let (tr, rr) = (&t, &req);
+            let (names, next) = self
+                .retry_op(|| async move {
+                    let resp = self.execute(tr, rr).await?;
+                    if resp.status() != StatusCode::OK {
+                        return Err(self.http_error(rr, resp).await);
+                    }
+                    let next = resp
+                        .headers()
+                        .get_all(LINK)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .find_map(|v| next_link(v, &rr.url));
+                    let body = read_capped(resp, CATALOG_LIMIT, "GET", &rr.shown()).await?;
+                    let names = catalog_names(&body).ok_or_else(|| Error::InvalidResponse {
+                        method: "GET".into(),
+                        url: rr.shown(),
+                        reason: "not a catalog (`{\"repositories\": […]}`)".into(),
+                    })?;
+                    Ok((names, next))
+                })
+                .await
+                .ok()?;
+            listed.extend(names.iter().filter_map(|n| by_name.get(n).copied()));
+            match next {
+                None => return Some(listed),
+                Some(n) if authority_of(&n) == origin && seen.insert(n.clone()) => url = n,
+                Some(_) => return None,
+            }
+        }
+        None
     }
 
     /// Lists what refers to `digest` in `repo` through the OCI 1.1 referrers
