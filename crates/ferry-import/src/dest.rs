@@ -68,7 +68,7 @@ pub(crate) enum Sending {
 
 /// The fewest repositories for which the catalog is asked first: below
 /// it, a tag listing each costs about as few requests.
-pub(crate) const CATALOG_MIN_REPOS: usize = 8;
+const CATALOG_MIN_REPOS: usize = 8;
 
 /// Names asked per catalog page.
 const CATALOG_PAGE: usize = 1000;

@@ -310,14 +310,7 @@ fn nodes_pull_from_ferry_serve_with_tls_and_htpasswd_through_the_emitted_config(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ferry serve did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::wait_serving(port);
     w.containerd_pulls(&emit);
     w.skopeo_reads(&emit, &host);
     let _ = serve.kill();

@@ -70,6 +70,19 @@ fn total(t: &BTreeMap<(String, &'static str), usize>) -> usize {
     t.values().sum()
 }
 
+/// `ferry --json import BUNDLE --registry <proxy> --flatten`, which must
+/// succeed: its output.
+fn import_into(bundle: &str, proxy: &FaultProxy) -> String {
+    ok(&ferry(&[
+        "--json",
+        "import",
+        bundle,
+        "--registry",
+        &proxy.host(),
+        "--flatten",
+    ]))
+}
+
 /// The digest `repo:tag` points at in a registry's storage.
 fn tagged(reg: &Registry, repo: &str, tag: &str) -> String {
     let link = reg.storage_dir().join(format!(
@@ -127,14 +140,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     // tag) per reference and no manifest existence check.
     let target = Registry::start().unwrap();
     let proxy = FaultProxy::start(target.addr(), Vec::new());
-    let out = ok(&ferry(&[
-        "--json",
-        "import",
-        bundle_s,
-        "--registry",
-        &proxy.host(),
-        "--flatten",
-    ]));
+    let out = import_into(bundle_s, &proxy);
     assert!(
         out.contains(&format!("\"manifestsPushed\":{REFS},")),
         "{out}"
@@ -173,14 +179,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
 
     // Again into the same registry: everything is there, nothing is put.
     let again = FaultProxy::start(target.addr(), Vec::new());
-    let out = ok(&ferry(&[
-        "--json",
-        "import",
-        bundle_s,
-        "--registry",
-        &again.host(),
-        "--flatten",
-    ]));
+    let out = import_into(bundle_s, &again);
     let re = tally(&again);
     // Known repositories (the catalog lists them): their blobs are asked
     // about, each once.
@@ -212,14 +211,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     std::fs::remove_dir_all(&tags_dir).unwrap();
     assert_eq!(tagged(&target, &untagged.repository, &untagged.tag), "");
     let third = FaultProxy::start(target.addr(), Vec::new());
-    let out = ok(&ferry(&[
-        "--json",
-        "import",
-        bundle_s,
-        "--registry",
-        &third.host(),
-        "--flatten",
-    ]));
+    let out = import_into(bundle_s, &third);
     assert!(out.contains("\"manifestsPushed\":0,"), "{out}");
     assert!(
         out.contains(&format!("\"manifestsPresent\":{REFS},")),
@@ -250,14 +242,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
             .on_path("/v2/_catalog")
             .always()],
     );
-    ok(&ferry(&[
-        "--json",
-        "import",
-        bundle_s,
-        "--registry",
-        &refusing.host(),
-        "--flatten",
-    ]));
+    import_into(bundle_s, &refusing);
     let fb = tally(&refusing);
     assert_eq!(count(&fb, "GET", "catalog"), 1, "{fb:?}");
     assert_eq!(count(&fb, "GET", "tags"), REFS, "{fb:?}");

@@ -48,15 +48,20 @@ pub(crate) fn next_link(value: &str, base: &Url) -> Option<Url> {
     None
 }
 
-/// The names of a catalog page (`{"repositories": ["a", …]}`), or `None`
-/// when the body is not one.
-fn catalog_names(body: &[u8]) -> Option<Vec<String>> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    v.get("repositories")?
-        .as_array()?
+/// The `rel="next"` page a listing answer links to (its `Link` headers),
+/// resolved against the URL it answered.
+fn next_page(resp: &reqwest::Response, base: &Url) -> Option<Url> {
+    resp.headers()
+        .get_all(LINK)
         .iter()
-        .map(|n| n.as_str().map(str::to_string))
-        .collect()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| next_link(v, base))
+}
+
+/// A catalog page: `{"repositories": ["a", …]}`.
+#[derive(serde::Deserialize)]
+struct CatalogPage {
+    repositories: Vec<String>,
 }
 
 impl Client {
@@ -80,12 +85,7 @@ impl Client {
                         }
                         return Err(e);
                     }
-                    let next = resp
-                        .headers()
-                        .get_all(LINK)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .find_map(|v| next_link(v, &rr.url));
+                    let next = next_page(&resp, &rr.url);
                     let body = read_capped(resp, TAGS_LIMIT, "GET", &rr.shown()).await?;
                     let v: serde_json::Value =
                         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
@@ -154,19 +154,15 @@ impl Client {
                     if resp.status() != StatusCode::OK {
                         return Err(self.http_error(rr, resp).await);
                     }
-                    let next = resp
-                        .headers()
-                        .get_all(LINK)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .find_map(|v| next_link(v, &rr.url));
+                    let next = next_page(&resp, &rr.url);
                     let body = read_capped(resp, CATALOG_LIMIT, "GET", &rr.shown()).await?;
-                    let names = catalog_names(&body).ok_or_else(|| Error::InvalidResponse {
-                        method: "GET".into(),
-                        url: rr.shown(),
-                        reason: "not a catalog (`{\"repositories\": […]}`)".into(),
-                    })?;
-                    Ok((names, next))
+                    let page: CatalogPage =
+                        serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
+                            method: "GET".into(),
+                            url: rr.shown(),
+                            reason: format!("not a catalog ({e})"),
+                        })?;
+                    Ok((page.repositories, next))
                 })
                 .await
                 .ok()?;
@@ -220,12 +216,7 @@ impl Client {
                         }
                         return Err(self.http_error(rr, resp).await);
                     }
-                    let next = resp
-                        .headers()
-                        .get_all(LINK)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .find_map(|v| next_link(v, &rr.url));
+                    let next = next_page(&resp, &rr.url);
                     let body = read_capped(resp, MANIFEST_LIMIT, "GET", &rr.shown()).await?;
                     let page: Page =
                         serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {

@@ -150,6 +150,13 @@ pub fn serve_store(store: &str, port: u16) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    wait_serving(port);
+    serve
+}
+
+/// Waits until `ferry serve` accepts connections on `127.0.0.1:PORT` (at
+/// most 20 s).
+pub fn wait_serving(port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -158,5 +165,4 @@ pub fn serve_store(store: &str, port: u16) -> std::process::Child {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    serve
 }
