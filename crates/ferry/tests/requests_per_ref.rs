@@ -83,6 +83,20 @@ fn import_into(bundle: &str, proxy: &FaultProxy) -> String {
     ]))
 }
 
+/// Every image of `set` is tagged at `reg` with its digest (`when` says
+/// which import, for the message).
+fn assert_all_landed(reg: &Registry, set: &Dataset, when: &str) {
+    for i in &set.images {
+        assert_eq!(
+            tagged(reg, &i.repository, &i.tag),
+            i.top.digest.to_string(),
+            "{}:{} did not land {when}",
+            i.repository,
+            i.tag
+        );
+    }
+}
+
 /// The digest `repo:tag` points at in a registry's storage.
 fn tagged(reg: &Registry, repo: &str, tag: &str) -> String {
     let link = reg.storage_dir().join(format!(
@@ -167,15 +181,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
         "import sent {} requests for a floor of {import_floor}: {im:?}",
         total(&im)
     );
-    for i in &set.images {
-        assert_eq!(
-            tagged(&target, &i.repository, &i.tag),
-            i.top.digest.to_string(),
-            "{}:{} did not land",
-            i.repository,
-            i.tag
-        );
-    }
+    assert_all_landed(&target, &set, "");
 
     // Again into the same registry: everything is there, nothing is put.
     let again = FaultProxy::start(target.addr(), Vec::new());
@@ -222,15 +228,7 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     assert_eq!(count(&th, "PUT", "manifest"), 1, "{th:?}");
     assert_eq!(count(&th, "PUT", "upload"), 0, "{th:?}");
     assert_eq!(count(&th, "POST", "mount"), 0, "{th:?}");
-    for i in &set.images {
-        assert_eq!(
-            tagged(&target, &i.repository, &i.tag),
-            i.top.digest.to_string(),
-            "{}:{} did not land again",
-            i.repository,
-            i.tag
-        );
-    }
+    assert_all_landed(&target, &set, "again");
 
     // A fresh registry that refuses the catalog (as Harbor does to anyone
     // but an administrator): one tag listing per repository instead, no
@@ -248,13 +246,5 @@ fn each_reference_costs_the_floor_plus_named_lookups() {
     assert_eq!(count(&fb, "GET", "tags"), REFS, "{fb:?}");
     assert_eq!(count(&fb, "HEAD", "blob"), 0, "{fb:?}");
     assert_eq!(count(&fb, "PUT", "manifest"), REFS, "{fb:?}");
-    for i in &set.images {
-        assert_eq!(
-            tagged(&fresh, &i.repository, &i.tag),
-            i.top.digest.to_string(),
-            "{}:{} did not land with the catalog refused",
-            i.repository,
-            i.tag
-        );
-    }
+    assert_all_landed(&fresh, &set, "with the catalog refused");
 }
