@@ -2,7 +2,7 @@
 //! `cargo xtask fuzz`.
 //!
 //! - `test`: installs what the tests need (Debian's docker-registry, skopeo,
-//!   nginx-light, containerd, minisign, curl and openssl, with apt-get when running as root), then
+//!   nginx-light, containerd, minisign, curl, openssl and zstd, with apt-get when running as root), then
 //!   runs the format check, clippy, every test (one dev build shared by all),
 //!   and the demo.
 //! - `demo`: the main job end to end on generated content: two local
@@ -303,6 +303,7 @@ fn test(no_lint: bool, args: &[String]) -> Result<()> {
             ("minisign", "minisign"),
             ("curl", "curl"),
             ("openssl", "openssl"),
+            ("zstd", "zstd"),
         ],
         ci,
     )?;

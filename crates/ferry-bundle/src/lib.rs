@@ -8,7 +8,8 @@
 //! - [`receipt`]: what an import left at the target (`import --receipt`),
 //!   the base of `export --since` and the input of `ferry prune`;
 //! - [`writer`] and [`reader`]: the bundle tarball, written reproducibly and
-//!   read as one verifying stream; [`head`]: reading only the bundle's head;
+//!   read as one verifying stream; [`frames`]: a zstd bundle's frames and
+//!   their seek table; [`head`]: reading only the bundle's head;
 //!   [`write_error`]: the error of writing a bundle, whole or in parts;
 //! - [`parts`]: split bundles (rolling part writer, verifying part reader,
 //!   and [`parts::open_bundle`] for a bundle file, parts manifest or first part);
@@ -43,6 +44,7 @@ pub mod chart;
 #[cfg(any(test, feature = "craft"))]
 pub mod craft;
 pub mod discover;
+pub mod frames;
 pub mod head;
 pub mod input;
 pub mod lock;

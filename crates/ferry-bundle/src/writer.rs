@@ -25,6 +25,7 @@ use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, HashingWriter};
+use crate::frames;
 use crate::meta::{BundleMeta, JsonSums, META_PATH, SIG_PATH};
 use crate::parts::{Identity, PartsWriter, PartsWritten};
 
@@ -132,6 +133,8 @@ type Sink = Pipe;
 /// forth (never more than `PIPE_DEPTH` + 3 of them).
 struct Pipe {
     buf: Vec<u8>,
+    /// Bytes written so far (the offset in the file of the next one).
+    written: u64,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<io::Result<(Digest, u64, Output)>>>,
@@ -155,6 +158,7 @@ impl Pipe {
             })?;
         Ok(Pipe {
             buf: Vec::with_capacity(PIPE_BUF),
+            written: 0,
             tx: Some(tx),
             back,
             thread: Some(thread),
@@ -222,6 +226,7 @@ impl Write for Pipe {
             self.send()?;
         }
         self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
         if self.buf.len() >= PIPE_BUF {
             self.send()?;
         }
@@ -254,7 +259,7 @@ impl Write for Output {
 }
 
 enum Encoder {
-    Zstd(zstd::stream::write::Encoder<'static, Sink>),
+    Zstd(FramedZstd),
     Gzip(flate2::write::GzEncoder<Sink>),
     Plain(Sink),
 }
@@ -277,11 +282,149 @@ impl Write for Encoder {
 }
 
 impl Encoder {
+    /// Ends the zstd frame here (nothing for gzip or a plain tar).
+    fn end_frame(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.end_frame(),
+            _ => Ok(()),
+        }
+    }
+
     fn finish(self) -> io::Result<Sink> {
         match self {
             Encoder::Zstd(e) => e.finish(),
             Encoder::Gzip(e) => e.finish(),
             Encoder::Plain(e) => Ok(e),
+        }
+    }
+}
+
+/// A zstd encoder that writes a sequence of frames and their seek table
+/// ([`crate::frames`]): a frame ends where the writer asks
+/// ([`FramedZstd::end_frame`], around large blobs) and wherever it
+/// reaches [`frames::MAX_FRAME`] bytes; the next frame's encoder starts
+/// with the next byte, so no frame is empty.
+struct FramedZstd {
+    state: FrameState,
+    /// The level the next frame starts with.
+    level: i32,
+    /// Bytes fed into the current frame.
+    fed: u64,
+    /// Offset in the file where the current frame starts.
+    start: u64,
+    frames: Vec<frames::Frame>,
+}
+
+enum FrameState {
+    /// Inside a frame.
+    In(zstd::stream::write::Encoder<'static, Sink>),
+    /// Between frames.
+    Between(Sink),
+    /// Only while a frame is being finished (an error there leaves it so).
+    Broken,
+}
+
+/// A zstd encoder with ferry's fixed parameters.
+fn zstd_encoder(sink: Sink, level: i32) -> io::Result<zstd::stream::write::Encoder<'static, Sink>> {
+    let mut e = zstd::stream::write::Encoder::new(sink, level)?;
+    e.include_checksum(true)?;
+    // A fixed worker count keeps the output identical on every machine.
+    e.multithread(ZSTD_WORKERS)?;
+    e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
+    Ok(e)
+}
+
+fn broken() -> io::Error {
+    io::Error::other("the bundle's zstd frame could not be finished")
+}
+
+impl FramedZstd {
+    fn new(sink: Sink, level: i32) -> FramedZstd {
+        FramedZstd {
+            state: FrameState::Between(sink),
+            level,
+            fed: 0,
+            start: 0,
+            frames: Vec::new(),
+        }
+    }
+
+    /// The encoder of the current frame, started if need be.
+    fn encoder(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
+        if let FrameState::Between(_) = self.state {
+            let FrameState::Between(sink) = std::mem::replace(&mut self.state, FrameState::Broken)
+            else {
+                return Err(broken());
+            };
+            self.start = sink.written;
+            self.state = FrameState::In(zstd_encoder(sink, self.level)?);
+        }
+        match &mut self.state {
+            FrameState::In(e) => Ok(e),
+            _ => Err(broken()),
+        }
+    }
+
+    /// Ends the current frame, if anything went into it.
+    fn end_frame(&mut self) -> io::Result<()> {
+        if !matches!(self.state, FrameState::In(_)) {
+            return Ok(());
+        }
+        let FrameState::In(e) = std::mem::replace(&mut self.state, FrameState::Broken) else {
+            return Err(broken());
+        };
+        let sink = e.finish()?;
+        let compressed = u32::try_from(sink.written - self.start)
+            .map_err(|_| io::Error::other("a zstd frame of 4 GiB or more"))?;
+        self.frames.push(frames::Frame {
+            compressed,
+            decompressed: self.fed as u32,
+        });
+        self.fed = 0;
+        self.state = FrameState::Between(sink);
+        Ok(())
+    }
+
+    /// Sets the level: at once inside a frame (flushed first, so the next
+    /// job starts here whatever the workers' timing), or for the next one.
+    fn set_level(&mut self, level: i32) -> io::Result<()> {
+        self.level = level;
+        if let FrameState::In(e) = &mut self.state {
+            e.flush()?;
+            e.set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))?;
+        }
+        Ok(())
+    }
+
+    /// Ends the last frame and writes the seek table after it.
+    fn finish(mut self) -> io::Result<Sink> {
+        self.end_frame()?;
+        let FrameState::Between(mut sink) = self.state else {
+            return Err(broken());
+        };
+        sink.write_all(&frames::SeekTable::new(self.frames).encode())?;
+        Ok(sink)
+    }
+}
+
+impl Write for FramedZstd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let room = (frames::MAX_FRAME - self.fed).min(buf.len() as u64) as usize;
+        let n = self.encoder()?.write(&buf[..room])?;
+        self.fed += n as u64;
+        if self.fed == frames::MAX_FRAME {
+            self.end_frame()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.state {
+            FrameState::In(e) => e.flush(),
+            FrameState::Between(s) => s.flush(),
+            FrameState::Broken => Err(broken()),
         }
     }
 }
@@ -362,15 +505,7 @@ impl BundleWriter {
         };
         let sink = Pipe::new(out).map_err(io_err)?;
         let enc = match compression {
-            Compression::Zstd { level } => {
-                let mut e = zstd::stream::write::Encoder::new(sink, level).map_err(io_err)?;
-                e.include_checksum(true).map_err(io_err)?;
-                // A fixed worker count keeps the output identical on every machine.
-                e.multithread(ZSTD_WORKERS).map_err(io_err)?;
-                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))
-                    .map_err(io_err)?;
-                Encoder::Zstd(e)
-            }
+            Compression::Zstd { level } => Encoder::Zstd(FramedZstd::new(sink, level)),
             Compression::Gzip { level } => Encoder::Gzip(
                 flate2::GzBuilder::new()
                     .mtime(0)
@@ -556,6 +691,14 @@ impl BundleWriter {
             digest: digest.clone(),
             source: e,
         };
+        // A large blob's entry is a frame of its own (ended before and
+        // after it), so that it decodes alone (`crate::frames`); its
+        // frame starts with the level its sample chooses, no flush needed.
+        let own_frame = size >= frames::OWN_FRAME_FROM;
+        if own_frame {
+            let r = self.builder()?.get_mut().end_frame();
+            r.map_err(|e| self.io_err(e))?;
+        }
         let mut sample = Vec::new();
         if let Some((bundle_level, current)) = self.levels {
             if size >= SAMPLE_FROM {
@@ -603,6 +746,9 @@ impl BundleWriter {
             let pad = (512 - size % 512) % 512;
             enc.write_all(&[0u8; 512][..pad as usize])
                 .map_err(out_err)?;
+            if own_frame {
+                enc.end_frame().map_err(out_err)?;
+            }
         }
         let actual = match hasher {
             Some(h) => h.finish(),
@@ -619,19 +765,13 @@ impl BundleWriter {
         Ok(())
     }
 
-    /// Switches the zstd level at this point of the stream. The encoder is
-    /// flushed first, so the next job starts here with the new level
-    /// whatever the workers' timing: the output stays reproducible.
+    /// Switches the zstd level at this point of the stream (see
+    /// [`FramedZstd::set_level`]): the output stays reproducible.
     fn set_level(&mut self, level: i32) -> Result<(), WriteError> {
         let path = self.path.clone();
-        let io_err = |source| WriteError::Io {
-            path: path.clone(),
-            source,
-        };
         if let Encoder::Zstd(e) = self.builder()?.get_mut() {
-            e.flush().map_err(&io_err)?;
-            e.set_parameter(zstd::stream::raw::CParameter::CompressionLevel(level))
-                .map_err(&io_err)?;
+            e.set_level(level)
+                .map_err(|source| WriteError::Io { path, source })?;
         }
         if let Some((_, current)) = &mut self.levels {
             *current = level;

@@ -1,10 +1,13 @@
 //! Opening a bundle stream: the compression detected from its first bytes
 //! (zstd, gzip or none, anything else refused), and the whole-file
-//! accounting: one zstd frame or one gzip member, and nothing after it.
+//! accounting: zstd frames and the seek table that lists exactly them
+//! ([`crate::frames`]; or one frame alone, as bundles were written before
+//! the table), or one gzip member, and nothing after it.
 
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::BundleError;
+use crate::frames;
 
 /// Opens the decompressor a stream needs, detected from its first bytes.
 /// The decompressed stream ends with an error ([`TrailingData`] inside an
@@ -78,58 +81,245 @@ pub struct TrailingData {
 
 type Buffered<R> = BufReader<Counting<R>>;
 
-enum Decoder<'a, R: Read> {
-    Zstd(zstd::stream::read::Decoder<'a, Buffered<R>>),
-    Gzip(flate2::bufread::GzDecoder<Buffered<R>>),
+/// The offset in the file of the next byte `buf` hands out.
+fn offset_of<R: Read>(buf: &Buffered<R>) -> u64 {
+    buf.get_ref().count - buf.buffer().len() as u64
 }
 
-/// One zstd frame or one gzip member, and then nothing: when the
-/// decompressor reaches the end of its frame, the file must end too.
-struct OneStream<'a, R: Read> {
-    decoder: Decoder<'a, R>,
+/// Bytes that may not follow what came before, `after` it.
+fn trailing<R: Read>(buf: &mut Buffered<R>, after: &'static str) -> io::Result<io::Error> {
+    let left = buf.fill_buf()?;
+    let what = describe_bytes(&left[..left.len().min(4)]);
+    Ok(io::Error::new(
+        io::ErrorKind::InvalidData,
+        TrailingData {
+            offset: offset_of(buf),
+            after,
+            what,
+        },
+    ))
+}
+
+/// One gzip member, and then nothing: when the decompressor reaches the
+/// end of its member, the file must end too.
+struct OneMember<R: Read> {
+    decoder: flate2::bufread::GzDecoder<Buffered<R>>,
     ended: bool,
 }
 
-impl<R: Read> OneStream<'_, R> {
-    fn check_end(&mut self) -> io::Result<()> {
-        let (buf, after) = match &mut self.decoder {
-            Decoder::Zstd(d) => (d.get_mut(), "zstd frame"),
-            Decoder::Gzip(d) => (d.get_mut(), "gzip member"),
-        };
-        let left = buf.fill_buf()?;
-        if left.is_empty() {
-            return Ok(());
-        }
-        let what = describe_bytes(&left[..left.len().min(4)]);
-        let offset = buf.get_ref().count - buf.buffer().len() as u64;
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            TrailingData {
-                offset,
-                after,
-                what,
-            },
-        ))
-    }
-}
-
-impl<R: Read> Read for OneStream<'_, R> {
+impl<R: Read> Read for OneMember<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
+        if buf.is_empty() || self.ended {
             return Ok(0);
         }
-        if self.ended {
-            return Ok(0);
-        }
-        let n = match &mut self.decoder {
-            Decoder::Zstd(d) => d.read(buf)?,
-            Decoder::Gzip(d) => d.read(buf)?,
-        };
+        let n = self.decoder.read(buf)?;
         if n == 0 {
-            self.check_end()?;
+            let src = self.decoder.get_mut();
+            if !src.fill_buf()?.is_empty() {
+                return Err(trailing(src, "gzip member")?);
+            }
             self.ended = true;
         }
         Ok(n)
+    }
+}
+
+/// zstd frames, one after another, then their seek table and the end of
+/// the file (or, as bundles were written before the table, one frame and
+/// the end of the file). Every frame's sizes are kept and must be what
+/// the table lists, entry for entry; a skippable frame anywhere else, a
+/// second frame without a table, and any byte after the table are
+/// refused.
+struct ZstdFrames<R: Read> {
+    src: Buffered<R>,
+    decoder: zstd::stream::raw::Decoder<'static>,
+    /// The frames read to their end.
+    frames: Vec<frames::Frame>,
+    /// Inside a frame: where it started, and the bytes it gave so far.
+    current: Option<(u64, u64)>,
+    /// Where the second frame starts, if there is one (named when no
+    /// table follows).
+    second: Option<u64>,
+    /// The first frame is larger than a table may list (a bundle written
+    /// before the seek table): nothing may follow it.
+    unlisted_first: bool,
+    ended: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn invalid(what: String) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, what)
+    }
+
+    /// Between frames: the next frame, the seek table (and the end), or
+    /// the end of a one-frame bundle. `Ok(true)` once the stream ended.
+    fn between(&mut self) -> io::Result<bool> {
+        let offset = offset_of(&self.src);
+        let head = self.src.fill_buf()?;
+        if head.is_empty() {
+            return match self.second {
+                None => Ok(true),
+                // Frames the table should have listed: refused as the
+                // second frame they start with.
+                Some(at) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    TrailingData {
+                        offset: at,
+                        after: "zstd frame",
+                        what: "a second zstd frame with no seek table after the frames".into(),
+                    },
+                )),
+            };
+        }
+        if head.starts_with(&ZSTD_MAGIC) {
+            if self.unlisted_first {
+                return Err(trailing(&mut self.src, "zstd frame")?);
+            }
+            if self.frames.len() >= frames::MAX_FRAMES {
+                return Err(Self::invalid(format!(
+                    "more than {} zstd frames",
+                    frames::MAX_FRAMES
+                )));
+            }
+            if !self.frames.is_empty() {
+                self.second.get_or_insert(offset);
+            }
+            self.current = Some((offset, 0));
+            return Ok(false);
+        }
+        if head.len() >= 4 && head[..4] == frames::TABLE_MAGIC.to_le_bytes() {
+            self.seek_table(offset)?;
+            return Ok(true);
+        }
+        Err(trailing(&mut self.src, "zstd frame")?)
+    }
+
+    /// The seek table at `offset`: exactly the frames read, then the end.
+    fn seek_table(&mut self, offset: u64) -> io::Result<()> {
+        let want =
+            (frames::TABLE_HEADER + self.frames.len() * frames::ENTRY + frames::FOOTER) as u64;
+        let mut bytes = Vec::with_capacity(want as usize);
+        (&mut self.src).take(want).read_to_end(&mut bytes)?;
+        let n = self.frames.len();
+        let refuse = |why: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                TrailingData {
+                    offset,
+                    after: "zstd frame",
+                    what: format!(
+                        "a zstd skippable frame that is not the seek table of the {n} frames before it ({why})"
+                    ),
+                },
+            )
+        };
+        if (bytes.len() as u64) < want {
+            return Err(refuse(format!("it ends after {} bytes", bytes.len())));
+        }
+        let table = frames::SeekTable::parse(&bytes).map_err(|e| refuse(e.0))?;
+        if let Some((i, (listed, read))) = table
+            .frames()
+            .iter()
+            .zip(&self.frames)
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+        {
+            return Err(refuse(format!(
+                "frame {} is {} bytes decompressing to {}, the table says {} and {}",
+                i + 1,
+                read.compressed,
+                read.decompressed,
+                listed.compressed,
+                listed.decompressed
+            )));
+        }
+        if !self.src.fill_buf()?.is_empty() {
+            return Err(trailing(&mut self.src, "zstd seek table")?);
+        }
+        Ok(())
+    }
+
+    /// The frame being read ends here.
+    fn frame_ended(&mut self) -> io::Result<()> {
+        let Some((start, out)) = self.current.take() else {
+            return Ok(());
+        };
+        let end = offset_of(&self.src);
+        match (u32::try_from(end - start), u32::try_from(out)) {
+            (Ok(compressed), Ok(decompressed)) if out > 0 && out <= frames::MAX_FRAME => {
+                self.frames.push(frames::Frame {
+                    compressed,
+                    decompressed,
+                });
+                Ok(())
+            }
+            // The first frame of a bundle written before the seek table
+            // may be any size; a table could not list it, so nothing may
+            // follow it.
+            _ if self.frames.is_empty() && start == 0 => {
+                self.unlisted_first = true;
+                self.frames.push(frames::Frame {
+                    compressed: 0,
+                    decompressed: 0,
+                });
+                Ok(())
+            }
+            // An empty frame: never written by ferry, refused as what it
+            // is, a frame that adds nothing.
+            _ if out == 0 => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TrailingData {
+                    offset: start,
+                    after: "zstd frame",
+                    what: "a second zstd frame, empty".into(),
+                },
+            )),
+            _ => Err(Self::invalid(format!(
+                "the zstd frame at byte {start} of the file is {} bytes decompressing to {out}; a bundle's frames decompress to 1 byte to 1 GiB",
+                end - start
+            ))),
+        }
+    }
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.ended {
+                return Ok(0);
+            }
+            if self.current.is_none() {
+                if self.between()? {
+                    self.ended = true;
+                }
+                continue;
+            }
+            let input = self.src.fill_buf()?;
+            if input.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ends inside a zstd frame",
+                ));
+            }
+            let mut inb = InBuffer::around(input);
+            let mut outb = OutBuffer::around(&mut *buf);
+            let hint = self.decoder.run(&mut inb, &mut outb)?;
+            let (used, made) = (inb.pos(), outb.pos());
+            self.src.consume(used);
+            if let Some((_, out)) = &mut self.current {
+                *out += made as u64;
+            }
+            if hint == 0 {
+                self.frame_ended()?;
+            }
+            if made > 0 {
+                return Ok(made);
+            }
+        }
     }
 }
 
@@ -167,24 +357,29 @@ pub(super) fn open<'a, R: Read + Send + 'a>(source: R) -> Result<Opened<'a>, Bun
         }
     }
     let (inner, compressed): (Box<dyn Read + Send + 'a>, bool) = if head.starts_with(&ZSTD_MAGIC) {
-        let mut d = zstd::stream::read::Decoder::with_buffer(buf)
-            .map_err(read_err)?
-            .single_frame();
+        let mut decoder = zstd::stream::raw::Decoder::new().map_err(read_err)?;
         // zstd's own default limit (128 MiB windows, what `zstd -d` accepts
         // without `--long`): ferry writes at most 8 MiB windows (level 19), and a
         // frame that asks for more memory than this is refused, not obeyed.
-        d.window_log_max(27).map_err(read_err)?;
+        decoder
+            .set_parameter(zstd::stream::raw::DParameter::WindowLogMax(27))
+            .map_err(read_err)?;
         (
-            Box::new(OneStream {
-                decoder: Decoder::Zstd(d),
+            Box::new(ZstdFrames {
+                src: buf,
+                decoder,
+                frames: Vec::new(),
+                current: None,
+                second: None,
+                unlisted_first: false,
                 ended: false,
             }),
             true,
         )
     } else if head.starts_with(&GZIP_MAGIC) {
         (
-            Box::new(OneStream {
-                decoder: Decoder::Gzip(flate2::bufread::GzDecoder::new(buf)),
+            Box::new(OneMember {
+                decoder: flate2::bufread::GzDecoder::new(buf),
                 ended: false,
             }),
             true,

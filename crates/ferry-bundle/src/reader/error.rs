@@ -33,7 +33,7 @@ pub enum BundleError {
     /// Bytes after the end of the archive: entries after the end-of-archive
     /// blocks, more padding, trailing garbage, another compressed frame or
     /// stream. Nothing may follow a bundle.
-    #[error("unexpected data after the end of the archive: {}; a bundle is one tar archive ending in two zero blocks, in one zstd frame or gzip member, with nothing after it", escape(.detail))]
+    #[error("unexpected data after the end of the archive: {}; a bundle is one tar archive ending in two zero blocks, in zstd frames and their seek table or in one gzip member, with nothing after it", escape(.detail))]
     Trailing {
         /// What follows, and where.
         detail: String,

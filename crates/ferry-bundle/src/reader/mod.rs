@@ -3,8 +3,9 @@
 //! [`read_bundle`] decompresses (zstd, gzip or none, detected from the first
 //! bytes) and walks the tar once, without extracting anything. It enforces:
 //!
-//! - the whole file is accounted for: one zstd frame or gzip member (or a
-//!   plain tar) with nothing before or after it, a tar that ends in exactly
+//! - the whole file is accounted for: zstd frames and the seek table that
+//!   lists exactly them ([`crate::frames`]; or one zstd frame alone), one
+//!   gzip member, or a plain tar, with nothing before or after it, a tar that ends in exactly
 //!   two zero blocks with nothing after them, and every header byte for
 //!   byte the one ferry's writer makes ([`TarWalker`], public for tests
 //!   and tools); a cut anywhere is [`BundleError::Truncated`], extra bytes
@@ -52,7 +53,8 @@
 //! - [`error`]: [`BundleError`], and how a failure of the stream under the
 //!   tar reader becomes one;
 //! - [`compression`]: detecting and opening the compression, and the
-//!   whole-file accounting (one zstd frame or gzip member, nothing after it);
+//!   whole-file accounting (zstd frames and their seek table, or one gzip
+//!   member, nothing after it);
 //! - [`pipe`]: the decompressing thread and the buffers it hands over;
 //! - [`entry`]: which tar entries a bundle may hold, by header
 //!   ([`accept_header`]);
