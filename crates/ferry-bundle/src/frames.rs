@@ -225,6 +225,65 @@ impl SeekTable {
     }
 }
 
+/// The seek table of a zstd bundle of `size` bytes, read with `read_at`
+/// (offset, length), if the file is zstd frames and a table that adds up
+/// to the file: `None` for a bundle of another shape (gzip, a plain tar,
+/// one frame written before the table) or a table that does not add up.
+/// A hint only: the reader checks the table against the frames it reads
+/// and refuses the bundle if they differ.
+pub fn read_table(
+    size: u64,
+    read_at: impl Fn(u64, usize) -> std::io::Result<Vec<u8>>,
+) -> Option<SeekTable> {
+    if size < (TABLE_HEADER + FOOTER) as u64 + 4 {
+        return None;
+    }
+    let magic = read_at(0, 4).ok()?;
+    if magic != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let footer = read_at(size - FOOTER as u64, FOOTER).ok()?;
+    let len = SeekTable::len_from_footer(&footer).ok()?;
+    if len >= size {
+        return None;
+    }
+    let table = SeekTable::parse(&read_at(size - len, len as usize).ok()?).ok()?;
+    (table.compressed_len() == size - len).then_some(table)
+}
+
+/// A decoder of the frames `source` holds (a range of a bundle, from a
+/// frame's start), with the reader's window limit (128 MiB windows, what
+/// `zstd -d` accepts without `--long`).
+pub fn decoder<'a, R: std::io::Read + Send + 'a>(
+    source: R,
+) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
+    let mut d = zstd::stream::read::Decoder::new(source)?;
+    d.window_log_max(27)?;
+    Ok(Box::new(d))
+}
+
+/// Frames that hold one tar entry and nothing else: where the entry of
+/// `entry_len` bytes (header, data, padding) that starts frame `first`
+/// ends, if it ends with a frame. Returns the offset in the file of its
+/// first frame and the compressed length of its frames.
+pub fn entry_frames(table: &SeekTable, first: usize, entry_len: u64) -> Option<(u64, u64)> {
+    let offset: u64 = table
+        .frames
+        .get(..first)?
+        .iter()
+        .map(|f| u64::from(f.compressed))
+        .sum();
+    let (mut out, mut len) = (0u64, 0u64);
+    for f in table.frames.get(first..)? {
+        out += u64::from(f.decompressed);
+        len += u64::from(f.compressed);
+        if out >= entry_len {
+            return (out == entry_len).then_some((offset, len));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
@@ -258,6 +317,45 @@ mod tests {
         let placed: Vec<Placed> = t.placed().collect();
         assert_eq!((placed[1].offset, placed[1].tar_offset), (100, 2048));
         assert_eq!(t.compressed_len(), 9_000_100);
+    }
+
+    #[test]
+    fn an_entry_owns_its_frames_only_if_it_ends_with_one() {
+        let t = SeekTable::new(vec![
+            Frame {
+                compressed: 10,
+                decompressed: 1024,
+            },
+            Frame {
+                compressed: 20,
+                decompressed: 1 << 30,
+            },
+            Frame {
+                compressed: 30,
+                decompressed: 4096,
+            },
+            Frame {
+                compressed: 40,
+                decompressed: 1024,
+            },
+        ]);
+        assert_eq!(entry_frames(&t, 1, (1 << 30) + 4096), Some((10, 50)));
+        assert_eq!(entry_frames(&t, 2, 4096), Some((30, 30)));
+        assert_eq!(entry_frames(&t, 2, 4095), None);
+        assert_eq!(entry_frames(&t, 2, 4097), None);
+        assert_eq!(entry_frames(&t, 3, 2048), None);
+        assert_eq!(entry_frames(&t, 9, 1), None);
+        let bytes = [
+            &[0x28, 0xb5, 0x2f, 0xfd][..],
+            &[0u8; 96][..],
+            &t.encode()[..],
+        ]
+        .concat();
+        let read_at = |o: u64, n: usize| Ok(bytes[o as usize..o as usize + n].to_vec());
+        assert_eq!(read_table(bytes.len() as u64, read_at), Some(t.clone()));
+        let short = &bytes[1..];
+        let read_short = |o: u64, n: usize| Ok(short[o as usize..o as usize + n].to_vec());
+        assert_eq!(read_table(short.len() as u64, read_short), None);
     }
 
     #[test]

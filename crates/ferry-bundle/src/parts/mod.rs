@@ -39,6 +39,7 @@ mod locate;
 mod manifest;
 mod names;
 mod open;
+mod ranges;
 mod reader;
 mod size;
 #[cfg(test)]
@@ -50,6 +51,7 @@ pub use locate::{locate_part, LocatedPart, PartCheck};
 pub use manifest::{PartEntry, PartsManifest};
 pub use names::{manifest_path_for, part_name, BundlePath};
 pub use open::{open_bundle, BundleSource};
+pub use ranges::{RangeReader, Ranges};
 pub use reader::PartsReader;
 pub use size::{parse_part_size, parse_size, SizeError};
 pub use writer::{Identity, PartsWriter, PartsWritten};

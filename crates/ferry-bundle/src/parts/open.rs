@@ -12,6 +12,7 @@ use super::error::{IdentityMismatch, PartsError};
 use super::locate::locate_part;
 use super::manifest::PartsManifest;
 use super::names::{manifest_path_for, BundlePath};
+use super::ranges::Ranges;
 use super::reader::PartsReader;
 use super::writer::Identity;
 
@@ -37,6 +38,24 @@ impl BundleSource {
     /// Size of the whole stream.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Independent readers of byte ranges of the stream (the same files,
+    /// opened again: import's lanes).
+    pub fn ranges(&self) -> Ranges {
+        match &self.inner {
+            Inner::Plain(_) => Ranges::new(vec![(self.path.clone(), self.size)]),
+            Inner::Parts(r) => {
+                let dir = super::names::dir_of(r.manifest_path());
+                Ranges::new(
+                    r.manifest()
+                        .parts
+                        .iter()
+                        .map(|p| (dir.join(&p.name), p.size))
+                        .collect(),
+                )
+            }
+        }
     }
 
     /// The parts manifest and its path, for a split bundle.

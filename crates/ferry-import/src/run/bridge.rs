@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha512};
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+use ferry_bundle::frames;
 use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::parts::{BundleSource, PartsError};
 use ferry_bundle::reader::{
@@ -35,6 +36,7 @@ use ferry_bundle::reader::{
 use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
 
+use super::lanes::Lanes;
 use crate::content::CAPTURE_LIMIT;
 use crate::{Event, Events};
 
@@ -98,7 +100,7 @@ const MIN_CHUNKS: u64 = 3;
 /// What the reader thread needs: the channel to the import loop, the
 /// memory budget, the chunk size.
 #[derive(Clone)]
-struct Feeder {
+pub(super) struct Feeder {
     tx: mpsc::Sender<Msg>,
     chunk: u64,
     /// Bytes of [`BUFFER_BUDGET`] (permits are bytes).
@@ -242,7 +244,7 @@ fn fill(data: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// A blob the reader has read but not yet handed over: it goes once the
 /// reader's verdict on it is in ([`Visitor::blob_end`]), and only if good.
-enum Pending {
+pub(super) enum Pending {
     /// A small blob, read whole.
     Small(Bytes, Arc<OwnedSemaphorePermit>),
     /// A streamed blob's last chunk and the slots reserved for it in each
@@ -250,10 +252,27 @@ enum Pending {
     Last(Bytes, Vec<OwnedPermit<Bytes>>),
 }
 
+impl Pending {
+    /// Hands a streamed blob's last chunk to its sinks (nothing for a
+    /// small blob: it goes as a message, [`Msg::Small`]).
+    pub(super) fn send(self) {
+        if let Pending::Last(chunk, slots) = self {
+            for slot in slots {
+                slot.send(chunk.clone());
+            }
+        }
+    }
+}
+
 /// The reader's visitor: hands everything to the import loop.
 struct StreamVisitor {
     feed: Feeder,
     plan: Option<Arc<UploadPlan>>,
+    /// The lanes that stream large blobs beside the reader, if the bundle
+    /// has frames for them ([`Lanes`]), started with the plan.
+    lanes: Option<Arc<Lanes>>,
+    /// bundle.json, from the head (what the lanes look blobs up in).
+    meta: Option<Arc<ferry_bundle::meta::BundleMeta>>,
     pending: Option<(Digest, Pending)>,
     /// The re-read pass: how many of the blobs to upload (`plan.upload`)
     /// are still to come; the read stops after the last of them. Only
@@ -267,6 +286,11 @@ fn stop() -> Box<dyn std::error::Error + Send + Sync> {
 }
 
 impl Feeder {
+    /// Whether the import loop gave up or finished early.
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
     /// Blocks the reader until `bytes` of the buffer budget are free.
     fn reserve(
         &self,
@@ -322,7 +346,7 @@ impl Feeder {
     /// Streams `blob` from `data` to its upload (and file targets) in
     /// chunks, each holding its share of the budget; returns the last
     /// chunk, held back until the verdict.
-    fn stream_large(
+    pub(super) fn stream_large(
         &self,
         blob: &BlobMeta,
         data: &mut dyn Read,
@@ -431,6 +455,9 @@ impl StreamVisitor {
         match rx.blocking_recv() {
             Ok(Some(plan)) => {
                 self.plan = Some(plan.clone());
+                if let (Some(lanes), Some(meta)) = (&self.lanes, &self.meta) {
+                    lanes.start(meta, &plan, &self.feed);
+                }
                 Ok(plan)
             }
             _ => Err(stop()),
@@ -443,6 +470,7 @@ impl Visitor for StreamVisitor {
         if self.rereading.is_some() {
             return Ok(());
         }
+        self.meta = Some(head.meta.clone());
         self.feed
             .tx
             .blocking_send(Msg::Head(Box::new(head.clone())))
@@ -483,6 +511,18 @@ impl Visitor for StreamVisitor {
             }
             return Ok(()); // the reader drains and verifies it
         }
+        if let Some(lanes) = &self.lanes {
+            let lane_kind = blob.size >= frames::OWN_FRAME_FROM
+                && to_registry
+                && to_files.is_empty()
+                && !capture
+                && sha512.is_none();
+            if lane_kind && !lanes.claims.reader_takes(&blob.digest) {
+                // A lane streams it: the reader verifies it, and its
+                // verdict releases the lane's last chunk (`blob_end`).
+                return Ok(());
+            }
+        }
         if blob.size <= self.feed.chunk || capture {
             // Wait for room before reading: uploads in flight give it back.
             let permit = Arc::new(self.feed.reserve_fresh(blob.size)?);
@@ -516,12 +556,11 @@ impl Visitor for StreamVisitor {
                 .tx
                 .blocking_send(Msg::Small(blob.clone(), bytes, permit))
                 .map_err(|_| stop())?,
-            Some(Pending::Last(chunk, slots)) => {
-                for slot in slots {
-                    slot.send(chunk.clone());
-                }
-            }
+            Some(last) => last.send(),
             None => {}
+        }
+        if let Some(lanes) = &self.lanes {
+            lanes.claims.verdict(&blob.digest, verdict.is_ok());
         }
         let wanted = match (self.rereading, &self.plan) {
             (Some(_), Some(plan)) => plan.upload.contains(&blob.digest),
@@ -557,6 +596,8 @@ pub(super) type ReadOutcome = (Result<Report, BundleError>, Option<PartsError>);
 pub(super) struct Bridge {
     /// What the reader sends.
     pub(super) rx: mpsc::Receiver<Msg>,
+    /// Large blobs the lanes streamed ([`Lanes`]).
+    pub(super) laned: Arc<std::sync::atomic::AtomicUsize>,
     reader: tokio::task::JoinHandle<ReadOutcome>,
     cancelled: Arc<AtomicBool>,
 }
@@ -618,18 +659,34 @@ impl Bridge {
                 chunk,
             },
         };
+        // Lanes need two uploads at once at least; the re-read pass has
+        // none.
+        // (and a registry that checks each blob's digest itself: the store
+        // takes the bytes as the reader checked them, and a lane's are
+        // read again).
+        let with_lanes = rereading.is_none() && opts.jobs >= 2 && opts.store.is_none();
+        let laned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lanes_count = laned.clone();
         let mut visitor = StreamVisitor {
             feed,
             plan,
+            lanes: None,
+            meta: None,
             pending: None,
             rereading,
         };
         let reader = tokio::task::spawn_blocking(move || {
+            if with_lanes {
+                visitor.lanes = Lanes::new(src.ranges(), lanes_count).map(Arc::new);
+            }
             let read = read_bundle(
                 std::io::BufReader::with_capacity(1 << 20, &mut src),
                 ReadOptions { keep_going: true },
                 &mut visitor,
             );
+            if let Some(lanes) = &visitor.lanes {
+                lanes.claims.reader_done();
+            }
             // A bad part is named rather than what its bytes decoded to;
             // after a good read, the parts are checked to their last byte.
             let bad_part = match &read {
@@ -641,6 +698,7 @@ impl Bridge {
         });
         Bridge {
             rx,
+            laned,
             reader,
             cancelled,
         }

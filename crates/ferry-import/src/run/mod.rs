@@ -46,6 +46,7 @@ use crate::Events;
 mod bridge;
 mod commit;
 mod files;
+mod lanes;
 mod outline;
 mod plan;
 mod preflight;
@@ -130,7 +131,9 @@ async fn import_run(
     let mut bridge = Bridge::start(src, opts, events);
     let mut run = ImportRun::new(client, opts, events, dest);
     let early_error = run.receive(&mut bridge).await.err();
+    let laned = bridge.laned.clone();
     let (read, bad_part) = bridge.stop().await?;
+    run.report.blobs_laned = laned.load(std::sync::atomic::Ordering::Relaxed);
     let Some(read_report) = run.check_read(early_error, read, bad_part).await? else {
         return Ok(run.report); // a dry run, stopped once planned
     };

@@ -85,6 +85,10 @@ pub struct ImportReport {
     /// Readers of the bundle: 1 (the bundle is decompressed once, and each
     /// blob hashed once, whatever `--jobs` is).
     pub readers: usize,
+    /// Large blobs a lane streamed to the target beside the ordered read,
+    /// from their own zstd frames (the ordered read still verified each;
+    /// see `run/lanes.rs`).
+    pub blobs_laned: usize,
     /// Blobs read again from the bundle after their first upload failed
     /// once their bytes were gone (0 when every upload went through).
     pub blobs_reread: usize,

@@ -230,6 +230,7 @@ pub async fn import(a: ImportArgs, ui: &Arc<Ui>) -> CmdResult {
         "blobsUploaded": report.blobs_uploaded,
         "bytesUploaded": report.bytes_uploaded,
         "readers": report.readers,
+        "blobsLaned": report.blobs_laned,
         "blobsMounted": report.blobs_mounted,
         "blobsPresent": report.blobs_present,
         "manifestsPushed": report.manifests_pushed,
