@@ -6,7 +6,7 @@
 //! One test in this file on purpose: the hash count is process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferry_bundle::craft::Sample;
@@ -51,8 +51,13 @@ fn samples(n: u64) -> Vec<Sample> {
 
 /// One bundle of `set`, written by ferry's writer (frames and their seek
 /// table): manifests, configs, then layers. `bad` layers are written with
-/// other bytes of the same size under their digest.
-fn write_bundle(set: &[Sample], path: &Path, bad: &[usize]) {
+/// other bytes of the same size under their digest. Cut into parts of
+/// `split` bytes if asked; returns what to import.
+fn write_bundle(set: &[Sample], path: &Path, bad: &[usize]) -> PathBuf {
+    write_bundle_split(set, path, bad, None)
+}
+
+fn write_bundle_split(set: &[Sample], path: &Path, bad: &[usize], split: Option<u64>) -> PathBuf {
     let mut meta = set[0].meta.clone();
     meta.name = "lanes".into();
     meta.items = set.iter().flat_map(|s| s.meta.items.clone()).collect();
@@ -67,7 +72,10 @@ fn write_bundle(set: &[Sample], path: &Path, bad: &[usize]) {
         digest: Digest::of(&index),
         size: index.len() as u64,
     };
-    let mut w = BundleWriter::create(path, Compression::default()).unwrap();
+    let mut w = match split {
+        Some(size) => BundleWriter::create_split(path, Compression::default(), size).unwrap(),
+        None => BundleWriter::create(path, Compression::default()).unwrap(),
+    };
     w.write_head(&meta.to_json(), None, &index).unwrap();
     for s in set {
         w.write_blob(
@@ -91,7 +99,7 @@ fn write_bundle(set: &[Sample], path: &Path, bad: &[usize]) {
                 .unwrap();
         }
     }
-    w.finish().unwrap();
+    w.finish().unwrap().path
 }
 
 fn options(bundle: &Path, host: &str) -> ImportOptions {
@@ -188,6 +196,39 @@ async fn large_blobs_go_up_beside_the_ordered_read_and_only_when_verified() {
             assert_eq!(layer, Some(s.layer.len() as u64), "{}", s.reference);
             assert_eq!(tags, vec!["1".to_string()]);
         }
+    }
+
+    // `--jobs 1`: one upload at a time, so no lane.
+    let registry = Registry::start().unwrap();
+    let one = ImportOptions {
+        jobs: 1,
+        ..options(&good, &registry.host())
+    };
+    let report = ferry_import::import(&client, &one, &events).await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.blobs_laned, 0);
+
+    // A split bundle: the lanes read their frames across the parts (cut
+    // at 5 MB, inside the large layers' frames).
+    let registry = Registry::start().unwrap();
+    let parts = write_bundle_split(
+        &set,
+        &dir.path().join("split.tar.zst"),
+        &[],
+        Some(5_000_000),
+    );
+    assert!(parts.to_string_lossy().ends_with(".parts.json"));
+    let report = ferry_import::import(&client, &options(&parts, &registry.host()), &events)
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(report.blobs_laned >= 1, "no lane took a blob: {report:?}");
+    for s in &set {
+        let r = repo(&registry.host(), s);
+        assert_eq!(
+            client.head_blob(&r, &Digest::of(&s.layer)).await.unwrap(),
+            Some(s.layer.len() as u64)
+        );
     }
 
     // A seek table that lies (a frame boundary moved by a byte, the file's

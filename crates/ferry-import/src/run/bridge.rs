@@ -75,16 +75,34 @@ pub(super) enum Msg {
     Small(BlobMeta, Bytes, Arc<OwnedSemaphorePermit>),
     /// A blob streamed in chunks: to the registry, to file paths. Each
     /// chunk holds its share of the budget until its last clone is dropped.
+    /// Its [`Lane`]: whether the reader or a lane streams it.
     Large(
         BlobMeta,
         Option<mpsc::Receiver<Bytes>>,
         Vec<(RelPath, mpsc::Receiver<Bytes>)>,
+        Lane,
     ),
     /// The reader's verdict on a streamed blob (its digest and size).
     Verdict(Digest, Result<(), String>),
     /// The sha512 (hex) of a blob's bytes (trusted once its verdict is ok).
     Sha512(Digest, String),
 }
+
+/// Who streams a large blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// The ordered read: its upload takes one of `--jobs`.
+    Reader,
+    /// A lane ([`Lanes`]): its upload takes none of `--jobs` (the lanes are
+    /// few, and their uploads wait for the reader's verdicts, so they must
+    /// never keep the reader's own uploads from starting), and at most
+    /// [`LANE_DEPTH`] chunks queue for it, so the reader keeps most of the
+    /// budget.
+    Lane,
+}
+
+/// Chunks queued at most for a lane's upload.
+const LANE_DEPTH: usize = 2;
 
 /// Blob bytes held in memory at once (read ahead of their uploads, chunks
 /// queued and in flight), whatever the bundle's size: the import's memory
@@ -353,8 +371,12 @@ impl Feeder {
         to_registry: bool,
         to_files: Vec<RelPath>,
         mut sha512: Option<Sha512>,
+        lane: Lane,
     ) -> Result<Option<Pending>, Box<dyn std::error::Error + Send + Sync>> {
-        let depth = self.queue_depth();
+        let depth = match lane {
+            Lane::Reader => self.queue_depth(),
+            Lane::Lane => LANE_DEPTH.min(self.queue_depth()),
+        };
         let mut senders = Vec::new();
         let registry_rx = if to_registry {
             let (ctx, crx) = mpsc::channel::<Bytes>(depth);
@@ -370,7 +392,7 @@ impl Feeder {
             file_rx.push((path, crx));
         }
         self.tx
-            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx))
+            .blocking_send(Msg::Large(blob.clone(), registry_rx, file_rx, lane))
             .map_err(|_| stop())?;
         let mut remaining = blob.size;
         let mut last = None;
@@ -536,9 +558,9 @@ impl Visitor for StreamVisitor {
             self.pending = Some((blob.digest.clone(), pending));
             return Ok(());
         }
-        let last = self
-            .feed
-            .stream_large(blob, data, to_registry, to_files, sha512)?;
+        let last =
+            self.feed
+                .stream_large(blob, data, to_registry, to_files, sha512, Lane::Reader)?;
         self.pending = last.map(|p| (blob.digest.clone(), p));
         Ok(())
     }
@@ -665,6 +687,7 @@ impl Bridge {
         // takes the bytes as the reader checked them, and a lane's are
         // read again).
         let with_lanes = rereading.is_none() && opts.jobs >= 2 && opts.store.is_none();
+        let jobs = opts.jobs;
         let laned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let lanes_count = laned.clone();
         let mut visitor = StreamVisitor {
@@ -677,7 +700,7 @@ impl Bridge {
         };
         let reader = tokio::task::spawn_blocking(move || {
             if with_lanes {
-                visitor.lanes = Lanes::new(src.ranges(), lanes_count).map(Arc::new);
+                visitor.lanes = Lanes::new(src.ranges(), lanes_count, jobs).map(Arc::new);
             }
             let read = read_bundle(
                 std::io::BufReader::with_capacity(1 << 20, &mut src),

@@ -34,10 +34,11 @@ use ferry_bundle::parts::Ranges;
 use ferry_bundle::writer::header;
 use ferry_bundle::Digest;
 
-use super::bridge::{Feeder, Pending, UploadPlan};
+use super::bridge::{Feeder, Lane, Pending, UploadPlan};
 
-/// Lanes beside the reader: with the reader's own, up to three large
-/// uploads at once.
+/// Lanes beside the reader at most: with the reader's own, up to three
+/// large uploads at once (measured at 8 GB: `docs/benchmarks.md`). Fewer
+/// with `--jobs` under 3: one lane fewer than the jobs.
 pub(super) const LANES: usize = 2;
 
 /// Who uploads a large blob.
@@ -171,25 +172,32 @@ pub(super) struct Lanes {
     laned: Arc<AtomicUsize>,
     ranges: Ranges,
     table: SeekTable,
+    /// Each frame's offset in the file.
+    offsets: Vec<u64>,
+    /// How many lanes run.
+    count: usize,
     /// The next frame to look at.
     next: Mutex<usize>,
 }
 
 impl Lanes {
-    /// Lanes over `ranges` if the bundle has a seek table with frames a
-    /// lane could take.
-    pub(super) fn new(ranges: Ranges, laned: Arc<AtomicUsize>) -> Option<Lanes> {
+    /// Lanes over `ranges` for an import of `jobs` uploads at once, if the
+    /// bundle has a seek table with frames a lane could take.
+    pub(super) fn new(ranges: Ranges, laned: Arc<AtomicUsize>, jobs: usize) -> Option<Lanes> {
+        let count = jobs.saturating_sub(1).min(LANES);
         let table = frames::read_table(ranges.size(), |o, n| ranges.read_at(o, n))?;
         let worth = table
             .frames()
             .iter()
             .skip(1)
             .any(|f| u64::from(f.decompressed) >= frames::OWN_FRAME_FROM);
-        worth.then(|| Lanes {
+        (worth && count > 0).then(|| Lanes {
             claims: Arc::default(),
             laned,
             ranges,
+            offsets: table.placed().map(|p| p.offset).collect(),
             table,
+            count,
             next: Mutex::new(1),
         })
     }
@@ -219,7 +227,7 @@ impl Lanes {
             return;
         }
         let large = Arc::new(large);
-        for i in 0..LANES {
+        for i in 0..self.count {
             let (lanes, large, feed) = (self.clone(), large.clone(), feed.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("ferry-lane-{i}"))
@@ -263,7 +271,7 @@ impl Lanes {
         large: &HashMap<Digest, BlobMeta>,
         feed: &Feeder,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let offset = self.table.placed().nth(i).map(|p| p.offset).unwrap_or(0);
+        let offset = self.offsets[i];
         let frame_len = u64::from(self.table.frames()[i].compressed);
         let mut head = [0u8; 512];
         let mut peek = frames::decoder(self.ranges.open(offset, frame_len)?)?;
@@ -287,6 +295,7 @@ impl Lanes {
             true,
             Vec::new(),
             None,
+            Lane::Lane,
         );
         let last = match streamed {
             Ok(last) => last,

@@ -257,7 +257,9 @@ impl<'a> ImportRun<'a> {
                 Msg::Manifest(meta, bytes) => self.on_manifest(meta, bytes),
                 Msg::NeedPlan(reply) => self.on_need_plan(reply).await?,
                 Msg::Small(meta, data, held) => self.upload_small(meta, data, held).await,
-                Msg::Large(meta, registry, files) => self.upload_large(meta, registry, files).await,
+                Msg::Large(meta, registry, files, lane) => {
+                    self.upload_large(meta, registry, files, lane).await
+                }
                 Msg::Verdict(d, v) => {
                     self.on_verdict(d, v);
                     ControlFlow::Continue(())

@@ -82,8 +82,9 @@ pub struct ImportReport {
     pub blobs_uploaded: usize,
     /// Bytes uploaded.
     pub bytes_uploaded: u64,
-    /// Readers of the bundle: 1 (the bundle is decompressed once, and each
-    /// blob hashed once, whatever `--jobs` is).
+    /// Ordered readers of the bundle: 1 (each blob hashed once, whatever
+    /// `--jobs` is; the lanes decode large blobs' frames a second time, see
+    /// `blobs_laned`).
     pub readers: usize,
     /// Large blobs a lane streamed to the target beside the ordered read,
     /// from their own zstd frames (the ordered read still verified each;

@@ -20,7 +20,7 @@ use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
 use ferry_registry::{chain, Repo};
 
-use super::bridge::{Bridge, Msg, Stopped};
+use super::bridge::{Bridge, Lane, Msg, Stopped};
 use super::plan::SharedRepo;
 use super::{ImportError, ImportRun};
 use crate::dest::{Dest, Sending, UploadFailed};
@@ -143,6 +143,7 @@ impl ImportRun<'_> {
         meta: BlobMeta,
         registry_chunks: Option<mpsc::Receiver<Bytes>>,
         file_chunks: Vec<(RelPath, mpsc::Receiver<Bytes>)>,
+        lane: Lane,
     ) -> ControlFlow<()> {
         self.files.take_large(self.opts, &meta, file_chunks);
         let (Some(repo), Some(chunks)) =
@@ -150,7 +151,11 @@ impl ImportRun<'_> {
         else {
             return ControlFlow::Continue(());
         };
-        let permit = self.uploads.permits.clone().acquire_owned().await;
+        // A lane's upload takes no permit (see `Lane::Lane`).
+        let permit = match lane {
+            Lane::Reader => Some(self.uploads.permits.clone().acquire_owned().await),
+            Lane::Lane => None,
+        };
         let dest = self.dest.clone();
         self.uploads.set.spawn(async move {
             let _permit = permit;
@@ -327,7 +332,7 @@ impl ImportRun<'_> {
                     continue;
                 }
                 Msg::Small(meta, data, held) => (meta, Reread::Whole(data, held)),
-                Msg::Large(meta, Some(chunks), _) => (meta, Reread::Chunks(chunks)),
+                Msg::Large(meta, Some(chunks), _, _) => (meta, Reread::Chunks(chunks)),
                 _ => continue,
             };
             let (Some(repo), Some((size, _))) = (
