@@ -122,6 +122,20 @@ pub fn zstd(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
+/// `len` bytes zstd cannot shrink (xorshift from `seed`): blobs as large in
+/// a bundle as they are.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// A small valid single-image bundle, as entries, for tests to break.
 #[derive(Debug, Clone)]
 pub struct Sample {

@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use ferry_bundle::craft::{self, Sample};
+use ferry_bundle::craft::{self, noise, Sample};
 use ferry_bundle::frames::{self, Frame, SeekTable};
 use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::reader::{
@@ -37,23 +37,10 @@ fn read(bytes: &[u8]) -> Result<(), BundleError> {
     read_bundle(bytes, ReadOptions::default(), &mut Drain).map(|_| ())
 }
 
-/// Bytes zstd cannot shrink (xorshift), `n` of them.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A one-image bundle whose layer is `layer_len` bytes, written by ferry.
 fn written(layer_len: usize, name: &str) -> (Sample, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Sample::new("example.org/team/app:1.0", &noise(layer_len));
+    let s = Sample::new("example.org/team/app:1.0", &noise(layer_len, 1));
     let path = dir.path().join(name);
     let mut w = BundleWriter::create(&path, Compression::default()).unwrap();
     w.write_head(&s.meta.to_json(), None, &s.index).unwrap();

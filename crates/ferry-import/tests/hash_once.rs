@@ -10,26 +10,13 @@
 
 use std::sync::Arc;
 
-use ferry_bundle::craft::{raw_tar, zstd, RawEntry, Sample};
+use ferry_bundle::craft::{noise, raw_tar, zstd, RawEntry, Sample};
 use ferry_bundle::digest::hashed_bytes;
 use ferry_bundle::Digest;
 use ferry_import::target::{Mapping, Target};
 use ferry_import::ImportOptions;
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::registry::Registry;
-
-/// Incompressible bytes (xorshift), so the bundle is as large as its layers.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// One bundle of `samples` (they share the config): manifests, the
 /// config, then the layers, as the writer orders them.

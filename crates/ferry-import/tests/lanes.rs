@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_bundle::craft::Sample;
+use ferry_bundle::craft::{noise, Sample};
 use ferry_bundle::digest::hashed_bytes;
 use ferry_bundle::frames::{self, Frame, SeekTable};
 use ferry_bundle::writer::{BundleWriter, Compression};
@@ -18,19 +18,6 @@ use ferry_import::target::{Mapping, Target};
 use ferry_import::ImportOptions;
 use ferry_registry::{Client, ClientConfig, Repo};
 use ferry_testkit::registry::Registry;
-
-/// Incompressible bytes (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 const LARGE: usize = frames::OWN_FRAME_FROM as usize + 1000;
 

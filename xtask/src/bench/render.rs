@@ -701,9 +701,10 @@ fn not_met(o: &mut String, r: &Results, floors: &Floors<'_>, bundle: f64, ratios
         why.push(format!(
             "- **import**: {:.2} s against {:.2} s for the bare uploads ({im:.2}× run by run). This registry's ingest is \
              CPU-bound (it hashes every byte; see the uploads in parallel above) and ferry shares the same \
-             {} cores with it, using {:.2} s of CPU itself: it decompresses the bundle once (one reader, \
-             issue 14) and hashes every byte once to verify it (the uploads only count the bytes the reader \
-             checked). The bare uploads send each blob in one `PUT` \
+             {} cores with it, using {:.2} s of CPU itself: one ordered read decompresses the bundle (issue 14) \
+             and hashes every byte once to verify it (the uploads only count the bytes the reader \
+             checked), and two lanes decode the large blobs' own zstd frames a second time to upload them \
+             beside it (issue 17). The bare uploads send each blob in one `PUT` \
              ({} at a time), as ferry does for every blob above `--chunk-mib` (a blob whose `PUT` fails \
              once its bytes are gone is read again from the bundle in one second pass; none does here). \
              What would close it: more cores (the floor measures the registry alone).",
