@@ -160,6 +160,14 @@ impl Claims {
         }
     }
 
+    /// A lane gives `d` back before sending anything of it.
+    fn release(&self, d: &Digest) {
+        let mut s = self.lock();
+        if let Some(Claim::Lane { .. }) = s.claims.get(d) {
+            s.claims.remove(d);
+        }
+    }
+
     fn reader_is_done(&self) -> bool {
         self.lock().reader_done
     }
@@ -287,8 +295,22 @@ impl Lanes {
         if !self.claims.lane_takes(&blob.digest) {
             return Ok(());
         }
-        let mut decoder = frames::decoder(self.ranges.open(offset, len)?)?;
-        decoder.read_exact(&mut head)?;
+        let opened = self
+            .ranges
+            .open(offset, len)
+            .and_then(frames::decoder)
+            .and_then(|mut d| {
+                d.read_exact(&mut head)?;
+                Ok(d)
+            });
+        let mut decoder = match opened {
+            Ok(d) => d,
+            Err(e) => {
+                // Nothing sent yet: the reader streams it after all.
+                self.claims.release(&blob.digest);
+                return Err(e.into());
+            }
+        };
         let streamed = feed.stream_large(
             blob,
             &mut (&mut decoder).take(blob.size),
@@ -321,4 +343,97 @@ fn blob_of<'a>(head: &[u8; 512], large: &'a HashMap<Digest, BlobMeta>) -> Option
     let digest: Digest = format!("sha256:{hex}").parse().ok()?;
     let blob = large.get(&digest)?;
     (header(&digest.layout_path(), blob.size, false).as_bytes()[..] == head[..]).then_some(blob)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    /// A last chunk held for one sink, and that sink.
+    fn last() -> (Pending, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(1);
+        let slot = tx.try_reserve_owned().unwrap();
+        (Pending::Last(Bytes::from_static(b"last"), vec![slot]), rx)
+    }
+
+    fn digest(n: u8) -> Digest {
+        Digest::of(&[n])
+    }
+
+    #[test]
+    fn a_blob_is_the_readers_or_one_lanes() {
+        let c = Claims::default();
+        assert!(c.reader_takes(&digest(1)));
+        assert!(!c.lane_takes(&digest(1)));
+        assert!(c.lane_takes(&digest(2)));
+        assert!(!c.lane_takes(&digest(2)));
+        assert!(!c.reader_takes(&digest(2)));
+        // Given back before anything was sent: the reader streams it.
+        c.release(&digest(2));
+        assert!(c.reader_takes(&digest(2)));
+        c.reader_done();
+        assert!(
+            !c.lane_takes(&digest(3)),
+            "no lane takes a blob once the reader is done"
+        );
+    }
+
+    #[test]
+    fn a_lanes_last_chunk_goes_only_with_a_good_verdict() {
+        for good in [true, false] {
+            // The verdict comes while the lane waits.
+            let c = Arc::new(Claims::default());
+            assert!(c.lane_takes(&digest(1)));
+            let (p, mut rx) = last();
+            let lane = {
+                let c = c.clone();
+                std::thread::spawn(move || c.lane_streamed(&digest(1), Some(p)))
+            };
+            while !matches!(
+                c.lock().claims.get(&digest(1)),
+                Some(Claim::Lane { last: Some(_), .. })
+            ) {
+                std::thread::yield_now();
+            }
+            c.verdict(&digest(1), good);
+            lane.join().unwrap();
+            match rx.try_recv() {
+                Ok(b) => assert!(good && b == "last"),
+                Err(_) => assert!(!good),
+            }
+            // The verdict came first.
+            let c = Claims::default();
+            assert!(c.lane_takes(&digest(2)));
+            c.verdict(&digest(2), good);
+            let (p, mut rx) = last();
+            c.lane_streamed(&digest(2), Some(p));
+            assert_eq!(rx.try_recv().is_ok(), good);
+        }
+    }
+
+    #[test]
+    fn a_reader_that_ends_without_a_verdict_drops_the_lanes_last_chunk() {
+        let c = Arc::new(Claims::default());
+        assert!(c.lane_takes(&digest(1)));
+        let (p, mut rx) = last();
+        let lane = {
+            let c = c.clone();
+            std::thread::spawn(move || c.lane_streamed(&digest(1), Some(p)))
+        };
+        while !matches!(
+            c.lock().claims.get(&digest(1)),
+            Some(Claim::Lane { last: Some(_), .. })
+        ) {
+            std::thread::yield_now();
+        }
+        c.reader_done();
+        lane.join().unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Err(mpsc::error::TryRecvError::Disconnected)
+        ));
+    }
 }
