@@ -34,7 +34,7 @@ use ferry_bundle::parts::Ranges;
 use ferry_bundle::writer::header;
 use ferry_bundle::Digest;
 
-use super::bridge::{Feeder, Lane, Pending, UploadPlan};
+use super::feed::{Feeder, Lane, Pending, UploadPlan};
 
 /// Lanes beside the reader at most: with the reader's own, up to three
 /// large uploads at once (measured at 8 GB: `docs/benchmarks.md`). Fewer

@@ -45,6 +45,7 @@ use crate::Events;
 
 mod bridge;
 mod commit;
+mod feed;
 mod files;
 mod lanes;
 mod outline;
@@ -56,7 +57,8 @@ mod upload;
 pub(crate) use crate::content::CAPTURE_LIMIT;
 pub use report::{ImportError, ImportReport, ItemOutcome, PlanEntry, SignatureCheck};
 
-use bridge::{Bridge, Msg, Stopped, UploadPlan};
+use bridge::Bridge;
+use feed::{Msg, Stopped, UploadPlan};
 use files::FileSide;
 use outline::{Outline, Outlines};
 use plan::{ItemPlan, SharedRepo};

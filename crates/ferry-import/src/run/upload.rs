@@ -20,7 +20,8 @@ use ferry_bundle::relpath::RelPath;
 use ferry_bundle::Digest;
 use ferry_registry::{chain, Repo};
 
-use super::bridge::{Bridge, Lane, Msg, Stopped};
+use super::bridge::Bridge;
+use super::feed::{Lane, Msg, Stopped};
 use super::plan::SharedRepo;
 use super::{ImportError, ImportRun};
 use crate::dest::{Dest, Sending, UploadFailed};
