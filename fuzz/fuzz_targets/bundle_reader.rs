@@ -22,7 +22,9 @@
 //!   of the input (the byte after the mode says how many, up to 255):
 //!   nothing, a zstd skippable frame carrying them, a second zstd frame of
 //!   them, or the bytes as they are. A file with anything appended must
-//!   never be read successfully (the whole file is accounted for);
+//!   never be read successfully (the whole file is accounted for), unless
+//!   what follows a zstd frame is exactly the seek table that lists it
+//!   (`ferry_bundle::frames`: its bytes are the frame's sizes);
 //! - bit 7: the appended data goes before the file instead (a skippable
 //!   frame or bytes in front of the stream), which must be refused too.
 //!
@@ -41,6 +43,7 @@
 use std::io::Read;
 
 use ferry_bundle::craft;
+use ferry_bundle::frames::{Frame, SeekTable};
 use ferry_bundle::manifest;
 use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::reader::{
@@ -170,6 +173,15 @@ fn debug() -> bool {
 }
 
 /// The data bits 5-7 of the mode put around the file, and where.
+/// The size of the compressed stream of `rest` (mode bit 0).
+fn compressed_len(mode: u8, rest: &[u8]) -> usize {
+    if mode & 1 == 1 {
+        craft::zstd(rest).len()
+    } else {
+        rest.len()
+    }
+}
+
 fn surround(mode: u8, file: &[u8], extra: &[u8]) -> Option<Vec<u8>> {
     let piece = match (mode >> 5) & 3 {
         0 => return None,
@@ -239,8 +251,19 @@ fuzz_target!(|data: &[u8]| {
     }
     match result {
         Ok(report) => {
+            // The one thing that may follow a zstd frame: the seek table
+            // that lists exactly it (its bytes are the frame's sizes, so it
+            // carries nothing).
+            let its_table = mode & 1 == 1 && mode & 128 == 0 && (mode >> 5) & 3 == 1 && {
+                let table = SeekTable::new(vec![Frame {
+                    compressed: compressed_len(mode, rest) as u32,
+                    decompressed: rest.len() as u32,
+                }])
+                .encode();
+                file.ends_with(&table) && file.len() == compressed_len(mode, rest) + table.len()
+            };
             assert!(
-                surrounded.is_none(),
+                surrounded.is_none() || its_table,
                 "a file with data around it was read as intact"
             );
             let items = harness.items.expect("a bundle read without a head");
