@@ -25,6 +25,15 @@
 
 use std::fmt;
 
+/// A zstd frame's magic number (`0xFD2FB528`, little-endian on disk).
+pub const FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The largest window a frame may ask for (log2): zstd's own default limit
+/// (128 MiB, what `zstd -d` accepts without `--long`). ferry writes at most
+/// 8 MiB windows (level 19); a frame that asks for more memory than this is
+/// refused, not obeyed (the reader and the lanes alike).
+pub const WINDOW_LOG_MAX: u32 = 27;
+
 /// Blobs at least this large get frames of their own.
 pub const OWN_FRAME_FROM: u64 = 8 << 20;
 
@@ -239,7 +248,7 @@ pub fn read_table(
         return None;
     }
     let magic = read_at(0, 4).ok()?;
-    if magic != [0x28, 0xb5, 0x2f, 0xfd] {
+    if magic != FRAME_MAGIC {
         return None;
     }
     let footer = read_at(size - FOOTER as u64, FOOTER).ok()?;
@@ -252,13 +261,12 @@ pub fn read_table(
 }
 
 /// A decoder of the frames `source` holds (a range of a bundle, from a
-/// frame's start), with the reader's window limit (128 MiB windows, what
-/// `zstd -d` accepts without `--long`).
+/// frame's start), with the reader's window limit ([`WINDOW_LOG_MAX`]).
 pub fn decoder<'a, R: std::io::Read + Send + 'a>(
     source: R,
 ) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
     let mut d = zstd::stream::read::Decoder::new(source)?;
-    d.window_log_max(27)?;
+    d.window_log_max(WINDOW_LOG_MAX)?;
     Ok(Box::new(d))
 }
 
@@ -345,12 +353,7 @@ mod tests {
         assert_eq!(entry_frames(&t, 2, 4097), None);
         assert_eq!(entry_frames(&t, 3, 2048), None);
         assert_eq!(entry_frames(&t, 9, 1), None);
-        let bytes = [
-            &[0x28, 0xb5, 0x2f, 0xfd][..],
-            &[0u8; 96][..],
-            &t.encode()[..],
-        ]
-        .concat();
+        let bytes = [&FRAME_MAGIC[..], &[0u8; 96][..], &t.encode()[..]].concat();
         let read_at = |o: u64, n: usize| Ok(bytes[o as usize..o as usize + n].to_vec());
         assert_eq!(read_table(bytes.len() as u64, read_at), Some(t.clone()));
         let short = &bytes[1..];

@@ -105,8 +105,9 @@ pub struct BundleWriter {
     /// Split output: the identity read from `ferry/bundle.json` for the
     /// parts manifest (set by [`BundleWriter::write_head`]).
     identity: Option<Identity>,
-    /// zstd: the bundle's level and the level the encoder uses now.
-    levels: Option<(i32, i32)>,
+    /// zstd: the bundle's level (the level the encoder uses now is
+    /// [`FramedZstd`]'s).
+    bundle_level: Option<i32>,
 }
 
 /// What [`BundleWriter::finish`] produced.
@@ -385,9 +386,13 @@ impl FramedZstd {
         Ok(())
     }
 
-    /// Sets the level: at once inside a frame (flushed first, so the next
-    /// job starts here whatever the workers' timing), or for the next one.
+    /// Sets the level, if it changes: at once inside a frame (flushed
+    /// first, so the next job starts here whatever the workers' timing), or
+    /// for the next one.
     fn set_level(&mut self, level: i32) -> io::Result<()> {
+        if level == self.level {
+            return Ok(());
+        }
         self.level = level;
         if let FrameState::In(e) = &mut self.state {
             e.flush()?;
@@ -521,8 +526,8 @@ impl BundleWriter {
             tmp: tmp_path,
             builder: Some(builder),
             identity: None,
-            levels: match compression {
-                Compression::Zstd { level } => Some((level, level)),
+            bundle_level: match compression {
+                Compression::Zstd { level } => Some(level),
                 _ => None,
             },
         })
@@ -700,7 +705,7 @@ impl BundleWriter {
             r.map_err(|e| self.io_err(e))?;
         }
         let mut sample = Vec::new();
-        if let Some((bundle_level, current)) = self.levels {
+        if let Some(bundle_level) = self.bundle_level {
             if size >= SAMPLE_FROM {
                 (&mut source)
                     .take(SAMPLE as u64)
@@ -711,9 +716,7 @@ impl BundleWriter {
                 } else {
                     bundle_level
                 };
-                if level != current {
-                    self.set_level(level)?;
-                }
+                self.set_level(level)?;
             }
         }
         let h = header(&digest.layout_path(), size, false);
@@ -772,9 +775,6 @@ impl BundleWriter {
         if let Encoder::Zstd(e) = self.builder()?.get_mut() {
             e.set_level(level)
                 .map_err(|source| WriteError::Io { path, source })?;
-        }
-        if let Some((_, current)) = &mut self.levels {
-            *current = level;
         }
         Ok(())
     }

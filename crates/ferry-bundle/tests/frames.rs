@@ -60,14 +60,7 @@ fn table_of(bytes: &[u8]) -> (SeekTable, usize) {
 }
 
 fn message(e: &BundleError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    craft::error_chain(e)
 }
 
 const LARGE: usize = frames::OWN_FRAME_FROM as usize + 4321;

@@ -58,14 +58,7 @@ impl Visitor for Seen {
 
 /// The error and its causes, joined.
 fn chain(e: &BundleError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    ferry_bundle::craft::error_chain(e)
 }
 
 fn refused(source: impl Read + Send) -> (String, Seen) {

@@ -180,14 +180,7 @@ fn mixed_layers(n: usize) -> Vec<Vec<u8>> {
 
 /// The error with its sources, as the CLI prints it.
 fn chain(e: &BundleError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    ferry_bundle::craft::error_chain(e)
 }
 
 /// Reads `bundle` with a late visitor and an in-order one: the outcome

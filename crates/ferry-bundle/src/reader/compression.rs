@@ -7,7 +7,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::BundleError;
-use crate::frames;
+use crate::frames::{self, FRAME_MAGIC as ZSTD_MAGIC};
 
 /// Opens the decompressor a stream needs, detected from its first bytes.
 /// The decompressed stream ends with an error ([`TrailingData`] inside an
@@ -25,8 +25,6 @@ pub(super) struct Opened<'a> {
     pub(super) compressed: bool,
 }
 
-/// zstd frame magic number (little-endian `0xFD2FB528`).
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// gzip member magic.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -79,6 +77,20 @@ pub struct TrailingData {
     pub what: String,
 }
 
+impl TrailingData {
+    /// As the decompressed stream's error.
+    fn error(offset: u64, after: &'static str, what: impl Into<String>) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            TrailingData {
+                offset,
+                after,
+                what: what.into(),
+            },
+        )
+    }
+}
+
 type Buffered<R> = BufReader<Counting<R>>;
 
 /// The offset in the file of the next byte `buf` hands out.
@@ -90,14 +102,7 @@ fn offset_of<R: Read>(buf: &Buffered<R>) -> u64 {
 fn trailing<R: Read>(buf: &mut Buffered<R>, after: &'static str) -> io::Result<io::Error> {
     let left = buf.fill_buf()?;
     let what = describe_bytes(&left[..left.len().min(4)]);
-    Ok(io::Error::new(
-        io::ErrorKind::InvalidData,
-        TrailingData {
-            offset: offset_of(buf),
-            after,
-            what,
-        },
-    ))
+    Ok(TrailingData::error(offset_of(buf), after, what))
 }
 
 /// One gzip member, and then nothing: when the decompressor reaches the
@@ -161,13 +166,10 @@ impl<R: Read> ZstdFrames<R> {
                 None => Ok(true),
                 // Frames the table should have listed: refused as the
                 // second frame they start with.
-                Some(at) => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    TrailingData {
-                        offset: at,
-                        after: "zstd frame",
-                        what: "a second zstd frame with no seek table after the frames".into(),
-                    },
+                Some(at) => Err(TrailingData::error(
+                    at,
+                    "zstd frame",
+                    "a second zstd frame with no seek table after the frames",
                 )),
             };
         }
@@ -202,15 +204,12 @@ impl<R: Read> ZstdFrames<R> {
         (&mut self.src).take(want).read_to_end(&mut bytes)?;
         let n = self.frames.len();
         let refuse = |why: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                TrailingData {
-                    offset,
-                    after: "zstd frame",
-                    what: format!(
-                        "a zstd skippable frame that is not the seek table of the {n} frames before it ({why})"
-                    ),
-                },
+            TrailingData::error(
+                offset,
+                "zstd frame",
+                format!(
+                    "a zstd skippable frame that is not the seek table of the {n} frames before it ({why})"
+                ),
             )
         };
         if (bytes.len() as u64) < want {
@@ -266,13 +265,10 @@ impl<R: Read> ZstdFrames<R> {
             }
             // An empty frame: never written by ferry, refused as what it
             // is, a frame that adds nothing.
-            _ if out == 0 => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                TrailingData {
-                    offset: start,
-                    after: "zstd frame",
-                    what: "a second zstd frame, empty".into(),
-                },
+            _ if out == 0 => Err(TrailingData::error(
+                start,
+                "zstd frame",
+                "a second zstd frame, empty",
             )),
             _ => Err(Self::invalid(format!(
                 "the zstd frame at byte {start} of the file is {} bytes decompressing to {out}; a bundle's frames decompress to 1 byte to 1 GiB",
@@ -358,11 +354,10 @@ pub(super) fn open<'a, R: Read + Send + 'a>(source: R) -> Result<Opened<'a>, Bun
     }
     let (inner, compressed): (Box<dyn Read + Send + 'a>, bool) = if head.starts_with(&ZSTD_MAGIC) {
         let mut decoder = zstd::stream::raw::Decoder::new().map_err(read_err)?;
-        // zstd's own default limit (128 MiB windows, what `zstd -d` accepts
-        // without `--long`): ferry writes at most 8 MiB windows (level 19), and a
-        // frame that asks for more memory than this is refused, not obeyed.
         decoder
-            .set_parameter(zstd::stream::raw::DParameter::WindowLogMax(27))
+            .set_parameter(zstd::stream::raw::DParameter::WindowLogMax(
+                frames::WINDOW_LOG_MAX,
+            ))
             .map_err(read_err)?;
         (
             Box::new(ZstdFrames {

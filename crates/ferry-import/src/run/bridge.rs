@@ -26,7 +26,6 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha512};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use ferry_bundle::frames;
 use ferry_bundle::meta::BlobMeta;
 use ferry_bundle::parts::{BundleSource, PartsError};
 use ferry_bundle::reader::{
@@ -37,7 +36,7 @@ use ferry_bundle::Digest;
 use super::feed::{
     stop, Buffers, Feeder, Lane, Msg, Pending, Stopped, UploadPlan, BUFFER_BUDGET, MIN_CHUNKS,
 };
-use super::lanes::Lanes;
+use super::lanes::{self, Lanes};
 use crate::content::CAPTURE_LIMIT;
 use crate::Events;
 
@@ -129,12 +128,7 @@ impl Visitor for StreamVisitor {
             return Ok(()); // the reader drains and verifies it
         }
         if let Some(lanes) = &self.lanes {
-            let lane_kind = blob.size >= frames::OWN_FRAME_FROM
-                && to_registry
-                && to_files.is_empty()
-                && !capture
-                && sha512.is_none();
-            if lane_kind && !lanes.claims.reader_takes(&blob.digest) {
+            if lanes::may_take(&plan, blob) && !lanes.claims.reader_takes(&blob.digest) {
                 // A lane streams it: the reader verifies it, and its
                 // verdict releases the lane's last chunk (`blob_end`).
                 return Ok(());

@@ -160,14 +160,6 @@ impl Claims {
         }
     }
 
-    /// A lane gives `d` back before sending anything of it.
-    fn release(&self, d: &Digest) {
-        let mut s = self.lock();
-        if let Some(Claim::Lane { .. }) = s.claims.get(d) {
-            s.claims.remove(d);
-        }
-    }
-
     fn reader_is_done(&self) -> bool {
         self.lock().reader_done
     }
@@ -182,6 +174,8 @@ pub(super) struct Lanes {
     table: SeekTable,
     /// Each frame's offset in the file.
     offsets: Vec<u64>,
+    /// Where the frames end (the table starts).
+    frames_len: u64,
     /// How many lanes run.
     count: usize,
     /// The next frame to look at.
@@ -204,6 +198,7 @@ impl Lanes {
             laned,
             ranges,
             offsets: table.placed().map(|p| p.offset).collect(),
+            frames_len: table.compressed_len(),
             table,
             count,
             next: Mutex::new(1),
@@ -222,13 +217,7 @@ impl Lanes {
         let large: HashMap<Digest, BlobMeta> = meta
             .blobs
             .iter()
-            .filter(|b| {
-                b.size >= frames::OWN_FRAME_FROM
-                    && plan.upload.contains(&b.digest)
-                    && !plan.files.contains_key(&b.digest)
-                    && !plan.capture.contains(&b.digest)
-                    && !plan.sha512.contains(&b.digest)
-            })
+            .filter(|b| may_take(plan, b))
             .map(|b| (b.digest.clone(), b.clone()))
             .collect();
         if large.is_empty() {
@@ -279,38 +268,22 @@ impl Lanes {
         large: &HashMap<Digest, BlobMeta>,
         feed: &Feeder,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        // One decoder from the frame to the end of the frames: the header
+        // says which blob it is, and the same decoder streams it.
         let offset = self.offsets[i];
-        let frame_len = u64::from(self.table.frames()[i].compressed);
+        let source = self.ranges.open(offset, self.frames_len - offset)?;
+        let mut decoder = frames::decoder(source)?;
         let mut head = [0u8; 512];
-        let mut peek = frames::decoder(self.ranges.open(offset, frame_len)?)?;
-        peek.read_exact(&mut head)?;
-        drop(peek);
+        decoder.read_exact(&mut head)?;
         let Some(blob) = blob_of(&head, large) else {
             return Ok(());
         };
         let entry_len = 512 + blob.size.div_ceil(512) * 512;
-        let Some((offset, len)) = frames::entry_frames(&self.table, i, entry_len) else {
-            return Ok(());
-        };
-        if !self.claims.lane_takes(&blob.digest) {
+        if frames::entry_frames(&self.table, i, entry_len).is_none()
+            || !self.claims.lane_takes(&blob.digest)
+        {
             return Ok(());
         }
-        let opened = self
-            .ranges
-            .open(offset, len)
-            .and_then(frames::decoder)
-            .and_then(|mut d| {
-                d.read_exact(&mut head)?;
-                Ok(d)
-            });
-        let mut decoder = match opened {
-            Ok(d) => d,
-            Err(e) => {
-                // Nothing sent yet: the reader streams it after all.
-                self.claims.release(&blob.digest);
-                return Err(e.into());
-            }
-        };
         let streamed = feed.stream_large(
             blob,
             &mut (&mut decoder).take(blob.size),
@@ -319,17 +292,27 @@ impl Lanes {
             None,
             Lane::Lane,
         );
-        let last = match streamed {
-            Ok(last) => last,
-            Err(e) => {
-                self.claims.lane_streamed(&blob.digest, None);
-                return Err(e);
-            }
+        let (last, outcome) = match streamed {
+            Ok(last) => (last, Ok(())),
+            Err(e) => (None, Err(e)),
         };
         self.claims.lane_streamed(&blob.digest, last);
+        outcome?;
         self.laned.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// Whether a lane may stream `blob`: one of 8 MiB or more (a frame of its
+/// own) that `plan` only uploads (not written to files, kept or hashed
+/// again, which the reader's own streaming does).
+pub(super) fn may_take(plan: &UploadPlan, blob: &BlobMeta) -> bool {
+    let d = &blob.digest;
+    blob.size >= frames::OWN_FRAME_FROM
+        && plan.upload.contains(d)
+        && !plan.files.contains_key(d)
+        && !plan.capture.contains(d)
+        && !plan.sha512.contains(d)
 }
 
 /// The blob a frame's first 512 bytes are the tar header of, if it is one
@@ -363,6 +346,27 @@ mod tests {
         Digest::of(&[n])
     }
 
+    /// A lane that took `d` and streamed it up to its last chunk, waiting
+    /// for the reader's verdict on its own thread; the chunk's sink.
+    fn lane_waiting(
+        c: &Arc<Claims>,
+        d: Digest,
+    ) -> (std::thread::JoinHandle<()>, mpsc::Receiver<Bytes>) {
+        assert!(c.lane_takes(&d));
+        let (p, rx) = last();
+        let lane = {
+            let (c, d) = (c.clone(), d.clone());
+            std::thread::spawn(move || c.lane_streamed(&d, Some(p)))
+        };
+        while !matches!(
+            c.lock().claims.get(&d),
+            Some(Claim::Lane { last: Some(_), .. })
+        ) {
+            std::thread::yield_now();
+        }
+        (lane, rx)
+    }
+
     #[test]
     fn a_blob_is_the_readers_or_one_lanes() {
         let c = Claims::default();
@@ -371,9 +375,6 @@ mod tests {
         assert!(c.lane_takes(&digest(2)));
         assert!(!c.lane_takes(&digest(2)));
         assert!(!c.reader_takes(&digest(2)));
-        // Given back before anything was sent: the reader streams it.
-        c.release(&digest(2));
-        assert!(c.reader_takes(&digest(2)));
         c.reader_done();
         assert!(
             !c.lane_takes(&digest(3)),
@@ -386,18 +387,7 @@ mod tests {
         for good in [true, false] {
             // The verdict comes while the lane waits.
             let c = Arc::new(Claims::default());
-            assert!(c.lane_takes(&digest(1)));
-            let (p, mut rx) = last();
-            let lane = {
-                let c = c.clone();
-                std::thread::spawn(move || c.lane_streamed(&digest(1), Some(p)))
-            };
-            while !matches!(
-                c.lock().claims.get(&digest(1)),
-                Some(Claim::Lane { last: Some(_), .. })
-            ) {
-                std::thread::yield_now();
-            }
+            let (lane, mut rx) = lane_waiting(&c, digest(1));
             c.verdict(&digest(1), good);
             lane.join().unwrap();
             match rx.try_recv() {
@@ -417,18 +407,7 @@ mod tests {
     #[test]
     fn a_reader_that_ends_without_a_verdict_drops_the_lanes_last_chunk() {
         let c = Arc::new(Claims::default());
-        assert!(c.lane_takes(&digest(1)));
-        let (p, mut rx) = last();
-        let lane = {
-            let c = c.clone();
-            std::thread::spawn(move || c.lane_streamed(&digest(1), Some(p)))
-        };
-        while !matches!(
-            c.lock().claims.get(&digest(1)),
-            Some(Claim::Lane { last: Some(_), .. })
-        ) {
-            std::thread::yield_now();
-        }
+        let (lane, mut rx) = lane_waiting(&c, digest(1));
         c.reader_done();
         lane.join().unwrap();
         assert!(matches!(
