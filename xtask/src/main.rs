@@ -87,8 +87,9 @@ enum Task {
         /// Where the curve's report goes.
         #[arg(long, default_value = "target/bench/curve.md", value_name = "FILE")]
         curve_out: std::path::PathBuf,
-        /// The curve also times the skopeo path at each point (one `skopeo
-        /// copy` per reference, sequential: minutes at 2,000 references).
+        /// The curve also times the skopeo path at each count of references
+        /// up to 2,000 (one `skopeo copy` per reference, sequential: minutes
+        /// at 2,000 references).
         #[arg(long)]
         skopeo: bool,
         /// Measure this ferry binary instead of building one.

@@ -35,6 +35,18 @@ pub(crate) fn process_cpu(pid: u32) -> Option<f64> {
     Some(ticks / clock_ticks())
 }
 
+/// User + system CPU seconds of this process's children that have ended
+/// and been waited for (`cutime` + `cstime` of `/proc/self/stat`): read
+/// before and after a command, the CPU it and everything it waited for
+/// used (a shell script's `dd`, say).
+pub(crate) fn children_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 where it
 /// cannot be asked, which is every Linux architecture ferry is built for).
 fn clock_ticks() -> f64 {
@@ -263,5 +275,20 @@ mod tests {
         assert!(after > before, "{before} -> {after} ({x})");
         // No such process: nothing, rather than a number.
         assert_eq!(process_cpu(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_waited_for_child_s_cpu_is_counted_once_it_ends() {
+        let before = children_cpu().unwrap();
+        // A shell that works until its own CPU counter has moved, then
+        // ends: its CPU shows in this process's children's only then.
+        let st = Command::new("bash")
+            .arg("-c")
+            .arg("t0=$(awk '{print $14}' /proc/$$/stat); while [ \"$(awk '{print $14}' /proc/$$/stat)\" = \"$t0\" ]; do :; done")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let after = children_cpu().unwrap();
+        assert!(after > before, "{before} -> {after}");
     }
 }

@@ -24,10 +24,14 @@ and `zstd -d`), the cost per reference in ms beside the floor \
 of the requests each reference needs, the requests each reference sent (counted by a proxy in front of \
 the source and the target registry in one more export and import, by kind, beside the fewest the \
 references need), who is busy during import (ferry's CPU and the target registry's, beside the \
-registry's under the raw ingest, and at the sized points the raw ingest with one upload at a time), and \
-the targets table; it writes `target/bench/curve.md`. `--skopeo` also times the \
-skopeo path at each point (`skopeo copy` per reference, one after another, each way: minutes at 2,000 \
-references) and `ferry export --no-referrers` (the same work: `skopeo copy` carries no signatures or \
+registry's under the raw ingest, and at the sized points the raw ingest with one upload at a time), who \
+is busy during export and verify (ferry's CPU and the source registry's, the CPU `dd` needs to write \
+the same bytes), and the targets table, met or not, by how much and why; it writes \
+`target/bench/curve.md`. The last full curve is [scaling.md](scaling.md) (`--curve-out docs/scaling.md`), \
+and the dated measurements behind each design choice are in \
+[benchmarks-journal.md](benchmarks-journal.md). `--skopeo` also times the \
+skopeo path at each count of references up to 2,000 (`skopeo copy` per reference, one after another, \
+each way: minutes at 2,000 references, an hour at 10,000) and `ferry export --no-referrers` (the same work: `skopeo copy` carries no signatures or \
 SBOMs), and reports ms per reference and how many times faster ferry is, against the ≥ 8× export and \
 ≥ 6× import targets; `--ferry-bin` measures another build (before/after). Pick points with `--sizes` and \
 `--refs` to keep it small on a shared machine.";
