@@ -3,7 +3,7 @@
 //! (issue 17: import's peak at 10,000 references).
 //!
 //! Three settings, each measured on the benchmark's 10,000-reference
-//! import (docs/benchmarks.md, "The allocator keeps what was freed"):
+//! import (docs/benchmarks-journal.md, "The allocator keeps what was freed"):
 //!
 //! - **Buffers of a MiB or more** (upload chunks, blobs read ahead) come
 //!   from and go back to the kernel (`M_MMAP_THRESHOLD`). glibc would

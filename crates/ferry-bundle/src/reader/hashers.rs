@@ -20,7 +20,7 @@
 //!
 //! Whether they pay is [`workers_pay`]: only with a core for the
 //! decompressing thread and two for hashing. Measured on 2 cores
-//! (docs/benchmarks.md, "Verify on two cores"), handing blobs over cost
+//! (docs/benchmarks-journal.md, "Verify on two cores"), handing blobs over cost
 //! about 40 % more CPU (a worker hashes bytes another core wrote, out of
 //! cache) for no gain in wall time, so there verify hashes on the reading
 //! thread as before.

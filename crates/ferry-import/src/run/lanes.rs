@@ -37,7 +37,7 @@ use ferry_bundle::Digest;
 use super::feed::{Feeder, Lane, Pending, UploadPlan};
 
 /// Lanes beside the reader at most: with the reader's own, up to three
-/// large uploads at once (measured at 8 GB: `docs/benchmarks.md`). Fewer
+/// large uploads at once (measured at 8 GB: `docs/benchmarks-journal.md`). Fewer
 /// with `--jobs` under 3: one lane fewer than the jobs.
 pub(super) const LANES: usize = 2;
 
