@@ -74,7 +74,8 @@ enum Task {
         /// Only generate the data set (cached under target/bench/), measure nothing.
         #[arg(long)]
         generate_only: bool,
-        /// Serve the data set from a registry and wait, for measuring by hand.
+        /// Serve the data set (or with one `--refs N`, that many small
+        /// images) from a registry and wait, for measuring by hand.
         #[arg(long, conflicts_with = "generate_only")]
         serve: bool,
         /// Run the scaling curve at these data-set sizes in GB (e.g. 0.5,2,8)

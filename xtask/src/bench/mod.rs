@@ -49,14 +49,15 @@ pub(crate) use measure::{children_cpu, median, process_cpu};
 use datasets::{digests_kept, layout_digests_kept, load_set};
 use floors::{ingest_floor, raw_ingest_sweep};
 use measure::{Runner, Series};
-use render::{loadavg, record_scale, render};
+pub(crate) use render::loadavg;
+use render::{record_scale, render};
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use ferry_testkit::dataset::GENERATOR_VERSION;
+use ferry_testkit::dataset::{Dataset, GENERATOR_VERSION};
 use ferry_testkit::registry::Registry;
 
 /// What `cargo xtask bench` was asked for.
@@ -118,6 +119,48 @@ pub(crate) fn skopeo_export_script(
 }
 
 /// The skopeo path's import: `zstd -d | tar -x` of `bundle` into `untar`,
+/// A registry serving `set` straight from its storage (every reference
+/// checked to come back with its digest), and the export spec of it
+/// written under `work`.
+fn start_source(set: &Dataset, work: &Path) -> Result<(Registry, PathBuf)> {
+    let source = Registry::start()?;
+    set.populate_registry_storage(&source.storage_dir())?;
+    let host = source.host();
+    let served = digests_kept(&set.images, &host);
+    if served != set.images.len() {
+        bail!(
+            "the source registry serves {served} of {} references with their digest; its log:\n{}",
+            set.images.len(),
+            source.log()
+        );
+    }
+    eprintln!(
+        "xtask bench: source registry {} serves {} references",
+        source.url(),
+        set.images.len()
+    );
+    let spec_path = work.join("bundle.yaml");
+    std::fs::write(&spec_path, spec_text(set, &host))
+        .with_context(|| format!("failed to write {}", spec_path.display()))?;
+    Ok((source, spec_path))
+}
+
+/// `--serve`: says where the set is served and how to export it, and
+/// waits (the registry stops with Ctrl-C).
+fn serve_forever(data_dir: &Path, spec_path: &Path, ferry: &str) -> ! {
+    eprintln!(
+        "xtask bench: serving {}; the spec is {}\n\
+         xtask bench: e.g. {ferry} export -f {} -o /tmp/b.tar.zst --no-cache\n\
+         xtask bench: stop with Ctrl-C",
+        data_dir.display(),
+        spec_path.display(),
+        spec_path.display()
+    );
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 /// then `skopeo copy --all --preserve-digests` of every reference, one
 /// after another, to `host`.
 pub(crate) fn skopeo_import_script(
@@ -185,7 +228,7 @@ fn remove(path: &Path) {
     }
 }
 
-fn output(program: &str, args: &[&str]) -> String {
+pub(crate) fn output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -272,6 +315,18 @@ pub fn run(opts: &Options) -> Result<()> {
         Some(bin) => bin.clone(),
         None => build_ferry()?,
     };
+    if opts.serve && !opts.refs.is_empty() {
+        let &[n] = &opts.refs[..] else {
+            bail!("--serve serves one set: give one --refs count");
+        };
+        let dir = bench.join(format!("data-small-{n}-v{GENERATOR_VERSION}"));
+        let set =
+            Dataset::load_or_generate_many(&dir, n, 0, &|line| eprintln!("xtask bench: {line}"))?;
+        let work = bench.join("run");
+        fresh_dir(&work)?;
+        let (_source, spec_path) = start_source(&set, &work)?;
+        serve_forever(&dir, &spec_path, &p(&ferry));
+    }
     if !opts.sizes.is_empty() || !opts.refs.is_empty() {
         if let Some(bad) = opts.sizes.iter().find(|&&gb| !(gb > 0.0 && gb <= 64.0)) {
             bail!("--sizes must be in (0, 64] GB (got {bad})");
@@ -298,39 +353,10 @@ pub fn run(opts: &Options) -> Result<()> {
     let runner = Runner { logs, time_bin };
     let set = load_set(opts, &data_dir)?;
 
-    // The source registry serves the set straight from its storage.
-    let source = Registry::start()?;
-    set.populate_registry_storage(&source.storage_dir())?;
+    let (source, spec_path) = start_source(&set, &work)?;
     let host = source.host();
-    let served = digests_kept(&set.images, &host);
-    if served != set.images.len() {
-        bail!(
-            "the source registry serves {served} of {} references with their digest; its log:\n{}",
-            set.images.len(),
-            source.log()
-        );
-    }
-    eprintln!(
-        "xtask bench: source registry {} serves {} references",
-        source.url(),
-        set.images.len()
-    );
-
-    let spec = spec_text(&set, &host);
-    let spec_path = work.join("bundle.yaml");
-    std::fs::write(&spec_path, &spec)?;
     if opts.serve {
-        eprintln!(
-            "xtask bench: serving {} at {host}; the spec is {}\n\
-             xtask bench: e.g. {ferry_s} export -f {} -o /tmp/b.tar.zst --no-cache\n\
-             xtask bench: stop with Ctrl-C",
-            data_dir.display(),
-            spec_path.display(),
-            spec_path.display()
-        );
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
+        serve_forever(&data_dir, &spec_path, &ferry_s);
     }
 
     let mut r = Results {

@@ -37,7 +37,7 @@ SBOMs), and reports ms per reference and how many times faster ferry is, against
 `--refs` to keep it small on a shared machine.";
 
 /// `/proc/loadavg`'s first three fields.
-pub(super) fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|t| words(&t, 3))
         .unwrap_or_else(|_| "?".into())
@@ -642,7 +642,7 @@ fn targets(
     } else {
         let _ = writeln!(
             o,
-            "| peak RSS flat from 0.5 GB to 8 GB | only this scale measured so far (run `cargo xtask bench --scale 2` etc.; every scale's last run is listed) | not measured |"
+            "| peak RSS flat from 0.5 GB to 8 GB | this comparison ran at one scale; the curve measures 0.5, 2 and 8 GB side by side: [scaling.md](scaling.md) | not measured here |"
         );
     }
     let staged = r.ferry_import.written();
