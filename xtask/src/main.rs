@@ -10,7 +10,7 @@
 //!   then checks every digest at the target.
 //! - `bench`: ferry against skopeo and the machine's floors on a generated
 //!   data set; writes `docs/benchmarks.md` (see `bench/mod.rs`); its
-//!   scaling curve (sizes and reference counts, phase times) in `curve.rs`.
+//!   scaling curve (sizes and reference counts, phase times) in `curve/`.
 //! - `fuzz`: the cargo-fuzz targets under `fuzz/` for N seconds each, on
 //!   nightly (not part of `test` or CI; see `fuzz.rs`, docs/fuzzing.md).
 

@@ -77,7 +77,7 @@ pub struct Options {
     /// Serve the data set from the source registry and wait (for measuring
     /// or profiling by hand), measure nothing.
     pub serve: bool,
-    /// The scaling curve instead (see `curve.rs`): these data-set sizes in GB …
+    /// The scaling curve instead (see `curve/`): these data-set sizes in GB …
     pub sizes: Vec<f64>,
     /// … and these reference counts of the many-small-images set.
     pub refs: Vec<usize>,

@@ -11,7 +11,7 @@ use ferry_testkit::dataset::Dataset;
 use super::measure::{paired, Series};
 use super::{output, p, target_dir, Options, Results};
 
-/// How the scaling curve is run (kept in the report, see `curve.rs`).
+/// How the scaling curve is run (kept in the report, see `curve/`).
 const CURVE_NOTE: &str = "The scaling curve (issue 17) runs apart from this comparison: `cargo xtask bench --sizes 0.5,2,8 --refs \
 25,500,2000,10000 [--runs N] [--skopeo] [--curve-out FILE] [--ferry-bin PATH]` measures, at each \
 data-set size (GB, the set above) and each count of small images (`small/app-<n>:1.0`: a 256 KiB base \
