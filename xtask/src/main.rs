@@ -132,28 +132,49 @@ fn main() -> Result<()> {
             curve_out,
             skopeo,
             ferry_bin,
-        } => bench::run(&bench::Options {
-            scale,
-            runs,
-            out: if out.is_absolute() {
-                out
-            } else {
-                root().join(out)
-            },
-            no_skopeo,
-            perf,
-            generate_only,
-            serve,
-            sizes,
-            refs,
-            curve_out: if curve_out.is_absolute() {
-                curve_out
-            } else {
-                root().join(curve_out)
-            },
-            curve_skopeo: skopeo,
-            ferry_bin,
-        }),
+        } => {
+            let opts = bench::Options {
+                scale,
+                runs,
+                out: if out.is_absolute() {
+                    out
+                } else {
+                    root().join(out)
+                },
+                no_skopeo,
+                perf,
+                generate_only,
+                serve,
+                sizes,
+                refs,
+                curve_out: if curve_out.is_absolute() {
+                    curve_out
+                } else {
+                    root().join(curve_out)
+                },
+                curve_skopeo: skopeo,
+                ferry_bin,
+            };
+            // The curve stands on the bench's data sets, floors and tools;
+            // serving a set or generating one is the bench's own.
+            if serve || generate_only || (opts.sizes.is_empty() && opts.refs.is_empty()) {
+                return bench::run(&opts);
+            }
+            let curve = curve::CurveOptions {
+                sizes: opts.sizes.clone(),
+                refs: opts.refs.clone(),
+                runs: opts.runs.max(1),
+                out: opts.curve_out.clone(),
+                skopeo: opts.curve_skopeo,
+            };
+            curve.check()?;
+            bench::ensure_bench_tools(&opts)?;
+            curve::run(
+                &curve,
+                &bench::ferry_under_test(&opts)?,
+                &bench::bench_dir(),
+            )
+        }
         Task::Dist => dist::run(),
         Task::Fuzz {
             seconds,

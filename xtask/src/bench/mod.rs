@@ -91,6 +91,39 @@ pub struct Options {
     pub ferry_bin: Option<PathBuf>,
 }
 
+/// The tools every measurement needs, installed where they are missing
+/// (and `perf` with `--perf`).
+pub(crate) fn ensure_bench_tools(opts: &Options) -> Result<()> {
+    crate::ensure_tools(
+        &[
+            ("docker-registry", "docker-registry"),
+            ("skopeo", "skopeo"),
+            ("zstd", "zstd"),
+            ("curl", "curl"),
+            ("time", "time"),
+            ("openssl", "openssl"),
+        ],
+        true,
+    )?;
+    if opts.perf {
+        crate::ensure_tools(&[("perf", "linux-perf")], true)?;
+    }
+    Ok(())
+}
+
+/// The ferry binary to measure: `--ferry-bin`, or a release build.
+pub(crate) fn ferry_under_test(opts: &Options) -> Result<PathBuf> {
+    match &opts.ferry_bin {
+        Some(bin) => Ok(bin.clone()),
+        None => build_ferry(),
+    }
+}
+
+/// Where the data sets, the runs and the curve live: `target/bench/`.
+pub(crate) fn bench_dir() -> PathBuf {
+    target_dir().join("bench")
+}
+
 /// The skopeo path's export, as a user's script does it: `skopeo copy
 /// --all` of every reference, one after another, into one `oci:` layout,
 /// then `tar | zstd -T0` of the layout into `out`.
@@ -286,35 +319,19 @@ pub fn run(opts: &Options) -> Result<()> {
         bail!("--scale must be in (0, 64] GB (got {})", opts.scale);
     }
     let runs = opts.runs.max(1);
-    crate::ensure_tools(
-        &[
-            ("docker-registry", "docker-registry"),
-            ("skopeo", "skopeo"),
-            ("zstd", "zstd"),
-            ("curl", "curl"),
-            ("time", "time"),
-            ("openssl", "openssl"),
-        ],
-        true,
-    )?;
-    if opts.perf {
-        crate::ensure_tools(&[("perf", "linux-perf")], true)?;
-    }
+    ensure_bench_tools(opts)?;
     let time_bin = if Path::new("/usr/bin/time").is_file() {
         "/usr/bin/time".to_string()
     } else {
         "time".to_string()
     };
-    let bench = target_dir().join("bench");
+    let bench = bench_dir();
     let data_dir = bench.join(format!("data-{}gb-v{GENERATOR_VERSION}", opts.scale));
     if opts.generate_only {
         load_set(opts, &data_dir)?;
         return Ok(());
     }
-    let ferry = match &opts.ferry_bin {
-        Some(bin) => bin.clone(),
-        None => build_ferry()?,
-    };
+    let ferry = ferry_under_test(opts)?;
     if opts.serve && !opts.refs.is_empty() {
         let &[n] = &opts.refs[..] else {
             bail!("--serve serves one set: give one --refs count");
@@ -326,22 +343,6 @@ pub fn run(opts: &Options) -> Result<()> {
         fresh_dir(&work)?;
         let (_source, spec_path) = start_source(&set, &work)?;
         serve_forever(&dir, &spec_path, &p(&ferry));
-    }
-    if !opts.sizes.is_empty() || !opts.refs.is_empty() {
-        if let Some(bad) = opts.sizes.iter().find(|&&gb| !(gb > 0.0 && gb <= 64.0)) {
-            bail!("--sizes must be in (0, 64] GB (got {bad})");
-        }
-        return crate::curve::run(
-            &crate::curve::CurveOptions {
-                sizes: opts.sizes.clone(),
-                refs: opts.refs.clone(),
-                runs,
-                out: opts.curve_out.clone(),
-                skopeo: opts.curve_skopeo,
-            },
-            &ferry,
-            &bench,
-        );
     }
     let load_start = loadavg();
     let ferry_s = p(&ferry);

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::Run;
+use super::point::Run;
 use crate::bench::children_cpu;
 
 /// Runs `program args` under `/usr/bin/time -v`, stamping each JSON event

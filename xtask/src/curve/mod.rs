@@ -47,24 +47,25 @@
 //! (the many-small-images points), to measure or profile import by hand.
 
 mod commands;
+mod point;
 mod report;
 mod requests;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ferry_testkit::dataset::{Dataset, DatasetOptions, GENERATOR_VERSION};
 use ferry_testkit::registry::Registry;
 
 use crate::bench::{
-    image_ingest_once, loadavg, median, output, process_cpu, raw_ingest_once, skopeo_export_script,
+    image_ingest_once, loadavg, output, process_cpu, raw_ingest_once, skopeo_export_script,
     skopeo_import_script, spec_text,
 };
 use commands::{export_args, floor, floor_cpu, import_args, q, run_events, warm};
+use point::Point;
 use report::render;
-use requests::{count_requests, Counted};
+use requests::count_requests;
 
 /// What the curve was asked for.
 pub struct CurveOptions {
@@ -82,82 +83,14 @@ pub struct CurveOptions {
     pub skopeo: bool,
 }
 
-/// One command's run: wall, peak RSS and when each event kind first came.
-#[derive(Debug, Clone, Default)]
-struct Run {
-    wall: f64,
-    rss_mib: f64,
-    /// User + system CPU seconds (`/usr/bin/time -v`).
-    cpu: f64,
-    events: BTreeMap<String, f64>,
-}
-
-impl Run {
-    fn at(&self, event: &str) -> Option<f64> {
-        self.events.get(event).copied()
+impl CurveOptions {
+    /// Refuses what the curve cannot measure, before anything is built.
+    pub fn check(&self) -> Result<()> {
+        if let Some(bad) = self.sizes.iter().find(|&&gb| !(gb > 0.0 && gb <= 64.0)) {
+            bail!("--sizes must be in (0, 64] GB (got {bad})");
+        }
+        Ok(())
     }
-
-    /// Seconds from `from` (or the start) to `to` (or the end).
-    fn span(&self, from: Option<&str>, to: Option<&str>) -> Option<f64> {
-        let a = match from {
-            Some(e) => self.at(e)?,
-            None => 0.0,
-        };
-        let b = match to {
-            Some(e) => self.at(e)?,
-            None => self.wall,
-        };
-        Some((b - a).max(0.0))
-    }
-}
-
-/// The measurements of one point.
-#[derive(Debug, Default)]
-struct Point {
-    label: String,
-    refs: usize,
-    blobs: usize,
-    bytes: u64,
-    bundle: u64,
-    export: Vec<Run>,
-    verify: Vec<Run>,
-    import: Vec<Run>,
-    dd: Vec<f64>,
-    fetch: Vec<f64>,
-    ingest: Vec<f64>,
-    /// The images' ingest floor: the blobs' uploads plus the mounts and
-    /// manifest PUTs an import needs.
-    image_ingest: Vec<f64>,
-    openssl: Vec<f64>,
-    zstd_d: Vec<f64>,
-    /// The skopeo path (`--skopeo`): export and import wall seconds per run.
-    skopeo_export: Vec<f64>,
-    skopeo_import: Vec<f64>,
-    /// `ferry export --no-cache --no-referrers` (`--skopeo`): the same work
-    /// as the skopeo path, which carries no signatures, attestations or
-    /// SBOMs.
-    export_plain: Vec<Run>,
-    /// CPU seconds the target registry used during each import.
-    import_registry_cpu: Vec<f64>,
-    /// CPU seconds the source registry used during each export.
-    export_registry_cpu: Vec<f64>,
-    /// CPU seconds `dd` used writing the bundle's size (the kernel's copy
-    /// into the page cache and the file system's work: the part of the
-    /// export's CPU that writing the bytes alone costs).
-    dd_cpu: Vec<f64>,
-    /// CPU seconds the registry used during each raw ingest (4 uploads at
-    /// a time).
-    ingest_registry_cpu: Vec<f64>,
-    /// The raw ingest with one upload at a time (the sized sets): what one
-    /// upload stream gets from the registry.
-    ingest_one: Vec<f64>,
-    /// Requests counted at the registries in one more export and import.
-    requests: Option<Counted>,
-}
-
-fn med_of(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    let v: Vec<f64> = runs.iter().filter_map(f).collect();
-    (!v.is_empty()).then(|| median(v))
 }
 
 /// `--skopeo` times the skopeo path at reference counts up to this one
@@ -356,6 +289,7 @@ fn skopeo_once(
 
 /// Runs the curve's points and writes the report.
 pub fn run(opts: &CurveOptions, ferry: &Path, bench: &Path) -> Result<()> {
+    opts.check()?;
     let runs = opts.runs.max(1);
     let work = bench.join("curve");
     if work.exists() {

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::requests::Counted;
-use super::{med_of, Point, Run};
+use super::point::{med_of, Counted, Point, Run};
 use crate::bench::median;
 
 fn secs(v: Option<f64>) -> String {
@@ -361,122 +360,148 @@ fn requests_table(counts: &[Point]) -> String {
 /// The targets at the measured points: met or not, by how much.
 fn targets(sizes: &[Point], counts: &[Point]) -> String {
     let mut s = String::from("## Targets\n\n| target | measured | status |\n|---|---|---|\n");
-    let all: Vec<&Point> = sizes.iter().chain(counts.iter()).collect();
-    for p in &all {
-        let m = medians(p);
-        // The byte floors (dd, openssl, zstd -d) are for the sized sets; a
-        // set of small images is judged per reference instead (below).
-        let sized = sizes.iter().any(|s| std::ptr::eq(s, *p));
-        let ex = m.export / m.dd;
-        if sized {
-            let _ = writeln!(
-                s,
-                "| {}: export ≤ 1.2 × disk-write floor | {ex:.2}× ({:.2} s vs `dd` {:.2} s) | {} |",
-                p.label,
-                m.export,
-                m.dd,
-                match (ex <= 1.2, ExportCpu::of(p)) {
-                    (true, _) => "met".to_string(),
-                    (false, None) =>
-                        format!("**not met** by {:.0} %", (ex / 1.2 - 1.0) * 100.0),
-                    (false, Some(c)) => format!(
-                        "**not met** by {:.0} %: ferry and the source registry used {:.1} s of CPU, {:.1} s on this machine's {:.0} cores at the least ({:.2}× `dd`)",
-                        (ex / 1.2 - 1.0) * 100.0,
-                        c.ferry + c.registry,
-                        c.bound(),
-                        cores(),
-                        c.bound() / m.dd
-                    ),
-                }
-            );
-        }
-        for (floor, secs) in [
-            ("raw-ingest floor", m.ingest),
-            (
-                "image-ingest floor (the blobs' uploads, mounts and manifest PUTs)",
-                m.image_ingest,
-            ),
-        ] {
-            let x = m.import / secs;
-            let _ = writeln!(
-                s,
-                "| {}: import ≤ 1.3 × {floor} | {x:.2}× ({:.2} s vs {secs:.2} s) | {} |",
-                p.label,
-                m.import,
-                if x <= 1.3 {
-                    "met".to_string()
-                } else {
-                    format!("**not met** by {:.0} %", (x / 1.3 - 1.0) * 100.0)
-                }
-            );
-        }
-        let v = m.verify_floor / m.verify;
-        if sized {
-            let sha = median(p.openssl.clone());
-            let status = if v >= 1.0 {
-                "met".to_string()
-            } else {
-                format!(
-                    "**not met**: verify used {:.2} s of CPU in {:.2} s; one core's sha256 of the bundle (`openssl`) takes {sha:.2} s, `zstd -d` {:.2} s",
-                    median(p.verify.iter().map(|r| r.cpu).collect()),
-                    m.verify,
-                    median(p.zstd_d.clone())
-                )
-            };
-            let _ = writeln!(
-                s,
-                "| {}: verify ≥ 100 % of the faster of openssl / `zstd -d` | {:.0} % | {status} |",
-                p.label,
-                v * 100.0,
-            );
-        }
-        let worst = m.rss.iter().copied().fold(0.0, f64::max);
-        let _ = writeln!(
-            s,
-            "| {}: peak RSS ≤ 64 MiB (export, import, verify) | largest {worst:.1} MiB | {} |",
-            p.label,
-            met(worst <= 64.0)
+    for p in sizes {
+        point_targets(&mut s, p, true);
+    }
+    for p in counts {
+        point_targets(&mut s, p, false);
+    }
+    flat_targets(&mut s, sizes, "sizes");
+    flat_targets(&mut s, counts, "reference counts");
+    per_reference_targets(&mut s, counts);
+    skopeo_targets(&mut s, counts);
+    if counts.iter().all(|p| p.skopeo_export.is_empty()) {
+        s.push_str(
+            "\nThe speed-ups over the skopeo path (≥ 8× export, ≥ 6× import at 2,000 references) are measured with `--skopeo`.\n",
         );
     }
-    let flat = |points: &[Point], what: &str, s: &mut String| {
-        if points.len() < 2 {
-            return;
-        }
-        for (k, name) in ["export", "import", "verify"].iter().enumerate() {
-            let v: Vec<f64> = points.iter().map(|p| medians(p).rss[k]).collect();
-            let (lo, hi) = (
-                v.iter().copied().fold(f64::MAX, f64::min),
-                v.iter().copied().fold(0.0, f64::max),
-            );
-            let _ = writeln!(
-                s,
-                "| {name} peak RSS flat across {what} (largest / smallest ≤ 1.2) | {:.2} ({lo:.1}–{hi:.1} MiB) | {} |",
-                hi / lo,
-                met(hi / lo <= 1.2)
-            );
-        }
-    };
-    flat(sizes, "sizes", &mut s);
-    flat(counts, "reference counts", &mut s);
-    if counts.len() >= 2 {
-        let per = |p: &Point, f: fn(&Medians) -> f64| f(&medians(p)) / p.refs.max(1) as f64;
-        let (first, last) = (&counts[0], &counts[counts.len() - 1]);
-        for (name, f) in [
-            ("export", (|m: &Medians| m.export) as fn(&Medians) -> f64),
-            ("import", |m: &Medians| m.import),
-        ] {
-            let r = per(last, f) / per(first, f);
-            let _ = writeln!(
-                s,
-                "| {name} cost per reference flat from {} to {} refs (ratio ≤ 1.2) | {:.2} ms → {:.2} ms ({r:.2}×) | {} |",
-                first.refs,
-                last.refs,
-                per(first, f) * 1e3,
-                per(last, f) * 1e3,
-                met(r <= 1.2)
-            );
-        }
+    s
+}
+
+/// One point's rows: export against `dd` and verify against its floors
+/// (the byte floors: `sized` points only; a set of small images is judged
+/// per reference instead), import against both ingest floors, peak RSS.
+fn point_targets(s: &mut String, p: &Point, sized: bool) {
+    let m = medians(p);
+    let ex = m.export / m.dd;
+    if sized {
+        let _ = writeln!(
+            s,
+            "| {}: export ≤ 1.2 × disk-write floor | {ex:.2}× ({:.2} s vs `dd` {:.2} s) | {} |",
+            p.label,
+            m.export,
+            m.dd,
+            match (ex <= 1.2, ExportCpu::of(p)) {
+                (true, _) => "met".to_string(),
+                (false, None) =>
+                    format!("**not met** by {:.0} %", (ex / 1.2 - 1.0) * 100.0),
+                (false, Some(c)) => format!(
+                    "**not met** by {:.0} %: ferry and the source registry used {:.1} s of CPU, {:.1} s on this machine's {:.0} cores at the least ({:.2}× `dd`)",
+                    (ex / 1.2 - 1.0) * 100.0,
+                    c.ferry + c.registry,
+                    c.bound(),
+                    cores(),
+                    c.bound() / m.dd
+                ),
+            }
+        );
     }
+    for (floor, secs) in [
+        ("raw-ingest floor", m.ingest),
+        (
+            "image-ingest floor (the blobs' uploads, mounts and manifest PUTs)",
+            m.image_ingest,
+        ),
+    ] {
+        let x = m.import / secs;
+        let _ = writeln!(
+            s,
+            "| {}: import ≤ 1.3 × {floor} | {x:.2}× ({:.2} s vs {secs:.2} s) | {} |",
+            p.label,
+            m.import,
+            if x <= 1.3 {
+                "met".to_string()
+            } else {
+                format!("**not met** by {:.0} %", (x / 1.3 - 1.0) * 100.0)
+            }
+        );
+    }
+    let v = m.verify_floor / m.verify;
+    if sized {
+        let sha = median(p.openssl.clone());
+        let status = if v >= 1.0 {
+            "met".to_string()
+        } else {
+            format!(
+                "**not met**: verify used {:.2} s of CPU in {:.2} s; one core's sha256 of the bundle (`openssl`) takes {sha:.2} s, `zstd -d` {:.2} s",
+                median(p.verify.iter().map(|r| r.cpu).collect()),
+                m.verify,
+                median(p.zstd_d.clone())
+            )
+        };
+        let _ = writeln!(
+            s,
+            "| {}: verify ≥ 100 % of the faster of openssl / `zstd -d` | {:.0} % | {status} |",
+            p.label,
+            v * 100.0,
+        );
+    }
+    let worst = m.rss.iter().copied().fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "| {}: peak RSS ≤ 64 MiB (export, import, verify) | largest {worst:.1} MiB | {} |",
+        p.label,
+        met(worst <= 64.0)
+    );
+}
+
+/// Peak RSS flat across `points` (largest / smallest ≤ 1.2), per command.
+fn flat_targets(s: &mut String, points: &[Point], what: &str) {
+    if points.len() < 2 {
+        return;
+    }
+    for (k, name) in ["export", "import", "verify"].iter().enumerate() {
+        let v: Vec<f64> = points.iter().map(|p| medians(p).rss[k]).collect();
+        let (lo, hi) = (
+            v.iter().copied().fold(f64::MAX, f64::min),
+            v.iter().copied().fold(0.0, f64::max),
+        );
+        let _ = writeln!(
+            s,
+            "| {name} peak RSS flat across {what} (largest / smallest ≤ 1.2) | {:.2} ({lo:.1}–{hi:.1} MiB) | {} |",
+            hi / lo,
+            met(hi / lo <= 1.2)
+        );
+    }
+}
+
+/// The cost per reference from the first count to the last (ratio ≤ 1.2).
+fn per_reference_targets(s: &mut String, counts: &[Point]) {
+    if counts.len() < 2 {
+        return;
+    }
+    let per = |p: &Point, f: fn(&Medians) -> f64| f(&medians(p)) / p.refs.max(1) as f64;
+    let (first, last) = (&counts[0], &counts[counts.len() - 1]);
+    for (name, f) in [
+        ("export", (|m: &Medians| m.export) as fn(&Medians) -> f64),
+        ("import", |m: &Medians| m.import),
+    ] {
+        let r = per(last, f) / per(first, f);
+        let _ = writeln!(
+            s,
+            "| {name} cost per reference flat from {} to {} refs (ratio ≤ 1.2) | {:.2} ms → {:.2} ms ({r:.2}×) | {} |",
+            first.refs,
+            last.refs,
+            per(first, f) * 1e3,
+            per(last, f) * 1e3,
+            met(r <= 1.2)
+        );
+    }
+}
+
+/// How many times faster than the skopeo path, where it ran, and why
+/// the export falls short where it does.
+fn skopeo_targets(s: &mut String, counts: &[Point]) {
     for p in counts {
         for (name, target, x) in [
             ("export", 8.0, faster(&p.skopeo_export, &p.export)),
@@ -511,12 +536,6 @@ fn targets(sizes: &[Point], counts: &[Point]) -> String {
             );
         }
     }
-    if counts.iter().all(|p| p.skopeo_export.is_empty()) {
-        s.push_str(
-            "\nThe speed-ups over the skopeo path (≥ 8× export, ≥ 6× import at 2,000 references) are measured with `--skopeo`.\n",
-        );
-    }
-    s
 }
 
 #[cfg(test)]

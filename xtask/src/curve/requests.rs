@@ -10,18 +10,8 @@ use ferry_testkit::proxy::FaultProxy;
 use ferry_testkit::registry::Registry;
 
 use super::commands::{export_args, import_args, run_events};
+use super::point::Counted;
 use crate::bench::spec_text;
-
-/// The requests one ferry export and one import sent, by kind, counted by
-/// a proxy in front of the source and of the target registry, beside the
-/// fewest requests the same references need ([`request_floors`]).
-#[derive(Debug, Default, Clone)]
-pub(super) struct Counted {
-    pub(super) export: BTreeMap<&'static str, usize>,
-    pub(super) import: BTreeMap<&'static str, usize>,
-    pub(super) export_floor: usize,
-    pub(super) import_floor: usize,
-}
 
 /// What a registry request does, from its method and target.
 fn request_kind(method: &str, target: &str) -> &'static str {
