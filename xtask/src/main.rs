@@ -114,6 +114,16 @@ enum Task {
     },
 }
 
+/// `path` as given when absolute, else under the project's root (where
+/// `cargo xtask` runs from is not always the root).
+fn from_root(path: std::path::PathBuf) -> std::path::PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        root().join(path)
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
@@ -136,22 +146,14 @@ fn main() -> Result<()> {
             let opts = bench::Options {
                 scale,
                 runs,
-                out: if out.is_absolute() {
-                    out
-                } else {
-                    root().join(out)
-                },
+                out: from_root(out),
                 no_skopeo,
                 perf,
                 generate_only,
                 serve,
                 sizes,
                 refs,
-                curve_out: if curve_out.is_absolute() {
-                    curve_out
-                } else {
-                    root().join(curve_out)
-                },
+                curve_out: from_root(curve_out),
                 curve_skopeo: skopeo,
                 ferry_bin,
             };

@@ -35,6 +35,16 @@ pub(crate) fn process_cpu(pid: u32) -> Option<f64> {
     Some(ticks / clock_ticks())
 }
 
+/// One field of a `/usr/bin/time -v` report (`name` is its label with the
+/// colon), or zero where the report lacks it.
+pub(crate) fn time_field<T: std::str::FromStr + Default>(report: &str, name: &str) -> T {
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default()
+}
+
 /// User + system CPU seconds of this process's children that have ended
 /// and been waited for (`cutime` + `cstime` of `/proc/self/stat`): read
 /// before and after a command, the CPU it and everything it waited for
@@ -169,23 +179,12 @@ impl Runner {
         }
         let text = std::fs::read_to_string(&tv)
             .with_context(|| format!("failed to read {}", tv.display()))?;
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        let seconds = |name: &str| -> f64 {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix(name))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0)
-        };
         let s = Sample {
             wall,
-            rss_kib: field("Maximum resident set size (kbytes):"),
-            written: field("File system outputs:") * 512,
-            cpu: seconds("User time (seconds):") + seconds("System time (seconds):"),
+            rss_kib: time_field::<u64>(&text, "Maximum resident set size (kbytes):"),
+            written: time_field::<u64>(&text, "File system outputs:") * 512,
+            cpu: time_field::<f64>(&text, "User time (seconds):")
+                + time_field::<f64>(&text, "System time (seconds):"),
             registry_cpu: 0.0,
         };
         eprintln!(
@@ -275,6 +274,19 @@ mod tests {
         assert!(after > before, "{before} -> {after} ({x})");
         // No such process: nothing, rather than a number.
         assert_eq!(process_cpu(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_time_v_report_s_fields_are_read_by_their_label() {
+        let report = "\tUser time (seconds): 1.25\n\tSystem time (seconds): 0.50\n\tMaximum resident set size (kbytes): 49152\n";
+        assert_eq!(time_field::<f64>(report, "User time (seconds):"), 1.25);
+        assert_eq!(
+            time_field::<u64>(report, "Maximum resident set size (kbytes):"),
+            49152
+        );
+        // A field the report lacks, or one that is not a number, reads as zero.
+        assert_eq!(time_field::<u64>(report, "File system outputs:"), 0);
+        assert_eq!(time_field::<u64>(report, "User time (seconds):"), 0);
     }
 
     #[test]

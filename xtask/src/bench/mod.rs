@@ -44,7 +44,7 @@ mod render;
 
 pub(crate) use datasets::spec_text;
 pub(crate) use floors::{image_ingest_once, raw_ingest_once};
-pub(crate) use measure::{children_cpu, median, process_cpu};
+pub(crate) use measure::{children_cpu, median, process_cpu, time_field};
 
 use datasets::{digests_kept, layout_digests_kept, load_set};
 use floors::{ingest_floor, raw_ingest_sweep};

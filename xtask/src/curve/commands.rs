@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::point::Run;
-use crate::bench::children_cpu;
+use crate::bench::{children_cpu, time_field};
 
 /// Runs `program args` under `/usr/bin/time -v`, stamping each JSON event
 /// line of its stdout with the seconds since the start.
@@ -58,12 +58,7 @@ pub(super) fn run_events(logs: &Path, label: &str, program: &str, args: &[String
         );
     }
     let text = std::fs::read_to_string(&tv).unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
+    let field = |name: &str| time_field::<f64>(&text, name);
     let r = Run {
         wall,
         rss_mib: field("Maximum resident set size (kbytes):") / 1024.0,
