@@ -261,7 +261,7 @@ fn cpu_table(sizes: &[Point], counts: &[Point]) -> String {
         );
     }
     s.push_str(
-        "\nThe export's floor, `dd`, only writes; the export also has the registry serve every byte (on the same cores here; on another machine in production), receives it, hashes it for its digest, compresses it (incompressible blobs at zstd's fastest level), hashes it again for the bundle's sha256 and writes it, which costs the kernel what it costs `dd` (`dd` CPU). \"Together\": ferry's and the source registry's CPU divided by the cores, the shortest time that work takes on this machine even if nothing waited. Verify decompresses and hashes every byte of the blobs once: one core's sha256 of the bundle is about what `openssl dgst -sha256` takes, and `zstd -d` only decompresses.\n\n",
+        "\nThe export's floor, `dd`, only writes; the export also has the registry serve every byte (on the same cores here; on another machine in production), receives it, hashes it for its digest, compresses it (blobs zstd would shrink by under 2 % at level −5), hashes it again for the bundle's sha256 and writes it, which costs the kernel what it costs `dd` (`dd` CPU). \"Together\": ferry's and the source registry's CPU divided by the cores, the shortest time that work takes on this machine even if nothing waited. Verify decompresses and hashes every byte of the blobs once: one core's sha256 of the bundle is about what `openssl dgst -sha256` takes, and `zstd -d` only decompresses.\n\n",
     );
     s
 }
