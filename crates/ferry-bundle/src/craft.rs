@@ -122,19 +122,6 @@ pub fn zstd(bytes: &[u8]) -> Vec<u8> {
     e.finish().unwrap_or_default()
 }
 
-/// An error and its causes, joined by `: ` (what the CLI prints as
-/// `caused by` lines), for assertions on the whole message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 /// `len` bytes zstd cannot shrink (xorshift from `seed`): blobs as large in
 /// a bundle as they are.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {

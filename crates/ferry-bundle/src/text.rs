@@ -197,6 +197,19 @@ pub fn check_token(what: &str, s: &str, max: usize) -> Result<(), TextError> {
     Ok(())
 }
 
+/// An error's message with its causes, on one line (`a: b: c`): what a
+/// report or a task's error carries where the chain itself cannot go.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

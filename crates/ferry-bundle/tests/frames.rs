@@ -60,7 +60,7 @@ fn table_of(bytes: &[u8]) -> (SeekTable, usize) {
 }
 
 fn message(e: &BundleError) -> String {
-    craft::error_chain(e)
+    ferry_bundle::text::error_chain(e)
 }
 
 const LARGE: usize = frames::OWN_FRAME_FROM as usize + 4321;

@@ -58,7 +58,7 @@ impl Visitor for Seen {
 
 /// The error and its causes, joined.
 fn chain(e: &BundleError) -> String {
-    ferry_bundle::craft::error_chain(e)
+    ferry_bundle::text::error_chain(e)
 }
 
 fn refused(source: impl Read + Send) -> (String, Seen) {

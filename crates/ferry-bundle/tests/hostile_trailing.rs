@@ -49,14 +49,7 @@ impl Visitor for Seen {
 
 /// The error and its causes, as the CLI prints them.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    ferry_bundle::text::error_chain(e)
 }
 
 /// Reads `bytes` strictly (verify) and with `keep_going` (import): both

@@ -180,7 +180,7 @@ fn mixed_layers(n: usize) -> Vec<Vec<u8>> {
 
 /// The error with its sources, as the CLI prints it.
 fn chain(e: &BundleError) -> String {
-    ferry_bundle::craft::error_chain(e)
+    ferry_bundle::text::error_chain(e)
 }
 
 /// Reads `bundle` with a late visitor and an in-order one: the outcome

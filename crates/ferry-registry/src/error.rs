@@ -254,16 +254,7 @@ impl Error {
 }
 
 /// An error's message with its causes, on one line (`a: b: c`).
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
+pub use ferry_bundle::text::error_chain as chain;
 
 #[cfg(test)]
 mod tests {

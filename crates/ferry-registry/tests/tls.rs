@@ -152,7 +152,7 @@ async fn custom_ca_and_client_certificate_reach_an_https_registry() {
     });
     let e = no_ca.ping("secure.test").await.unwrap_err();
     assert!(!e.is_retryable(), "{e}");
-    let chain = ferry_chain(&e);
+    let chain = ferry_registry::chain(&e);
     assert!(chain.to_lowercase().contains("certificate"), "{chain}");
 
     // Skipping verification works without the CA.
@@ -201,10 +201,9 @@ async fn tls_registries_on_loopback_are_spoken_to_over_tls() {
                 },
             );
             let client = Client::new(config).unwrap();
-            client
-                .ping(&host)
-                .await
-                .unwrap_or_else(|e| panic!("{host} (https: {https}): {}", ferry_chain(&e)));
+            client.ping(&host).await.unwrap_or_else(|e| {
+                panic!("{host} (https: {https}): {}", ferry_registry::chain(&e))
+            });
             let repo = Repo {
                 host: host.clone(),
                 path: "tls/loopback".into(),
@@ -232,9 +231,11 @@ async fn tls_registries_on_loopback_are_spoken_to_over_tls() {
     );
     let e = Client::new(config).unwrap().ping(&host).await.unwrap_err();
     assert!(
-        ferry_chain(&e).to_lowercase().contains("certificate"),
+        ferry_registry::chain(&e)
+            .to_lowercase()
+            .contains("certificate"),
         "{}",
-        ferry_chain(&e)
+        ferry_registry::chain(&e)
     );
 
     // A plain-HTTP registry on loopback: found out without a scheme...
@@ -270,15 +271,4 @@ fn unreadable_client_key_is_named_in_the_error() {
     );
     let e = Client::new(config).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
-}
-
-fn ferry_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }

@@ -26,12 +26,20 @@ pub(crate) struct Sample {
 /// User + system CPU seconds a running process has used so far (all its
 /// threads, from `/proc/<pid>/stat`), or none where it cannot be read.
 pub(crate) fn process_cpu(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces, in parentheses):
-    // state is the 3rd field of the line, utime the 14th and stime the 15th.
+    // utime and stime, the 14th and 15th fields of the line.
+    stat_cpu(&format!("/proc/{pid}/stat"), 11)
+}
+
+/// Two CPU tick fields of a `/proc/…/stat` file added up, in seconds:
+/// `first` and the one after it, counted from the field after the command
+/// name (which may hold spaces, in parentheses), so the line's 3rd field,
+/// the state, is 0.
+fn stat_cpu(path: &str, first: usize) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let ticks =
+        fields.get(first)?.parse::<f64>().ok()? + fields.get(first + 1)?.parse::<f64>().ok()?;
     Some(ticks / clock_ticks())
 }
 
@@ -50,11 +58,21 @@ pub(crate) fn time_field<T: std::str::FromStr + Default>(report: &str, name: &st
 /// before and after a command, the CPU it and everything it waited for
 /// used (a shell script's `dd`, say).
 pub(crate) fn children_cpu() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(13)?.parse::<f64>().ok()? + fields.get(14)?.parse::<f64>().ok()?;
-    Some(ticks / clock_ticks())
+    // cutime and cstime, the 16th and 17th fields of the line.
+    stat_cpu("/proc/self/stat", 13)
+}
+
+/// `time_bin -v -o report program args`: the command every measured run
+/// goes through (its report read with [`time_field`]).
+pub(crate) fn timed_command(
+    time_bin: &str,
+    report: &Path,
+    program: &str,
+    args: &[String],
+) -> Command {
+    let mut c = Command::new(time_bin);
+    c.arg("-v").arg("-o").arg(report).arg(program).args(args);
+    c
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 where it
@@ -155,12 +173,7 @@ impl Runner {
             .with_context(|| format!("failed to create {}", log_path.display()))?;
         let log2 = log.try_clone()?;
         let t = Instant::now();
-        let st = Command::new(&self.time_bin)
-            .arg("-v")
-            .arg("-o")
-            .arg(&tv)
-            .arg(program)
-            .args(args)
+        let st = timed_command(&self.time_bin, &tv, program, args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

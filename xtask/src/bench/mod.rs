@@ -44,12 +44,12 @@ mod render;
 
 pub(crate) use datasets::spec_text;
 pub(crate) use floors::{image_ingest_once, raw_ingest_once};
-pub(crate) use measure::{children_cpu, median, process_cpu, time_field};
+pub(crate) use measure::{children_cpu, median, process_cpu, time_field, timed_command};
 
 use datasets::{digests_kept, layout_digests_kept, load_set};
 use floors::{ingest_floor, raw_ingest_sweep};
 use measure::{Runner, Series};
-pub(crate) use render::loadavg;
+pub(crate) use render::{loadavg, utc_now};
 use render::{record_scale, render};
 
 use std::fmt::Write as _;

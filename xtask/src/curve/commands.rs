@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::point::Run;
-use crate::bench::{children_cpu, time_field};
+use crate::bench::{children_cpu, time_field, timed_command};
 
 /// Runs `program args` under `/usr/bin/time -v`, stamping each JSON event
 /// line of its stdout with the seconds since the start.
@@ -21,12 +21,7 @@ pub(super) fn run_events(logs: &Path, label: &str, program: &str, args: &[String
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("failed to create {}", log_path.display()))?;
     let t = Instant::now();
-    let mut child = Command::new("/usr/bin/time")
-        .arg("-v")
-        .arg("-o")
-        .arg(&tv)
-        .arg(program)
-        .args(args)
+    let mut child = timed_command("/usr/bin/time", &tv, program, args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -60,7 +60,7 @@ use ferry_testkit::registry::Registry;
 
 use crate::bench::{
     image_ingest_once, loadavg, output, process_cpu, raw_ingest_once, skopeo_export_script,
-    skopeo_import_script, spec_text,
+    skopeo_import_script, spec_text, utc_now,
 };
 use commands::{export_args, floor, floor_cpu, import_args, q, run_events, warm};
 use point::Point;
@@ -405,10 +405,6 @@ fn command_line(opts: &CurveOptions) -> String {
         c += " --skopeo";
     }
     c + &format!(" --curve-out {}", opts.out.display())
-}
-
-fn utc_now() -> String {
-    output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
 }
 
 #[cfg(test)]

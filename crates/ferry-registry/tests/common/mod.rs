@@ -145,17 +145,9 @@ pub fn fast_config() -> ClientConfig {
     }
 }
 
-/// Deterministic pseudo-random bytes (xorshift).
+/// Deterministic pseudo-random bytes (xorshift, `craft::noise`).
 pub fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    ferry_bundle::craft::noise(len, seed)
 }
 
 /// Files in `dir` (names only).
